@@ -1,0 +1,66 @@
+# Gantry: `make demo` and `make test` set up everything they need (Rust, Go and make must
+# be installed; Kubernetes, kwok, helm, the registry and crane are built from Go modules
+# into a cache, once).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+CLUSTER := tests/cluster
+STATE ?= $(CURDIR)/target/testcluster
+export GANTRY_CLUSTER_DIR := $(STATE)
+# tests print their own progress; keep cargo's parallelism within the 2-core machines
+TEST_THREADS ?= 4
+
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench
+
+help:
+	@echo "make demo          local control plane + Gantry + example resources"
+	@echo "make test          lint, unit and end-to-end tests (starts and stops the cluster)"
+	@echo "make cluster-up    start the local control plane (kubeconfig: $(STATE)/kubeconfig)"
+	@echo "make cluster-down  stop it"
+	@echo "make crds          regenerate crds/ from the Rust types"
+
+# Debian packages the harness uses (present on most machines; installed when missing).
+deps:
+	@missing=""; \
+	for p in git:git openssl:openssl curl:curl python3:python3; do \
+	  command -v "$${p%%:*}" >/dev/null || missing="$$missing $${p##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; \
+	fi
+
+tools: deps
+	@$(CLUSTER)/build.sh >/dev/null
+
+build:
+	$(CARGO) build
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+crds:
+	$(CARGO) run --quiet -- crds --out-dir crds
+	$(CARGO) run --quiet -- crds --out-dir charts/gantry/crds
+
+unit:
+	$(CARGO) test --lib --bins
+
+test: lint tools
+	$(CARGO) build --all-targets
+	$(CLUSTER)/with-cluster.sh $(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+
+cluster-up: tools
+	$(CLUSTER)/up.sh $(STATE)
+
+cluster-down:
+	$(CLUSTER)/down.sh $(STATE)
+
+# The demo leaves the cluster running so it can be explored; `make cluster-down` stops it.
+demo: tools
+	$(CARGO) build
+	$(CLUSTER)/up.sh $(STATE)
+	set -a; source $(STATE)/env; set +a; examples/demo.sh

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The demo: a local control plane, Gantry's CRDs, a Git repository with the web app,
+# the example GitRepository and Application, and the controller running for a while.
+# Expects KUBECONFIG and GANTRY_TEST_BIN (set by tests/cluster/with-cluster.sh).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+kubectl() { "$GANTRY_TEST_BIN/kubectl" "$@"; }
+gantry="$repo/target/debug/gantry"
+work="$repo/target/demo"
+ns=demo
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Installing the Gantry CRDs"
+"$gantry" crds | kubectl apply --server-side --field-manager gantry -f -
+kubectl wait --for condition=Established --timeout 60s $(kubectl get crd -o name | grep gantry.dev) >/dev/null
+
+step "Creating a Git repository with the web app (file://$work/git/web.git)"
+rm -rf "$work"; mkdir -p "$work/git" "$work/src/apps"
+cp -r "$repo/examples/apps/web" "$work/src/apps/"
+git init --quiet --bare --initial-branch=main "$work/git/web.git"
+(
+  cd "$work/src"
+  git init --quiet --initial-branch=main
+  git add -A
+  git -c user.name=Demo -c user.email=demo@gantry.dev commit --quiet -m "web 1.3.0"
+  git push --quiet "$work/git/web.git" HEAD:main
+)
+
+step "Applying examples/gitrepository.yaml and examples/application.yaml in namespace $ns"
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+sed "s|url: .*|url: file://$work/git/web.git|" "$repo/examples/gitrepository.yaml" | kubectl -n "$ns" apply -f -
+kubectl -n "$ns" apply -f "$repo/examples/application.yaml"
+
+step "Running the controller for 8 seconds"
+"$gantry" controller --namespace "$ns" &
+pid=$!
+sleep 8
+kill -TERM "$pid"; wait "$pid" || true
+
+step "kubectl get gantry -n $ns"
+kubectl get gantry -n "$ns" -o wide
+echo
+echo "The cluster is still running: export KUBECONFIG=$KUBECONFIG"
+echo "Stop it with: make cluster-down"

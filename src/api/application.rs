@@ -1,0 +1,414 @@
+//! `Application`: what to deploy from a source, and how.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::duration::GoDuration;
+use super::refs::LocalRef;
+use super::rollout::{RolloutSpec, RolloutStatus};
+
+/// Deploys the manifests at a path of a source into the cluster and keeps them there.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "Application",
+    namespaced,
+    status = "ApplicationStatus",
+    shortname = "gapp",
+    category = "gantry",
+    doc = "Deploys the manifests at a path of a source into the cluster and keeps them there.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.lastAppliedRevision"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
+    printcolumn(
+        name = "Drifted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Drifted\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSpec {
+    /// The source whose artifact holds the manifests.
+    pub source_ref: SourceRef,
+
+    /// Directory inside the source, relative to its root.
+    #[serde(default = "default_path")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.matches('(^|/)\\\\.\\\\.(/|$)') && !self.contains('%') && !self.contains('\\\\')").message("path must be relative to the source root and must not contain '..', '%' or backslashes"))]
+    pub path: String,
+
+    /// How the manifests are rendered; detected from the files when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render: Option<RenderSpec>,
+
+    /// Namespace given to namespaced objects that do not name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub target_namespace: Option<String>,
+
+    /// Delete objects that were applied before and are no longer rendered.
+    #[serde(default = "default_true")]
+    pub prune: bool,
+
+    /// Allow a render with no objects to prune everything (refused otherwise).
+    #[serde(default)]
+    pub allow_empty: bool,
+
+    /// Take over fields owned by other field managers when applying.
+    #[serde(default)]
+    pub force: bool,
+
+    /// How often to reconcile even without a new revision (drift safety net).
+    #[serde(default = "default_interval")]
+    pub interval: GoDuration,
+
+    /// Time limit of one sync, health wait included.
+    #[serde(default = "default_timeout")]
+    pub timeout: GoDuration,
+
+    /// `automatic` applies each new revision; `manual` only on `gantry sync`.
+    #[serde(default)]
+    pub sync_policy: SyncPolicy,
+
+    /// What to do about changes made to managed objects outside Git.
+    #[serde(default)]
+    pub drift: DriftSpec,
+
+    /// Applications (same namespace) that must be Ready at their current revision first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<LocalRef>,
+
+    /// ServiceAccount (same namespace) impersonated for every write, for multi-tenant clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Deploy to another cluster through the kubeconfig in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config: Option<KubeConfigRef>,
+
+    /// Stops all writes while true.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// How workload changes are rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+
+    /// Write new image tags selected by ImagePolicies back to Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_automation: Option<ImageAutomation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    /// Kind of the source.
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Name of the source in the Application's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SourceKind {
+    #[default]
+    GitRepository,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderSpec {
+    /// `auto` picks kustomize for `kustomization.yaml`, helm for `Chart.yaml`, else plain files.
+    #[serde(default, rename = "type")]
+    pub kind: RenderKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmRender>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeRender>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RenderKind {
+    #[default]
+    Auto,
+    Plain,
+    Kustomize,
+    Helm,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmRender {
+    /// Release name; defaults to the Application's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_name: Option<String>,
+    /// Values files inside the source, relative to the chart directory, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, applied after the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub values: Option<serde_json::Value>,
+    /// Allow chart dependencies to be fetched from the network.
+    #[serde(default)]
+    pub allow_network_dependencies: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizeRender {
+    /// Allow remote bases (URLs) in kustomizations.
+    #[serde(default)]
+    pub allow_remote_bases: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftSpec {
+    /// `heal` re-applies drifted objects; `audit` only reports them.
+    #[serde(default)]
+    pub mode: DriftMode,
+    /// Differences that are expected and never reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<DriftIgnore>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    #[default]
+    Heal,
+    Audit,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftIgnore {
+    /// API group; empty for the core group. Omitted matches every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; omitted matches every kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Object name; omitted matches every name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// RFC 6901 pointers of the ignored fields, e.g. `/spec/replicas`.
+    #[schemars(length(min = 1))]
+    pub json_pointers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeConfigRef {
+    /// Secret holding the kubeconfig. `exec` and auth-provider entries are refused.
+    pub secret_ref: KubeConfigSecretRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeConfigSecretRef {
+    pub name: String,
+    /// Key in the Secret; defaults to `value`.
+    #[serde(default = "default_kubeconfig_key")]
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageAutomation {
+    /// ImagePolicies (same namespace) whose selections are written back.
+    #[schemars(length(min = 1))]
+    pub policies: Vec<String>,
+    pub write_back: WriteBack,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBack {
+    /// Branch to push to; defaults to the source's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub author: CommitAuthor,
+    /// Commit message; `{{policy}}`, `{{old}}` and `{{new}}` are replaced.
+    #[serde(default = "default_message_template")]
+    pub message_template: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitAuthor {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 3))]
+    pub email: String,
+}
+
+/// Observed state of an Application.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Healthy, Drifted, Progressing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Revision whose objects were all applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    /// Revision of the latest attempt, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
+    /// Every object applied by the last successful sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    /// Objects that differ from Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+    /// State of the running or last rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The last syncs, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SyncRecord>,
+    /// Value of the `gantry.dev/requested-at` annotation last handled (manual sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request: Option<String>,
+}
+
+/// One applied object: enough to find and delete it.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    /// API group, empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<DriftedObject>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedObject {
+    #[serde(flatten)]
+    pub object: InventoryEntry,
+    /// JSON pointers of the fields that differ.
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRecord {
+    pub revision: String,
+    pub started_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    pub result: SyncResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub created: u32,
+    #[serde(default)]
+    pub configured: u32,
+    #[serde(default)]
+    pub unchanged: u32,
+    #[serde(default)]
+    pub pruned: u32,
+    /// Hashes of the pod templates that were healthy at this revision (rollback fast path).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_hashes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SyncResult {
+    Succeeded,
+    Failed,
+    Promoted,
+    Aborted,
+    RolledBack,
+}
+
+fn default_path() -> String {
+    "./".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_interval() -> GoDuration {
+    GoDuration::new("5m")
+}
+
+fn default_timeout() -> GoDuration {
+    GoDuration::new("5m")
+}
+
+fn default_kubeconfig_key() -> String {
+    "value".to_string()
+}
+
+fn default_message_template() -> String {
+    "Update {{policy}} to {{new}}\n\nPrevious image: {{old}}".to_string()
+}
+
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

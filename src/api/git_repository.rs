@@ -1,0 +1,133 @@
+//! `GitRepository`: a Git source that produces an artifact (a checked-out tree) per revision.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::duration::GoDuration;
+use super::refs::SecretRef;
+
+/// A Git repository that Gantry fetches and turns into an artifact for Applications.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "GitRepository",
+    namespaced,
+    status = "GitRepositoryStatus",
+    shortname = "gitrepo",
+    category = "gantry",
+    doc = "A Git repository that Gantry fetches and turns into an artifact for Applications.",
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.artifact.revision"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepositorySpec {
+    /// Repository URL: `https://`, `http://` (loopback only), `ssh://` or `file://`.
+    #[x_kube(validation = Rule::new("self.matches('^(https?|ssh|file)://')").message("url must start with https://, http://, ssh:// or file://"))]
+    pub url: String,
+
+    /// Which commit to check out. Defaults to the branch `main`.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<GitRef>,
+
+    /// How often to look for new commits.
+    #[serde(default = "default_interval")]
+    pub interval: GoDuration,
+
+    /// Time limit of each fetch.
+    #[serde(default = "default_timeout")]
+    pub timeout: GoDuration,
+
+    /// Secret with credentials: `username` and `password`, or `bearerToken` (HTTPS);
+    /// `identity` and `known_hosts` (SSH, known_hosts is mandatory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+
+    /// gitignore-style patterns of files left out of the artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+
+    /// Stops fetching while true; the last artifact stays available.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// The reference to check out: one of branch, tag, semver or commit.
+/// `commit` may be combined with `branch` to pin a commit on that branch.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("[has(self.branch), has(self.tag), has(self.semver)].filter(x, x).size() <= 1").message("set at most one of branch, tag and semver"))]
+#[x_kube(validation = Rule::new("!(has(self.commit) && (has(self.tag) || has(self.semver)))").message("commit can only be combined with branch"))]
+#[serde(rename_all = "camelCase")]
+pub struct GitRef {
+    /// Branch to follow, e.g. `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Tag to check out, e.g. `v1.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Semver range over tags; the newest matching tag is checked out, e.g. `>=1.0.0 <2.0.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Exact commit SHA-1 (40 hex characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{40}$')").message("commit must be 40 lowercase hex characters"))]
+    pub commit: Option<String>,
+}
+
+/// Observed state of a GitRepository.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepositoryStatus {
+    /// Generation of the spec last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready and friends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The last artifact produced; kept when a later fetch fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+}
+
+/// A checked-out tree of one commit.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// `<ref>@sha1:<40 hex>`, e.g. `main@sha1:0123…`.
+    pub revision: String,
+    /// Digest of the tree's content, `sha256:<hex>`.
+    pub digest: String,
+    /// When this artifact was produced.
+    pub fetched_at: Time,
+}
+
+fn default_interval() -> GoDuration {
+    GoDuration::new("1m")
+}
+
+fn default_timeout() -> GoDuration {
+    GoDuration::new("60s")
+}

@@ -1,0 +1,183 @@
+//! `ImagePolicy`: watches one image repository and selects the newest acceptable tag.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::duration::GoDuration;
+use super::refs::SecretRef;
+
+/// Watches an image repository in a registry and selects the newest acceptable tag.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "ImagePolicy",
+    namespaced,
+    status = "ImagePolicyStatus",
+    shortname = "imgpol",
+    category = "gantry",
+    doc = "Watches an image repository in a registry and selects the newest acceptable tag.",
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "Latest", type_ = "string", json_path = ".status.latestImage"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicySpec {
+    /// Image repository without tag or digest, e.g. `registry.example.com/team/web`.
+    #[x_kube(validation = Rule::new("!self.contains('@') && !self.matches(':[^/]*$')").message("image must not carry a tag or digest"))]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+
+    /// How often to list the tags.
+    #[serde(default = "default_interval")]
+    pub interval: GoDuration,
+
+    /// Time limit of each registry request.
+    #[serde(default = "default_timeout")]
+    pub timeout: GoDuration,
+
+    /// A `kubernetes.io/dockerconfigjson` Secret with credentials for the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+
+    /// How tags are ordered to find the newest.
+    pub policy: TagPolicy,
+
+    /// Which tags take part, and which part of them is ordered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_tags: Option<FilterTags>,
+
+    /// `pin` records the digest of the chosen tag so deployments reference `repo:tag@sha256:…`.
+    #[serde(default)]
+    pub digest: DigestMode,
+
+    /// Stops scanning while true; the last selection stays.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Exactly one ordering.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("[has(self.semver), has(self.alphabetical), has(self.numerical)].filter(x, x).size() == 1").message("set exactly one of semver, alphabetical and numerical"))]
+#[serde(rename_all = "camelCase")]
+pub struct TagPolicy {
+    /// Newest version within a semver range; pre-releases only when the range names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<SemverPolicy>,
+    /// Lexical order of the tag (or the extracted part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alphabetical: Option<OrderPolicy>,
+    /// Numerical order of the tag (or the extracted part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerical: Option<OrderPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SemverPolicy {
+    /// A range such as `>=1.0.0 <2.0.0` or `^1.4`.
+    #[schemars(length(min = 1))]
+    pub range: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPolicy {
+    /// `asc` picks the last tag in ascending order (the usual newest); `desc` the first.
+    #[serde(default)]
+    pub order: SortOrder,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterTags {
+    /// Regular expression a tag must match, e.g. `^main-(?P<ts>[0-9]+)$`.
+    #[schemars(length(min = 1))]
+    pub pattern: String,
+    /// Named group of `pattern` whose value is ordered instead of the whole tag, e.g. `ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestMode {
+    /// Record the digest and reference `repo:tag@sha256:…`.
+    Pin,
+    /// Reference `repo:tag` only.
+    #[default]
+    Off,
+}
+
+/// Observed state of an ImagePolicy.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The selected image, `repo:tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_image: Option<String>,
+    /// Digest of the selected tag, `sha256:…` (with `digest: pin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_digest: Option<String>,
+    /// Number of tags seen in the last scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_count: Option<i64>,
+    /// When the registry was last scanned successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_at: Option<Time>,
+    /// Tags that were rolled back in Git and are not written again until a newer tag appears.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_tags: Vec<HeldTag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldTag {
+    pub tag: String,
+    /// Why it is held, e.g. the revert commit.
+    pub reason: String,
+    pub since: Time,
+}
+
+fn default_interval() -> GoDuration {
+    GoDuration::new("5m")
+}
+
+fn default_timeout() -> GoDuration {
+    GoDuration::new("30s")
+}

@@ -1,0 +1,10 @@
+//! `gantry version`.
+
+use std::process::ExitCode;
+
+use crate::error::Result;
+
+pub fn run() -> Result<ExitCode> {
+    println!("gantry {}", env!("CARGO_PKG_VERSION"));
+    Ok(ExitCode::SUCCESS)
+}

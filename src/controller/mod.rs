@@ -1,0 +1,67 @@
+//! The operator: one reconciler per kind, sharing a `Context`.
+
+pub mod context;
+pub mod crd_check;
+pub mod kinds;
+pub mod placeholder;
+
+use std::sync::Arc;
+
+use kube::{Api, Client};
+
+use crate::api::{Application, GitRepository, ImagePolicy, Receiver};
+use crate::error::Result;
+use context::Context;
+use kinds::GantryKind;
+
+/// Where the controller looks for resources.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
+    match &opts.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
+pub async fn run(client: Client, opts: Options) -> Result<()> {
+    crd_check::ensure_installed(&client).await?;
+    let ctx = Arc::new(Context::new(client.clone()));
+    tracing::info!(
+        namespace = opts.namespace.as_deref().unwrap_or("<all>"),
+        "controller started"
+    );
+    tokio::join!(
+        placeholder::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
+        placeholder::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
+        placeholder::run(ctx.clone(), api_for::<Application>(&client, &opts)),
+        placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
+    );
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

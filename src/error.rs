@@ -1,0 +1,67 @@
+//! Errors that travel from the library to the binary.
+
+use kube::runtime::finalizer;
+
+/// Everything that can go wrong, with a bounded `category()` for metric and event labels.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("cannot load a Kubernetes client configuration: {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+
+    #[error(
+        "the Gantry CRDs are not installed in this cluster: missing {missing}. \
+         Install them with `gantry crds | kubectl apply --server-side -f -` \
+         or with the Helm chart (charts/gantry)"
+    )]
+    CrdsMissing { missing: String },
+
+    #[error("cannot serialise {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("cannot write YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A short, bounded label for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::KubeConfig(_) => "kube_config",
+            Error::CrdsMissing { .. } => "crds_missing",
+            Error::Serialize { .. } | Error::Yaml(_) => "serialize",
+            Error::Io { .. } => "io",
+            Error::Finalizer(_) => "finalizer",
+            Error::Usage(_) => "usage",
+        }
+    }
+
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

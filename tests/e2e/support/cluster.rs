@@ -1,0 +1,125 @@
+//! Connection to the local control plane and per-test namespaces.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::OnceCell;
+
+use super::{eventually, process, random_suffix};
+
+/// The admin kubeconfig of the local control plane.
+pub fn kubeconfig_path() -> PathBuf {
+    let path = std::env::var_os("GANTRY_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testcluster/kubeconfig"));
+    if !path.exists() {
+        panic!(
+            "the local control plane is not running ({} is missing): start it with \
+             `make cluster-up`, or run every test with `make test`",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A client for the local control plane; panics with the command to start it when absent.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).expect("readable kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    let client = Client::try_from(config).expect("client");
+    if let Err(e) = client.apiserver_version().await {
+        panic!(
+            "the local control plane at {} does not answer ({e}): start it with `make cluster-up`",
+            path.display()
+        );
+    }
+    client
+}
+
+/// A namespace with a random suffix, deleted when dropped (also when the test panics).
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", random_suffix());
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "gantry.dev/test": "true" } }
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        // Pods need the namespace's default ServiceAccount, made by the controller-manager.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        eventually("the default ServiceAccount", Duration::from_secs(30), || {
+            let sa = sa.clone();
+            async move { sa.get_opt("default").await.ok().flatten() }
+        })
+        .await;
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and this also runs while panicking.
+        let _ = std::process::Command::new(process::tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Installs (server-side apply) the CRDs generated from the Rust types, once per test
+/// process, and waits until each is Established.
+pub async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in gantry::api::crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            api.patch(&name, &PatchParams::apply("gantry-tests").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        }
+        for crd in gantry::api::crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            wait_established(&api, &name).await;
+        }
+    })
+    .await;
+}
+
+pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
+    eventually(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
+        let crd = api.get(name).await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await
+}
+
+/// Deletes an object and ignores "not found".
+pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}

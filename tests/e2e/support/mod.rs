@@ -1,0 +1,37 @@
+//! Test support: the local control plane, namespaces, a Git server and an OCI registry.
+//! Everything listens on and dials 127.0.0.1 only.
+
+pub mod cluster;
+pub mod git;
+pub mod process;
+pub mod registry;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A short random lowercase suffix for names that must not collide between tests.
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+        .collect()
+}

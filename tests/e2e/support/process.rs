@@ -1,0 +1,68 @@
+//! Child processes that are stopped (by their own pid) when the guard is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Child;
+
+/// A child process killed and reaped on drop.
+pub struct ChildGuard {
+    pub name: String,
+    pub child: Child,
+}
+
+impl ChildGuard {
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            name: name.into(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails the test if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// The directory of the harness's binaries (kubectl, helm, registry, crane, ...).
+pub fn tool_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GANTRY_TEST_BIN") {
+        return PathBuf::from(dir);
+    }
+    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testcluster/bin");
+    if fallback.join("kubectl").exists() {
+        return fallback;
+    }
+    panic!(
+        "the test tools are not built: run `make cluster-up` (or `make test`), \
+         which builds them with tests/cluster/build.sh"
+    );
+}
+
+/// Path of one harness binary.
+pub fn tool(name: &str) -> PathBuf {
+    let path = tool_dir().join(name);
+    assert!(path.exists(), "{} is missing; rebuild with tests/cluster/build.sh", path.display());
+    path
+}
