@@ -23,38 +23,13 @@ use super::rollout::{RolloutSpec, RolloutStatus};
     shortname = "gapp",
     category = "gantry",
     doc = "Deploys the manifests at a path of a source into the cluster and keeps them there.",
-    printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourceRef.name"),
-    printcolumn(
-        name = "Revision",
-        type_ = "string",
-        json_path = ".status.lastAppliedRevision"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Healthy",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
-    ),
-    printcolumn(
-        name = "Drifted",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Drifted\")].status"
-    ),
-    printcolumn(
-        name = "Status",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Source", "type": "string", "jsonPath": ".spec.sourceRef.name"}"#,
+    printcolumn = r#"{"name": "Revision", "type": "string", "jsonPath": ".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Healthy", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Healthy\")].status"}"#,
+    printcolumn = r#"{"name": "Drifted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSpec {

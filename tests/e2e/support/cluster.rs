@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
@@ -16,7 +16,9 @@ use super::{eventually, process, random_suffix};
 pub fn kubeconfig_path() -> PathBuf {
     let path = std::env::var_os("GANTRY_TEST_KUBECONFIG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testcluster/kubeconfig"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testcluster/kubeconfig")
+        });
     if !path.exists() {
         panic!(
             "the local control plane is not running ({} is missing): start it with \
@@ -57,13 +59,20 @@ impl TestNamespace {
             "metadata": { "name": name, "labels": { "gantry.dev/test": "true" } }
         }))
         .unwrap();
-        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
         // Pods need the namespace's default ServiceAccount, made by the controller-manager.
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        eventually("the default ServiceAccount", Duration::from_secs(30), || {
-            let sa = sa.clone();
-            async move { sa.get_opt("default").await.ok().flatten() }
-        })
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        eventually(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            || {
+                let sa = sa.clone();
+                async move { sa.get_opt("default").await.ok().flatten() }
+            },
+        )
         .await;
         Self { name }
     }
@@ -75,7 +84,13 @@ impl Drop for TestNamespace {
         let _ = std::process::Command::new(process::tool("kubectl"))
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
@@ -91,9 +106,13 @@ pub async fn install_crds(client: &Client) {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in gantry::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
-            api.patch(&name, &PatchParams::apply("gantry-tests").force(), &Patch::Apply(&crd))
-                .await
-                .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            api.patch(
+                &name,
+                &PatchParams::apply("gantry-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
         }
         for crd in gantry::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
@@ -104,22 +123,18 @@ pub async fn install_crds(client: &Client) {
 }
 
 pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
-    eventually(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
-        let crd = api.get(name).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
+    eventually(
+        &format!("CRD {name} Established"),
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
     .await
-}
-
-/// Deletes an object and ignores "not found".
-pub async fn delete_ignore_missing<K>(api: &Api<K>, name: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let _ = api.delete(name, &DeleteParams::default()).await;
 }

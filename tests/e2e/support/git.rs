@@ -19,8 +19,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .args(["-c", "user.name=Gantry Tests", "-c", "user.email=tests@gantry.dev"])
-        .args(["-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always"])
+        .args([
+            "-c",
+            "user.name=Gantry Tests",
+            "-c",
+            "user.email=tests@gantry.dev",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
         .args(args)
         .output()
         .expect("git is installed");
@@ -71,7 +81,10 @@ impl GitServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (root_path, stop_flag) = (root.path().to_path_buf(), stop.clone());
         let expected = credentials.map(|c| {
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(c))
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(c)
+            )
         });
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -86,10 +99,6 @@ impl GitServer {
             }
         });
         Self { root, port, stop }
-    }
-
-    pub fn root(&self) -> &Path {
-        self.root.path()
     }
 
     pub fn bare_path(&self, name: &str) -> PathBuf {
@@ -108,15 +117,28 @@ impl GitServer {
     /// Returns the commit id.
     pub fn create_repo_from_dir(&self, name: &str, dir: &Path) -> String {
         let bare = self.bare_path(name);
-        git(self.root.path(), &["init", "--bare", "--quiet", bare.to_str().unwrap()]);
+        git(
+            self.root.path(),
+            &["init", "--bare", "--quiet", bare.to_str().unwrap()],
+        );
         git(&bare, &["config", "http.receivepack", "true"]);
         let work = tempfile::tempdir().unwrap();
         git(work.path(), &["init", "--quiet"]);
         copy_tree(dir, work.path());
         git(work.path(), &["add", "-A"]);
         git(work.path(), &["commit", "--quiet", "-m", "initial commit"]);
-        git(work.path(), &["push", "--quiet", bare.to_str().unwrap(), "HEAD:refs/heads/main"]);
-        git(&bare, &["rev-parse", "refs/heads/main"]).trim().to_string()
+        git(
+            work.path(),
+            &[
+                "push",
+                "--quiet",
+                bare.to_str().unwrap(),
+                "HEAD:refs/heads/main",
+            ],
+        );
+        git(&bare, &["rev-parse", "refs/heads/main"])
+            .trim()
+            .to_string()
     }
 
     /// Creates a repository from `(path, content)` pairs.
@@ -176,7 +198,10 @@ fn serve(stream: TcpStream, root: &Path, expected_auth: Option<&str>) -> std::io
         )?;
         return Ok(());
     }
-    if headers.get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    if headers
+        .get("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
         writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let body = read_body(&mut reader, &headers)?;
@@ -246,10 +271,15 @@ fn find_header_end(buf: &[u8]) -> Option<(usize, usize)> {
     if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
         return Some((i, i + 4));
     }
-    buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+    buf.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2))
 }
 
-fn read_body(reader: &mut impl BufRead, headers: &HashMap<String, String>) -> std::io::Result<Vec<u8>> {
+fn read_body(
+    reader: &mut impl BufRead,
+    headers: &HashMap<String, String>,
+) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if headers
         .get("transfer-encoding")
@@ -271,7 +301,10 @@ fn read_body(reader: &mut impl BufRead, headers: &HashMap<String, String>) -> st
             let mut crlf = [0u8; 2];
             reader.read_exact(&mut crlf)?;
         }
-    } else if let Some(len) = headers.get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         body.resize(len, 0);
         reader.read_exact(&mut body)?;
     }

@@ -18,10 +18,6 @@ impl ChildGuard {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Fails the test if the process has already exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -63,6 +59,10 @@ pub fn tool_dir() -> PathBuf {
 /// Path of one harness binary.
 pub fn tool(name: &str) -> PathBuf {
     let path = tool_dir().join(name);
-    assert!(path.exists(), "{} is missing; rebuild with tests/cluster/build.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; rebuild with tests/cluster/build.sh",
+        path.display()
+    );
     path
 }

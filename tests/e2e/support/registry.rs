@@ -58,7 +58,10 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             process.assert_running();
-            assert!(Instant::now() < deadline, "registry did not listen on 127.0.0.1:{port}");
+            assert!(
+                Instant::now() < deadline,
+                "registry did not listen on 127.0.0.1:{port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let registry = Self {
@@ -68,7 +71,15 @@ impl Registry {
             _process: process,
         };
         if let Some((user, password)) = &registry.credentials {
-            registry.crane(&["auth", "login", &registry.host(), "-u", user, "-p", password]);
+            registry.crane(&[
+                "auth",
+                "login",
+                &registry.host(),
+                "-u",
+                user,
+                "-p",
+                password,
+            ]);
         }
         registry
     }

@@ -1,0 +1,82 @@
+//! The CRDs committed under `crds/` (and in the chart) must equal what the Rust types
+//! generate. Regenerate with `make crds`.
+
+use std::path::Path;
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["crds", "charts/gantry/crds"] {
+        let mut expected_files = vec![];
+        for crd in gantry::api::crds() {
+            let file = gantry::api::crd_file_name(&crd);
+            let path = root.join(dir).join(&file);
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `make crds`", path.display()));
+            let generated = gantry::api::crd_yaml(&crd).unwrap();
+            assert!(
+                committed == generated,
+                "{} differs from the Rust types; run `make crds` and commit the result",
+                path.display()
+            );
+            expected_files.push(file);
+        }
+        let mut present: Vec<String> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        present.sort();
+        expected_files.sort();
+        assert_eq!(present, expected_files, "stray or missing files in {dir}/");
+    }
+}
+
+#[test]
+fn gantry_crds_prints_every_kind() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("crds")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["spec"]["names"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["GitRepository", "ImagePolicy", "Application", "Receiver"]
+    );
+    for d in &docs {
+        assert_eq!(d["spec"]["group"].as_str(), Some("gantry.dev"));
+        assert_eq!(d["spec"]["scope"].as_str(), Some("Namespaced"));
+        assert_eq!(d["spec"]["names"]["categories"][0].as_str(), Some("gantry"));
+        let version = &d["spec"]["versions"][0];
+        assert_eq!(version["name"].as_str(), Some("v1alpha1"));
+        assert!(version["subresources"]["status"].is_mapping());
+        assert!(
+            version["additionalPrinterColumns"]
+                .as_sequence()
+                .unwrap()
+                .len()
+                >= 3
+        );
+    }
+}
+
+#[test]
+fn examples_parse_as_the_rust_types() {
+    use gantry::api::{Application, GitRepository, ImagePolicy, Receiver};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let repo: GitRepository = serde_yaml::from_str(&read("gitrepository.yaml")).unwrap();
+    assert_eq!(repo.spec.interval.parse().unwrap().as_secs(), 60);
+    let app: Application = serde_yaml::from_str(&read("application.yaml")).unwrap();
+    assert_eq!(app.spec.source_ref.name, "web");
+    assert!(app.spec.rollout.is_some());
+    let _: ImagePolicy = serde_yaml::from_str(&read("imagepolicy.yaml")).unwrap();
+    let _: Receiver = serde_yaml::from_str(&read("receiver.yaml")).unwrap();
+}

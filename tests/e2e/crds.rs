@@ -1,0 +1,173 @@
+//! The CRDs install, every example can be created, and invalid objects are refused by the
+//! API server with a message that names the field.
+
+use kube::Resource;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use gantry::api::{Application, GitRepository, ImagePolicy, Receiver};
+
+fn dynamic_api<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    ns: &str,
+) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()))
+}
+
+fn example(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn create(api: &Api<DynamicObject>, obj: Value) -> Result<DynamicObject, String> {
+    let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn examples_of_every_kind_are_accepted() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "crd-examples").await;
+
+    for (file, api) in [
+        (
+            "gitrepository.yaml",
+            dynamic_api::<GitRepository>(&client, &ns.name),
+        ),
+        (
+            "imagepolicy.yaml",
+            dynamic_api::<ImagePolicy>(&client, &ns.name),
+        ),
+        (
+            "application.yaml",
+            dynamic_api::<Application>(&client, &ns.name),
+        ),
+        ("receiver.yaml", dynamic_api::<Receiver>(&client, &ns.name)),
+    ] {
+        let created = create(&api, example(file))
+            .await
+            .unwrap_or_else(|e| panic!("examples/{file} was refused: {e}"));
+        assert_eq!(
+            created.metadata.namespace.as_deref(),
+            Some(ns.name.as_str())
+        );
+    }
+
+    // Defaults from the schema are filled in by the API server.
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let app = apps.get("web").await.unwrap();
+    assert_eq!(
+        app.spec.sync_policy,
+        gantry::api::application::SyncPolicy::Automatic
+    );
+    let repos: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    let repo = repos.get("web").await.unwrap();
+    assert_eq!(repo.spec.timeout.0, "60s");
+    assert!(!repo.spec.suspend);
+}
+
+/// Creates `obj` and expects a 422 whose message contains every `needle`.
+async fn assert_refused(api: &Api<DynamicObject>, obj: Value, needles: &[&str]) {
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => panic!("{name} was accepted but should be refused"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{name}: {status:?}");
+            for needle in needles {
+                assert!(
+                    status.message.contains(needle),
+                    "{name}: message {:?} does not mention {needle:?}",
+                    status.message
+                );
+            }
+        }
+        Err(e) => panic!("{name}: unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_objects_are_refused_with_a_clear_message() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "crd-invalid").await;
+    let apps = dynamic_api::<Application>(&client, &ns.name);
+    let repos = dynamic_api::<GitRepository>(&client, &ns.name);
+    let policies = dynamic_api::<ImagePolicy>(&client, &ns.name);
+    let receivers = dynamic_api::<Receiver>(&client, &ns.name);
+
+    // A required field is missing.
+    let mut app = example("application.yaml");
+    app["metadata"]["name"] = json!("no-source");
+    app["spec"].as_object_mut().unwrap().remove("sourceRef");
+    assert_refused(&apps, app, &["spec.sourceRef", "Required value"]).await;
+
+    let mut repo = example("gitrepository.yaml");
+    repo["metadata"]["name"] = json!("no-url");
+    repo["spec"].as_object_mut().unwrap().remove("url");
+    assert_refused(&repos, repo, &["spec.url", "Required value"]).await;
+
+    // Enum values that do not exist.
+    let mut app = example("application.yaml");
+    app["metadata"]["name"] = json!("bad-mode");
+    app["spec"]["drift"]["mode"] = json!("ignore");
+    assert_refused(
+        &apps,
+        app,
+        &["spec.drift.mode", "Unsupported value", "\"ignore\""],
+    )
+    .await;
+
+    let mut policy = example("imagepolicy.yaml");
+    policy["metadata"]["name"] = json!("bad-digest");
+    policy["spec"]["digest"] = json!("sometimes");
+    assert_refused(&policies, policy, &["spec.digest", "Unsupported value"]).await;
+
+    let mut receiver = example("receiver.yaml");
+    receiver["metadata"]["name"] = json!("bad-type");
+    receiver["spec"]["type"] = json!("bitbucket");
+    assert_refused(&receivers, receiver, &["spec.type", "Unsupported value"]).await;
+
+    // Patterns and CEL rules.
+    let mut repo = example("gitrepository.yaml");
+    repo["metadata"]["name"] = json!("bad-interval");
+    repo["spec"]["interval"] = json!("1 minute");
+    assert_refused(&repos, repo, &["spec.interval", "should match"]).await;
+
+    let mut repo = example("gitrepository.yaml");
+    repo["metadata"]["name"] = json!("bad-scheme");
+    repo["spec"]["url"] = json!("ftp://example.com/repo.git");
+    assert_refused(&repos, repo, &["url must start with https://"]).await;
+
+    let mut repo = example("gitrepository.yaml");
+    repo["metadata"]["name"] = json!("two-refs");
+    repo["spec"]["ref"] = json!({"branch": "main", "tag": "v1"});
+    assert_refused(&repos, repo, &["set at most one of branch, tag and semver"]).await;
+
+    let mut app = example("application.yaml");
+    app["metadata"]["name"] = json!("escape");
+    app["spec"]["path"] = json!("apps/../../etc");
+    assert_refused(&apps, app, &["path must be relative"]).await;
+
+    let mut app = example("application.yaml");
+    app["metadata"]["name"] = json!("bad-step");
+    app["spec"]["rollout"]["steps"] = json!([{"weight": 10, "pause": {}}]);
+    assert_refused(&apps, app, &["a step is either a weight or a pause"]).await;
+
+    let mut policy = example("imagepolicy.yaml");
+    policy["metadata"]["name"] = json!("two-policies");
+    policy["spec"]["policy"] = json!({"semver": {"range": ">=1"}, "numerical": {"order": "asc"}});
+    assert_refused(
+        &policies,
+        policy,
+        &["set exactly one of semver, alphabetical and numerical"],
+    )
+    .await;
+}

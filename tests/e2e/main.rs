@@ -1,0 +1,11 @@
+//! End-to-end tests against the local control plane (tests/cluster), a Git server and an
+//! OCI registry, all on 127.0.0.1. `make test` starts what is missing; without a control
+//! plane these tests fail and say how to start one.
+
+mod support;
+
+mod controller;
+mod crds;
+mod git_server;
+mod registry;
+mod workloads;
