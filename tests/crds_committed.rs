@@ -80,3 +80,44 @@ fn examples_parse_as_the_rust_types() {
     let _: ImagePolicy = serde_yaml::from_str(&read("imagepolicy.yaml")).unwrap();
     let _: Receiver = serde_yaml::from_str(&read("receiver.yaml")).unwrap();
 }
+
+/// kubectl and Helm read YAML 1.1, where unquoted `on`, `off`, `yes`, `no`, `y` and `n` are
+/// booleans. No enum value or string default may be one of them, or users writing the
+/// value unquoted would send a boolean.
+#[test]
+fn no_enum_value_is_a_yaml_1_1_boolean() {
+    const BOOLEAN_WORDS: [&str; 6] = ["on", "off", "yes", "no", "y", "n"];
+    fn walk(v: &serde_json::Value, path: &str, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    if k == "enum" || k == "default" {
+                        let values = child
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_else(|| vec![child.clone()]);
+                        for value in values {
+                            if let Some(s) = value.as_str()
+                                && BOOLEAN_WORDS.contains(&s.to_ascii_lowercase().as_str())
+                            {
+                                found.push(format!("{path}.{k}: {s}"));
+                            }
+                        }
+                    }
+                    walk(child, &format!("{path}.{k}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, path, found)),
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    for crd in gantry::api::crds() {
+        let json = serde_json::to_value(&crd).unwrap();
+        walk(&json, crd.metadata.name.as_deref().unwrap(), &mut found);
+    }
+    assert!(
+        found.is_empty(),
+        "YAML 1.1 boolean words used as values: {found:?}"
+    );
+}

@@ -56,7 +56,9 @@ pub struct ImagePolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_tags: Option<FilterTags>,
 
-    /// `pin` records the digest of the chosen tag so deployments reference `repo:tag@sha256:…`.
+    /// `pin` records the digest of the chosen tag so deployments reference `repo:tag@sha256:…`;
+    /// `none` references `repo:tag` only. (Not `off`: YAML 1.1 parsers such as kubectl's read
+    /// an unquoted `off` as the boolean false.)
     #[serde(default)]
     pub digest: DigestMode,
 
@@ -123,7 +125,7 @@ pub enum DigestMode {
     Pin,
     /// Reference `repo:tag` only.
     #[default]
-    Off,
+    None,
 }
 
 /// Observed state of an ImagePolicy.

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chart;
 mod controller;
 mod crds;
 mod git_server;
