@@ -1,0 +1,333 @@
+//! Fetching from Git with `git2`: a cached bare clone per GitRepository, shallow where the
+//! transport allows it, credentials from a Secret, a deadline on every network operation.
+
+use std::path::Path;
+use std::time::Instant;
+
+use git2::{
+    AutotagOption, Cred, CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions,
+    RemoteCallbacks, Repository,
+};
+
+use super::url_policy::{self, UrlRefused};
+
+/// What to check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Branch(String),
+    Tag(String),
+    /// Newest tag within a semver range.
+    Semver(String),
+    /// An exact commit, optionally looked up on a branch.
+    Commit {
+        branch: Option<String>,
+        commit: String,
+    },
+}
+
+impl Reference {
+    pub fn from_spec(r: Option<&crate::api::git_repository::GitRef>) -> Self {
+        let Some(r) = r else {
+            return Reference::Branch("main".into());
+        };
+        if let Some(c) = &r.commit {
+            return Reference::Commit {
+                branch: r.branch.clone(),
+                commit: c.clone(),
+            };
+        }
+        if let Some(t) = &r.tag {
+            return Reference::Tag(t.clone());
+        }
+        if let Some(s) = &r.semver {
+            return Reference::Semver(s.clone());
+        }
+        Reference::Branch(r.branch.clone().unwrap_or_else(|| "main".into()))
+    }
+}
+
+/// Credentials from the GitRepository's Secret. Never printed.
+#[derive(Clone)]
+pub enum Credentials {
+    Basic { username: String, password: String },
+    Bearer { token: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { .. } => f.write_str("Basic(***)"),
+            Credentials::Bearer { .. } => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{0}")]
+    Refused(#[from] UrlRefused),
+    #[error("authentication failed for {url}: {message}")]
+    Auth { url: String, message: String },
+    #[error("reference {reference} not found in {url}")]
+    RefNotFound { url: String, reference: String },
+    #[error("fetch from {url} timed out")]
+    Timeout { url: String },
+    #[error("fetch from {url} failed: {message}")]
+    Fetch { url: String, message: String },
+    #[error("invalid semver range {0:?}")]
+    BadRange(String),
+}
+
+impl GitError {
+    /// The condition reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GitError::Refused(_) => "URLRefused",
+            GitError::Auth { .. } => "AuthenticationFailed",
+            GitError::RefNotFound { .. } | GitError::BadRange(_) => "RefNotFound",
+            GitError::Timeout { .. } => "Timeout",
+            GitError::Fetch { .. } => "FetchFailed",
+        }
+    }
+}
+
+/// The commit that was fetched, and how to name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub commit: String,
+    /// `main@sha1:<40 hex>`
+    pub revision: String,
+}
+
+/// Picks the newest tag within `range` (a leading `v` is ignored; pre-releases only when
+/// the range names one, as the semver crate does).
+pub fn newest_matching_tag<'a>(
+    tags: impl IntoIterator<Item = &'a str>,
+    range: &str,
+) -> Result<Option<&'a str>, GitError> {
+    let req =
+        semver::VersionReq::parse(range).map_err(|_| GitError::BadRange(range.to_string()))?;
+    Ok(tags
+        .into_iter()
+        .filter_map(|t| {
+            let v = semver::Version::parse(t.strip_prefix('v').unwrap_or(t)).ok()?;
+            req.matches(&v).then_some((v, t))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, t)| t))
+}
+
+fn classify(url: &str, deadline: Instant, e: git2::Error) -> GitError {
+    let url = url_policy::redact(url);
+    if Instant::now() >= deadline {
+        return GitError::Timeout { url };
+    }
+    let message = scrub(e.message());
+    let lower = message.to_ascii_lowercase();
+    if e.code() == ErrorCode::Auth
+        || lower.contains("authentication")
+        || lower.contains("401")
+        || lower.contains("credentials")
+        || (e.class() == ErrorClass::Http && lower.contains("403"))
+    {
+        GitError::Auth { url, message }
+    } else {
+        GitError::Fetch { url, message }
+    }
+}
+
+/// Removes anything that looks like a URL's userinfo from a libgit2 message.
+fn scrub(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                url_policy::redact(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn callbacks<'a>(creds: Option<&'a Credentials>, deadline: Instant) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let mut attempts = 0;
+    cb.credentials(move |_url, _user, allowed| {
+        attempts += 1;
+        match creds {
+            Some(Credentials::Basic { username, password })
+                if attempts == 1 && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            _ => Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication required or refused",
+            )),
+        }
+    });
+    cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb.sideband_progress(move |_| Instant::now() < deadline);
+    cb
+}
+
+fn fetch_options<'a>(
+    creds: Option<&'a Credentials>,
+    deadline: Instant,
+    shallow: bool,
+    headers: &'a [String],
+) -> FetchOptions<'a> {
+    let mut fo = FetchOptions::new();
+    fo.remote_callbacks(callbacks(creds, deadline));
+    fo.download_tags(AutotagOption::None);
+    fo.custom_headers(&headers.iter().map(String::as_str).collect::<Vec<_>>());
+    if shallow {
+        fo.depth(1);
+    }
+    fo
+}
+
+/// Fetches `reference` from `url` into the bare repository at `cache` (created when
+/// missing) and returns the commit. Blocking: run it on a blocking thread.
+pub fn fetch(
+    cache: &Path,
+    url: &str,
+    reference: &Reference,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<Fetched, GitError> {
+    let parsed = url_policy::check(url, matches!(creds, Some(Credentials::Basic { .. })))?;
+    let shallow_ok = parsed.scheme != "file";
+    let repo = match Repository::open_bare(cache) {
+        Ok(r) => r,
+        Err(_) => Repository::init_bare(cache).map_err(|e| classify(url, deadline, e))?,
+    };
+    let headers: Vec<String> = match creds {
+        Some(Credentials::Bearer { token }) => vec![format!("Authorization: Bearer {token}")],
+        _ => vec![],
+    };
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| classify(url, deadline, e))?;
+    let not_found = |reference: &str| GitError::RefNotFound {
+        url: url_policy::redact(url),
+        reference: reference.to_string(),
+    };
+
+    let (refspec, local_ref, name, shallow) = match reference {
+        Reference::Branch(b) => (
+            format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
+            format!("refs/remotes/origin/{b}"),
+            b.clone(),
+            shallow_ok,
+        ),
+        Reference::Tag(t) => (
+            format!("+refs/tags/{t}:refs/tags/{t}"),
+            format!("refs/tags/{t}"),
+            t.clone(),
+            shallow_ok,
+        ),
+        Reference::Semver(range) => {
+            let conn_cb = callbacks(creds, deadline);
+            let tags: Vec<String> = {
+                let conn = remote
+                    .connect_auth(Direction::Fetch, Some(conn_cb), None)
+                    .map_err(|e| classify(url, deadline, e))?;
+                conn.list()
+                    .map_err(|e| classify(url, deadline, e))?
+                    .iter()
+                    .filter_map(|h| h.name().strip_prefix("refs/tags/"))
+                    .filter(|t| !t.ends_with("^{}"))
+                    .map(str::to_string)
+                    .collect()
+            };
+            let tag = newest_matching_tag(tags.iter().map(String::as_str), range)?
+                .ok_or_else(|| not_found(&format!("a tag matching {range}")))?
+                .to_string();
+            (
+                format!("+refs/tags/{tag}:refs/tags/{tag}"),
+                format!("refs/tags/{tag}"),
+                tag,
+                shallow_ok,
+            )
+        }
+        Reference::Commit { branch, .. } => {
+            let b = branch.clone().unwrap_or_else(|| "*".into());
+            (
+                format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
+                String::new(),
+                branch.clone().unwrap_or_else(|| "HEAD".into()),
+                false,
+            )
+        }
+    };
+
+    let mut fo = fetch_options(creds, deadline, shallow, &headers);
+    if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
+        let msg = e.message().to_ascii_lowercase();
+        if msg.contains("couldn't find remote ref")
+            || msg.contains("not found") && !msg.contains("repository")
+        {
+            return Err(not_found(&name));
+        }
+        return Err(classify(url, deadline, e));
+    }
+
+    let commit = match reference {
+        Reference::Commit { commit, .. } => {
+            let oid = git2::Oid::from_str(commit).map_err(|_| not_found(commit))?;
+            repo.find_commit(oid).map_err(|_| not_found(commit))?.id()
+        }
+        _ => {
+            let r = repo
+                .find_reference(&local_ref)
+                .map_err(|_| not_found(&name))?;
+            r.peel_to_commit().map_err(|_| not_found(&name))?.id()
+        }
+    };
+    Ok(Fetched {
+        commit: commit.to_string(),
+        revision: format!("{name}@sha1:{commit}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_picks_the_newest_match() {
+        let tags = [
+            "v1.0.0",
+            "v1.2.0",
+            "1.10.0",
+            "v2.0.0",
+            "v1.11.0-rc.1",
+            "latest",
+        ];
+        assert_eq!(
+            newest_matching_tag(tags, ">=1.0.0, <2.0.0").unwrap(),
+            Some("1.10.0")
+        );
+        assert_eq!(newest_matching_tag(tags, "^2").unwrap(), Some("v2.0.0"));
+        assert_eq!(newest_matching_tag(tags, ">=3").unwrap(), None);
+        assert!(newest_matching_tag(tags, "not a range").is_err());
+    }
+
+    #[test]
+    fn reference_defaults_to_main() {
+        assert_eq!(Reference::from_spec(None), Reference::Branch("main".into()));
+    }
+
+    #[test]
+    fn credentials_do_not_print() {
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
