@@ -12,6 +12,10 @@ pub struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, short = 'n', env = "GANTRY_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// Directory for Git caches and artifacts (an emptyDir in the chart).
+    #[arg(long, env = "GANTRY_DATA_DIR", default_value = "/tmp/gantry")]
+    pub data_dir: std::path::PathBuf,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -20,6 +24,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         client,
         Options {
             namespace: args.namespace,
+            data_dir: args.data_dir,
         },
     )
     .await?;

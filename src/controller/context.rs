@@ -1,16 +1,52 @@
 //! State shared by every reconciler, built once and passed as `Arc<Context>`.
 
+use std::path::{Path, PathBuf};
+
 use kube::Client;
 
 /// The field manager of every write Gantry makes.
 pub const FIELD_MANAGER: &str = "gantry";
 
+/// The finalizer Gantry puts on its own resources.
+pub const FINALIZER: &str = "gantry.dev/finalizer";
+
 pub struct Context {
     pub client: Client,
+    /// Root of the Git caches and artifacts.
+    pub data_dir: PathBuf,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(client: Client, data_dir: PathBuf) -> Self {
+        Self { client, data_dir }
+    }
+
+    /// The cached bare clone of a GitRepository.
+    pub fn git_cache(&self, namespace: &str, name: &str) -> PathBuf {
+        self.data_dir.join("git").join(namespace).join(name)
+    }
+
+    /// The directory holding the artifacts of a GitRepository.
+    pub fn artifact_root(&self, namespace: &str, name: &str) -> PathBuf {
+        self.data_dir.join("artifacts").join(namespace).join(name)
+    }
+
+    /// The checked-out tree of one commit.
+    pub fn artifact_dir(&self, namespace: &str, name: &str, commit: &str) -> PathBuf {
+        self.artifact_root(namespace, name).join(commit)
+    }
+}
+
+/// The commit id at the end of a revision `ref@sha1:<commit>`.
+pub fn revision_commit(revision: &str) -> Option<&str> {
+    revision.rsplit_once("@sha1:").map(|(_, c)| c)
+}
+
+/// Removes a directory tree, ignoring "not found".
+pub fn remove_dir(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove directory");
     }
 }

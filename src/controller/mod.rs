@@ -2,8 +2,10 @@
 
 pub mod context;
 pub mod crd_check;
+pub mod git_repository;
 pub mod kinds;
 pub mod placeholder;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -15,10 +17,12 @@ use context::Context;
 use kinds::GantryKind;
 
 /// Where the controller looks for resources.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Root of the Git caches and artifacts.
+    pub data_dir: std::path::PathBuf,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -31,13 +35,13 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
 /// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     crd_check::ensure_installed(&client).await?;
-    let ctx = Arc::new(Context::new(client.clone()));
+    let ctx = Arc::new(Context::new(client.clone(), opts.data_dir.clone()));
     tracing::info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
     tokio::join!(
-        placeholder::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
+        git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
         placeholder::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
         placeholder::run(ctx.clone(), api_for::<Application>(&client, &opts)),
         placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),

@@ -8,5 +8,6 @@ mod chart;
 mod controller;
 mod crds;
 mod git_server;
+mod git_source;
 mod registry;
 mod workloads;

@@ -2,6 +2,7 @@
 //! Everything listens on and dials 127.0.0.1 only.
 
 pub mod cluster;
+pub mod controller;
 pub mod git;
 pub mod process;
 pub mod registry;

@@ -1,0 +1,273 @@
+//! GitRepository reconciler: fetch, write the artifact, report in status; keep the last
+//! good artifact when a fetch fails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+
+use super::context::{Context, FINALIZER, remove_dir};
+use super::status::{apply_status, with_jitter};
+use crate::api::GitRepository;
+use crate::api::conditions::{self, Status};
+use crate::api::git_repository::Artifact;
+use crate::error::{Error, Result};
+use crate::source::artifact::{self, ArtifactError};
+use crate::source::git::{self, Credentials, GitError, Reference};
+
+/// Why a fetch produced no artifact.
+#[derive(Debug, thiserror::Error)]
+enum SourceFailure {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{0}")]
+    Secret(String),
+}
+
+impl SourceFailure {
+    fn reason(&self) -> &'static str {
+        match self {
+            SourceFailure::Git(e) => e.reason(),
+            SourceFailure::Artifact(
+                ArtifactError::SymlinkEscapes { .. } | ArtifactError::UnsafePath(_),
+            ) => "UnsafeContent",
+            SourceFailure::Artifact(_) => "StorageFailed",
+            SourceFailure::Secret(_) => "SecretInvalid",
+        }
+    }
+}
+
+async fn credentials(
+    client: &kube::Client,
+    ns: &str,
+    repo: &GitRepository,
+) -> Result<Option<Credentials>, SourceFailure> {
+    let Some(secret_ref) = &repo.spec.secret_ref else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| {
+            SourceFailure::Secret(format!("cannot read Secret {}: {}", secret_ref.name, e))
+        })?
+        .ok_or_else(|| SourceFailure::Secret(format!("Secret {} not found", secret_ref.name)))?;
+    let data = secret.data.unwrap_or_default();
+    let get = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    match (get("username"), get("password"), get("bearerToken")) {
+        (Some(username), Some(password), _) => Ok(Some(Credentials::Basic { username, password })),
+        (_, _, Some(token)) => Ok(Some(Credentials::Bearer { token })),
+        _ => Err(SourceFailure::Secret(format!(
+            "Secret {} has neither username/password nor bearerToken",
+            secret_ref.name
+        ))),
+    }
+}
+
+/// Fetches and, when the commit is new, writes its artifact. Blocking.
+fn fetch_and_store(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    url: &str,
+    reference: &Reference,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<(git::Fetched, Option<String>), SourceFailure> {
+    let cache = ctx.git_cache(ns, name);
+    if let Some(parent) = cache.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ArtifactError::Io {
+            path: parent.display().to_string(),
+            source: e,
+        })?;
+    }
+    let fetched = git::fetch(&cache, url, reference, creds, deadline)?;
+    let dest = ctx.artifact_dir(ns, name, &fetched.commit);
+    if dest.exists() {
+        return Ok((fetched, None));
+    }
+    let repo = git2::Repository::open_bare(&cache).map_err(ArtifactError::Git)?;
+    let tmp = ctx
+        .artifact_root(ns, name)
+        .join(format!(".tmp-{}", fetched.commit));
+    remove_dir(&tmp);
+    let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
+    let digest = match artifact::write_tree(&repo, oid, &tmp) {
+        Ok(d) => d,
+        Err(e) => {
+            remove_dir(&tmp);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&tmp, &dest).map_err(|e| ArtifactError::Io {
+        path: dest.display().to_string(),
+        source: e,
+    })?;
+    // keep only the newest artifact
+    if let Ok(entries) = std::fs::read_dir(ctx.artifact_root(ns, name)) {
+        for entry in entries.flatten() {
+            if entry.path() != dest {
+                remove_dir(&entry.path());
+            }
+        }
+    }
+    Ok((fetched, Some(digest)))
+}
+
+async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    let interval = repo
+        .spec
+        .interval
+        .parse()
+        .unwrap_or(Duration::from_secs(60));
+    let timeout = repo.spec.timeout.parse().unwrap_or(Duration::from_secs(60));
+    let generation = repo.metadata.generation;
+    let mut status = repo.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+
+    if repo.spec.suspend {
+        conditions::set_condition(
+            &mut status.conditions,
+            conditions::new_condition(
+                conditions::READY,
+                Status::Unknown,
+                "Suspended",
+                "fetching is suspended",
+                generation,
+                Timestamp::now(),
+            ),
+        );
+        apply_status(&api, &name, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let outcome = match credentials(&ctx.client, &ns, &repo).await {
+        Err(e) => Err(e),
+        Ok(creds) => {
+            let reference = Reference::from_spec(repo.spec.git_ref.as_ref());
+            let url = repo.spec.url.clone();
+            let (ctx2, ns2, name2) = (ctx.clone(), ns.clone(), name.clone());
+            let deadline = Instant::now() + timeout;
+            let task = tokio::task::spawn_blocking(move || {
+                fetch_and_store(
+                    &ctx2,
+                    &ns2,
+                    &name2,
+                    &url,
+                    &reference,
+                    creds.as_ref(),
+                    deadline,
+                )
+            });
+            match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(join)) => Err(SourceFailure::Secret(format!("fetch task failed: {join}"))),
+                Err(_) => Err(GitError::Timeout {
+                    url: crate::source::url_policy::redact(&repo.spec.url),
+                }
+                .into()),
+            }
+        }
+    };
+
+    let now = Timestamp::now();
+    match outcome {
+        Ok((fetched, digest)) => {
+            let same = status
+                .artifact
+                .as_ref()
+                .is_some_and(|a| a.revision == fetched.revision);
+            if !same || digest.is_some() {
+                let digest = digest
+                    .or_else(|| status.artifact.as_ref().map(|a| a.digest.clone()))
+                    .unwrap_or_default();
+                status.artifact = Some(Artifact {
+                    revision: fetched.revision.clone(),
+                    digest,
+                    fetched_at: Time(now),
+                });
+                tracing::info!(namespace = %ns, name = %name, revision = %fetched.revision, "stored new artifact");
+            }
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(
+                    conditions::READY,
+                    Status::True,
+                    "Succeeded",
+                    format!("stored artifact for revision {}", fetched.revision),
+                    generation,
+                    now,
+                ),
+            );
+        }
+        Err(failure) => {
+            tracing::warn!(namespace = %ns, name = %name, reason = failure.reason(), error = %failure, "fetch failed");
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(
+                    conditions::READY,
+                    Status::False,
+                    failure.reason(),
+                    failure.to_string(),
+                    generation,
+                    now,
+                ),
+            );
+        }
+    }
+    if Some(&status) != repo.status.as_ref() {
+        apply_status(&api, &name, &status).await?;
+    }
+    Ok(Action::requeue(with_jitter(interval, &name)))
+}
+
+async fn cleanup(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = repo.namespace().unwrap_or_default();
+    let name = repo.name_any();
+    remove_dir(&ctx.git_cache(&ns, &name));
+    remove_dir(&ctx.artifact_root(&ns, &name));
+    Ok(Action::await_change())
+}
+
+async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = repo.namespace().unwrap_or_default();
+    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, repo, |event| async {
+        match event {
+            Event::Apply(r) => apply(r, ctx.clone()).await,
+            Event::Cleanup(r) => cleanup(r, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn error_policy(repo: Arc<GitRepository>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = %repo.namespace().unwrap_or_default(), name = %repo.name_any(), category = err.category(), error = %err, "GitRepository reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>) {
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(super::shutdown_signal())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

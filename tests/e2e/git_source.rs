@@ -1,0 +1,251 @@
+//! GitRepository against the local Git server: fetch over smart HTTP with basic auth and over
+//! file://, new commits, failures that keep the last artifact, refused URLs and symlinks.
+
+use std::time::Duration;
+
+use gantry::api::GitRepository;
+use gantry::api::conditions::Condition;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use crate::support::controller::GantryController;
+use crate::support::eventually;
+use crate::support::git::{GitServer, git};
+
+fn repo_object(name: &str, url: &str, secret: Option<&str>, branch: &str) -> GitRepository {
+    let mut spec =
+        json!({ "url": url, "interval": "2s", "timeout": "20s", "ref": { "branch": branch } });
+    if let Some(s) = secret {
+        spec["secretRef"] = json!({ "name": s });
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+        "metadata": { "name": name }, "spec": spec
+    }))
+    .unwrap()
+}
+
+fn ready(repo: &GitRepository) -> Option<Condition> {
+    repo.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+}
+
+async fn wait_ready(
+    api: &Api<GitRepository>,
+    name: &str,
+    status: &str,
+    what: &str,
+) -> GitRepository {
+    eventually(what, Duration::from_secs(30), || async {
+        let r = api.get(name).await.ok()?;
+        (ready(&r)?.status == status).then_some(r)
+    })
+    .await
+}
+
+async fn basic_auth_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    user: &str,
+    password: &str,
+) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "stringData": { "username": user, "password": password }
+    }))
+    .unwrap();
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn fetches_over_http_with_basic_auth_and_follows_new_commits() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-http").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start_with_basic_auth("ci", "hunter2-pw");
+    let first = server.create_repo("app", &[("deploy/cm.yaml", "kind: ConfigMap\n")]);
+    basic_auth_secret(&client, &ns.name, "git-auth", "ci", "hunter2-pw").await;
+
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &repo_object("app", &server.http_url("app"), Some("git-auth"), "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "app", "True", "first artifact").await;
+    let artifact = repo.status.unwrap().artifact.unwrap();
+    assert_eq!(artifact.revision, format!("main@sha1:{first}"));
+    assert!(artifact.digest.starts_with("sha256:"));
+
+    // A new commit is picked up at the next interval.
+    let work = tempfile::tempdir().unwrap();
+    let url = server
+        .http_url("app")
+        .replace("http://", "http://ci:hunter2-pw@");
+    git(work.path(), &["clone", "--quiet", &url, "c"]);
+    let clone = work.path().join("c");
+    std::fs::write(clone.join("deploy/new.yaml"), "kind: Secret\n").unwrap();
+    git(&clone, &["add", "-A"]);
+    git(&clone, &["commit", "--quiet", "-m", "second"]);
+    git(&clone, &["push", "--quiet", "origin", "main"]);
+    let second = git(&clone, &["rev-parse", "HEAD"]).trim().to_string();
+    let repo = eventually("the second revision", Duration::from_secs(30), || async {
+        let r = api.get("app").await.ok()?;
+        let rev = r.status.as_ref()?.artifact.as_ref()?.revision.clone();
+        (rev == format!("main@sha1:{second}")).then_some(r)
+    })
+    .await;
+    assert_ne!(
+        repo.status.unwrap().artifact.unwrap().digest,
+        artifact.digest
+    );
+    let files = controller.data_files();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with(format!("{second}/deploy/new.yaml"))),
+        "artifact not written: {files:?}"
+    );
+
+    // A wrong password: Ready=False, the last artifact kept, the password nowhere in status.
+    basic_auth_secret(&client, &ns.name, "git-auth", "ci", "wrong-pw-123").await;
+    let failed = wait_ready(&api, "app", "False", "the authentication failure").await;
+    let cond = ready(&failed).unwrap();
+    assert_eq!(cond.reason, "AuthenticationFailed", "{cond:?}");
+    let status_text = serde_json::to_string(&failed.status).unwrap();
+    assert!(!status_text.contains("wrong-pw-123") && !status_text.contains("hunter2-pw"));
+    assert_eq!(
+        failed.status.unwrap().artifact.unwrap().revision,
+        format!("main@sha1:{second}"),
+        "the last good artifact must be kept"
+    );
+}
+
+#[tokio::test]
+async fn missing_branch_is_ref_not_found() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-ref").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    server.create_repo("app", &[("a.yaml", "a: 1\n")]);
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &repo_object("app", &server.file_url("app"), None, "release-9"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "app", "False", "RefNotFound").await;
+    let cond = ready(&repo).unwrap();
+    assert_eq!(cond.reason, "RefNotFound", "{cond:?}");
+    assert!(cond.message.contains("release-9"), "{}", cond.message);
+}
+
+#[tokio::test]
+async fn credentials_in_url_and_plain_http_are_refused_without_dialling() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-url").await;
+    let _controller = GantryController::start(&ns.name);
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    // These hosts are never contacted: the URL policy refuses them first.
+    let cases = [
+        (
+            "in-url",
+            "https://bob:hunter2@git.example.com/team/app.git",
+            "credentials in the URL are refused",
+        ),
+        (
+            "plain",
+            "http://git.example.com/team/app.git",
+            "plain http:// is only allowed for loopback",
+        ),
+    ];
+    for (name, url, _) in &cases {
+        api.create(
+            &PostParams::default(),
+            &repo_object(name, url, None, "main"),
+        )
+        .await
+        .unwrap();
+    }
+    for (name, _, expected) in &cases {
+        let repo = wait_ready(&api, name, "False", name).await;
+        let cond = ready(&repo).unwrap();
+        assert_eq!(cond.reason, "URLRefused");
+        assert!(cond.message.contains(expected), "{}", cond.message);
+        assert!(
+            !serde_json::to_string(&repo.status)
+                .unwrap()
+                .contains("hunter2")
+        );
+    }
+}
+
+#[tokio::test]
+async fn symlink_leaving_the_repository_is_refused() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-link").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let outside = tempfile::tempdir().unwrap();
+    let secret_file = outside.path().join("secret.yaml");
+    std::fs::write(
+        &secret_file,
+        "kind: Secret\ndata: {token: TOP-SECRET-CONTENT}\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("deploy")).unwrap();
+    std::fs::write(dir.path().join("deploy/ok.yaml"), "kind: ConfigMap\n").unwrap();
+    std::os::unix::fs::symlink(&secret_file, dir.path().join("deploy/leak.yaml")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../", dir.path().join("deploy/up")).unwrap();
+    server.create_repo_from_dir("linked", dir.path());
+
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    api.create(
+        &PostParams::default(),
+        &repo_object("linked", &server.file_url("linked"), None, "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "linked", "False", "the symlink refusal").await;
+    let cond = ready(&repo).unwrap();
+    assert_eq!(cond.reason, "UnsafeContent", "{cond:?}");
+    assert!(
+        cond.message.contains("points outside the repository"),
+        "{}",
+        cond.message
+    );
+    assert!(repo.status.unwrap().artifact.is_none());
+    // The target's content appears nowhere: not in status, not in any artifact file.
+    for f in controller.data_files() {
+        if f.is_file() && !f.components().any(|c| c.as_os_str() == "git") {
+            let content = std::fs::read_to_string(&f).unwrap_or_default();
+            assert!(
+                !content.contains("TOP-SECRET-CONTENT"),
+                "{} leaks the target",
+                f.display()
+            );
+        }
+    }
+}
