@@ -1,0 +1,165 @@
+//! Helm: `helm template` with release name, namespace, values files from inside the
+//! repository and inline values. Chart dependencies from the network are refused unless the
+//! Application allows them.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{RenderError, RenderRequest, plain, sandbox, tool};
+
+/// Dependencies of `Chart.yaml` that are not vendored under `charts/`.
+pub fn missing_dependencies(chart_dir: &Path) -> Result<Vec<String>, RenderError> {
+    let file = chart_dir.join("Chart.yaml");
+    let text = std::fs::read_to_string(&file).map_err(|e| RenderError::io(&file, e))?;
+    let chart: Value = serde_yaml::from_str(&text).map_err(|e| RenderError::Parse {
+        source_name: "Chart.yaml".into(),
+        message: e.to_string(),
+    })?;
+    let mut missing = vec![];
+    for dep in chart
+        .get("dependencies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = dep.get("name").and_then(Value::as_str).unwrap_or_default();
+        let repo = dep
+            .get("repository")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if repo.starts_with("file://") || repo.is_empty() {
+            continue;
+        }
+        let charts = chart_dir.join("charts");
+        let vendored = charts.join(name).is_dir()
+            || std::fs::read_dir(&charts)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{name}-"))
+                });
+        if !vendored {
+            missing.push(format!("{name} from {repo}"));
+        }
+    }
+    Ok(missing)
+}
+
+pub async fn render(
+    root: &Path,
+    dir: &Path,
+    req: &RenderRequest<'_>,
+) -> Result<Vec<Value>, RenderError> {
+    let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
+    let helm_spec = req.spec.and_then(|s| s.helm.clone()).unwrap_or_default();
+    let missing = missing_dependencies(dir)?;
+    if !missing.is_empty() && !helm_spec.allow_network_dependencies {
+        return Err(RenderError::Refused(format!(
+            "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
+             or set spec.render.helm.allowNetworkDependencies",
+            missing.join(", ")
+        )));
+    }
+    let program = tool::find("GANTRY_HELM", &["helm"]).ok_or(RenderError::ToolMissing {
+        tool: "helm",
+        hint: "install `helm` (v3) on the controller's PATH or set GANTRY_HELM",
+    })?;
+    let rel_chart = dir
+        .strip_prefix(&root)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    // Values files are relative to the chart directory and must stay in the repository.
+    let mut values = vec![];
+    for f in &helm_spec.values_files {
+        let joined = rel_chart.join(f);
+        let real = sandbox::resolve_inside(
+            &root,
+            "spec.render.helm.valuesFiles",
+            &joined.to_string_lossy(),
+        )?;
+        values.push(real.strip_prefix(&root).unwrap_or(&real).to_path_buf());
+    }
+    let tmp = tool::copy_to_temp(&root)?;
+    let env: Vec<(String, String)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
+        .iter()
+        .map(|k| {
+            (
+                k.to_string(),
+                tmp.path().join(".helm").join(k).display().to_string(),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        tool::run(
+            "helm",
+            &program,
+            &[
+                "dependency".into(),
+                "build".into(),
+                tmp.path().join(&rel_chart).display().to_string(),
+            ],
+            tmp.path(),
+            &env,
+            req.limits.timeout,
+            req.limits.max_total_bytes,
+        )
+        .await?;
+    }
+    let mut args = vec![
+        "template".to_string(),
+        req.release_name.to_string(),
+        tmp.path().join(&rel_chart).display().to_string(),
+        "--namespace".into(),
+        req.namespace.to_string(),
+        "--include-crds".into(),
+    ];
+    for v in values {
+        args.push("--values".into());
+        args.push(tmp.path().join(v).display().to_string());
+    }
+    if let Some(inline) = &helm_spec.values {
+        let path = tmp.path().join(".gantry-inline-values.yaml");
+        std::fs::write(&path, serde_yaml::to_string(inline).unwrap_or_default())
+            .map_err(|e| RenderError::io(&path, e))?;
+        args.push("--values".into());
+        args.push(path.display().to_string());
+    }
+    let out = tool::run(
+        "helm",
+        &program,
+        &args,
+        tmp.path(),
+        &env,
+        req.limits.timeout,
+        req.limits.max_total_bytes,
+    )
+    .await?;
+    let mut objects = vec![];
+    plain::parse_documents("helm template output", &out, &req.limits, &mut objects)?;
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_dependencies_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Chart.yaml"),
+            "apiVersion: v2\nname: a\nversion: 0.1.0\ndependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n- name: local\n  version: 0.1.0\n  repository: file://../local\n",
+        )
+        .unwrap();
+        assert_eq!(
+            missing_dependencies(dir.path()).unwrap(),
+            vec!["redis from https://charts.example.com"]
+        );
+        std::fs::create_dir_all(dir.path().join("charts/redis")).unwrap();
+        assert!(missing_dependencies(dir.path()).unwrap().is_empty());
+    }
+}

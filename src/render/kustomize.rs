@@ -1,0 +1,258 @@
+//! Kustomize: `kustomize build` or `kubectl kustomize`, load restrictor root-only, with
+//! remote bases refused unless the Application allows them and every local reference
+//! checked to stay inside the repository before the tool runs.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{RenderError, RenderRequest, plain, tool};
+
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+fn is_remote(entry: &str) -> bool {
+    entry.contains("://")
+        || entry.starts_with("git@")
+        || entry.starts_with("github.com/")
+        || entry.starts_with("gitlab.com/")
+        || entry.starts_with("bitbucket.org/")
+}
+
+/// Lexically resolves `entry` relative to `dir`; `None` when it leaves `root`.
+fn stays_inside(root: &Path, dir: &Path, entry: &str) -> Option<PathBuf> {
+    if Path::new(entry).is_absolute() || entry.contains('%') {
+        return None;
+    }
+    let mut parts: Vec<_> = dir.strip_prefix(root).ok()?.components().collect();
+    for c in Path::new(entry).components() {
+        match c {
+            Component::Normal(_) => parts.push(c),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(parts.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+}
+
+fn kustomization_in(dir: &Path) -> Option<PathBuf> {
+    KUSTOMIZATION_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// Walks the kustomization graph from `dir`, refusing remote and escaping references.
+pub fn check_references(
+    root: &Path,
+    dir: &Path,
+    allow_remote: bool,
+    seen: &mut Vec<PathBuf>,
+) -> Result<(), RenderError> {
+    if seen.iter().any(|s| s == dir) {
+        return Ok(());
+    }
+    seen.push(dir.to_path_buf());
+    let Some(file) = kustomization_in(dir) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| RenderError::io(&file, e))?;
+    let doc: Value = serde_yaml::from_str(&text).map_err(|e| RenderError::Parse {
+        source_name: file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string(),
+        message: e.to_string(),
+    })?;
+    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let mut entries: Vec<String> = vec![];
+    for field in [
+        "resources",
+        "bases",
+        "components",
+        "crds",
+        "patchesStrategicMerge",
+    ] {
+        for v in doc
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(s) = v.as_str() {
+                entries.push(s.to_string());
+            }
+        }
+    }
+    for p in doc
+        .get("patches")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(s) = p.get("path").and_then(Value::as_str) {
+            entries.push(s.to_string());
+        }
+    }
+    for generator in ["configMapGenerator", "secretGenerator"] {
+        for g in doc
+            .get(generator)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for key in ["files", "envs"] {
+                for f in g.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(s) = f.as_str() {
+                        // `files` entries may be `key=path`
+                        entries.push(s.rsplit_once('=').map(|(_, p)| p).unwrap_or(s).to_string());
+                    }
+                }
+            }
+        }
+    }
+    for entry in entries {
+        if is_remote(&entry) {
+            if allow_remote {
+                continue;
+            }
+            return Err(RenderError::Refused(format!(
+                "{}: remote reference {entry:?} is refused; set spec.render.kustomize.allowRemoteBases to allow it",
+                rel(&file)
+            )));
+        }
+        let target = stays_inside(root, dir, &entry).ok_or_else(|| RenderError::UnsafePath {
+            field: rel(&file),
+            path: entry.clone(),
+            why: "it points outside the repository".into(),
+        })?;
+        if let Ok(real) = target.canonicalize() {
+            if !real.starts_with(root) {
+                return Err(RenderError::UnsafePath {
+                    field: rel(&file),
+                    path: entry.clone(),
+                    why: "it resolves (through a symlink) outside the repository".into(),
+                });
+            }
+            if real.is_dir() {
+                check_references(root, &real, allow_remote, seen)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn render(
+    root: &Path,
+    dir: &Path,
+    req: &RenderRequest<'_>,
+) -> Result<Vec<Value>, RenderError> {
+    let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
+    let allow_remote = req
+        .spec
+        .and_then(|s| s.kustomize.as_ref())
+        .is_some_and(|k| k.allow_remote_bases);
+    check_references(&root, dir, allow_remote, &mut vec![])?;
+
+    let (program, mut args) = if let Some(k) = tool::find("GANTRY_KUSTOMIZE", &["kustomize"]) {
+        (k, vec!["build".to_string()])
+    } else if let Some(k) = tool::find("GANTRY_KUBECTL", &["kubectl"]) {
+        (k, vec!["kustomize".to_string()])
+    } else {
+        return Err(RenderError::ToolMissing {
+            tool: "kustomize",
+            hint: "install `kustomize` or `kubectl` on the controller's PATH (or set GANTRY_KUSTOMIZE / GANTRY_KUBECTL)",
+        });
+    };
+    let tmp = tool::copy_to_temp(&root)?;
+    let rel = dir.strip_prefix(&root).unwrap_or(Path::new(""));
+    let work_dir = tmp.path().join(rel);
+    args.push("--load-restrictor=LoadRestrictionsRootOnly".into());
+    args.push(work_dir.display().to_string());
+    let out = tool::run(
+        "kustomize",
+        &program,
+        &args,
+        tmp.path(),
+        &[],
+        req.limits.timeout,
+        req.limits.max_total_bytes,
+    )
+    .await?;
+    let mut objects = vec![];
+    plain::parse_documents("kustomize output", &out, &req.limits, &mut objects)?;
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, path: &str, text: &str) {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn overlay_with_base_inside_is_fine() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        write(
+            &root_path,
+            "base/kustomization.yaml",
+            "resources: [cm.yaml]\n",
+        );
+        write(
+            &root_path,
+            "base/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        );
+        write(
+            &root_path,
+            "overlays/prod/kustomization.yaml",
+            "resources: [../../base]\n",
+        );
+        check_references(
+            &root_path,
+            &root_path.join("overlays/prod"),
+            false,
+            &mut vec![],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn escaping_and_remote_references_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        write(
+            &root_path,
+            "a/kustomization.yaml",
+            "resources: [../../../etc]\n",
+        );
+        let err =
+            check_references(&root_path, &root_path.join("a"), false, &mut vec![]).unwrap_err();
+        assert!(err.to_string().contains("outside the repository"), "{err}");
+
+        write(
+            &root_path,
+            "b/kustomization.yaml",
+            "resources:\n- https://github.com/org/repo//base?ref=v1\n",
+        );
+        let err =
+            check_references(&root_path, &root_path.join("b"), false, &mut vec![]).unwrap_err();
+        assert!(err.to_string().contains("allowRemoteBases"), "{err}");
+        check_references(&root_path, &root_path.join("b"), true, &mut vec![]).unwrap();
+
+        write(
+            &root_path,
+            "c/kustomization.yaml",
+            "configMapGenerator:\n- name: x\n  files: [key=/etc/passwd]\n",
+        );
+        assert!(check_references(&root_path, &root_path.join("c"), false, &mut vec![]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Render: turn the files at an Application's path into Kubernetes objects.
+//! Plain YAML/JSON, kustomize (`kubectl kustomize`/`kustomize build`) or Helm (`helm template`),
+//! auto-detected, each in a fresh temporary directory with limits and path checks.
+
+pub mod helm;
+pub mod kustomize;
+pub mod plain;
+pub mod sandbox;
+pub mod tool;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::api::application::{RenderKind, RenderSpec};
+pub use sandbox::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{field} {path:?} is refused: {why}")]
+    UnsafePath {
+        field: String,
+        path: String,
+        why: String,
+    },
+    #[error("{field} {path:?} does not exist in the source")]
+    NotFound { field: String, path: String },
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("render limit exceeded: {0}")]
+    TooLarge(String),
+    #[error("{tool} is needed to render this Application but was not found: {hint}")]
+    ToolMissing {
+        tool: &'static str,
+        hint: &'static str,
+    },
+    #[error("{tool} failed: {message}")]
+    ToolFailed { tool: &'static str, message: String },
+    #[error("{tool} did not finish within {seconds}s and was stopped")]
+    Timeout { tool: &'static str, seconds: u64 },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RenderError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        RenderError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// What the renderer needs besides the files.
+#[derive(Clone, Debug)]
+pub struct RenderRequest<'a> {
+    /// Release name for Helm (the Application's name by default).
+    pub release_name: &'a str,
+    /// Namespace for Helm's `--namespace`.
+    pub namespace: &'a str,
+    pub spec: Option<&'a RenderSpec>,
+    pub limits: Limits,
+}
+
+/// The renderer `auto` picks for a directory.
+pub fn detect(dir: &Path) -> RenderKind {
+    if ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+    {
+        RenderKind::Kustomize
+    } else if dir.join("Chart.yaml").is_file() {
+        RenderKind::Helm
+    } else {
+        RenderKind::Plain
+    }
+}
+
+/// Renders `path` of the artifact at `root`.
+pub async fn render(
+    root: &Path,
+    path: &str,
+    req: &RenderRequest<'_>,
+) -> Result<Vec<Value>, RenderError> {
+    let dir = sandbox::resolve_inside(root, "path", path)?;
+    if !dir.is_dir() {
+        return Err(RenderError::NotFound {
+            field: "path".into(),
+            path: path.to_string(),
+        });
+    }
+    let kind = match req.spec.map(|s| s.kind).unwrap_or_default() {
+        RenderKind::Auto => detect(&dir),
+        other => other,
+    };
+    match kind {
+        RenderKind::Plain | RenderKind::Auto => plain::render(root, &dir, &req.limits),
+        RenderKind::Kustomize => kustomize::render(root, &dir, req).await,
+        RenderKind::Helm => helm::render(root, &dir, req).await,
+    }
+}
