@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod health;
 pub mod render;
 pub mod source;
