@@ -30,7 +30,7 @@ mod tests {
 
     #[test]
     fn definitions_first_webhooks_last() {
-        let mut kinds = vec![
+        let mut kinds = [
             (
                 "admissionregistration.k8s.io",
                 "ValidatingWebhookConfiguration",

@@ -57,25 +57,32 @@ pub async fn dry_run(
     force: bool,
     concurrency: usize,
 ) -> Vec<Result<Checked, String>> {
-    stream::iter(items.iter().map(|(d, r)| async move {
-        let api = api_for(client, r, d.key.namespace.as_deref());
-        let live = api
-            .get_opt(&d.key.name)
-            .await
-            .map_err(|e| format!("{}: {}", describe(&d.key), api_message(&e)))?;
-        let live_value = live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null));
-        let dry = api
-            .patch(&d.key.name, &params(force, true), &Patch::Apply(&d.object))
-            .await
-            .map_err(|e| format!("{}: {}", describe(&d.key), api_message(&e)))?;
-        let dry_value = serde_json::to_value(dry).unwrap_or(Value::Null);
-        Ok(Checked {
-            change: classify(live_value.as_ref(), &dry_value),
+    let jobs: Vec<_> = items
+        .iter()
+        .map(|(d, r)| {
+            let api = api_for(client, r, d.key.namespace.as_deref());
+            let (name, object, what) = (d.key.name.clone(), d.object.clone(), describe(&d.key));
+            async move {
+                let live = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| format!("{what}: {}", api_message(&e)))?;
+                let live_value = live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null));
+                let dry = api
+                    .patch(&name, &params(force, true), &Patch::Apply(&object))
+                    .await
+                    .map_err(|e| format!("{what}: {}", api_message(&e)))?;
+                let dry_value = serde_json::to_value(dry).unwrap_or(Value::Null);
+                Ok(Checked {
+                    change: classify(live_value.as_ref(), &dry_value),
+                })
+            }
         })
-    }))
-    .buffered(concurrency.max(1))
-    .collect()
-    .await
+        .collect();
+    stream::iter(jobs)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
 }
 
 /// Applies every object (bounded concurrency); returns the live objects or per-object errors.
@@ -85,14 +92,21 @@ pub async fn apply(
     force: bool,
     concurrency: usize,
 ) -> Vec<Result<Value, String>> {
-    stream::iter(items.iter().map(|(d, r)| async move {
-        let api = api_for(client, r, d.key.namespace.as_deref());
-        api.patch(&d.key.name, &params(force, false), &Patch::Apply(&d.object))
-            .await
-            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-            .map_err(|e| format!("{}: {}", describe(&d.key), api_message(&e)))
-    }))
-    .buffered(concurrency.max(1))
-    .collect()
-    .await
+    let jobs: Vec<_> = items
+        .iter()
+        .map(|(d, r)| {
+            let api = api_for(client, r, d.key.namespace.as_deref());
+            let (name, object, what) = (d.key.name.clone(), d.object.clone(), describe(&d.key));
+            async move {
+                api.patch(&name, &params(force, false), &Patch::Apply(&object))
+                    .await
+                    .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+                    .map_err(|e| format!("{what}: {}", api_message(&e)))
+            }
+        })
+        .collect();
+    stream::iter(jobs)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
 }

@@ -16,6 +16,10 @@ pub struct Args {
     /// Directory for Git caches and artifacts (an emptyDir in the chart).
     #[arg(long, env = "GANTRY_DATA_DIR", default_value = "/tmp/gantry")]
     pub data_dir: std::path::PathBuf,
+
+    /// Objects applied concurrently within one sync.
+    #[arg(long, env = "GANTRY_APPLY_CONCURRENCY", default_value_t = 32)]
+    pub apply_concurrency: usize,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -25,6 +29,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         Options {
             namespace: args.namespace,
             data_dir: args.data_dir,
+            apply_concurrency: args.apply_concurrency,
         },
     )
     .await?;

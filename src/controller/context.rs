@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::apply::discovery::Discovery;
 
 /// The field manager of every write Gantry makes.
 pub const FIELD_MANAGER: &str = "gantry";
@@ -14,11 +17,27 @@ pub struct Context {
     pub client: Client,
     /// Root of the Git caches and artifacts.
     pub data_dir: PathBuf,
+    /// Cached API discovery.
+    pub discovery: Discovery,
+    /// Kubernetes Events.
+    pub recorder: Recorder,
+    /// Objects applied at once.
+    pub apply_concurrency: usize,
 }
 
 impl Context {
-    pub fn new(client: Client, data_dir: PathBuf) -> Self {
-        Self { client, data_dir }
+    pub fn new(client: Client, data_dir: PathBuf, apply_concurrency: usize) -> Self {
+        let reporter = Reporter {
+            controller: "gantry".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            data_dir,
+            discovery: Discovery::default(),
+            apply_concurrency,
+        }
     }
 
     /// The cached bare clone of a GitRepository.

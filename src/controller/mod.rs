@@ -1,11 +1,13 @@
 //! The operator: one reconciler per kind, sharing a `Context`.
 
+pub mod application;
 pub mod context;
 pub mod crd_check;
 pub mod git_repository;
 pub mod kinds;
 pub mod placeholder;
 pub mod status;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Root of the Git caches and artifacts.
     pub data_dir: std::path::PathBuf,
+    /// Objects applied at once.
+    pub apply_concurrency: usize,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -35,7 +39,11 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
 /// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     crd_check::ensure_installed(&client).await?;
-    let ctx = Arc::new(Context::new(client.clone(), opts.data_dir.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        opts.data_dir.clone(),
+        opts.apply_concurrency,
+    ));
     tracing::info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -43,7 +51,11 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     tokio::join!(
         git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
         placeholder::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
-        placeholder::run(ctx.clone(), api_for::<Application>(&client, &opts)),
+        application::run(
+            ctx.clone(),
+            api_for::<Application>(&client, &opts),
+            api_for::<GitRepository>(&client, &opts)
+        ),
         placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
     );
     tracing::info!("controller stopped");

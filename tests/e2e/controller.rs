@@ -11,7 +11,7 @@ use crate::support::cluster::{TestNamespace, client, install_crds};
 use crate::support::controller::GantryController;
 use crate::support::eventually;
 use crate::support::git::GitServer;
-use gantry::api::{Application, GitRepository, ImagePolicy, Receiver};
+use gantry::api::{GitRepository, ImagePolicy, Receiver};
 
 fn example(file: &str) -> DynamicObject {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +92,6 @@ async fn controller_acknowledges_every_kind() {
     // The other kinds acknowledge with NotImplemented until their pipelines land.
     let kinds = [
         ("imagepolicy.yaml", ApiResource::erase::<ImagePolicy>(&())),
-        ("application.yaml", ApiResource::erase::<Application>(&())),
         ("receiver.yaml", ApiResource::erase::<Receiver>(&())),
     ];
     let mut apis = vec![];
@@ -108,15 +107,16 @@ async fn controller_acknowledges_every_kind() {
     }
 
     // A spec change is acknowledged again, at the new generation.
-    let apps = &apis[1].0;
-    apps.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"suspend": true}})),
-    )
-    .await
-    .unwrap();
-    wait_not_implemented(apps, "web", 2).await;
+    let policies = &apis[0].0;
+    policies
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    wait_not_implemented(policies, "web", 2).await;
 
     // Objects in other namespaces are not touched by a namespace-scoped controller.
     let other = TestNamespace::new(&client, "ctrl-other").await;

@@ -10,4 +10,5 @@ mod crds;
 mod git_server;
 mod git_source;
 mod registry;
+mod sync;
 mod workloads;

@@ -1,6 +1,7 @@
 //! Test support: the local control plane, namespaces, a Git server and an OCI registry.
 //! Everything listens on and dials 127.0.0.1 only.
 
+pub mod app;
 pub mod cluster;
 pub mod controller;
 pub mod git;

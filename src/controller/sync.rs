@@ -1,0 +1,462 @@
+//! The sync pipeline of one Application revision:
+//! render → normalize → dry-run (whole set) → apply (changed only) → prune → health.
+//! Each failing stage has its own reason; nothing of the set is applied when validation fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::Api;
+use serde_json::Value;
+
+use crate::api::application::{Application, InventoryEntry};
+use crate::apply::discovery::{Discovery, Resolved};
+use crate::apply::normalize::{self, Desired, describe};
+use crate::apply::plan::Change;
+use crate::apply::{inventory, prune, ssa};
+use crate::health::{self, Health};
+use crate::render::{self, Limits, RenderRequest};
+
+/// Why a sync stopped, with the condition reason for each stage.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Render(#[from] render::RenderError),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Apply(String),
+    #[error(
+        "the render is empty while {0} objects are applied; refusing to prune everything (set spec.allowEmpty to allow it)"
+    )]
+    EmptyRender(usize),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl SyncError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SyncError::Render(_) => "RenderFailed",
+            SyncError::Validation(_) => "ValidationFailed",
+            SyncError::Apply(_) => "ApplyFailed",
+            SyncError::EmptyRender(_) => "EmptyRender",
+            SyncError::Kube(_) => "ApplyFailed",
+        }
+    }
+}
+
+/// What a successful sync did.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    pub inventory: Vec<InventoryEntry>,
+    pub created: u32,
+    pub configured: u32,
+    pub unchanged: u32,
+    pub pruned: u32,
+    /// Prune failures (kept in the inventory) and skipped objects, as messages.
+    pub prune_messages: Vec<String>,
+    pub prune_failed: bool,
+    /// Live objects as applied (for the first health check).
+    pub applied: Vec<(InventoryEntry, Value)>,
+}
+
+pub struct SyncInput<'a> {
+    pub client: &'a Client,
+    pub discovery: &'a Discovery,
+    pub app: &'a Application,
+    pub artifact_root: &'a Path,
+    pub concurrency: usize,
+}
+
+const MAX_LISTED_ERRORS: usize = 10;
+
+fn join_errors(errors: Vec<String>) -> String {
+    let n = errors.len();
+    let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
+    if n > MAX_LISTED_ERRORS {
+        shown.push(format!("… and {} more", n - MAX_LISTED_ERRORS));
+    }
+    shown.join("; ")
+}
+
+/// The namespace given to namespaced objects without one.
+pub fn default_namespace(app: &Application) -> String {
+    app.spec.target_namespace.clone().unwrap_or_else(|| {
+        app.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
+    })
+}
+
+pub fn app_label(app: &Application) -> String {
+    format!(
+        "{}.{}",
+        app.metadata.namespace.as_deref().unwrap_or_default(),
+        app.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Renders and normalizes the desired set; resolves kinds through discovery.
+pub async fn desired_set(
+    input: &SyncInput<'_>,
+) -> Result<(Vec<Desired>, HashMap<(String, String, String), Resolved>), SyncError> {
+    let app = input.app;
+    let name = app.metadata.name.clone().unwrap_or_default();
+    let ns = default_namespace(app);
+    let req = RenderRequest {
+        release_name: app
+            .spec
+            .render
+            .as_ref()
+            .and_then(|r| r.helm.as_ref())
+            .and_then(|h| h.release_name.as_deref())
+            .unwrap_or(&name),
+        namespace: &ns,
+        spec: app.spec.render.as_ref(),
+        limits: Limits {
+            timeout: app
+                .spec
+                .timeout
+                .parse()
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(300)),
+            ..Limits::default()
+        },
+    };
+    let objects = match render::render(input.artifact_root, &app.spec.path, &req).await {
+        // With allowEmpty, a deleted path is an empty render (everything is pruned).
+        Err(render::RenderError::NotFound { field, .. })
+            if field == "path" && app.spec.allow_empty =>
+        {
+            vec![]
+        }
+        other => other?,
+    };
+
+    let mut gvks: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for o in &objects {
+        let (g, v) = normalize::split_api_version(o["apiVersion"].as_str().unwrap_or_default())
+            .map_err(|e| SyncError::Validation(e.to_string()))?;
+        gvks.insert((g, v, o["kind"].as_str().unwrap_or_default().to_string()));
+    }
+    let mut resolved = HashMap::new();
+    for (g, v, k) in gvks {
+        if let Some(r) = input.discovery.resolve(input.client, &g, &v, &k).await? {
+            resolved.insert((g, v, k), r);
+        }
+    }
+    let desired = normalize::normalize(objects, &ns, &app_label(app), |g, v, k| {
+        resolved
+            .get(&(g.to_string(), v.to_string(), k.to_string()))
+            .map(|r| r.namespaced)
+    })
+    .map_err(|e| SyncError::Validation(e.to_string()))?;
+    Ok((desired, resolved))
+}
+
+fn key_of(d: &Desired) -> (String, String, String) {
+    (
+        d.key.group.clone(),
+        d.key.version.clone(),
+        d.key.kind.clone(),
+    )
+}
+
+async fn wait_crds_established(client: &Client, names: &[String]) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for name in names {
+        while tokio::time::Instant::now() < deadline {
+            let ok = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Runs the whole pipeline for the artifact at `input.artifact_root`.
+pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
+    let app = input.app;
+    let previous = app
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    let (desired, mut resolved) = desired_set(input).await?;
+    let force = app.spec.force;
+
+    if desired.is_empty() && !previous.is_empty() && !app.spec.allow_empty && app.spec.prune {
+        return Err(SyncError::EmptyRender(previous.len()));
+    }
+
+    // Objects that cannot be validated before stage 0 is applied: kinds defined by CRDs in
+    // this set, and objects in Namespaces this set creates.
+    let namespaces_api: Api<Namespace> = Api::all(input.client.clone());
+    let mut new_namespaces = BTreeSet::new();
+    for d in desired
+        .iter()
+        .filter(|d| d.key.group.is_empty() && d.key.kind == "Namespace")
+    {
+        if namespaces_api.get_opt(&d.key.name).await?.is_none() {
+            new_namespaces.insert(d.key.name.clone());
+        }
+    }
+    let deferred_keys: BTreeSet<InventoryEntry> = desired
+        .iter()
+        .filter(|d| {
+            !resolved.contains_key(&key_of(d))
+                || d.key
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|n| new_namespaces.contains(n))
+        })
+        .map(|d| d.key.clone())
+        .collect();
+    let deferred = |d: &Desired| deferred_keys.contains(&d.key);
+
+    // 1. Validate every object that can be validated now. Nothing is applied on failure.
+    let now_items: Vec<(&Desired, &Resolved)> = desired
+        .iter()
+        .filter(|d| !deferred(d))
+        .map(|d| (d, &resolved[&key_of(d)]))
+        .collect();
+    let checked = ssa::dry_run(input.client, &now_items, force, input.concurrency).await;
+    let errors: Vec<String> = checked
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    if !errors.is_empty() {
+        return Err(SyncError::Validation(format!(
+            "{} of {} objects failed validation, nothing was applied: {}",
+            errors.len(),
+            desired.len(),
+            join_errors(errors)
+        )));
+    }
+    let mut changes: HashMap<InventoryEntry, Change> = now_items
+        .iter()
+        .zip(checked)
+        .map(|((d, _), c)| {
+            (
+                d.key.clone(),
+                c.map(|c| c.change).unwrap_or(Change::Configured),
+            )
+        })
+        .collect();
+
+    let mut outcome = SyncOutcome::default();
+    let mut apply_errors = vec![];
+
+    // 2. Stage 0: CRDs and Namespaces, applied and awaited.
+    let stage0: Vec<(&Desired, &Resolved)> = desired
+        .iter()
+        .filter(|d| crate::apply::order::stage(&d.key.group, &d.key.kind) == 0 && !deferred(d))
+        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged))
+        .map(|d| (d, &resolved[&key_of(d)]))
+        .collect();
+    for ((d, _), r) in stage0
+        .iter()
+        .zip(ssa::apply(input.client, &stage0, force, input.concurrency).await)
+    {
+        match r {
+            Ok(v) => outcome.applied.push((d.key.clone(), v)),
+            Err(e) => apply_errors.push(e),
+        }
+    }
+    if !apply_errors.is_empty() {
+        return Err(SyncError::Apply(join_errors(apply_errors)));
+    }
+    let new_crds: Vec<String> = stage0
+        .iter()
+        .filter(|(d, _)| d.key.kind == "CustomResourceDefinition")
+        .map(|(d, _)| d.key.name.clone())
+        .collect();
+    if !new_crds.is_empty() {
+        wait_crds_established(input.client, &new_crds).await;
+        for (d, _) in &stage0 {
+            if let Some(g) = d.object["spec"]["group"].as_str() {
+                input.discovery.invalidate(g);
+            }
+        }
+    }
+
+    // 3. Deferred objects: resolve and validate now.
+    let deferred_list: Vec<&Desired> = desired.iter().filter(|d| deferred(d)).collect();
+    for d in &deferred_list {
+        let k = key_of(d);
+        if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(k.clone()) {
+            match input
+                .discovery
+                .resolve(input.client, &k.0, &k.1, &k.2)
+                .await?
+            {
+                Some(r) => {
+                    slot.insert(r);
+                }
+                None => {
+                    return Err(SyncError::Validation(format!(
+                        "{}: the API server has no kind {} in {}/{}",
+                        describe(&d.key),
+                        k.2,
+                        k.0,
+                        k.1
+                    )));
+                }
+            }
+        }
+    }
+    let later_items: Vec<(&Desired, &Resolved)> = deferred_list
+        .iter()
+        .map(|d| (*d, &resolved[&key_of(d)]))
+        .collect();
+    let later_checked = ssa::dry_run(input.client, &later_items, force, input.concurrency).await;
+    let errors: Vec<String> = later_checked
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect();
+    if !errors.is_empty() {
+        return Err(SyncError::Validation(format!(
+            "{} objects failed validation: {}",
+            errors.len(),
+            join_errors(errors)
+        )));
+    }
+    for ((d, _), c) in later_items.iter().zip(later_checked) {
+        changes.insert(
+            d.key.clone(),
+            c.map(|c| c.change).unwrap_or(Change::Configured),
+        );
+    }
+
+    // 4. Everything else that changes, in order, concurrently within each rank.
+    let rest: Vec<(&Desired, &Resolved)> = desired
+        .iter()
+        .filter(|d| crate::apply::order::stage(&d.key.group, &d.key.kind) != 0 || deferred(d))
+        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged))
+        .map(|d| (d, &resolved[&key_of(d)]))
+        .collect();
+    let mut by_rank: Vec<Vec<(&Desired, &Resolved)>> = vec![vec![]; 6];
+    for item in rest {
+        let rank = crate::apply::order::rank(&item.0.key.group, &item.0.key.kind, item.0.namespaced)
+            as usize;
+        by_rank[rank.min(5)].push(item);
+    }
+    for group in by_rank.iter().filter(|g| !g.is_empty()) {
+        for ((d, _), r) in group
+            .iter()
+            .zip(ssa::apply(input.client, group, force, input.concurrency).await)
+        {
+            match r {
+                Ok(v) => outcome.applied.push((d.key.clone(), v)),
+                Err(e) => apply_errors.push(e),
+            }
+        }
+    }
+    for (key, change) in &changes {
+        let applied = outcome.applied.iter().any(|(k, _)| k == key);
+        match change {
+            Change::Created if applied => outcome.created += 1,
+            Change::Configured if applied => outcome.configured += 1,
+            Change::Unchanged => outcome.unchanged += 1,
+            _ => {}
+        }
+    }
+    let desired_keys: Vec<InventoryEntry> = desired.iter().map(|d| d.key.clone()).collect();
+    if !apply_errors.is_empty() {
+        return Err(SyncError::Apply(join_errors(apply_errors)));
+    }
+
+    // 5. Prune what the previous sync applied and this one does not render.
+    let mut inventory_entries = desired_keys.clone();
+    if app.spec.prune {
+        let stale = inventory::stale(&previous, &desired_keys);
+        let result = prune::prune(input.client, input.discovery, &stale, &app_label(app)).await;
+        outcome.pruned = result.deleted.len() as u32;
+        for (entry, msg) in result.failed {
+            inventory_entries.push(entry);
+            outcome.prune_messages.push(msg);
+            outcome.prune_failed = true;
+        }
+        for (_, msg) in result.skipped {
+            outcome.prune_messages.push(msg);
+        }
+    }
+    inventory_entries.sort();
+    inventory_entries.dedup();
+    outcome.inventory = inventory_entries;
+    Ok(outcome)
+}
+
+/// Aggregated health of the inventory: reads objects whose kinds have health checks.
+pub async fn assess_health(
+    client: &Client,
+    discovery: &Discovery,
+    inventory: &[InventoryEntry],
+    known: &[(InventoryEntry, Value)],
+) -> (Health, String) {
+    let mut worst = (Health::Healthy, String::new());
+    for entry in inventory {
+        if !health::has_check(&entry.group, &entry.kind) {
+            continue;
+        }
+        let live = match known.iter().find(|(k, _)| k == entry) {
+            Some((_, v))
+                if entry.kind != "Deployment"
+                    && entry.kind != "StatefulSet"
+                    && entry.kind != "DaemonSet" =>
+            {
+                Some(v.clone())
+            }
+            _ => {
+                let Ok(Some(r)) = discovery
+                    .resolve(client, &entry.group, &entry.version, &entry.kind)
+                    .await
+                else {
+                    continue;
+                };
+                match ssa::api_for(client, &r, entry.namespace.as_deref())
+                    .get_opt(&entry.name)
+                    .await
+                {
+                    Ok(Some(o)) => serde_json::to_value(o).ok(),
+                    Ok(None) => {
+                        return (Health::Degraded, format!("{} is missing", describe(entry)));
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        let Some(live) = live else { continue };
+        let verdict = health::assess(&entry.group, &entry.kind, &live);
+        let rank = |h: Health| match h {
+            Health::Healthy | Health::Suspended => 0,
+            Health::Unknown => 1,
+            Health::Progressing => 2,
+            Health::Degraded => 3,
+        };
+        if rank(verdict.health) > rank(worst.0) {
+            worst = (
+                verdict.health,
+                format!("{}: {}", describe(entry), verdict.message),
+            );
+        }
+    }
+    worst
+}
