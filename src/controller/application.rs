@@ -16,10 +16,14 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::context::{Context, FINALIZER, revision_commit};
+use super::drift_check;
 use super::status::{apply_status, with_jitter};
 use super::sync::{self, SyncError, SyncInput};
 use crate::api::GitRepository;
-use crate::api::application::{Application, ApplicationStatus, SyncPolicy, SyncRecord, SyncResult};
+use crate::api::application::{
+    Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
+    SyncPolicy, SyncRecord, SyncResult,
+};
 use crate::api::conditions::{self, Status};
 use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
@@ -203,6 +207,54 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     if up_to_date && !sync_requested {
+        let input = SyncInput {
+            client: &ctx.client,
+            discovery: &ctx.discovery,
+            app: &app,
+            artifact_root: &artifact_root,
+            concurrency: ctx.apply_concurrency,
+        };
+        ensure_watches(&ctx, &status.inventory).await;
+        let key = (ns.clone(), name.clone());
+        let full = ctx
+            .last_full_check
+            .lock()
+            .expect("full check map")
+            .get(&key)
+            .is_none_or(|t| t.elapsed() >= interval);
+        let dirty = ctx.drift.take_dirty(&ns, &name);
+        let candidates: Vec<InventoryEntry> = if full {
+            status.inventory.clone()
+        } else {
+            status
+                .inventory
+                .iter()
+                .filter(|e| dirty.iter().any(|d| same_object(d, e)))
+                .cloned()
+                .collect()
+        };
+        if full {
+            ctx.last_full_check
+                .lock()
+                .expect("full check map")
+                .insert(key, std::time::Instant::now());
+        }
+        if !candidates.is_empty() {
+            match drift_check::desired_for(&ctx, &app, &revision, &input).await {
+                Ok(desired) => match drift_check::check(&ctx, &app, &desired, &candidates).await {
+                    Ok(findings) => {
+                        report_drift(&ctx, &app, &mut status, findings, &candidates, generation)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
+                }
+            }
+        }
         return follow_health(&ctx, &api, &app, status, interval, timeout, &[]).await;
     }
 
@@ -227,6 +279,26 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             );
             status.inventory = outcome.inventory.clone();
             status.last_applied_revision = Some(revision.clone());
+            drift_check::remember(&ctx, &app, &revision, Arc::new(outcome.desired));
+            ensure_watches(&ctx, &status.inventory).await;
+            ctx.drift.take_dirty(&ns, &name);
+            ctx.last_full_check
+                .lock()
+                .expect("full check map")
+                .insert((ns.clone(), name.clone()), std::time::Instant::now());
+            if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
+                || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
+            {
+                status.drift = None;
+                set(
+                    &mut status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "NoDrift",
+                    "the cluster matches Git",
+                    generation,
+                );
+            }
             let mut message = format!("applied revision {revision}: {summary}");
             if !outcome.prune_messages.is_empty() {
                 message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
@@ -333,6 +405,164 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 Duration::from_secs(30)
             };
             Ok(Action::requeue(retry.min(interval)))
+        }
+    }
+}
+
+fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
+    a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
+}
+
+async fn ensure_watches(ctx: &Context, inventory: &[InventoryEntry]) {
+    let mut resources = std::collections::HashMap::new();
+    for e in inventory {
+        if let Ok(Some(r)) = ctx
+            .discovery
+            .resolve(&ctx.client, &e.group, &e.version, &e.kind)
+            .await
+        {
+            resources.insert(
+                (e.group.clone(), e.version.clone(), e.kind.clone()),
+                r.resource,
+            );
+        }
+    }
+    ctx.drift.ensure(inventory, |e| {
+        resources
+            .get(&(e.group.clone(), e.version.clone(), e.kind.clone()))
+            .cloned()
+    });
+}
+
+/// Heals or reports drift and updates status (written by the caller only when it changed).
+async fn report_drift(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    findings: Vec<drift_check::Finding>,
+    checked: &[InventoryEntry],
+    generation: Option<i64>,
+) {
+    let previous: Vec<DriftedObject> = status
+        .drift
+        .as_ref()
+        .map(|d| d.objects.clone())
+        .unwrap_or_default();
+    // Objects not checked this time keep their earlier verdict; checked ones get the new one.
+    let mut objects: Vec<DriftedObject> = previous
+        .iter()
+        .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
+        .cloned()
+        .collect();
+    objects.extend(findings.iter().map(|f| f.report()));
+    objects.sort_by(|a, b| a.object.cmp(&b.object));
+    let describe_all = |objs: &[DriftedObject]| {
+        objs.iter()
+            .map(|o| {
+                format!(
+                    "{} ({})",
+                    crate::apply::normalize::describe(&o.object),
+                    o.paths.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match app.spec.drift.mode {
+        DriftMode::Heal if !findings.is_empty() => {
+            let errors = drift_check::heal(ctx, app, &findings).await;
+            let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
+            if errors.is_empty() {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "DriftHealed",
+                    format!("re-applied {}", describe_all(&healed)),
+                )
+                .await;
+                status.drift = None;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "DriftHealed",
+                    format!("re-applied {} drifted objects", healed.len()),
+                    generation,
+                );
+            } else {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "DriftHealFailed",
+                    errors.join("; "),
+                )
+                .await;
+                status.drift = Some(DriftStatus {
+                    checked_at: Some(Time(Timestamp::now())),
+                    objects: healed,
+                });
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::True,
+                    "DriftHealFailed",
+                    errors.join("; "),
+                    generation,
+                );
+            }
+        }
+        DriftMode::Heal => {}
+        DriftMode::Audit => {
+            let changed = objects != previous;
+            if !changed {
+                return;
+            }
+            if objects.is_empty() {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "DriftCleared",
+                    "the cluster matches Git again".into(),
+                )
+                .await;
+                status.drift = None;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "NoDrift",
+                    "the cluster matches Git",
+                    generation,
+                );
+            } else {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "DriftDetected",
+                    describe_all(&objects),
+                )
+                .await;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::True,
+                    "DriftDetected",
+                    format!(
+                        "{} objects differ from Git: {}",
+                        objects.len(),
+                        describe_all(&objects)
+                    ),
+                    generation,
+                );
+                status.drift = Some(DriftStatus {
+                    checked_at: Some(Time(Timestamp::now())),
+                    objects,
+                });
+            }
         }
     }
 }
@@ -487,7 +717,12 @@ fn error_policy(app: Arc<Application>, err: &Error, _ctx: Arc<Context>) -> Actio
     Action::requeue(Duration::from_secs(5))
 }
 
-pub async fn run(ctx: Arc<Context>, apps: Api<Application>, repos: Api<GitRepository>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    apps: Api<Application>,
+    repos: Api<GitRepository>,
+    drift_events: futures::channel::mpsc::Receiver<ObjectRef<Application>>,
+) {
     let controller = Controller::new(apps, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
@@ -505,6 +740,7 @@ pub async fn run(ctx: Arc<Context>, apps: Api<Application>, repos: Api<GitReposi
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(drift_events)
         .graceful_shutdown_on(super::shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

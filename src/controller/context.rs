@@ -6,6 +6,16 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::apply::discovery::Discovery;
+use crate::apply::normalize::Desired;
+use crate::drift::watch::DriftWatches;
+
+type AppKey = (String, String);
+
+/// The rendered set of an Application at (revision, generation), kept between reconciles so
+/// drift checks need no re-render.
+pub type DesiredCache = std::sync::Mutex<
+    std::collections::HashMap<AppKey, (String, Option<i64>, std::sync::Arc<Vec<Desired>>)>,
+>;
 
 /// The field manager of every write Gantry makes.
 pub const FIELD_MANAGER: &str = "gantry";
@@ -23,21 +33,42 @@ pub struct Context {
     pub recorder: Recorder,
     /// Objects applied at once.
     pub apply_concurrency: usize,
+    /// Watches of managed objects.
+    pub drift: DriftWatches,
+    pub desired_cache: DesiredCache,
+    /// When each Application's inventory was last compared in full (in memory only, so a
+    /// no-op check writes nothing).
+    pub last_full_check: std::sync::Mutex<std::collections::HashMap<AppKey, std::time::Instant>>,
 }
 
 impl Context {
-    pub fn new(client: Client, data_dir: PathBuf, apply_concurrency: usize) -> Self {
+    pub fn new(
+        client: Client,
+        data_dir: PathBuf,
+        apply_concurrency: usize,
+        namespace: Option<String>,
+    ) -> (
+        Self,
+        futures::channel::mpsc::Receiver<
+            kube::runtime::reflector::ObjectRef<crate::api::Application>,
+        >,
+    ) {
+        let (drift, rx) = DriftWatches::new(client.clone(), namespace);
         let reporter = Reporter {
             controller: "gantry".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Self {
+        let ctx = Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             data_dir,
             discovery: Discovery::default(),
             apply_concurrency,
-        }
+            drift,
+            desired_cache: Default::default(),
+            last_full_check: Default::default(),
+        };
+        (ctx, rx)
     }
 
     /// The cached bare clone of a GitRepository.

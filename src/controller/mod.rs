@@ -3,6 +3,7 @@
 pub mod application;
 pub mod context;
 pub mod crd_check;
+pub mod drift_check;
 pub mod git_repository;
 pub mod kinds;
 pub mod placeholder;
@@ -39,11 +40,13 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
 /// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     crd_check::ensure_installed(&client).await?;
-    let ctx = Arc::new(Context::new(
+    let (ctx, drift_events) = Context::new(
         client.clone(),
         opts.data_dir.clone(),
         opts.apply_concurrency,
-    ));
+        opts.namespace.clone(),
+    );
+    let ctx = Arc::new(ctx);
     tracing::info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -54,7 +57,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         application::run(
             ctx.clone(),
             api_for::<Application>(&client, &opts),
-            api_for::<GitRepository>(&client, &opts)
+            api_for::<GitRepository>(&client, &opts),
+            drift_events,
         ),
         placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
     );

@@ -61,6 +61,8 @@ pub struct SyncOutcome {
     pub prune_failed: bool,
     /// Live objects as applied (for the first health check).
     pub applied: Vec<(InventoryEntry, Value)>,
+    /// The rendered, normalized set (kept for drift checks).
+    pub desired: Vec<Desired>,
 }
 
 pub struct SyncInput<'a> {
@@ -90,6 +92,12 @@ pub fn default_namespace(app: &Application) -> String {
             .clone()
             .unwrap_or_else(|| "default".into())
     })
+}
+
+/// Whether applies take over fields owned by other managers: `spec.force`, or drift mode
+/// `heal` (Git wins over hand edits, which otherwise hold the fields they touched).
+pub fn force_conflicts(app: &Application) -> bool {
+    app.spec.force || app.spec.drift.mode == crate::api::application::DriftMode::Heal
 }
 
 pub fn app_label(app: &Application) -> String {
@@ -200,7 +208,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let (desired, mut resolved) = desired_set(input).await?;
-    let force = app.spec.force;
+    let force = force_conflicts(app);
 
     if desired.is_empty() && !previous.is_empty() && !app.spec.allow_empty && app.spec.prune {
         return Err(SyncError::EmptyRender(previous.len()));
@@ -401,6 +409,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
     inventory_entries.sort();
     inventory_entries.dedup();
     outcome.inventory = inventory_entries;
+    outcome.desired = desired;
     Ok(outcome)
 }
 

@@ -7,6 +7,7 @@ mod support;
 mod chart;
 mod controller;
 mod crds;
+mod drift;
 mod git_server;
 mod git_source;
 mod registry;

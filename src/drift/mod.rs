@@ -1,0 +1,5 @@
+//! Drift: compare what Git declares with what runs, report or heal, and show unified diffs.
+
+pub mod compare;
+pub mod diff;
+pub mod watch;

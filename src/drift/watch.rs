@@ -1,0 +1,202 @@
+//! Metadata-only watches of managed objects, one per kind (not per object), that mark the
+//! changed objects of an Application as dirty and trigger its reconcile within a second.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, PartialObjectMeta};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
+
+use crate::api::application::{Application, InventoryEntry};
+use crate::apply::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+type AppKey = (String, String);
+
+pub struct DriftWatches {
+    client: Client,
+    /// Only Applications in this namespace are triggered (namespace-scoped controllers).
+    namespace: Option<String>,
+    running: Mutex<HashMap<(String, String, String), tokio::task::JoinHandle<()>>>,
+    dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
+    tx: mpsc::Sender<ObjectRef<Application>>,
+}
+
+impl DriftWatches {
+    /// Returns the registry and the stream of Applications to reconcile.
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+    ) -> (Self, mpsc::Receiver<ObjectRef<Application>>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let w = Self {
+            client,
+            namespace,
+            running: Mutex::default(),
+            dirty: Default::default(),
+            tx,
+        };
+        (w, rx)
+    }
+
+    /// Makes sure a watch runs for the kind of every entry.
+    pub fn ensure(
+        &self,
+        entries: &[InventoryEntry],
+        resource_of: impl Fn(&InventoryEntry) -> Option<ApiResource>,
+    ) {
+        let mut running = self.running.lock().expect("drift watches");
+        for e in entries {
+            let key = (e.group.clone(), e.version.clone(), e.kind.clone());
+            if running.contains_key(&key) {
+                continue;
+            }
+            let Some(ar) = resource_of(e) else { continue };
+            let handle = tokio::spawn(watch_kind(
+                self.client.clone(),
+                ar,
+                e.group.clone(),
+                e.kind.clone(),
+                self.namespace.clone(),
+                self.dirty.clone(),
+                self.tx.clone(),
+            ));
+            running.insert(key, handle);
+        }
+    }
+
+    /// The objects of an Application changed since the last call.
+    pub fn take_dirty(&self, namespace: &str, name: &str) -> BTreeSet<InventoryEntry> {
+        self.dirty
+            .lock()
+            .expect("drift dirty set")
+            .remove(&(namespace.to_string(), name.to_string()))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for DriftWatches {
+    fn drop(&mut self) {
+        for (_, h) in self.running.lock().expect("drift watches").drain() {
+            h.abort();
+        }
+    }
+}
+
+async fn watch_kind(
+    client: Client,
+    ar: ApiResource,
+    group: String,
+    kind: String,
+    scope: Option<String>,
+    dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
+    mut tx: mpsc::Sender<ObjectRef<Application>>,
+) {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &ar);
+    let config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    // Last seen (generation, resourceVersion) per uid: status-only updates of objects with a
+    // generation do not count as changes.
+    let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+    let mut stream = watcher::watcher(api, config).boxed();
+    // Objects listed by a (re)list are compared with what was seen before it, so a change
+    // made while the watch was starting or disconnected is not missed.
+    let mut listed: Vec<PartialObjectMeta<DynamicObject>> = vec![];
+    while let Some(event) = stream.next().await {
+        let batch: Vec<(kube::core::ObjectMeta, bool)> = match event {
+            Ok(Event::Init) => {
+                listed.clear();
+                continue;
+            }
+            Ok(Event::InitApply(o)) => {
+                listed.push(o);
+                continue;
+            }
+            Ok(Event::InitDone) => std::mem::take(&mut listed)
+                .into_iter()
+                .map(|o| (o.metadata, false))
+                .collect(),
+            Ok(Event::Apply(o)) => vec![(o.metadata, false)],
+            Ok(Event::Delete(o)) => vec![(o.metadata, true)],
+            Err(e) => {
+                tracing::debug!(kind = %kind, error = %e, "drift watch error (retrying)");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for (meta, deleted) in batch {
+            note_change(
+                &mut seen,
+                meta,
+                deleted,
+                &group,
+                &kind,
+                &ar.version,
+                scope.as_deref(),
+                &dirty,
+                &mut tx,
+            );
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn note_change(
+    seen: &mut HashMap<String, (Option<i64>, Option<String>)>,
+    meta: kube::core::ObjectMeta,
+    deleted: bool,
+    group: &str,
+    kind: &str,
+    version: &str,
+    scope: Option<&str>,
+    dirty: &Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>,
+    tx: &mut mpsc::Sender<ObjectRef<Application>>,
+) {
+    {
+        let uid = meta.uid.clone().unwrap_or_default();
+        let now = (meta.generation, meta.resource_version.clone());
+        let changed = deleted
+            || match seen.get(&uid) {
+                None => true,
+                Some((g, rv)) => match (g, meta.generation) {
+                    (Some(old), Some(new)) => old != &new,
+                    _ => rv != &meta.resource_version,
+                },
+            };
+        if deleted {
+            seen.remove(&uid);
+        } else {
+            seen.insert(uid, now);
+        }
+        if !changed {
+            return;
+        }
+        let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
+            return;
+        };
+        let Some((app_ns, app_name)) = owner.split_once('.') else {
+            return;
+        };
+        if scope.is_some_and(|s| s != app_ns) {
+            return;
+        }
+        let entry = InventoryEntry {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: kind.to_string(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        };
+        dirty
+            .lock()
+            .expect("drift dirty set")
+            .entry((app_ns.to_string(), app_name.to_string()))
+            .or_default()
+            .insert(entry);
+        let _ = tx.try_send(ObjectRef::new(app_name).within(app_ns));
+    }
+}

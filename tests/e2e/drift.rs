@@ -1,0 +1,211 @@
+//! Drift against the local control plane: edits made by hand are healed (heal) or reported
+//! (audit) within seconds; fields owned by another manager are not drift.
+
+use std::time::Duration;
+
+use gantry::api::Application;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use crate::support::app::{condition, create_source_and_app, wait_synced_healthy};
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use crate::support::controller::GantryController;
+use crate::support::eventually;
+use crate::support::git::GitServer;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: app\n        image: registry.example.com/web:1.0.0\n";
+const CONFIGMAP: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"safe\"\n";
+
+/// Edits as `kubectl edit` would: a merge patch by another field manager.
+async fn hand_edit(client: &kube::Client, ns: &str) {
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    deploys
+        .patch("web", &params, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example.com/web:hacked"}]}}}})))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    cms.patch(
+        "settings",
+        &params,
+        &Patch::Merge(json!({"data": {"mode": "unsafe"}})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn image(client: &kube::Client, ns: &str) -> String {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("web")
+        .await
+        .unwrap();
+    d.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+async fn mode(client: &kube::Client, ns: &str) -> String {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("settings")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["mode"]
+        .clone()
+}
+
+async fn setup(
+    prefix: &str,
+    drift_mode: &str,
+) -> (
+    kube::Client,
+    TestNamespace,
+    GantryController,
+    GitServer,
+    Api<Application>,
+) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/web.yaml", DEPLOYMENT),
+            ("deploy/cm.yaml", CONFIGMAP),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "drift": {"mode": drift_mode}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    (client, ns, controller, server, apps)
+}
+
+#[tokio::test]
+async fn heal_mode_reverts_hand_edits_within_seconds() {
+    let (client, ns, _c, _s, _apps) = setup("drift-heal", "heal").await;
+    hand_edit(&client, &ns.name).await;
+    eventually(
+        "the edits to be healed",
+        Duration::from_secs(15),
+        || async {
+            (image(&client, &ns.name).await == "registry.example.com/web:1.0.0"
+                && mode(&client, &ns.name).await == "safe")
+                .then_some(())
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    eventually("a DriftHealed event", Duration::from_secs(15), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("DriftHealed"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_mode_reports_and_changes_nothing() {
+    let (client, ns, _c, _s, apps) = setup("drift-audit", "audit").await;
+    hand_edit(&client, &ns.name).await;
+    let app = eventually("Drifted=True", Duration::from_secs(15), || async {
+        let app = apps.get("app").await.ok()?;
+        let drifted = condition(&app, "Drifted")?;
+        let n = app
+            .status
+            .as_ref()?
+            .drift
+            .as_ref()
+            .map(|d| d.objects.len())
+            .unwrap_or(0);
+        (drifted.status == "True" && n == 2).then_some(app)
+    })
+    .await;
+    let objects = app.status.unwrap().drift.unwrap().objects;
+    let paths: Vec<String> = objects.iter().flat_map(|o| o.paths.clone()).collect();
+    assert!(
+        paths.contains(&"/spec/template/spec/containers/0/image".to_string()),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/data/mode".to_string()), "{paths:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        image(&client, &ns.name).await,
+        "registry.example.com/web:hacked",
+        "audit must not change anything"
+    );
+    assert_eq!(mode(&client, &ns.name).await, "unsafe");
+
+    // Putting the values back clears the drift.
+    hand_edit_back(&client, &ns.name).await;
+    eventually("Drifted=False", Duration::from_secs(15), || async {
+        let app = apps.get("app").await.ok()?;
+        (condition(&app, "Drifted")?.status == "False").then_some(())
+    })
+    .await;
+}
+
+async fn hand_edit_back(client: &kube::Client, ns: &str) {
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch("web", &params, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.0.0"}]}}}})))
+        .await
+        .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            "settings",
+            &params,
+            &Patch::Merge(json!({"data": {"mode": "safe"}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn replicas_set_by_another_manager_are_not_drift() {
+    let (client, ns, _c, _s, apps) = setup("drift-hpa", "audit").await;
+    // An HPA-style controller owns replicas (the manifest omits them).
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    deploys
+        .patch(
+            "web",
+            &PatchParams::apply("hpa-controller").force(),
+            &Patch::Apply(&scale),
+        )
+        .await
+        .unwrap();
+    // A change of a managed object triggers a check; give it time, then verify nothing is reported.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let app = apps.get("app").await.unwrap();
+    assert_eq!(
+        condition(&app, "Drifted").unwrap().status,
+        "False",
+        "{:?}",
+        app.status.unwrap().drift
+    );
+    assert_eq!(
+        deploys.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(5)
+    );
+}
