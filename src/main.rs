@@ -33,7 +33,8 @@ async fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
                 source = cause.source();
             }
-            ExitCode::FAILURE
+            // 2, so that `gantry diff` can use 1 for "differences found".
+            ExitCode::from(2)
         }
     }
 }

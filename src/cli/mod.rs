@@ -1,7 +1,14 @@
 //! The `gantry` command line: one file per command.
 
+pub mod common;
 pub mod controller;
 pub mod crds;
+pub mod diff;
+pub mod get;
+pub mod history;
+pub mod render;
+pub mod suspend;
+pub mod sync;
 pub mod version;
 
 use std::process::ExitCode;
@@ -42,6 +49,20 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
     Controller(controller::Args),
+    /// Print the rendered, normalized manifests of a directory (no cluster needed).
+    Render(render::Args),
+    /// Show how Git differs from the cluster (exit 0: none, 1: differences, 2: error).
+    Diff(diff::Args),
+    /// List Applications, sources or image policies.
+    Get(get::Args),
+    /// Sync an Application now (also with syncPolicy: manual).
+    Sync(sync::Args),
+    /// Show the sync history of an Application.
+    History(history::Args),
+    /// Stop all writes of an Application.
+    Suspend(suspend::Args),
+    /// Resume a suspended Application.
+    Resume(suspend::Args),
     /// Print the CustomResourceDefinitions of every Gantry kind as YAML.
     Crds(crds::Args),
     /// Print the version of this binary.
@@ -52,6 +73,13 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Controller(args) => controller::run(args).await,
+        Command::Render(args) => render::run(args).await,
+        Command::Diff(args) => diff::run(args).await,
+        Command::Get(args) => get::run(args).await,
+        Command::Sync(args) => sync::run(args).await,
+        Command::History(args) => history::run(args).await,
+        Command::Suspend(args) => suspend::run(args, true).await,
+        Command::Resume(args) => suspend::run(args, false).await,
         Command::Crds(args) => crds::run(args),
         Command::Version => version::run(),
     }

@@ -5,6 +5,7 @@
 mod support;
 
 mod chart;
+mod cli;
 mod controller;
 mod crds;
 mod drift;

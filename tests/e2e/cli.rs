@@ -1,0 +1,172 @@
+//! The command line against the local control plane: render, diff (exit codes, Secret
+//! masking), get, history, sync, suspend.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gantry::api::Application;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::support::app::{create_source_and_app, wait_synced_healthy};
+use crate::support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
+use crate::support::controller::GantryController;
+use crate::support::eventually;
+use crate::support::git::GitServer;
+
+fn gantry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .env("GANTRY_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn render_prints_the_normalized_set_without_a_cluster() {
+    let dir = format!("{}/examples/apps/web", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["render", &dir, "--namespace", "shop"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("kind: Deployment") && text.contains("kind: Service"),
+        "{text}"
+    );
+    assert!(text.contains("namespace: shop"), "{text}");
+    assert!(
+        text.contains("app.kubernetes.io/managed-by: gantry"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn diff_get_history_sync_and_suspend() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "cli").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"safe\"\n"),
+            ("deploy/secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  token: original-token-value\n"),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "drift": {"mode": "audit"}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let target = format!("{}/app", ns.name);
+
+    // In sync: exit 0, no output.
+    let out = gantry(&["diff", "--app", &target]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).trim().is_empty());
+
+    // A hand edit of the Secret: exit 1, the change is shown, no value appears.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .patch(
+            "creds",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"stringData": {"token": "edited-token-value"}})),
+        )
+        .await
+        .unwrap();
+    let out = gantry(&["diff", "--app", &target, "--color", "never"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("Secret") && text.contains("*** (after)"),
+        "{text}"
+    );
+    for value in [
+        "original-token-value",
+        "edited-token-value",
+        "b3JpZ2luYWw",
+        "ZWRpdGVk",
+    ] {
+        assert!(!text.contains(value), "{value} leaked in:\n{text}");
+    }
+
+    // Errors exit 2.
+    assert_eq!(
+        gantry(&["diff", "--app", &format!("{}/missing", ns.name)])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let out = gantry(&["get", "apps", "-n", &ns.name]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("app") && stdout(&out).contains(&head),
+        "{}",
+        stdout(&out)
+    );
+    let out = gantry(&["get", "sources", "-n", &ns.name, "-o", "json"]);
+    let sources: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sources[0]["metadata"]["name"], "app");
+    let out = gantry(&["history", &target]);
+    assert!(
+        stdout(&out).contains("Succeeded") && stdout(&out).contains(&head),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = gantry(&["sync", &target, "--wait", "--timeout", "60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("applied revision"),
+        "{}",
+        stdout(&out)
+    );
+
+    assert!(gantry(&["suspend", &target]).status.success());
+    let app = eventually("suspend", Duration::from_secs(10), || async {
+        let a = apps.get("app").await.ok()?;
+        a.spec.suspend.then_some(a)
+    })
+    .await;
+    assert!(app.spec.suspend);
+    assert!(gantry(&["resume", &target]).status.success());
+}
