@@ -64,3 +64,8 @@ demo: tools
 	$(CARGO) build
 	$(CLUSTER)/up.sh $(STATE)
 	set -a; source $(STATE)/env; set +a; examples/demo.sh
+
+# Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
+bench: tools
+	$(CARGO) build --release --benches
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench gitops

@@ -26,6 +26,9 @@ pub fn strip_volatile(mut v: Value) -> Value {
     }
     if let Some(o) = v.as_object_mut() {
         o.remove("status");
+        // List items of built-in kinds carry no apiVersion/kind; they are identity anyway.
+        o.remove("apiVersion");
+        o.remove("kind");
     }
     v
 }

@@ -3,7 +3,9 @@
 
 use futures::{StreamExt, stream};
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use std::collections::{BTreeSet, HashMap};
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::discovery::Resolved;
@@ -49,25 +51,93 @@ pub struct Checked {
     pub change: Change,
 }
 
+/// Live objects of the given items, read with one LIST per (resource, namespace) instead
+/// of one GET per object. Keyed by (namespace, name, plural, group).
+pub type LiveMap = HashMap<(Option<String>, String, String, String), Value>;
+
+pub async fn list_live(
+    client: &Client,
+    items: &[(&Desired, &Resolved)],
+) -> Result<LiveMap, String> {
+    let mut scopes: BTreeSet<(Option<String>, String, String, String)> = BTreeSet::new();
+    let mut resources: HashMap<(String, String), &Resolved> = HashMap::new();
+    for (d, r) in items {
+        let ns = if r.namespaced {
+            d.key.namespace.clone()
+        } else {
+            None
+        };
+        scopes.insert((
+            ns,
+            r.resource.group.clone(),
+            r.resource.version.clone(),
+            r.resource.plural.clone(),
+        ));
+        resources.insert((r.resource.group.clone(), r.resource.plural.clone()), r);
+    }
+    let mut out = LiveMap::new();
+    for (ns, group, _version, plural) in scopes {
+        let r = resources[&(group.clone(), plural.clone())];
+        let api = api_for(client, r, ns.as_deref());
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("list {plural}: {}", api_message(&e)))?;
+        for o in list.items {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            let key_ns = if r.namespaced {
+                o.metadata.namespace.clone()
+            } else {
+                None
+            };
+            out.insert(
+                (key_ns, name, plural.clone(), group.clone()),
+                serde_json::to_value(o).unwrap_or(Value::Null),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn live_key(d: &Desired, r: &Resolved) -> (Option<String>, String, String, String) {
+    let ns = if r.namespaced {
+        d.key.namespace.clone()
+    } else {
+        None
+    };
+    (
+        ns,
+        d.key.name.clone(),
+        r.resource.plural.clone(),
+        r.resource.group.clone(),
+    )
+}
+
 /// Dry-runs every object (bounded concurrency). Returns per-object results in input order:
-/// `Ok(change)` or `Err("<Kind ns/name>: <API message>")`.
+/// `Ok(change)` or `Err("<Kind ns/name>: <API message>")`. The live state comes from one
+/// LIST per resource and namespace.
 pub async fn dry_run(
     client: &Client,
     items: &[(&Desired, &Resolved)],
     force: bool,
     concurrency: usize,
 ) -> Vec<Result<Checked, String>> {
+    let live = match list_live(client, items).await {
+        Ok(l) => l,
+        Err(e) => {
+            return items
+                .iter()
+                .map(|(d, _)| Err(format!("{}: {e}", describe(&d.key))))
+                .collect();
+        }
+    };
     let jobs: Vec<_> = items
         .iter()
         .map(|(d, r)| {
             let api = api_for(client, r, d.key.namespace.as_deref());
             let (name, object, what) = (d.key.name.clone(), d.object.clone(), describe(&d.key));
+            let live_value = live.get(&live_key(d, r)).cloned();
             async move {
-                let live = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| format!("{what}: {}", api_message(&e)))?;
-                let live_value = live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null));
                 let dry = api
                     .patch(&name, &params(force, true), &Patch::Apply(&object))
                     .await

@@ -361,7 +361,14 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 generation,
             );
             let applied = outcome.applied;
-            follow_health(&ctx, &api, &app, status, interval, timeout, &applied).await
+            let action =
+                follow_health(&ctx, &api, &app, status, interval, timeout, &applied).await?;
+            // Objects whose delete failed stay in the inventory and are retried soon.
+            Ok(if outcome.prune_failed {
+                Action::requeue(Duration::from_secs(10))
+            } else {
+                action
+            })
         }
         Err(e) => {
             let reason = e.reason();

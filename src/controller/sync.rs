@@ -413,58 +413,74 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
     Ok(outcome)
 }
 
-/// Aggregated health of the inventory: reads objects whose kinds have health checks.
+/// Aggregated health of the inventory: objects whose kinds have health checks are read with
+/// one LIST per kind and namespace.
 pub async fn assess_health(
     client: &Client,
     discovery: &Discovery,
     inventory: &[InventoryEntry],
-    known: &[(InventoryEntry, Value)],
+    _known: &[(InventoryEntry, Value)],
 ) -> (Health, String) {
     let mut worst = (Health::Healthy, String::new());
-    for entry in inventory {
-        if !health::has_check(&entry.group, &entry.kind) {
+    let rank = |h: Health| match h {
+        Health::Healthy | Health::Suspended => 0,
+        Health::Unknown => 1,
+        Health::Progressing => 2,
+        Health::Degraded => 3,
+    };
+    let mut groups: std::collections::BTreeMap<
+        (String, String, String, Option<String>),
+        Vec<&InventoryEntry>,
+    > = Default::default();
+    for e in inventory
+        .iter()
+        .filter(|e| health::has_check(&e.group, &e.kind))
+    {
+        groups
+            .entry((
+                e.group.clone(),
+                e.version.clone(),
+                e.kind.clone(),
+                e.namespace.clone(),
+            ))
+            .or_default()
+            .push(e);
+    }
+    for ((group, version, kind, ns), entries) in groups {
+        let Ok(Some(r)) = discovery.resolve(client, &group, &version, &kind).await else {
             continue;
-        }
-        let live = match known.iter().find(|(k, _)| k == entry) {
-            Some((_, v))
-                if entry.kind != "Deployment"
-                    && entry.kind != "StatefulSet"
-                    && entry.kind != "DaemonSet" =>
-            {
-                Some(v.clone())
-            }
-            _ => {
-                let Ok(Some(r)) = discovery
-                    .resolve(client, &entry.group, &entry.version, &entry.kind)
-                    .await
-                else {
-                    continue;
-                };
-                match ssa::api_for(client, &r, entry.namespace.as_deref())
-                    .get_opt(&entry.name)
-                    .await
-                {
-                    Ok(Some(o)) => serde_json::to_value(o).ok(),
-                    Ok(None) => {
-                        return (Health::Degraded, format!("{} is missing", describe(entry)));
-                    }
-                    Err(_) => None,
-                }
-            }
         };
-        let Some(live) = live else { continue };
-        let verdict = health::assess(&entry.group, &entry.kind, &live);
-        let rank = |h: Health| match h {
-            Health::Healthy | Health::Suspended => 0,
-            Health::Unknown => 1,
-            Health::Progressing => 2,
-            Health::Degraded => 3,
+        let Ok(list) = ssa::api_for(client, &r, ns.as_deref())
+            .list(&kube::api::ListParams::default())
+            .await
+        else {
+            worst = (Health::Unknown, format!("cannot list {kind}"));
+            continue;
         };
-        if rank(verdict.health) > rank(worst.0) {
-            worst = (
-                verdict.health,
-                format!("{}: {}", describe(entry), verdict.message),
-            );
+        let by_name: HashMap<String, Value> = list
+            .items
+            .into_iter()
+            .map(|o| {
+                (
+                    o.metadata.name.clone().unwrap_or_default(),
+                    serde_json::to_value(o).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        for entry in entries {
+            let verdict = match by_name.get(&entry.name) {
+                Some(live) => health::assess(&entry.group, &entry.kind, live),
+                None => health::Verdict {
+                    health: Health::Degraded,
+                    message: "is missing".into(),
+                },
+            };
+            if rank(verdict.health) > rank(worst.0) {
+                worst = (
+                    verdict.health,
+                    format!("{}: {}", describe(entry), verdict.message),
+                );
+            }
         }
     }
     worst

@@ -351,14 +351,15 @@ async fn relabelled_and_protected_objects_are_not_pruned() {
         &ns.name,
         "app",
         &server.file_url("app"),
-        json!({"path": "deploy"}),
+        json!({"path": "deploy", "drift": {"mode": "audit"}}),
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     wait_synced_healthy(&apps, "app", &head).await;
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    // b is taken over by another owner; c is protected by annotation.
+    // b is taken over by another owner; c is protected by annotation. (Audit mode: in heal
+    // mode Gantry would put its label back on b, since Git declares it.)
     cms.patch(
         "b",
         &PatchParams::default(),

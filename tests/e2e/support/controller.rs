@@ -3,7 +3,15 @@
 use std::process::{Command, Stdio};
 
 use super::cluster::kubeconfig_path;
-use super::process::ChildGuard;
+use super::process::{ChildGuard, tool_dir};
+
+fn path_with_tools() -> std::ffi::OsString {
+    let mut paths = vec![tool_dir()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
 
 pub struct GantryController {
     pub process: ChildGuard,
@@ -37,6 +45,8 @@ impl GantryController {
             .arg(data_dir.path())
             .env("KUBECONFIG", kubeconfig_path())
             .env("GANTRY_LOG", "info")
+            // kubectl (kustomize) and helm for the render step
+            .env("PATH", path_with_tools())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,154 @@
+//! Kustomize overlays and Helm charts sync through the real `kubectl kustomize` and `helm`;
+//! remote bases and escaping values files are refused before any tool runs.
+
+use gantry::api::Application;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::json;
+
+use crate::support::app::{
+    condition, create_source_and_app, wait_ready_reason, wait_synced_healthy,
+};
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use crate::support::controller::GantryController;
+use crate::support::git::GitServer;
+
+#[tokio::test]
+async fn kustomize_overlay_syncs() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "kustomize").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            ("base/kustomization.yaml", "resources:\n- config.yaml\n"),
+            ("base/config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: base\n  shared: \"yes\"\n"),
+            ("overlays/prod/kustomization.yaml", "resources:\n- ../../base\nnamePrefix: prod-\npatches:\n- path: env.yaml\n"),
+            ("overlays/prod/env.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: prod\n"),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "overlays/prod"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("prod-settings")
+        .await
+        .unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(data["env"], "prod");
+    assert_eq!(data["shared"], "yes");
+}
+
+#[tokio::test]
+async fn kustomize_remote_base_is_refused() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "kust-remote").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    // The URL is never contacted: the reference check refuses it before kustomize runs.
+    let head = server.create_repo(
+        "app",
+        &[(
+            "k/kustomization.yaml",
+            "resources:\n- https://github.com/example/config//base?ref=v1\n",
+        )],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "k"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let app = wait_ready_reason(&apps, "app", "RenderFailed", &head).await;
+    let msg = condition(&app, "Ready").unwrap().message;
+    assert!(
+        msg.contains("remote reference") && msg.contains("allowRemoteBases"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn helm_chart_syncs_with_values_files_and_inline_values() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "helm").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            ("chart/Chart.yaml", "apiVersion: v2\nname: demo\nversion: 0.1.0\n"),
+            ("chart/values.yaml", "message: default\ncolor: blue\n"),
+            ("chart/values-prod.yaml", "message: from-file\n"),
+            ("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n  namespace: {{ .Release.Namespace }}\ndata:\n  message: {{ .Values.message | quote }}\n  color: {{ .Values.color | quote }}\n"),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "chart", "render": {"type": "helm", "helm": {"releaseName": "shop", "valuesFiles": ["values-prod.yaml"], "values": {"color": "green"}}}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("shop-settings")
+        .await
+        .unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(data["message"], "from-file");
+    assert_eq!(data["color"], "green");
+}
+
+#[tokio::test]
+async fn helm_values_file_outside_the_repository_is_refused() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "helm-escape").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            (
+                "chart/Chart.yaml",
+                "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+            ),
+            (
+                "chart/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "chart", "render": {"helm": {"valuesFiles": ["../../../../etc/passwd"]}}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let app = wait_ready_reason(&apps, "app", "RenderFailed", &head).await;
+    let msg = condition(&app, "Ready").unwrap().message;
+    assert!(
+        msg.contains("valuesFiles") && msg.contains("'..' is not allowed"),
+        "{msg}"
+    );
+    assert!(!msg.contains("root:x:0"), "file content leaked: {msg}");
+}
