@@ -131,6 +131,10 @@ async fn fetches_over_http_with_basic_auth_and_follows_new_commits() {
     assert_eq!(cond.reason, "AuthenticationFailed", "{cond:?}");
     let status_text = serde_json::to_string(&failed.status).unwrap();
     assert!(!status_text.contains("wrong-pw-123") && !status_text.contains("hunter2-pw"));
+    // No credential in the controller's log either (TESTING.md row 7).
+    let log = controller.log();
+    assert!(log.contains("AuthenticationFailed"), "the failure is logged");
+    assert!(!log.contains("wrong-pw-123") && !log.contains("hunter2-pw"), "a password leaked into the log");
     assert_eq!(
         failed.status.unwrap().artifact.unwrap().revision,
         format!("main@sha1:{second}"),
@@ -164,7 +168,7 @@ async fn credentials_in_url_and_plain_http_are_refused_without_dialling() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "src-url").await;
-    let _controller = GantryController::start(&ns.name);
+    let controller = GantryController::start(&ns.name);
     let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
     // These hosts are never contacted: the URL policy refuses them first.
     let cases = [
@@ -198,6 +202,7 @@ async fn credentials_in_url_and_plain_http_are_refused_without_dialling() {
                 .contains("hunter2")
         );
     }
+    assert!(!controller.log().contains("hunter2"), "credential from the URL leaked into the log");
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! A `gantry controller` process scoped to one namespace, with its own data directory.
+//! A `gantry controller` process scoped to one namespace, with its own data directory and
+//! its log captured to a file (printed when a test fails, searchable for leaks).
 
 use std::process::{Command, Stdio};
 
@@ -7,18 +8,44 @@ use super::process::{ChildGuard, tool_dir};
 
 fn path_with_tools() -> std::ffi::OsString {
     let mut paths = vec![tool_dir()];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
     std::env::join_paths(paths).unwrap()
 }
 
 pub struct GantryController {
     pub process: ChildGuard,
     pub data_dir: tempfile::TempDir,
+    log_path: std::path::PathBuf,
 }
 
 impl GantryController {
+    pub fn start(namespace: &str) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let log_path = data_dir.path().join("controller.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["controller", "--namespace", namespace, "--data-dir"])
+            .arg(data_dir.path())
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("GANTRY_LOG", "info")
+            // kubectl (kustomize) and helm for the render step
+            .env("PATH", path_with_tools())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gantry controller");
+        Self {
+            process: ChildGuard::new("gantry controller", child),
+            data_dir,
+            log_path,
+        }
+    }
+
+    /// Everything the controller logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// Every file under the data directory (artifacts and Git caches), for leak checks.
     pub fn data_files(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -33,27 +60,15 @@ impl GantryController {
         }
         let mut out = vec![];
         walk(self.data_dir.path(), &mut out);
+        out.retain(|p| p != &self.log_path);
         out
     }
 }
 
-impl GantryController {
-    pub fn start(namespace: &str) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["controller", "--namespace", namespace, "--data-dir"])
-            .arg(data_dir.path())
-            .env("KUBECONFIG", kubeconfig_path())
-            .env("GANTRY_LOG", "info")
-            // kubectl (kustomize) and helm for the render step
-            .env("PATH", path_with_tools())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start gantry controller");
-        Self {
-            process: ChildGuard::new("gantry controller", child),
-            data_dir,
+impl Drop for GantryController {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- gantry controller log ----\n{}", self.log());
         }
     }
 }
