@@ -87,10 +87,15 @@ async fn write_if_changed(
     Ok(())
 }
 
-async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = app.namespace().unwrap_or_default();
-    let name = app.name_any();
+async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache can lag behind the status this controller wrote a moment ago; acting on
+    // a stale status would re-sync a revision or drop drift findings. One GET makes it exact.
+    let Some(app) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     let generation = app.metadata.generation;
     let interval = app
         .spec
@@ -206,6 +211,7 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(interval));
     }
 
+    tracing::debug!(namespace = %ns, name = %name, up_to_date, sync_requested, revision = %revision, "reconcile");
     if up_to_date && !sync_requested {
         let input = SyncInput {
             client: &ctx.client,
@@ -243,6 +249,7 @@ async fn apply(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             match drift_check::desired_for(&ctx, &app, &revision, &input).await {
                 Ok(desired) => match drift_check::check(&ctx, &app, &desired, &candidates).await {
                     Ok(findings) => {
+                        tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
                         report_drift(&ctx, &app, &mut status, findings, &candidates, generation)
                             .await
                     }

@@ -197,6 +197,7 @@ fn note_change(
             .entry((app_ns.to_string(), app_name.to_string()))
             .or_default()
             .insert(entry);
+        tracing::debug!(application = %owner, kind, name = ?meta.name, deleted, "managed object changed");
         let _ = tx.try_send(ObjectRef::new(app_name).within(app_ns));
     }
 }

@@ -133,8 +133,14 @@ async fn fetches_over_http_with_basic_auth_and_follows_new_commits() {
     assert!(!status_text.contains("wrong-pw-123") && !status_text.contains("hunter2-pw"));
     // No credential in the controller's log either (TESTING.md row 7).
     let log = controller.log();
-    assert!(log.contains("AuthenticationFailed"), "the failure is logged");
-    assert!(!log.contains("wrong-pw-123") && !log.contains("hunter2-pw"), "a password leaked into the log");
+    assert!(
+        log.contains("AuthenticationFailed"),
+        "the failure is logged"
+    );
+    assert!(
+        !log.contains("wrong-pw-123") && !log.contains("hunter2-pw"),
+        "a password leaked into the log"
+    );
     assert_eq!(
         failed.status.unwrap().artifact.unwrap().revision,
         format!("main@sha1:{second}"),
@@ -202,7 +208,10 @@ async fn credentials_in_url_and_plain_http_are_refused_without_dialling() {
                 .contains("hunter2")
         );
     }
-    assert!(!controller.log().contains("hunter2"), "credential from the URL leaked into the log");
+    assert!(
+        !controller.log().contains("hunter2"),
+        "credential from the URL leaked into the log"
+    );
 }
 
 #[tokio::test]

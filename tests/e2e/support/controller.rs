@@ -8,7 +8,9 @@ use super::process::{ChildGuard, tool_dir};
 
 fn path_with_tools() -> std::ffi::OsString {
     let mut paths = vec![tool_dir()];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
     std::env::join_paths(paths).unwrap()
 }
 
@@ -27,7 +29,7 @@ impl GantryController {
             .args(["controller", "--namespace", namespace, "--data-dir"])
             .arg(data_dir.path())
             .env("KUBECONFIG", kubeconfig_path())
-            .env("GANTRY_LOG", "info")
+            .env("GANTRY_LOG", "info,gantry=debug")
             // kubectl (kustomize) and helm for the render step
             .env("PATH", path_with_tools())
             .stdout(Stdio::null())
