@@ -22,12 +22,15 @@ help:
 # Debian packages the harness uses (present on most machines; installed when missing).
 deps:
 	@missing=""; \
-	for p in git:git openssl:openssl curl:curl python3:python3; do \
+	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client; do \
 	  command -v "$${p%%:*}" >/dev/null || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq $$missing; \
 	fi
+	@# sshd (for the Git-over-SSH tests) needs its privilege-separation user, as Debian's
+	@# openssh-server package would create it; the package itself is not installed.
+	@id sshd >/dev/null 2>&1 || useradd --system --home-dir /run/sshd --shell /usr/sbin/nologin sshd
 
 tools: deps
 	@$(CLUSTER)/build.sh >/dev/null

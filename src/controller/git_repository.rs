@@ -68,11 +68,25 @@ async fn credentials(
         data.get(k)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
     };
+    if let Some(identity) = get("identity") {
+        let known_hosts = get("known_hosts")
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                SourceFailure::Secret(format!(
+                    "Secret {} has an identity but no known_hosts; known_hosts is mandatory",
+                    secret_ref.name
+                ))
+            })?;
+        return Ok(Some(Credentials::Ssh {
+            identity,
+            known_hosts,
+        }));
+    }
     match (get("username"), get("password"), get("bearerToken")) {
         (Some(username), Some(password), _) => Ok(Some(Credentials::Basic { username, password })),
         (_, _, Some(token)) => Ok(Some(Credentials::Bearer { token })),
         _ => Err(SourceFailure::Secret(format!(
-            "Secret {} has neither username/password nor bearerToken",
+            "Secret {} has neither username/password, bearerToken nor identity/known_hosts",
             secret_ref.name
         ))),
     }

@@ -49,8 +49,18 @@ impl Reference {
 /// Credentials from the GitRepository's Secret. Never printed.
 #[derive(Clone)]
 pub enum Credentials {
-    Basic { username: String, password: String },
-    Bearer { token: String },
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer {
+        token: String,
+    },
+    /// SSH: a private key and the mandatory known_hosts.
+    Ssh {
+        identity: String,
+        known_hosts: String,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -58,6 +68,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { .. } => f.write_str("Basic(***)"),
             Credentials::Bearer { .. } => f.write_str("Bearer(***)"),
+            Credentials::Ssh { .. } => f.write_str("Ssh(***)"),
         }
     }
 }
@@ -76,6 +87,12 @@ pub enum GitError {
     Fetch { url: String, message: String },
     #[error("invalid semver range {0:?}")]
     BadRange(String),
+    #[error(
+        "ssh:// needs a Secret with `identity` and `known_hosts` (known_hosts is mandatory; unknown hosts are never trusted)"
+    )]
+    SshNeedsKnownHosts,
+    #[error("host key of {host} {why}; refusing to connect")]
+    HostKey { host: String, why: &'static str },
 }
 
 impl GitError {
@@ -87,6 +104,8 @@ impl GitError {
             GitError::RefNotFound { .. } | GitError::BadRange(_) => "RefNotFound",
             GitError::Timeout { .. } => "Timeout",
             GitError::Fetch { .. } => "FetchFailed",
+            GitError::SshNeedsKnownHosts => "AuthenticationFailed",
+            GitError::HostKey { .. } => "HostKeyRejected",
         }
     }
 }
@@ -151,12 +170,50 @@ fn scrub(message: &str) -> String {
         .join(" ")
 }
 
-fn callbacks<'a>(creds: Option<&'a Credentials>, deadline: Instant) -> RemoteCallbacks<'a> {
+/// The host key verdict of the last SSH connection, for a clear error.
+type HostKeyNote = std::sync::Arc<std::sync::Mutex<Option<(String, &'static str)>>>;
+
+fn callbacks<'a>(
+    creds: Option<&'a Credentials>,
+    deadline: Instant,
+    port: u16,
+    note: HostKeyNote,
+) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
-    cb.credentials(move |_url, _user, allowed| {
+    if let Some(Credentials::Ssh { known_hosts, .. }) = creds {
+        cb.certificate_check(move |cert, host| {
+            let Some(key) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
+                return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            };
+            match super::known_hosts::verify(known_hosts, host, port, key) {
+                super::known_hosts::Verdict::Trusted => {
+                    Ok(git2::CertificateCheckStatus::CertificateOk)
+                }
+                verdict => {
+                    let why = if verdict == super::known_hosts::Verdict::Changed {
+                        "changed (it differs from known_hosts)"
+                    } else {
+                        "is not in known_hosts"
+                    };
+                    *note.lock().expect("host key note") = Some((host.to_string(), why));
+                    Err(git2::Error::new(
+                        ErrorCode::Certificate,
+                        ErrorClass::Ssh,
+                        "host key rejected",
+                    ))
+                }
+            }
+        });
+    }
+    cb.credentials(move |_url, user, allowed| {
         attempts += 1;
         match creds {
+            Some(Credentials::Ssh { identity, .. })
+                if attempts == 1 && allowed.contains(CredentialType::SSH_KEY) =>
+            {
+                Cred::ssh_key_from_memory(user.unwrap_or("git"), None, identity, None)
+            }
             Some(Credentials::Basic { username, password })
                 if attempts == 1 && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
             {
@@ -179,9 +236,11 @@ fn fetch_options<'a>(
     deadline: Instant,
     shallow: bool,
     headers: &'a [String],
+    port: u16,
+    note: HostKeyNote,
 ) -> FetchOptions<'a> {
     let mut fo = FetchOptions::new();
-    fo.remote_callbacks(callbacks(creds, deadline));
+    fo.remote_callbacks(callbacks(creds, deadline, port, note));
     fo.download_tags(AutotagOption::None);
     fo.custom_headers(&headers.iter().map(String::as_str).collect::<Vec<_>>());
     if shallow {
@@ -201,6 +260,17 @@ pub fn fetch(
 ) -> Result<Fetched, GitError> {
     let parsed = url_policy::check(url, matches!(creds, Some(Credentials::Basic { .. })))?;
     let shallow_ok = parsed.scheme != "file";
+    if parsed.scheme == "ssh" && !matches!(creds, Some(Credentials::Ssh { .. })) {
+        return Err(GitError::SshNeedsKnownHosts);
+    }
+    let port = ssh_port(url);
+    let note: HostKeyNote = Default::default();
+    let host_key_error = |note: &HostKeyNote| {
+        note.lock()
+            .expect("host key note")
+            .take()
+            .map(|(host, why)| GitError::HostKey { host, why })
+    };
     let repo = match Repository::open_bare(cache) {
         Ok(r) => r,
         Err(_) => Repository::init_bare(cache).map_err(|e| classify(url, deadline, e))?,
@@ -231,11 +301,13 @@ pub fn fetch(
             shallow_ok,
         ),
         Reference::Semver(range) => {
-            let conn_cb = callbacks(creds, deadline);
+            let conn_cb = callbacks(creds, deadline, port, note.clone());
             let tags: Vec<String> = {
                 let conn = remote
                     .connect_auth(Direction::Fetch, Some(conn_cb), None)
-                    .map_err(|e| classify(url, deadline, e))?;
+                    .map_err(|e| {
+                        host_key_error(&note).unwrap_or_else(|| classify(url, deadline, e))
+                    })?;
                 conn.list()
                     .map_err(|e| classify(url, deadline, e))?
                     .iter()
@@ -265,8 +337,11 @@ pub fn fetch(
         }
     };
 
-    let mut fo = fetch_options(creds, deadline, shallow, &headers);
+    let mut fo = fetch_options(creds, deadline, shallow, &headers, port, note.clone());
     if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
+        if let Some(err) = host_key_error(&note) {
+            return Err(err);
+        }
         let msg = e.message().to_ascii_lowercase();
         if msg.contains("couldn't find remote ref")
             || msg.contains("not found") && !msg.contains("repository")
@@ -294,9 +369,29 @@ pub fn fetch(
     })
 }
 
+/// The port of an `ssh://` URL (22 when not given).
+fn ssh_port(url: &str) -> u16 {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .map(|authority| {
+            authority
+                .rsplit_once('@')
+                .map(|(_, h)| h)
+                .unwrap_or(authority)
+        })
+        .and_then(|hostport| hostport.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .unwrap_or(22)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_ports() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/repo.git"), 2222);
+        assert_eq!(ssh_port("ssh://git@github.com/org/repo.git"), 22);
+    }
 
     #[test]
     fn semver_picks_the_newest_match() {

@@ -2,4 +2,5 @@
 
 pub mod artifact;
 pub mod git;
+pub mod known_hosts;
 pub mod url_policy;

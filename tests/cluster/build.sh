@@ -18,7 +18,7 @@ bin="$out/bin"
 
 log() { echo "build.sh: $*" >&2; }
 
-if [[ -f "$out/.complete" ]]; then
+if [[ -f "$out/.complete" && -x "$bin/sshd" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -60,6 +60,24 @@ install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 install_tool registry "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+
+# sshd for the Git-over-SSH tests: extracted from Debian's packages into the cache, never
+# installed, so no system service is started (it would listen on 0.0.0.0:22).
+if [[ ! -x "$bin/sshd" ]]; then
+  log "extracting sshd from Debian's openssh-server package"
+  debs="$out/debs"; mkdir -p "$debs"
+  (cd "$debs" && apt-get download openssh-server libwrap0 >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null 2>&1
+    (cd "$debs" && apt-get download openssh-server libwrap0 >/dev/null 2>&1)
+  }
+  for d in "$debs"/*.deb; do dpkg -x "$d" "$out/sshd-root"; done
+  libdir="$(dirname "$(find "$out/sshd-root" -name 'libwrap.so.0*' | head -n1)")"
+  cat > "$bin/sshd" <<SSHD
+#!/bin/sh
+LD_LIBRARY_PATH="$libdir" exec "$out/sshd-root/usr/sbin/sshd" "\$@"
+SSHD
+  chmod +x "$bin/sshd"
+fi
 
 touch "$out/.complete"
 echo "$bin"

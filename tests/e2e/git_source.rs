@@ -263,3 +263,118 @@ async fn symlink_leaving_the_repository_is_refused() {
         }
     }
 }
+
+async fn ssh_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    identity: &str,
+    known_hosts: Option<&str>,
+) {
+    let mut data = json!({ "identity": identity });
+    if let Some(k) = known_hosts {
+        data["known_hosts"] = json!(k);
+    }
+    let secret: Secret =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": data }))
+            .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ssh_with_known_hosts_fetches_and_refuses_unknown_or_changed_host_keys() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-ssh").await;
+    let controller = GantryController::start(&ns.name);
+    let git_server = GitServer::start();
+    let head = git_server.create_repo("app", &[("deploy/cm.yaml", "kind: ConfigMap\n")]);
+    let ssh = crate::support::ssh::SshServer::start();
+    let url = ssh.url(&git_server.bare_path("app"));
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+
+    // The right key and known_hosts: fetched.
+    ssh_secret(
+        &client,
+        &ns.name,
+        "ok",
+        &ssh.client_key,
+        Some(&ssh.known_hosts),
+    )
+    .await;
+    api.create(
+        &PostParams::default(),
+        &repo_object("ok", &url, Some("ok"), "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "ok", "True", "an artifact over SSH").await;
+    assert_eq!(
+        repo.status.unwrap().artifact.unwrap().revision,
+        format!("main@sha1:{head}")
+    );
+
+    // No known_hosts: refused, nothing trusted on first use.
+    ssh_secret(&client, &ns.name, "no-kh", &ssh.client_key, None).await;
+    api.create(
+        &PostParams::default(),
+        &repo_object("no-kh", &url, Some("no-kh"), "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "no-kh", "False", "the missing known_hosts refusal").await;
+    assert!(
+        ready(&repo)
+            .unwrap()
+            .message
+            .contains("known_hosts is mandatory"),
+        "{:?}",
+        ready(&repo)
+    );
+
+    // A changed host key: refused.
+    ssh_secret(
+        &client,
+        &ns.name,
+        "changed",
+        &ssh.client_key,
+        Some(&ssh.wrong_known_hosts),
+    )
+    .await;
+    api.create(
+        &PostParams::default(),
+        &repo_object("changed", &url, Some("changed"), "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "changed", "False", "the changed host key refusal").await;
+    let cond = ready(&repo).unwrap();
+    assert_eq!(cond.reason, "HostKeyRejected", "{cond:?}");
+    assert!(cond.message.contains("changed"), "{}", cond.message);
+
+    // An unknown host: refused.
+    ssh_secret(&client, &ns.name, "unknown", &ssh.client_key, Some("[127.0.0.9]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")).await;
+    api.create(
+        &PostParams::default(),
+        &repo_object("unknown", &url, Some("unknown"), "main"),
+    )
+    .await
+    .unwrap();
+    let repo = wait_ready(&api, "unknown", "False", "the unknown host refusal").await;
+    assert!(
+        ready(&repo).unwrap().message.contains("not in known_hosts"),
+        "{:?}",
+        ready(&repo)
+    );
+
+    // The private key appears nowhere.
+    let key_line = ssh.client_key.lines().nth(1).unwrap().to_string();
+    assert!(!controller.log().contains(&key_line));
+}

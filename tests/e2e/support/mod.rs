@@ -7,6 +7,7 @@ pub mod controller;
 pub mod git;
 pub mod process;
 pub mod registry;
+pub mod ssh;
 
 use std::future::Future;
 use std::time::Duration;
