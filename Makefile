@@ -54,7 +54,7 @@ unit:
 
 test: lint tools
 	$(CARGO) build --all-targets
-	$(CLUSTER)/with-cluster.sh $(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+	$(CLUSTER)/with-cluster.sh $(CARGO) test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
 cluster-up: tools
 	$(CLUSTER)/up.sh $(STATE)
