@@ -79,6 +79,7 @@ async fn app_desired(
     let cache = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
     let out = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
     let url = repo.spec.url.clone();
+    let ignore = repo.spec.ignore.clone();
     let reference = git::Reference::Commit {
         branch: repo.spec.git_ref.as_ref().and_then(|r| r.branch.clone()),
         commit: commit.clone(),
@@ -89,7 +90,7 @@ async fn app_desired(
         git::fetch(&cache_path, &url, &reference, None, deadline).map_err(|e| e.to_string())?;
         let repo = git2::Repository::open_bare(&cache_path).map_err(|e| e.to_string())?;
         let oid = git2::Oid::from_str(&commit).map_err(|e| e.to_string())?;
-        artifact::write_tree(&repo, oid, &out_path)
+        artifact::write_tree(&repo, oid, &out_path, &ignore)
             .map(|_| ())
             .map_err(|e| e.to_string())
     })

@@ -92,16 +92,34 @@ async fn credentials(
     }
 }
 
+/// One fetch of a GitRepository, moved onto a blocking thread.
+struct FetchJob {
+    ns: String,
+    name: String,
+    url: String,
+    reference: Reference,
+    creds: Option<Credentials>,
+    deadline: Instant,
+    ignore: Vec<String>,
+    /// Write the artifact again even when the commit is unchanged (the spec changed).
+    rewrite: bool,
+}
+
 /// Fetches and, when the commit is new, writes its artifact. Blocking.
 fn fetch_and_store(
     ctx: &Context,
-    ns: &str,
-    name: &str,
-    url: &str,
-    reference: &Reference,
-    creds: Option<&Credentials>,
-    deadline: Instant,
+    job: &FetchJob,
 ) -> Result<(git::Fetched, Option<String>), SourceFailure> {
+    let (ns, name, url, reference, creds, deadline, ignore, rewrite) = (
+        job.ns.as_str(),
+        job.name.as_str(),
+        job.url.as_str(),
+        &job.reference,
+        job.creds.as_ref(),
+        job.deadline,
+        job.ignore.as_slice(),
+        job.rewrite,
+    );
     let cache = ctx.git_cache(ns, name);
     if let Some(parent) = cache.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ArtifactError::Io {
@@ -111,7 +129,7 @@ fn fetch_and_store(
     }
     let fetched = git::fetch(&cache, url, reference, creds, deadline)?;
     let dest = ctx.artifact_dir(ns, name, &fetched.commit);
-    if dest.exists() {
+    if dest.exists() && !rewrite {
         return Ok((fetched, None));
     }
     let repo = git2::Repository::open_bare(&cache).map_err(ArtifactError::Git)?;
@@ -120,13 +138,14 @@ fn fetch_and_store(
         .join(format!(".tmp-{}", fetched.commit));
     remove_dir(&tmp);
     let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
-    let digest = match artifact::write_tree(&repo, oid, &tmp) {
+    let digest = match artifact::write_tree(&repo, oid, &tmp, ignore) {
         Ok(d) => d,
         Err(e) => {
             remove_dir(&tmp);
             return Err(e.into());
         }
     };
+    remove_dir(&dest);
     std::fs::rename(&tmp, &dest).map_err(|e| ArtifactError::Io {
         path: dest.display().to_string(),
         source: e,
@@ -177,19 +196,22 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         Ok(creds) => {
             let reference = Reference::from_spec(repo.spec.git_ref.as_ref());
             let url = repo.spec.url.clone();
-            let (ctx2, ns2, name2) = (ctx.clone(), ns.clone(), name.clone());
-            let deadline = Instant::now() + timeout;
-            let task = tokio::task::spawn_blocking(move || {
-                fetch_and_store(
-                    &ctx2,
-                    &ns2,
-                    &name2,
-                    &url,
-                    &reference,
-                    creds.as_ref(),
-                    deadline,
-                )
-            });
+            let ignore = repo.spec.ignore.clone();
+            // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
+            let rewrite = repo.status.as_ref().and_then(|s| s.observed_generation)
+                != repo.metadata.generation;
+            let job = FetchJob {
+                ns: ns.clone(),
+                name: name.clone(),
+                url,
+                reference,
+                creds,
+                deadline: Instant::now() + timeout,
+                ignore,
+                rewrite,
+            };
+            let ctx2 = ctx.clone();
+            let task = tokio::task::spawn_blocking(move || fetch_and_store(&ctx2, &job));
             match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(join)) => Err(SourceFailure::Secret(format!("fetch task failed: {join}"))),

@@ -56,13 +56,29 @@ pub fn symlink_stays_inside(link_dir: &Path, target: &str) -> bool {
     true
 }
 
-/// Writes the tree of `commit` into `dest` (which must not exist) and returns the digest
-/// `sha256:<hex>` of the tree's entries (path, mode, blob id).
+/// A matcher for the GitRepository's gitignore-style `ignore` patterns.
+pub fn ignore_matcher(patterns: &[String]) -> Result<ignore::gitignore::Gitignore, ArtifactError> {
+    let mut builder = ignore::gitignore::GitignoreBuilder::new("/");
+    for p in patterns {
+        builder
+            .add_line(None, p)
+            .map_err(|e| ArtifactError::UnsafePath(format!("invalid ignore pattern {p:?}: {e}")))?;
+    }
+    builder
+        .build()
+        .map_err(|e| ArtifactError::UnsafePath(format!("invalid ignore patterns: {e}")))
+}
+
+/// Writes the tree of `commit` into `dest` (which must not exist), leaving out paths that
+/// match `ignore`, and returns the digest `sha256:<hex>` of the written entries (path, mode,
+/// blob id).
 pub fn write_tree(
     repo: &Repository,
     commit: git2::Oid,
     dest: &Path,
+    ignore: &[String],
 ) -> Result<String, ArtifactError> {
+    let matcher = ignore_matcher(ignore)?;
     let tree = repo.find_commit(commit)?.tree()?;
     let mut entries: Vec<(String, i32, git2::Oid)> = vec![];
     let mut walk_err: Option<ArtifactError> = None;
@@ -75,6 +91,17 @@ pub fn write_tree(
         if name == ".." || name == "." || name.contains('\\') {
             walk_err = Some(ArtifactError::UnsafePath(rel));
             return TreeWalkResult::Abort;
+        }
+        let is_dir = entry.kind() == Some(ObjectType::Tree);
+        if matcher
+            .matched_path_or_any_parents(Path::new("/").join(&rel), is_dir)
+            .is_ignore()
+        {
+            return if is_dir {
+                TreeWalkResult::Skip
+            } else {
+                TreeWalkResult::Ok
+            };
         }
         if entry.kind() == Some(ObjectType::Blob) {
             entries.push((rel, entry.filemode(), entry.id()));
@@ -120,6 +147,55 @@ pub fn write_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commit_files(dir: &Path, files: &[(&str, &str)]) -> (Repository, git2::Oid) {
+        let repo = Repository::init(dir).unwrap();
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree_id = index.write_tree().unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let oid = {
+            let tree = repo.find_tree(tree_id).unwrap();
+            repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+                .unwrap()
+        };
+        (repo, oid)
+    }
+
+    #[test]
+    fn ignore_patterns_leave_files_out_and_change_the_digest() {
+        let src = tempfile::tempdir().unwrap();
+        let (repo, oid) = commit_files(
+            src.path(),
+            &[
+                ("deploy/a.yaml", "a"),
+                ("README.md", "r"),
+                ("drafts/x.yaml", "x"),
+            ],
+        );
+        let all = tempfile::tempdir().unwrap();
+        let d_all = write_tree(&repo, oid, &all.path().join("t"), &[]).unwrap();
+        let some = tempfile::tempdir().unwrap();
+        let d_some = write_tree(
+            &repo,
+            oid,
+            &some.path().join("t"),
+            &["*.md".into(), "drafts/".into()],
+        )
+        .unwrap();
+        assert!(some.path().join("t/deploy/a.yaml").exists());
+        assert!(!some.path().join("t/README.md").exists());
+        assert!(!some.path().join("t/drafts/x.yaml").exists());
+        assert!(all.path().join("t/drafts/x.yaml").exists());
+        assert_ne!(d_all, d_some);
+    }
 
     #[test]
     fn symlinks_inside_are_fine() {
