@@ -121,3 +121,34 @@ fn no_enum_value_is_a_yaml_1_1_boolean() {
         "YAML 1.1 boolean words used as values: {found:?}"
     );
 }
+
+/// Every integer property carries the bounds of its Rust type, so the API server refuses a
+/// value the controller could not read (TESTING.md row 13: one bad object must not stall
+/// the watch of its kind).
+#[test]
+fn integers_are_bounded_by_their_rust_types() {
+    fn walk(v: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(o) = v.as_object() {
+            if o.get("type").and_then(|t| t.as_str()) == Some("integer")
+                && (o.get("maximum").is_none() || o.get("minimum").is_none())
+                && o.get("format").and_then(|f| f.as_str()) != Some("int64")
+            {
+                missing.push(path.to_string());
+            }
+            for (k, c) in o {
+                walk(c, &format!("{path}.{k}"), missing);
+            }
+        } else if let Some(a) = v.as_array() {
+            a.iter().for_each(|c| walk(c, path, missing));
+        }
+    }
+    let mut missing = vec![];
+    for crd in gantry::api::crds() {
+        walk(
+            &serde_json::to_value(&crd).unwrap(),
+            crd.metadata.name.as_deref().unwrap(),
+            &mut missing,
+        );
+    }
+    assert!(missing.is_empty(), "unbounded integers: {missing:?}");
+}

@@ -28,6 +28,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Application::crd(),
         Receiver::crd(),
     ]
+    .into_iter()
+    .map(bound_integers)
+    .collect()
+}
+
+/// Adds the bounds of the Rust integer type to every integer property, so the API server
+/// refuses values the controller could not deserialize (one such object would otherwise
+/// stall the watch of its whole kind).
+fn bound_integers(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            let bounds = match o.get("format").and_then(|f| f.as_str()) {
+                Some("uint32") => Some((0.0, u32::MAX as f64)),
+                Some("uint16") => Some((0.0, u16::MAX as f64)),
+                Some("int32") => Some((i32::MIN as f64, i32::MAX as f64)),
+                _ => None,
+            };
+            if let Some((min, max)) = bounds {
+                o.entry("minimum").or_insert(serde_json::json!(min));
+                o.entry("maximum").or_insert(serde_json::json!(max));
+            }
+            o.values_mut().for_each(walk);
+        } else if let Some(a) = v.as_array_mut() {
+            a.iter_mut().for_each(walk);
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("CRD serialises");
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// The CRD file name of a kind under `crds/`, e.g. `gantry.dev_applications.yaml`.
