@@ -28,17 +28,38 @@ git init --quiet --bare --initial-branch=main "$work/git/web.git"
 
 step "Applying examples/gitrepository.yaml and examples/application.yaml in namespace $ns"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# the Application deploys into the namespace `web`
+kubectl create namespace web --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 sed "s|url: .*|url: file://$work/git/web.git|" "$repo/examples/gitrepository.yaml" | kubectl -n "$ns" apply -f -
 kubectl -n "$ns" apply -f "$repo/examples/application.yaml"
 
-step "Running the controller for 8 seconds"
-"$gantry" controller --namespace "$ns" &
+step "Running the controller until the Application is Ready and Healthy"
+"$gantry" controller --namespace "$ns" --data-dir "$work/data" 2> "$work/controller.log" &
 pid=$!
-sleep 8
-kill -TERM "$pid"; wait "$pid" || true
+trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  ready=$(kubectl -n "$ns" get gapp web -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Healthy")].status}' 2>/dev/null || true)
+  [[ "$ready" == "True/True" ]] && break
+  sleep 0.5
+done
 
 step "kubectl get gantry -n $ns"
 kubectl get gantry -n "$ns" -o wide
+
+step "What it deployed (kubectl get deploy,svc,pods -n web)"
+kubectl get deploy,svc,pods -n web
+
+step "A hand edit (kubectl set image) is drift: Gantry heals it"
+kubectl -n web set image deployment/web web=registry.example.com/team/web:hand-edited >/dev/null
+sleep 3
+echo "image now: $(kubectl -n web get deploy web -o jsonpath='{.spec.template.spec.containers[0].image}')"
+kubectl -n "$ns" get events --field-selector reason=DriftHealed -o custom-columns=REASON:.reason,MESSAGE:.message | tail -n 2
+
+step "gantry history $ns/web"
+KUBECONFIG="$KUBECONFIG" "$gantry" history "$ns/web"
+
+kill -TERM "$pid"; wait "$pid" || true
+trap - EXIT
 echo
 echo "The cluster is still running: export KUBECONFIG=$KUBECONFIG"
 echo "Stop it with: make cluster-down"

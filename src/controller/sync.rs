@@ -199,6 +199,30 @@ async fn wait_crds_established(client: &Client, names: &[String]) {
     }
 }
 
+/// Resolves a kind that may have been defined by a CRD of this sync a moment ago: API
+/// discovery serves a new group shortly after the CRD is Established, so look a few times.
+async fn resolve_new_kind(
+    input: &SyncInput<'_>,
+    k: &(String, String, String),
+    crds_just_applied: bool,
+) -> Result<Option<Resolved>, SyncError> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(if crds_just_applied { 15 } else { 0 });
+    loop {
+        if let Some(r) = input
+            .discovery
+            .resolve(input.client, &k.0, &k.1, &k.2)
+            .await?
+        {
+            return Ok(Some(r));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Runs the whole pipeline for the artifact at `input.artifact_root`.
 pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
     let app = input.app;
@@ -310,11 +334,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
     for d in &deferred_list {
         let k = key_of(d);
         if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(k.clone()) {
-            match input
-                .discovery
-                .resolve(input.client, &k.0, &k.1, &k.2)
-                .await?
-            {
+            match resolve_new_kind(input, &k, !new_crds.is_empty()).await? {
                 Some(r) => {
                     slot.insert(r);
                 }
