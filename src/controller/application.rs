@@ -7,85 +7,27 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 
+use super::app_drift::{ensure_watches, report_drift, same_object};
+use super::app_status::{follow_health, publish, record, set, write_if_changed};
 use super::context::{Context, FINALIZER, revision_commit};
 use super::drift_check;
-use super::status::{apply_status, with_jitter};
 use super::sync::{self, SyncError, SyncInput};
 use crate::api::GitRepository;
-use crate::api::application::{
-    Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
-    SyncPolicy, SyncRecord, SyncResult,
-};
+use crate::api::application::{Application, InventoryEntry, SyncPolicy, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
-use crate::health::Health;
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub const REQUEST_ANNOTATION: &str = "gantry.dev/requested-at";
-const HISTORY_LIMIT: usize = 10;
-const HEALTH_POLL: Duration = Duration::from_secs(2);
-
-fn set(
-    status: &mut ApplicationStatus,
-    type_: &str,
-    s: Status,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) {
-    conditions::set_condition(
-        &mut status.conditions,
-        conditions::new_condition(type_, s, reason, message, generation, Timestamp::now()),
-    );
-}
-
-fn record(status: &mut ApplicationStatus, rec: SyncRecord) {
-    // The same outcome again (a retried failure) updates the newest entry instead of
-    // pushing the rest of the history out.
-    if let Some(first) = status.history.first_mut()
-        && first.revision == rec.revision
-        && first.result == rec.result
-        && first.message == rec.message
-    {
-        first.finished_at = rec.finished_at;
-        return;
-    }
-    status.history.insert(0, rec);
-    status.history.truncate(HISTORY_LIMIT);
-}
-
-async fn publish(ctx: &Context, app: &Application, type_: EventType, reason: &str, note: String) {
-    let ev = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &app.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
-}
-
-async fn write_if_changed(
-    api: &Api<Application>,
-    app: &Application,
-    status: &ApplicationStatus,
-) -> Result<()> {
-    if Some(status) != app.status.as_ref() {
-        apply_status(api, &app.name_any(), status).await?;
-    }
-    Ok(())
-}
 
 async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let ns = cached.namespace().unwrap_or_default();
@@ -423,274 +365,11 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
-fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
-    a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
-}
-
-async fn ensure_watches(ctx: &Context, inventory: &[InventoryEntry]) {
-    let mut resources = std::collections::HashMap::new();
-    for e in inventory {
-        if let Ok(Some(r)) = ctx
-            .discovery
-            .resolve(&ctx.client, &e.group, &e.version, &e.kind)
-            .await
-        {
-            resources.insert(
-                (e.group.clone(), e.version.clone(), e.kind.clone()),
-                r.resource,
-            );
-        }
-    }
-    ctx.drift.ensure(inventory, |e| {
-        resources
-            .get(&(e.group.clone(), e.version.clone(), e.kind.clone()))
-            .cloned()
-    });
-}
-
-/// Heals or reports drift and updates status (written by the caller only when it changed).
-async fn report_drift(
-    ctx: &Context,
-    app: &Application,
-    status: &mut ApplicationStatus,
-    findings: Vec<drift_check::Finding>,
-    checked: &[InventoryEntry],
-    generation: Option<i64>,
-) {
-    let previous: Vec<DriftedObject> = status
-        .drift
-        .as_ref()
-        .map(|d| d.objects.clone())
-        .unwrap_or_default();
-    // Objects not checked this time keep their earlier verdict; checked ones get the new one.
-    let mut objects: Vec<DriftedObject> = previous
-        .iter()
-        .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
-        .cloned()
-        .collect();
-    objects.extend(findings.iter().map(|f| f.report()));
-    objects.sort_by(|a, b| a.object.cmp(&b.object));
-    let describe_all = |objs: &[DriftedObject]| {
-        objs.iter()
-            .map(|o| {
-                format!(
-                    "{} ({})",
-                    crate::apply::normalize::describe(&o.object),
-                    o.paths.join(", ")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    match app.spec.drift.mode {
-        DriftMode::Heal if !findings.is_empty() => {
-            let errors = drift_check::heal(ctx, app, &findings).await;
-            let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
-            if errors.is_empty() {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "DriftHealed",
-                    format!("re-applied {}", describe_all(&healed)),
-                )
-                .await;
-                status.drift = None;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::False,
-                    "DriftHealed",
-                    format!("re-applied {} drifted objects", healed.len()),
-                    generation,
-                );
-            } else {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "DriftHealFailed",
-                    errors.join("; "),
-                )
-                .await;
-                status.drift = Some(DriftStatus {
-                    checked_at: Some(Time(Timestamp::now())),
-                    objects: healed,
-                });
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::True,
-                    "DriftHealFailed",
-                    errors.join("; "),
-                    generation,
-                );
-            }
-        }
-        DriftMode::Heal => {}
-        DriftMode::Audit => {
-            let changed = objects != previous;
-            if !changed {
-                return;
-            }
-            if objects.is_empty() {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "DriftCleared",
-                    "the cluster matches Git again".into(),
-                )
-                .await;
-                status.drift = None;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::False,
-                    "NoDrift",
-                    "the cluster matches Git",
-                    generation,
-                );
-            } else {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "DriftDetected",
-                    describe_all(&objects),
-                )
-                .await;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::True,
-                    "DriftDetected",
-                    format!(
-                        "{} objects differ from Git: {}",
-                        objects.len(),
-                        describe_all(&objects)
-                    ),
-                    generation,
-                );
-                status.drift = Some(DriftStatus {
-                    checked_at: Some(Time(Timestamp::now())),
-                    objects,
-                });
-            }
-        }
-    }
-}
-
 fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
 }
 
 /// Checks health after a sync and on later no-op reconciles until healthy.
-async fn follow_health(
-    ctx: &Context,
-    api: &Api<Application>,
-    app: &Application,
-    mut status: ApplicationStatus,
-    interval: Duration,
-    timeout: Duration,
-    known: &[(crate::api::application::InventoryEntry, serde_json::Value)],
-) -> Result<Action> {
-    let generation = app.metadata.generation;
-    let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
-        .is_some_and(|c| c.status == "True");
-    if healthy_already && known.is_empty() {
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
-    }
-    let (health, message) =
-        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory, known).await;
-    let since = status
-        .history
-        .first()
-        .and_then(|h| h.finished_at.clone())
-        .map(|t| t.0)
-        .unwrap_or_else(Timestamp::now);
-    let waited = Timestamp::now().duration_since(since).unsigned_abs();
-    let revision = status.last_applied_revision.clone().unwrap_or_default();
-    let action = match health {
-        Health::Healthy | Health::Suspended => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::True,
-                "Healthy",
-                "all workloads are healthy",
-                generation,
-            );
-            if conditions::find(&status.conditions, conditions::READY)
-                .is_some_and(|c| c.reason == "HealthCheckFailed")
-            {
-                set(
-                    &mut status,
-                    conditions::READY,
-                    Status::True,
-                    "Succeeded",
-                    format!("revision {revision} is applied and healthy"),
-                    generation,
-                );
-            }
-            Action::requeue(with_jitter(interval, &app.name_any()))
-        }
-        Health::Degraded => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::False,
-                "HealthCheckFailed",
-                message.clone(),
-                generation,
-            );
-            set(
-                &mut status,
-                conditions::READY,
-                Status::False,
-                "HealthCheckFailed",
-                format!("revision {revision}: {message}"),
-                generation,
-            );
-            Action::requeue(Duration::from_secs(10).min(interval))
-        }
-        Health::Progressing | Health::Unknown if waited > timeout => {
-            let msg = format!("not healthy after {}s: {message}", timeout.as_secs());
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::False,
-                "HealthCheckFailed",
-                msg.clone(),
-                generation,
-            );
-            set(
-                &mut status,
-                conditions::READY,
-                Status::False,
-                "HealthCheckFailed",
-                format!("revision {revision}: {msg}"),
-                generation,
-            );
-            Action::requeue(Duration::from_secs(10).min(interval))
-        }
-        Health::Progressing | Health::Unknown => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::Unknown,
-                "Progressing",
-                message,
-                generation,
-            );
-            Action::requeue(HEALTH_POLL)
-        }
-    };
-    write_if_changed(api, app, &status).await?;
-    Ok(action)
-}
-
 /// Deleting an Application with prune on removes what it applied.
 async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     if !app.spec.prune || app.spec.suspend {

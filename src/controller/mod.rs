@@ -1,5 +1,7 @@
 //! The operator: one reconciler per kind, sharing a `Context`.
 
+pub mod app_drift;
+pub mod app_status;
 pub mod application;
 pub mod context;
 pub mod crd_check;

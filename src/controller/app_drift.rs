@@ -1,0 +1,172 @@
+//! Drift handling of the Application reconciler: watches for the inventory, and heal or
+//! audit of what a drift check found.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+use super::app_status::{publish, set};
+use super::context::Context;
+use super::drift_check;
+use crate::api::application::{
+    Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
+};
+use crate::api::conditions::{self, Status};
+
+pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
+    a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
+}
+
+pub(super) async fn ensure_watches(ctx: &Context, inventory: &[InventoryEntry]) {
+    let mut resources = std::collections::HashMap::new();
+    for e in inventory {
+        if let Ok(Some(r)) = ctx
+            .discovery
+            .resolve(&ctx.client, &e.group, &e.version, &e.kind)
+            .await
+        {
+            resources.insert(
+                (e.group.clone(), e.version.clone(), e.kind.clone()),
+                r.resource,
+            );
+        }
+    }
+    ctx.drift.ensure(inventory, |e| {
+        resources
+            .get(&(e.group.clone(), e.version.clone(), e.kind.clone()))
+            .cloned()
+    });
+}
+
+/// Heals or reports drift and updates status (written by the caller only when it changed).
+pub(super) async fn report_drift(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    findings: Vec<drift_check::Finding>,
+    checked: &[InventoryEntry],
+    generation: Option<i64>,
+) {
+    let previous: Vec<DriftedObject> = status
+        .drift
+        .as_ref()
+        .map(|d| d.objects.clone())
+        .unwrap_or_default();
+    // Objects not checked this time keep their earlier verdict; checked ones get the new one.
+    let mut objects: Vec<DriftedObject> = previous
+        .iter()
+        .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
+        .cloned()
+        .collect();
+    objects.extend(findings.iter().map(|f| f.report()));
+    objects.sort_by(|a, b| a.object.cmp(&b.object));
+    let describe_all = |objs: &[DriftedObject]| {
+        objs.iter()
+            .map(|o| {
+                format!(
+                    "{} ({})",
+                    crate::apply::normalize::describe(&o.object),
+                    o.paths.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match app.spec.drift.mode {
+        DriftMode::Heal if !findings.is_empty() => {
+            let errors = drift_check::heal(ctx, app, &findings).await;
+            let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
+            if errors.is_empty() {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "DriftHealed",
+                    format!("re-applied {}", describe_all(&healed)),
+                )
+                .await;
+                status.drift = None;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "DriftHealed",
+                    format!("re-applied {} drifted objects", healed.len()),
+                    generation,
+                );
+            } else {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "DriftHealFailed",
+                    errors.join("; "),
+                )
+                .await;
+                status.drift = Some(DriftStatus {
+                    checked_at: Some(Time(Timestamp::now())),
+                    objects: healed,
+                });
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::True,
+                    "DriftHealFailed",
+                    errors.join("; "),
+                    generation,
+                );
+            }
+        }
+        DriftMode::Heal => {}
+        DriftMode::Audit => {
+            let changed = objects != previous;
+            if !changed {
+                return;
+            }
+            if objects.is_empty() {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "DriftCleared",
+                    "the cluster matches Git again".into(),
+                )
+                .await;
+                status.drift = None;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "NoDrift",
+                    "the cluster matches Git",
+                    generation,
+                );
+            } else {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "DriftDetected",
+                    describe_all(&objects),
+                )
+                .await;
+                set(
+                    status,
+                    conditions::DRIFTED,
+                    Status::True,
+                    "DriftDetected",
+                    format!(
+                        "{} objects differ from Git: {}",
+                        objects.len(),
+                        describe_all(&objects)
+                    ),
+                    generation,
+                );
+                status.drift = Some(DriftStatus {
+                    checked_at: Some(Time(Timestamp::now())),
+                    objects,
+                });
+            }
+        }
+    }
+}

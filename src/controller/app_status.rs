@@ -1,0 +1,185 @@
+//! Status helpers of the Application reconciler: conditions, history, events, and the
+//! health follow-up after a sync.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
+use super::status::{apply_status, with_jitter};
+use super::sync;
+use crate::api::application::{Application, ApplicationStatus, SyncRecord};
+use crate::api::conditions::{self, Status};
+use crate::error::Result;
+use crate::health::Health;
+
+const HISTORY_LIMIT: usize = 10;
+const HEALTH_POLL: Duration = Duration::from_secs(2);
+
+pub(super) fn set(
+    status: &mut ApplicationStatus,
+    type_: &str,
+    s: Status,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) {
+    conditions::set_condition(
+        &mut status.conditions,
+        conditions::new_condition(type_, s, reason, message, generation, Timestamp::now()),
+    );
+}
+
+pub(super) fn record(status: &mut ApplicationStatus, rec: SyncRecord) {
+    // The same outcome again (a retried failure) updates the newest entry instead of
+    // pushing the rest of the history out.
+    if let Some(first) = status.history.first_mut()
+        && first.revision == rec.revision
+        && first.result == rec.result
+        && first.message == rec.message
+    {
+        first.finished_at = rec.finished_at;
+        return;
+    }
+    status.history.insert(0, rec);
+    status.history.truncate(HISTORY_LIMIT);
+}
+
+pub(super) async fn publish(
+    ctx: &Context,
+    app: &Application,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &app.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish event");
+    }
+}
+
+pub(super) async fn write_if_changed(
+    api: &Api<Application>,
+    app: &Application,
+    status: &ApplicationStatus,
+) -> Result<()> {
+    if Some(status) != app.status.as_ref() {
+        apply_status(api, &app.name_any(), status).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn follow_health(
+    ctx: &Context,
+    api: &Api<Application>,
+    app: &Application,
+    mut status: ApplicationStatus,
+    interval: Duration,
+    timeout: Duration,
+    known: &[(crate::api::application::InventoryEntry, serde_json::Value)],
+) -> Result<Action> {
+    let generation = app.metadata.generation;
+    let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
+        .is_some_and(|c| c.status == "True");
+    if healthy_already && known.is_empty() {
+        write_if_changed(api, app, &status).await?;
+        return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
+    }
+    let (health, message) =
+        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory, known).await;
+    let since = status
+        .history
+        .first()
+        .and_then(|h| h.finished_at.clone())
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let waited = Timestamp::now().duration_since(since).unsigned_abs();
+    let revision = status.last_applied_revision.clone().unwrap_or_default();
+    let action = match health {
+        Health::Healthy | Health::Suspended => {
+            set(
+                &mut status,
+                conditions::HEALTHY,
+                Status::True,
+                "Healthy",
+                "all workloads are healthy",
+                generation,
+            );
+            if conditions::find(&status.conditions, conditions::READY)
+                .is_some_and(|c| c.reason == "HealthCheckFailed")
+            {
+                set(
+                    &mut status,
+                    conditions::READY,
+                    Status::True,
+                    "Succeeded",
+                    format!("revision {revision} is applied and healthy"),
+                    generation,
+                );
+            }
+            Action::requeue(with_jitter(interval, &app.name_any()))
+        }
+        Health::Degraded => {
+            set(
+                &mut status,
+                conditions::HEALTHY,
+                Status::False,
+                "HealthCheckFailed",
+                message.clone(),
+                generation,
+            );
+            set(
+                &mut status,
+                conditions::READY,
+                Status::False,
+                "HealthCheckFailed",
+                format!("revision {revision}: {message}"),
+                generation,
+            );
+            Action::requeue(Duration::from_secs(10).min(interval))
+        }
+        Health::Progressing | Health::Unknown if waited > timeout => {
+            let msg = format!("not healthy after {}s: {message}", timeout.as_secs());
+            set(
+                &mut status,
+                conditions::HEALTHY,
+                Status::False,
+                "HealthCheckFailed",
+                msg.clone(),
+                generation,
+            );
+            set(
+                &mut status,
+                conditions::READY,
+                Status::False,
+                "HealthCheckFailed",
+                format!("revision {revision}: {msg}"),
+                generation,
+            );
+            Action::requeue(Duration::from_secs(10).min(interval))
+        }
+        Health::Progressing | Health::Unknown => {
+            set(
+                &mut status,
+                conditions::HEALTHY,
+                Status::Unknown,
+                "Progressing",
+                message,
+                generation,
+            );
+            Action::requeue(HEALTH_POLL)
+        }
+    };
+    write_if_changed(api, app, &status).await?;
+    Ok(action)
+}
