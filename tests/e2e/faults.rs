@@ -322,3 +322,79 @@ async fn controller_restart_keeps_status_and_objects() {
     );
     assert_eq!(condition(&after, "Ready").unwrap().status, "True");
 }
+
+/// TESTING.md row 3: a 50 MB manifest, a YAML alias bomb and 10k-deep nesting each give a
+/// clear render error; nothing is applied and the controller keeps working.
+#[tokio::test]
+async fn oversized_and_hostile_manifests_are_refused() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-limits").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: \"{}\"\n",
+        "x".repeat(50 * 1024 * 1024)
+    );
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bomb\ndata:\n  a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let mut prev = "a".to_string();
+    for n in ["b", "c", "d", "e", "f", "g", "h", "i"] {
+        bomb.push_str(&format!("  {n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        prev = n.to_string();
+    }
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: deep\ndata: {}{}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let head = server.create_repo(
+        "app",
+        &[
+            ("big/cm.yaml", &big),
+            ("bomb/cm.yaml", &bomb),
+            ("deep/cm.yaml", &deep),
+            ("ok/cm.yaml", &cm("fine", "")),
+        ],
+    );
+    for path in ["big", "bomb", "deep", "ok"] {
+        create_source_and_app(
+            &client,
+            &ns.name,
+            path,
+            &server.file_url("app"),
+            json!({"path": path}),
+        )
+        .await;
+    }
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    for (name, needle) in [
+        ("big", "limit is"),
+        ("bomb", "bomb/cm.yaml"),
+        ("deep", "deep/cm.yaml"),
+    ] {
+        let app = wait_ready_reason(&apps, name, "RenderFailed", &head).await;
+        let msg = condition(&app, "Ready").unwrap().message;
+        assert!(msg.contains(needle), "{name}: {msg}");
+        assert!(msg.len() < 2000, "{name}: the message must stay short");
+    }
+    wait_synced_healthy(&apps, "ok", &head).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["big", "bomb", "deep"] {
+        assert!(
+            cms.get_opt(name).await.unwrap().is_none(),
+            "{name} was applied"
+        );
+    }
+    // Memory stays bounded: the 50 MB file is refused by its size, never read.
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", controller.process.child.id())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 400 * 1024, "controller peak RSS {rss_kb} kB");
+}
