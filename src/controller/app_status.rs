@@ -86,17 +86,17 @@ pub(super) async fn follow_health(
     mut status: ApplicationStatus,
     interval: Duration,
     timeout: Duration,
-    known: &[(crate::api::application::InventoryEntry, serde_json::Value)],
+    after_sync: bool,
 ) -> Result<Action> {
     let generation = app.metadata.generation;
     let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
         .is_some_and(|c| c.status == "True");
-    if healthy_already && known.is_empty() {
+    if healthy_already && !after_sync {
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
     }
     let (health, message) =
-        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory, known).await;
+        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory).await;
     let since = status
         .history
         .first()

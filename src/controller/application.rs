@@ -204,7 +204,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 }
             }
         }
-        return follow_health(&ctx, &api, &app, status, interval, timeout, &[]).await;
+        return follow_health(&ctx, &api, &app, status, interval, timeout, false).await;
     }
 
     // A full sync of this revision.
@@ -309,9 +309,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 "checking health",
                 generation,
             );
-            let applied = outcome.applied;
-            let action =
-                follow_health(&ctx, &api, &app, status, interval, timeout, &applied).await?;
+            let action = follow_health(&ctx, &api, &app, status, interval, timeout, true).await?;
             // Objects whose delete failed stay in the inventory and are retried soon.
             Ok(if outcome.prune_failed {
                 Action::requeue(Duration::from_secs(10))

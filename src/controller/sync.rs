@@ -59,8 +59,8 @@ pub struct SyncOutcome {
     /// Prune failures (kept in the inventory) and skipped objects, as messages.
     pub prune_messages: Vec<String>,
     pub prune_failed: bool,
-    /// Live objects as applied (for the first health check).
-    pub applied: Vec<(InventoryEntry, Value)>,
+    /// Objects that were sent (created or configured).
+    pub applied: BTreeSet<InventoryEntry>,
     /// The rendered, normalized set (kept for drift checks).
     pub desired: Vec<Desired>,
 }
@@ -308,7 +308,9 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .zip(ssa::apply(input.client, &stage0, force, input.concurrency).await)
     {
         match r {
-            Ok(v) => outcome.applied.push((d.key.clone(), v)),
+            Ok(_) => {
+                outcome.applied.insert(d.key.clone());
+            }
             Err(e) => apply_errors.push(e),
         }
     }
@@ -392,13 +394,15 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             .zip(ssa::apply(input.client, group, force, input.concurrency).await)
         {
             match r {
-                Ok(v) => outcome.applied.push((d.key.clone(), v)),
+                Ok(_) => {
+                    outcome.applied.insert(d.key.clone());
+                }
                 Err(e) => apply_errors.push(e),
             }
         }
     }
     for (key, change) in &changes {
-        let applied = outcome.applied.iter().any(|(k, _)| k == key);
+        let applied = outcome.applied.contains(key);
         match change {
             Change::Created if applied => outcome.created += 1,
             Change::Configured if applied => outcome.configured += 1,
@@ -439,7 +443,6 @@ pub async fn assess_health(
     client: &Client,
     discovery: &Discovery,
     inventory: &[InventoryEntry],
-    _known: &[(InventoryEntry, Value)],
 ) -> (Health, String) {
     let mut worst = (Health::Healthy, String::new());
     let rank = |h: Health| match h {

@@ -156,48 +156,46 @@ fn note_change(
     dirty: &Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>,
     tx: &mut mpsc::Sender<ObjectRef<Application>>,
 ) {
-    {
-        let uid = meta.uid.clone().unwrap_or_default();
-        let now = (meta.generation, meta.resource_version.clone());
-        let changed = deleted
-            || match seen.get(&uid) {
-                None => true,
-                Some((g, rv)) => match (g, meta.generation) {
-                    (Some(old), Some(new)) => old != &new,
-                    _ => rv != &meta.resource_version,
-                },
-            };
-        if deleted {
-            seen.remove(&uid);
-        } else {
-            seen.insert(uid, now);
-        }
-        if !changed {
-            return;
-        }
-        let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
-            return;
+    let uid = meta.uid.clone().unwrap_or_default();
+    let now = (meta.generation, meta.resource_version.clone());
+    let changed = deleted
+        || match seen.get(&uid) {
+            None => true,
+            Some((g, rv)) => match (g, meta.generation) {
+                (Some(old), Some(new)) => old != &new,
+                _ => rv != &meta.resource_version,
+            },
         };
-        let Some((app_ns, app_name)) = owner.split_once('.') else {
-            return;
-        };
-        if scope.is_some_and(|s| s != app_ns) {
-            return;
-        }
-        let entry = InventoryEntry {
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: kind.to_string(),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-        };
-        dirty
-            .lock()
-            .expect("drift dirty set")
-            .entry((app_ns.to_string(), app_name.to_string()))
-            .or_default()
-            .insert(entry);
-        tracing::debug!(application = %owner, kind, name = ?meta.name, deleted, "managed object changed");
-        let _ = tx.try_send(ObjectRef::new(app_name).within(app_ns));
+    if deleted {
+        seen.remove(&uid);
+    } else {
+        seen.insert(uid, now);
     }
+    if !changed {
+        return;
+    }
+    let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
+        return;
+    };
+    let Some((app_ns, app_name)) = owner.split_once('.') else {
+        return;
+    };
+    if scope.is_some_and(|s| s != app_ns) {
+        return;
+    }
+    let entry = InventoryEntry {
+        group: group.to_string(),
+        version: version.to_string(),
+        kind: kind.to_string(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    dirty
+        .lock()
+        .expect("drift dirty set")
+        .entry((app_ns.to_string(), app_name.to_string()))
+        .or_default()
+        .insert(entry);
+    tracing::debug!(application = %owner, kind, name = ?meta.name, deleted, "managed object changed");
+    let _ = tx.try_send(ObjectRef::new(app_name).within(app_ns));
 }
