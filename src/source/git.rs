@@ -124,13 +124,13 @@ pub fn newest_matching_tag<'a>(
     tags: impl IntoIterator<Item = &'a str>,
     range: &str,
 ) -> Result<Option<&'a str>, GitError> {
-    let req =
-        semver::VersionReq::parse(range).map_err(|_| GitError::BadRange(range.to_string()))?;
+    let range = super::tag_policy::Range::parse(range)
+        .map_err(|_| GitError::BadRange(range.to_string()))?;
     Ok(tags
         .into_iter()
         .filter_map(|t| {
-            let v = semver::Version::parse(t.strip_prefix('v').unwrap_or(t)).ok()?;
-            req.matches(&v).then_some((v, t))
+            let v = super::tag_policy::parse_version(t)?;
+            range.matches(&v).then_some((v, t))
         })
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, t)| t))

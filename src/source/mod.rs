@@ -1,6 +1,9 @@
-//! Sources: Git repositories (fetch, checkout, artifacts).
+//! Sources: Git repositories (fetch, checkout, artifacts, commit and push) and container
+//! registries (tags, digests, tag policies).
 
 pub mod artifact;
 pub mod git;
 pub mod known_hosts;
+pub mod registry;
+pub mod tag_policy;
 pub mod url_policy;
