@@ -22,6 +22,9 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // reqwest (under oci-client) is built without a bundled crypto provider; use ring, as
+    // kube does. Failing only means a provider was installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli::run(cli).await {

@@ -27,7 +27,7 @@ use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
-pub const REQUEST_ANNOTATION: &str = "gantry.dev/requested-at";
+pub use super::trigger::REQUEST_ANNOTATION;
 
 async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let ns = cached.namespace().unwrap_or_default();

@@ -39,6 +39,10 @@ pub struct Context {
     /// When each Application's inventory was last compared in full (in memory only, so a
     /// no-op check writes nothing).
     pub last_full_check: std::sync::Mutex<std::collections::HashMap<AppKey, std::time::Instant>>,
+    /// Registry clients and shared tag scans.
+    pub scanner: crate::source::registry::Scanner,
+    /// Consecutive transient registry failures per ImagePolicy, for the backoff.
+    pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
 
 impl Context {
@@ -67,6 +71,8 @@ impl Context {
             drift,
             desired_cache: Default::default(),
             last_full_check: Default::default(),
+            scanner: Default::default(),
+            registry_failures: Default::default(),
         };
         (ctx, rx)
     }

@@ -11,6 +11,8 @@ pub mod kinds;
 pub mod placeholder;
 pub mod status;
 pub mod sync;
+pub mod trigger;
+pub mod image_policy;
 
 use std::sync::Arc;
 
@@ -55,7 +57,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     );
     tokio::join!(
         git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
-        placeholder::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
+        image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
         application::run(
             ctx.clone(),
             api_for::<Application>(&client, &opts),

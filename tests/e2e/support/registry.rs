@@ -11,7 +11,7 @@ pub struct Registry {
     pub port: u16,
     pub credentials: Option<(String, String)>,
     dir: tempfile::TempDir,
-    _process: ChildGuard,
+    process: Option<ChildGuard>,
 }
 
 impl Registry {
@@ -44,32 +44,13 @@ impl Registry {
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(tool("registry"))
-            .arg("serve")
-            .arg(&config_path)
-            .env("OTEL_TRACES_EXPORTER", "none")
-            .env("OTEL_SDK_DISABLED", "true")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start registry");
-        let mut process = ChildGuard::new("registry", child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            process.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "registry did not listen on 127.0.0.1:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let registry = Self {
+        let mut registry = Self {
             port,
             credentials,
             dir,
-            _process: process,
+            process: None,
         };
+        registry.restart();
         if let Some((user, password)) = &registry.credentials {
             registry.crane(&[
                 "auth",
@@ -82,6 +63,49 @@ impl Registry {
             ]);
         }
         registry
+    }
+
+    /// Stops the registry process (the stored images stay).
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the registry (again) on the same port with the same storage.
+    pub fn restart(&mut self) {
+        let config_path = self.dir.path().join("config.yml");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let child = Command::new(tool("registry"))
+            .arg("serve")
+            .arg(&config_path)
+            .env("OTEL_TRACES_EXPORTER", "none")
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start registry");
+        let mut process = ChildGuard::new("registry", child);
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            process.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "registry did not listen on 127.0.0.1:{port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.process = Some(process);
+    }
+
+    /// A `.dockerconfigjson` document with this registry's credentials.
+    pub fn docker_config_json(&self) -> String {
+        let (user, password) = self.credentials.clone().expect("registry has credentials");
+        serde_json::json!({"auths": {self.host(): {"username": user, "password": password}}})
+            .to_string()
     }
 
     /// `127.0.0.1:<port>`

@@ -1,0 +1,300 @@
+//! ImagePolicy reconciler: list the tags (one shared scan per image and credentials),
+//! select with the policy, resolve the digest when pinning, report in status. Registry
+//! failures keep the last selection and back off.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+
+use super::context::Context;
+use super::status::{apply_status, with_jitter};
+use super::trigger::requested_at;
+use crate::api::ImagePolicy;
+use crate::api::conditions::{self, Status};
+use crate::api::image_policy::{DigestMode, ImagePolicyStatus};
+use crate::error::{Error, Result};
+use crate::source::registry::{Credentials, ImageName, RegistryError};
+use crate::source::tag_policy::Policy;
+
+/// Why a reconcile produced no selection.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    Policy(String),
+    #[error("{0}")]
+    Secret(String),
+    #[error("none of the {count} tags of {image} matches the policy")]
+    NoMatch { count: usize, image: String },
+}
+
+impl Failure {
+    fn reason(&self) -> &'static str {
+        match self {
+            Failure::Registry(e) => e.reason(),
+            Failure::Policy(_) => "InvalidPolicy",
+            Failure::Secret(_) => "SecretInvalid",
+            Failure::NoMatch { .. } => "NoMatchingTag",
+        }
+    }
+
+    /// Whether the next attempt should come sooner than the interval.
+    fn retry_soon(&self) -> bool {
+        match self {
+            Failure::Registry(e) => e.is_transient(),
+            Failure::Secret(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The credentials in the policy's `kubernetes.io/dockerconfigjson` Secret for `registry`.
+async fn credentials(
+    client: &kube::Client,
+    ns: &str,
+    policy: &ImagePolicy,
+    registry: &str,
+) -> Result<Credentials, Failure> {
+    let Some(secret_ref) = &policy.spec.secret_ref else {
+        return Ok(Credentials::Anonymous);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| Failure::Secret(format!("cannot read Secret {}: {e}", secret_ref.name)))?
+        .ok_or_else(|| Failure::Secret(format!("Secret {} not found", secret_ref.name)))?;
+    let data = secret.data.unwrap_or_default();
+    let config = data.get(".dockerconfigjson").ok_or_else(|| {
+        Failure::Secret(format!(
+            "Secret {} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)",
+            secret_ref.name
+        ))
+    })?;
+    Credentials::from_docker_config(&config.0, registry)
+        .map_err(|e| Failure::Secret(format!("Secret {}: {e}", secret_ref.name)))
+}
+
+/// What one scan selected.
+struct Selection {
+    tag: String,
+    digest: Option<String>,
+    count: usize,
+}
+
+async fn scan(
+    ctx: &Context,
+    ns: &str,
+    policy: &ImagePolicy,
+    interval: Duration,
+) -> Result<Selection, Failure> {
+    let compiled = Policy::compile(&policy.spec.policy, policy.spec.filter_tags.as_ref())
+        .map_err(|e| Failure::Policy(e.to_string()))?;
+    let image = ImageName::parse(&policy.spec.image)?;
+    let creds = credentials(&ctx.client, ns, policy, &image.registry).await?;
+    let timeout = policy
+        .spec
+        .timeout
+        .parse()
+        .unwrap_or(Duration::from_secs(30));
+    // A scan by another policy on the same image within half an interval is reused, unless
+    // someone (a Receiver, `gantry`) asked for a fresh look after it.
+    let mut not_before = SystemTime::now() - interval / 2;
+    if let Some(asked) = requested_at(policy) {
+        let asked = SystemTime::UNIX_EPOCH + Duration::from_nanos(asked.as_nanosecond() as u64);
+        not_before = not_before.max(asked);
+    }
+    let listing = ctx
+        .scanner
+        .tags(&image, &creds, policy.spec.insecure, timeout, not_before)
+        .await?;
+    let tag = compiled
+        .select(listing.tags.iter().map(String::as_str))
+        .ok_or_else(|| Failure::NoMatch {
+            count: listing.tags.len(),
+            image: policy.spec.image.clone(),
+        })?
+        .to_string();
+    let digest = match policy.spec.digest {
+        DigestMode::None => None,
+        DigestMode::Pin => {
+            // A tag can be re-pushed, so the digest is looked up on every scan.
+            Some(
+                ctx.scanner
+                    .digest(&image, &tag, &creds, policy.spec.insecure, timeout)
+                    .await?,
+            )
+        }
+    };
+    Ok(Selection {
+        tag,
+        digest,
+        count: listing.tags.len(),
+    })
+}
+
+async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let api: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let interval = policy
+        .spec
+        .interval
+        .parse()
+        .unwrap_or(Duration::from_secs(300));
+    let generation = policy.metadata.generation;
+    let mut status: ImagePolicyStatus = policy.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let now = Timestamp::now();
+    let key = (ns.clone(), name.clone());
+
+    if policy.spec.suspend {
+        conditions::set_condition(
+            &mut status.conditions,
+            conditions::new_condition(
+                conditions::READY,
+                Status::Unknown,
+                "Suspended",
+                "scanning is suspended; the last selection stays",
+                generation,
+                now,
+            ),
+        );
+        if Some(&status) != policy.status.as_ref() {
+            apply_status(&api, &name, &status).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let action = match scan(&ctx, &ns, &policy, interval).await {
+        Ok(sel) => {
+            ctx.registry_failures
+                .lock()
+                .expect("registry failures")
+                .remove(&key);
+            let latest = format!("{}:{}", policy.spec.image, sel.tag);
+            if status.latest_image.as_deref() != Some(latest.as_str())
+                || status.latest_digest != sel.digest
+            {
+                tracing::info!(namespace = %ns, name = %name, image = %latest, digest = ?sel.digest, "selected a new image");
+            }
+            // A hold lasts while the held tag is still the newest; a strictly newer tag
+            // releases it.
+            status.held_tags.retain(|h| h.tag == sel.tag);
+            status.latest_image = Some(latest);
+            status.latest_digest = sel.digest;
+            status.tag_count = Some(sel.count as i64);
+            status.scanned_at = Some(Time(now));
+            let held = status.held_tags.iter().any(|h| h.tag == sel.tag);
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(
+                    conditions::READY,
+                    Status::True,
+                    "Succeeded",
+                    if held {
+                        format!(
+                            "selected {} of {} tags (held: it was rolled back in Git)",
+                            sel.tag, sel.count
+                        )
+                    } else {
+                        format!("selected {} of {} tags", sel.tag, sel.count)
+                    },
+                    generation,
+                    now,
+                ),
+            );
+            Action::requeue(with_jitter(interval, &name))
+        }
+        Err(failure) => {
+            tracing::warn!(namespace = %ns, name = %name, reason = failure.reason(), error = %failure, "image scan failed");
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(
+                    conditions::READY,
+                    Status::False,
+                    failure.reason(),
+                    failure.to_string(),
+                    generation,
+                    now,
+                ),
+            );
+            if failure.retry_soon() {
+                let attempts = {
+                    let mut failures = ctx.registry_failures.lock().expect("registry failures");
+                    let n = failures.entry(key).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                Action::requeue(backoff(
+                    attempts,
+                    interval,
+                    matches!(failure, Failure::Registry(RegistryError::RateLimited { .. })),
+                ))
+            } else {
+                Action::requeue(with_jitter(interval, &name))
+            }
+        }
+    };
+    if Some(&status) != policy.status.as_ref() {
+        apply_status(&api, &name, &status).await?;
+    }
+    Ok(action)
+}
+
+/// 2 s, 4 s, 8 s … capped at the interval and at 5 minutes; at least 30 s after a 429
+/// (oci-client does not surface `Retry-After`, so a rate limit gets a conservative floor).
+pub fn backoff(attempts: u32, interval: Duration, rate_limited: bool) -> Duration {
+    let exp = Duration::from_secs(2u64.saturating_pow(attempts.min(10)));
+    let cap = interval.min(Duration::from_secs(300));
+    let d = exp.min(cap);
+    if rate_limited {
+        d.max(Duration::from_secs(30))
+    } else {
+        d
+    }
+}
+
+fn error_policy(policy: Arc<ImagePolicy>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = %policy.namespace().unwrap_or_default(), name = %policy.name_any(), category = err.category(), error = %err, "ImagePolicy reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub async fn run(ctx: Arc<Context>, api: Api<ImagePolicy>) {
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(super::shutdown_signal())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff(1, hour, false), Duration::from_secs(2));
+        assert_eq!(backoff(3, hour, false), Duration::from_secs(8));
+        assert_eq!(backoff(30, hour, false), Duration::from_secs(300));
+        assert_eq!(
+            backoff(1, Duration::from_secs(10), false),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff(9, Duration::from_secs(10), false),
+            Duration::from_secs(10)
+        );
+        assert_eq!(backoff(1, hour, true), Duration::from_secs(30));
+    }
+}

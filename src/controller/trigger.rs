@@ -1,0 +1,33 @@
+//! Asking for a reconcile now: an annotation with a timestamp. Every Gantry controller
+//! watches its objects' metadata, so the patch wakes the right reconciler, in whichever
+//! replica holds the lease (no in-process channel that only one replica would see).
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::kinds::GantryKind;
+use crate::error::Result;
+
+/// Annotation set to ask for a reconcile (value: an RFC 3339 timestamp).
+pub const REQUEST_ANNOTATION: &str = "gantry.dev/requested-at";
+
+/// Stamps `name` with the current time. A merge patch of metadata only.
+pub async fn request_reconcile<K: GantryKind>(api: &Api<K>, name: &str) -> Result<()> {
+    let stamp = Timestamp::now().to_string();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: stamp}}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// When a reconcile was last asked for.
+pub fn requested_at<K: GantryKind>(obj: &K) -> Option<Timestamp> {
+    obj.annotations()
+        .get(REQUEST_ANNOTATION)
+        .and_then(|v| v.parse().ok())
+}
