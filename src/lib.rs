@@ -10,3 +10,4 @@ pub mod error;
 pub mod health;
 pub mod render;
 pub mod source;
+pub mod writeback;

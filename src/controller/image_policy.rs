@@ -238,7 +238,10 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                 Action::requeue(backoff(
                     attempts,
                     interval,
-                    matches!(failure, Failure::Registry(RegistryError::RateLimited { .. })),
+                    matches!(
+                        failure,
+                        Failure::Registry(RegistryError::RateLimited { .. })
+                    ),
                 ))
             } else {
                 Action::requeue(with_jitter(interval, &name))

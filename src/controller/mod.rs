@@ -7,12 +7,12 @@ pub mod context;
 pub mod crd_check;
 pub mod drift_check;
 pub mod git_repository;
+pub mod image_policy;
 pub mod kinds;
 pub mod placeholder;
 pub mod status;
 pub mod sync;
 pub mod trigger;
-pub mod image_policy;
 
 use std::sync::Arc;
 

@@ -136,7 +136,7 @@ pub fn newest_matching_tag<'a>(
         .map(|(_, t)| t))
 }
 
-fn classify(url: &str, deadline: Instant, e: git2::Error) -> GitError {
+pub(crate) fn classify(url: &str, deadline: Instant, e: git2::Error) -> GitError {
     let url = url_policy::redact(url);
     if Instant::now() >= deadline {
         return GitError::Timeout { url };
@@ -171,9 +171,9 @@ fn scrub(message: &str) -> String {
 }
 
 /// The host key verdict of the last SSH connection, for a clear error.
-type HostKeyNote = std::sync::Arc<std::sync::Mutex<Option<(String, &'static str)>>>;
+pub(crate) type HostKeyNote = std::sync::Arc<std::sync::Mutex<Option<(String, &'static str)>>>;
 
-fn callbacks<'a>(
+pub(crate) fn callbacks<'a>(
     creds: Option<&'a Credentials>,
     deadline: Instant,
     port: u16,
@@ -258,8 +258,31 @@ pub fn fetch(
     creds: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Fetched, GitError> {
+    fetch_with_depth(cache, url, reference, creds, deadline, true)
+}
+
+/// Like [`fetch`], with the whole history (write-back needs it to commit on top, to push,
+/// and to find reverts).
+pub fn fetch_full(
+    cache: &Path,
+    url: &str,
+    reference: &Reference,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+) -> Result<Fetched, GitError> {
+    fetch_with_depth(cache, url, reference, creds, deadline, false)
+}
+
+fn fetch_with_depth(
+    cache: &Path,
+    url: &str,
+    reference: &Reference,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+    allow_shallow: bool,
+) -> Result<Fetched, GitError> {
     let parsed = url_policy::check(url, matches!(creds, Some(Credentials::Basic { .. })))?;
-    let shallow_ok = parsed.scheme != "file";
+    let shallow_ok = allow_shallow && parsed.scheme != "file";
     if parsed.scheme == "ssh" && !matches!(creds, Some(Credentials::Ssh { .. })) {
         return Err(GitError::SshNeedsKnownHosts);
     }
@@ -370,7 +393,7 @@ pub fn fetch(
 }
 
 /// The port of an `ssh://` URL (22 when not given).
-fn ssh_port(url: &str) -> u16 {
+pub(crate) fn ssh_port(url: &str) -> u16 {
     url.split_once("://")
         .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
         .map(|authority| {

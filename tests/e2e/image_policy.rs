@@ -132,15 +132,19 @@ async fn refused_credentials_and_missing_repositories_say_why_without_leaking() 
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "imgpol-bad").await;
-    let wrong = json!({"auths": {registry.host(): {"username": "ci", "password": "Wrong-Pass-77"}}})
-        .to_string();
+    let wrong =
+        json!({"auths": {registry.host(): {"username": "ci", "password": "Wrong-Pass-77"}}})
+            .to_string();
     docker_secret(&client, &ns.name, &wrong).await;
     let controller = GantryController::start(&ns.name);
     let api: Api<ImagePolicy> = Api::namespaced(client.clone(), &ns.name);
     let image = format!("{}/team/api", registry.host());
-    api.create(&PostParams::default(), &policy_object("api", &image, "*", false))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &policy_object("api", &image, "*", false),
+    )
+    .await
+    .unwrap();
     let p = wait_reason(&api, "api", "AuthenticationFailed").await;
     let msg = ready(&p).unwrap().message;
     assert!(msg.contains("team/api"), "{msg}");
@@ -178,9 +182,12 @@ async fn a_registry_outage_keeps_the_last_selection_and_recovers_by_itself() {
     let _controller = GantryController::start(&ns.name);
     let api: Api<ImagePolicy> = Api::namespaced(client.clone(), &ns.name);
     let image = format!("{}/team/db", registry.host());
-    api.create(&PostParams::default(), &policy_object("db", &image, "^3", false))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &policy_object("db", &image, "^3", false),
+    )
+    .await
+    .unwrap();
     wait_latest(&api, "db", &format!("{image}:3.1.0")).await;
 
     registry.stop();
