@@ -13,16 +13,17 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::app_drift::{ensure_watches, report_drift, same_object};
 use super::app_status::{follow_health, publish, record, set, write_if_changed};
 use super::context::{Context, FINALIZER, revision_commit};
 use super::drift_check;
+use super::image_automation;
 use super::sync::{self, SyncError, SyncInput};
-use crate::api::GitRepository;
 use crate::api::application::{Application, InventoryEntry, SyncPolicy, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
+use crate::api::{GitRepository, ImagePolicy};
 use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
 
@@ -90,7 +91,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     // The source artifact.
     let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let source_name = &app.spec.source_ref.name;
-    let artifact = match repos.get_opt(source_name).await? {
+    let source = repos.get_opt(source_name).await?;
+    let artifact = match &source {
         None => Err(format!("GitRepository {source_name} not found")),
         Some(repo) => match repo.status.as_ref().and_then(|s| s.artifact.clone()) {
             Some(a) => Ok(a),
@@ -107,9 +109,12 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             }
         },
     };
-    let artifact = match artifact {
-        Ok(a) => a,
-        Err(message) => {
+    let (artifact, source) = match (artifact, source) {
+        (Ok(a), Some(s)) => (a, s),
+        (result, _) => {
+            let message = result
+                .err()
+                .unwrap_or_else(|| format!("GitRepository {source_name} not found"));
             set(
                 &mut status,
                 conditions::READY,
@@ -132,6 +137,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         // The source controller re-creates it (e.g. after a restart); come back shortly.
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
+
+    // Image automation first: a new image goes to Git, and from there to the cluster.
+    image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;
 
     let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
@@ -370,6 +378,9 @@ fn o_gen(app: Option<&Application>) -> Option<i64> {
 /// Checks health after a sync and on later no-op reconciles until healthy.
 /// Deleting an Application with prune on removes what it applied.
 async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+    super::context::remove_dir(
+        &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
+    );
     if !app.spec.prune || app.spec.suspend {
         return Ok(Action::await_change());
     }
@@ -412,11 +423,49 @@ pub async fn run(
     ctx: Arc<Context>,
     apps: Api<Application>,
     repos: Api<GitRepository>,
+    policies: Api<ImagePolicy>,
     drift_events: futures::channel::mpsc::Receiver<ObjectRef<Application>>,
 ) {
     let controller = Controller::new(apps, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let policy_store = store.clone();
+    // Only a change of what a policy selected (or holds) concerns the Applications; a
+    // rescan that found the same image does not wake them.
+    let selections = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |p: &ImagePolicy| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                if let Some(s) = &p.status {
+                    s.latest_image.hash(&mut h);
+                    s.latest_digest.hash(&mut h);
+                    for t in &s.held_tags {
+                        t.tag.hash(&mut h);
+                    }
+                }
+                Some(h.finish())
+            },
+            Default::default(),
+        );
     controller
+        .watches_stream(selections, move |policy: ImagePolicy| {
+            let ns = policy.namespace();
+            let name = policy.name_any();
+            policy_store
+                .state()
+                .into_iter()
+                .filter(|a| {
+                    a.namespace() == ns
+                        && a.spec
+                            .image_automation
+                            .as_ref()
+                            .is_some_and(|ia| ia.policies.contains(&name))
+                })
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .watches(
             repos,
             watcher::Config::default(),

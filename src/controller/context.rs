@@ -82,6 +82,11 @@ impl Context {
         self.data_dir.join("git").join(namespace).join(name)
     }
 
+    /// The write-back clone of an Application (full history, bare).
+    pub fn writeback_cache(&self, namespace: &str, name: &str) -> PathBuf {
+        self.data_dir.join("writeback").join(namespace).join(name)
+    }
+
     /// The directory holding the artifacts of a GitRepository.
     pub fn artifact_root(&self, namespace: &str, name: &str) -> PathBuf {
         self.data_dir.join("artifacts").join(namespace).join(name)

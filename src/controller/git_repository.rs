@@ -25,7 +25,7 @@ use crate::source::git::{self, Credentials, GitError, Reference};
 
 /// Why a fetch produced no artifact.
 #[derive(Debug, thiserror::Error)]
-enum SourceFailure {
+pub(super) enum SourceFailure {
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -47,7 +47,7 @@ impl SourceFailure {
     }
 }
 
-async fn credentials(
+pub(super) async fn credentials(
     client: &kube::Client,
     ns: &str,
     repo: &GitRepository,

@@ -248,6 +248,29 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             }
         }
     };
+    let held_before = policy
+        .status
+        .as_ref()
+        .map(|s| s.held_tags.as_slice())
+        .unwrap_or_default();
+    if status.held_tags.as_slice() != held_before {
+        // Holds are written by the Application's write-back with a merge patch (another
+        // field owner), so releasing one takes a merge patch too.
+        let held = if status.held_tags.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(&status.held_tags).map_err(|source| Error::Serialize {
+                what: "held tags",
+                source,
+            })?
+        };
+        api.patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {"heldTags": held}})),
+        )
+        .await?;
+    }
     if Some(&status) != policy.status.as_ref() {
         apply_status(&api, &name, &status).await?;
     }

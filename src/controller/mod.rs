@@ -7,6 +7,7 @@ pub mod context;
 pub mod crd_check;
 pub mod drift_check;
 pub mod git_repository;
+pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
 pub mod placeholder;
@@ -62,6 +63,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             ctx.clone(),
             api_for::<Application>(&client, &opts),
             api_for::<GitRepository>(&client, &opts),
+            api_for::<ImagePolicy>(&client, &opts),
             drift_events,
         ),
         placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),

@@ -12,6 +12,7 @@ mod drift;
 mod faults;
 mod git_server;
 mod git_source;
+mod image_automation;
 mod image_policy;
 mod policies;
 mod registry;

@@ -61,10 +61,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Something to run once, just before the server next advertises refs for a push.
+type PushHook = Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
 pub struct GitServer {
     root: tempfile::TempDir,
     port: u16,
     stop: Arc<AtomicBool>,
+    push_hook: PushHook,
 }
 
 impl GitServer {
@@ -84,6 +88,8 @@ impl GitServer {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let (root_path, stop_flag) = (root.path().to_path_buf(), stop.clone());
+        let push_hook: PushHook = Default::default();
+        let hook = push_hook.clone();
         let expected = credentials.map(|c| {
             format!(
                 "Basic {}",
@@ -96,13 +102,24 @@ impl GitServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (root, expected) = (root_path.clone(), expected.clone());
+                let (root, expected, hook) = (root_path.clone(), expected.clone(), hook.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &root, expected.as_deref());
+                    let _ = serve(stream, &root, expected.as_deref(), &hook);
                 });
             }
         });
-        Self { root, port, stop }
+        Self {
+            root,
+            port,
+            stop,
+            push_hook,
+        }
+    }
+
+    /// Runs `f` once, when a client next starts a push (before the ref advertisement), to
+    /// make a commit land between someone's fetch and their push.
+    pub fn before_next_push(&self, f: impl FnOnce() + Send + 'static) {
+        *self.push_hook.lock().unwrap() = Some(Box::new(f));
     }
 
     pub fn bare_path(&self, name: &str) -> PathBuf {
@@ -165,7 +182,12 @@ impl Drop for GitServer {
 }
 
 /// One request per connection: parse it, run `git http-backend`, relay its answer.
-fn serve(stream: TcpStream, root: &Path, expected_auth: Option<&str>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    expected_auth: Option<&str>,
+    push_hook: &PushHook,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -210,6 +232,12 @@ fn serve(stream: TcpStream, root: &Path, expected_auth: Option<&str>) -> std::io
     }
     let body = read_body(&mut reader, &headers)?;
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if method == "GET" && query.contains("service=git-receive-pack") {
+        let hook = push_hook.lock().unwrap().take();
+        if let Some(f) = hook {
+            f();
+        }
+    }
 
     let mut cmd = Command::new("git");
     cmd.arg("http-backend")

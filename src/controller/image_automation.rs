@@ -1,0 +1,400 @@
+//! The write-back step of the Application reconciler: when an ImagePolicy it lists selected
+//! an image that its files under `path` do not reference yet, commit the edit to Git and
+//! push; Git, not the cluster, stays the record of what runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::app_status::{publish, set};
+use super::context::Context;
+use super::git_repository::credentials;
+use super::trigger::request_reconcile;
+use crate::api::application::ApplicationStatus;
+use crate::api::conditions::Status;
+use crate::api::image_policy::HeldTag;
+use crate::api::{Application, GitRepository, ImagePolicy};
+use crate::writeback::edit::{self, Update};
+use crate::writeback::repo::{self, Author, Target};
+
+/// The Application condition that reports image automation.
+pub const IMAGE_AUTOMATION: &str = "ImageAutomation";
+
+/// What the selections of the listed policies mean for this Application's files.
+struct Plan {
+    /// Updates that some file still needs.
+    pending: Vec<Update>,
+    /// Policies whose image no file refers to.
+    unreferenced: Vec<String>,
+    /// Policies with nothing selected yet, or missing.
+    waiting: Vec<String>,
+    /// `policy:tag` selections held after a revert.
+    held: Vec<String>,
+}
+
+async fn plan(
+    ctx: &Context,
+    ns: &str,
+    app: &Application,
+    artifact_root: &Path,
+) -> crate::error::Result<Plan> {
+    let automation = app
+        .spec
+        .image_automation
+        .as_ref()
+        .expect("checked by caller");
+    let policies: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let mut updates = Vec::new();
+    let mut waiting = Vec::new();
+    let mut held = Vec::new();
+    for name in &automation.policies {
+        let Some(policy) = policies.get_opt(name).await? else {
+            waiting.push(format!("{name} (not found)"));
+            continue;
+        };
+        let status = policy.status.unwrap_or_default();
+        let Some(latest) = status.latest_image.as_deref() else {
+            waiting.push(format!("{name} (nothing selected yet)"));
+            continue;
+        };
+        let Some(tag) = edit::split_image(latest).tag.map(str::to_string) else {
+            continue;
+        };
+        if status.held_tags.iter().any(|h| h.tag == tag) {
+            // rolled back in Git; not written again until a newer tag
+            held.push(format!("{name}:{tag}"));
+            continue;
+        }
+        updates.push(Update {
+            policy: name.clone(),
+            repository: policy.spec.image.clone(),
+            tag,
+            digest: status.latest_digest.clone(),
+        });
+    }
+    let files = read_yaml_files(&artifact_root.join(&app.spec.path));
+    let mut pending = Vec::new();
+    let mut unreferenced = Vec::new();
+    for u in updates {
+        if files
+            .iter()
+            .any(|(p, t)| edit::edit_file(p, t, &u).is_some())
+        {
+            pending.push(u);
+        } else if !files.iter().any(|(p, t)| edit::refers_to(p, t, &u)) {
+            unreferenced.push(u.policy.clone());
+        }
+    }
+    Ok(Plan {
+        pending,
+        unreferenced,
+        waiting,
+        held,
+    })
+}
+
+/// The YAML files under `dir` of the artifact (the fast check before any Git work).
+fn read_yaml_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let yaml = name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization";
+            if !meta.is_file() || !yaml || meta.len() > 1024 * 1024 {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push((path.to_string_lossy().into_owned(), text));
+            }
+        }
+    }
+    out
+}
+
+/// Runs the write-back for `app` and reports in its status. Never fails the sync: problems
+/// are reported in the `ImageAutomation` condition and as Events.
+pub(super) async fn run(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    artifact_root: &Path,
+    status: &mut ApplicationStatus,
+) {
+    let Some(automation) = app.spec.image_automation.as_ref() else {
+        return;
+    };
+    let ns = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let generation = app.metadata.generation;
+    let plan = match plan(ctx, &ns, app, artifact_root).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot read the image policies");
+            return;
+        }
+    };
+    if plan.pending.is_empty() {
+        let (s, reason, message) = if !plan.unreferenced.is_empty() {
+            (
+                Status::False,
+                "NotReferenced",
+                format!(
+                    "no file under {} refers to the image of {}; nothing to update",
+                    app.spec.path,
+                    plan.unreferenced.join(", ")
+                ),
+            )
+        } else if !plan.held.is_empty() {
+            (
+                Status::True,
+                "Held",
+                format!("held after a revert in Git: {}", plan.held.join(", ")),
+            )
+        } else if !plan.waiting.is_empty() {
+            (
+                Status::Unknown,
+                "WaitingForPolicy",
+                format!("waiting for ImagePolicy {}", plan.waiting.join(", ")),
+            )
+        } else {
+            (
+                Status::True,
+                "UpToDate",
+                "Git references the selected images".to_string(),
+            )
+        };
+        set(status, IMAGE_AUTOMATION, s, reason, message, generation);
+        return;
+    }
+
+    let write_back = &automation.write_back;
+    let branch = write_back
+        .branch
+        .clone()
+        .or_else(|| {
+            source.spec.git_ref.as_ref().and_then(|r| {
+                (r.tag.is_none() && r.semver.is_none() && r.commit.is_none())
+                    .then(|| r.branch.clone().unwrap_or_else(|| "main".into()))
+            })
+        })
+        .or_else(|| source.spec.git_ref.is_none().then(|| "main".to_string()));
+    let Some(branch) = branch else {
+        set(
+            status,
+            IMAGE_AUTOMATION,
+            Status::False,
+            "WriteBackFailed",
+            format!(
+                "GitRepository {} follows a tag, semver range or commit; set imageAutomation.writeBack.branch",
+                source.name_any()
+            ),
+            generation,
+        );
+        return;
+    };
+    let creds = match credentials(&ctx.client, &ns, source).await {
+        Ok(c) => c,
+        Err(e) => {
+            set(
+                status,
+                IMAGE_AUTOMATION,
+                Status::False,
+                "WriteBackFailed",
+                e.to_string(),
+                generation,
+            );
+            return;
+        }
+    };
+    let timeout = source
+        .spec
+        .timeout
+        .parse()
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(30));
+    let cache = ctx.writeback_cache(&ns, &name);
+    let url = source.spec.url.clone();
+    let path = app.spec.path.clone();
+    let updates = plan.pending.clone();
+    let author_name = write_back.author.name.clone();
+    let author_email = write_back.author.email.clone();
+    let template = write_back.message_template.clone();
+    let branch2 = branch.clone();
+    // The controller never reconciles one Application twice at once, so this cache has a
+    // single writer.
+    let task = tokio::task::spawn_blocking(move || {
+        if let Some(parent) = cache.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let target = Target {
+            url: &url,
+            branch: &branch2,
+            creds: creds.as_ref(),
+            deadline: Instant::now() + timeout,
+        };
+        let author = Author {
+            name: &author_name,
+            email: &author_email,
+            message_template: &template,
+        };
+        repo::write_back(&cache, &target, &path, &updates, &author)
+    });
+    let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(join)) => Err(format!("write-back task failed: {join}")),
+        Err(_) => Err(format!("write-back did not finish within {timeout:?}")),
+    };
+    match result {
+        Err(message) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %message, "image write-back failed");
+            publish(
+                ctx,
+                app,
+                EventType::Warning,
+                "WriteBackFailed",
+                message.clone(),
+            )
+            .await;
+            set(
+                status,
+                IMAGE_AUTOMATION,
+                Status::False,
+                "WriteBackFailed",
+                message,
+                generation,
+            );
+        }
+        Ok(report) => {
+            for held in &report.held {
+                hold(ctx, &ns, held).await;
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "ImageHeld",
+                    format!(
+                        "not writing {} tag {} again: commit {} reverted it",
+                        held.policy,
+                        held.tag,
+                        &held.revert[..12]
+                    ),
+                )
+                .await;
+            }
+            if let Some(commit) = &report.pushed {
+                let summary: Vec<String> = report
+                    .bumps
+                    .iter()
+                    .map(|b| format!("{}: {} → {}", b.policy, b.old, b.new))
+                    .collect();
+                let message = format!(
+                    "pushed {} to {branch}: {}{}",
+                    &commit[..12],
+                    summary.join("; "),
+                    if report.attempts > 1 {
+                        format!(" (after {} non-fast-forward retries)", report.attempts - 1)
+                    } else {
+                        String::new()
+                    }
+                );
+                tracing::info!(namespace = %ns, name = %name, %message, "image write-back");
+                publish(ctx, app, EventType::Normal, "ImageUpdated", message.clone()).await;
+                set(
+                    status,
+                    IMAGE_AUTOMATION,
+                    Status::True,
+                    "Pushed",
+                    message,
+                    generation,
+                );
+                // Fetch the new commit now rather than at the source's next interval.
+                let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+                if let Err(e) = request_reconcile(&repos, &source.name_any()).await {
+                    tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot trigger the GitRepository");
+                }
+            } else if !report.unreferenced.is_empty() {
+                set(
+                    status,
+                    IMAGE_AUTOMATION,
+                    Status::False,
+                    "NotReferenced",
+                    format!(
+                        "no file under {} refers to the image of {} any more; nothing to update",
+                        app.spec.path,
+                        report.unreferenced.join(", ")
+                    ),
+                    generation,
+                );
+            } else if !report.held.is_empty() {
+                let held: Vec<String> = report
+                    .held
+                    .iter()
+                    .map(|h| format!("{}:{}", h.policy, h.tag))
+                    .collect();
+                set(
+                    status,
+                    IMAGE_AUTOMATION,
+                    Status::True,
+                    "Held",
+                    format!("held after a revert in Git: {}", held.join(", ")),
+                    generation,
+                );
+            } else {
+                set(
+                    status,
+                    IMAGE_AUTOMATION,
+                    Status::True,
+                    "UpToDate",
+                    format!("branch {branch} already references the selected images"),
+                    generation,
+                );
+            }
+        }
+    }
+}
+
+/// Records a held tag in the ImagePolicy's status.
+async fn hold(ctx: &Context, ns: &str, held: &repo::Held) {
+    let api: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let Ok(Some(policy)) = api.get_opt(&held.policy).await else {
+        return;
+    };
+    let mut tags = policy
+        .status
+        .as_ref()
+        .map(|s| s.held_tags.clone())
+        .unwrap_or_default();
+    if tags.iter().any(|t| t.tag == held.tag) {
+        return;
+    }
+    tags.push(HeldTag {
+        tag: held.tag.clone(),
+        reason: format!("commit {} reverted the update to it", held.revert),
+        since: Time(Timestamp::now()),
+    });
+    if let Err(e) = api
+        .patch_status(
+            &held.policy,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"heldTags": tags}})),
+        )
+        .await
+    {
+        tracing::warn!(namespace = %ns, policy = %held.policy, error = %e, "cannot record the held tag");
+    }
+}
