@@ -42,7 +42,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn start_controller(namespace: &str, data: &Path, log: &Path) -> ChildGuard {
     let log_file = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["controller", "--namespace", namespace, "--data-dir"])
+        .args([
+            "controller",
+            "--receiver-addr=off",
+            "--namespace",
+            namespace,
+            "--data-dir",
+        ])
         .arg(data)
         .env("KUBECONFIG", kubeconfig_path())
         .env("GANTRY_LOG", "info,kube_client::client::builder=debug")

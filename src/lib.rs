@@ -9,5 +9,6 @@ pub mod drift;
 pub mod error;
 pub mod health;
 pub mod render;
+pub mod server;
 pub mod source;
 pub mod writeback;

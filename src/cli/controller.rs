@@ -20,9 +20,21 @@ pub struct Args {
     /// Objects applied concurrently within one sync.
     #[arg(long, env = "GANTRY_APPLY_CONCURRENCY", default_value_t = 32)]
     pub apply_concurrency: usize,
+
+    /// Address of the webhook receiver server (`/hook/<token>`, `/healthz`); `off` to run
+    /// without it.
+    #[arg(long, env = "GANTRY_RECEIVER_ADDR", default_value = "0.0.0.0:9292")]
+    pub receiver_addr: String,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    let receiver_addr = match args.receiver_addr.as_str() {
+        "off" | "" => None,
+        a => Some(
+            a.parse()
+                .map_err(|e| crate::error::Error::Usage(format!("--receiver-addr {a:?}: {e}")))?,
+        ),
+    };
     let client = Client::try_default().await?;
     controller::run(
         client,
@@ -30,6 +42,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             namespace: args.namespace,
             data_dir: args.data_dir,
             apply_concurrency: args.apply_concurrency,
+            receiver_addr,
         },
     )
     .await?;

@@ -41,6 +41,10 @@ pub struct Context {
     pub last_full_check: std::sync::Mutex<std::collections::HashMap<AppKey, std::time::Instant>>,
     /// Registry clients and shared tag scans.
     pub scanner: crate::source::registry::Scanner,
+    /// Webhook endpoints of the Receivers, shared with the HTTP server.
+    pub endpoints: std::sync::Arc<crate::server::Endpoints>,
+    /// Whether the HTTP server for receivers runs.
+    pub receivers_enabled: bool,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
@@ -73,6 +77,8 @@ impl Context {
             last_full_check: Default::default(),
             scanner: Default::default(),
             registry_failures: Default::default(),
+            endpoints: Default::default(),
+            receivers_enabled: false,
         };
         (ctx, rx)
     }

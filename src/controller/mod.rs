@@ -10,7 +10,7 @@ pub mod git_repository;
 pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
-pub mod placeholder;
+pub mod receiver;
 pub mod status;
 pub mod sync;
 pub mod trigger;
@@ -33,6 +33,8 @@ pub struct Options {
     pub data_dir: std::path::PathBuf,
     /// Objects applied at once.
     pub apply_concurrency: usize,
+    /// Where the webhook receivers listen; no receiver server when `None`.
+    pub receiver_addr: Option<std::net::SocketAddr>,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -51,7 +53,22 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         opts.apply_concurrency,
         opts.namespace.clone(),
     );
+    let mut ctx = ctx;
+    ctx.receivers_enabled = opts.receiver_addr.is_some();
     let ctx = Arc::new(ctx);
+    let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(crate::server::dispatch::QUEUE);
+    let server = {
+        let endpoints = ctx.endpoints.clone();
+        let addr = opts.receiver_addr;
+        async move {
+            let Some(addr) = addr else { return };
+            if let Err(e) = crate::server::serve(addr, endpoints, queue_tx, shutdown_signal()).await
+            {
+                tracing::error!(address = %addr, error = %e, "receiver server failed");
+            }
+        }
+    };
+    let dispatcher = crate::server::dispatch::run(client.clone(), queue_rx);
     tracing::info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         "controller started"
@@ -66,7 +83,15 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             api_for::<ImagePolicy>(&client, &opts),
             drift_events,
         ),
-        placeholder::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
+        receiver::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
+        async {
+            // The dispatcher ends when the server (the queue's sender) is gone.
+            tokio::select! {
+                _ = dispatcher => {},
+                _ = shutdown_signal() => {},
+            }
+        },
+        server,
     );
     tracing::info!("controller stopped");
     Ok(())

@@ -362,6 +362,8 @@ pub struct Scan {
 
 type ClientKey = (String, String, bool);
 type ScanKey = (ImageName, String, bool);
+/// The latest scan of one key, behind an async lock so concurrent askers share it.
+type ScanSlot = Arc<tokio::sync::Mutex<Option<Arc<Scan>>>>;
 
 /// Registry clients and scans shared by every ImagePolicy: policies on the same image with
 /// the same credentials reuse one scan per interval, and concurrent reconciles of such
@@ -369,7 +371,7 @@ type ScanKey = (ImageName, String, bool);
 #[derive(Default)]
 pub struct Scanner {
     clients: Mutex<HashMap<ClientKey, Arc<Client>>>,
-    scans: Mutex<HashMap<ScanKey, Arc<tokio::sync::Mutex<Option<Arc<Scan>>>>>>,
+    scans: Mutex<HashMap<ScanKey, ScanSlot>>,
     /// Number of listings that went to a registry (for tests and metrics).
     listings: std::sync::atomic::AtomicU64,
 }

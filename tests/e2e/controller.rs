@@ -1,5 +1,5 @@
-//! `gantry controller` against the local control plane: every kind gets observedGeneration
-//! and Ready=Unknown/NotImplemented within seconds.
+//! `gantry controller` against the local control plane: every example kind is reconciled
+//! and acknowledged (observedGeneration, Ready) within seconds; other namespaces untouched.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use crate::support::cluster::{TestNamespace, client, install_crds};
 use crate::support::controller::GantryController;
 use crate::support::eventually;
 use crate::support::git::GitServer;
+use crate::support::registry::Registry;
 use gantry::api::{GitRepository, ImagePolicy, Receiver};
 
 fn example(file: &str) -> DynamicObject {
@@ -38,19 +39,22 @@ fn ready_of(obj: &DynamicObject) -> Option<(i64, String, String, i64)> {
     ))
 }
 
-async fn wait_not_implemented(api: &Api<DynamicObject>, name: &str, generation: i64) {
+async fn wait_ready(api: &Api<DynamicObject>, name: &str, generation: i64, want: (&str, &str)) {
     let (observed, status, reason, cond_gen) = eventually(
-        &format!("{name} to be acknowledged at generation {generation}"),
+        &format!(
+            "{name} to be Ready={} ({}) at generation {generation}",
+            want.0, want.1
+        ),
         Duration::from_secs(20),
         || async {
             let obj = api.get(name).await.ok()?;
-            ready_of(&obj).filter(|r| r.0 == generation)
+            ready_of(&obj).filter(|r| r.0 == generation && r.2 == want.1)
         },
     )
     .await;
     assert_eq!(observed, generation);
-    assert_eq!(status, "Unknown");
-    assert_eq!(reason, "NotImplemented");
+    assert_eq!(status, want.0);
+    assert_eq!(reason, want.1);
     assert_eq!(cond_gen, generation);
 }
 
@@ -89,25 +93,49 @@ async fn controller_acknowledges_every_kind() {
     )
     .await;
 
-    // The other kinds acknowledge with NotImplemented until their pipelines land.
-    let kinds = [
-        ("imagepolicy.yaml", ApiResource::erase::<ImagePolicy>(&())),
-        ("receiver.yaml", ApiResource::erase::<Receiver>(&())),
-    ];
-    let mut apis = vec![];
-    for (file, ar) in &kinds {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, ar);
-        let obj = example(file);
-        let name = obj.metadata.name.clone().unwrap();
-        api.create(&PostParams::default(), &obj).await.unwrap();
-        apis.push((api, name));
-    }
-    for (api, name) in &apis {
-        wait_not_implemented(api, name, 1).await;
-    }
+    // The ImagePolicy example, pointed at the local registry (nothing leaves 127.0.0.1).
+    let registry = Registry::start();
+    registry.push_image("team/web", "1.2.0");
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &ApiResource::erase::<ImagePolicy>(&()),
+    );
+    let mut policy = example("imagepolicy.yaml");
+    policy.data["spec"]["image"] = json!(format!("{}/team/web", registry.host()));
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    wait_ready(&policies, "web", 1, ("True", "Succeeded")).await;
+
+    // The Receiver example: not ready without its Secret, ready with it.
+    let receivers: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &ApiResource::erase::<Receiver>(&()),
+    );
+    receivers
+        .create(&PostParams::default(), &example("receiver.yaml"))
+        .await
+        .unwrap();
+    wait_ready(&receivers, "registry", 1, ("False", "SecretInvalid")).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "registry-webhook-token"},
+                "stringData": {"token": "0123456789abcdef0123"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_ready(&receivers, "registry", 1, ("True", "Ready")).await;
 
     // A spec change is acknowledged again, at the new generation.
-    let policies = &apis[0].0;
     policies
         .patch(
             "web",
@@ -116,7 +144,7 @@ async fn controller_acknowledges_every_kind() {
         )
         .await
         .unwrap();
-    wait_not_implemented(policies, "web", 2).await;
+    wait_ready(&policies, "web", 2, ("Unknown", "Suspended")).await;
 
     // Objects in other namespaces are not touched by a namespace-scoped controller.
     let other = TestNamespace::new(&client, "ctrl-other").await;

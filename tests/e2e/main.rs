@@ -15,6 +15,7 @@ mod git_source;
 mod image_automation;
 mod image_policy;
 mod policies;
+mod receivers;
 mod registry;
 mod render_tools;
 mod sync;

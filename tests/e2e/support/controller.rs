@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 
 use super::cluster::kubeconfig_path;
-use super::process::{ChildGuard, tool_dir};
+use super::process::{ChildGuard, free_port, tool_dir};
 
 fn path_with_tools() -> std::ffi::OsString {
     let mut paths = vec![tool_dir()];
@@ -17,6 +17,8 @@ fn path_with_tools() -> std::ffi::OsString {
 pub struct GantryController {
     pub process: ChildGuard,
     pub data_dir: tempfile::TempDir,
+    /// The webhook receiver server, on 127.0.0.1.
+    pub receiver_port: u16,
     log_path: std::path::PathBuf,
 }
 
@@ -25,9 +27,11 @@ impl GantryController {
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("controller.log");
         let log = std::fs::File::create(&log_path).unwrap();
+        let receiver_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["controller", "--namespace", namespace, "--data-dir"])
             .arg(data_dir.path())
+            .arg(format!("--receiver-addr=127.0.0.1:{receiver_port}"))
             .env("KUBECONFIG", kubeconfig_path())
             .env("GANTRY_LOG", "info,gantry=debug")
             // kubectl (kustomize) and helm for the render step
@@ -39,6 +43,7 @@ impl GantryController {
         Self {
             process: ChildGuard::new("gantry controller", child),
             data_dir,
+            receiver_port,
             log_path,
         }
     }

@@ -16,14 +16,24 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, "")
     }
 
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::start_inner(Some((user.to_string(), password.to_string())))
+        Self::start_inner(Some((user.to_string(), password.to_string())), "")
     }
 
-    fn start_inner(credentials: Option<(String, String)>) -> Self {
+    /// A registry that sends CNCF distribution notifications to `url` with a bearer token.
+    pub fn start_with_notifications(url: &str, token: &str) -> Self {
+        let notifications = format!(
+            "notifications:\n  endpoints:\n    - name: gantry\n      url: {url}\n      \
+             headers:\n        Authorization: [\"Bearer {token}\"]\n      \
+             timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        );
+        Self::start_inner(None, &notifications)
+    }
+
+    fn start_inner(credentials: Option<(String, String)>, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
@@ -42,6 +52,7 @@ impl Registry {
                 htpasswd.display()
             ));
         }
+        config.push_str(extra);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let mut registry = Self {

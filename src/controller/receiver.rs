@@ -1,0 +1,135 @@
+//! Receiver reconciler: read the token from the Secret, register the endpoint with the
+//! server under a path derived from the token and the Receiver's identity, report the path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+
+use super::context::{Context, FINALIZER};
+use super::status::apply_status;
+use crate::api::Receiver;
+use crate::api::conditions::{self, Status};
+use crate::error::{Error, Result};
+use crate::server::{Endpoint, verify};
+
+async fn secret_token(ctx: &Context, ns: &str, receiver: &Receiver) -> Result<Vec<u8>, String> {
+    let name = &receiver.spec.secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {name}: {e}"))?
+        .ok_or_else(|| format!("Secret {name} not found"))?;
+    let token = secret
+        .data
+        .unwrap_or_default()
+        .get("token")
+        .map(|t| t.0.clone())
+        .ok_or_else(|| format!("Secret {name} has no key `token`"))?;
+    if token.len() < 16 {
+        return Err(format!(
+            "the token in Secret {name} is shorter than 16 bytes; use a random token"
+        ));
+    }
+    Ok(token)
+}
+
+async fn apply(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = receiver.namespace().unwrap_or_default();
+    let name = receiver.name_any();
+    let api: Api<Receiver> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = receiver.metadata.generation;
+    let mut status = receiver.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let now = Timestamp::now();
+    let requeue = match secret_token(&ctx, &ns, &receiver).await {
+        Ok(secret) => {
+            let token = verify::path_token(&secret, &ns, &name);
+            ctx.endpoints.set(
+                token.clone(),
+                Endpoint {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    kind: receiver.spec.kind,
+                    secret,
+                    targets: receiver.spec.resources.clone(),
+                },
+            );
+            let path = format!("/hook/{token}");
+            let (s, reason, message) = if ctx.receivers_enabled {
+                (Status::True, "Ready", format!("receiving at {path}"))
+            } else {
+                (
+                    Status::False,
+                    "ServerDisabled",
+                    "the controller runs without a receiver address (--receiver-addr)".into(),
+                )
+            };
+            status.webhook_path = Some(path);
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(conditions::READY, s, reason, message, generation, now),
+            );
+            // Secret rotation is noticed within this time.
+            Duration::from_secs(60)
+        }
+        Err(message) => {
+            ctx.endpoints.remove(&ns, &name);
+            status.webhook_path = None;
+            conditions::set_condition(
+                &mut status.conditions,
+                conditions::new_condition(
+                    conditions::READY,
+                    Status::False,
+                    "SecretInvalid",
+                    message,
+                    generation,
+                    now,
+                ),
+            );
+            Duration::from_secs(10)
+        }
+    };
+    if Some(&status) != receiver.status.as_ref() {
+        apply_status(&api, &name, &status).await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+async fn reconcile(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = receiver.namespace().unwrap_or_default();
+    let api: Api<Receiver> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, receiver, |event| async {
+        match event {
+            Event::Apply(r) => apply(r, ctx.clone()).await,
+            Event::Cleanup(r) => {
+                ctx.endpoints
+                    .remove(&r.namespace().unwrap_or_default(), &r.name_any());
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn error_policy(receiver: Arc<Receiver>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = %receiver.namespace().unwrap_or_default(), name = %receiver.name_any(), category = err.category(), error = %err, "Receiver reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub async fn run(ctx: Arc<Context>, api: Api<Receiver>) {
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(super::shutdown_signal())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

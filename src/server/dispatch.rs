@@ -1,0 +1,222 @@
+//! From verified webhooks to reconcile requests: resolve the Receiver's targets (`*`, and
+//! for registry events only the ImagePolicies of the pushed repository), then coalesce so a
+//! burst asks each resource at most once per window: the first event at once, the rest of
+//! the window folded into one request at its end.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::api::receiver::{ReceiverTarget, TargetKind};
+use crate::api::{Application, GitRepository, ImagePolicy};
+use crate::controller::trigger::request_reconcile;
+use crate::source::registry::ImageName;
+
+/// Queue length between the HTTP handlers and the dispatcher; a full queue answers 503.
+pub const QUEUE: usize = 256;
+/// The coalescing window per resource.
+pub const WINDOW: Duration = Duration::from_secs(2);
+/// Keys remembered for coalescing before old ones are forgotten.
+const MAX_KEYS: usize = 10_000;
+
+/// A verified webhook.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub namespace: String,
+    pub receiver: String,
+    pub targets: Vec<ReceiverTarget>,
+    /// For registry events: the pushed repositories.
+    pub images: Option<Vec<String>>,
+}
+
+type Key = (TargetKind, String, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Ask now.
+    Now,
+    /// Fold into the request at the end of the window (schedule it).
+    Schedule(Duration),
+    /// Already scheduled.
+    Folded,
+}
+
+/// Coalescing state, pure apart from the clock passed in.
+#[derive(Default)]
+pub struct Coalescer {
+    last: HashMap<Key, (Instant, bool)>,
+}
+
+impl Coalescer {
+    pub fn offer(&mut self, key: Key, now: Instant, window: Duration) -> Decision {
+        if self.last.len() >= MAX_KEYS {
+            self.last
+                .retain(|_, (t, pending)| *pending || now.duration_since(*t) < window);
+        }
+        match self.last.get_mut(&key) {
+            Some((t, pending)) if now.duration_since(*t) < window => {
+                if *pending {
+                    Decision::Folded
+                } else {
+                    *pending = true;
+                    Decision::Schedule(window - now.duration_since(*t))
+                }
+            }
+            _ => {
+                self.last.insert(key, (now, false));
+                Decision::Now
+            }
+        }
+    }
+
+    /// A scheduled request fired.
+    pub fn fired(&mut self, key: Key, now: Instant) {
+        self.last.insert(key, (now, false));
+    }
+}
+
+async fn resolve(client: &Client, t: &Trigger) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for target in &t.targets {
+        if t.images.is_some() && target.kind != TargetKind::ImagePolicy {
+            continue;
+        }
+        let names: Vec<String> = match (target.kind, target.name.as_str()) {
+            (TargetKind::ImagePolicy, name) => {
+                let api: Api<ImagePolicy> = Api::namespaced(client.clone(), &t.namespace);
+                let policies = if name == "*" {
+                    api.list(&ListParams::default())
+                        .await
+                        .map(|l| l.items)
+                        .unwrap_or_default()
+                } else {
+                    api.get_opt(name).await.ok().flatten().into_iter().collect()
+                };
+                policies
+                    .into_iter()
+                    .filter(|p| match &t.images {
+                        None => true,
+                        Some(repos) => ImageName::parse(&p.spec.image)
+                            .is_ok_and(|i| repos.iter().any(|r| *r == i.repository)),
+                    })
+                    .map(|p| p.name_any())
+                    .collect()
+            }
+            (TargetKind::GitRepository, "*") => {
+                let api: Api<GitRepository> = Api::namespaced(client.clone(), &t.namespace);
+                api.list(&ListParams::default())
+                    .await
+                    .map(|l| l.items.iter().map(|o| o.name_any()).collect())
+                    .unwrap_or_default()
+            }
+            (TargetKind::Application, "*") => {
+                let api: Api<Application> = Api::namespaced(client.clone(), &t.namespace);
+                api.list(&ListParams::default())
+                    .await
+                    .map(|l| l.items.iter().map(|o| o.name_any()).collect())
+                    .unwrap_or_default()
+            }
+            (_, name) => vec![name.to_string()],
+        };
+        for name in names {
+            keys.push((target.kind, t.namespace.clone(), name));
+        }
+    }
+    keys
+}
+
+async fn fire(client: Client, key: Key) {
+    let (kind, ns, name) = key;
+    let result = match kind {
+        TargetKind::GitRepository => {
+            request_reconcile(&Api::<GitRepository>::namespaced(client, &ns), &name).await
+        }
+        TargetKind::ImagePolicy => {
+            request_reconcile(&Api::<ImagePolicy>::namespaced(client, &ns), &name).await
+        }
+        TargetKind::Application => {
+            request_reconcile(&Api::<Application>::namespaced(client, &ns), &name).await
+        }
+    };
+    match result {
+        Ok(()) => tracing::debug!(?kind, namespace = %ns, %name, "reconcile requested by webhook"),
+        Err(e) => {
+            tracing::warn!(?kind, namespace = %ns, %name, error = %e, "cannot request a reconcile")
+        }
+    }
+}
+
+/// Runs until the queue closes.
+pub async fn run(client: Client, mut queue: mpsc::Receiver<Trigger>) {
+    let mut coalescer = Coalescer::default();
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Key>();
+    loop {
+        tokio::select! {
+            t = queue.recv() => {
+                let Some(t) = t else { return };
+                let keys = resolve(&client, &t).await;
+                tracing::info!(namespace = %t.namespace, receiver = %t.receiver, resources = keys.len(), "webhook accepted");
+                for key in keys {
+                    match coalescer.offer(key.clone(), Instant::now(), WINDOW) {
+                        Decision::Now => {
+                            tokio::spawn(fire(client.clone(), key));
+                        }
+                        Decision::Schedule(after) => {
+                            let tx = due_tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                let _ = tx.send(key);
+                            });
+                        }
+                        Decision::Folded => {}
+                    }
+                }
+            }
+            Some(key) = due_rx.recv() => {
+                coalescer.fired(key.clone(), Instant::now());
+                tokio::spawn(fire(client.clone(), key));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: &str) -> Key {
+        (TargetKind::ImagePolicy, "ns".into(), n.into())
+    }
+
+    #[test]
+    fn a_burst_asks_once_now_and_once_at_the_end_of_the_window() {
+        let mut c = Coalescer::default();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(2);
+        assert_eq!(c.offer(key("a"), t0, w), Decision::Now);
+        assert_eq!(
+            c.offer(key("a"), t0 + Duration::from_millis(500), w),
+            Decision::Schedule(Duration::from_millis(1500))
+        );
+        for i in 0..100 {
+            assert_eq!(
+                c.offer(key("a"), t0 + Duration::from_millis(600 + i), w),
+                Decision::Folded
+            );
+        }
+        // Another resource is independent.
+        assert_eq!(c.offer(key("b"), t0, w), Decision::Now);
+        c.fired(key("a"), t0 + w);
+        assert!(matches!(
+            c.offer(key("a"), t0 + w + Duration::from_millis(10), w),
+            Decision::Schedule(_)
+        ));
+        assert_eq!(
+            c.offer(key("a"), t0 + w + w + Duration::from_millis(10), w),
+            Decision::Now
+        );
+    }
+}
