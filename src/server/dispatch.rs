@@ -100,7 +100,7 @@ async fn resolve(client: &Client, t: &Trigger) -> Vec<Key> {
                     .filter(|p| match &t.images {
                         None => true,
                         Some(repos) => ImageName::parse(&p.spec.image)
-                            .is_ok_and(|i| repos.iter().any(|r| *r == i.repository)),
+                            .is_ok_and(|i| repos.contains(&i.repository)),
                     })
                     .map(|p| p.name_any())
                     .collect()
