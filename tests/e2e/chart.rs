@@ -86,8 +86,25 @@ async fn chart_installs_and_its_deployment_becomes_available() {
     let container = &pod.containers[0];
     assert_eq!(
         container.args.as_ref().unwrap(),
-        &["controller", "--namespace=somewhere"]
+        &[
+            "controller",
+            "--namespace=somewhere",
+            "--receiver-addr=0.0.0.0:9292"
+        ]
     );
+    // Receivers are reachable through a Service on the named container port.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &ns.name);
+    let svc = services
+        .get(&format!("{release}-gantry-receiver"))
+        .await
+        .unwrap();
+    let port = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("receiver".into()))
+    );
+    assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 9292);
     let sc = container.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
