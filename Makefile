@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -71,4 +71,8 @@ demo: tools
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench gitops
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images'
+
+# Only the image automation benchmarks (push → commit → rollout, 10k-tag scan).
+bench-images: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench images

@@ -18,7 +18,7 @@ use crate::source::registry::ImageName;
 /// Queue length between the HTTP handlers and the dispatcher; a full queue answers 503.
 pub const QUEUE: usize = 256;
 /// The coalescing window per resource.
-pub const WINDOW: Duration = Duration::from_secs(2);
+pub const WINDOW: Duration = Duration::from_millis(500);
 /// Keys remembered for coalescing before old ones are forgotten.
 const MAX_KEYS: usize = 10_000;
 
