@@ -208,3 +208,51 @@ async fn a_registry_outage_keeps_the_last_selection_and_recovers_by_itself() {
     registry.push_image("team/db", "3.2.0");
     wait_latest(&api, "db", &format!("{image}:3.2.0")).await;
 }
+
+#[tokio::test]
+async fn policies_on_the_same_image_and_credentials_share_one_scan() {
+    use gantry::source::registry::{Credentials, ImageName, Scanner};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = Registry::start_with_basic_auth("ci", "shared-pass");
+    registry.push_image("team/shared", "1.0.0");
+    let image = ImageName::parse(&format!("{}/team/shared", registry.host())).unwrap();
+    let creds = Credentials::Basic {
+        username: "ci".into(),
+        password: "shared-pass".into(),
+    };
+    let scanner = Scanner::default();
+    let since = std::time::SystemTime::now() - Duration::from_secs(60);
+    // Three policies reconciled at once: one listing.
+    let (a, b, c) = tokio::join!(
+        scanner.tags(&image, &creds, false, Duration::from_secs(10), since),
+        scanner.tags(&image, &creds, false, Duration::from_secs(10), since),
+        scanner.tags(&image, &creds, false, Duration::from_secs(10), since),
+    );
+    assert_eq!(a.unwrap().tags, vec!["1.0.0".to_string()]);
+    assert!(b.is_ok() && c.is_ok());
+    assert_eq!(scanner.listings(), 1);
+    // Other credentials are another scan (and here a refusal).
+    let other = Credentials::Basic {
+        username: "ci".into(),
+        password: "wrong".into(),
+    };
+    let refused = scanner
+        .tags(&image, &other, false, Duration::from_secs(10), since)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), "AuthenticationFailed");
+    // A request newer than the scan (a Receiver's trigger) lists again.
+    registry.push_image("team/shared", "1.1.0");
+    let fresh = scanner
+        .tags(
+            &image,
+            &creds,
+            false,
+            Duration::from_secs(10),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.tags.len(), 2);
+    assert_eq!(scanner.listings(), 2);
+}
