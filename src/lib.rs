@@ -9,6 +9,7 @@ pub mod drift;
 pub mod error;
 pub mod health;
 pub mod render;
+pub mod rollout;
 pub mod server;
 pub mod source;
 pub mod writeback;

@@ -346,6 +346,9 @@ pub struct SyncRecord {
     /// Hashes of the pod templates that were healthy at this revision (rollback fast path).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub template_hashes: BTreeMap<String, String>,
+    /// Whether the workloads became healthy at this revision (unset while unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod get;
 pub mod history;
 pub mod render;
+pub mod rollback;
 pub mod suspend;
 pub mod sync;
 pub mod version;
@@ -57,6 +58,8 @@ pub enum Command {
     Get(get::Args),
     /// Sync an Application now (also with syncPolicy: manual).
     Sync(sync::Args),
+    /// Revert, in Git, the commits after a healthy revision and deploy the revert.
+    Rollback(rollback::Args),
     /// Show the sync history of an Application.
     History(history::Args),
     /// Stop all writes of an Application.
@@ -77,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => diff::run(args).await,
         Command::Get(args) => get::run(args).await,
         Command::Sync(args) => sync::run(args).await,
+        Command::Rollback(args) => rollback::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Suspend(args) => suspend::run(args, true).await,
         Command::Resume(args) => suspend::run(args, false).await,

@@ -12,10 +12,12 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::status::{apply_status, with_jitter};
 use super::sync;
+use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord};
 use crate::api::conditions::{self, Status};
 use crate::error::Result;
 use crate::health::Health;
+use crate::rollout::plan;
 
 const HISTORY_LIMIT: usize = 10;
 const HEALTH_POLL: Duration = Duration::from_secs(2);
@@ -79,10 +81,12 @@ pub(super) async fn write_if_changed(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn follow_health(
     ctx: &Context,
     api: &Api<Application>,
     app: &Application,
+    source: &GitRepository,
     mut status: ApplicationStatus,
     interval: Duration,
     timeout: Duration,
@@ -105,6 +109,32 @@ pub(super) async fn follow_health(
         .unwrap_or_else(Timestamp::now);
     let waited = Timestamp::now().duration_since(since).unsigned_abs();
     let revision = status.last_applied_revision.clone().unwrap_or_default();
+    if matches!(health, Health::Healthy | Health::Suspended)
+        && let Some(rec) = status.history.first_mut()
+        && rec.revision == revision
+        && rec.healthy.is_none()
+    {
+        rec.healthy = Some(true);
+        if let Some(rollout) = status.rollout.as_mut()
+            && rollout.revision.as_deref() == Some(revision.as_str())
+            && rollout.phase == crate::api::rollout::RolloutPhase::Progressing
+        {
+            rollout.phase = crate::api::rollout::RolloutPhase::Succeeded;
+        }
+    }
+    if let Some(rollout) = &app.spec.rollout {
+        let deadline = rollout
+            .progress_deadline
+            .parse()
+            .unwrap_or(Duration::from_secs(600));
+        if let plan::Verdict::Abort { reason } =
+            plan::rolling_update(health, &message, waited, deadline)
+        {
+            super::rollout::abort(ctx, app, source, &mut status, &revision, &reason).await;
+            write_if_changed(api, app, &status).await?;
+            return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
+        }
+    }
     let action = match health {
         Health::Healthy | Health::Suspended => {
             set(

@@ -26,6 +26,7 @@ use crate::api::conditions::{self, Status};
 use crate::api::{GitRepository, ImagePolicy};
 use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
+use crate::health::Health;
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub use super::trigger::REQUEST_ANNOTATION;
@@ -148,6 +149,41 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         && conditions::find(&status.conditions, conditions::READY)
             .is_some_and(|c| c.status == "True" || c.reason == "HealthCheckFailed");
 
+    // A revision whose rollout was aborted is not applied again until Git (or the spec)
+    // changes, or someone asks with `gantry sync`; meanwhile report how the workloads that
+    // run (the last healthy revision's) are doing.
+    if crate::rollout::plan::is_rejected(&status, &revision)
+        && !sync_requested
+        && previous_generation == generation
+    {
+        let (health, message) =
+            sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory).await;
+        let healthy = matches!(health, Health::Healthy | Health::Suspended);
+        let (s, reason, message) = match health {
+            Health::Healthy | Health::Suspended => (
+                Status::True,
+                "Healthy",
+                "the workloads of the last healthy revision are running".to_string(),
+            ),
+            Health::Degraded => (Status::False, "HealthCheckFailed", message),
+            _ => (Status::Unknown, "Progressing", message),
+        };
+        set(
+            &mut status,
+            conditions::HEALTHY,
+            s,
+            reason,
+            message,
+            generation,
+        );
+        write_if_changed(&api, &app, &status).await?;
+        return Ok(Action::requeue(if healthy {
+            interval
+        } else {
+            Duration::from_secs(2)
+        }));
+    }
+
     if app.spec.sync_policy == SyncPolicy::Manual && !sync_requested && !up_to_date {
         set(
             &mut status,
@@ -212,11 +248,28 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 }
             }
         }
-        return follow_health(&ctx, &api, &app, status, interval, timeout, false).await;
+        return follow_health(&ctx, &api, &app, &source, status, interval, timeout, false).await;
     }
 
     // A full sync of this revision.
     status.last_attempted_revision = Some(revision.clone());
+    if let Some(rollout) = status.rollout.as_mut() {
+        rollout.failed_revisions.retain(|f| f != &revision);
+    }
+    if app.spec.rollout.is_some() {
+        let failed = status
+            .rollout
+            .take()
+            .map(|r| r.failed_revisions)
+            .unwrap_or_default();
+        status.rollout = Some(crate::api::rollout::RolloutStatus {
+            phase: crate::api::rollout::RolloutPhase::Progressing,
+            revision: Some(revision.clone()),
+            started_at: Some(Time(Timestamp::now())),
+            failed_revisions: failed,
+            ..Default::default()
+        });
+    }
     if sync_requested {
         status.last_handled_request = requested;
     }
@@ -273,6 +326,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                     unchanged: outcome.unchanged,
                     pruned: outcome.pruned,
                     template_hashes: Default::default(),
+                    healthy: None,
                 },
             );
             if outcome.prune_failed {
@@ -317,7 +371,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 "checking health",
                 generation,
             );
-            let action = follow_health(&ctx, &api, &app, status, interval, timeout, true).await?;
+            let action =
+                follow_health(&ctx, &api, &app, &source, status, interval, timeout, true).await?;
             // Objects whose delete failed stay in the inventory and are retried soon.
             Ok(if outcome.prune_failed {
                 Action::requeue(Duration::from_secs(10))
@@ -350,6 +405,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                     unchanged: 0,
                     pruned: 0,
                     template_hashes: Default::default(),
+                    healthy: None,
                 },
             );
             if app

@@ -25,7 +25,7 @@ use crate::source::git::{self, Credentials, GitError, Reference};
 
 /// Why a fetch produced no artifact.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SourceFailure {
+pub enum SourceFailure {
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]
@@ -47,7 +47,7 @@ impl SourceFailure {
     }
 }
 
-pub(super) async fn credentials(
+pub async fn credentials(
     client: &kube::Client,
     ns: &str,
     repo: &GitRepository,

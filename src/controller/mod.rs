@@ -11,6 +11,7 @@ pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
 pub mod receiver;
+pub mod rollout;
 pub mod status;
 pub mod sync;
 pub mod trigger;

@@ -357,6 +357,19 @@ fn oid_string(c: &git2::Commit<'_>) -> String {
     c.id().to_string()
 }
 
+/// Pushes `commit` to the target branch without force; `Ok(false)` on a non-fast-forward.
+pub fn push_commit(
+    repo: &Repository,
+    target: &Target<'_>,
+    commit: Oid,
+) -> Result<bool, WriteBackError> {
+    match push(repo, target, commit) {
+        Ok(()) => Ok(true),
+        Err(PushFailure::NonFastForward(_)) => Ok(false),
+        Err(PushFailure::Other(e)) => Err(e),
+    }
+}
+
 enum PushFailure {
     NonFastForward(String),
     Other(WriteBackError),

@@ -18,5 +18,6 @@ mod policies;
 mod receivers;
 mod registry;
 mod render_tools;
+mod rollouts;
 mod sync;
 mod workloads;

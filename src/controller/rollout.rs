@@ -1,0 +1,155 @@
+//! RollingUpdate abort: when a revision's workloads do not become healthy, re-apply the
+//! workload templates of the last healthy revision (rendered again from the source's Git
+//! cache), record the revision as failed, and say why.
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use super::app_status::{publish, set};
+use super::context::{Context, revision_commit};
+use super::sync::{self, SyncInput};
+use crate::api::GitRepository;
+use crate::api::application::{Application, ApplicationStatus, SyncResult};
+use crate::api::conditions::{self, Status};
+use crate::api::rollout::{RolloutPhase, RolloutStatus};
+use crate::apply::ssa;
+use crate::rollout::plan;
+use crate::source::artifact;
+
+/// Condition reason of an aborted rollout.
+pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+
+const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+
+/// Renders `revision` from the Git cache of the Application's source and re-applies its
+/// workloads. Returns the workloads applied.
+async fn reapply_workloads(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    revision: &str,
+) -> Result<Vec<String>, String> {
+    let ns = app.namespace().unwrap_or_default();
+    let commit = revision_commit(revision)
+        .ok_or_else(|| format!("revision {revision} names no commit"))?
+        .to_string();
+    let cache = ctx.git_cache(&ns, &source.name_any());
+    let ignore = source.spec.ignore.clone();
+    let scratch = tempfile::tempdir_in(&ctx.data_dir).map_err(|e| e.to_string())?;
+    let tree = scratch.path().join("tree");
+    let tree2 = tree.clone();
+    tokio::task::spawn_blocking(move || {
+        let repo = git2::Repository::open_bare(&cache).map_err(|e| e.to_string())?;
+        let oid = git2::Oid::from_str(&commit).map_err(|e| e.to_string())?;
+        artifact::write_tree(&repo, oid, &tree2, &ignore)
+            .map(|_| ())
+            .map_err(|e| format!("cannot check out {commit} from the Git cache: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let input = SyncInput {
+        client: &ctx.client,
+        discovery: &ctx.discovery,
+        app,
+        artifact_root: &tree,
+        concurrency: ctx.apply_concurrency,
+    };
+    let (desired, resolved) = sync::desired_set(&input)
+        .await
+        .map_err(|e| format!("cannot render {revision}: {e}"))?;
+    let items: Vec<_> = desired
+        .iter()
+        .filter(|d| WORKLOAD_KINDS.contains(&d.key.kind.as_str()))
+        .filter_map(|d| {
+            resolved
+                .get(&(
+                    d.key.group.clone(),
+                    d.key.version.clone(),
+                    d.key.kind.clone(),
+                ))
+                .map(|r| (d, r))
+        })
+        .collect();
+    let names: Vec<String> = items
+        .iter()
+        .map(|(d, _)| format!("{} {}", d.key.kind, d.key.name))
+        .collect();
+    // Forced: the failed revision's apply owns these fields now.
+    let errors: Vec<String> = ssa::apply(&ctx.client, &items, true, ctx.apply_concurrency)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect();
+    if errors.is_empty() {
+        Ok(names)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Aborts the rollout of `revision`: back to the last healthy revision's workloads.
+pub(super) async fn abort(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    reason: &str,
+) {
+    let generation = app.metadata.generation;
+    let target = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
+    let outcome = match &target {
+        None => Err("no earlier healthy revision to return to".to_string()),
+        Some(good) => reapply_workloads(ctx, app, source, good).await,
+    };
+    let message = match (&target, &outcome) {
+        (Some(good), Ok(workloads)) => format!(
+            "revision {revision} aborted: {reason}; returned {} to revision {good}; not retried until Git changes",
+            workloads.join(", ")
+        ),
+        (_, Err(e)) => format!(
+            "revision {revision} aborted: {reason}; could not return to the last healthy revision: {e}; not retried until Git changes"
+        ),
+        (None, Ok(_)) => unreachable!("no target means an error outcome"),
+    };
+    tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), %message, "rollout aborted");
+    publish(
+        ctx,
+        app,
+        EventType::Warning,
+        ROLLOUT_ABORTED,
+        message.clone(),
+    )
+    .await;
+    if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
+        rec.result = SyncResult::Aborted;
+        rec.healthy = Some(false);
+        rec.message = Some(reason.chars().take(500).collect());
+    }
+    let mut rollout = status.rollout.clone().unwrap_or_default();
+    plan::reject(&mut rollout.failed_revisions, revision);
+    status.rollout = Some(RolloutStatus {
+        phase: RolloutPhase::Aborted,
+        revision: Some(revision.to_string()),
+        message: Some(reason.chars().take(500).collect()),
+        started_at: rollout.started_at.clone(),
+        step_started_at: None,
+        ..rollout
+    });
+    set(
+        status,
+        conditions::READY,
+        Status::False,
+        ROLLOUT_ABORTED,
+        message.clone(),
+        generation,
+    );
+    set(
+        status,
+        conditions::HEALTHY,
+        Status::False,
+        ROLLOUT_ABORTED,
+        reason.to_string(),
+        generation,
+    );
+}

@@ -1,0 +1,4 @@
+//! Rollouts: pure decisions (`plan`); the I/O that carries them out lives with the
+//! Application reconciler (`controller::rollout`).
+
+pub mod plan;

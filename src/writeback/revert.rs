@@ -1,0 +1,342 @@
+//! `git revert` of the commits after a revision that touched a path, as new commits on the
+//! branch, pushed without force (rebuilt on the new head after a non-fast-forward).
+//! Blocking: run on a blocking thread.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use git2::{DiffFormat, DiffOptions, Oid, Repository, Signature, Sort};
+
+use super::repo::{self, Target, WriteBackError};
+use crate::source::git::{self, Reference};
+
+/// Commits walked back from the head to find the target revision.
+const MAX_COMMITS: usize = 1000;
+
+/// A commit to revert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reverted {
+    pub id: String,
+    pub summary: String,
+}
+
+/// What a rollback does (or did).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub head: String,
+    /// Newest first.
+    pub commits: Vec<Reverted>,
+    /// Unified diff of `path` from the head back to the target (what the reverts undo).
+    pub diff: String,
+    /// The pushed tip, when pushed.
+    pub pushed: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    #[error(transparent)]
+    WriteBack(#[from] WriteBackError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error("{0}")]
+    Repo(String),
+    #[error("commit {0} is not an ancestor of the branch head (within {MAX_COMMITS} commits)")]
+    NotAncestor(String),
+    #[error("reverting {commit} conflicts with later changes in {paths}; revert by hand")]
+    Conflict { commit: String, paths: String },
+}
+
+impl From<git2::Error> for RevertError {
+    fn from(e: git2::Error) -> Self {
+        RevertError::Repo(e.message().to_string())
+    }
+}
+
+fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn touches(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    prefix: &str,
+) -> Result<bool, RevertError> {
+    let tree = commit.tree()?;
+    let parent = match commit.parent(0) {
+        Ok(p) => Some(p.tree()?),
+        Err(_) => None,
+    };
+    if prefix.is_empty() {
+        return Ok(parent.map(|p| p.id()) != Some(tree.id()));
+    }
+    let at = |t: Option<&git2::Tree<'_>>| {
+        t.and_then(|t| t.get_path(Path::new(prefix)).ok())
+            .map(|e| e.id())
+    };
+    let _ = repo;
+    Ok(at(Some(&tree)) != at(parent.as_ref()))
+}
+
+/// The commits after `to` (exclusive) up to `head` that touched `path`, newest first.
+fn commits_after(
+    repo: &Repository,
+    head: Oid,
+    to: Oid,
+    prefix: &str,
+) -> Result<Vec<Reverted>, RevertError> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.simplify_first_parent()?;
+    walk.set_sorting(Sort::TOPOLOGICAL)?;
+    let mut out = Vec::new();
+    for oid in walk.take(MAX_COMMITS) {
+        let oid = oid?;
+        if oid == to {
+            return Ok(out);
+        }
+        let commit = repo.find_commit(oid)?;
+        if touches(repo, &commit, prefix)? {
+            out.push(Reverted {
+                id: oid.to_string(),
+                summary: commit
+                    .summary()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+    }
+    Err(RevertError::NotAncestor(to.to_string()))
+}
+
+fn diff_text(repo: &Repository, from: Oid, to: Oid, prefix: &str) -> Result<String, RevertError> {
+    let a = repo.find_commit(from)?.tree()?;
+    let b = repo.find_commit(to)?.tree()?;
+    let mut opts = DiffOptions::new();
+    if !prefix.is_empty() {
+        opts.pathspec(prefix);
+    }
+    let diff = repo.diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))?;
+    let mut text = String::new();
+    diff.print(DiffFormat::Patch, |_, _, line| {
+        let origin = line.origin();
+        if matches!(origin, '+' | '-' | ' ') {
+            text.push(origin);
+        }
+        text.push_str(&String::from_utf8_lossy(line.content()));
+        true
+    })?;
+    Ok(text)
+}
+
+/// Plans (and unless `dry_run`, pushes) revert commits bringing `path` back to `to`.
+pub fn rollback(
+    cache: &Path,
+    target: &Target<'_>,
+    path: &str,
+    to: &str,
+    author: (&str, &str),
+    note: &str,
+    dry_run: bool,
+) -> Result<Plan, RevertError> {
+    let prefix = normalize(path);
+    let reference = Reference::Branch(target.branch.to_string());
+    let to_oid =
+        Oid::from_str(to).map_err(|_| RevertError::Repo(format!("{to} is not a commit id")))?;
+    for attempt in 1..=6u32 {
+        let fetched =
+            git::fetch_full(cache, target.url, &reference, target.creds, target.deadline)?;
+        let repo = Repository::open_bare(cache)?;
+        let head = Oid::from_str(&fetched.commit)?;
+        let commits = commits_after(&repo, head, to_oid, &prefix)?;
+        let mut plan = Plan {
+            head: head.to_string(),
+            diff: diff_text(&repo, head, to_oid, &prefix)?,
+            commits,
+            pushed: None,
+        };
+        if dry_run || plan.commits.is_empty() {
+            return Ok(plan);
+        }
+        let sig = Signature::now(author.0, author.1)?;
+        let mut tip = repo.find_commit(head)?;
+        for c in &plan.commits {
+            let commit = repo.find_commit(Oid::from_str(&c.id)?)?;
+            let mut index = repo.revert_commit(&commit, &tip, 0, None)?;
+            if index.has_conflicts() {
+                let paths: Vec<String> = index
+                    .conflicts()?
+                    .filter_map(|c| c.ok())
+                    .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                    .collect();
+                return Err(RevertError::Conflict {
+                    commit: c.id.clone(),
+                    paths: paths.join(", "),
+                });
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
+            let message = format!(
+                "Revert \"{}\"\n\nThis reverts commit {}.\n\n{note}\n",
+                c.summary, c.id
+            );
+            let oid = repo.commit(None, &sig, &sig, &message, &tree, &[&tip])?;
+            tip = repo.find_commit(oid)?;
+        }
+        match repo::push_commit(&repo, target, tip.id()) {
+            Ok(true) => {
+                plan.pushed = Some(tip.id().to_string());
+                return Ok(plan);
+            }
+            Ok(false) => {
+                std::thread::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(5))));
+                if Instant::now() >= target.deadline {
+                    break;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WriteBackError::Busy {
+        url: crate::source::url_policy::redact(target.url),
+        branch: target.branch.to_string(),
+        attempts: 6,
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit_file(
+        repo: &Repository,
+        parent: Option<Oid>,
+        path: &str,
+        text: &str,
+        msg: &str,
+    ) -> Oid {
+        let mut builder = match parent {
+            Some(p) => repo
+                .treebuilder(Some(&repo.find_commit(p).unwrap().tree().unwrap()))
+                .unwrap(),
+            None => repo.treebuilder(None).unwrap(),
+        };
+        let (dir, file) = path.split_once('/').unwrap();
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let existing = parent.and_then(|p| {
+            repo.find_commit(p)
+                .unwrap()
+                .tree()
+                .unwrap()
+                .get_name(dir)
+                .map(|e| e.id())
+        });
+        let mut sub = repo
+            .treebuilder(existing.map(|id| repo.find_tree(id).unwrap()).as_ref())
+            .unwrap();
+        sub.insert(file, blob, 0o100644).unwrap();
+        builder.insert(dir, sub.write().unwrap(), 0o040000).unwrap();
+        let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+        let sig = Signature::now("t", "t@t").unwrap();
+        let parents: Vec<git2::Commit> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(Some("refs/heads/main"), &sig, &sig, msg, &tree, &refs)
+            .unwrap()
+    }
+
+    #[test]
+    fn reverts_only_the_commits_that_touched_the_path() {
+        let remote = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(remote.path()).unwrap();
+        let a = commit_file(&repo, None, "app/deploy.yaml", "image: v1\n", "v1");
+        let b = commit_file(&repo, Some(a), "app/deploy.yaml", "image: v2\n", "v2");
+        let c = commit_file(&repo, Some(b), "docs/readme.md", "hello\n", "docs");
+        let d = commit_file(&repo, Some(c), "app/deploy.yaml", "image: v3\n", "v3");
+        let url = format!("file://{}", remote.path().display());
+        let cache = tempfile::tempdir().unwrap();
+        let target = Target {
+            url: &url,
+            branch: "main",
+            creds: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        };
+        let cache_dir = cache.path().join("c");
+        let plan = rollback(
+            &cache_dir,
+            &target,
+            "./app",
+            &a.to_string(),
+            ("G", "g@g"),
+            "n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.commits
+                .iter()
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>(),
+            vec![d.to_string(), b.to_string()]
+        );
+        assert!(
+            plan.diff.contains("-image: v3") && plan.diff.contains("+image: v1"),
+            "{}",
+            plan.diff
+        );
+        assert!(plan.pushed.is_none());
+
+        let done = rollback(
+            &cache_dir,
+            &target,
+            "app",
+            &a.to_string(),
+            ("G", "g@g"),
+            "rolled back",
+            false,
+        )
+        .unwrap();
+        let tip = Oid::from_str(done.pushed.as_ref().unwrap()).unwrap();
+        let head = repo
+            .find_reference("refs/heads/main")
+            .unwrap()
+            .target()
+            .unwrap();
+        assert_eq!(head, tip);
+        let tree = repo.find_commit(head).unwrap().tree().unwrap();
+        let blob = repo
+            .find_blob(tree.get_path(Path::new("app/deploy.yaml")).unwrap().id())
+            .unwrap();
+        assert_eq!(blob.content(), b"image: v1\n");
+        assert!(
+            tree.get_path(Path::new("docs/readme.md")).is_ok(),
+            "other paths untouched"
+        );
+        let msg = repo
+            .find_commit(head)
+            .unwrap()
+            .message()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains(&format!("This reverts commit {b}.")), "{msg}");
+        assert!(matches!(
+            rollback(
+                &cache_dir,
+                &target,
+                "app",
+                &"1".repeat(40),
+                ("G", "g@g"),
+                "",
+                true
+            ),
+            Err(RevertError::NotAncestor(_))
+        ));
+    }
+}
