@@ -125,3 +125,109 @@ async fn rolling_update_with_a_bad_image_returns_to_the_last_healthy_templates()
     let d = deployments.get("web").await.unwrap();
     assert_eq!(template_image(&d).unwrap(), "example.test/web:good-3");
 }
+
+fn gantry(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-rollback").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let v1 = server.create_repo(
+        "app",
+        &[
+            ("app/deploy.yaml", &deployment("example.test/web:good-1")),
+            ("docs/README.md", "notes\n"),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "web",
+        &server.http_url("app"),
+        json!({"path": "app", "targetNamespace": ns.name, "rollout": {"progressDeadline": "60s"}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &v1).await;
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write("app/deploy.yaml", &deployment("example.test/web:good-2"));
+    let v2 = ws.commit_and_push("v2");
+    wait_synced_healthy(&apps, "web", &v2).await;
+    ws.write("docs/README.md", "more notes\n");
+    ws.commit_and_push("docs only");
+    ws.write("app/deploy.yaml", &deployment("example.test/web:good-3"));
+    let v3 = ws.commit_and_push("v3");
+    wait_synced_healthy(&apps, "web", &v3).await;
+    let target = format!("{}/web", ns.name);
+    let head_before = crate::support::git::git(&server.bare_path("app"), &["rev-parse", "main"]);
+
+    // --dry-run: the two commits that touched app/, the diff back to v1, nothing pushed.
+    let dry = gantry(&["rollback", &target, "--to", &v1, "--dry-run"]);
+    let out = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(out.contains("would revert 2 commit(s)"), "{out}");
+    assert!(out.contains(&v3[..12]) && out.contains(&v2[..12]), "{out}");
+    assert!(
+        out.contains("-          image: example.test/web:good-3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+          image: example.test/web:good-1"),
+        "{out}"
+    );
+    assert_eq!(
+        crate::support::git::git(&server.bare_path("app"), &["rev-parse", "main"]),
+        head_before
+    );
+
+    // The rollback: revert commits in Git, the cluster follows, docs untouched.
+    let done = gantry(&[
+        "rollback",
+        &target,
+        "--to",
+        &format!("main@sha1:{v1}"),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    let out = String::from_utf8_lossy(&done.stdout).to_string();
+    assert!(
+        done.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let bare = server.bare_path("app");
+    let log = crate::support::git::git(&bare, &["log", "--format=%s", "-4", "main"]);
+    assert_eq!(log, "Revert \"v2\"\nRevert \"v3\"\nv3\ndocs only\n");
+    assert_eq!(
+        crate::support::git::git(&bare, &["show", "main:docs/README.md"]),
+        "more notes\n"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(template_image(&d).unwrap(), "example.test/web:good-1");
+    let head = crate::support::git::git(&bare, &["rev-parse", "main"])
+        .trim()
+        .to_string();
+    let app = apps.get("web").await.unwrap();
+    assert!(
+        app.status
+            .unwrap()
+            .last_applied_revision
+            .unwrap()
+            .ends_with(&head)
+    );
+}
