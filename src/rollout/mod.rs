@@ -2,3 +2,4 @@
 //! Application reconciler (`controller::rollout`).
 
 pub mod plan;
+pub mod template;

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::application::{ApplicationStatus, SyncRecord};
+use crate::api::rollout::{RolloutPhase, RolloutStatus};
 use crate::health::Health;
 
 /// Failed revisions remembered in status.
@@ -68,12 +72,153 @@ pub fn reject(failed: &mut Vec<String>, revision: &str) {
     failed.drain(..excess);
 }
 
+/// A canary step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Canary replicas at this percentage of the stable count.
+    Weight(u32),
+    /// Wait this long, or (`None`) until promoted.
+    Pause(Option<Duration>),
+}
+
+impl Step {
+    pub fn from_spec(steps: &[crate::api::rollout::CanaryStep]) -> Vec<Step> {
+        steps
+            .iter()
+            .map(|s| match (&s.weight, &s.pause) {
+                (Some(w), _) => Step::Weight(*w),
+                (None, Some(p)) => Step::Pause(p.duration.as_ref().and_then(|d| d.parse().ok())),
+                (None, None) => Step::Pause(Some(Duration::ZERO)),
+            })
+            .collect()
+    }
+}
+
+/// What one look at a running canary found.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub now: Timestamp,
+    /// The canary Deployment has its replicas for the current weight, all ready.
+    pub canary_ready: bool,
+    /// The result of an analysis run made for this look, if one was due.
+    pub analysis: Option<Result<(), String>>,
+    /// `gantry promote` / `gantry abort` asked since the last look.
+    pub promote: bool,
+    pub abort: bool,
+}
+
+/// What to do with the canary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CanaryDecision {
+    /// Keep the canary at `weight` percent; look again after `recheck`.
+    Run { weight: u32, recheck: Duration },
+    /// Every step passed (or promotion was asked): update the stable Deployment.
+    Promote,
+    /// Stop: delete the canary, keep the stable version.
+    Abort { reason: String },
+}
+
+/// The weight in force at `step`: the last weight step at or before it (0 before any).
+pub fn weight_at(steps: &[Step], step: usize) -> u32 {
+    steps[..(step + 1).min(steps.len())]
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            Step::Weight(w) => Some(*w),
+            Step::Pause(_) => None,
+        })
+        .unwrap_or(0)
+}
+
+fn since(now: Timestamp, start: Option<&Time>) -> Duration {
+    start
+        .map(|t| now.duration_since(t.0).unsigned_abs())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Advances the canary state machine kept in `state` (phase, step, step start, failures).
+/// A weight step passes once the canary is ready at that weight and one analysis interval
+/// went by without a failure; a pause passes after its duration, or on promotion when it
+/// has none; `failure_limit` consecutive failed analyses abort.
+pub fn advance(
+    state: &mut RolloutStatus,
+    steps: &[Step],
+    analysis_interval: Duration,
+    failure_limit: u32,
+    obs: &Observation,
+) -> CanaryDecision {
+    if obs.abort {
+        state.phase = RolloutPhase::Aborted;
+        return CanaryDecision::Abort {
+            reason: "aborted with `gantry abort`".into(),
+        };
+    }
+    match &obs.analysis {
+        Some(Err(e)) => {
+            state.consecutive_failures += 1;
+            if state.consecutive_failures >= failure_limit.max(1) {
+                state.phase = RolloutPhase::Aborted;
+                return CanaryDecision::Abort {
+                    reason: format!(
+                        "{e} ({} consecutive failed analyses, limit {failure_limit})",
+                        state.consecutive_failures
+                    ),
+                };
+            }
+        }
+        Some(Ok(())) => state.consecutive_failures = 0,
+        None => {}
+    }
+    if obs.promote {
+        state.phase = RolloutPhase::Promoting;
+        return CanaryDecision::Promote;
+    }
+    if state.step_started_at.is_none() {
+        state.step_started_at = Some(Time(obs.now));
+    }
+    loop {
+        let step = state.step as usize;
+        let Some(current) = steps.get(step) else {
+            state.phase = RolloutPhase::Promoting;
+            return CanaryDecision::Promote;
+        };
+        let elapsed = since(obs.now, state.step_started_at.as_ref());
+        let passed = match current {
+            Step::Weight(_) => {
+                obs.canary_ready && elapsed >= analysis_interval && state.consecutive_failures == 0
+            }
+            Step::Pause(Some(d)) => elapsed >= *d,
+            Step::Pause(None) => false,
+        };
+        if passed {
+            state.step += 1;
+            state.step_started_at = Some(Time(obs.now));
+            continue;
+        }
+        let weight = weight_at(steps, step);
+        let (phase, recheck) = match current {
+            Step::Pause(None) => (RolloutPhase::Paused, analysis_interval),
+            Step::Pause(Some(d)) => (
+                RolloutPhase::Progressing,
+                d.saturating_sub(elapsed).min(analysis_interval),
+            ),
+            Step::Weight(_) => (
+                RolloutPhase::Progressing,
+                analysis_interval
+                    .saturating_sub(elapsed)
+                    .max(Duration::from_millis(500))
+                    .min(analysis_interval),
+            ),
+        };
+        state.phase = phase;
+        return CanaryDecision::Run { weight, recheck };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::application::SyncResult;
-    use crate::api::rollout::RolloutStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn record(rev: &str, healthy: Option<bool>) -> SyncRecord {
         SyncRecord {
@@ -154,5 +299,180 @@ mod tests {
         };
         assert!(is_rejected(&status, "r9"));
         assert!(!is_rejected(&status, "r1"));
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn look(secs: i64, ready: bool, analysis: Option<Result<(), String>>) -> Observation {
+        Observation {
+            now: at(secs),
+            canary_ready: ready,
+            analysis,
+            promote: false,
+            abort: false,
+        }
+    }
+
+    const I: Duration = Duration::from_secs(5);
+
+    fn steps() -> Vec<Step> {
+        vec![
+            Step::Weight(25),
+            Step::Pause(Some(Duration::from_secs(5))),
+            Step::Weight(50),
+        ]
+    }
+
+    #[test]
+    fn good_canary_walks_every_step_then_promotes() {
+        let mut s = RolloutStatus::default();
+        let st = steps();
+        // Not ready yet: stay at 25 %.
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(0, false, None)),
+            CanaryDecision::Run { weight: 25, .. }
+        ));
+        assert_eq!(s.phase, RolloutPhase::Progressing);
+        // Ready but the interval has not passed.
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(3, true, Some(Ok(())))),
+            CanaryDecision::Run { weight: 25, .. }
+        ));
+        assert_eq!(s.step, 0);
+        // Ready and an interval went by: into the pause (weight stays 25).
+        assert_eq!(
+            advance(&mut s, &st, I, 2, &look(5, true, Some(Ok(())))),
+            CanaryDecision::Run {
+                weight: 25,
+                recheck: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(s.step, 1);
+        // The pause ends: 50 %.
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(10, true, None)),
+            CanaryDecision::Run { weight: 50, .. }
+        ));
+        assert_eq!(s.step, 2);
+        // 50 % ready for an interval: promote.
+        assert_eq!(
+            advance(&mut s, &st, I, 2, &look(15, true, Some(Ok(())))),
+            CanaryDecision::Promote
+        );
+        assert_eq!(s.phase, RolloutPhase::Promoting);
+    }
+
+    #[test]
+    fn consecutive_failures_abort_and_a_pass_resets_them() {
+        let mut s = RolloutStatus::default();
+        let st = steps();
+        let fail = || Some(Err("pod web-canary-x restarted 2 times".to_string()));
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(0, false, fail())),
+            CanaryDecision::Run { .. }
+        ));
+        assert_eq!(s.consecutive_failures, 1);
+        advance(&mut s, &st, I, 2, &look(5, true, Some(Ok(()))));
+        assert_eq!(s.consecutive_failures, 0);
+        advance(&mut s, &st, I, 2, &look(10, false, fail()));
+        let CanaryDecision::Abort { reason } = advance(&mut s, &st, I, 2, &look(15, false, fail()))
+        else {
+            panic!("two consecutive failures abort")
+        };
+        assert!(
+            reason.contains("restarted 2 times") && reason.contains("2 consecutive"),
+            "{reason}"
+        );
+        assert_eq!(s.phase, RolloutPhase::Aborted);
+    }
+
+    #[test]
+    fn an_empty_pause_waits_for_promotion() {
+        let mut s = RolloutStatus::default();
+        let st = vec![Step::Weight(10), Step::Pause(None), Step::Weight(100)];
+        advance(&mut s, &st, I, 1, &look(0, true, Some(Ok(()))));
+        advance(&mut s, &st, I, 1, &look(5, true, Some(Ok(()))));
+        assert_eq!(s.step, 1);
+        for t in [10, 100, 10_000] {
+            assert!(matches!(
+                advance(&mut s, &st, I, 1, &look(t, true, Some(Ok(())))),
+                CanaryDecision::Run { weight: 10, .. }
+            ));
+            assert_eq!(s.phase, RolloutPhase::Paused);
+        }
+        let mut promote = look(10_001, true, None);
+        promote.promote = true;
+        assert_eq!(
+            advance(&mut s, &st, I, 1, &promote),
+            CanaryDecision::Promote
+        );
+    }
+
+    #[test]
+    fn abort_request_wins_and_resume_continues_where_it_was() {
+        let st = steps();
+        // A restarted controller reads the state back from status: same step, same start.
+        let mut s = RolloutStatus {
+            phase: RolloutPhase::Progressing,
+            step: 1,
+            step_started_at: Some(Time(at(100))),
+            ..Default::default()
+        };
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(102, true, None)),
+            CanaryDecision::Run { weight: 25, .. }
+        ));
+        assert_eq!(s.step, 1, "the pause is not restarted");
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &look(105, true, None)),
+            CanaryDecision::Run { weight: 50, .. }
+        ));
+        let mut abort = look(106, true, Some(Ok(())));
+        abort.abort = true;
+        assert!(matches!(
+            advance(&mut s, &st, I, 2, &abort),
+            CanaryDecision::Abort { .. }
+        ));
+    }
+
+    #[test]
+    fn steps_from_spec_and_weights_in_force() {
+        use crate::api::duration::GoDuration;
+        use crate::api::rollout::{CanaryStep, Pause};
+        let spec = vec![
+            CanaryStep {
+                weight: Some(25),
+                pause: None,
+            },
+            CanaryStep {
+                weight: None,
+                pause: Some(Pause {
+                    duration: Some(GoDuration::new("5s")),
+                }),
+            },
+            CanaryStep {
+                weight: None,
+                pause: Some(Pause { duration: None }),
+            },
+        ];
+        let st = Step::from_spec(&spec);
+        assert_eq!(
+            st,
+            vec![
+                Step::Weight(25),
+                Step::Pause(Some(Duration::from_secs(5))),
+                Step::Pause(None)
+            ]
+        );
+        assert_eq!(weight_at(&st, 2), 25);
+        assert_eq!(weight_at(&[Step::Pause(None)], 0), 0);
+        // No steps at all: promote at once.
+        let mut s = RolloutStatus::default();
+        assert_eq!(
+            advance(&mut s, &[], I, 1, &look(0, false, None)),
+            CanaryDecision::Promote
+        );
     }
 }
