@@ -142,6 +142,12 @@ pub struct RolloutStatus {
     /// Revisions rejected until Git changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_revisions: Vec<String>,
+    /// Stable Deployments (in the target namespace) whose new template runs as a canary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
+    /// The last `gantry promote` / `gantry abort` request handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -103,6 +103,7 @@ async fn app_desired(
         app: &app,
         artifact_root: &out.path().join("tree"),
         concurrency: 8,
+        hold: None,
     };
     let (desired, _) = crate::controller::sync::desired_set(&input)
         .await

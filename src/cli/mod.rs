@@ -8,6 +8,7 @@ pub mod get;
 pub mod history;
 pub mod render;
 pub mod rollback;
+pub mod rollout_action;
 pub mod suspend;
 pub mod sync;
 pub mod version;
@@ -60,6 +61,10 @@ pub enum Command {
     Sync(sync::Args),
     /// Revert, in Git, the commits after a healthy revision and deploy the revert.
     Rollback(rollback::Args),
+    /// Promote a running canary now (skips the remaining steps and pauses).
+    Promote(rollout_action::Args),
+    /// Abort a running canary: delete it, keep the stable version.
+    Abort(rollout_action::Args),
     /// Show the sync history of an Application.
     History(history::Args),
     /// Stop all writes of an Application.
@@ -81,6 +86,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => get::run(args).await,
         Command::Sync(args) => sync::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
+        Command::Promote(args) => rollout_action::run(args, "promote").await,
+        Command::Abort(args) => rollout_action::run(args, "abort").await,
         Command::History(args) => history::run(args).await,
         Command::Suspend(args) => suspend::run(args, true).await,
         Command::Resume(args) => suspend::run(args, false).await,

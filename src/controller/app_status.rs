@@ -115,6 +115,10 @@ pub(super) async fn follow_health(
         && rec.healthy.is_none()
     {
         rec.healthy = Some(true);
+        // What ran healthy: the known-good templates of the canary fast path.
+        if let Some(desired) = super::drift_check::cached(ctx, app, &revision) {
+            rec.template_hashes = super::canary::template_hashes(&desired);
+        }
         if let Some(rollout) = status.rollout.as_mut()
             && rollout.revision.as_deref() == Some(revision.as_str())
             && rollout.phase == crate::api::rollout::RolloutPhase::Progressing

@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::app_drift::{ensure_watches, report_drift, same_object};
 use super::app_status::{follow_health, publish, record, set, write_if_changed};
+use super::canary;
 use super::context::{Context, FINALIZER, revision_commit};
 use super::drift_check;
 use super::image_automation;
@@ -205,6 +206,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             app: &app,
             artifact_root: &artifact_root,
             concurrency: ctx.apply_concurrency,
+            hold: None,
         };
         ensure_watches(&ctx, &status.inventory).await;
         let key = (ns.clone(), name.clone());
@@ -251,7 +253,32 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         return follow_health(&ctx, &api, &app, &source, status, interval, timeout, false).await;
     }
 
+    // A canary of this revision is running: carry it on (no drift checks meanwhile: the
+    // stable Deployments hold their template on purpose).
+    if canary::active(status.rollout.as_ref(), &revision)
+        && previous_generation == generation
+        && status.last_applied_revision.as_deref() == Some(revision.as_str())
+    {
+        let input = SyncInput {
+            client: &ctx.client,
+            discovery: &ctx.discovery,
+            app: &app,
+            artifact_root: &artifact_root,
+            concurrency: ctx.apply_concurrency,
+            hold: None,
+        };
+        return canary::drive(
+            &ctx, &api, &app, &source, status, &revision, &input, interval,
+        )
+        .await;
+    }
+
     // A full sync of this revision.
+    let previous_canaries = status
+        .rollout
+        .as_ref()
+        .map(|r| r.canaries.clone())
+        .unwrap_or_default();
     status.last_attempted_revision = Some(revision.clone());
     if let Some(rollout) = status.rollout.as_mut() {
         rollout.failed_revisions.retain(|f| f != &revision);
@@ -274,12 +301,32 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         status.last_handled_request = requested;
     }
     let started = Time(Timestamp::now());
+    let canary_strategy = app
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.strategy == crate::api::rollout::RolloutStrategy::Canary);
+    let history = status.history.clone();
+    let hold = move |d: &crate::apply::normalize::Desired| {
+        canary_strategy
+            && d.key.group == "apps"
+            && d.key.kind == "Deployment"
+            && crate::rollout::plan::needs_canary(
+                &crate::rollout::plan::template_key(
+                    d.key.namespace.as_deref().unwrap_or_default(),
+                    &d.key.name,
+                ),
+                &crate::rollout::template::template_hash(&d.object),
+                &history,
+            )
+    };
     let input = SyncInput {
         client: &ctx.client,
         discovery: &ctx.discovery,
         app: &app,
         artifact_root: &artifact_root,
         concurrency: ctx.apply_concurrency,
+        hold: Some(&hold),
     };
     match sync::sync(&input).await {
         Ok(outcome) => {
@@ -329,6 +376,45 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                     healthy: None,
                 },
             );
+            // Canaries: the previous ones that this revision no longer needs go; the held
+            // Deployments start theirs at step 0 (a newer revision restarts the steps).
+            let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
+            let gone: Vec<String> = previous_canaries
+                .iter()
+                .filter(|c| !held.contains(c))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                canary::delete_canaries(&ctx, &sync::default_namespace(&app), &gone).await;
+            }
+            if !held.is_empty() && !outcome.prune_failed {
+                if let Some(r) = status.rollout.as_mut() {
+                    r.canaries = held.clone();
+                    r.step = 0;
+                    r.step_started_at = None;
+                    r.consecutive_failures = 0;
+                    r.checks.clear();
+                    r.last_action = app
+                        .annotations()
+                        .get(canary::ROLLOUT_ACTION_ANNOTATION)
+                        .cloned();
+                }
+                let message = format!(
+                    "applied revision {revision} except the templates of {}, which start as canaries",
+                    held.join(", ")
+                );
+                set(
+                    &mut status,
+                    conditions::READY,
+                    Status::Unknown,
+                    "RolloutProgressing",
+                    message.clone(),
+                    generation,
+                );
+                publish(&ctx, &app, EventType::Normal, "CanaryStarted", message).await;
+                write_if_changed(&api, &app, &status).await?;
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
             if outcome.prune_failed {
                 set(
                     &mut status,
@@ -434,6 +520,11 @@ fn o_gen(app: Option<&Application>) -> Option<i64> {
 /// Checks health after a sync and on later no-op reconciles until healthy.
 /// Deleting an Application with prune on removes what it applied.
 async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+    if let Some(r) = app.status.as_ref().and_then(|s| s.rollout.as_ref())
+        && !r.canaries.is_empty()
+    {
+        canary::delete_canaries(&ctx, &sync::default_namespace(&app), &r.canaries).await;
+    }
     super::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
     );

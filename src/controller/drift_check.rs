@@ -54,6 +54,20 @@ pub async fn desired_for(
     Ok(set)
 }
 
+/// The rendered set remembered for `revision`, if any (no render).
+pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
+    let key = (
+        app.metadata.namespace.clone().unwrap_or_default(),
+        app.metadata.name.clone().unwrap_or_default(),
+    );
+    ctx.desired_cache
+        .lock()
+        .expect("desired cache")
+        .get(&key)
+        .filter(|(rev, generation, _)| rev == revision && *generation == app.metadata.generation)
+        .map(|(_, _, set)| set.clone())
+}
+
 pub fn remember(ctx: &Context, app: &Application, revision: &str, set: Arc<Vec<Desired>>) {
     let key = (
         app.metadata.namespace.clone().unwrap_or_default(),

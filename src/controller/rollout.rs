@@ -53,6 +53,7 @@ async fn reapply_workloads(
         app,
         artifact_root: &tree,
         concurrency: ctx.apply_concurrency,
+        hold: None,
     };
     let (desired, resolved) = sync::desired_set(&input)
         .await

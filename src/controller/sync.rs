@@ -63,6 +63,8 @@ pub struct SyncOutcome {
     pub applied: BTreeSet<InventoryEntry>,
     /// The rendered, normalized set (kept for drift checks).
     pub desired: Vec<Desired>,
+    /// Objects held back by `SyncInput::hold`.
+    pub held: Vec<InventoryEntry>,
 }
 
 pub struct SyncInput<'a> {
@@ -71,6 +73,9 @@ pub struct SyncInput<'a> {
     pub app: &'a Application,
     pub artifact_root: &'a Path,
     pub concurrency: usize,
+    /// Objects validated but not applied (stable Deployments whose new template runs as a
+    /// canary first).
+    pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
 }
 
 const MAX_LISTED_ERRORS: usize = 10;
@@ -375,11 +380,18 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         );
     }
 
-    // 4. Everything else that changes, in order, concurrently within each rank.
+    // 4. Everything else that changes, in order, concurrently within each rank; held
+    // objects (validated above) stay as they are.
+    let held = |d: &Desired| input.hold.is_some_and(|h| h(d));
+    outcome.held = desired
+        .iter()
+        .filter(|d| held(d))
+        .map(|d| d.key.clone())
+        .collect();
     let rest: Vec<(&Desired, &Resolved)> = desired
         .iter()
         .filter(|d| crate::apply::order::stage(&d.key.group, &d.key.kind) != 0 || deferred(d))
-        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged))
+        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged) && !held(d))
         .map(|d| (d, &resolved[&key_of(d)]))
         .collect();
     let mut by_rank: Vec<Vec<(&Desired, &Resolved)>> = vec![vec![]; 6];

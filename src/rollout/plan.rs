@@ -72,6 +72,24 @@ pub fn reject(failed: &mut Vec<String>, revision: &str) {
     failed.drain(..excess);
 }
 
+/// Key of a Deployment in `SyncRecord.templateHashes`.
+pub fn template_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Whether a Deployment whose desired template hashes to `hash` goes through a canary:
+/// only when it replaces the template of the last healthy revision (a new Deployment, an
+/// unchanged template, or one that was healthy before — the rollback fast path — go
+/// straight to the stable Deployment).
+pub fn needs_canary(key: &str, hash: &str, history: &[SyncRecord]) -> bool {
+    let healthy = || history.iter().filter(|r| r.healthy == Some(true));
+    let Some(stable) = healthy().next().and_then(|r| r.template_hashes.get(key)) else {
+        return false;
+    };
+    stable != hash
+        && !healthy().any(|r| r.template_hashes.get(key).map(String::as_str) == Some(hash))
+}
+
 /// A canary step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -435,6 +453,35 @@ mod tests {
             advance(&mut s, &st, I, 2, &abort),
             CanaryDecision::Abort { .. }
         ));
+    }
+
+    #[test]
+    fn canary_only_for_a_template_never_healthy_before() {
+        let mut a = record("main@sha1:a", Some(true));
+        a.template_hashes.insert("ns/web".into(), "h1".into());
+        let mut b = record("main@sha1:b", Some(true));
+        b.template_hashes.insert("ns/web".into(), "h2".into());
+        let mut c = record("main@sha1:c", Some(false));
+        c.template_hashes.insert("ns/web".into(), "h3".into());
+        let history = vec![c, b, a];
+        assert!(
+            !needs_canary("ns/web", "h2", &history),
+            "unchanged template"
+        );
+        assert!(
+            !needs_canary("ns/web", "h1", &history),
+            "known good: fast path"
+        );
+        assert!(
+            needs_canary("ns/web", "h3", &history),
+            "failed before is not known good"
+        );
+        assert!(needs_canary("ns/web", "h4", &history));
+        assert!(
+            !needs_canary("ns/new", "h4", &history),
+            "a new Deployment is created directly"
+        );
+        assert!(!needs_canary("ns/web", "h4", &[]), "nothing known yet");
     }
 
     #[test]

@@ -1,0 +1,533 @@
+//! The canary of an Application's revision: the stable Deployments keep their template while
+//! `<name>-canary` Deployments run the new one at the step's weight; analysis every
+//! interval; promotion applies the new template to the stable Deployments (and waits for
+//! them) before deleting the canaries; abort deletes the canaries, rejects the revision and,
+//! with `onFailure: revert`, reverts it in Git. All state lives in `status.rollout`, so a
+//! restarted controller carries on at the same step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::app_status::{publish, set, write_if_changed};
+use super::context::{Context, revision_commit};
+use super::drift_check;
+use super::rollout::ROLLOUT_ABORTED;
+use super::sync::SyncInput;
+use crate::api::GitRepository;
+use crate::api::application::{Application, ApplicationStatus, SyncResult};
+use crate::api::conditions::{self, Status};
+use crate::api::rollout::{OnFailure, RolloutPhase, RolloutStatus};
+use crate::apply::normalize::Desired;
+use crate::apply::ssa;
+use crate::error::Result;
+use crate::health::{self, Health};
+use crate::rollout::plan::{self, CanaryDecision, Observation, Step};
+use crate::rollout::{analysis, template};
+use crate::writeback::repo::Target;
+use crate::writeback::revert;
+
+/// Annotation set by `gantry promote` / `gantry abort` (value `promote@<time>` /
+/// `abort@<time>`).
+pub const ROLLOUT_ACTION_ANNOTATION: &str = "gantry.dev/rollout-action";
+/// Check results kept in status.
+const MAX_CHECKS: usize = 20;
+
+/// Whether `rollout` is a canary of `revision` still to be carried on.
+pub fn active(rollout: Option<&RolloutStatus>, revision: &str) -> bool {
+    rollout.is_some_and(|r| {
+        matches!(
+            r.phase,
+            RolloutPhase::Progressing | RolloutPhase::Paused | RolloutPhase::Promoting
+        ) && r.revision.as_deref() == Some(revision)
+            && !r.canaries.is_empty()
+    })
+}
+
+/// Deletes the canary Deployments of `stables` (missing ones are fine).
+pub(super) async fn delete_canaries(ctx: &Context, ns: &str, stables: &[String]) {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    for s in stables {
+        match api
+            .delete(&template::canary_name(s), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(namespace = %ns, deployment = %template::canary_name(s), error = %e, "cannot delete canary")
+            }
+        }
+    }
+}
+
+/// Template hashes of the Deployments in `desired`, for the history.
+pub fn template_hashes(desired: &[Desired]) -> std::collections::BTreeMap<String, String> {
+    desired
+        .iter()
+        .filter(|d| d.key.group == "apps" && d.key.kind == "Deployment")
+        .map(|d| {
+            (
+                plan::template_key(d.key.namespace.as_deref().unwrap_or_default(), &d.key.name),
+                template::template_hash(&d.object),
+            )
+        })
+        .collect()
+}
+
+fn stables<'a>(desired: &'a [Desired], canaries: &[String]) -> Vec<&'a Desired> {
+    desired
+        .iter()
+        .filter(|d| {
+            d.key.group == "apps" && d.key.kind == "Deployment" && canaries.contains(&d.key.name)
+        })
+        .collect()
+}
+
+fn namespace_of(d: &Desired) -> String {
+    d.key.namespace.clone().unwrap_or_default()
+}
+
+async fn apply_objects(ctx: &Context, objects: &[Desired]) -> std::result::Result<(), String> {
+    let resolved = ctx
+        .discovery
+        .resolve(&ctx.client, "apps", "v1", "Deployment")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the API server has no apps/v1 Deployment")?;
+    let items: Vec<_> = objects.iter().map(|d| (d, &resolved)).collect();
+    let errors: Vec<String> = ssa::apply(&ctx.client, &items, true, 4)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The canary Deployments at `weight`; returns whether each is ready at its count.
+async fn run_canaries(
+    ctx: &Context,
+    stables: &[&Desired],
+    weight: u32,
+) -> std::result::Result<bool, String> {
+    let mut objects = vec![];
+    let mut wanted = vec![];
+    for d in stables {
+        let replicas = template::replicas_for(template::declared_replicas(&d.object), weight);
+        let object = template::canary_object(&d.object, replicas);
+        let mut key = d.key.clone();
+        key.name = template::canary_name(&d.key.name);
+        objects.push(Desired {
+            key,
+            object,
+            namespaced: true,
+        });
+        wanted.push((
+            namespace_of(d),
+            template::canary_name(&d.key.name),
+            replicas,
+        ));
+    }
+    apply_objects(ctx, &objects).await?;
+    let mut ready = true;
+    for (ns, name, replicas) in wanted {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let Some(d) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
+            ready = false;
+            continue;
+        };
+        let st = d.status.clone().unwrap_or_default();
+        let current = st.observed_generation >= d.metadata.generation;
+        ready &= current
+            && st.ready_replicas.unwrap_or(0) >= replicas
+            && st.updated_replicas.unwrap_or(0) >= replicas;
+    }
+    Ok(ready)
+}
+
+/// A `gantry promote` / `gantry abort` not handled yet.
+fn pending_action(app: &Application, rollout: &RolloutStatus) -> Option<String> {
+    let action = app.annotations().get(ROLLOUT_ACTION_ANNOTATION)?;
+    (Some(action) != rollout.last_action.as_ref()).then(|| action.clone())
+}
+
+/// Carries the canary of `revision` one step further.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn drive(
+    ctx: &Context,
+    api: &Api<Application>,
+    app: &Application,
+    source: &GitRepository,
+    mut status: ApplicationStatus,
+    revision: &str,
+    input: &SyncInput<'_>,
+    interval: Duration,
+) -> Result<Action> {
+    let generation = app.metadata.generation;
+    let desired = match drift_check::desired_for(ctx, app, revision, input).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "cannot render the canary's revision");
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+    };
+    let mut rollout = status.rollout.clone().unwrap_or_default();
+    let stable_objects = stables(&desired, &rollout.canaries);
+    let Some(spec) = app.spec.rollout.clone() else {
+        // The rollout settings were removed mid-canary: finish as a plain update.
+        rollout.phase = RolloutPhase::Promoting;
+        status.rollout = Some(rollout);
+        return promote(ctx, api, app, status, revision, &desired, interval).await;
+    };
+    let (mut promote_asked, mut abort_asked) = (false, false);
+    if let Some(action) = pending_action(app, &rollout) {
+        promote_asked = action.starts_with("promote");
+        abort_asked = action.starts_with("abort");
+        rollout.last_action = Some(action);
+    }
+    if rollout.phase == RolloutPhase::Promoting && !abort_asked {
+        status.rollout = Some(rollout);
+        return promote(ctx, api, app, status, revision, &desired, interval).await;
+    }
+    let analysis_spec = analysis::effective(spec.analysis.as_ref());
+    let analysis_interval = analysis_spec
+        .interval
+        .parse()
+        .unwrap_or(Duration::from_secs(30));
+    let steps = Step::from_spec(&spec.steps);
+    let weight = if steps.is_empty() {
+        0
+    } else {
+        plan::weight_at(&steps, (rollout.step as usize).min(steps.len() - 1))
+    };
+    let canary_ready = match run_canaries(ctx, &stable_objects, weight).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "cannot apply the canary");
+            false
+        }
+    };
+    let now = Timestamp::now();
+    let due = rollout
+        .checks
+        .iter()
+        .map(|c| c.time.0)
+        .max()
+        .is_none_or(|t| now.duration_since(t).unsigned_abs() >= analysis_interval);
+    let analysis_result = if due {
+        let ns = stable_objects
+            .first()
+            .map(|d| namespace_of(d))
+            .unwrap_or_default();
+        let (verdict, results) =
+            analysis::run(&ctx.client, &ns, &rollout.canaries, &analysis_spec).await;
+        rollout.checks.extend(results);
+        let excess = rollout.checks.len().saturating_sub(MAX_CHECKS);
+        rollout.checks.drain(..excess);
+        Some(verdict)
+    } else {
+        None
+    };
+    let decision = plan::advance(
+        &mut rollout,
+        &steps,
+        analysis_interval,
+        analysis_spec.failure_limit,
+        &Observation {
+            now,
+            canary_ready,
+            analysis: analysis_result,
+            promote: promote_asked,
+            abort: abort_asked,
+        },
+    );
+    match decision {
+        CanaryDecision::Run { weight: w, recheck } => {
+            if w != weight
+                && let Err(e) = run_canaries(ctx, &stable_objects, w).await
+            {
+                tracing::warn!(error = %e, "cannot scale the canary");
+            }
+            let total = steps.len();
+            let (reason, message) = if rollout.phase == RolloutPhase::Paused {
+                (
+                    "RolloutPaused",
+                    format!(
+                        "canary of {revision} paused at step {}/{total} ({w}%); `gantry promote {}/{}` to continue",
+                        rollout.step + 1,
+                        app.namespace().unwrap_or_default(),
+                        app.name_any()
+                    ),
+                )
+            } else {
+                (
+                    "RolloutProgressing",
+                    format!(
+                        "canary of {revision} at step {}/{total} ({w}% of the stable replicas)",
+                        (rollout.step as usize + 1).min(total)
+                    ),
+                )
+            };
+            rollout.message = Some(message.clone());
+            status.rollout = Some(rollout);
+            set(
+                &mut status,
+                conditions::READY,
+                Status::Unknown,
+                reason,
+                message,
+                generation,
+            );
+            write_if_changed(api, app, &status).await?;
+            Ok(Action::requeue(recheck.max(Duration::from_millis(500))))
+        }
+        CanaryDecision::Promote => {
+            status.rollout = Some(rollout);
+            promote(ctx, api, app, status, revision, &desired, interval).await
+        }
+        CanaryDecision::Abort { reason } => {
+            status.rollout = Some(rollout);
+            abort(ctx, app, source, &mut status, revision, &reason).await;
+            write_if_changed(api, app, &status).await?;
+            Ok(Action::requeue(interval))
+        }
+    }
+}
+
+/// Applies the new template to the stable Deployments, waits for them, then deletes the
+/// canaries.
+async fn promote(
+    ctx: &Context,
+    api: &Api<Application>,
+    app: &Application,
+    mut status: ApplicationStatus,
+    revision: &str,
+    desired: &Arc<Vec<Desired>>,
+    interval: Duration,
+) -> Result<Action> {
+    let generation = app.metadata.generation;
+    let mut rollout = status.rollout.clone().unwrap_or_default();
+    let stable_objects: Vec<Desired> = stables(desired, &rollout.canaries)
+        .into_iter()
+        .cloned()
+        .collect();
+    if let Err(e) = apply_objects(ctx, &stable_objects).await {
+        set(
+            &mut status,
+            conditions::READY,
+            Status::Unknown,
+            "RolloutPromoting",
+            format!("cannot update the stable Deployments: {e}"),
+            generation,
+        );
+        write_if_changed(api, app, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let mut waiting = vec![];
+    for d in &stable_objects {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace_of(d));
+        let live = deployments.get_opt(&d.key.name).await?;
+        let verdict = live
+            .map(|l| health::deployment(&serde_json::to_value(l).unwrap_or_default()))
+            .map(|v| v.health)
+            .unwrap_or(Health::Progressing);
+        if verdict != Health::Healthy {
+            waiting.push(d.key.name.clone());
+        }
+    }
+    if !waiting.is_empty() {
+        rollout.phase = RolloutPhase::Promoting;
+        rollout.message = Some(format!(
+            "promoting {revision}: waiting for {}",
+            waiting.join(", ")
+        ));
+        status.rollout = Some(rollout);
+        set(
+            &mut status,
+            conditions::READY,
+            Status::Unknown,
+            "RolloutPromoting",
+            format!(
+                "promoting {revision}: the stable Deployments {} are rolling out",
+                waiting.join(", ")
+            ),
+            generation,
+        );
+        write_if_changed(api, app, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ns = stable_objects.first().map(namespace_of).unwrap_or_default();
+    delete_canaries(ctx, &ns, &rollout.canaries).await;
+    let message = format!(
+        "revision {revision} promoted: {} updated",
+        rollout.canaries.join(", ")
+    );
+    rollout.phase = RolloutPhase::Succeeded;
+    rollout.canaries.clear();
+    rollout.message = Some(message.clone());
+    status.rollout = Some(rollout);
+    let hashes = template_hashes(desired);
+    if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
+        rec.result = SyncResult::Promoted;
+        rec.healthy = Some(true);
+        rec.template_hashes = hashes;
+        rec.finished_at = Some(Time(Timestamp::now()));
+    }
+    publish(
+        ctx,
+        app,
+        EventType::Normal,
+        "RolloutPromoted",
+        message.clone(),
+    )
+    .await;
+    set(
+        &mut status,
+        conditions::READY,
+        Status::True,
+        "Promoted",
+        message,
+        generation,
+    );
+    set(
+        &mut status,
+        conditions::HEALTHY,
+        Status::True,
+        "Healthy",
+        "all workloads are healthy",
+        generation,
+    );
+    write_if_changed(api, app, &status).await?;
+    Ok(Action::requeue(interval))
+}
+
+/// Deletes the canaries, rejects the revision and, with `onFailure: revert`, reverts it in
+/// Git.
+async fn abort(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    reason: &str,
+) {
+    let generation = app.metadata.generation;
+    let mut rollout = status.rollout.clone().unwrap_or_default();
+    let ns = super::sync::default_namespace(app);
+    delete_canaries(ctx, &ns, &rollout.canaries).await;
+    plan::reject(&mut rollout.failed_revisions, revision);
+    rollout.phase = RolloutPhase::Aborted;
+    rollout.message = Some(reason.chars().take(500).collect());
+    let canaries = std::mem::take(&mut rollout.canaries);
+    status.rollout = Some(rollout);
+    if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
+        rec.result = SyncResult::Aborted;
+        rec.healthy = Some(false);
+        rec.message = Some(reason.chars().take(500).collect());
+        rec.finished_at = Some(Time(Timestamp::now()));
+    }
+    let mut message = format!(
+        "canary of {revision} aborted: {reason}; {} keep the last healthy template; not retried until Git changes",
+        canaries.join(", ")
+    );
+    let wants_revert = app
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.on_failure == OnFailure::Revert);
+    if wants_revert {
+        match revert_in_git(ctx, app, source, status, revision, reason).await {
+            Ok(Some(commit)) => {
+                message.push_str(&format!("; reverted in Git as {}", &commit[..12]))
+            }
+            Ok(None) => message.push_str("; nothing to revert in Git"),
+            Err(e) => message.push_str(&format!("; the Git revert failed: {e}")),
+        }
+    }
+    tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), %message, "canary aborted");
+    publish(
+        ctx,
+        app,
+        EventType::Warning,
+        ROLLOUT_ABORTED,
+        message.clone(),
+    )
+    .await;
+    set(
+        status,
+        conditions::READY,
+        Status::False,
+        ROLLOUT_ABORTED,
+        message,
+        generation,
+    );
+}
+
+/// `git revert` of the commits after the last healthy revision that touched the path.
+async fn revert_in_git(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    status: &ApplicationStatus,
+    revision: &str,
+    reason: &str,
+) -> std::result::Result<Option<String>, String> {
+    let good = plan::last_healthy(&status.history, revision)
+        .ok_or("no earlier healthy revision to revert to")?;
+    let to = revision_commit(&good.revision)
+        .ok_or("the last healthy revision names no commit")?
+        .to_string();
+    let ns = app.namespace().unwrap_or_default();
+    let creds = super::git_repository::credentials(&ctx.client, &ns, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    let branch = source
+        .spec
+        .git_ref
+        .as_ref()
+        .and_then(|r| r.branch.clone())
+        .unwrap_or_else(|| "main".into());
+    let url = source.spec.url.clone();
+    let path = app.spec.path.clone();
+    let cache = ctx.data_dir.join("revert").join(&ns).join(app.name_any());
+    let note = format!("Gantry aborted the canary of {revision}: {reason}");
+    let result = tokio::task::spawn_blocking(move || {
+        if let Some(parent) = cache.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let target = Target {
+            url: &url,
+            branch: &branch,
+            creds: creds.as_ref(),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        revert::rollback(
+            &cache,
+            &target,
+            &path,
+            &to,
+            ("Gantry", "gantry@localhost"),
+            &note,
+            false,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if result.pushed.is_some() {
+        let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = super::trigger::request_reconcile(&repos, &source.name_any()).await;
+    }
+    Ok(result.pushed)
+}
