@@ -231,3 +231,290 @@ async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
             .ends_with(&head)
     );
 }
+
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n    - port: 80\n";
+
+fn deployment_n(image: &str, replicas: i32) -> String {
+    deployment(image).replace("replicas: 3", &format!("replicas: {replicas}"))
+}
+
+/// A canary Application on the local Git server, synced and healthy at its first commit.
+async fn canary_app(
+    client: &kube::Client,
+    ns: &str,
+    server: &GitServer,
+    rollout: serde_json::Value,
+) -> (Api<Application>, Workspace, String) {
+    let first = server.create_repo(
+        "app",
+        &[
+            (
+                "app/deploy.yaml",
+                &deployment_n("example.test/web:good-1", 4),
+            ),
+            ("app/service.yaml", SERVICE),
+        ],
+    );
+    create_source_and_app(
+        client,
+        ns,
+        "web",
+        &server.http_url("app"),
+        json!({"path": "app", "targetNamespace": ns, "rollout": rollout}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
+    wait_synced_healthy(&apps, "web", &first).await;
+    // The healthy template is recorded: the next template change goes through a canary.
+    eventually(
+        "the healthy template recorded",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("web").await.ok()?;
+            let rec = app.status?.history.first()?.clone();
+            (!rec.template_hashes.is_empty()).then_some(())
+        },
+    )
+    .await;
+    (apps, Workspace::clone_from(server, "app"), first)
+}
+
+#[tokio::test]
+async fn a_good_canary_walks_its_steps_and_is_promoted() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-canary").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let (apps, ws, _) = canary_app(
+        &client,
+        &ns.name,
+        &server,
+        json!({
+            "strategy": "Canary",
+            "steps": [{"weight": 25}, {"pause": {"duration": "5s"}}, {"weight": 50}, {"pause": {}}],
+            "analysis": {"interval": "2s", "failureLimit": 2}
+        }),
+    )
+    .await;
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:good-2", 4),
+    );
+    let v2 = ws.commit_and_push("v2");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    // Watch the canary grow while the stable Deployment keeps its template.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary never reached 50% ({seen:?})"
+        );
+        let stable = deployments.get("web").await.unwrap();
+        assert_eq!(
+            template_image(&stable).unwrap(),
+            "example.test/web:good-1",
+            "the stable template changes only at promotion"
+        );
+        if let Some(c) = deployments.get_opt("web-canary").await.unwrap() {
+            assert_eq!(template_image(&c).unwrap(), "example.test/web:good-2");
+            let spec = c.spec.as_ref().unwrap();
+            let selector = spec.selector.match_labels.clone().unwrap();
+            assert_eq!(
+                selector.get("gantry.dev/track").map(String::as_str),
+                Some("canary")
+            );
+            assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+            let replicas = spec.replicas.unwrap();
+            seen.insert(replicas);
+            if replicas == 2 && c.status.as_ref().and_then(|s| s.ready_replicas) == Some(2) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        seen,
+        [1, 2].into_iter().collect(),
+        "25% then 50% of 4 replicas"
+    );
+    // The real controller-manager keeps the ReplicaSets apart: the stable one still has its
+    // 4 replicas, the canary's its 2.
+    let stable = deployments.get("web").await.unwrap();
+    assert_eq!(stable.status.unwrap().available_replicas, Some(4));
+
+    // Paused at the last step until promoted.
+    eventually("paused", Duration::from_secs(30), || async {
+        let app = apps.get("web").await.ok()?;
+        (condition(&app, "Ready")?.reason == "RolloutPaused").then_some(())
+    })
+    .await;
+    let out = gantry(&["promote", &format!("{}/web", ns.name)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let app = eventually("promoted", Duration::from_secs(60), || async {
+        let app = apps.get("web").await.ok()?;
+        (condition(&app, "Ready")?.reason == "Promoted").then_some(app)
+    })
+    .await;
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(template_image(&d).unwrap(), "example.test/web:good-2");
+    eventually("the canary deleted", Duration::from_secs(30), || async {
+        deployments
+            .get_opt("web-canary")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let rec = app
+        .status
+        .unwrap()
+        .history
+        .into_iter()
+        .find(|r| r.revision.ends_with(&v2))
+        .unwrap();
+    assert_eq!(rec.result, SyncResult::Promoted);
+    let history = gantry(&["history", &format!("{}/web", ns.name)]);
+    assert!(String::from_utf8_lossy(&history.stdout).contains("Promoted"));
+}
+
+#[tokio::test]
+async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-canary-bad").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let (apps, ws, _) = canary_app(
+        &client,
+        &ns.name,
+        &server,
+        json!({
+            "strategy": "Canary",
+            "steps": [{"weight": 25}, {"pause": {}}],
+            "analysis": {"interval": "2s", "failureLimit": 2, "maxRestarts": 0}
+        }),
+    )
+    .await;
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:bad-2", 4),
+    );
+    let bad = ws.commit_and_push("bad");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let mut canary_seen = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let app = loop {
+        assert!(std::time::Instant::now() < deadline, "never aborted");
+        let stable = deployments.get("web").await.unwrap();
+        assert_eq!(template_image(&stable).unwrap(), "example.test/web:good-1");
+        assert_eq!(
+            stable.status.as_ref().and_then(|s| s.ready_replicas),
+            Some(4),
+            "all stable replicas stay ready"
+        );
+        canary_seen |= deployments.get_opt("web-canary").await.unwrap().is_some();
+        let app = apps.get("web").await.unwrap();
+        if condition(&app, "Ready").is_some_and(|c| c.reason == "RolloutAborted") {
+            break app;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(canary_seen);
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(message.contains("check pods failed"), "{message}");
+    assert!(message.contains(&bad), "{message}");
+    let status = app.status.unwrap();
+    let rollout = status.rollout.unwrap();
+    assert!(rollout.failed_revisions.iter().any(|r| r.ends_with(&bad)));
+    assert!(rollout.checks.iter().any(|c| !c.passed && c.name == "pods"));
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "a RolloutAborted event",
+        Duration::from_secs(10),
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("RolloutAborted"))
+                .then_some(())
+        },
+    )
+    .await;
+    eventually("the canary deleted", Duration::from_secs(30), || async {
+        deployments
+            .get_opt("web-canary")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Not retried: no canary comes back for the same revision.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+        let stable = deployments.get("web").await.unwrap();
+        assert_eq!(template_image(&stable).unwrap(), "example.test/web:good-1");
+    }
+}
+
+#[tokio::test]
+async fn an_aborted_canary_with_on_failure_revert_is_reverted_in_git() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-canary-rev").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let (apps, ws, _) = canary_app(
+        &client,
+        &ns.name,
+        &server,
+        json!({
+            "strategy": "Canary", "onFailure": "revert",
+            "steps": [{"weight": 50}, {"pause": {}}],
+            "analysis": {"interval": "2s", "failureLimit": 2}
+        }),
+    )
+    .await;
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:bad-2", 4),
+    );
+    let bad = ws.commit_and_push("bad image");
+    let bare = server.bare_path("app");
+    let revert = eventually(
+        "a revert commit in Git",
+        Duration::from_secs(90),
+        || async {
+            let subject =
+                crate::support::git::git(&bare, &["log", "-1", "--format=%s%n%b", "main"]);
+            subject.starts_with("Revert \"bad image\"").then(|| {
+                crate::support::git::git(&bare, &["rev-parse", "main"])
+                    .trim()
+                    .to_string()
+            })
+        },
+    )
+    .await;
+    let body = crate::support::git::git(&bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(
+        body.contains(&bad) && body.contains("check pods failed"),
+        "{body}"
+    );
+    // The revert is deployed (known-good template: no canary) and Git and cluster agree.
+    wait_synced_healthy(&apps, "web", &revert).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(template_image(&d).unwrap(), "example.test/web:good-1");
+    assert!(deployments.get_opt("web-canary").await.unwrap().is_none());
+}
