@@ -5,6 +5,7 @@ pub mod app;
 pub mod cluster;
 pub mod controller;
 pub mod git;
+pub mod http_stub;
 pub mod process;
 pub mod registry;
 pub mod ssh;
