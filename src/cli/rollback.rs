@@ -88,7 +88,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let path = app.spec.path.clone();
     let dry_run = args.dry_run;
     let author = (args.author_name.clone(), args.author_email.clone());
-    let note = format!("Rolled back by `gantry rollback {ns}/{name}` to {to}.");
+    let note = format!(
+        "{} {ns}/{name}` to {to}.",
+        crate::controller::rollout::ROLLBACK_NOTE
+    );
     let to2 = to.clone();
     let work = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
     let cache = work.path().join("repo");

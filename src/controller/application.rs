@@ -360,13 +360,18 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             if !outcome.prune_messages.is_empty() {
                 message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
             }
+            let result = if super::rollout::is_rollback(&ctx, &ns, source_name, &revision).await {
+                SyncResult::RolledBack
+            } else {
+                SyncResult::Succeeded
+            };
             record(
                 &mut status,
                 SyncRecord {
                     revision: revision.clone(),
                     started_at: started,
                     finished_at: Some(Time(Timestamp::now())),
-                    result: SyncResult::Succeeded,
+                    result,
                     message: Some(summary.clone()),
                     created: outcome.created,
                     configured: outcome.configured,
