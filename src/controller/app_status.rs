@@ -109,11 +109,51 @@ pub(super) async fn follow_health(
         .unwrap_or_else(Timestamp::now);
     let waited = Timestamp::now().duration_since(since).unsigned_abs();
     let revision = status.last_applied_revision.clone().unwrap_or_default();
-    if matches!(health, Health::Healthy | Health::Suspended)
-        && let Some(rec) = status.history.first_mut()
-        && rec.revision == revision
-        && rec.healthy.is_none()
+    let first_healthy = matches!(health, Health::Healthy | Health::Suspended)
+        && status
+            .history
+            .first()
+            .is_some_and(|r| r.revision == revision && r.healthy.is_none());
+    // RollingUpdate with HTTP / Prometheus checks: a healthy revision must also pass them
+    // before it counts as healthy; `failureLimit` consecutive failures abort it.
+    if first_healthy
+        && let Some(rollout) = &app.spec.rollout
+        && rollout.strategy == crate::api::rollout::RolloutStrategy::RollingUpdate
+        && let Some(spec) = &rollout.analysis
+        && (!spec.http.is_empty() || !spec.prometheus.is_empty())
     {
+        let (verdict, results) = crate::rollout::analysis::run(&ctx.client, "", &[], spec).await;
+        let state = status.rollout.get_or_insert_with(Default::default);
+        state.checks.extend(results);
+        let excess = state.checks.len().saturating_sub(20);
+        state.checks.drain(..excess);
+        match verdict {
+            Ok(()) => state.consecutive_failures = 0,
+            Err(e) => {
+                state.consecutive_failures += 1;
+                let failures = state.consecutive_failures;
+                if failures >= spec.failure_limit.max(1) {
+                    let reason = format!("{e} ({failures} consecutive failed analyses)");
+                    super::rollout::abort(ctx, app, source, &mut status, &revision, &reason).await;
+                    write_if_changed(api, app, &status).await?;
+                    return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
+                }
+                set(
+                    &mut status,
+                    conditions::HEALTHY,
+                    Status::Unknown,
+                    "Analysing",
+                    format!("analysis {failures}/{}: {e}", spec.failure_limit),
+                    generation,
+                );
+                write_if_changed(api, app, &status).await?;
+                return Ok(Action::requeue(
+                    spec.interval.parse().unwrap_or(Duration::from_secs(30)),
+                ));
+            }
+        }
+    }
+    if first_healthy && let Some(rec) = status.history.first_mut() {
         rec.healthy = Some(true);
         // What ran healthy: the known-good templates of the canary fast path.
         if let Some(desired) = super::drift_check::cached(ctx, app, &revision) {

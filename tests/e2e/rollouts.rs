@@ -344,6 +344,37 @@ async fn a_good_canary_walks_its_steps_and_is_promoted() {
     // 4 replicas, the canary's its 2.
     let stable = deployments.get("web").await.unwrap();
     assert_eq!(stable.status.unwrap().available_replicas, Some(4));
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), &ns.name);
+    for rs in replica_sets.list(&Default::default()).await.unwrap().items {
+        let owner = rs.metadata.owner_references.clone().unwrap_or_default()[0]
+            .name
+            .clone();
+        let spec = rs.spec.clone().unwrap();
+        let image = spec.template.unwrap().spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap();
+        let replicas = spec.replicas.unwrap_or(0);
+        match owner.as_str() {
+            "web" if replicas > 0 => {
+                assert_eq!((image.as_str(), replicas), ("example.test/web:good-1", 4))
+            }
+            "web-canary" => {
+                assert_eq!((image.as_str(), replicas), ("example.test/web:good-2", 2));
+                assert_eq!(
+                    spec.selector
+                        .match_labels
+                        .unwrap()
+                        .get("gantry.dev/track")
+                        .map(String::as_str),
+                    Some("canary")
+                );
+            }
+            "web" => {}
+            other => panic!("unexpected ReplicaSet owner {other}"),
+        }
+    }
 
     // Paused at the last step until promoted.
     eventually("paused", Duration::from_secs(30), || async {
@@ -794,4 +825,58 @@ async fn rolling_back_to_a_healthy_revision_skips_the_canary_steps() {
         "no canary ran"
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[tokio::test]
+async fn rolling_update_checks_http_after_health_and_reverts_on_failure() {
+    use crate::support::http_stub::HttpStub;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-rolling-http").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let stub = HttpStub::start();
+    stub.set_status(200);
+    let (apps, ws, _) = canary_app(
+        &client,
+        &ns.name,
+        &server,
+        json!({
+            "strategy": "RollingUpdate", "progressDeadline": "60s",
+            "analysis": {"interval": "1s", "failureLimit": 2,
+                         "http": [{"name": "smoke", "url": stub.url("/health")}]}
+        }),
+    )
+    .await;
+    // Healthy pods, failing smoke test: back to the previous template.
+    stub.set_status(503);
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:good-2", 4),
+    );
+    let v2 = ws.commit_and_push("v2");
+    let app = wait_reason(&apps, "RolloutAborted", &v2).await;
+    let msg = condition(&app, "Ready").unwrap().message;
+    assert!(
+        msg.contains("check smoke failed") && msg.contains("503"),
+        "{msg}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    eventually(
+        "the previous template back",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("web").await.ok()?;
+            (template_image(&d)? == "example.test/web:good-1").then_some(())
+        },
+    )
+    .await;
+    // Smoke test passing: the next revision is Ready.
+    stub.set_status(200);
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:good-3", 4),
+    );
+    let v3 = ws.commit_and_push("v3");
+    wait_synced_healthy(&apps, "web", &v3).await;
 }
