@@ -21,7 +21,13 @@ use support::git::GitServer;
 use support::process::{ChildGuard, tool};
 
 const GROUPS: usize = 500;
-const RUNS: usize = 3;
+/// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
+fn runs() -> usize {
+    std::env::var("GANTRY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
 
 fn write_objects(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -51,7 +57,10 @@ fn start_controller(namespace: &str, data: &Path, log: &Path) -> ChildGuard {
         ])
         .arg(data)
         .env("KUBECONFIG", kubeconfig_path())
-        .env("GANTRY_LOG", "info,kube_client::client::builder=debug")
+        .env(
+            "GANTRY_LOG",
+            "info,kube_client::client::builder=debug,gantry::controller::sync=debug",
+        )
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()
@@ -141,7 +150,7 @@ async fn main() {
     let mut noop = (0, 0, 0);
     let mut drift_ms = vec![];
     let mut rss = 0f64;
-    for run in 0..RUNS {
+    for run in 0..runs() {
         // kubectl apply --server-side of the same directory, from scratch.
         let kns = TestNamespace::new(&client, "bench-kubectl").await;
         let t = kubectl_apply(&objects, &kns.name);
@@ -178,6 +187,18 @@ async fn main() {
         }
         let t = start.elapsed().as_secs_f64();
         eprintln!("run {run}: gantry sync of {} objects: {t:.2}s", GROUPS * 4);
+        for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+            if line.contains("rendered") || line.contains("validated") || line.contains(" applied")
+            {
+                eprintln!(
+                    "  {}",
+                    line.split("gantry::controller::sync:")
+                        .last()
+                        .unwrap_or(line)
+                        .trim()
+                );
+            }
+        }
         gantry_times.push(t);
 
         // Let health and the first drift check settle, then measure a no-op reconcile.

@@ -236,8 +236,14 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .as_ref()
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
+    let started = std::time::Instant::now();
     let (desired, mut resolved) = desired_set(input).await?;
     let force = force_conflicts(app);
+    tracing::debug!(
+        objects = desired.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "rendered"
+    );
 
     if desired.is_empty() && !previous.is_empty() && !app.spec.allow_empty && app.spec.prune {
         return Err(SyncError::EmptyRender(previous.len()));
@@ -274,7 +280,13 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .filter(|d| !deferred(d))
         .map(|d| (d, &resolved[&key_of(d)]))
         .collect();
+    let phase = std::time::Instant::now();
     let checked = ssa::dry_run(input.client, &now_items, force, input.concurrency).await;
+    tracing::debug!(
+        objects = now_items.len(),
+        ms = phase.elapsed().as_millis() as u64,
+        "validated (server-side dry-run)"
+    );
     let errors: Vec<String> = checked
         .iter()
         .filter_map(|r| r.as_ref().err().cloned())
@@ -426,6 +438,12 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
     if !apply_errors.is_empty() {
         return Err(SyncError::Apply(join_errors(apply_errors)));
     }
+
+    tracing::debug!(
+        applied = outcome.applied.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "applied"
+    );
 
     // 5. Prune what the previous sync applied and this one does not render.
     let mut inventory_entries = desired_keys.clone();
