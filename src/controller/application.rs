@@ -208,53 +208,12 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             concurrency: ctx.apply_concurrency,
             hold: None,
         };
-        ensure_watches(&ctx, &status.inventory).await;
-        let key = (ns.clone(), name.clone());
-        let full = ctx
-            .last_full_check
-            .lock()
-            .expect("full check map")
-            .get(&key)
-            .is_none_or(|t| t.elapsed() >= interval);
-        let dirty = ctx.drift.take_dirty(&ns, &name);
-        let candidates: Vec<InventoryEntry> = if full {
-            status.inventory.clone()
-        } else {
-            status
-                .inventory
-                .iter()
-                .filter(|e| dirty.iter().any(|d| same_object(d, e)))
-                .cloned()
-                .collect()
-        };
-        if full {
-            ctx.last_full_check
-                .lock()
-                .expect("full check map")
-                .insert(key, std::time::Instant::now());
-        }
-        if !candidates.is_empty() {
-            match drift_check::desired_for(&ctx, &app, &revision, &input).await {
-                Ok(desired) => match drift_check::check(&ctx, &app, &desired, &candidates).await {
-                    Ok(findings) => {
-                        tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
-                        report_drift(&ctx, &app, &mut status, findings, &candidates, generation)
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
-                }
-            }
-        }
+        check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;
         return follow_health(&ctx, &api, &app, &source, status, interval, timeout, false).await;
     }
 
-    // A canary of this revision is running: carry it on (no drift checks meanwhile: the
-    // stable Deployments hold their template on purpose).
+    // A canary of this revision is running: carry it on. Drift checks go on for everything
+    // but the stable Deployments, whose held template is expected to differ from Git.
     if canary::active(status.rollout.as_ref(), &revision)
         && previous_generation == generation
         && status.last_applied_revision.as_deref() == Some(revision.as_str())
@@ -267,6 +226,12 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             concurrency: ctx.apply_concurrency,
             hold: None,
         };
+        let held = status
+            .rollout
+            .as_ref()
+            .map(|r| r.canaries.clone())
+            .unwrap_or_default();
+        check_drift(&ctx, &app, &mut status, &revision, &input, interval, &held).await;
         return canary::drive(
             &ctx, &api, &app, &source, status, &revision, &input, interval,
         )
@@ -514,6 +479,64 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 Duration::from_secs(30)
             };
             Ok(Action::requeue(retry.min(interval)))
+        }
+    }
+}
+
+/// Drift check of the inventory: every object at `interval`, the ones the watches saw change
+/// in between. Deployments named in `held` (their template is held back by a canary) are
+/// left out.
+async fn check_drift(
+    ctx: &Context,
+    app: &Application,
+    status: &mut crate::api::application::ApplicationStatus,
+    revision: &str,
+    input: &SyncInput<'_>,
+    interval: Duration,
+    held: &[String],
+) {
+    let ns = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let generation = app.metadata.generation;
+    ensure_watches(ctx, &status.inventory).await;
+    let key = (ns.clone(), name.clone());
+    let full = ctx
+        .last_full_check
+        .lock()
+        .expect("full check map")
+        .get(&key)
+        .is_none_or(|t| t.elapsed() >= interval);
+    let dirty = ctx.drift.take_dirty(&ns, &name);
+    let is_held =
+        |e: &InventoryEntry| e.group == "apps" && e.kind == "Deployment" && held.contains(&e.name);
+    let candidates: Vec<InventoryEntry> = status
+        .inventory
+        .iter()
+        .filter(|e| !is_held(e))
+        .filter(|e| full || dirty.iter().any(|d| same_object(d, e)))
+        .cloned()
+        .collect();
+    if full {
+        ctx.last_full_check
+            .lock()
+            .expect("full check map")
+            .insert(key, std::time::Instant::now());
+    }
+    if candidates.is_empty() {
+        return;
+    }
+    match drift_check::desired_for(ctx, app, revision, input).await {
+        Ok(desired) => match drift_check::check(ctx, app, &desired, &candidates).await {
+            Ok(findings) => {
+                tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
+                report_drift(ctx, app, status, findings, &candidates, generation).await
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
         }
     }
 }

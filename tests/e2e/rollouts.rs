@@ -382,6 +382,34 @@ async fn a_good_canary_walks_its_steps_and_is_promoted() {
         (condition(&app, "Ready")?.reason == "RolloutPaused").then_some(())
     })
     .await;
+    // Drift checks go on during the canary, for everything but the held stable template.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), &ns.name);
+    services
+        .patch(
+            "web",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(json!({"spec": {"selector": {"app": "other"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the Service healed during the canary",
+        Duration::from_secs(30),
+        || async {
+            let svc = services.get("web").await.ok()?;
+            (svc.spec?.selector?.get("app")? == "web").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        template_image(&deployments.get("web").await.unwrap()).unwrap(),
+        "example.test/web:good-1",
+        "the held template is not drift"
+    );
     let out = gantry(&["promote", &format!("{}/web", ns.name)]);
     assert!(
         out.status.success(),
