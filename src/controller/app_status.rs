@@ -155,6 +155,12 @@ pub(super) async fn follow_health(
     }
     if first_healthy && let Some(rec) = status.history.first_mut() {
         rec.healthy = Some(true);
+        if app.spec.rollout.is_some() {
+            ctx.metrics
+                .rollouts
+                .with_label_values(&["rollingupdate", "succeeded"])
+                .inc();
+        }
         // What ran healthy: the known-good templates of the canary fast path.
         if let Some(desired) = super::drift_check::cached(ctx, app, &revision) {
             rec.template_hashes = super::canary::template_hashes(&desired);

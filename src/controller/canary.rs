@@ -392,6 +392,10 @@ async fn promote(
         message.clone(),
     )
     .await;
+    ctx.metrics
+        .rollouts
+        .with_label_values(&["canary", "promoted"])
+        .inc();
     set(
         &mut status,
         conditions::READY,
@@ -446,9 +450,17 @@ async fn abort(
         .rollout
         .as_ref()
         .is_some_and(|r| r.on_failure == OnFailure::Revert);
+    ctx.metrics
+        .rollouts
+        .with_label_values(&["canary", "aborted"])
+        .inc();
     if wants_revert {
         match revert_in_git(ctx, app, source, status, revision, reason).await {
             Ok(Some(commit)) => {
+                ctx.metrics
+                    .rollouts
+                    .with_label_values(&["canary", "reverted"])
+                    .inc();
                 message.push_str(&format!("; reverted in Git as {}", &commit[..12]))
             }
             Ok(None) => message.push_str("; nothing to revert in Git"),

@@ -43,6 +43,8 @@ pub struct Context {
     pub scanner: crate::source::registry::Scanner,
     /// Webhook endpoints of the Receivers, shared with the HTTP server.
     pub endpoints: std::sync::Arc<crate::server::Endpoints>,
+    /// Prometheus metrics (served by the receiver server on `/metrics`).
+    pub metrics: std::sync::Arc<crate::server::metrics::Metrics>,
     /// Whether the HTTP server for receivers runs.
     pub receivers_enabled: bool,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
@@ -78,6 +80,7 @@ impl Context {
             scanner: Default::default(),
             registry_failures: Default::default(),
             endpoints: Default::default(),
+            metrics: Default::default(),
             receivers_enabled: false,
         };
         (ctx, rx)

@@ -211,15 +211,21 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
                 rewrite,
             };
             let ctx2 = ctx.clone();
+            let started = Instant::now();
             let task = tokio::task::spawn_blocking(move || fetch_and_store(&ctx2, &job));
-            match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+            let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(join)) => Err(SourceFailure::Secret(format!("fetch task failed: {join}"))),
                 Err(_) => Err(GitError::Timeout {
                     url: crate::source::url_policy::redact(&repo.spec.url),
                 }
                 .into()),
-            }
+            };
+            ctx.metrics
+                .git_fetches
+                .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+                .observe(started.elapsed().as_secs_f64());
+            result
         }
     };
 

@@ -262,6 +262,10 @@ pub(super) async fn run(
     match result {
         Err(message) => {
             tracing::warn!(namespace = %ns, name = %name, error = %message, "image write-back failed");
+            ctx.metrics
+                .image_updates
+                .with_label_values(&["failed"])
+                .inc();
             publish(
                 ctx,
                 app,
@@ -281,6 +285,7 @@ pub(super) async fn run(
         }
         Ok(report) => {
             for held in &report.held {
+                ctx.metrics.image_updates.with_label_values(&["held"]).inc();
                 hold(ctx, &ns, held).await;
                 publish(
                     ctx,
@@ -313,6 +318,10 @@ pub(super) async fn run(
                     }
                 );
                 tracing::info!(namespace = %ns, name = %name, %message, "image write-back");
+                ctx.metrics
+                    .image_updates
+                    .with_label_values(&["pushed"])
+                    .inc_by(report.bumps.len() as u64);
                 publish(ctx, app, EventType::Normal, "ImageUpdated", message.clone()).await;
                 set(
                     status,

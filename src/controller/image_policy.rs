@@ -175,7 +175,13 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
 
-    let action = match scan(&ctx, &ns, &policy, interval).await {
+    let started = std::time::Instant::now();
+    let scanned = scan(&ctx, &ns, &policy, interval).await;
+    ctx.metrics
+        .registry_scans
+        .with_label_values(&[if scanned.is_ok() { "ok" } else { "error" }])
+        .observe(started.elapsed().as_secs_f64());
+    let action = match scanned {
         Ok(sel) => {
             ctx.registry_failures
                 .lock()

@@ -61,10 +61,12 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(crate::server::dispatch::QUEUE);
     let server = {
         let endpoints = ctx.endpoints.clone();
+        let metrics = ctx.metrics.clone();
         let addr = opts.receiver_addr;
         async move {
             let Some(addr) = addr else { return };
-            if let Err(e) = crate::server::serve(addr, endpoints, queue_tx, shutdown_signal()).await
+            if let Err(e) =
+                crate::server::serve(addr, endpoints, queue_tx, metrics, shutdown_signal()).await
             {
                 tracing::error!(address = %addr, error = %e, "receiver server failed");
             }

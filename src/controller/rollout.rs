@@ -135,6 +135,10 @@ pub(super) async fn abort(
         (None, Ok(_)) => unreachable!("no target means an error outcome"),
     };
     tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), %message, "rollout aborted");
+    ctx.metrics
+        .rollouts
+        .with_label_values(&["rollingupdate", "aborted"])
+        .inc();
     publish(
         ctx,
         app,

@@ -1,8 +1,10 @@
-//! The controller's HTTP server: webhook receivers on `/hook/<token>`, `/healthz`.
+//! The controller's HTTP server: webhook receivers on `/hook/<token>`, `/metrics`,
+//! `/healthz`.
 //! Bounded everywhere: body size (413), header and body read time, connections, and the
 //! queue between the handlers and the reconcilers (503 when full).
 
 pub mod dispatch;
+pub mod metrics;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -69,6 +71,7 @@ impl Endpoints {
 struct AppState {
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 fn reply(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
@@ -81,8 +84,31 @@ async fn hook(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
+    let kind = state.endpoints.get(&token).map(|e| e.kind);
+    let response = handle(&state, &token, headers, body).await;
+    let label = match kind {
+        Some(ReceiverType::Github) => "github",
+        Some(ReceiverType::Gitlab) => "gitlab",
+        Some(ReceiverType::GenericHmac) => "generic-hmac",
+        Some(ReceiverType::Registry) => "registry",
+        None => "unknown",
+    };
+    state
+        .metrics
+        .webhooks
+        .with_label_values(&[label, response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn handle(
+    state: &AppState,
+    token: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> axum::response::Response {
     // Unknown paths are refused before the body is read.
-    let Some(endpoint) = state.endpoints.get(&token) else {
+    let Some(endpoint) = state.endpoints.get(token) else {
         return reply(StatusCode::NOT_FOUND, "no receiver at this path");
     };
     if headers
@@ -127,11 +153,28 @@ async fn hook(
 }
 
 /// The router, for tests and for [`serve`].
-fn router(endpoints: Arc<Endpoints>, queue: tokio::sync::mpsc::Sender<Trigger>) -> Router {
+fn router(
+    endpoints: Arc<Endpoints>,
+    queue: tokio::sync::mpsc::Sender<Trigger>,
+    metrics: Arc<metrics::Metrics>,
+) -> Router {
     Router::new()
         .route("/hook/{token}", post(hook))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AppState { endpoints, queue })
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    state.metrics.render(),
+                )
+            }),
+        )
+        .with_state(AppState {
+            endpoints,
+            queue,
+            metrics,
+        })
 }
 
 /// Serves until `shutdown` resolves.
@@ -139,11 +182,12 @@ pub async fn serve(
     addr: SocketAddr,
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
+    metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "receiver server listening");
-    let app = router(endpoints, queue);
+    let app = router(endpoints, queue, metrics);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {

@@ -218,6 +218,29 @@ async fn registry_notifications_trigger_the_scan_and_bad_requests_are_refused() 
         before,
         "a refused webhook triggers nothing"
     );
+    let metrics = http
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            controller.receiver_port
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gantry_webhooks_total{code="401",type="registry"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gantry_webhooks_total{code="404",type="unknown"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gantry_registry_scan_seconds_count"),
+        "{metrics}"
+    );
     controller.process.assert_running();
     assert!(
         !controller.log().contains(TOKEN),

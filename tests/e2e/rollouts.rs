@@ -450,7 +450,7 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "ro-canary-bad").await;
-    let _controller = GantryController::start(&ns.name);
+    let controller = GantryController::start(&ns.name);
     let server = GitServer::start();
     let (apps, ws, _) = canary_app(
         &client,
@@ -518,6 +518,19 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
             .then_some(())
     })
     .await;
+    let metrics = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        controller.receiver_port
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains(r#"gantry_rollouts_total{result="aborted",strategy="canary"} 1"#),
+        "{metrics}"
+    );
     // Not retried: no canary comes back for the same revision.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(300)).await;
