@@ -6,7 +6,10 @@
 #       from the wrapper module in this directory (one `go build`, shared packages
 #       compile once);
 #   kwok, helm, registry (CNCF distribution), crane
-#       with `go install <module>@<version>`.
+#       with `go install <module>@<version>`;
+#   prometheus (canary analysis tests)
+#       from the wrapper module in prometheus/ (pinned there: Prometheus v3.0.1, module
+#       v0.300.1; newer releases need pseudo-versions the module proxy refuses with 403).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/versions.env"
@@ -18,7 +21,7 @@ bin="$out/bin"
 
 log() { echo "build.sh: $*" >&2; }
 
-if [[ -f "$out/.complete" && -x "$bin/sshd" ]]; then
+if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -60,6 +63,15 @@ install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 install_tool registry "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+
+if [[ ! -x "$bin/prometheus" ]]; then
+  log "building Prometheus from Go modules (cold: ~15 min on 2 cores)"
+  start=$SECONDS
+  # Its own module: its dependency graph must not be unified with Kubernetes'.
+  (cd "$here/prometheus" && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$bin/prometheus" \
+    github.com/prometheus/prometheus/cmd/prometheus)
+  log "Prometheus built in $((SECONDS - start))s"
+fi
 
 # sshd for the Git-over-SSH tests: extracted from Debian's packages into the cache, never
 # installed, so no system service is started (it would listen on 0.0.0.0:22).

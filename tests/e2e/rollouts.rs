@@ -921,3 +921,67 @@ async fn rolling_update_checks_http_after_health_and_reverts_on_failure() {
     let v3 = ws.commit_and_push("v3");
     wait_synced_healthy(&apps, "web", &v3).await;
 }
+
+#[tokio::test]
+async fn a_real_prometheus_scraping_the_canary_metric_decides_the_rollout() {
+    use crate::support::http_stub::HttpStub;
+    use crate::support::prometheus::Prometheus;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-prom").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let target = HttpStub::start();
+    target.set_metric(0.5);
+    let prometheus = Prometheus::start(target.port);
+    let (apps, ws, _) = canary_app(
+        &client,
+        &ns.name,
+        &server,
+        json!({
+            "strategy": "Canary",
+            "steps": [{"weight": 50}],
+            "analysis": {"interval": "2s", "failureLimit": 2,
+                         "prometheus": [{"name": "error-rate", "address": prometheus.url(),
+                                         "query": "max(canary_errors)", "max": 0.05}]}
+        }),
+    )
+    .await;
+    eventually(
+        "Prometheus to scrape 0.5",
+        Duration::from_secs(60),
+        || async { (prometheus.value("max(canary_errors)").await? == 0.5).then_some(()) },
+    )
+    .await;
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:good-2", 4),
+    );
+    let v2 = ws.commit_and_push("v2");
+    let app = wait_reason(&apps, "RolloutAborted", &v2).await;
+    let msg = condition(&app, "Ready").unwrap().message;
+    assert!(
+        msg.contains("check error-rate failed") && msg.contains("= 0.5"),
+        "{msg}"
+    );
+    let checks = app.status.unwrap().rollout.unwrap().checks;
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name == "error-rate" && c.value == Some(0.5))
+    );
+
+    target.set_metric(0.01);
+    eventually(
+        "Prometheus to scrape 0.01",
+        Duration::from_secs(60),
+        || async { (prometheus.value("max(canary_errors)").await? == 0.01).then_some(()) },
+    )
+    .await;
+    ws.write(
+        "app/deploy.yaml",
+        &deployment_n("example.test/web:good-3", 4),
+    );
+    let v3 = ws.commit_and_push("v3");
+    wait_reason(&apps, "Promoted", &v3).await;
+}

@@ -1,6 +1,7 @@
 //! A tiny HTTP server on 127.0.0.1 for analysis checks: `/health` answers with a status the
 //! test sets, `/api/v1/query` answers like the Prometheus HTTP API with a value the test
-//! sets. One request per connection.
+//! sets, `/metrics` exposes that value as the gauge `canary_errors` for a real Prometheus to
+//! scrape. One request per connection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -40,7 +41,13 @@ impl HttpStub {
                     }
                 }
                 let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (code, body) = if path.starts_with("/api/v1/query") {
+                let (code, body) = if path == "/metrics" {
+                    let v = f64::from_bits(m.load(Ordering::SeqCst));
+                    (
+                        200,
+                        format!("# TYPE canary_errors gauge\ncanary_errors {v}\n"),
+                    )
+                } else if path.starts_with("/api/v1/query") {
                     let v = f64::from_bits(m.load(Ordering::SeqCst));
                     (
                         200,
@@ -59,9 +66,14 @@ impl HttpStub {
                         },
                     )
                 };
+                let content_type = if path == "/metrics" {
+                    "text/plain; version=0.0.4"
+                } else {
+                    "application/json"
+                };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {code} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }

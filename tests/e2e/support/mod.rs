@@ -7,6 +7,7 @@ pub mod controller;
 pub mod git;
 pub mod http_stub;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod ssh;
 
