@@ -320,7 +320,20 @@ async fn digest_pinning_writes_the_registry_digest() {
     let f = Fixture::new("wb-pin", &[("app/deploy.yaml", &deploy)], true).await;
     let initial = f.head();
     f.app("web", "app", "web").await;
-    f.wait_image("web", &format!("{}:1.3.0", f.image)).await;
+    // With `digest: pin` the running 1.3.0 is pinned at once (a first commit), so the
+    // Deployment may show `:1.3.0` only for an instant: wait for 1.3.0 in either form.
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns.name);
+    let prefix = format!("{}:1.3.0", f.image);
+    eventually(
+        "the Deployment on 1.3.0",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("web").await.ok()?;
+            let image = d.spec?.template.spec?.containers[0].image.clone()?;
+            image.starts_with(&prefix).then_some(())
+        },
+    )
+    .await;
     let digests = f.push_and_ask(&["1.4.0"]).await;
     let pinned = format!("{}:1.4.0@{}", f.image, digests[0]);
     // With `digest: pin` the running 1.3.0 is pinned first; then 1.4.0 arrives.
