@@ -161,8 +161,11 @@ pub(super) async fn follow_health(
                 .with_label_values(&["rollingupdate", "succeeded"])
                 .inc();
         }
-        // What ran healthy: the known-good templates of the canary fast path.
-        if let Some(desired) = super::drift_check::cached(ctx, app, &revision) {
+        // What ran healthy: the known-good templates of the canary fast path (recorded at
+        // sync time; filled from the rendered set for records written before that).
+        if rec.template_hashes.is_empty()
+            && let Some(desired) = super::drift_check::cached(ctx, app, &revision)
+        {
             rec.template_hashes = super::canary::template_hashes(&desired);
         }
         if let Some(rollout) = status.rollout.as_mut()

@@ -301,6 +301,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             );
             status.inventory = outcome.inventory.clone();
             status.last_applied_revision = Some(revision.clone());
+            // Recorded now (they count only once the revision is healthy), so a controller
+            // restarted before the health check still knows the templates of this revision.
+            let hashes = canary::template_hashes(&outcome.desired);
             drift_check::remember(&ctx, &app, &revision, Arc::new(outcome.desired));
             ensure_watches(&ctx, &status.inventory).await;
             ctx.drift.take_dirty(&ns, &name);
@@ -342,7 +345,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                     configured: outcome.configured,
                     unchanged: outcome.unchanged,
                     pruned: outcome.pruned,
-                    template_hashes: Default::default(),
+                    template_hashes: hashes,
                     healthy: None,
                 },
             );
