@@ -100,11 +100,22 @@ async fn running(api: &Api<Deployment>, name: &str, image: &str) -> Option<()> {
     .then_some(())
 }
 
-/// (detect seconds, cleanup seconds) for one crash-looping canary.
-async fn canary_abort(client: &kube::Client) -> (f64, f64) {
-    let ns = TestNamespace::new(client, "bench-canary").await;
+/// What one measurement runs against: a namespace with its own controller and Git server,
+/// and an Application with `rollout`, ready and healthy at its first commit.
+struct Setup {
+    ns: TestNamespace,
+    _data: tempfile::TempDir,
+    _controller: ChildGuard,
+    _server: GitServer,
+    apps: Api<Application>,
+    ws: Workspace,
+    first: String,
+}
+
+async fn setup(client: &kube::Client, prefix: &str, rollout: serde_json::Value) -> Setup {
+    let ns = TestNamespace::new(client, prefix).await;
     let data = tempfile::tempdir().unwrap();
-    let _controller = start_controller(&ns.name, data.path());
+    let controller = start_controller(&ns.name, data.path());
     let server = GitServer::start();
     let first = server.create_repo(
         "app",
@@ -115,14 +126,32 @@ async fn canary_abort(client: &kube::Client) -> (f64, f64) {
         &ns.name,
         "web",
         &server.http_url("app"),
-        json!({"path": "app", "targetNamespace": ns.name, "rollout": {
-            "strategy": "Canary", "steps": [{"weight": 25}, {"pause": {}}],
-            "analysis": {"interval": "5s", "failureLimit": 2, "maxRestarts": 0}}}),
+        json!({"path": "app", "targetNamespace": ns.name, "rollout": rollout}),
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     ready_at(&apps, &first).await;
     let ws = Workspace::clone_from(&server, "app");
+    Setup {
+        ns,
+        _data: data,
+        _controller: controller,
+        _server: server,
+        apps,
+        ws,
+        first,
+    }
+}
+
+/// (detect seconds, cleanup seconds) for one crash-looping canary.
+async fn canary_abort(client: &kube::Client) -> (f64, f64) {
+    let Setup { ns, apps, ws, .. } = &setup(
+        client,
+        "bench-canary",
+        json!({"strategy": "Canary", "steps": [{"weight": 25}, {"pause": {}}],
+               "analysis": {"interval": "5s", "failureLimit": 2, "maxRestarts": 0}}),
+    )
+    .await;
     ws.write("app/deploy.yaml", &deployment("example.test/web:bad-2"));
     ws.commit_and_push("bad");
 
@@ -168,26 +197,18 @@ async fn canary_abort(client: &kube::Client) -> (f64, f64) {
 
 /// (gantry rollback seconds, kubectl rollout undo seconds) to the old image everywhere.
 async fn rollback(client: &kube::Client) -> (f64, f64) {
-    let ns = TestNamespace::new(client, "bench-rollback").await;
-    let data = tempfile::tempdir().unwrap();
-    let _controller = start_controller(&ns.name, data.path());
-    let server = GitServer::start();
-    let first = server.create_repo(
-        "app",
-        &[("app/deploy.yaml", &deployment("example.test/web:good-1"))],
-    );
-    create_source_and_app(
+    let Setup {
+        ns,
+        apps,
+        ws,
+        first,
+        ..
+    } = &setup(
         client,
-        &ns.name,
-        "web",
-        &server.http_url("app"),
-        json!({"path": "app", "targetNamespace": ns.name, "rollout": {
-            "strategy": "Canary", "steps": [{"weight": 25}], "analysis": {"interval": "2s"}}}),
+        "bench-rollback",
+        json!({"strategy": "Canary", "steps": [{"weight": 25}], "analysis": {"interval": "2s"}}),
     )
     .await;
-    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    ready_at(&apps, &first).await;
-    let ws = Workspace::clone_from(&server, "app");
     ws.write("app/deploy.yaml", &deployment("example.test/web:good-2"));
     let second = ws.commit_and_push("v2");
     until("v2 promoted", || async {
@@ -205,7 +226,7 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
 
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["rollback", &format!("{}/web", ns.name), "--to", &first])
+        .args(["rollback", &format!("{}/web", ns.name), "--to", first])
         .env("KUBECONFIG", kubeconfig_path())
         .output()
         .unwrap();

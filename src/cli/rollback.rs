@@ -15,6 +15,7 @@ use crate::controller::context::revision_commit;
 use crate::controller::trigger::request_reconcile;
 use crate::error::{Error, Result};
 use crate::rollout::plan;
+use crate::source::git::Reference;
 use crate::writeback::repo::Target;
 use crate::writeback::revert;
 
@@ -75,12 +76,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .get_opt(&source_name)
         .await?
         .ok_or_else(|| Error::Usage(format!("GitRepository {ns}/{source_name} not found")))?;
-    let branch = source
-        .spec
-        .git_ref
-        .as_ref()
-        .and_then(|r| r.branch.clone())
-        .unwrap_or_else(|| "main".into());
+    let branch = Reference::from_spec(source.spec.git_ref.as_ref())
+        .branch()
+        .unwrap_or("main")
+        .to_string();
     let creds = crate::controller::git_repository::credentials(&client, &ns, &source)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;

@@ -4,13 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 
 use super::common::parse_target;
 use crate::api::Application;
 use crate::api::conditions;
-use crate::controller::application::REQUEST_ANNOTATION;
+use crate::controller::trigger::request_reconcile;
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]
@@ -29,13 +28,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let (ns, name) = parse_target(&args.target)?;
     let client = Client::try_default().await?;
     let api: Api<Application> = Api::namespaced(client, &ns);
-    let stamp = k8s_openapi::jiff::Timestamp::now().to_string();
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: stamp}}})),
-    )
-    .await?;
+    let stamp = request_reconcile(&api, &name).await?;
     eprintln!("sync of {ns}/{name} requested");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);

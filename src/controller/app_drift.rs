@@ -1,13 +1,17 @@
-//! Drift handling of the Application reconciler: watches for the inventory, and heal or
-//! audit of what a drift check found.
+//! Drift handling of the Application reconciler: watches for the inventory, the check of
+//! what changed (or everything, at the interval), and heal or audit of what it found.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::app_status::{publish, set};
 use super::context::Context;
 use super::drift_check;
+use super::sync::SyncInput;
 use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
@@ -167,6 +171,64 @@ pub(super) async fn report_drift(
                     objects,
                 });
             }
+        }
+    }
+}
+
+/// Drift check of the inventory: every object at `interval`, the ones the watches saw change
+/// in between. Deployments named in `held` (their template is held back by a canary) are
+/// left out.
+pub(super) async fn check_drift(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    input: &SyncInput<'_>,
+    interval: Duration,
+    held: &[String],
+) {
+    let ns = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let generation = app.metadata.generation;
+    ensure_watches(ctx, &status.inventory).await;
+    let key = (ns.clone(), name.clone());
+    let full = ctx
+        .last_full_check
+        .lock()
+        .expect("full check map")
+        .get(&key)
+        .is_none_or(|t| t.elapsed() >= interval);
+    let dirty = ctx.drift.take_dirty(&ns, &name);
+    let is_held =
+        |e: &InventoryEntry| e.group == "apps" && e.kind == "Deployment" && held.contains(&e.name);
+    let candidates: Vec<InventoryEntry> = status
+        .inventory
+        .iter()
+        .filter(|e| !is_held(e))
+        .filter(|e| full || dirty.iter().any(|d| same_object(d, e)))
+        .cloned()
+        .collect();
+    if full {
+        ctx.last_full_check
+            .lock()
+            .expect("full check map")
+            .insert(key, std::time::Instant::now());
+    }
+    if candidates.is_empty() {
+        return;
+    }
+    match drift_check::desired_for(ctx, app, revision, input).await {
+        Ok(desired) => match drift_check::check(ctx, app, &desired, &candidates).await {
+            Ok(findings) => {
+                tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
+                report_drift(ctx, app, status, findings, &candidates, generation).await
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
         }
     }
 }

@@ -15,14 +15,14 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::app_drift::{ensure_watches, report_drift, same_object};
+use super::app_drift::{check_drift, ensure_watches};
 use super::app_status::{follow_health, publish, record, set, write_if_changed};
 use super::canary;
 use super::context::{Context, FINALIZER, revision_commit};
 use super::drift_check;
 use super::image_automation;
 use super::sync::{self, SyncError, SyncInput};
-use crate::api::application::{Application, InventoryEntry, SyncPolicy, SyncRecord, SyncResult};
+use crate::api::application::{Application, SyncPolicy, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::{GitRepository, ImagePolicy};
 use crate::apply::{inventory, prune};
@@ -349,42 +349,18 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                     healthy: None,
                 },
             );
-            // Canaries: the previous ones that this revision no longer needs go; the held
-            // Deployments start theirs at step 0 (a newer revision restarts the steps).
             let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
-            let gone: Vec<String> = previous_canaries
-                .iter()
-                .filter(|c| !held.contains(c))
-                .cloned()
-                .collect();
-            if !gone.is_empty() {
-                canary::delete_canaries(&ctx, &sync::default_namespace(&app), &gone).await;
-            }
-            if !held.is_empty() && !outcome.prune_failed {
-                if let Some(r) = status.rollout.as_mut() {
-                    r.canaries = held.clone();
-                    r.step = 0;
-                    r.step_started_at = None;
-                    r.consecutive_failures = 0;
-                    r.checks.clear();
-                    r.last_action = app
-                        .annotations()
-                        .get(canary::ROLLOUT_ACTION_ANNOTATION)
-                        .cloned();
-                }
-                let message = format!(
-                    "applied revision {revision} except the templates of {}, which start as canaries",
-                    held.join(", ")
-                );
-                set(
-                    &mut status,
-                    conditions::READY,
-                    Status::Unknown,
-                    "RolloutProgressing",
-                    message.clone(),
-                    generation,
-                );
-                publish(&ctx, &app, EventType::Normal, "CanaryStarted", message).await;
+            if canary::after_sync(
+                &ctx,
+                &app,
+                &mut status,
+                &revision,
+                &previous_canaries,
+                &held,
+                !outcome.prune_failed,
+            )
+            .await
+            {
                 write_if_changed(&api, &app, &status).await?;
                 return Ok(Action::requeue(Duration::from_millis(500)));
             }
@@ -486,64 +462,6 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
-/// Drift check of the inventory: every object at `interval`, the ones the watches saw change
-/// in between. Deployments named in `held` (their template is held back by a canary) are
-/// left out.
-async fn check_drift(
-    ctx: &Context,
-    app: &Application,
-    status: &mut crate::api::application::ApplicationStatus,
-    revision: &str,
-    input: &SyncInput<'_>,
-    interval: Duration,
-    held: &[String],
-) {
-    let ns = app.namespace().unwrap_or_default();
-    let name = app.name_any();
-    let generation = app.metadata.generation;
-    ensure_watches(ctx, &status.inventory).await;
-    let key = (ns.clone(), name.clone());
-    let full = ctx
-        .last_full_check
-        .lock()
-        .expect("full check map")
-        .get(&key)
-        .is_none_or(|t| t.elapsed() >= interval);
-    let dirty = ctx.drift.take_dirty(&ns, &name);
-    let is_held =
-        |e: &InventoryEntry| e.group == "apps" && e.kind == "Deployment" && held.contains(&e.name);
-    let candidates: Vec<InventoryEntry> = status
-        .inventory
-        .iter()
-        .filter(|e| !is_held(e))
-        .filter(|e| full || dirty.iter().any(|d| same_object(d, e)))
-        .cloned()
-        .collect();
-    if full {
-        ctx.last_full_check
-            .lock()
-            .expect("full check map")
-            .insert(key, std::time::Instant::now());
-    }
-    if candidates.is_empty() {
-        return;
-    }
-    match drift_check::desired_for(ctx, app, revision, input).await {
-        Ok(desired) => match drift_check::check(ctx, app, &desired, &candidates).await {
-            Ok(findings) => {
-                tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
-                report_drift(ctx, app, status, findings, &candidates, generation).await
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
-            }
-        },
-        Err(e) => {
-            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
-        }
-    }
-}
-
 fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
 }
@@ -590,11 +508,6 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
-}
-
-fn error_policy(app: Arc<Application>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), category = err.category(), error = %err, "Application reconcile failed");
-    Action::requeue(Duration::from_secs(5))
 }
 
 pub async fn run(
@@ -660,7 +573,7 @@ pub async fn run(
         )
         .reconcile_on(drift_events)
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::kinds::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -31,6 +31,7 @@ use crate::error::Result;
 use crate::health::{self, Health};
 use crate::rollout::plan::{self, CanaryDecision, Observation, Step};
 use crate::rollout::{analysis, template};
+use crate::source::git::Reference;
 use crate::writeback::repo::Target;
 use crate::writeback::revert;
 
@@ -68,6 +69,51 @@ pub(super) async fn delete_canaries(ctx: &Context, ns: &str, stables: &[String])
     }
 }
 
+/// After a sync: deletes the canaries this revision no longer needs, and (when `start`)
+/// starts canaries for the `held` Deployments at step 0 of the rollout status the sync
+/// opened for this revision (a newer revision restarts the steps). Returns whether a
+/// canary started.
+pub(super) async fn after_sync(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    previous: &[String],
+    held: &[String],
+    start: bool,
+) -> bool {
+    let gone: Vec<String> = previous
+        .iter()
+        .filter(|c| !held.contains(c))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        delete_canaries(ctx, &super::sync::default_namespace(app), &gone).await;
+    }
+    if held.is_empty() || !start {
+        return false;
+    }
+    if let Some(r) = status.rollout.as_mut() {
+        r.canaries = held.to_vec();
+        // A request made before this canary existed is not for it.
+        r.last_action = app.annotations().get(ROLLOUT_ACTION_ANNOTATION).cloned();
+    }
+    let message = format!(
+        "applied revision {revision} except the templates of {}, which start as canaries",
+        held.join(", ")
+    );
+    set(
+        status,
+        conditions::READY,
+        Status::Unknown,
+        "RolloutProgressing",
+        message.clone(),
+        app.metadata.generation,
+    );
+    publish(ctx, app, EventType::Normal, "CanaryStarted", message).await;
+    true
+}
+
 /// Template hashes of the Deployments in `desired`, for the history.
 pub fn template_hashes(desired: &[Desired]) -> std::collections::BTreeMap<String, String> {
     desired
@@ -95,7 +141,12 @@ fn namespace_of(d: &Desired) -> String {
     d.key.namespace.clone().unwrap_or_default()
 }
 
-async fn apply_objects(ctx: &Context, objects: &[Desired]) -> std::result::Result<(), String> {
+/// Applies Deployments (forced); returns them as the API server answered, status included,
+/// in the order given.
+async fn apply_objects(
+    ctx: &Context,
+    objects: &[Desired],
+) -> std::result::Result<Vec<serde_json::Value>, String> {
     let resolved = ctx
         .discovery
         .resolve(&ctx.client, "apps", "v1", "Deployment")
@@ -103,15 +154,18 @@ async fn apply_objects(ctx: &Context, objects: &[Desired]) -> std::result::Resul
         .map_err(|e| e.to_string())?
         .ok_or("the API server has no apps/v1 Deployment")?;
     let items: Vec<_> = objects.iter().map(|d| (d, &resolved)).collect();
-    let errors: Vec<String> = ssa::apply(&ctx.client, &items, true, 4)
+    let (applied, errors): (Vec<_>, Vec<_>) = ssa::apply(&ctx.client, &items, true, 4)
         .await
         .into_iter()
-        .filter_map(|r| r.err())
-        .collect();
+        .partition(|r| r.is_ok());
     if errors.is_empty() {
-        Ok(())
+        Ok(applied.into_iter().flatten().collect())
     } else {
-        Err(errors.join("; "))
+        Err(errors
+            .into_iter()
+            .filter_map(|r| r.err())
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 
@@ -133,27 +187,16 @@ async fn run_canaries(
             object,
             namespaced: true,
         });
-        wanted.push((
-            namespace_of(d),
-            template::canary_name(&d.key.name),
-            replicas,
-        ));
+        wanted.push(replicas as i64);
     }
-    apply_objects(ctx, &objects).await?;
-    let mut ready = true;
-    for (ns, name, replicas) in wanted {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-        let Some(d) = api.get_opt(&name).await.map_err(|e| e.to_string())? else {
-            ready = false;
-            continue;
-        };
-        let st = d.status.clone().unwrap_or_default();
-        let current = st.observed_generation >= d.metadata.generation;
-        ready &= current
-            && st.ready_replicas.unwrap_or(0) >= replicas
-            && st.updated_replicas.unwrap_or(0) >= replicas;
-    }
-    Ok(ready)
+    // The apply answers with the live objects: their status says whether they are ready.
+    let applied = apply_objects(ctx, &objects).await?;
+    Ok(applied.iter().zip(wanted).all(|(d, replicas)| {
+        let st = &d["status"];
+        st["observedGeneration"].as_i64() >= d["metadata"]["generation"].as_i64()
+            && st["readyReplicas"].as_i64().unwrap_or(0) >= replicas
+            && st["updatedReplicas"].as_i64().unwrap_or(0) >= replicas
+    }))
 }
 
 /// A `gantry promote` / `gantry abort` not handled yet.
@@ -322,30 +365,28 @@ async fn promote(
         .into_iter()
         .cloned()
         .collect();
-    if let Err(e) = apply_objects(ctx, &stable_objects).await {
-        set(
-            &mut status,
-            conditions::READY,
-            Status::Unknown,
-            "RolloutPromoting",
-            format!("cannot update the stable Deployments: {e}"),
-            generation,
-        );
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    }
-    let mut waiting = vec![];
-    for d in &stable_objects {
-        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace_of(d));
-        let live = deployments.get_opt(&d.key.name).await?;
-        let verdict = live
-            .map(|l| health::deployment(&serde_json::to_value(l).unwrap_or_default()))
-            .map(|v| v.health)
-            .unwrap_or(Health::Progressing);
-        if verdict != Health::Healthy {
-            waiting.push(d.key.name.clone());
+    let applied = match apply_objects(ctx, &stable_objects).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            set(
+                &mut status,
+                conditions::READY,
+                Status::Unknown,
+                "RolloutPromoting",
+                format!("cannot update the stable Deployments: {e}"),
+                generation,
+            );
+            write_if_changed(api, app, &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
         }
-    }
+    };
+    // The apply answers with the live Deployments: their health decides.
+    let waiting: Vec<String> = stable_objects
+        .iter()
+        .zip(&applied)
+        .filter(|(_, live)| health::deployment(live).health != Health::Healthy)
+        .map(|(d, _)| d.key.name.clone())
+        .collect();
     if !waiting.is_empty() {
         rollout.phase = RolloutPhase::Promoting;
         rollout.message = Some(format!(
@@ -504,12 +545,10 @@ async fn revert_in_git(
     let creds = super::git_repository::credentials(&ctx.client, &ns, source)
         .await
         .map_err(|e| e.to_string())?;
-    let branch = source
-        .spec
-        .git_ref
-        .as_ref()
-        .and_then(|r| r.branch.clone())
-        .unwrap_or_else(|| "main".into());
+    let branch = Reference::from_spec(source.spec.git_ref.as_ref())
+        .branch()
+        .unwrap_or("main")
+        .to_string();
     let url = source.spec.url.clone();
     let path = app.spec.path.clone();
     let cache = ctx.data_dir.join("revert").join(&ns).join(app.name_any());

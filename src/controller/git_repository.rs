@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -55,15 +54,9 @@ pub async fn credentials(
     let Some(secret_ref) = &repo.spec.secret_ref else {
         return Ok(None);
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get_opt(&secret_ref.name)
+    let data = super::secrets::read(client, ns, &secret_ref.name)
         .await
-        .map_err(|e| {
-            SourceFailure::Secret(format!("cannot read Secret {}: {}", secret_ref.name, e))
-        })?
-        .ok_or_else(|| SourceFailure::Secret(format!("Secret {} not found", secret_ref.name)))?;
-    let data = secret.data.unwrap_or_default();
+        .map_err(SourceFailure::Secret)?;
     let get = |k: &str| {
         data.get(k)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
@@ -301,15 +294,10 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn error_policy(repo: Arc<GitRepository>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %repo.namespace().unwrap_or_default(), name = %repo.name_any(), category = err.category(), error = %err, "GitRepository reconcile failed");
-    Action::requeue(Duration::from_secs(5))
-}
-
 pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>) {
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::kinds::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

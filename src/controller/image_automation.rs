@@ -20,6 +20,7 @@ use crate::api::application::ApplicationStatus;
 use crate::api::conditions::Status;
 use crate::api::image_policy::HeldTag;
 use crate::api::{Application, GitRepository, ImagePolicy};
+use crate::source::git::Reference;
 use crate::writeback::edit::{self, Update};
 use crate::writeback::repo::{self, Author, Target};
 
@@ -183,16 +184,13 @@ pub(super) async fn run(
     }
 
     let write_back = &automation.write_back;
-    let branch = write_back
-        .branch
-        .clone()
-        .or_else(|| {
-            source.spec.git_ref.as_ref().and_then(|r| {
-                (r.tag.is_none() && r.semver.is_none() && r.commit.is_none())
-                    .then(|| r.branch.clone().unwrap_or_else(|| "main".into()))
-            })
-        })
-        .or_else(|| source.spec.git_ref.is_none().then(|| "main".to_string()));
+    // Without an explicit branch, only a source that follows a branch can be written to.
+    let branch = write_back.branch.clone().or_else(|| {
+        match Reference::from_spec(source.spec.git_ref.as_ref()) {
+            Reference::Branch(b) => Some(b),
+            _ => None,
+        }
+    });
     let Some(branch) = branch else {
         set(
             status,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -67,13 +66,9 @@ async fn credentials(
     let Some(secret_ref) = &policy.spec.secret_ref else {
         return Ok(Credentials::Anonymous);
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get_opt(&secret_ref.name)
+    let data = super::secrets::read(client, ns, &secret_ref.name)
         .await
-        .map_err(|e| Failure::Secret(format!("cannot read Secret {}: {e}", secret_ref.name)))?
-        .ok_or_else(|| Failure::Secret(format!("Secret {} not found", secret_ref.name)))?;
-    let data = secret.data.unwrap_or_default();
+        .map_err(Failure::Secret)?;
     let config = data.get(".dockerconfigjson").ok_or_else(|| {
         Failure::Secret(format!(
             "Secret {} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)",
@@ -296,15 +291,10 @@ pub fn backoff(attempts: u32, interval: Duration, rate_limited: bool) -> Duratio
     }
 }
 
-fn error_policy(policy: Arc<ImagePolicy>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %policy.namespace().unwrap_or_default(), name = %policy.name_any(), category = err.category(), error = %err, "ImagePolicy reconcile failed");
-    Action::requeue(Duration::from_secs(5))
-}
-
 pub async fn run(ctx: Arc<Context>, api: Api<ImagePolicy>) {
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::kinds::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

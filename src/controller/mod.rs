@@ -13,6 +13,7 @@ pub mod image_policy;
 pub mod kinds;
 pub mod receiver;
 pub mod rollout;
+pub mod secrets;
 pub mod status;
 pub mod sync;
 pub mod trigger;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -22,15 +21,8 @@ use crate::server::{Endpoint, verify};
 
 async fn secret_token(ctx: &Context, ns: &str, receiver: &Receiver) -> Result<Vec<u8>, String> {
     let name = &receiver.spec.secret_ref.name;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("cannot read Secret {name}: {e}"))?
-        .ok_or_else(|| format!("Secret {name} not found"))?;
-    let token = secret
-        .data
-        .unwrap_or_default()
+    let token = super::secrets::read(&ctx.client, ns, name)
+        .await?
         .get("token")
         .map(|t| t.0.clone())
         .ok_or_else(|| format!("Secret {name} has no key `token`"))?;
@@ -121,15 +113,10 @@ async fn reconcile(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action>
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn error_policy(receiver: Arc<Receiver>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %receiver.namespace().unwrap_or_default(), name = %receiver.name_any(), category = err.category(), error = %err, "Receiver reconcile failed");
-    Action::requeue(Duration::from_secs(5))
-}
-
 pub async fn run(ctx: Arc<Context>, api: Api<Receiver>) {
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::kinds::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -13,16 +13,17 @@ use crate::error::Result;
 /// Annotation set to ask for a reconcile (value: an RFC 3339 timestamp).
 pub const REQUEST_ANNOTATION: &str = "gantry.dev/requested-at";
 
-/// Stamps `name` with the current time. A merge patch of metadata only.
-pub async fn request_reconcile<K: GantryKind>(api: &Api<K>, name: &str) -> Result<()> {
+/// Stamps `name` with the current time (a merge patch of metadata only); returns the stamp,
+/// which an Application reports as `lastHandledRequest` once it acted on it.
+pub async fn request_reconcile<K: GantryKind>(api: &Api<K>, name: &str) -> Result<String> {
     let stamp = Timestamp::now().to_string();
     api.patch(
         name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: stamp}}})),
+        &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: &stamp}}})),
     )
     .await?;
-    Ok(())
+    Ok(stamp)
 }
 
 /// When a reconcile was last asked for.

@@ -117,11 +117,15 @@ async fn pods_check(
     }
 }
 
-fn http() -> http_client::Client {
-    http_client::Client::builder()
-        .redirect(http_client::redirect::Policy::limited(3))
-        .build()
-        .unwrap_or_default()
+/// One client for every check (connection pools are reused across analysis runs).
+fn http() -> &'static http_client::Client {
+    static CLIENT: std::sync::LazyLock<http_client::Client> = std::sync::LazyLock::new(|| {
+        http_client::Client::builder()
+            .redirect(http_client::redirect::Policy::limited(3))
+            .build()
+            .unwrap_or_default()
+    });
+    &CLIENT
 }
 
 /// Pure: whether an HTTP answer meets the check.

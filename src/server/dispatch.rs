@@ -142,7 +142,7 @@ async fn fire(client: Client, key: Key) {
         }
     };
     match result {
-        Ok(()) => tracing::debug!(?kind, namespace = %ns, %name, "reconcile requested by webhook"),
+        Ok(_) => tracing::debug!(?kind, namespace = %ns, %name, "reconcile requested by webhook"),
         Err(e) => {
             tracing::warn!(?kind, namespace = %ns, %name, error = %e, "cannot request a reconcile")
         }

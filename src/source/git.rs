@@ -44,6 +44,18 @@ impl Reference {
         }
         Reference::Branch(r.branch.clone().unwrap_or_else(|| "main".into()))
     }
+
+    /// The branch the commits come from, when one is named (a followed branch, or the
+    /// branch an exact commit is looked up on).
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            Reference::Branch(b) => Some(b),
+            Reference::Commit {
+                branch: Some(b), ..
+            } => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Credentials from the GitRepository's Secret. Never printed.

@@ -5,5 +5,6 @@ pub mod artifact;
 pub mod git;
 pub mod known_hosts;
 pub mod registry;
+pub mod registry_auth;
 pub mod tag_policy;
 pub mod url_policy;

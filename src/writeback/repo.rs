@@ -347,14 +347,10 @@ fn held_by_revert(
         return Ok(tag.filter(|t| *t == update.tag).map(|tag| Held {
             policy: update.policy.clone(),
             tag,
-            revert: oid_string(&commit),
+            revert: commit.id().to_string(),
         }));
     }
     Ok(None)
-}
-
-fn oid_string(c: &git2::Commit<'_>) -> String {
-    c.id().to_string()
 }
 
 /// Pushes `commit` to the target branch without force; `Ok(false)` on a non-fast-forward.

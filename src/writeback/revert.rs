@@ -59,11 +59,7 @@ fn normalize(path: &str) -> String {
         .join("/")
 }
 
-fn touches(
-    repo: &Repository,
-    commit: &git2::Commit<'_>,
-    prefix: &str,
-) -> Result<bool, RevertError> {
+fn touches(commit: &git2::Commit<'_>, prefix: &str) -> Result<bool, RevertError> {
     let tree = commit.tree()?;
     let parent = match commit.parent(0) {
         Ok(p) => Some(p.tree()?),
@@ -76,7 +72,6 @@ fn touches(
         t.and_then(|t| t.get_path(Path::new(prefix)).ok())
             .map(|e| e.id())
     };
-    let _ = repo;
     Ok(at(Some(&tree)) != at(parent.as_ref()))
 }
 
@@ -98,7 +93,7 @@ fn commits_after(
             return Ok(out);
         }
         let commit = repo.find_commit(oid)?;
-        if touches(repo, &commit, prefix)? {
+        if touches(&commit, prefix)? {
             out.push(Reverted {
                 id: oid.to_string(),
                 summary: commit
