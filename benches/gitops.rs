@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gantry::api::Application;
-use k8s_openapi::api::core::v1::ConfigMap;
+use gantry::api::{Application, GitRepository};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
@@ -59,7 +59,7 @@ fn start_controller(namespace: &str, data: &Path, log: &Path) -> ChildGuard {
         .env("KUBECONFIG", kubeconfig_path())
         .env(
             "GANTRY_LOG",
-            "info,kube_client::client::builder=debug,gantry::controller::sync=debug",
+            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::controller::application=debug",
         )
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -135,6 +135,66 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Creates the bench's 500 Services (same spec) with a plain client; seconds taken.
+async fn create_services(client: &kube::Client, ns: &str) -> f64 {
+    use futures::StreamExt;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    let results: Vec<_> = futures::stream::iter((0..GROUPS).map(|i| {
+        let api = api.clone();
+        async move {
+            let name = format!("svc-{i:03}");
+            let svc = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}
+            }))
+            .unwrap();
+            api.create(&kube::api::PostParams::default(), &svc).await
+        }
+    }))
+    .buffer_unordered(8)
+    .collect()
+    .await;
+    let t = start.elapsed().as_secs_f64();
+    assert!(results.iter().all(|r| r.is_ok()), "service create failed");
+    t
+}
+
+/// (dry-run seconds, apply seconds) of the last sync in the controller's log.
+fn sync_phases(log: &Path) -> (f64, f64) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let ms = |marker: &str| {
+        text.lines()
+            .rfind(|l| l.contains(marker))
+            .and_then(|l| l.split("ms=").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v / 1000.0)
+            .unwrap_or(0.0)
+    };
+    // `applied` counts from the start of the sync: render, dry-run, then the applies.
+    let validate = ms("validated (server-side dry-run)");
+    let since_start = ms("sync: applied applied=");
+    (
+        validate,
+        since_start - validate - ms("sync: rendered objects"),
+    )
+}
+
+async fn wait_namespaces_gone(client: &kube::Client, names: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let start = Instant::now();
+    for name in names {
+        while api.get_opt(name).await.ok().flatten().is_some() {
+            if start.elapsed() > Duration::from_secs(300) {
+                eprintln!("namespace {name} still terminating after 300 s; going on");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let client = client().await;
@@ -147,6 +207,9 @@ async fn main() {
 
     let mut kubectl_times = vec![];
     let mut gantry_times = vec![];
+    let mut service_times = vec![];
+    let mut validate_times = vec![];
+    let mut write_times = vec![];
     let mut noop = (0, 0, 0);
     let mut drift_ms = vec![];
     let mut rss = 0f64;
@@ -157,12 +220,25 @@ async fn main() {
         eprintln!("run {run}: kubectl apply --server-side: {t:.2}s");
         kubectl_times.push(t);
 
+        // The API server's floor: the same 500 Services created by a plain client (8 in
+        // flight, no validation, nothing else). Cluster IPs are allocated one at a time
+        // (kube-apiserver holds its allocator lock across each IPAddress create), so no
+        // client can create them faster; this bounds any speedup over kubectl.
+        let fns = TestNamespace::new(&client, "bench-services").await;
+        let t = create_services(&client, &fns.name).await;
+        eprintln!("run {run}: 500 Services alone: {t:.2}s");
+        service_times.push(t);
+        let name = fns.name.clone();
+        drop(fns);
+        wait_namespaces_gone(&client, &[name]).await;
+
         // Gantry: from Application creation to Ready at the revision.
         let gns = TestNamespace::new(&client, "bench-gantry").await;
         let data = tempfile::tempdir().unwrap();
         let log = work.path().join(format!("controller-{run}.log"));
         let controller = start_controller(&gns.name, data.path(), &log);
         let start = Instant::now();
+        let start_wall = chrono::Utc::now();
         create_source_and_app(
             &client,
             &gns.name,
@@ -187,19 +263,37 @@ async fn main() {
         }
         let t = start.elapsed().as_secs_f64();
         eprintln!("run {run}: gantry sync of {} objects: {t:.2}s", GROUPS * 4);
+        // Where the time went, from the controller's log (offsets from the Application's
+        // creation).
         for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
-            if line.contains("rendered") || line.contains("validated") || line.contains(" applied")
-            {
-                eprintln!(
-                    "  {}",
-                    line.split("gantry::controller::sync:")
-                        .last()
-                        .unwrap_or(line)
-                        .trim()
-                );
+            let marker = [
+                "stored new artifact",
+                "reconcile",
+                "rendered",
+                "validated",
+                " applied",
+                "status written",
+                "applied rank",
+            ]
+            .iter()
+            .any(|m| line.contains(m));
+            let Some(at) = line
+                .split_whitespace()
+                .next()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            if marker {
+                let ms = (at.with_timezone(&chrono::Utc) - start_wall).num_milliseconds();
+                let text = line.split("gantry::controller::").last().unwrap_or(line);
+                eprintln!("  +{ms:>5} ms {}", text.trim());
             }
         }
         gantry_times.push(t);
+        let (validate, write) = sync_phases(&log);
+        validate_times.push(validate);
+        write_times.push(write);
 
         // Let health and the first drift check settle, then measure a no-op reconcile.
         let settle = Instant::now();
@@ -258,11 +352,36 @@ async fn main() {
         drift_ms.push(ms);
         rss = rss.max(peak_rss_mib(controller.child.id()));
         drop(controller);
+        // Start the next run on a quiet cluster: without the controller nobody removes the
+        // Application's finalizer, and the namespace controller deleting 4,000 objects
+        // would run during the next measurement.
+        let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+        let _ = apps
+            .patch("bench", &PatchParams::default(), &no_finalizers)
+            .await;
+        let sources: Api<GitRepository> = Api::namespaced(client.clone(), &gns.name);
+        let _ = sources
+            .patch("bench", &PatchParams::default(), &no_finalizers)
+            .await;
+        let names = [kns.name.clone(), gns.name.clone()];
+        drop((gns, kns));
+        wait_namespaces_gone(&client, &names).await;
     }
     let (k, g) = (median(kubectl_times), median(gantry_times));
     println!("RESULT apply_2000_kubectl_s={k:.2}");
     println!("RESULT apply_2000_gantry_s={g:.2}");
     println!("RESULT apply_speedup_vs_kubectl={:.2}", k / g);
+    println!(
+        "RESULT apply_2000_gantry_validate_s={:.2}",
+        median(validate_times)
+    );
+    println!(
+        "RESULT apply_2000_gantry_write_s={:.2}",
+        median(write_times)
+    );
+    let floor = median(service_times);
+    println!("RESULT services_500_create_floor_s={floor:.2}");
+    println!("RESULT apply_speedup_bound_by_services={:.2}", k / floor);
     println!("RESULT noop_reconcile_requests={}", noop.0);
     println!("RESULT noop_reconcile_writes={}", noop.1);
     println!("RESULT noop_reconcile_dry_runs={}", noop.2);

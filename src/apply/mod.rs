@@ -1,6 +1,7 @@
 //! Apply: discovery, normalisation and order, server-side dry-run and apply, inventory and
 //! guarded prune.
 
+pub mod concurrent;
 pub mod discovery;
 pub mod inventory;
 pub mod normalize;

@@ -8,8 +8,16 @@ pub fn stage(group: &str, kind: &str) -> u8 {
     }
 }
 
-/// Sort rank inside the whole set: CRDs, Namespaces, other cluster-scoped kinds,
-/// namespaced kinds, admission webhooks.
+/// Number of ranks; `rank` returns `0..RANKS`.
+pub const RANKS: usize = 7;
+
+/// Sort rank inside the whole set: CRDs, Namespaces, other cluster-scoped kinds, what
+/// workloads refer to, the other namespaced kinds (workloads, custom resources), admission
+/// policies, admission webhooks.
+///
+/// Ranks are applied one after the other. Service accounts, config, claims, RBAC, quotas and
+/// Services come before workloads, so no pod starts without its ServiceAccount, ConfigMap or
+/// claim, and pods see the environment variables of the Services they are declared with.
 pub fn rank(group: &str, kind: &str, namespaced: bool) -> u8 {
     match (group, kind) {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
@@ -17,10 +25,23 @@ pub fn rank(group: &str, kind: &str, namespaced: bool) -> u8 {
         (
             "admissionregistration.k8s.io",
             "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
-        ) => 5,
-        ("admissionregistration.k8s.io", _) => 4,
+        ) => 6,
+        ("admissionregistration.k8s.io", _) => 5,
         _ if !namespaced => 2,
-        _ => 3,
+        (
+            "",
+            "ServiceAccount"
+            | "Secret"
+            | "ConfigMap"
+            | "PersistentVolumeClaim"
+            | "Service"
+            | "LimitRange"
+            | "ResourceQuota",
+        )
+        | ("rbac.authorization.k8s.io", "Role" | "RoleBinding")
+        | ("networking.k8s.io", "NetworkPolicy")
+        | ("policy", "PodDisruptionBudget") => 3,
+        _ => 4,
     }
 }
 
@@ -37,6 +58,7 @@ mod tests {
                 false,
             ),
             ("apps", "Deployment", true),
+            ("", "ConfigMap", true),
             ("", "Namespace", false),
             ("rbac.authorization.k8s.io", "ClusterRole", false),
             ("apiextensions.k8s.io", "CustomResourceDefinition", false),
@@ -49,6 +71,7 @@ mod tests {
                 "CustomResourceDefinition",
                 "Namespace",
                 "ClusterRole",
+                "ConfigMap",
                 "Deployment",
                 "ValidatingWebhookConfiguration"
             ]

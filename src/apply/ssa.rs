@@ -1,13 +1,13 @@
 //! Server-side apply with field manager `gantry`: dry-run to validate and to find what would
 //! change, then apply only the objects that change.
 
-use futures::{StreamExt, stream};
 use kube::Client;
 use std::collections::{BTreeSet, HashMap};
 
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
+use super::concurrent;
 use super::discovery::Resolved;
 use super::normalize::{Desired, describe};
 use super::plan::{Change, classify};
@@ -133,26 +133,22 @@ pub async fn dry_run(
     };
     let jobs: Vec<_> = items
         .iter()
-        .map(|(d, r)| {
+        .map(|&(d, r)| {
             let api = api_for(client, r, d.key.namespace.as_deref());
-            let (name, object, what) = (d.key.name.clone(), d.object.clone(), describe(&d.key));
-            let live_value = live.get(&live_key(d, r)).cloned();
+            let live_value = live.get(&live_key(d, r));
             async move {
                 let dry = api
-                    .patch(&name, &params(force, true), &Patch::Apply(&object))
+                    .patch(&d.key.name, &params(force, true), &Patch::Apply(&d.object))
                     .await
-                    .map_err(|e| format!("{what}: {}", api_message(&e)))?;
+                    .map_err(|e| format!("{}: {}", describe(&d.key), api_message(&e)))?;
                 let dry_value = serde_json::to_value(dry).unwrap_or(Value::Null);
                 Ok(Checked {
-                    change: classify(live_value.as_ref(), &dry_value),
+                    change: classify(live_value, &dry_value),
                 })
             }
         })
         .collect();
-    stream::iter(jobs)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await
+    concurrent::run(jobs, concurrency).await
 }
 
 /// Applies every object (bounded concurrency); returns the live objects or per-object errors.
@@ -164,19 +160,15 @@ pub async fn apply(
 ) -> Vec<Result<Value, String>> {
     let jobs: Vec<_> = items
         .iter()
-        .map(|(d, r)| {
+        .map(|&(d, r)| {
             let api = api_for(client, r, d.key.namespace.as_deref());
-            let (name, object, what) = (d.key.name.clone(), d.object.clone(), describe(&d.key));
             async move {
-                api.patch(&name, &params(force, false), &Patch::Apply(&object))
+                api.patch(&d.key.name, &params(force, false), &Patch::Apply(&d.object))
                     .await
                     .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-                    .map_err(|e| format!("{what}: {}", api_message(&e)))
+                    .map_err(|e| format!("{}: {}", describe(&d.key), api_message(&e)))
             }
         })
         .collect();
-    stream::iter(jobs)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await
+    concurrent::run(jobs, concurrency).await
 }

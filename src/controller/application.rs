@@ -406,8 +406,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 "checking health",
                 generation,
             );
-            let action =
-                follow_health(&ctx, &api, &app, &source, status, interval, timeout, true).await?;
+            // Ready is written as soon as the revision is applied; health follows (its first
+            // assessment lists every workload, which can take a while on large sets).
+            write_if_changed(&api, &app, &status).await?;
+            tracing::debug!(namespace = %ns, name = %name, "status written: applied");
+            let mut written = app.clone();
+            written.status = Some(status.clone());
+            let action = follow_health(
+                &ctx, &api, &written, &source, status, interval, timeout, true,
+            )
+            .await?;
             // Objects whose delete failed stay in the inventory and are retried soon.
             Ok(if outcome.prune_failed {
                 Action::requeue(Duration::from_secs(10))

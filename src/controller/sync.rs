@@ -406,17 +406,22 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged) && !held(d))
         .map(|d| (d, &resolved[&key_of(d)]))
         .collect();
-    let mut by_rank: Vec<Vec<(&Desired, &Resolved)>> = vec![vec![]; 6];
+    let mut by_rank: Vec<Vec<(&Desired, &Resolved)>> = vec![vec![]; crate::apply::order::RANKS];
     for item in rest {
         let rank = crate::apply::order::rank(&item.0.key.group, &item.0.key.kind, item.0.namespaced)
             as usize;
-        by_rank[rank.min(5)].push(item);
+        by_rank[rank.min(crate::apply::order::RANKS - 1)].push(item);
     }
-    for group in by_rank.iter().filter(|g| !g.is_empty()) {
-        for ((d, _), r) in group
-            .iter()
-            .zip(ssa::apply(input.client, group, force, input.concurrency).await)
-        {
+    for (rank, group) in by_rank.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+        let phase = std::time::Instant::now();
+        let results = ssa::apply(input.client, group, force, input.concurrency).await;
+        tracing::debug!(
+            rank,
+            objects = group.len(),
+            ms = phase.elapsed().as_millis() as u64,
+            "applied rank"
+        );
+        for ((d, _), r) in group.iter().zip(results) {
             match r {
                 Ok(_) => {
                     outcome.applied.insert(d.key.clone());
