@@ -6,6 +6,9 @@
 #[allow(dead_code)]
 mod support;
 
+#[allow(dead_code)]
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,10 +18,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use common::{median, peak_rss_mib, start_controller};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
-use support::process::{ChildGuard, tool};
+use support::process::tool;
 
 const GROUPS: usize = 500;
 /// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
@@ -38,34 +42,6 @@ fn write_objects(dir: &Path) {
         );
         std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn start_controller(namespace: &str, data: &Path, log: &Path) -> ChildGuard {
-    let log_file = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args([
-            "controller",
-            "--receiver-addr=off",
-            "--namespace",
-            namespace,
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env(
-            "GANTRY_LOG",
-            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::controller::application=debug",
-        )
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    ChildGuard::new("gantry controller", child)
 }
 
 fn kubectl_apply(dir: &Path, ns: &str) -> f64 {
@@ -122,17 +98,6 @@ fn log_lines(log: &Path) -> usize {
         .unwrap_or_default()
         .lines()
         .count()
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Creates the bench's 500 Services (same spec) with a plain client; seconds taken.
@@ -236,7 +201,13 @@ async fn main() {
         let gns = TestNamespace::new(&client, "bench-gantry").await;
         let data = tempfile::tempdir().unwrap();
         let log = work.path().join(format!("controller-{run}.log"));
-        let controller = start_controller(&gns.name, data.path(), &log);
+        let controller = start_controller(
+            &gns.name,
+            data.path(),
+            &log,
+            "off",
+            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::controller::application=debug",
+        );
         let start = Instant::now();
         let start_wall = chrono::Utc::now();
         create_source_and_app(

@@ -7,7 +7,10 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Command, Stdio};
+#[allow(dead_code)]
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry::api::{ImagePolicy, Receiver};
@@ -16,69 +19,32 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
+use common::{median, peak_rss_mib, poll, start_controller};
 use support::app::create_source_and_app;
-use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
+use support::cluster::{TestNamespace, client, install_crds};
 use support::git::{GitServer, git};
-use support::process::{ChildGuard, free_port, tool};
+use support::process::{free_port, tool};
 use support::registry::Registry;
 
 const PUSHES: usize = 7;
 const TAGS: usize = 10_000;
 const SCANS: usize = 5;
+/// Polling interval while timing.
+const POLL: Duration = Duration::from_millis(5);
 const TOKEN: &str = "bench-webhook-token-0123456789abcdef";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn start_controller(namespace: &str, data: &std::path::Path, port: u16) -> ChildGuard {
-    let log = std::fs::File::create(data.join("controller.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["controller", "--namespace", namespace, "--data-dir"])
-        .arg(data)
-        .arg(format!("--receiver-addr=127.0.0.1:{port}"))
-        .env("KUBECONFIG", kubeconfig_path())
-        .env("GANTRY_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    ChildGuard::new("gantry controller", child)
-}
-
-async fn wait<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Push → commit and push → pod template, through registry notifications.
 async fn push_to_deploy(client: &kube::Client) -> (f64, f64, f64) {
     let ns = TestNamespace::new(client, "bench-img").await;
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut controller = start_controller(&ns.name, data.path(), port);
+    let mut controller = start_controller(
+        &ns.name,
+        data.path(),
+        &data.path().join("controller.log"),
+        &format!("127.0.0.1:{port}"),
+        "info",
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     secrets
         .create(
@@ -104,9 +70,12 @@ async fn push_to_deploy(client: &kube::Client) -> (f64, f64, f64) {
         )
         .await
         .unwrap();
-    let path = wait("the receiver path", Duration::from_secs(30), || async {
-        receivers.get("registry").await.ok()?.status?.webhook_path
-    })
+    let path = poll(
+        "the receiver path",
+        Duration::from_secs(30),
+        POLL,
+        || async { receivers.get("registry").await.ok()?.status?.webhook_path },
+    )
     .await;
     let registry =
         Registry::start_with_notifications(&format!("http://127.0.0.1:{port}{path}"), TOKEN);
@@ -153,7 +122,7 @@ async fn push_to_deploy(client: &kube::Client) -> (f64, f64, f64) {
             (c.image.as_deref() == Some(want.as_str())).then_some(())
         }
     };
-    wait("the first sync", Duration::from_secs(60), || {
+    poll("the first sync", Duration::from_secs(60), POLL, || {
         running("1.0.0".into())
     })
     .await;
@@ -167,7 +136,7 @@ async fn push_to_deploy(client: &kube::Client) -> (f64, f64, f64) {
         let pushed = Instant::now();
         // The branch ref file changes when the bump lands (no git process in the loop).
         let wanted = format!("{image}:{tag}");
-        wait("the bump commit", Duration::from_secs(60), || {
+        poll("the bump commit", Duration::from_secs(60), POLL, || {
             let bare = bare.clone();
             let wanted = wanted.clone();
             async move {
@@ -177,7 +146,7 @@ async fn push_to_deploy(client: &kube::Client) -> (f64, f64, f64) {
         })
         .await;
         let commit_ms = pushed.elapsed().as_secs_f64() * 1000.0;
-        wait("the rollout", Duration::from_secs(60), || {
+        poll("the rollout", Duration::from_secs(60), POLL, || {
             running(tag.clone())
         })
         .await;
@@ -234,7 +203,13 @@ async fn tag_scan(client: &kube::Client) -> (f64, f64, f64) {
 
     let ns = TestNamespace::new(client, "bench-tags").await;
     let data = tempfile::tempdir().unwrap();
-    let mut controller = start_controller(&ns.name, data.path(), free_port());
+    let mut controller = start_controller(
+        &ns.name,
+        data.path(),
+        &data.path().join("controller.log"),
+        &format!("127.0.0.1:{}", free_port()),
+        "info",
+    );
     let policies: Api<ImagePolicy> = Api::namespaced(client.clone(), &ns.name);
     let image = format!("{}/team/many", registry.host());
     let mut gantry_ms = vec![];
@@ -255,11 +230,16 @@ async fn tag_scan(client: &kube::Client) -> (f64, f64, f64) {
             )
             .await
             .unwrap();
-        let count = wait("the 10k selection", Duration::from_secs(120), || async {
-            let s = policies.get(&name).await.ok()?.status?;
-            s.latest_image.as_ref()?;
-            s.tag_count
-        })
+        let count = poll(
+            "the 10k selection",
+            Duration::from_secs(120),
+            POLL,
+            || async {
+                let s = policies.get(&name).await.ok()?.status?;
+                s.latest_image.as_ref()?;
+                s.tag_count
+            },
+        )
         .await;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(count as usize, TAGS, "0.0.1 is one of the 10,000");

@@ -7,7 +7,10 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Command, Stdio};
+#[allow(dead_code)]
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry::api::Application;
@@ -16,17 +19,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
+use common::{median, poll, start_controller};
 use support::app::{Workspace, condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::{ChildGuard, tool};
 
 const RUNS: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+/// How long any one wait may take, and the polling interval while timing.
+const LIMIT: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(20);
 
 fn deployment(image: &str) -> String {
     format!(
@@ -36,46 +38,8 @@ fn deployment(image: &str) -> String {
     )
 }
 
-fn start_controller(namespace: &str, data: &std::path::Path) -> ChildGuard {
-    let log = std::fs::File::create(data.join("controller.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args([
-            "controller",
-            "--receiver-addr=off",
-            "--namespace",
-            namespace,
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env("GANTRY_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    ChildGuard::new("gantry controller", child)
-}
-
-async fn until<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn ready_at(apps: &Api<Application>, commit: &str) {
-    until("Ready and Healthy", || async {
+    poll("Ready and Healthy", LIMIT, POLL, || async {
         let app = apps.get("web").await.ok()?;
         let st = app.status.clone()?;
         (condition(&app, "Ready")?.status == "True"
@@ -115,7 +79,13 @@ struct Setup {
 async fn setup(client: &kube::Client, prefix: &str, rollout: serde_json::Value) -> Setup {
     let ns = TestNamespace::new(client, prefix).await;
     let data = tempfile::tempdir().unwrap();
-    let controller = start_controller(&ns.name, data.path());
+    let controller = start_controller(
+        &ns.name,
+        data.path(),
+        &data.path().join("controller.log"),
+        "off",
+        "info",
+    );
     let server = GitServer::start();
     let first = server.create_repo(
         "app",
@@ -158,7 +128,7 @@ async fn canary_abort(client: &kube::Client) -> (f64, f64) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let canary_pods = ListParams::default().labels("gantry.dev/track=canary");
-    let first_crash = until("the first canary crash", || async {
+    let first_crash = poll("the first canary crash", LIMIT, POLL, || async {
         let list = pods.list(&canary_pods).await.ok()?;
         list.items
             .iter()
@@ -172,7 +142,7 @@ async fn canary_abort(client: &kube::Client) -> (f64, f64) {
     })
     .await;
     // The abort decision: the canary is being deleted or the condition says so.
-    let decided = until("the abort decision", || async {
+    let decided = poll("the abort decision", LIMIT, POLL, || async {
         let c = deployments.get_opt("web-canary").await.ok()?;
         let deleting = c
             .as_ref()
@@ -182,7 +152,7 @@ async fn canary_abort(client: &kube::Client) -> (f64, f64) {
         (deleting || aborted).then(Instant::now)
     })
     .await;
-    let cleaned = until("canary gone and condition written", || async {
+    let cleaned = poll("canary gone and condition written", LIMIT, POLL, || async {
         let gone = deployments.get_opt("web-canary").await.ok()?.is_none();
         let app = apps.get("web").await.ok()?;
         let aborted = condition(&app, "Ready").is_some_and(|c| c.reason == "RolloutAborted");
@@ -211,7 +181,7 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
     .await;
     ws.write("app/deploy.yaml", &deployment("example.test/web:good-2"));
     let second = ws.commit_and_push("v2");
-    until("v2 promoted", || async {
+    poll("v2 promoted", LIMIT, POLL, || async {
         let app = apps.get("web").await.ok()?;
         (condition(&app, "Ready")?.reason == "Promoted"
             && app.status?.last_applied_revision?.ends_with(&second))
@@ -219,7 +189,7 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
     })
     .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    until("v2 everywhere", || {
+    poll("v2 everywhere", LIMIT, POLL, || {
         running(&deployments, "web", "example.test/web:good-2")
     })
     .await;
@@ -235,7 +205,7 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    until("the old image everywhere", || {
+    poll("the old image everywhere", LIMIT, POLL, || {
         running(&deployments, "web", "example.test/web:good-1")
     })
     .await;
@@ -250,7 +220,7 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
         .create(&PostParams::default(), &plain)
         .await
         .unwrap();
-    until("plain v1", || {
+    poll("plain v1", LIMIT, POLL, || {
         running(&deployments, "plain", "example.test/web:good-1")
     })
     .await;
@@ -274,13 +244,13 @@ async fn rollback(client: &kube::Client) -> (f64, f64) {
         "deployment/plain",
         "plain=example.test/web:good-2",
     ]);
-    until("plain v2", || {
+    poll("plain v2", LIMIT, POLL, || {
         running(&deployments, "plain", "example.test/web:good-2")
     })
     .await;
     let start = Instant::now();
     kubectl(&["rollout", "undo", "deployment/plain"]);
-    until("plain undone", || {
+    poll("plain undone", LIMIT, POLL, || {
         running(&deployments, "plain", "example.test/web:good-1")
     })
     .await;

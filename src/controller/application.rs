@@ -199,15 +199,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     tracing::debug!(namespace = %ns, name = %name, up_to_date, sync_requested, revision = %revision, "reconcile");
+    // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
+    let input = SyncInput {
+        client: &ctx.client,
+        discovery: &ctx.discovery,
+        app: &app,
+        artifact_root: &artifact_root,
+        concurrency: ctx.apply_concurrency,
+        hold: None,
+    };
     if up_to_date && !sync_requested {
-        let input = SyncInput {
-            client: &ctx.client,
-            discovery: &ctx.discovery,
-            app: &app,
-            artifact_root: &artifact_root,
-            concurrency: ctx.apply_concurrency,
-            hold: None,
-        };
         check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;
         return follow_health(&ctx, &api, &app, &source, status, interval, timeout, false).await;
     }
@@ -218,14 +219,6 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         && previous_generation == generation
         && status.last_applied_revision.as_deref() == Some(revision.as_str())
     {
-        let input = SyncInput {
-            client: &ctx.client,
-            discovery: &ctx.discovery,
-            app: &app,
-            artifact_root: &artifact_root,
-            concurrency: ctx.apply_concurrency,
-            hold: None,
-        };
         let held = status
             .rollout
             .as_ref()
@@ -286,12 +279,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             )
     };
     let input = SyncInput {
-        client: &ctx.client,
-        discovery: &ctx.discovery,
-        app: &app,
-        artifact_root: &artifact_root,
-        concurrency: ctx.apply_concurrency,
         hold: Some(&hold),
+        ..input
     };
     match sync::sync(&input).await {
         Ok(outcome) => {

@@ -38,15 +38,8 @@ pub async fn desired_for(
     revision: &str,
     input: &SyncInput<'_>,
 ) -> Result<Arc<Vec<Desired>>, SyncError> {
-    let key = (
-        app.metadata.namespace.clone().unwrap_or_default(),
-        app.metadata.name.clone().unwrap_or_default(),
-    );
-    if let Some((rev, generation, set)) = ctx.desired_cache.lock().expect("desired cache").get(&key)
-        && rev == revision
-        && *generation == app.metadata.generation
-    {
-        return Ok(set.clone());
+    if let Some(set) = cached(ctx, app, revision) {
+        return Ok(set);
     }
     let (desired, _) = sync::desired_set(input).await?;
     let set = Arc::new(desired);
@@ -54,12 +47,16 @@ pub async fn desired_for(
     Ok(set)
 }
 
-/// The rendered set remembered for `revision`, if any (no render).
-pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
-    let key = (
+fn cache_key(app: &Application) -> (String, String) {
+    (
         app.metadata.namespace.clone().unwrap_or_default(),
         app.metadata.name.clone().unwrap_or_default(),
-    );
+    )
+}
+
+/// The rendered set remembered for `revision`, if any (no render).
+pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
+    let key = cache_key(app);
     ctx.desired_cache
         .lock()
         .expect("desired cache")
@@ -69,10 +66,7 @@ pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Ve
 }
 
 pub fn remember(ctx: &Context, app: &Application, revision: &str, set: Arc<Vec<Desired>>) {
-    let key = (
-        app.metadata.namespace.clone().unwrap_or_default(),
-        app.metadata.name.clone().unwrap_or_default(),
-    );
+    let key = cache_key(app);
     ctx.desired_cache
         .lock()
         .expect("desired cache")

@@ -1,0 +1,66 @@
+//! What the benches share: the controller process, polling at bench resolution, medians and
+//! peak memory.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::kubeconfig_path;
+use crate::support::process::ChildGuard;
+
+/// Starts `gantry controller` for `namespace` with its data in `data`, logging to `log`
+/// with the filter `log_filter`; `receiver_addr` is `off` or an address.
+pub fn start_controller(
+    namespace: &str,
+    data: &Path,
+    log: &Path,
+    receiver_addr: &str,
+    log_filter: &str,
+) -> ChildGuard {
+    let log_file = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["controller", "--namespace", namespace, "--data-dir"])
+        .arg(data)
+        .arg(format!("--receiver-addr={receiver_addr}"))
+        .env("KUBECONFIG", kubeconfig_path())
+        .env("GANTRY_LOG", log_filter)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    ChildGuard::new("gantry controller", child)
+}
+
+/// Polls `f` every `every` until it returns `Some`; panics with `what` after `limit`.
+/// (The tests' `eventually` polls every 200 ms, too coarse for a measurement.)
+pub async fn poll<T, F, Fut>(what: &str, limit: Duration, every: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Peak resident memory (VmHWM) of a process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
