@@ -102,6 +102,7 @@ async fn app_desired(
         discovery,
         app: &app,
         artifact_root: &out.path().join("tree"),
+        artifact_digest: None,
         concurrency: 8,
         hold: None,
     };

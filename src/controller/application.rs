@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use super::app_drift::{check_drift, ensure_watches};
 use super::app_status::{follow_health, publish, record, set, write_if_changed};
 use super::canary;
-use super::context::{Context, FINALIZER, revision_commit};
+use super::context::{Context, FINALIZER};
 use super::drift_check;
 use super::image_automation;
 use super::sync::{self, SyncError, SyncInput};
@@ -130,15 +130,23 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     let revision = artifact.revision.clone();
-    let artifact_root = ctx.artifact_dir(
-        &ns,
-        source_name,
-        revision_commit(&revision).unwrap_or_default(),
-    );
-    if !artifact_root.is_dir() {
-        // The source controller re-creates it (e.g. after a restart); come back shortly.
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
+    // The tree stays on disk while this reconcile renders it, whatever the source does.
+    let lease = match super::artifact::checkout(&ctx, &ns, &source, &artifact).await {
+        Ok(lease) => lease,
+        Err(message) => {
+            set(
+                &mut status,
+                conditions::READY,
+                Status::False,
+                "ArtifactFailed",
+                message,
+                generation,
+            );
+            write_if_changed(&api, &app, &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    let artifact_root = lease.path().to_path_buf();
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
     image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;
@@ -205,6 +213,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         discovery: &ctx.discovery,
         app: &app,
         artifact_root: &artifact_root,
+        artifact_digest: Some(&artifact.digest),
         concurrency: ctx.apply_concurrency,
         hold: None,
     };

@@ -27,6 +27,8 @@ pub struct Context {
     pub client: Client,
     /// Root of the Git caches and artifacts.
     pub data_dir: PathBuf,
+    /// Checked-out trees of the GitRepositories.
+    pub artifacts: crate::source::store::ArtifactStore,
     /// Cached API discovery.
     pub discovery: Discovery,
     /// Kubernetes Events.
@@ -71,6 +73,7 @@ impl Context {
         let ctx = Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            artifacts: crate::source::store::ArtifactStore::new(data_dir.join("artifacts")),
             data_dir,
             discovery: Discovery::default(),
             apply_concurrency,
@@ -94,16 +97,6 @@ impl Context {
     /// The write-back clone of an Application (full history, bare).
     pub fn writeback_cache(&self, namespace: &str, name: &str) -> PathBuf {
         self.data_dir.join("writeback").join(namespace).join(name)
-    }
-
-    /// The directory holding the artifacts of a GitRepository.
-    pub fn artifact_root(&self, namespace: &str, name: &str) -> PathBuf {
-        self.data_dir.join("artifacts").join(namespace).join(name)
-    }
-
-    /// The checked-out tree of one commit.
-    pub fn artifact_dir(&self, namespace: &str, name: &str, commit: &str) -> PathBuf {
-        self.artifact_root(namespace, name).join(commit)
     }
 }
 

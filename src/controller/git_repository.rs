@@ -19,7 +19,7 @@ use crate::api::GitRepository;
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::error::{Error, Result};
-use crate::source::artifact::{self, ArtifactError};
+use crate::source::artifact::ArtifactError;
 use crate::source::git::{self, Credentials, GitError, Reference};
 
 /// Why a fetch produced no artifact.
@@ -38,7 +38,9 @@ impl SourceFailure {
         match self {
             SourceFailure::Git(e) => e.reason(),
             SourceFailure::Artifact(
-                ArtifactError::SymlinkEscapes { .. } | ArtifactError::UnsafePath(_),
+                ArtifactError::SymlinkEscapes { .. }
+                | ArtifactError::SymlinkLoop { .. }
+                | ArtifactError::UnsafePath(_),
             ) => "UnsafeContent",
             SourceFailure::Artifact(_) => "StorageFailed",
             SourceFailure::Secret(_) => "SecretInvalid",
@@ -94,64 +96,94 @@ struct FetchJob {
     creds: Option<Credentials>,
     deadline: Instant,
     ignore: Vec<String>,
+    /// The artifact in status; kept when the commit is unchanged and its tree is on disk.
+    current: Option<(String, String)>,
     /// Write the artifact again even when the commit is unchanged (the spec changed).
     rewrite: bool,
 }
 
-/// Fetches and, when the commit is new, writes its artifact. Blocking.
+/// Whether a failure may come from a damaged Git cache (a corrupt pack or object
+/// database), so that a fresh clone is worth one try.
+fn may_be_corrupt_cache(e: &SourceFailure) -> bool {
+    matches!(
+        e,
+        SourceFailure::Git(GitError::Fetch { .. } | GitError::RefNotFound { .. })
+            | SourceFailure::Artifact(ArtifactError::Git(_))
+    )
+}
+
+/// Fetches into `cache` and, when the commit is new, writes its artifact. Blocking.
+fn fetch_into(
+    ctx: &Context,
+    job: &FetchJob,
+    cache: &std::path::Path,
+) -> Result<(git::Fetched, Option<String>), SourceFailure> {
+    let fetched = git::fetch(
+        cache,
+        &job.url,
+        &job.reference,
+        job.creds.as_ref(),
+        job.deadline,
+    )?;
+    if !job.rewrite
+        && let Some((commit, digest)) = &job.current
+        && commit == &fetched.commit
+        && ctx
+            .artifacts
+            .dir(&job.ns, &job.name, commit, digest)
+            .is_dir()
+    {
+        return Ok((fetched, None));
+    }
+    let repo = git2::Repository::open_bare(cache).map_err(ArtifactError::Git)?;
+    let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
+    let (dest, digest) = ctx
+        .artifacts
+        .write(&job.ns, &job.name, &repo, oid, &job.ignore)?;
+    ctx.artifacts.collect(&job.ns, &job.name, &dest);
+    Ok((fetched, Some(digest)))
+}
+
+/// Fetches and stores the artifact; a cache that fails in a way a damaged object database
+/// would is replaced by a fresh clone (made beside it, swapped in only when it works, so an
+/// unreachable server never costs the cache). Blocking.
 fn fetch_and_store(
     ctx: &Context,
     job: &FetchJob,
 ) -> Result<(git::Fetched, Option<String>), SourceFailure> {
-    let (ns, name, url, reference, creds, deadline, ignore, rewrite) = (
-        job.ns.as_str(),
-        job.name.as_str(),
-        job.url.as_str(),
-        &job.reference,
-        job.creds.as_ref(),
-        job.deadline,
-        job.ignore.as_slice(),
-        job.rewrite,
-    );
-    let cache = ctx.git_cache(ns, name);
+    let cache = ctx.git_cache(&job.ns, &job.name);
     if let Some(parent) = cache.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ArtifactError::Io {
             path: parent.display().to_string(),
             source: e,
         })?;
     }
-    let fetched = git::fetch(&cache, url, reference, creds, deadline)?;
-    let dest = ctx.artifact_dir(ns, name, &fetched.commit);
-    if dest.exists() && !rewrite {
-        return Ok((fetched, None));
-    }
-    let repo = git2::Repository::open_bare(&cache).map_err(ArtifactError::Git)?;
-    let tmp = ctx
-        .artifact_root(ns, name)
-        .join(format!(".tmp-{}", fetched.commit));
-    remove_dir(&tmp);
-    let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
-    let digest = match artifact::write_tree(&repo, oid, &tmp, ignore) {
-        Ok(d) => d,
-        Err(e) => {
-            remove_dir(&tmp);
-            return Err(e.into());
-        }
+    let existed = cache.exists();
+    let first = fetch_into(ctx, job, &cache);
+    let Err(failure) = first else {
+        return first;
     };
-    remove_dir(&dest);
-    std::fs::rename(&tmp, &dest).map_err(|e| ArtifactError::Io {
-        path: dest.display().to_string(),
-        source: e,
-    })?;
-    // keep only the newest artifact
-    if let Ok(entries) = std::fs::read_dir(ctx.artifact_root(ns, name)) {
-        for entry in entries.flatten() {
-            if entry.path() != dest {
-                remove_dir(&entry.path());
-            }
+    if !existed || !may_be_corrupt_cache(&failure) || Instant::now() >= job.deadline {
+        return Err(failure);
+    }
+    let fresh = cache.with_extension("reclone");
+    remove_dir(&fresh);
+    match fetch_into(ctx, job, &fresh) {
+        Ok(done) => {
+            tracing::warn!(namespace = %job.ns, name = %job.name, error = %failure,
+                "the Git cache failed and a fresh clone worked; replacing the cache");
+            remove_dir(&cache);
+            std::fs::rename(&fresh, &cache).map_err(|e| ArtifactError::Io {
+                path: cache.display().to_string(),
+                source: e,
+            })?;
+            Ok(done)
+        }
+        Err(_) => {
+            remove_dir(&fresh);
+            Err(failure)
         }
     }
-    Ok((fetched, Some(digest)))
 }
 
 async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
@@ -201,6 +233,14 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
                 creds,
                 deadline: Instant::now() + timeout,
                 ignore,
+                current: repo
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.artifact.as_ref())
+                    .and_then(|a| {
+                        super::context::revision_commit(&a.revision)
+                            .map(|c| (c.to_string(), a.digest.clone()))
+                    }),
                 rewrite,
             };
             let ctx2 = ctx.clone();
@@ -277,7 +317,7 @@ async fn cleanup(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> 
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     remove_dir(&ctx.git_cache(&ns, &name));
-    remove_dir(&ctx.artifact_root(&ns, &name));
+    ctx.artifacts.remove_source(&ns, &name);
     Ok(Action::await_change())
 }
 

@@ -3,6 +3,7 @@
 pub mod app_drift;
 pub mod app_status;
 pub mod application;
+pub mod artifact;
 pub mod canary;
 pub mod context;
 pub mod crd_check;

@@ -52,6 +52,7 @@ async fn reapply_workloads(
         discovery: &ctx.discovery,
         app,
         artifact_root: &tree,
+        artifact_digest: None,
         concurrency: ctx.apply_concurrency,
         hold: None,
     };

@@ -23,6 +23,8 @@ use crate::render::{self, Limits, RenderRequest};
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("{0}")]
+    Artifact(String),
+    #[error("{0}")]
     Render(#[from] render::RenderError),
     #[error("{0}")]
     Validation(String),
@@ -39,6 +41,7 @@ pub enum SyncError {
 impl SyncError {
     pub fn reason(&self) -> &'static str {
         match self {
+            SyncError::Artifact(_) => "ArtifactFailed",
             SyncError::Render(_) => "RenderFailed",
             SyncError::Validation(_) => "ValidationFailed",
             SyncError::Apply(_) => "ApplyFailed",
@@ -72,6 +75,8 @@ pub struct SyncInput<'a> {
     pub discovery: &'a Discovery,
     pub app: &'a Application,
     pub artifact_root: &'a Path,
+    /// The artifact's digest: the tree is verified against it before it is rendered.
+    pub artifact_digest: Option<&'a str>,
     pub concurrency: usize,
     /// Objects validated but not applied (stable Deployments whose new template runs as a
     /// canary first).
@@ -140,6 +145,9 @@ pub async fn desired_set(
             ..Limits::default()
         },
     };
+    if let Some(digest) = input.artifact_digest {
+        verify_artifact(input.artifact_root, digest).await?;
+    }
     let objects = match render::render(input.artifact_root, &app.spec.path, &req).await {
         // With allowEmpty, a deleted path is an empty render (everything is pruned).
         Err(render::RenderError::NotFound { field, .. })
@@ -169,6 +177,23 @@ pub async fn desired_set(
     })
     .map_err(|e| SyncError::Validation(e.to_string()))?;
     Ok((desired, resolved))
+}
+
+/// Verifies the tree on disk against its digest; a tree that changed is removed (the next
+/// reconcile writes it again from the Git cache) and nothing of it is rendered.
+async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError> {
+    let (root, digest) = (root.to_path_buf(), digest.to_string());
+    tokio::task::spawn_blocking(move || {
+        let checked = crate::source::artifact::verify(&root, &digest);
+        if let Err(crate::source::artifact::ArtifactError::DigestMismatch { .. }) = &checked {
+            tracing::warn!(path = %root.display(), "artifact changed on disk; removing it to check it out again");
+            crate::source::artifact::remove(&root);
+        }
+        checked
+    })
+    .await
+    .map_err(|e| SyncError::Artifact(format!("verify task failed: {e}")))?
+    .map_err(|e| SyncError::Artifact(e.to_string()))
 }
 
 fn key_of(d: &Desired) -> (String, String, String) {

@@ -104,6 +104,7 @@ pub async fn render(
             ],
             tmp.path(),
             &env,
+            tool::Network::Allowed,
             req.limits.timeout,
             req.limits.max_total_bytes,
         )
@@ -134,6 +135,7 @@ pub async fn render(
         &args,
         tmp.path(),
         &env,
+        tool::Network::Denied,
         req.limits.timeout,
         req.limits.max_total_bytes,
     )

@@ -10,9 +10,16 @@ use super::{RenderError, RenderRequest, plain, tool};
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
+/// Whether an entry is spelled as a remote location (URL, `git@…`, scp-like
+/// `host:owner/repo`, or a well-known forge). Entries of `resources`, `bases` and
+/// `components` that do not exist in the repository count as remote too, whatever their
+/// spelling: kustomize would try to fetch them.
 fn is_remote(entry: &str) -> bool {
+    let first = entry.split('/').next().unwrap_or_default();
     entry.contains("://")
         || entry.starts_with("git@")
+        || first.contains(':')
+        || first.contains('.') && first != "." && first != ".." && entry.contains("//")
         || entry.starts_with("github.com/")
         || entry.starts_with("gitlab.com/")
         || entry.starts_with("bitbucket.org/")
@@ -68,7 +75,8 @@ pub fn check_references(
         message: e.to_string(),
     })?;
     let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
-    let mut entries: Vec<String> = vec![];
+    // (entry, whether kustomize would fetch it when it is not a local path)
+    let mut entries: Vec<(String, bool)> = vec![];
     for field in [
         "resources",
         "bases",
@@ -76,6 +84,7 @@ pub fn check_references(
         "crds",
         "patchesStrategicMerge",
     ] {
+        let fetchable = matches!(field, "resources" | "bases" | "components");
         for v in doc
             .get(field)
             .and_then(Value::as_array)
@@ -83,7 +92,7 @@ pub fn check_references(
             .flatten()
         {
             if let Some(s) = v.as_str() {
-                entries.push(s.to_string());
+                entries.push((s.to_string(), fetchable));
             }
         }
     }
@@ -94,7 +103,7 @@ pub fn check_references(
         .flatten()
     {
         if let Some(s) = p.get("path").and_then(Value::as_str) {
-            entries.push(s.to_string());
+            entries.push((s.to_string(), false));
         }
     }
     for generator in ["configMapGenerator", "secretGenerator"] {
@@ -108,23 +117,29 @@ pub fn check_references(
                 for f in g.get(key).and_then(Value::as_array).into_iter().flatten() {
                     if let Some(s) = f.as_str() {
                         // `files` entries may be `key=path`
-                        entries.push(s.rsplit_once('=').map(|(_, p)| p).unwrap_or(s).to_string());
+                        let path = s.rsplit_once('=').map(|(_, p)| p).unwrap_or(s);
+                        entries.push((path.to_string(), false));
                     }
                 }
             }
         }
     }
-    for entry in entries {
-        if is_remote(&entry) {
+    for (entry, fetchable) in entries {
+        let local = stays_inside(root, dir, &entry);
+        let missing = local
+            .as_ref()
+            .is_some_and(|p| std::fs::symlink_metadata(p).is_err());
+        if is_remote(&entry) || fetchable && missing {
             if allow_remote {
                 continue;
             }
             return Err(RenderError::Refused(format!(
-                "{}: remote reference {entry:?} is refused; set spec.render.kustomize.allowRemoteBases to allow it",
+                "{}: {entry:?} is not a path in the repository and kustomize would fetch it; \
+                 remote references are refused (set spec.render.kustomize.allowRemoteBases to allow them)",
                 rel(&file)
             )));
         }
-        let target = stays_inside(root, dir, &entry).ok_or_else(|| RenderError::UnsafePath {
+        let target = local.ok_or_else(|| RenderError::UnsafePath {
             field: rel(&file),
             path: entry.clone(),
             why: "it points outside the repository".into(),
@@ -155,7 +170,9 @@ pub async fn render(
         .spec
         .and_then(|s| s.kustomize.as_ref())
         .is_some_and(|k| k.allow_remote_bases);
-    check_references(&root, dir, allow_remote, &mut vec![])?;
+    let mut seen = vec![];
+    check_references(&root, dir, allow_remote, &mut seen)?;
+    let secrets = secret_values(&seen);
 
     let (program, mut args) = if let Some(k) = tool::find("GANTRY_KUSTOMIZE", &["kustomize"]) {
         (k, vec!["build".to_string()])
@@ -172,19 +189,80 @@ pub async fn render(
     let work_dir = tmp.path().join(rel);
     args.push("--load-restrictor=LoadRestrictionsRootOnly".into());
     args.push(work_dir.display().to_string());
+    let network = if allow_remote {
+        tool::Network::Allowed
+    } else {
+        tool::Network::Denied
+    };
     let out = tool::run(
         "kustomize",
         &program,
         &args,
         tmp.path(),
         &[],
+        network,
         req.limits.timeout,
         req.limits.max_total_bytes,
     )
-    .await?;
+    .await
+    .map_err(|e| tool::redact(e, &secrets))?;
     let mut objects = vec![];
     plain::parse_documents("kustomize output", &out, &req.limits, &mut objects)?;
     Ok(objects)
+}
+
+/// The values a `secretGenerator` of the visited kustomizations would put into Secrets
+/// (`literals` and the lines of `envs` files), so tool errors can be redacted of them.
+fn secret_values(dirs: &[PathBuf]) -> Vec<String> {
+    let mut out = vec![];
+    for dir in dirs {
+        let Some(file) = kustomization_in(dir) else {
+            continue;
+        };
+        let Some(doc) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<Value>(&t).ok())
+        else {
+            continue;
+        };
+        for g in doc
+            .get("secretGenerator")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for lit in g
+                .get("literals")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some((_, v)) = lit.as_str().and_then(|l| l.split_once('=')) {
+                    out.push(v.to_string());
+                }
+            }
+            for env in g
+                .get("envs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(text) = env
+                    .as_str()
+                    .and_then(|p| stays_inside(dir, dir, p))
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                else {
+                    continue;
+                };
+                out.extend(
+                    text.lines()
+                        .filter_map(|l| l.split_once('='))
+                        .map(|(_, v)| v.to_string()),
+                );
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -254,5 +332,42 @@ mod tests {
             "configMapGenerator:\n- name: x\n  files: [key=/etc/passwd]\n",
         );
         assert!(check_references(&root_path, &root_path.join("c"), false, &mut vec![]).is_err());
+
+        // scp-like and bare host/path remotes, and anything that is not a local path
+        for (i, entry) in [
+            "github.com:owner/repo//path",
+            "example.org/owner/repo//base?ref=v1",
+            "owner/repo-that-is-not-here",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = format!("r{i}");
+            write(
+                &root_path,
+                &format!("{d}/kustomization.yaml"),
+                &format!("resources:\n- {entry}\n"),
+            );
+            let err =
+                check_references(&root_path, &root_path.join(&d), false, &mut vec![]).unwrap_err();
+            assert!(
+                err.to_string().contains("kustomize would fetch it"),
+                "{entry}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_generator_values_are_collected_for_redaction() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        write(
+            &root_path,
+            "s/kustomization.yaml",
+            "secretGenerator:\n- name: s\n  literals: [password=hunter2-literal]\n  envs: [s.env]\n",
+        );
+        write(&root_path, "s/s.env", "TOKEN=from-env-file\n");
+        let values = secret_values(&[root_path.join("s")]);
+        assert_eq!(values, vec!["hunter2-literal", "from-env-file"]);
     }
 }

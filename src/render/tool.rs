@@ -27,23 +27,54 @@ pub fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
     None
 }
 
-/// Runs `program args` in `cwd` with a clean environment plus `env`; returns stdout.
+/// Whether a render tool may reach the network (remote bases, chart dependencies the
+/// Application allows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Allowed,
+    /// No `PATH` (so no `git` for the tool to run) and every proxy variable pointed at a
+    /// closed loopback port, so Go's HTTP client fails at once instead of fetching.
+    Denied,
+}
+
+/// A loopback address nothing listens on (the discard port), for the proxy variables.
+const NO_NETWORK_PROXY: &str = "http://127.0.0.1:9";
+
+/// Runs `program args` in `cwd` with a clean environment plus `env`; returns stdout. The
+/// tool sees neither the controller's environment (kubeconfig, tokens) nor its data
+/// directory: `cwd` and `HOME` are the render's own temporary directory.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     tool: &'static str,
     program: &Path,
     args: &[String],
     cwd: &Path,
     env: &[(String, String)],
+    network: Network,
     timeout: Duration,
     max_output: u64,
 ) -> Result<String, RenderError> {
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", cwd)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    cmd.args(args).current_dir(cwd).env_clear().env("HOME", cwd);
+    match network {
+        Network::Allowed => {
+            cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        }
+        Network::Denied => {
+            cmd.env("PATH", "/nonexistent");
+            for k in [
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "ALL_PROXY",
+                "http_proxy",
+                "https_proxy",
+            ] {
+                cmd.env(k, NO_NETWORK_PROXY);
+            }
+            cmd.env("GIT_ALLOW_PROTOCOL", "none");
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -115,17 +146,38 @@ pub async fn run(
     }
 }
 
+/// Replaces every value of `secrets` in a tool's error message (stderr) by `*****`, so a
+/// Secret's literal never reaches a condition, an Event or the log.
+pub fn redact(err: RenderError, secrets: &[String]) -> RenderError {
+    match err {
+        RenderError::ToolFailed { tool, message } => {
+            let mut values: Vec<&String> = secrets.iter().filter(|s| s.len() >= 2).collect();
+            // longest first, so a value containing another is replaced whole
+            values.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            let message = values
+                .into_iter()
+                .fold(message, |m, s| m.replace(s.as_str(), "*****"));
+            RenderError::ToolFailed { tool, message }
+        }
+        other => other,
+    }
+}
+
 /// Copies the artifact into a fresh temporary directory, so tools never touch the cache.
+/// A link is copied only when its real target lies inside the artifact (the source already
+/// refused any other; this holds even for a tree changed on disk); a dangling link is left
+/// out, so nothing created later elsewhere can appear through it.
 pub fn copy_to_temp(root: &Path) -> Result<tempfile::TempDir, RenderError> {
     let tmp = tempfile::Builder::new()
         .prefix("gantry-render-")
         .tempdir()
         .map_err(|e| RenderError::io(Path::new("tmp"), e))?;
-    copy_tree(root, tmp.path())?;
+    let real_root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
+    copy_tree(&real_root, &real_root, tmp.path())?;
     Ok(tmp)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), RenderError> {
+fn copy_tree(root: &Path, from: &Path, to: &Path) -> Result<(), RenderError> {
     for entry in std::fs::read_dir(from).map_err(|e| RenderError::io(from, e))? {
         let entry = entry.map_err(|e| RenderError::io(from, e))?;
         let target = to.join(entry.file_name());
@@ -133,12 +185,23 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), RenderError> {
             .file_type()
             .map_err(|e| RenderError::io(&entry.path(), e))?;
         if kind.is_symlink() {
+            let Ok(real) = entry.path().canonicalize() else {
+                continue; // dangling
+            };
+            if !real.starts_with(root) {
+                let rel = entry.path();
+                return Err(RenderError::UnsafePath {
+                    field: "symlink".into(),
+                    path: rel.strip_prefix(root).unwrap_or(&rel).display().to_string(),
+                    why: "it resolves outside the repository".into(),
+                });
+            }
             let link =
                 std::fs::read_link(entry.path()).map_err(|e| RenderError::io(&entry.path(), e))?;
             std::os::unix::fs::symlink(link, &target).map_err(|e| RenderError::io(&target, e))?;
         } else if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(|e| RenderError::io(&target, e))?;
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(root, &entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target).map_err(|e| RenderError::io(&target, e))?;
         }
@@ -160,6 +223,7 @@ mod tests {
             &["30".into()],
             dir.path(),
             &[],
+            Network::Denied,
             Duration::from_millis(300),
             1024,
         )
@@ -167,6 +231,36 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, RenderError::Timeout { .. }), "{err}");
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn without_network_the_tool_has_no_path_and_a_dead_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(
+            "env",
+            Path::new("/usr/bin/env"),
+            &[],
+            dir.path(),
+            &[],
+            Network::Denied,
+            Duration::from_secs(10),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert!(out.contains("PATH=/nonexistent"), "{out}");
+        assert!(out.contains("HTTPS_PROXY=http://127.0.0.1:9"), "{out}");
+        assert!(!out.contains("KUBECONFIG"), "{out}");
+    }
+
+    #[test]
+    fn redaction_replaces_secret_values() {
+        let err = RenderError::ToolFailed {
+            tool: "kustomize",
+            message: "bad literal password=hunter2 in x".into(),
+        };
+        let msg = redact(err, &["hunter2".into()]).to_string();
+        assert!(!msg.contains("hunter2") && msg.contains("*****"), "{msg}");
     }
 
     #[tokio::test]
@@ -178,6 +272,7 @@ mod tests {
             &[],
             dir.path(),
             &[],
+            Network::Denied,
             Duration::from_secs(10),
             1 << 20,
         )

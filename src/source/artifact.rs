@@ -1,7 +1,10 @@
 //! Artifacts: the tree of one commit written to a directory, with a content digest.
-//! Symlinks that point outside the repository are refused (TESTING.md row 1).
+//! Symlinks whose resolution leaves the repository are refused, following links through
+//! links (TESTING.md rows 1 and 24). Artifacts are written once into a temporary directory,
+//! made read-only and renamed into place; `verify` recomputes the digest from disk before a
+//! render (row 28).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest, Sha256};
@@ -10,6 +13,14 @@ use sha2::{Digest, Sha256};
 pub enum ArtifactError {
     #[error("symlink {path} points outside the repository ({target}); refusing the source")]
     SymlinkEscapes { path: String, target: String },
+    #[error("symlink {path} ({target}) leads through too many links (a loop); refusing the source")]
+    SymlinkLoop { path: String, target: String },
+    #[error("artifact {path} does not match its digest (expected {expected}, found {found})")]
+    DigestMismatch {
+        path: String,
+        expected: String,
+        found: String,
+    },
     #[error("unsafe path {0:?} in the repository tree")]
     UnsafePath(String),
     #[error("git: {0}")]
@@ -29,31 +40,79 @@ fn io(path: &Path, source: std::io::Error) -> ArtifactError {
     }
 }
 
-/// Whether `target` (a symlink's content) stays inside the repository when resolved
-/// lexically from the directory `link_dir` (relative to the root).
-pub fn symlink_stays_inside(link_dir: &Path, target: &str) -> bool {
-    let target = Path::new(target);
-    if target.is_absolute() {
-        return false;
+/// Most links followed while resolving one path (the kernel's limit is 40).
+const MAX_LINK_HOPS: u32 = 40;
+
+/// Why a symlink of the tree is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// Its resolution, following every link on the way, leaves the repository.
+    Escapes,
+    /// More than `MAX_LINK_HOPS` links on the way (a loop).
+    Loop,
+}
+
+/// Resolves `target` (a link's content) from the directory `start` (components relative to
+/// the root, already free of links), following every link of `links` on the way as the
+/// kernel would; any step above the root is an escape, so a chain of links that are each
+/// lexically inside but together lead outside is caught.
+fn resolve(
+    links: &std::collections::HashMap<String, String>,
+    start: Vec<String>,
+    target: &str,
+    hops: &mut u32,
+) -> Result<Vec<String>, LinkProblem> {
+    if target.starts_with('/') {
+        return Err(LinkProblem::Escapes);
     }
-    let mut depth: i64 = link_dir
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .count() as i64;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
+    let mut cur = start;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if cur.pop().is_none() {
+                    return Err(LinkProblem::Escapes);
                 }
             }
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return false,
+            name => {
+                cur.push(name.to_string());
+                if let Some(next) = links.get(&cur.join("/")) {
+                    *hops += 1;
+                    if *hops > MAX_LINK_HOPS {
+                        return Err(LinkProblem::Loop);
+                    }
+                    cur.pop();
+                    cur = resolve(links, cur, next, hops)?;
+                }
+            }
         }
     }
-    true
+    Ok(cur)
+}
+
+/// Checks every symlink of a tree (`path` relative to the root → link content): each must
+/// resolve inside the root after following all links, directory links included. Returns
+/// the first offending link, in path order.
+pub fn check_links(
+    links: &std::collections::HashMap<String, String>,
+) -> Result<(), (String, String, LinkProblem)> {
+    let mut paths: Vec<&String> = links.keys().collect();
+    paths.sort();
+    for path in paths {
+        let target = &links[path];
+        let dir: Vec<String> = match path.rsplit_once('/') {
+            Some((d, _)) => d.split('/').map(str::to_string).collect(),
+            None => vec![],
+        };
+        // The directory holding the link may itself sit behind links.
+        let mut hops = 0;
+        let real_dir = resolve(links, vec![], &dir.join("/"), &mut hops)
+            .and_then(|d| resolve(links, d, target, &mut hops));
+        if let Err(problem) = real_dir {
+            return Err((path.clone(), target.clone(), problem));
+        }
+    }
+    Ok(())
 }
 
 /// A matcher for the GitRepository's gitignore-style `ignore` patterns.
@@ -113,35 +172,166 @@ pub fn write_tree(
     }
     entries.sort();
 
+    // Every link is judged against the whole tree before anything is written.
+    let mut links = std::collections::HashMap::new();
+    for (rel, mode, oid) in &entries {
+        if *mode == LINK_MODE {
+            let blob = repo.find_blob(*oid)?;
+            links.insert(
+                rel.clone(),
+                String::from_utf8_lossy(blob.content()).into_owned(),
+            );
+        }
+    }
+    if let Err((path, target, problem)) = check_links(&links) {
+        return Err(match problem {
+            LinkProblem::Escapes => ArtifactError::SymlinkEscapes { path, target },
+            LinkProblem::Loop => ArtifactError::SymlinkLoop { path, target },
+        });
+    }
+
     std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
     let mut hasher = Sha256::new();
     for (rel, mode, oid) in &entries {
-        hasher.update(rel.as_bytes());
-        hasher.update([0]);
-        hasher.update(mode.to_be_bytes());
-        hasher.update(oid.as_bytes());
-        let blob = repo.find_blob(*oid)?;
+        let mode = normal_mode(*mode);
+        hash_entry(&mut hasher, rel, mode, oid);
         let path: PathBuf = dest.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
-        if *mode == 0o120000 {
-            let target = String::from_utf8_lossy(blob.content()).into_owned();
-            let link_dir = Path::new(rel).parent().unwrap_or(Path::new(""));
-            if !symlink_stays_inside(link_dir, &target) {
-                return Err(ArtifactError::SymlinkEscapes {
-                    path: rel.clone(),
-                    target,
-                });
-            }
-            std::os::unix::fs::symlink(&target, &path).map_err(|e| io(&path, e))?;
-        } else if *mode == 0o160000 {
-            continue; // submodule: not part of the artifact
+        if mode == LINK_MODE {
+            std::os::unix::fs::symlink(&links[rel], &path).map_err(|e| io(&path, e))?;
         } else {
+            let blob = repo.find_blob(*oid)?;
             std::fs::write(&path, blob.content()).map_err(|e| io(&path, e))?;
+            let perm = if mode == EXEC_MODE { 0o555 } else { 0o444 };
+            set_mode(&path, perm)?;
         }
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+const LINK_MODE: i32 = 0o120000;
+const EXEC_MODE: i32 = 0o100755;
+const FILE_MODE: i32 = 0o100644;
+
+/// Git blob modes as a checkout sees them: a link, an executable or a plain file.
+fn normal_mode(mode: i32) -> i32 {
+    match mode {
+        LINK_MODE | EXEC_MODE => mode,
+        _ => FILE_MODE,
+    }
+}
+
+fn hash_entry(hasher: &mut Sha256, rel: &str, mode: i32, oid: &git2::Oid) {
+    hasher.update(rel.as_bytes());
+    hasher.update([0]);
+    hasher.update(mode.to_be_bytes());
+    hasher.update(oid.as_bytes());
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), ArtifactError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io(path, e))
+}
+
+/// Makes every directory of a written tree read-only (deepest first); files are written
+/// read-only already. [`remove`] undoes it.
+pub fn seal_dirs(dir: &Path) -> Result<(), ArtifactError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        if entry
+            .file_type()
+            .map_err(|e| io(&entry.path(), e))?
+            .is_dir()
+        {
+            seal_dirs(&entry.path())?;
+        }
+    }
+    set_mode(dir, 0o555)
+}
+
+/// The digest of a tree on disk, computed as `write_tree` computes it from Git.
+pub fn digest_of_dir(dir: &Path) -> Result<String, ArtifactError> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<(String, i32, git2::Oid)>,
+    ) -> Result<(), ArtifactError> {
+        for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let entry = entry.map_err(|e| io(dir, e))?;
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| io(&path, e))?;
+                let oid = git2::Oid::hash_object(
+                    ObjectType::Blob,
+                    target.as_os_str().as_encoded_bytes(),
+                )?;
+                out.push((rel, LINK_MODE, oid));
+            } else if meta.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let content = std::fs::read(&path).map_err(|e| io(&path, e))?;
+                let oid = git2::Oid::hash_object(ObjectType::Blob, &content)?;
+                let mode = if meta.permissions().mode() & 0o100 != 0 {
+                    EXEC_MODE
+                } else {
+                    FILE_MODE
+                };
+                out.push((rel, mode, oid));
+            }
+        }
+        Ok(())
+    }
+    let mut entries = vec![];
+    walk(dir, dir, &mut entries)?;
+    entries.sort();
+    let mut hasher = Sha256::new();
+    for (rel, mode, oid) in &entries {
+        hash_entry(&mut hasher, rel, *mode, oid);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// Checks that the tree at `dir` is still what was written for `expected`.
+pub fn verify(dir: &Path, expected: &str) -> Result<(), ArtifactError> {
+    let found = digest_of_dir(dir)?;
+    if found != expected {
+        return Err(ArtifactError::DigestMismatch {
+            path: dir.display().to_string(),
+            expected: expected.to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Removes an artifact tree (its directories are read-only), ignoring "not found".
+pub fn remove(dir: &Path) {
+    fn unseal(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                unseal(&entry.path());
+            }
+        }
+    }
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        unseal(dir);
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "cannot remove artifact");
+    }
 }
 
 #[cfg(test)]
@@ -197,18 +387,87 @@ mod tests {
         assert_ne!(d_all, d_some);
     }
 
+    fn links(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
     #[test]
     fn symlinks_inside_are_fine() {
-        assert!(symlink_stays_inside(Path::new("a/b"), "../c.yaml"));
-        assert!(symlink_stays_inside(Path::new(""), "dir/x"));
-        assert!(symlink_stays_inside(Path::new("a"), "./b/../c"));
+        assert!(check_links(&links(&[("a/b/l", "../c.yaml")])).is_ok());
+        assert!(check_links(&links(&[("l", "dir/x")])).is_ok());
+        assert!(check_links(&links(&[("a/l", "./b/../c")])).is_ok());
+        // a link to a link to a directory, all inside
+        assert!(check_links(&links(&[("d", "x/y"), ("a/l", "../d/z")])).is_ok());
     }
 
     #[test]
     fn symlinks_that_leave_are_refused() {
-        assert!(!symlink_stays_inside(Path::new(""), "../etc/passwd"));
-        assert!(!symlink_stays_inside(Path::new("a"), "../../x"));
-        assert!(!symlink_stays_inside(Path::new("a"), "/etc/passwd"));
-        assert!(!symlink_stays_inside(Path::new("a/b"), "../../../x"));
+        for (path, target) in [
+            ("l", "../etc/passwd"),
+            ("a/l", "../../x"),
+            ("a/l", "/etc/passwd"),
+            ("a/b/l", "../../../x"),
+        ] {
+            let err = check_links(&links(&[(path, target)])).unwrap_err();
+            assert_eq!(err, (path.into(), target.into(), LinkProblem::Escapes));
+        }
+    }
+
+    #[test]
+    fn a_chain_of_links_each_inside_is_refused_when_it_leads_outside() {
+        let chain = links(&[
+            ("x/a/b/c/d/e/f/deep", "../../../../../../.."),
+            (
+                "chart/files/k",
+                "../../x/a/b/c/d/e/f/deep/../../../../../../../../etc/hostname",
+            ),
+        ]);
+        let (path, _, problem) = check_links(&chain).unwrap_err();
+        assert_eq!(path, "chart/files/k");
+        assert_eq!(problem, LinkProblem::Escapes);
+        // a directory link that climbs through another directory link
+        let dirs = links(&[("up", "sub/.."), ("sub/l", "../up/..")]);
+        assert!(check_links(&dirs).is_err());
+    }
+
+    #[test]
+    fn link_loops_are_refused() {
+        let err = check_links(&links(&[("a", "b"), ("b", "a")])).unwrap_err();
+        assert_eq!(err.2, LinkProblem::Loop);
+    }
+
+    #[test]
+    fn the_digest_from_disk_matches_and_catches_a_removed_file() {
+        let src = tempfile::tempdir().unwrap();
+        let (repo, oid) = commit_files(src.path(), &[("deploy/a.yaml", "a"), ("b.yaml", "b")]);
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("t");
+        let digest = write_tree(&repo, oid, &dest, &[]).unwrap();
+        seal_dirs(&dest).unwrap();
+        verify(&dest, &digest).unwrap();
+        // read-only on disk
+        assert!(std::fs::write(dest.join("b.yaml"), "x").is_err() || is_root());
+        remove(&dest);
+        write_tree(&repo, oid, &dest, &[]).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dest.join("deploy"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::remove_file(dest.join("deploy/a.yaml")).unwrap();
+        let err = verify(&dest, &digest).unwrap_err();
+        assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
+        remove(&dest);
+        assert!(!dest.exists());
+    }
+
+    fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
     }
 }

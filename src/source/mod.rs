@@ -6,5 +6,6 @@ pub mod git;
 pub mod known_hosts;
 pub mod registry;
 pub mod registry_auth;
+pub mod store;
 pub mod tag_policy;
 pub mod url_policy;
