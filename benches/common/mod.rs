@@ -22,6 +22,7 @@ pub fn start_controller(
         .args(["controller", "--namespace", namespace, "--data-dir"])
         .arg(data)
         .arg(format!("--receiver-addr={receiver_addr}"))
+        .arg("--min-interval=1s")
         .env("KUBECONFIG", kubeconfig_path())
         .env("GANTRY_LOG", log_filter)
         .stdout(Stdio::null())

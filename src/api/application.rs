@@ -63,7 +63,10 @@ pub struct ApplicationSpec {
     pub force: bool,
 
     /// How often to reconcile even without a new revision (drift safety net).
+    /// At least 1s; periodic runs are never closer than the controller's `--min-interval`
+    /// (10s by default). Receivers and `gantry sync` act at once.
     #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s (the controller's --min-interval, 10s by default, applies on top)"))]
     pub interval: GoDuration,
 
     /// Time limit of one sync, health wait included.
@@ -82,11 +85,13 @@ pub struct ApplicationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<LocalRef>,
 
-    /// ServiceAccount (same namespace) impersonated for every write, for multi-tenant clusters.
+    /// ServiceAccount (same namespace) to impersonate, for multi-tenant clusters. Not
+    /// implemented yet: setting it stops the Application (Ready=False, reason Unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 
-    /// Deploy to another cluster through the kubeconfig in a Secret.
+    /// Deploy to another cluster through the kubeconfig in a Secret. Not implemented yet:
+    /// setting it stops the Application (Ready=False, reason Unsupported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigRef>,
 

@@ -34,7 +34,10 @@ pub struct ImagePolicySpec {
     pub image: String,
 
     /// How often to list the tags.
+    /// At least 1s; periodic runs are never closer than the controller's `--min-interval`
+    /// (10s by default). Receivers and `gantry sync` act at once.
     #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s (the controller's --min-interval, 10s by default, applies on top)"))]
     pub interval: GoDuration,
 
     /// Time limit of each registry request.

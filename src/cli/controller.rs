@@ -25,6 +25,16 @@ pub struct Args {
     /// without it.
     #[arg(long, env = "GANTRY_RECEIVER_ADDR", default_value = "0.0.0.0:9292")]
     pub receiver_addr: String,
+
+    /// The shortest time between two periodic runs of any resource, whatever its
+    /// `interval` says (which the CRDs keep at 1s or more). Webhooks and `gantry sync`
+    /// are not delayed by it.
+    #[arg(long, env = "GANTRY_MIN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub min_interval: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    crate::api::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -43,6 +53,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             data_dir: args.data_dir,
             apply_concurrency: args.apply_concurrency,
             receiver_addr,
+            min_interval: args.min_interval,
         },
     )
     .await?;

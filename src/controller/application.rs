@@ -42,11 +42,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let generation = app.metadata.generation;
-    let interval = app
-        .spec
-        .interval
-        .parse()
-        .unwrap_or(Duration::from_secs(300));
+    let interval = ctx.interval(&app.spec.interval, Duration::from_secs(300));
     let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
     let mut status = app.status.clone().unwrap_or_default();
     let previous_generation = status.observed_generation;
@@ -59,6 +55,21 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             Status::Unknown,
             "Suspended",
             "reconciliation is suspended",
+            generation,
+        );
+        write_if_changed(&api, &app, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    // Fields whose promise the controller cannot keep yet stop the Application, rather
+    // than deploying with the controller's own rights or into the wrong cluster.
+    if let Some(message) = unsupported_fields(&app) {
+        set(
+            &mut status,
+            conditions::READY,
+            Status::False,
+            "Unsupported",
+            message,
             generation,
         );
         write_if_changed(&api, &app, &status).await?;
@@ -468,6 +479,25 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
+/// The first spec field the controller does not honour yet, as a condition message.
+fn unsupported_fields(app: &Application) -> Option<String> {
+    if app.spec.service_account_name.is_some() {
+        return Some(
+            "spec.serviceAccountName (impersonation) is not implemented yet; nothing is applied \
+             rather than applying with the controller's own rights"
+                .into(),
+        );
+    }
+    if app.spec.kube_config.is_some() {
+        return Some(
+            "spec.kubeConfig (remote clusters) is not implemented yet; nothing is applied rather \
+             than applying to the controller's own cluster"
+                .into(),
+        );
+    }
+    None
+}
+
 fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
 }
@@ -478,7 +508,7 @@ async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(r) = app.status.as_ref().and_then(|s| s.rollout.as_ref())
         && !r.canaries.is_empty()
     {
-        canary::delete_canaries(&ctx, &sync::default_namespace(&app), &r.canaries).await;
+        canary::delete_canaries(&ctx, &app, &canary::canary_namespaces(&app), &r.canaries).await;
     }
     super::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),

@@ -35,6 +35,9 @@ use crate::source::git::Reference;
 use crate::writeback::repo::Target;
 use crate::writeback::revert;
 
+/// Analysis never runs more often than this, whatever `analysis.interval` says.
+const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Annotation set by `gantry promote` / `gantry abort` (value `promote@<time>` /
 /// `abort@<time>`).
 pub const ROLLOUT_ACTION_ANNOTATION: &str = "gantry.dev/rollout-action";
@@ -52,21 +55,125 @@ pub fn active(rollout: Option<&RolloutStatus>, revision: &str) -> bool {
     })
 }
 
-/// Deletes the canary Deployments of `stables` (missing ones are fine).
-pub(super) async fn delete_canaries(ctx: &Context, ns: &str, stables: &[String]) {
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    for s in stables {
-        match api
-            .delete(&template::canary_name(s), &DeleteParams::background())
+/// The namespaces where the Application's canaries may run: those of the Deployments in
+/// its inventory (a canary runs beside its stable Deployment) and its default namespace.
+pub(super) fn canary_namespaces(app: &Application) -> Vec<String> {
+    let mut out: std::collections::BTreeSet<String> = app
+        .status
+        .iter()
+        .flat_map(|s| s.inventory.iter())
+        .filter(|e| e.group == "apps" && e.kind == "Deployment")
+        .filter_map(|e| e.namespace.clone())
+        .collect();
+    out.insert(super::sync::default_namespace(app));
+    out.into_iter().collect()
+}
+
+/// Whether a live Deployment is the canary Gantry made for `stable` of this Application:
+/// the track, canary-of and ownership labels, and Gantry among its field managers.
+fn is_our_canary(live: &Deployment, app_label: &str, stable: &str) -> bool {
+    let labels = live.labels();
+    let managed_by_gantry = live
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(super::context::FIELD_MANAGER));
+    labels.get(template::TRACK_LABEL).map(String::as_str) == Some("canary")
+        && labels.get(template::CANARY_OF_LABEL).map(String::as_str) == Some(stable)
+        && labels
+            .get(crate::apply::APPLICATION_LABEL)
+            .map(String::as_str)
+            == Some(app_label)
+        && managed_by_gantry
+}
+
+/// Deletes the canary Deployments of `stables` that this Application created, found by
+/// their labels in `namespaces`; an object with a canary's name that Gantry did not create
+/// for this Application is never touched. Each delete is conditional on the uid seen.
+pub(super) async fn delete_canaries(
+    ctx: &Context,
+    app: &Application,
+    namespaces: &[String],
+    stables: &[String],
+) {
+    let app_label = super::sync::app_label(app);
+    let selector = format!(
+        "{}=canary,{}={}",
+        template::TRACK_LABEL,
+        crate::apply::APPLICATION_LABEL,
+        app_label
+    );
+    for ns in namespaces {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let listed = match api
+            .list(&kube::api::ListParams::default().labels(&selector))
             .await
         {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Ok(l) => l,
             Err(e) => {
-                tracing::warn!(namespace = %ns, deployment = %template::canary_name(s), error = %e, "cannot delete canary")
+                tracing::warn!(namespace = %ns, error = %e, "cannot list canaries");
+                continue;
+            }
+        };
+        for live in listed {
+            let Some(stable) = live.labels().get(template::CANARY_OF_LABEL).cloned() else {
+                continue;
+            };
+            if !stables.contains(&stable) || !is_our_canary(&live, &app_label, &stable) {
+                continue;
+            }
+            let dp = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: live.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&live.name_any(), &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, deployment = %live.name_any(), error = %e, "cannot delete canary")
+                }
             }
         }
     }
+}
+
+/// An object with a canary's name that Gantry did not create for this Application.
+#[derive(Debug)]
+struct CanaryConflict(String);
+
+/// Refuses to start or scale a canary over a Deployment Gantry did not create for it.
+async fn check_canary_ownership(
+    ctx: &Context,
+    app: &Application,
+    stables: &[&Desired],
+) -> std::result::Result<(), CanaryConflict> {
+    let app_label = super::sync::app_label(app);
+    for d in stables {
+        let ns = namespace_of(d);
+        let name = template::canary_name(&d.key.name);
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        match api.get_opt(&name).await {
+            Ok(Some(live)) if !is_our_canary(&live, &app_label, &d.key.name) => {
+                return Err(CanaryConflict(format!(
+                    "Deployment {ns}/{name} exists and was not created by Gantry as the canary \
+                     of {ns}/{} for this Application; the canary does not start (rename or \
+                     delete that Deployment)",
+                    d.key.name
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(CanaryConflict(format!(
+                    "cannot read Deployment {ns}/{name}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After a sync: deletes the canaries this revision no longer needs, and (when `start`)
@@ -88,7 +195,7 @@ pub(super) async fn after_sync(
         .cloned()
         .collect();
     if !gone.is_empty() {
-        delete_canaries(ctx, &super::sync::default_namespace(app), &gone).await;
+        delete_canaries(ctx, app, &canary_namespaces(app), &gone).await;
     }
     if held.is_empty() || !start {
         return false;
@@ -247,13 +354,28 @@ pub(super) async fn drive(
     let analysis_interval = analysis_spec
         .interval
         .parse()
-        .unwrap_or(Duration::from_secs(30));
+        .unwrap_or(Duration::from_secs(30))
+        .max(MIN_ANALYSIS_INTERVAL);
     let steps = Step::from_spec(&spec.steps);
     let weight = if steps.is_empty() {
         0
     } else {
         plan::weight_at(&steps, (rollout.step as usize).min(steps.len() - 1))
     };
+    if let Err(CanaryConflict(message)) = check_canary_ownership(ctx, app, &stable_objects).await {
+        rollout.message = Some(message.clone());
+        status.rollout = Some(rollout);
+        set(
+            &mut status,
+            conditions::READY,
+            Status::False,
+            "CanaryBlocked",
+            message,
+            generation,
+        );
+        write_if_changed(api, app, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     let canary_ready = match run_canaries(ctx, &stable_objects, weight).await {
         Ok(r) => r,
         Err(e) => {
@@ -408,8 +530,7 @@ async fn promote(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let ns = stable_objects.first().map(namespace_of).unwrap_or_default();
-    delete_canaries(ctx, &ns, &rollout.canaries).await;
+    delete_canaries(ctx, app, &canary_namespaces(app), &rollout.canaries).await;
     let message = format!(
         "revision {revision} promoted: {} updated",
         rollout.canaries.join(", ")
@@ -469,8 +590,7 @@ async fn abort(
 ) {
     let generation = app.metadata.generation;
     let mut rollout = status.rollout.clone().unwrap_or_default();
-    let ns = super::sync::default_namespace(app);
-    delete_canaries(ctx, &ns, &rollout.canaries).await;
+    delete_canaries(ctx, app, &canary_namespaces(app), &rollout.canaries).await;
     plan::reject(&mut rollout.failed_revisions, revision);
     rollout.phase = RolloutPhase::Aborted;
     rollout.message = Some(reason.chars().take(500).collect());

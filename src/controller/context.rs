@@ -20,6 +20,9 @@ pub type DesiredCache = std::sync::Mutex<
 /// The field manager of every write Gantry makes.
 pub const FIELD_MANAGER: &str = "gantry";
 
+/// The default of `--min-interval`.
+pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The finalizer Gantry puts on its own resources.
 pub const FINALIZER: &str = "gantry.dev/finalizer";
 
@@ -49,6 +52,8 @@ pub struct Context {
     pub metrics: std::sync::Arc<crate::server::metrics::Metrics>,
     /// Whether the HTTP server for receivers runs.
     pub receivers_enabled: bool,
+    /// The shortest time between two periodic runs of any resource (`--min-interval`).
+    pub min_interval: std::time::Duration,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
@@ -85,8 +90,18 @@ impl Context {
             endpoints: Default::default(),
             metrics: Default::default(),
             receivers_enabled: false,
+            min_interval: DEFAULT_MIN_INTERVAL,
         };
         (ctx, rx)
+    }
+
+    /// A resource's `interval`, never below `--min-interval` (`default` when unparsable).
+    pub fn interval(
+        &self,
+        spec: &crate::api::duration::GoDuration,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        spec.parse().unwrap_or(default).max(self.min_interval)
     }
 
     /// The cached bare clone of a GitRepository.

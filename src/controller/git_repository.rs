@@ -190,11 +190,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let interval = repo
-        .spec
-        .interval
-        .parse()
-        .unwrap_or(Duration::from_secs(60));
+    let interval = ctx.interval(&repo.spec.interval, Duration::from_secs(60));
     let timeout = repo.spec.timeout.parse().unwrap_or(Duration::from_secs(60));
     let generation = repo.metadata.generation;
     let mut status = repo.status.clone().unwrap_or_default();

@@ -141,11 +141,7 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let api: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let interval = policy
-        .spec
-        .interval
-        .parse()
-        .unwrap_or(Duration::from_secs(300));
+    let interval = ctx.interval(&policy.spec.interval, Duration::from_secs(300));
     let generation = policy.metadata.generation;
     let mut status: ImagePolicyStatus = policy.status.clone().unwrap_or_default();
     status.observed_generation = generation;

@@ -39,6 +39,8 @@ pub struct Options {
     pub apply_concurrency: usize,
     /// Where the webhook receivers listen; no receiver server when `None`.
     pub receiver_addr: Option<std::net::SocketAddr>,
+    /// The shortest time between two periodic runs of any resource.
+    pub min_interval: std::time::Duration,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -59,6 +61,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     );
     let mut ctx = ctx;
     ctx.receivers_enabled = opts.receiver_addr.is_some();
+    ctx.min_interval = opts.min_interval;
     let ctx = Arc::new(ctx);
     let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(crate::server::dispatch::QUEUE);
     let server = {

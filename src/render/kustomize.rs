@@ -237,8 +237,9 @@ fn secret_values(dirs: &[PathBuf]) -> Vec<String> {
                 .into_iter()
                 .flatten()
             {
-                if let Some((_, v)) = lit.as_str().and_then(|l| l.split_once('=')) {
-                    out.push(v.to_string());
+                // `key=value`; a malformed literal is redacted whole
+                if let Some(l) = lit.as_str() {
+                    out.push(l.split_once('=').map_or(l, |(_, v)| v).to_string());
                 }
             }
             for env in g

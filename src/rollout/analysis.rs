@@ -263,7 +263,11 @@ pub async fn run(
     stables: &[String],
     analysis: &Analysis,
 ) -> (Result<(), String>, Vec<CheckResult>) {
-    let interval = analysis.interval.parse().unwrap_or(Duration::from_secs(30));
+    let interval = analysis
+        .interval
+        .parse()
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1));
     let mut results = vec![];
     for stable in stables {
         results.push(pods_check(client, ns, stable, analysis.max_restarts, interval).await);

@@ -128,6 +128,68 @@ fn diff_text(repo: &Repository, from: Oid, to: Oid, prefix: &str) -> Result<Stri
     Ok(text)
 }
 
+/// The subtree at `prefix` of `tree`, or the empty tree when there is none.
+fn subtree(repo: &Repository, tree: &git2::Tree<'_>, prefix: &str) -> Result<Oid, RevertError> {
+    if prefix.is_empty() {
+        return Ok(tree.id());
+    }
+    match tree.get_path(Path::new(prefix)) {
+        Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => Ok(e.id()),
+        _ => Ok(repo.treebuilder(None)?.write()?),
+    }
+}
+
+/// The tree of `tip` with the changes `commit` made under `prefix` undone (a three-way
+/// merge of that subtree alone, as `git revert` does for the whole tree); everything outside
+/// `prefix` stays as it is on `tip`, so a commit that also changed other paths keeps those
+/// changes.
+fn revert_under(
+    repo: &Repository,
+    commit: &git2::Commit<'_>,
+    tip: &git2::Commit<'_>,
+    prefix: &str,
+) -> Result<Oid, RevertError> {
+    let parent_tree = match commit.parent(0) {
+        Ok(p) => p.tree()?,
+        Err(_) => repo.find_tree(repo.treebuilder(None)?.write()?)?,
+    };
+    let tip_tree = tip.tree()?;
+    let ancestor = repo.find_tree(subtree(repo, &commit.tree()?, prefix)?)?;
+    let ours = repo.find_tree(subtree(repo, &tip_tree, prefix)?)?;
+    let theirs = repo.find_tree(subtree(repo, &parent_tree, prefix)?)?;
+    let mut index = repo.merge_trees(&ancestor, &ours, &theirs, None)?;
+    if index.has_conflicts() {
+        let paths: Vec<String> = index
+            .conflicts()?
+            .filter_map(|c| c.ok())
+            .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+            .map(|e| {
+                let p = String::from_utf8_lossy(&e.path).into_owned();
+                if prefix.is_empty() {
+                    p
+                } else {
+                    format!("{prefix}/{p}")
+                }
+            })
+            .collect();
+        return Err(RevertError::Conflict {
+            commit: commit.id().to_string(),
+            paths: paths.join(", "),
+        });
+    }
+    let reverted = index.write_tree_to(repo)?;
+    if prefix.is_empty() {
+        return Ok(reverted);
+    }
+    let mut update = git2::build::TreeUpdateBuilder::new();
+    if repo.find_tree(reverted)?.is_empty() {
+        update.remove(prefix);
+    } else {
+        update.upsert(prefix, reverted, git2::FileMode::Tree);
+    }
+    Ok(update.create_updated(repo, &tip_tree)?)
+}
+
 /// Plans (and unless `dry_run`, pushes) revert commits bringing `path` back to `to`.
 pub fn rollback(
     cache: &Path,
@@ -161,24 +223,19 @@ pub fn rollback(
         let mut tip = repo.find_commit(head)?;
         for c in &plan.commits {
             let commit = repo.find_commit(Oid::from_str(&c.id)?)?;
-            let mut index = repo.revert_commit(&commit, &tip, 0, None)?;
-            if index.has_conflicts() {
-                let paths: Vec<String> = index
-                    .conflicts()?
-                    .filter_map(|c| c.ok())
-                    .filter_map(|c| c.our.or(c.their).or(c.ancestor))
-                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-                    .collect();
-                return Err(RevertError::Conflict {
-                    commit: c.id.clone(),
-                    paths: paths.join(", "),
-                });
-            }
-            let tree = repo.find_tree(index.write_tree_to(&repo)?)?;
-            let message = format!(
-                "Revert \"{}\"\n\nThis reverts commit {}.\n\n{note}\n",
-                c.summary, c.id
-            );
+            let tree = repo.find_tree(revert_under(&repo, &commit, &tip, &prefix)?)?;
+            let message = if prefix.is_empty() {
+                format!(
+                    "Revert \"{}\"\n\nThis reverts commit {}.\n\n{note}\n",
+                    c.summary, c.id
+                )
+            } else {
+                format!(
+                    "Revert \"{}\"\n\nThis reverts commit {}, under {prefix}/ only: its changes \
+                     to other paths are kept.\n\n{note}\n",
+                    c.summary, c.id
+                )
+            };
             let oid = repo.commit(None, &sig, &sig, &message, &tree, &[&tip])?;
             tip = repo.find_commit(oid)?;
         }
@@ -245,6 +302,90 @@ mod tests {
         let refs: Vec<&git2::Commit> = parents.iter().collect();
         repo.commit(Some("refs/heads/main"), &sig, &sig, msg, &tree, &refs)
             .unwrap()
+    }
+
+    #[test]
+    fn a_commit_touching_two_paths_is_reverted_under_the_path_only() {
+        let remote = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(remote.path()).unwrap();
+        let a = commit_file(&repo, None, "app/deploy.yaml", "image: v1\n", "v1");
+        let b = commit_file(
+            &repo,
+            Some(a),
+            "other/other.yaml",
+            "team: b v1\n",
+            "other v1",
+        );
+        // one commit changes both the Application's path and another team's
+        let both = {
+            let c = commit_file(&repo, Some(b), "app/deploy.yaml", "image: v2\n", "tmp");
+            let tree = repo.find_commit(c).unwrap().tree().unwrap();
+            let mut root = repo.treebuilder(Some(&tree)).unwrap();
+            let mut other = repo
+                .treebuilder(Some(
+                    &repo
+                        .find_tree(tree.get_name("other").unwrap().id())
+                        .unwrap(),
+                ))
+                .unwrap();
+            other
+                .insert("other.yaml", repo.blob(b"team: b v2\n").unwrap(), 0o100644)
+                .unwrap();
+            root.insert("other", other.write().unwrap(), 0o040000)
+                .unwrap();
+            let tree = repo.find_tree(root.write().unwrap()).unwrap();
+            let sig = Signature::now("t", "t@t").unwrap();
+            let parent = repo.find_commit(b).unwrap();
+            // replace the temporary commit by one with both changes
+            repo.reference("refs/heads/main", b, true, "reset").unwrap();
+            repo.commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                "v2 and other v2",
+                &tree,
+                &[&parent],
+            )
+            .unwrap()
+        };
+        let url = format!("file://{}", remote.path().display());
+        let cache = tempfile::tempdir().unwrap();
+        let target = Target {
+            url: &url,
+            branch: "main",
+            creds: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        };
+        let done = rollback(
+            &cache.path().join("c"),
+            &target,
+            "app",
+            &b.to_string(),
+            ("G", "g@g"),
+            "n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(done.commits.len(), 1);
+        assert_eq!(done.commits[0].id, both.to_string());
+        let head = repo
+            .find_reference("refs/heads/main")
+            .unwrap()
+            .target()
+            .unwrap();
+        let tree = repo.find_commit(head).unwrap().tree().unwrap();
+        let read = |p: &str| {
+            repo.find_blob(tree.get_path(Path::new(p)).unwrap().id())
+                .unwrap()
+                .content()
+                .to_vec()
+        };
+        assert_eq!(read("app/deploy.yaml"), b"image: v1\n");
+        assert_eq!(
+            read("other/other.yaml"),
+            b"team: b v2\n",
+            "the other team's change stays"
+        );
     }
 
     #[test]
@@ -320,7 +461,10 @@ mod tests {
             .message()
             .unwrap()
             .to_string();
-        assert!(msg.contains(&format!("This reverts commit {b}.")), "{msg}");
+        assert!(
+            msg.contains(&format!("This reverts commit {b}, under app/ only")),
+            "{msg}"
+        );
         assert!(matches!(
             rollback(
                 &cache_dir,

@@ -32,6 +32,8 @@ impl GantryController {
             .args(["controller", "--namespace", namespace, "--data-dir"])
             .arg(data_dir.path())
             .arg(format!("--receiver-addr=127.0.0.1:{receiver_port}"))
+            // the tests poll their sources every second or two
+            .arg("--min-interval=1s")
             .env("KUBECONFIG", kubeconfig_path())
             .env("GANTRY_LOG", "info,gantry=debug")
             // kubectl (kustomize) and helm for the render step
