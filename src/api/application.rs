@@ -62,6 +62,12 @@ pub struct ApplicationSpec {
     #[serde(default)]
     pub force: bool,
 
+    /// Apply over objects that carry another Application's ownership label (they become
+    /// this Application's). Without it such an object stops the sync with
+    /// `OwnershipConflict`, naming both Applications, and nothing is applied.
+    #[serde(default)]
+    pub take_ownership: bool,
+
     /// How often to reconcile even without a new revision (drift safety net).
     /// At least 1s; periodic runs are never closer than the controller's `--min-interval`
     /// (10s by default). Receivers and `gantry sync` act at once.

@@ -17,3 +17,33 @@ pub const MANAGED_BY_VALUE: &str = "gantry";
 pub const APPLICATION_LABEL: &str = "gantry.dev/application";
 /// Annotation that protects an object from pruning when set to `disabled`.
 pub const PRUNE_ANNOTATION: &str = "gantry.dev/prune";
+
+/// The other Application a live object is labelled for, when it is not the one the desired
+/// object names: such an object is not taken over unless the Application says so.
+pub fn foreign_owner(desired: &serde_json::Value, live: &serde_json::Value) -> Option<String> {
+    let label = |v: &serde_json::Value| {
+        v["metadata"]["labels"][APPLICATION_LABEL]
+            .as_str()
+            .map(str::to_string)
+    };
+    let owner = label(live)?;
+    (Some(&owner) != label(desired).as_ref()).then_some(owner)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn an_object_labelled_for_another_application_is_foreign() {
+        let ours = json!({"metadata": {"labels": {"gantry.dev/application": "a.web"}}});
+        let theirs = json!({"metadata": {"labels": {"gantry.dev/application": "b.web"}}});
+        let unlabelled = json!({"metadata": {}});
+        assert_eq!(
+            super::foreign_owner(&ours, &theirs).as_deref(),
+            Some("b.web")
+        );
+        assert_eq!(super::foreign_owner(&ours, &ours), None);
+        assert_eq!(super::foreign_owner(&ours, &unlabelled), None);
+    }
+}

@@ -49,6 +49,8 @@ pub fn api_message(e: &kube::Error) -> String {
 #[derive(Clone, Debug)]
 pub struct Checked {
     pub change: Change,
+    /// The Application the live object is labelled for, when it is another one.
+    pub foreign_owner: Option<String>,
 }
 
 /// Live objects of the given items, read with one LIST per (resource, namespace) instead
@@ -144,6 +146,7 @@ pub async fn dry_run(
                 let dry_value = serde_json::to_value(dry).unwrap_or(Value::Null);
                 Ok(Checked {
                     change: classify(live_value, &dry_value),
+                    foreign_owner: live_value.and_then(|l| super::foreign_owner(&d.object, l)),
                 })
             }
         })

@@ -105,6 +105,7 @@ async fn app_desired(
         artifact_digest: None,
         concurrency: 8,
         hold: None,
+        record_planned: None,
     };
     let (desired, _) = crate::controller::sync::desired_set(&input)
         .await

@@ -143,8 +143,10 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let revision = artifact.revision.clone();
     // The tree stays on disk while this reconcile renders it, whatever the source does.
     let lease = match super::artifact::checkout(&ctx, &ns, &source, &artifact).await {
-        Ok(lease) => lease,
-        Err(message) => {
+        super::artifact::Checkout::Ready(lease) => lease,
+        // The source controller writes it again (e.g. after a restart); come back shortly.
+        super::artifact::Checkout::NotYet => return Ok(Action::requeue(Duration::from_secs(2))),
+        super::artifact::Checkout::Failed(message) => {
             set(
                 &mut status,
                 conditions::READY,
@@ -227,6 +229,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         artifact_digest: Some(&artifact.digest),
         concurrency: ctx.apply_concurrency,
         hold: None,
+        record_planned: None,
     };
     if up_to_date && !sync_requested {
         check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;
@@ -298,11 +301,33 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 &history,
             )
     };
+    // The planned inventory is written before anything is applied, and kept on failure.
+    let planned: std::sync::Mutex<Option<Vec<crate::api::application::InventoryEntry>>> =
+        Default::default();
+    let status_before_apply = status.clone();
+    let record_planned = |entries: Vec<crate::api::application::InventoryEntry>| {
+        let mut s = status_before_apply.clone();
+        s.inventory = entries.clone();
+        *planned.lock().expect("planned inventory") = Some(entries);
+        let (api, name) = (api.clone(), name.clone());
+        Box::pin(async move {
+            super::status::apply_status(&api, &name, &s)
+                .await
+                .map_err(|e| e.to_string())
+        }) as futures::future::BoxFuture<'_, std::result::Result<(), String>>
+    };
     let input = SyncInput {
         hold: Some(&hold),
+        record_planned: Some(&record_planned),
         ..input
     };
-    match sync::sync(&input).await {
+    let result = sync::sync(&input).await;
+    if result.is_err()
+        && let Some(entries) = planned.lock().expect("planned inventory").take()
+    {
+        status.inventory = entries;
+    }
+    match result {
         Ok(outcome) => {
             let summary = format!(
                 "{} created, {} configured, {} unchanged, {} pruned",

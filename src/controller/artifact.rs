@@ -10,6 +10,15 @@ use crate::api::GitRepository;
 use crate::api::git_repository::Artifact;
 use crate::source::store::Lease;
 
+/// What an Application finds of its source's artifact.
+pub enum Checkout {
+    Ready(Lease),
+    /// Not on disk and not in the Git cache yet (a restarted controller whose source has
+    /// not fetched again): come back shortly, nothing is wrong.
+    NotYet,
+    Failed(String),
+}
+
 /// The leased tree of `artifact`. A tree that is gone (removed after a digest mismatch, or
 /// not written yet after a restart) is written again from the source's Git cache.
 pub async fn checkout(
@@ -17,7 +26,20 @@ pub async fn checkout(
     ns: &str,
     source: &GitRepository,
     artifact: &Artifact,
-) -> Result<Lease, String> {
+) -> Checkout {
+    match checkout_inner(ctx, ns, source, artifact).await {
+        Ok(Some(lease)) => Checkout::Ready(lease),
+        Ok(None) => Checkout::NotYet,
+        Err(message) => Checkout::Failed(message),
+    }
+}
+
+async fn checkout_inner(
+    ctx: &Arc<Context>,
+    ns: &str,
+    source: &GitRepository,
+    artifact: &Artifact,
+) -> Result<Option<Lease>, String> {
     let name = source.name_any();
     let commit = revision_commit(&artifact.revision)
         .ok_or_else(|| format!("revision {} names no commit", artifact.revision))?
@@ -25,22 +47,29 @@ pub async fn checkout(
     let dir = ctx.artifacts.dir(ns, &name, &commit, &artifact.digest);
     let lease = ctx.artifacts.lease(&dir);
     if dir.is_dir() {
-        return Ok(lease);
+        return Ok(Some(lease));
     }
     let (ctx2, ns2, ignore) = (ctx.clone(), ns.to_string(), source.spec.ignore.clone());
     let written = tokio::task::spawn_blocking(move || {
         let cache = ctx2.git_cache(&ns2, &name);
-        let repo = git2::Repository::open_bare(&cache).map_err(|e| e.to_string())?;
+        let Ok(repo) = git2::Repository::open_bare(&cache) else {
+            return Ok(None);
+        };
         let oid = git2::Oid::from_str(&commit).map_err(|e| e.to_string())?;
+        if repo.find_commit(oid).is_err() {
+            return Ok(None);
+        }
         ctx2.artifacts
             .write(&ns2, &name, &repo, oid, &ignore)
+            .map(Some)
             .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("checkout task failed: {e}"))?;
     match written {
-        Ok((path, _)) if path == dir => Ok(lease),
-        Ok((_, digest)) => Err(format!(
+        Ok(None) => Ok(None),
+        Ok(Some((path, _))) if path == dir => Ok(Some(lease)),
+        Ok(Some((_, digest))) => Err(format!(
             "the artifact of {} has digest {digest}, not {} as the source reports; waiting for \
              the source to fetch again",
             artifact.revision, artifact.digest

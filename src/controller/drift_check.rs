@@ -107,6 +107,10 @@ pub async fn check(
             continue;
         };
         let live_value = serde_json::to_value(&live).unwrap_or(Value::Null);
+        // Labelled for another Application (taken over on purpose): no longer ours to heal.
+        if crate::apply::foreign_owner(&d.object, &live_value).is_some() {
+            continue;
+        }
         let suspects = compare::without_ignored(
             compare::differing_paths(&compare::comparable(&d.object), &live_value),
             rules,

@@ -55,6 +55,7 @@ async fn reapply_workloads(
         artifact_digest: None,
         concurrency: ctx.apply_concurrency,
         hold: None,
+        record_planned: None,
     };
     let (desired, resolved) = sync::desired_set(&input)
         .await

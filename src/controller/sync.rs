@@ -36,6 +36,8 @@ pub enum SyncError {
     EmptyRender(usize),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    OwnershipConflict(String),
 }
 
 impl SyncError {
@@ -47,6 +49,7 @@ impl SyncError {
             SyncError::Apply(_) => "ApplyFailed",
             SyncError::EmptyRender(_) => "EmptyRender",
             SyncError::Kube(_) => "ApplyFailed",
+            SyncError::OwnershipConflict(_) => "OwnershipConflict",
         }
     }
 }
@@ -81,6 +84,34 @@ pub struct SyncInput<'a> {
     /// Objects validated but not applied (stable Deployments whose new template runs as a
     /// canary first).
     pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
+    /// Records an inventory in the Application's status before the first write that may
+    /// create objects not in the previous inventory (see [`sync`]).
+    pub record_planned: Option<PlannedHook<'a>>,
+}
+
+/// Writes the planned inventory (the previous one and every object about to be applied),
+/// so a controller killed mid-apply still knows what it may have created.
+pub type PlannedHook<'a> = &'a (
+        dyn Fn(Vec<InventoryEntry>) -> futures::future::BoxFuture<'a, Result<(), String>>
+            + Send
+            + Sync
+    );
+
+/// The previous inventory and every desired object, sorted; `None` when that adds nothing.
+pub fn planned_inventory(
+    previous: &[InventoryEntry],
+    desired: &[Desired],
+) -> Option<Vec<InventoryEntry>> {
+    let known: BTreeSet<&InventoryEntry> = previous.iter().collect();
+    if desired.iter().all(|d| known.contains(&d.key)) {
+        return None;
+    }
+    let all: BTreeSet<InventoryEntry> = previous
+        .iter()
+        .cloned()
+        .chain(desired.iter().map(|d| d.key.clone()))
+        .collect();
+    Some(all.into_iter().collect())
 }
 
 const MAX_LISTED_ERRORS: usize = 10;
@@ -177,6 +208,36 @@ pub async fn desired_set(
     })
     .map_err(|e| SyncError::Validation(e.to_string()))?;
     Ok((desired, resolved))
+}
+
+/// Refuses the set when objects are labelled for another Application, unless this one
+/// may take them over (`spec.takeOwnership`).
+fn refuse_foreign<'d>(
+    app: &Application,
+    checked: impl Iterator<Item = (&'d Desired, &'d Result<ssa::Checked, String>)>,
+) -> Result<(), SyncError> {
+    if app.spec.take_ownership {
+        return Ok(());
+    }
+    let conflicts: Vec<String> = checked
+        .filter_map(|(d, c)| {
+            let other = c.as_ref().ok()?.foreign_owner.as_ref()?;
+            Some(format!(
+                "{} belongs to Application {other}",
+                describe(&d.key)
+            ))
+        })
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(SyncError::OwnershipConflict(format!(
+        "{} objects are labelled for another Application and are not taken over (set \
+         spec.takeOwnership on Application {} to take them), nothing was applied: {}",
+        conflicts.len(),
+        app_label(app),
+        join_errors(conflicts)
+    )))
 }
 
 /// Verifies the tree on disk against its digest; a tree that changed is removed (the next
@@ -324,6 +385,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
+    refuse_foreign(app, now_items.iter().map(|(d, _)| *d).zip(&checked))?;
     let mut changes: HashMap<InventoryEntry, Change> = now_items
         .iter()
         .zip(checked)
@@ -334,6 +396,16 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             )
         })
         .collect();
+
+    // Before the first write: every object this sync may create is in the inventory, so
+    // a crash from here on leaves nothing a later prune cannot see.
+    if let (Some(record), Some(planned)) =
+        (input.record_planned, planned_inventory(&previous, &desired))
+    {
+        record(planned)
+            .await
+            .map_err(|e| SyncError::Apply(format!("cannot record the planned inventory: {e}")))?;
+    }
 
     let mut outcome = SyncOutcome::default();
     let mut apply_errors = vec![];
@@ -410,6 +482,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
+    refuse_foreign(app, later_items.iter().map(|(d, _)| *d).zip(&later_checked))?;
     for ((d, _), c) in later_items.iter().zip(later_checked) {
         changes.insert(
             d.key.clone(),

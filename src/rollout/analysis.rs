@@ -128,6 +128,29 @@ fn http() -> &'static http_client::Client {
     &CLIENT
 }
 
+/// Bytes of an HTTP check's body kept for `bodyRegex`; the rest is not read.
+pub const HTTP_BODY_CAP: usize = 64 * 1024;
+/// Largest Prometheus answer read; a bigger one fails the check.
+pub const PROMETHEUS_BODY_CAP: usize = 4 * 1024 * 1024;
+
+/// Reads at most `cap` bytes of a body; `true` when the body had more (the rest is never
+/// read: the connection is dropped). The request's timeout covers the whole read.
+async fn read_capped(
+    mut r: http_client::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), http_client::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        let room = cap - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, false))
+}
+
 /// Pure: whether an HTTP answer meets the check.
 pub fn http_verdict(check: &HttpCheck, status: u16, body: &str) -> (bool, String) {
     if status < check.min_status || status > check.max_status {
@@ -159,15 +182,20 @@ async fn http_check(check: &HttpCheck) -> CheckResult {
     let answer = async {
         let r = http().get(&check.url).timeout(timeout).send().await?;
         let status = r.status().as_u16();
-        // Bodies are read up to 64 KiB for the regex.
-        let bytes = r.bytes().await?;
-        let body = String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned();
-        Ok::<_, http_client::Error>((status, body))
+        // Bodies are read up to the cap for the regex; a longer one is judged on its start.
+        let (bytes, over) = read_capped(r, HTTP_BODY_CAP).await?;
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        Ok::<_, http_client::Error>((status, body, over))
     }
     .await;
     match answer {
-        Ok((status, body)) => {
-            let (passed, message) = http_verdict(check, status, &body);
+        Ok((status, body, over)) => {
+            let (passed, mut message) = http_verdict(check, status, &body);
+            if over {
+                message.push_str(&format!(
+                    " (body over {HTTP_BODY_CAP} bytes; only the first {HTTP_BODY_CAP} were read)"
+                ));
+            }
             let mut r = result(&check.name, passed, message);
             r.status_code = Some(status);
             r
@@ -226,12 +254,16 @@ async fn prometheus_check(check: &PrometheusCheck) -> CheckResult {
             .timeout(timeout)
             .send()
             .await?;
-        r.bytes().await
+        read_capped(r, PROMETHEUS_BODY_CAP).await
     }
     .await;
     let value = match answer {
         Err(e) => Err(format!("Prometheus at {} unreachable: {e}", check.address)),
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+        Ok((_, true)) => Err(format!(
+            "Prometheus at {} answered a body over {PROMETHEUS_BODY_CAP} bytes",
+            check.address
+        )),
+        Ok((bytes, false)) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .map_err(|e| format!("Prometheus answered something that is not JSON: {e}"))
             .and_then(|v| prometheus_value(&v)),
     };

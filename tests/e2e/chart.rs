@@ -89,7 +89,8 @@ async fn chart_installs_and_its_deployment_becomes_available() {
         &[
             "controller",
             "--namespace=somewhere",
-            "--receiver-addr=0.0.0.0:9292"
+            "--receiver-addr=0.0.0.0:9292",
+            "--min-interval=10s"
         ]
     );
     // Receivers are reachable through a Service on the named container port.

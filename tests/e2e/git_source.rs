@@ -118,9 +118,8 @@ async fn fetches_over_http_with_basic_auth_and_follows_new_commits() {
     );
     let files = controller.data_files();
     assert!(
-        files
-            .iter()
-            .any(|f| f.ends_with(format!("{second}/deploy/new.yaml"))),
+        files.iter().any(|f| f.ends_with("deploy/new.yaml")
+            && f.to_string_lossy().contains(&format!("/{second}-"))),
         "artifact not written: {files:?}"
     );
 
