@@ -58,14 +58,20 @@ pub(super) async fn publish(
     reason: &str,
     note: String,
 ) {
+    let note: String = note.chars().take(1000).collect();
+    let recorder = ctx.recorders.for_note(
+        app.metadata.uid.as_deref().unwrap_or_default(),
+        reason,
+        &note,
+    );
     let ev = KubeEvent {
         type_,
         reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
+        note: Some(note),
         action: "Sync".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &app.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&ev, &app.object_ref(&())).await {
         tracing::debug!(error = %e, "cannot publish event");
     }
 }

@@ -494,7 +494,10 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 publish(&ctx, &app, EventType::Warning, reason, message).await;
             }
             write_if_changed(&api, &app, &status).await?;
-            let retry = if matches!(e, SyncError::Kube(_)) {
+            let retry = if matches!(e, SyncError::Artifact(_)) {
+                // the tree is checked out again at once
+                Duration::from_secs(2)
+            } else if matches!(e, SyncError::Kube(_)) {
                 Duration::from_secs(5)
             } else {
                 Duration::from_secs(30)

@@ -34,8 +34,10 @@ pub struct Context {
     pub artifacts: crate::source::store::ArtifactStore,
     /// Cached API discovery.
     pub discovery: Discovery,
-    /// Kubernetes Events.
-    pub recorder: Recorder,
+    /// Kubernetes Events: one recorder per (object, reason) and note, so a repeated note
+    /// counts up its series while a new note is a new Event (kube's recorder keys series by
+    /// reason alone and would keep showing the first note).
+    pub recorders: EventRecorders,
     /// Objects applied at once.
     pub apply_concurrency: usize,
     /// Watches of managed objects.
@@ -76,7 +78,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         let ctx = Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorders: EventRecorders::new(client.clone(), reporter),
             client,
             artifacts: crate::source::store::ArtifactStore::new(data_dir.join("artifacts")),
             data_dir,
@@ -112,6 +114,53 @@ impl Context {
     /// The write-back clone of an Application (full history, bare).
     pub fn writeback_cache(&self, namespace: &str, name: &str) -> PathBuf {
         self.data_dir.join("writeback").join(namespace).join(name)
+    }
+}
+
+/// Recorders keyed by (object uid, reason), each holding the note it last published.
+pub struct EventRecorders {
+    client: Client,
+    reporter: Reporter,
+    by_key: std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Recorder)>>,
+}
+
+/// Entries kept before the map is cleared (objects come and go).
+const MAX_RECORDERS: usize = 50_000;
+
+impl EventRecorders {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            by_key: Default::default(),
+        }
+    }
+
+    /// The recorder for this object, reason and note: the same one while the note repeats.
+    pub fn for_note(&self, uid: &str, reason: &str, note: &str) -> Recorder {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        note.hash(&mut h);
+        let note_hash = h.finish();
+        let mut map = self.by_key.lock().expect("event recorders");
+        if map.len() > MAX_RECORDERS {
+            map.clear();
+        }
+        let entry = map
+            .entry((uid.to_string(), reason.to_string()))
+            .or_insert_with(|| {
+                (
+                    note_hash,
+                    Recorder::new(self.client.clone(), self.reporter.clone()),
+                )
+            });
+        if entry.0 != note_hash {
+            *entry = (
+                note_hash,
+                Recorder::new(self.client.clone(), self.reporter.clone()),
+            );
+        }
+        entry.1.clone()
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod boundaries;
 mod chart;
 mod cli;
 mod controller;
@@ -14,6 +15,7 @@ mod git_server;
 mod git_source;
 mod image_automation;
 mod image_policy;
+mod ownership;
 mod policies;
 mod receivers;
 mod registry;
