@@ -21,10 +21,14 @@ pub struct Args {
     #[arg(long, env = "GANTRY_APPLY_CONCURRENCY", default_value_t = 32)]
     pub apply_concurrency: usize,
 
-    /// Address of the webhook receiver server (`/hook/<token>`, `/healthz`); `off` to run
-    /// without it.
+    /// Address of the webhook receiver server (`/hook/<token>`); `off` to run without it.
     #[arg(long, env = "GANTRY_RECEIVER_ADDR", default_value = "0.0.0.0:9292")]
     pub receiver_addr: String,
+
+    /// Address of `/healthz`, `/readyz` and `/metrics` (a listener of their own, so
+    /// webhook traffic never starves a probe); `off` to run without it.
+    #[arg(long, env = "GANTRY_METRICS_ADDR", default_value = "0.0.0.0:9293")]
+    pub metrics_addr: String,
 
     /// The shortest time between two periodic runs of any resource, whatever its
     /// `interval` says (which the CRDs keep at 1s or more). Webhooks and `gantry sync`
@@ -38,13 +42,15 @@ fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let receiver_addr = match args.receiver_addr.as_str() {
-        "off" | "" => None,
-        a => Some(
-            a.parse()
-                .map_err(|e| crate::error::Error::Usage(format!("--receiver-addr {a:?}: {e}")))?,
-        ),
+    let addr = |flag: &str, value: &str| match value {
+        "off" | "" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|e| crate::error::Error::Usage(format!("{flag} {a:?}: {e}"))),
     };
+    let receiver_addr = addr("--receiver-addr", &args.receiver_addr)?;
+    let metrics_addr = addr("--metrics-addr", &args.metrics_addr)?;
     let client = Client::try_default().await?;
     controller::run(
         client,
@@ -53,6 +59,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             data_dir: args.data_dir,
             apply_concurrency: args.apply_concurrency,
             receiver_addr,
+            metrics_addr,
             min_interval: args.min_interval,
         },
     )

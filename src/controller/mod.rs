@@ -39,6 +39,8 @@ pub struct Options {
     pub apply_concurrency: usize,
     /// Where the webhook receivers listen; no receiver server when `None`.
     pub receiver_addr: Option<std::net::SocketAddr>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; none when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The shortest time between two periodic runs of any resource.
     pub min_interval: std::time::Duration,
 }
@@ -67,13 +69,13 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let server = {
         let endpoints = ctx.endpoints.clone();
         let metrics = ctx.metrics.clone();
-        let addr = opts.receiver_addr;
+        let (hooks, ops) = (opts.receiver_addr, opts.metrics_addr);
         async move {
-            let Some(addr) = addr else { return };
             if let Err(e) =
-                crate::server::serve(addr, endpoints, queue_tx, metrics, shutdown_signal()).await
+                crate::server::serve(hooks, ops, endpoints, queue_tx, metrics, shutdown_signal())
+                    .await
             {
-                tracing::error!(address = %addr, error = %e, "receiver server failed");
+                tracing::error!(error = %e, "HTTP server failed");
             }
         }
     };

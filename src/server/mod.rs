@@ -1,5 +1,5 @@
-//! The controller's HTTP server: webhook receivers on `/hook/<token>`, `/metrics`,
-//! `/healthz`.
+//! The controller's HTTP servers: webhook receivers on `/hook/<token>` on one listener,
+//! `/healthz`, `/readyz` and `/metrics` on another.
 //! Bounded everywhere: body size (413), header and body read time, connections, and the
 //! queue between the handlers and the reconcilers (503 when full).
 
@@ -26,8 +26,10 @@ use dispatch::Trigger;
 
 /// Largest webhook body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Time allowed for the request headers, and for the body.
+/// Time allowed for the request body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the request headers (a slow client is cut off early).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 256;
 
@@ -152,24 +154,14 @@ async fn handle(
     }
 }
 
-/// The router, for tests and for [`serve`].
-fn router(
+/// The webhook routes (the receiver listener).
+fn hooks_router(
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
     metrics: Arc<metrics::Metrics>,
 ) -> Router {
     Router::new()
         .route("/hook/{token}", post(hook))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(|State(state): State<AppState>| async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    state.metrics.render(),
-                )
-            }),
-        )
         .with_state(AppState {
             endpoints,
             queue,
@@ -177,26 +169,141 @@ fn router(
         })
 }
 
-/// Serves until `shutdown` resolves.
+/// Health and metrics (their own listener, so a flood of webhook connections never makes
+/// a probe fail).
+fn ops_router(metrics: Arc<metrics::Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Arc<metrics::Metrics>>| async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    metrics.render(),
+                )
+            }),
+        )
+        .with_state(metrics)
+}
+
+/// Bounds of one listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Connections of one client address at once; more are closed at once.
+    pub per_client: usize,
+    /// Time allowed for the request headers.
+    pub header_timeout: Duration,
+    /// Longest life of a connection, whatever the client does.
+    pub lifetime: Duration,
+}
+
+/// The receiver listener: a slow client gets little of it.
+pub const HOOK_LIMITS: Limits = Limits {
+    max_connections: MAX_CONNECTIONS,
+    per_client: 64,
+    header_timeout: HEADER_TIMEOUT,
+    lifetime: Duration::from_secs(60),
+};
+
+/// The health and metrics listener: probes and scrapes are quick.
+pub const OPS_LIMITS: Limits = Limits {
+    max_connections: 64,
+    per_client: 16,
+    header_timeout: HEADER_TIMEOUT,
+    lifetime: Duration::from_secs(30),
+};
+
+/// Open connections per client address; a slot is given back when its guard drops.
+#[derive(Clone, Default)]
+struct PerClient(Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>);
+
+struct ClientSlot(PerClient, std::net::IpAddr);
+
+impl PerClient {
+    fn take(&self, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut map = self.0.lock().expect("per-client connections");
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().expect("per-client connections");
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves the webhook receivers on `hooks` and health and metrics on `ops` (either may be
+/// off) until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    hooks: Option<SocketAddr>,
+    ops: Option<SocketAddr>,
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(address = %listener.local_addr()?, "receiver server listening");
-    let app = router(endpoints, queue, metrics);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
+    let hooks_listener = match hooks {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    let ops_listener = match ops {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    if let Some(l) = &hooks_listener {
+        tracing::info!(address = %l.local_addr()?, "receiver server listening");
+    }
+    if let Some(l) = &ops_listener {
+        tracing::info!(address = %l.local_addr()?, "health and metrics server listening");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hooks_task = hooks_listener.map(|l| {
+        tokio::spawn(accept_loop(
+            l,
+            hooks_router(endpoints, queue, metrics.clone()),
+            HOOK_LIMITS,
+            stop_rx.clone(),
+        ))
+    });
+    let ops_task = ops_listener
+        .map(|l| tokio::spawn(accept_loop(l, ops_router(metrics), OPS_LIMITS, stop_rx)));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in [hooks_task, ops_task].into_iter().flatten() {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let clients = PerClient::default();
     loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = stop.changed() => return,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -206,17 +313,20 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = clients.take(peer.ip(), limits.per_client) else {
+            tracing::debug!(client = %peer.ip(), "too many connections from one client; closing");
+            continue; // the stream is dropped: closed at once
+        };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
+                .header_read_timeout(limits.header_timeout)
                 .max_buf_size(64 * 1024);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            // A connection lives at most this long, whatever the client does.
-            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            let _ = tokio::time::timeout(limits.lifetime, conn).await;
         });
     }
 }

@@ -6,6 +6,8 @@
 #
 # Writes STATE_DIR/kubeconfig (admin), STATE_DIR/env (KUBECONFIG, GANTRY_TEST_BIN),
 # STATE_DIR/pids (the processes it started; down.sh stops exactly those) and logs/.
+# With GANTRY_TEST_APISERVER_ONLY=1 only etcd and kube-apiserver start (a private control
+# plane for a test that restarts its API server: restart-apiserver.sh STATE_DIR).
 # Idempotent: when the cluster in STATE_DIR is already up, it says so and exits 0.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -97,7 +99,9 @@ kc="$state/kubeconfig"
 
 start() { # name args...
   local name="$1"; shift
-  "$bin/$name" "$@" > "$state/logs/$name.log" 2>&1 &
+  # the command line is kept, so restart-apiserver.sh can start the same process again
+  printf '%q ' "$bin/$name" "$@" > "$state/$name.cmd"
+  "$bin/$name" "$@" >> "$state/logs/$name.log" 2>&1 &
   echo "$! $name" >> "$state/pids"
 }
 
@@ -140,6 +144,12 @@ start kube-apiserver \
   --allow-privileged=true --profiling=false \
   --max-requests-inflight 1000 --max-mutating-requests-inflight 500
 wait_for kube-apiserver 90 "$bin/kubectl" --kubeconfig "$kc" get --raw /readyz
+if [[ "${GANTRY_TEST_APISERVER_ONLY:-}" == 1 ]]; then
+  wait_for "the default namespace" 30 "$bin/kubectl" --kubeconfig "$kc" get namespace default
+  printf 'KUBECONFIG=%s\nGANTRY_TEST_KUBECONFIG=%s\nGANTRY_TEST_BIN=%s\n' "$kc" "$kc" "$bin" > "$state/env"
+  log "ready (etcd and kube-apiserver only): export KUBECONFIG=$kc"
+  exit 0
+fi
 
 log "starting kube-controller-manager, kube-scheduler and kwok"
 start kube-controller-manager \

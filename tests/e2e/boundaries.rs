@@ -454,3 +454,119 @@ async fn fields_not_honoured_yet_stop_the_application() {
     assert!(cms.get_opt("a").await.unwrap().is_none(), "nothing applied");
     let _ = head;
 }
+
+#[tokio::test]
+async fn slow_clients_on_the_receiver_port_never_starve_health_and_metrics() {
+    use std::io::Write;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "bd-loris").await;
+    let mut controller = GantryController::start(&ns.name);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{}/healthz", controller.metrics_port);
+    eventually("the controller up", Duration::from_secs(30), || async {
+        http.get(&health)
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await;
+    // 300 connections that start a request and never finish their headers.
+    let mut held = vec![];
+    for _ in 0..300 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", controller.receiver_port)) {
+            let _ = s.write_all(b"POST /hook/x HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            held.push(s);
+        }
+    }
+    let mut failed = 0;
+    for _ in 0..21 {
+        let ok = http
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        failed += usize::from(!ok);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(failed, 0, "health probes failed during the flood");
+    let metrics = http
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            controller.metrics_port
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics.status().is_success());
+    // Webhooks are answered again as soon as the stalled headers time out, while the
+    // stalled connections are still open on the client side.
+    let hook = format!("http://127.0.0.1:{}/hook/unknown", controller.receiver_port);
+    eventually("a webhook answered", Duration::from_secs(15), || async {
+        (http.post(&hook).body("{}").send().await.ok()?.status() == 404).then_some(())
+    })
+    .await;
+    drop(held);
+    controller.process.assert_running();
+}
+
+#[tokio::test]
+async fn events_show_the_newest_revision() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "bd-events").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let first = server.create_repo("app", &[("app/a.yaml", &cm("a"))]);
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "app"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &first).await;
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write("app/b.yaml", &cm("b"));
+    let second = ws.commit_and_push("b");
+    wait_synced_healthy(&apps, "app", &second).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &ns.name);
+    let synced = |note: &str| {
+        let note = note.to_string();
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Synced")
+                        && e.note.as_deref().is_some_and(|n| n.contains(&note))
+                })
+                .then_some(())
+        }
+    };
+    eventually(
+        "a Synced event for the first revision",
+        Duration::from_secs(10),
+        || synced(&first),
+    )
+    .await;
+    eventually(
+        "a Synced event for the second revision",
+        Duration::from_secs(10),
+        || synced(&second),
+    )
+    .await;
+}

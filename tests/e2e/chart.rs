@@ -90,6 +90,7 @@ async fn chart_installs_and_its_deployment_becomes_available() {
             "controller",
             "--namespace=somewhere",
             "--receiver-addr=0.0.0.0:9292",
+            "--metrics-addr=0.0.0.0:9293",
             "--min-interval=10s"
         ]
     );

@@ -20,6 +20,7 @@ mod policies;
 mod receivers;
 mod registry;
 mod render_tools;
+mod restarts;
 mod rollouts;
 mod sync;
 mod workloads;

@@ -520,7 +520,7 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
     .await;
     let metrics = reqwest::get(format!(
         "http://127.0.0.1:{}/metrics",
-        controller.receiver_port
+        controller.metrics_port
     ))
     .await
     .unwrap()

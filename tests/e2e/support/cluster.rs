@@ -102,7 +102,12 @@ static CRDS: OnceCell<()> = OnceCell::const_new();
 /// Installs (server-side apply) the CRDs generated from the Rust types, once per test
 /// process, and waits until each is Established.
 pub async fn install_crds(client: &Client) {
-    CRDS.get_or_init(|| async {
+    CRDS.get_or_init(|| install_crds_into(client)).await;
+}
+
+/// Installs the CRDs into the cluster of `client` (a private control plane) and waits.
+pub async fn install_crds_into(client: &Client) {
+    {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in gantry::api::crds() {
             let name = crd.metadata.name.clone().unwrap();
@@ -118,8 +123,7 @@ pub async fn install_crds(client: &Client) {
             let name = crd.metadata.name.clone().unwrap();
             wait_established(&api, &name).await;
         }
-    })
-    .await;
+    }
 }
 
 pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {

@@ -19,22 +19,31 @@ pub struct GantryController {
     pub data_dir: tempfile::TempDir,
     /// The webhook receiver server, on 127.0.0.1.
     pub receiver_port: u16,
+    /// `/healthz`, `/readyz` and `/metrics`, on 127.0.0.1.
+    pub metrics_port: u16,
     log_path: std::path::PathBuf,
 }
 
 impl GantryController {
     pub fn start(namespace: &str) -> Self {
+        Self::start_on(namespace, &kubeconfig_path())
+    }
+
+    /// A controller for the control plane of `kubeconfig` (a private one).
+    pub fn start_on(namespace: &str, kubeconfig: &std::path::Path) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("controller.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let receiver_port = free_port();
+        let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["controller", "--namespace", namespace, "--data-dir"])
             .arg(data_dir.path())
             .arg(format!("--receiver-addr=127.0.0.1:{receiver_port}"))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             // the tests poll their sources every second or two
             .arg("--min-interval=1s")
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("GANTRY_LOG", "info,gantry=debug")
             // kubectl (kustomize) and helm for the render step
             .env("PATH", path_with_tools())
@@ -46,6 +55,7 @@ impl GantryController {
             process: ChildGuard::new("gantry controller", child),
             data_dir,
             receiver_port,
+            metrics_port,
             log_path,
         }
     }

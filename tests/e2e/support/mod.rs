@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod controller;
 pub mod git;
 pub mod http_stub;
+pub mod private_cluster;
 pub mod process;
 pub mod prometheus;
 pub mod registry;

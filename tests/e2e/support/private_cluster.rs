@@ -1,0 +1,72 @@
+//! A private control plane (etcd and kube-apiserver only, on their own free loopback
+//! ports) for a test that restarts its API server, which the shared one must never see.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/cluster")
+        .join(name)
+}
+
+pub struct PrivateCluster {
+    state: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(script("up.sh"))
+            .arg(state.path())
+            .env("GANTRY_TEST_APISERVER_ONLY", "1")
+            .output()
+            .expect("run tests/cluster/up.sh");
+        let cluster = Self { state };
+        assert!(
+            out.status.success(),
+            "private control plane did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.state.path().join("kubeconfig")
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    /// Stops the API server, waits `down_seconds`, starts it again on the same port and
+    /// waits until it is ready.
+    pub fn restart_apiserver(&self, down_seconds: u32) {
+        let out = Command::new(script("restart-apiserver.sh"))
+            .arg(self.state.path())
+            .arg(down_seconds.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script("down.sh"))
+            .arg(self.state.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
