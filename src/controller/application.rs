@@ -122,31 +122,24 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             }
         },
     };
-    let (artifact, source) = match (artifact, source) {
-        (Ok(a), Some(s)) => (a, s),
-        (result, _) => {
-            let message = result
-                .err()
-                .unwrap_or_else(|| format!("GitRepository {source_name} not found"));
-            set(
-                &mut status,
-                conditions::READY,
-                Status::False,
-                "ArtifactFailed",
-                message,
-                generation,
-            );
-            write_if_changed(&api, &app, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
-        }
+    // The tree stays on disk (leased) while this reconcile renders it, whatever the source
+    // does meanwhile.
+    let checked = match (artifact, source) {
+        (Ok(a), Some(s)) => match super::artifact::checkout(&ctx, &ns, &s, &a).await {
+            super::artifact::Checkout::Ready(lease) => Ok((a, s, lease)),
+            // The source controller writes it again (e.g. after a restart); come back soon.
+            super::artifact::Checkout::NotYet => {
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            super::artifact::Checkout::Failed(message) => Err(message),
+        },
+        (result, _) => Err(result
+            .err()
+            .unwrap_or_else(|| format!("GitRepository {source_name} not found"))),
     };
-    let revision = artifact.revision.clone();
-    // The tree stays on disk while this reconcile renders it, whatever the source does.
-    let lease = match super::artifact::checkout(&ctx, &ns, &source, &artifact).await {
-        super::artifact::Checkout::Ready(lease) => lease,
-        // The source controller writes it again (e.g. after a restart); come back shortly.
-        super::artifact::Checkout::NotYet => return Ok(Action::requeue(Duration::from_secs(2))),
-        super::artifact::Checkout::Failed(message) => {
+    let (artifact, source, lease) = match checked {
+        Ok(found) => found,
+        Err(message) => {
             set(
                 &mut status,
                 conditions::READY,
@@ -159,6 +152,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
+    let revision = artifact.revision.clone();
     let artifact_root = lease.path().to_path_buf();
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
