@@ -25,7 +25,6 @@ use super::sync::{self, SyncError, SyncInput};
 use crate::api::application::{Application, SyncPolicy, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::{GitRepository, ImagePolicy};
-use crate::apply::{inventory, prune};
 use crate::error::{Error, Result};
 use crate::health::Health;
 
@@ -63,7 +62,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
 
     // Fields whose promise the controller cannot keep yet stop the Application, rather
     // than deploying with the controller's own rights or into the wrong cluster.
-    if let Some(message) = unsupported_fields(&app) {
+    if let Some(message) = super::guards::unsupported_fields(&app) {
         set(
             &mut status,
             conditions::READY,
@@ -296,28 +295,15 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             )
     };
     // The planned inventory is written before anything is applied, and kept on failure.
-    let planned: std::sync::Mutex<Option<Vec<crate::api::application::InventoryEntry>>> =
-        Default::default();
-    let status_before_apply = status.clone();
-    let record_planned = |entries: Vec<crate::api::application::InventoryEntry>| {
-        let mut s = status_before_apply.clone();
-        s.inventory = entries.clone();
-        *planned.lock().expect("planned inventory") = Some(entries);
-        let (api, name) = (api.clone(), name.clone());
-        Box::pin(async move {
-            super::status::apply_status(&api, &name, &s)
-                .await
-                .map_err(|e| e.to_string())
-        }) as futures::future::BoxFuture<'_, std::result::Result<(), String>>
-    };
+    let recorder = super::guards::StatusRecorder::new(&api, &name, status.clone());
     let input = SyncInput {
         hold: Some(&hold),
-        record_planned: Some(&record_planned),
+        record_planned: Some(&recorder),
         ..input
     };
     let result = sync::sync(&input).await;
     if result.is_err()
-        && let Some(entries) = planned.lock().expect("planned inventory").take()
+        && let Some(entries) = recorder.recorded()
     {
         status.inventory = entries;
     }
@@ -501,58 +487,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
-/// The first spec field the controller does not honour yet, as a condition message.
-fn unsupported_fields(app: &Application) -> Option<String> {
-    if app.spec.service_account_name.is_some() {
-        return Some(
-            "spec.serviceAccountName (impersonation) is not implemented yet; nothing is applied \
-             rather than applying with the controller's own rights"
-                .into(),
-        );
-    }
-    if app.spec.kube_config.is_some() {
-        return Some(
-            "spec.kubeConfig (remote clusters) is not implemented yet; nothing is applied rather \
-             than applying to the controller's own cluster"
-                .into(),
-        );
-    }
-    None
-}
-
 fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
-}
-
-/// Checks health after a sync and on later no-op reconciles until healthy.
-/// Deleting an Application with prune on removes what it applied.
-async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
-    if let Some(r) = app.status.as_ref().and_then(|s| s.rollout.as_ref())
-        && !r.canaries.is_empty()
-    {
-        canary::delete_canaries(&ctx, &app, &canary::canary_namespaces(&app), &r.canaries).await;
-    }
-    super::context::remove_dir(
-        &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
-    );
-    if !app.spec.prune || app.spec.suspend {
-        return Ok(Action::await_change());
-    }
-    let entries = app
-        .status
-        .as_ref()
-        .map(|s| s.inventory.clone())
-        .unwrap_or_default();
-    let stale = inventory::stale(&entries, &[]);
-    let result = prune::prune(&ctx.client, &ctx.discovery, &stale, &sync::app_label(&app)).await;
-    if !result.failed.is_empty() {
-        let msgs: Vec<String> = result.failed.iter().map(|(_, m)| m.clone()).collect();
-        return Err(Error::Usage(format!(
-            "cannot delete every object of the Application: {}",
-            msgs.join("; ")
-        )));
-    }
-    Ok(Action::await_change())
 }
 
 async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
@@ -561,7 +497,7 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     finalizer(&api, FINALIZER, app, |event| async {
         match event {
             Event::Apply(a) => apply(a, ctx.clone()).await,
-            Event::Cleanup(a) => cleanup(a, ctx.clone()).await,
+            Event::Cleanup(a) => super::app_cleanup::cleanup(a, ctx.clone()).await,
         }
     })
     .await

@@ -1,14 +1,17 @@
 //! The operator: one reconciler per kind, sharing a `Context`.
 
+pub mod app_cleanup;
 pub mod app_drift;
 pub mod app_status;
 pub mod application;
 pub mod artifact;
 pub mod canary;
+pub mod canary_owner;
 pub mod context;
 pub mod crd_check;
 pub mod drift_check;
 pub mod git_repository;
+pub mod guards;
 pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;

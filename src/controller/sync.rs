@@ -11,6 +11,7 @@ use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
 
+use super::guards;
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::discovery::{Discovery, Resolved};
 use crate::apply::normalize::{self, Desired, describe};
@@ -86,37 +87,12 @@ pub struct SyncInput<'a> {
     pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
     /// Records an inventory in the Application's status before the first write that may
     /// create objects not in the previous inventory (see [`sync`]).
-    pub record_planned: Option<PlannedHook<'a>>,
-}
-
-/// Writes the planned inventory (the previous one and every object about to be applied),
-/// so a controller killed mid-apply still knows what it may have created.
-pub type PlannedHook<'a> = &'a (
-        dyn Fn(Vec<InventoryEntry>) -> futures::future::BoxFuture<'a, Result<(), String>>
-            + Send
-            + Sync
-    );
-
-/// The previous inventory and every desired object, sorted; `None` when that adds nothing.
-pub fn planned_inventory(
-    previous: &[InventoryEntry],
-    desired: &[Desired],
-) -> Option<Vec<InventoryEntry>> {
-    let known: BTreeSet<&InventoryEntry> = previous.iter().collect();
-    if desired.iter().all(|d| known.contains(&d.key)) {
-        return None;
-    }
-    let all: BTreeSet<InventoryEntry> = previous
-        .iter()
-        .cloned()
-        .chain(desired.iter().map(|d| d.key.clone()))
-        .collect();
-    Some(all.into_iter().collect())
+    pub record_planned: Option<&'a dyn guards::RecordPlanned>,
 }
 
 const MAX_LISTED_ERRORS: usize = 10;
 
-fn join_errors(errors: Vec<String>) -> String {
+pub(super) fn join_errors(errors: Vec<String>) -> String {
     let n = errors.len();
     let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
     if n > MAX_LISTED_ERRORS {
@@ -177,7 +153,7 @@ pub async fn desired_set(
         },
     };
     if let Some(digest) = input.artifact_digest {
-        verify_artifact(input.artifact_root, digest).await?;
+        guards::verify_artifact(input.artifact_root, digest).await?;
     }
     let objects = match render::render(input.artifact_root, &app.spec.path, &req).await {
         // With allowEmpty, a deleted path is an empty render (everything is pruned).
@@ -208,53 +184,6 @@ pub async fn desired_set(
     })
     .map_err(|e| SyncError::Validation(e.to_string()))?;
     Ok((desired, resolved))
-}
-
-/// Refuses the set when objects are labelled for another Application, unless this one
-/// may take them over (`spec.takeOwnership`).
-fn refuse_foreign<'d>(
-    app: &Application,
-    checked: impl Iterator<Item = (&'d Desired, &'d Result<ssa::Checked, String>)>,
-) -> Result<(), SyncError> {
-    if app.spec.take_ownership {
-        return Ok(());
-    }
-    let conflicts: Vec<String> = checked
-        .filter_map(|(d, c)| {
-            let other = c.as_ref().ok()?.foreign_owner.as_ref()?;
-            Some(format!(
-                "{} belongs to Application {other}",
-                describe(&d.key)
-            ))
-        })
-        .collect();
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    Err(SyncError::OwnershipConflict(format!(
-        "{} objects are labelled for another Application and are not taken over (set \
-         spec.takeOwnership on Application {} to take them), nothing was applied: {}",
-        conflicts.len(),
-        app_label(app),
-        join_errors(conflicts)
-    )))
-}
-
-/// Verifies the tree on disk against its digest; a tree that changed is removed (the next
-/// reconcile writes it again from the Git cache) and nothing of it is rendered.
-async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError> {
-    let (root, digest) = (root.to_path_buf(), digest.to_string());
-    tokio::task::spawn_blocking(move || {
-        let checked = crate::source::artifact::verify(&root, &digest);
-        if let Err(crate::source::artifact::ArtifactError::DigestMismatch { .. }) = &checked {
-            tracing::warn!(path = %root.display(), "artifact changed on disk; removing it to check it out again");
-            crate::source::artifact::remove(&root);
-        }
-        checked
-    })
-    .await
-    .map_err(|e| SyncError::Artifact(format!("verify task failed: {e}")))?
-    .map_err(|e| SyncError::Artifact(e.to_string()))
 }
 
 fn key_of(d: &Desired) -> (String, String, String) {
@@ -385,7 +314,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
-    refuse_foreign(app, now_items.iter().map(|(d, _)| *d).zip(&checked))?;
+    guards::refuse_foreign(app, now_items.iter().map(|(d, _)| *d).zip(&checked))?;
     let mut changes: HashMap<InventoryEntry, Change> = now_items
         .iter()
         .zip(checked)
@@ -399,10 +328,12 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
 
     // Before the first write: every object this sync may create is in the inventory, so
     // a crash from here on leaves nothing a later prune cannot see.
-    if let (Some(record), Some(planned)) =
-        (input.record_planned, planned_inventory(&previous, &desired))
-    {
-        record(planned)
+    if let (Some(recorder), Some(planned)) = (
+        input.record_planned,
+        guards::planned_inventory(&previous, &desired),
+    ) {
+        recorder
+            .record(planned)
             .await
             .map_err(|e| SyncError::Apply(format!("cannot record the planned inventory: {e}")))?;
     }
@@ -482,7 +413,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
-    refuse_foreign(app, later_items.iter().map(|(d, _)| *d).zip(&later_checked))?;
+    guards::refuse_foreign(app, later_items.iter().map(|(d, _)| *d).zip(&later_checked))?;
     for ((d, _), c) in later_items.iter().zip(later_checked) {
         changes.insert(
             d.key.clone(),

@@ -1,0 +1,180 @@
+//! What must hold before a sync writes anything, and what it leaves behind if it stops
+//! half-way: the Application uses only fields the controller honours, the artifact on
+//! disk is the one its digest names, no object belongs to another Application, and the
+//! planned inventory is in status before the first write.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use kube::api::Api;
+
+use super::sync::SyncError;
+use crate::api::application::{Application, ApplicationStatus, InventoryEntry};
+use crate::apply::normalize::{Desired, describe};
+use crate::apply::ssa;
+
+/// The first spec field the controller does not honour yet, as a condition message.
+pub fn unsupported_fields(app: &Application) -> Option<String> {
+    if app.spec.service_account_name.is_some() {
+        return Some(
+            "spec.serviceAccountName (impersonation) is not implemented yet; nothing is applied \
+             rather than applying with the controller's own rights"
+                .into(),
+        );
+    }
+    if app.spec.kube_config.is_some() {
+        return Some(
+            "spec.kubeConfig (remote clusters) is not implemented yet; nothing is applied rather \
+             than applying to the controller's own cluster"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Verifies the tree on disk against its digest; a tree that changed is removed (the next
+/// reconcile writes it again from the Git cache) and nothing of it is rendered.
+pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError> {
+    let (root, digest) = (root.to_path_buf(), digest.to_string());
+    tokio::task::spawn_blocking(move || {
+        let checked = crate::source::artifact::verify(&root, &digest);
+        if let Err(crate::source::artifact::ArtifactError::DigestMismatch { .. }) = &checked {
+            tracing::warn!(path = %root.display(), "artifact changed on disk; removing it to check it out again");
+            crate::source::artifact::remove(&root);
+        }
+        checked
+    })
+    .await
+    .map_err(|e| SyncError::Artifact(format!("verify task failed: {e}")))?
+    .map_err(|e| SyncError::Artifact(e.to_string()))
+}
+
+/// Refuses the set when objects are labelled for another Application, unless this one
+/// may take them over (`spec.takeOwnership`).
+pub fn refuse_foreign<'d>(
+    app: &Application,
+    checked: impl Iterator<Item = (&'d Desired, &'d Result<ssa::Checked, String>)>,
+) -> Result<(), SyncError> {
+    if app.spec.take_ownership {
+        return Ok(());
+    }
+    let conflicts: Vec<String> = checked
+        .filter_map(|(d, c)| {
+            let other = c.as_ref().ok()?.foreign_owner.as_ref()?;
+            Some(format!(
+                "{} belongs to Application {other}",
+                describe(&d.key)
+            ))
+        })
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(SyncError::OwnershipConflict(format!(
+        "{} objects are labelled for another Application and are not taken over (set \
+         spec.takeOwnership on Application {} to take them), nothing was applied: {}",
+        conflicts.len(),
+        super::sync::app_label(app),
+        super::sync::join_errors(conflicts)
+    )))
+}
+
+/// The previous inventory and every desired object, sorted; `None` when that adds nothing.
+pub fn planned_inventory(
+    previous: &[InventoryEntry],
+    desired: &[Desired],
+) -> Option<Vec<InventoryEntry>> {
+    let known: BTreeSet<&InventoryEntry> = previous.iter().collect();
+    if desired.iter().all(|d| known.contains(&d.key)) {
+        return None;
+    }
+    let all: BTreeSet<InventoryEntry> = previous
+        .iter()
+        .cloned()
+        .chain(desired.iter().map(|d| d.key.clone()))
+        .collect();
+    Some(all.into_iter().collect())
+}
+
+/// Writes a planned inventory before the first write of a sync.
+pub trait RecordPlanned: Send + Sync {
+    fn record(
+        &self,
+        entries: Vec<InventoryEntry>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>>;
+}
+
+/// Records the planned inventory in the Application's status (the status of this
+/// reconcile, with that inventory) and remembers it, so a failed sync keeps it.
+pub struct StatusRecorder<'a> {
+    pub api: &'a Api<Application>,
+    pub name: &'a str,
+    pub status: ApplicationStatus,
+    recorded: std::sync::Mutex<Option<Vec<InventoryEntry>>>,
+}
+
+impl<'a> StatusRecorder<'a> {
+    pub fn new(api: &'a Api<Application>, name: &'a str, status: ApplicationStatus) -> Self {
+        Self {
+            api,
+            name,
+            status,
+            recorded: Default::default(),
+        }
+    }
+
+    /// The inventory recorded, if any (a sync that failed after it keeps it).
+    pub fn recorded(&self) -> Option<Vec<InventoryEntry>> {
+        self.recorded.lock().expect("planned inventory").clone()
+    }
+}
+
+impl RecordPlanned for StatusRecorder<'_> {
+    fn record(
+        &self,
+        entries: Vec<InventoryEntry>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        let mut status = self.status.clone();
+        status.inventory = entries.clone();
+        *self.recorded.lock().expect("planned inventory") = Some(entries);
+        Box::pin(async move {
+            super::status::apply_status(self.api, self.name, &status)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::normalize::Desired;
+
+    fn entry(name: &str) -> InventoryEntry {
+        InventoryEntry {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("ns".into()),
+            name: name.into(),
+        }
+    }
+
+    fn desired(name: &str) -> Desired {
+        Desired {
+            key: entry(name),
+            object: serde_json::json!({}),
+            namespaced: true,
+        }
+    }
+
+    #[test]
+    fn the_planned_inventory_is_the_union_and_only_when_it_adds_objects() {
+        let previous = vec![entry("a"), entry("b")];
+        assert_eq!(planned_inventory(&previous, &[desired("a")]), None);
+        assert_eq!(
+            planned_inventory(&previous, &[desired("c"), desired("a")]),
+            Some(vec![entry("a"), entry("b"), entry("c")])
+        );
+    }
+}
