@@ -18,6 +18,15 @@ pub const APPLICATION_LABEL: &str = "gantry.dev/application";
 /// Annotation that protects an object from pruning when set to `disabled`.
 pub const PRUNE_ANNOTATION: &str = "gantry.dev/prune";
 
+/// The value of [`APPLICATION_LABEL`] for an Application: `<namespace>.<name>`.
+pub fn owner_label(app: &crate::api::Application) -> String {
+    format!(
+        "{}.{}",
+        app.metadata.namespace.as_deref().unwrap_or_default(),
+        app.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// The other Application a live object is labelled for, when it is not the one the desired
 /// object names: such an object is not taken over unless the Application says so.
 pub fn foreign_owner(desired: &serde_json::Value, live: &serde_json::Value) -> Option<String> {

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use super::app_status::{publish, set};
+use super::app_record::{publish, set};
 use super::context::Context;
 use super::drift_check;
 use super::sync::SyncInput;

@@ -16,7 +16,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::app_drift::{check_drift, ensure_watches};
-use super::app_status::{follow_health, publish, record, set, write_if_changed};
+use super::app_record::{publish, record, set, write_if_changed};
+use super::app_status::follow_health;
 use super::canary;
 use super::context::{Context, FINALIZER};
 use super::drift_check;
@@ -567,7 +568,7 @@ pub async fn run(
         )
         .reconcile_on(drift_events)
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, super::kinds::error_policy, ctx)
+        .run(reconcile, super::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }

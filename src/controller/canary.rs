@@ -15,7 +15,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::app_status::{publish, set, write_if_changed};
+use super::app_record::{publish, set, write_if_changed};
 use super::canary_owner::{
     CanaryConflict, canary_namespaces, check_canary_ownership, delete_canaries,
 };

@@ -8,10 +8,21 @@ use std::path::Path;
 
 use kube::api::Api;
 
-use super::sync::SyncError;
 use crate::api::application::{Application, ApplicationStatus, InventoryEntry};
 use crate::apply::normalize::{Desired, describe};
 use crate::apply::ssa;
+
+const MAX_LISTED_ERRORS: usize = 10;
+
+/// The first errors of a list, joined, and how many more there are.
+pub fn join_errors(errors: Vec<String>) -> String {
+    let n = errors.len();
+    let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
+    if n > MAX_LISTED_ERRORS {
+        shown.push(format!("… and {} more", n - MAX_LISTED_ERRORS));
+    }
+    shown.join("; ")
+}
 
 /// The first spec field the controller does not honour yet, as a condition message.
 pub fn unsupported_fields(app: &Application) -> Option<String> {
@@ -34,7 +45,7 @@ pub fn unsupported_fields(app: &Application) -> Option<String> {
 
 /// Verifies the tree on disk against its digest; a tree that changed is removed (the next
 /// reconcile writes it again from the Git cache) and nothing of it is rendered.
-pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError> {
+pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), String> {
     let (root, digest) = (root.to_path_buf(), digest.to_string());
     tokio::task::spawn_blocking(move || {
         let checked = crate::source::artifact::verify(&root, &digest);
@@ -45,8 +56,8 @@ pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError>
         checked
     })
     .await
-    .map_err(|e| SyncError::Artifact(format!("verify task failed: {e}")))?
-    .map_err(|e| SyncError::Artifact(e.to_string()))
+    .map_err(|e| format!("verify task failed: {e}"))?
+    .map_err(|e| e.to_string())
 }
 
 /// Refuses the set when objects are labelled for another Application, unless this one
@@ -54,7 +65,7 @@ pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), SyncError>
 pub fn refuse_foreign<'d>(
     app: &Application,
     checked: impl Iterator<Item = (&'d Desired, &'d Result<ssa::Checked, String>)>,
-) -> Result<(), SyncError> {
+) -> Result<(), String> {
     if app.spec.take_ownership {
         return Ok(());
     }
@@ -70,13 +81,13 @@ pub fn refuse_foreign<'d>(
     if conflicts.is_empty() {
         return Ok(());
     }
-    Err(SyncError::OwnershipConflict(format!(
+    Err(format!(
         "{} objects are labelled for another Application and are not taken over (set \
          spec.takeOwnership on Application {} to take them), nothing was applied: {}",
         conflicts.len(),
-        super::sync::app_label(app),
-        super::sync::join_errors(conflicts)
-    )))
+        crate::apply::owner_label(app),
+        join_errors(conflicts)
+    ))
 }
 
 /// The previous inventory and every desired object, sorted; `None` when that adds nothing.

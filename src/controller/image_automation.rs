@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::app_status::{publish, set};
+use super::app_record::{publish, set};
 use super::context::Context;
 use super::git_repository::credentials;
 use super::trigger::request_reconcile;

@@ -41,22 +41,3 @@ macro_rules! gantry_kind {
 }
 
 gantry_kind!(GitRepository, ImagePolicy, Application, Receiver);
-
-/// The error policy of every Gantry reconciler: log with the object and a bounded category,
-/// retry in 5 s.
-pub fn error_policy<K: GantryKind>(
-    obj: std::sync::Arc<K>,
-    err: &crate::error::Error,
-    _ctx: std::sync::Arc<super::context::Context>,
-) -> kube::runtime::controller::Action {
-    use kube::ResourceExt;
-    tracing::warn!(
-        kind = %K::kind(&()),
-        namespace = %obj.namespace().unwrap_or_default(),
-        name = %obj.name_any(),
-        category = err.category(),
-        error = %err,
-        "reconcile failed"
-    );
-    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
-}

@@ -2,6 +2,7 @@
 
 pub mod app_cleanup;
 pub mod app_drift;
+pub mod app_record;
 pub mod app_status;
 pub mod application;
 pub mod artifact;
@@ -129,4 +130,23 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The error policy of every Gantry reconciler: log with the object and a bounded category,
+/// retry in 5 s.
+pub fn error_policy<K: GantryKind>(
+    obj: std::sync::Arc<K>,
+    err: &crate::error::Error,
+    _ctx: std::sync::Arc<context::Context>,
+) -> kube::runtime::controller::Action {
+    use kube::ResourceExt;
+    tracing::warn!(
+        kind = %K::kind(&()),
+        namespace = %obj.namespace().unwrap_or_default(),
+        name = %obj.name_any(),
+        category = err.category(),
+        error = %err,
+        "reconcile failed"
+    );
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
 }

@@ -5,7 +5,7 @@
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use super::app_status::{publish, set};
+use super::app_record::{publish, set};
 use super::context::{Context, revision_commit};
 use super::sync::{self, SyncInput};
 use crate::api::GitRepository;

@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::Api;
 use serde_json::Value;
 
-use super::guards;
+use super::guards::{self, join_errors};
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::discovery::{Discovery, Resolved};
 use crate::apply::normalize::{self, Desired, describe};
@@ -90,17 +90,6 @@ pub struct SyncInput<'a> {
     pub record_planned: Option<&'a dyn guards::RecordPlanned>,
 }
 
-const MAX_LISTED_ERRORS: usize = 10;
-
-pub(super) fn join_errors(errors: Vec<String>) -> String {
-    let n = errors.len();
-    let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
-    if n > MAX_LISTED_ERRORS {
-        shown.push(format!("… and {} more", n - MAX_LISTED_ERRORS));
-    }
-    shown.join("; ")
-}
-
 /// The namespace given to namespaced objects without one.
 pub fn default_namespace(app: &Application) -> String {
     app.spec.target_namespace.clone().unwrap_or_else(|| {
@@ -118,11 +107,7 @@ pub fn force_conflicts(app: &Application) -> bool {
 }
 
 pub fn app_label(app: &Application) -> String {
-    format!(
-        "{}.{}",
-        app.metadata.namespace.as_deref().unwrap_or_default(),
-        app.metadata.name.as_deref().unwrap_or_default()
-    )
+    crate::apply::owner_label(app)
 }
 
 /// Renders and normalizes the desired set; resolves kinds through discovery.
@@ -153,7 +138,9 @@ pub async fn desired_set(
         },
     };
     if let Some(digest) = input.artifact_digest {
-        guards::verify_artifact(input.artifact_root, digest).await?;
+        guards::verify_artifact(input.artifact_root, digest)
+            .await
+            .map_err(SyncError::Artifact)?;
     }
     let objects = match render::render(input.artifact_root, &app.spec.path, &req).await {
         // With allowEmpty, a deleted path is an empty render (everything is pruned).
@@ -314,7 +301,8 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
-    guards::refuse_foreign(app, now_items.iter().map(|(d, _)| *d).zip(&checked))?;
+    guards::refuse_foreign(app, now_items.iter().map(|(d, _)| *d).zip(&checked))
+        .map_err(SyncError::OwnershipConflict)?;
     let mut changes: HashMap<InventoryEntry, Change> = now_items
         .iter()
         .zip(checked)
@@ -413,7 +401,8 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             join_errors(errors)
         )));
     }
-    guards::refuse_foreign(app, later_items.iter().map(|(d, _)| *d).zip(&later_checked))?;
+    guards::refuse_foreign(app, later_items.iter().map(|(d, _)| *d).zip(&later_checked))
+        .map_err(SyncError::OwnershipConflict)?;
     for ((d, _), c) in later_items.iter().zip(later_checked) {
         changes.insert(
             d.key.clone(),
