@@ -514,6 +514,22 @@ pub async fn run(
 ) {
     let controller = Controller::new(apps, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let states = store.clone();
+    ctx.metrics.set_application_states(Box::new(move || {
+        states
+            .state()
+            .iter()
+            .map(|a| {
+                crate::server::metrics::APPLICATION_CONDITIONS.map(|c| {
+                    a.status
+                        .as_ref()
+                        .and_then(|s| conditions::find(&s.conditions, c))
+                        .map(|c| c.status.clone())
+                        .unwrap_or_else(|| "Unknown".into())
+                })
+            })
+            .collect()
+    }));
     let policy_store = store.clone();
     // Only a change of what a policy selected (or holds) concerns the Applications; a
     // rescan that found the same image does not wake them.
@@ -568,7 +584,11 @@ pub async fn run(
         )
         .reconcile_on(drift_events)
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, super::error_policy, ctx)
+        .run(
+            |obj, ctx| super::measured(obj, ctx, reconcile),
+            super::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -333,7 +333,11 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
 pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>) {
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, super::error_policy, ctx)
+        .run(
+            |obj, ctx| super::measured(obj, ctx, reconcile),
+            super::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -290,7 +290,11 @@ pub fn backoff(attempts: u32, interval: Duration, rate_limited: bool) -> Duratio
 pub async fn run(ctx: Arc<Context>, api: Api<ImagePolicy>) {
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(super::shutdown_signal())
-        .run(reconcile, super::error_policy, ctx)
+        .run(
+            |obj, ctx| super::measured(obj, ctx, reconcile),
+            super::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

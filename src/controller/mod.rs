@@ -132,6 +132,39 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Runs one reconcile of `obj`, counted and timed by kind (the timer observes on drop, so
+/// every exit is measured); failures are counted by their bounded category.
+pub async fn measured<K, F, Fut>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: F,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: GantryKind,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>>,
+{
+    let kind = K::kind(&()).to_string();
+    let _timer = ctx
+        .metrics
+        .reconcile_seconds
+        .with_label_values(&[kind.as_str()])
+        .start_timer();
+    let result = reconcile(obj, ctx.clone()).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[kind.as_str(), outcome])
+        .inc();
+    if let Err(e) = &result {
+        ctx.metrics
+            .reconcile_errors
+            .with_label_values(&[kind.as_str(), e.category()])
+            .inc();
+    }
+    result
+}
+
 /// The error policy of every Gantry reconciler: log with the object and a bounded category,
 /// retry in 5 s.
 pub fn error_policy<K: GantryKind>(

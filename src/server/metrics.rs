@@ -1,9 +1,14 @@
 //! Prometheus metrics, served as text on `/metrics`. Every label value comes from a small
 //! fixed set (kinds, results, receiver types, status codes): no object names.
 
+use std::sync::Mutex;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The conditions counted by `gantry_applications`.
+pub const APPLICATION_CONDITIONS: [&str; 3] = ["Ready", "Healthy", "Drifted"];
 
 pub struct Metrics {
     registry: Registry,
@@ -18,7 +23,21 @@ pub struct Metrics {
     pub registry_scans: HistogramVec,
     /// Git fetches, seconds, by result (`ok`, `error`).
     pub git_fetches: HistogramVec,
+    /// Reconciles by kind and result (`ok`, `error`).
+    pub reconciles: IntCounterVec,
+    /// Failed reconciles by kind and error category.
+    pub reconcile_errors: IntCounterVec,
+    /// Reconcile durations, seconds, by kind.
+    pub reconcile_seconds: HistogramVec,
+    /// Applications by condition and its status, counted at each scrape.
+    applications: IntGaugeVec,
+    /// The (Ready, Healthy, Drifted) statuses of every Application (the reconciler's watch
+    /// cache), read at each scrape.
+    application_states: Mutex<Option<ApplicationStates>>,
 }
+
+/// Reads the condition statuses of every Application known to the controller.
+pub type ApplicationStates = Box<dyn Fn() -> Vec<[String; 3]> + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -36,11 +55,11 @@ impl Metrics {
                 .expect("register counter");
             c
         };
-        let histogram = |name: &str, help: &str| {
+        let histogram_by = |name: &str, help: &str, label: &str| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help)
                     .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
-                &["result"],
+                &[label],
             )
             .expect("histogram");
             registry
@@ -48,6 +67,18 @@ impl Metrics {
                 .expect("register histogram");
             h
         };
+        let histogram = |name: &str, help: &str| histogram_by(name, help, "result");
+        let applications = IntGaugeVec::new(
+            Opts::new(
+                "applications",
+                "Applications by condition (Ready, Healthy, Drifted) and its status.",
+            ),
+            &["condition", "status"],
+        )
+        .expect("gauge");
+        registry
+            .register(Box::new(applications.clone()))
+            .expect("register gauge");
         Metrics {
             rollouts: counter(
                 "rollouts_total",
@@ -69,12 +100,49 @@ impl Metrics {
                 "Duration of registry tag listings.",
             ),
             git_fetches: histogram("git_fetch_seconds", "Duration of Git fetches."),
+            reconciles: counter(
+                "reconcile_total",
+                "Reconciles, by kind and result.",
+                &["kind", "result"],
+            ),
+            reconcile_errors: counter(
+                "reconcile_errors_total",
+                "Failed reconciles, by kind and error category.",
+                &["kind", "category"],
+            ),
+            reconcile_seconds: histogram_by(
+                "reconcile_duration_seconds",
+                "Duration of reconciles, by kind.",
+                "kind",
+            ),
+            applications,
+            application_states: Default::default(),
             registry,
         }
     }
 
+    /// Where `gantry_applications` reads the Applications from.
+    pub fn set_application_states(&self, states: ApplicationStates) {
+        *self.application_states.lock().expect("application states") = Some(states);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        self.applications.reset();
+        let states = self
+            .application_states
+            .lock()
+            .expect("application states")
+            .as_ref()
+            .map(|f| f())
+            .unwrap_or_default();
+        for statuses in &states {
+            for (condition, status) in APPLICATION_CONDITIONS.iter().zip(statuses) {
+                self.applications
+                    .with_label_values(&[condition, status.as_str()])
+                    .inc();
+            }
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
@@ -98,5 +166,33 @@ mod tests {
         );
         assert!(text.contains(r#"gantry_webhooks_total{code="401",type="github"} 1"#));
         assert!(text.contains("gantry_git_fetch_seconds_bucket"));
+    }
+
+    #[test]
+    fn applications_are_counted_by_condition_status() {
+        let m = Metrics::new();
+        let s = |a: &str, b: &str, c: &str| [a.to_string(), b.to_string(), c.to_string()];
+        let apps = std::sync::Arc::new(Mutex::new(vec![
+            s("True", "True", "False"),
+            s("True", "Unknown", "False"),
+        ]));
+        let source = apps.clone();
+        m.set_application_states(Box::new(move || source.lock().unwrap().clone()));
+        let text = m.render();
+        assert!(
+            text.contains(r#"gantry_applications{condition="Ready",status="True"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"gantry_applications{condition="Drifted",status="False"} 2"#));
+        apps.lock().unwrap().remove(0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"gantry_applications{condition="Ready",status="True"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"condition="Healthy",status="True""#),
+            "{text}"
+        );
     }
 }

@@ -521,7 +521,7 @@ async fn events_show_the_newest_revision() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "bd-events").await;
-    let _controller = GantryController::start(&ns.name);
+    let controller = GantryController::start(&ns.name);
     let server = GitServer::start();
     let first = server.create_repo("app", &[("app/a.yaml", &cm("a"))]);
     create_source_and_app(
@@ -569,4 +569,16 @@ async fn events_show_the_newest_revision() {
         || synced(&second),
     )
     .await;
+    // Reconciles are counted and timed per kind; Applications by condition status.
+    let url = format!("http://127.0.0.1:{}/metrics", controller.metrics_port);
+    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+    for expected in [
+        r#"gantry_reconcile_total{kind="Application",result="ok"}"#,
+        r#"gantry_reconcile_total{kind="GitRepository",result="ok"}"#,
+        r#"gantry_reconcile_duration_seconds_bucket{kind="Application""#,
+        r#"gantry_applications{condition="Ready",status="True"} 1"#,
+        r#"gantry_applications{condition="Healthy",status="True"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
 }
