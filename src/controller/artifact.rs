@@ -13,14 +13,14 @@ use crate::source::store::Lease;
 /// What an Application finds of its source's artifact.
 pub enum Checkout {
     Ready(Lease),
-    /// Not on disk and not in the Git cache yet (a restarted controller whose source has
-    /// not fetched again): come back shortly, nothing is wrong.
+    /// Not on disk yet (a restarted controller whose source has not fetched again, or a
+    /// status about to name a newer revision): come back shortly, nothing is wrong.
     NotYet,
     Failed(String),
 }
 
-/// The leased tree of `artifact`. A tree that is gone (removed after a digest mismatch, or
-/// not written yet after a restart) is written again from the source's Git cache.
+/// The leased tree of `artifact`. A tree removed after a digest mismatch is written again
+/// from the source's Git cache; one not written yet is `NotYet`.
 pub async fn checkout(
     ctx: &Arc<Context>,
     ns: &str,
@@ -48,6 +48,12 @@ async fn checkout_inner(
     let lease = ctx.artifacts.lease(&dir);
     if dir.is_dir() {
         return Ok(Some(lease));
+    }
+    // Missing after a restart, or not written yet: the source controller writes it (the
+    // status may be about to name a newer revision). Missing because this controller
+    // removed a tree that changed on disk: check it out again now.
+    if !crate::source::store::take_tampered(&dir) {
+        return Ok(None);
     }
     let (ctx2, ns2, ignore) = (ctx.clone(), ns.to_string(), source.spec.ignore.clone());
     let written = tokio::task::spawn_blocking(move || {

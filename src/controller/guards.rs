@@ -52,6 +52,7 @@ pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), String> {
         if let Err(crate::source::artifact::ArtifactError::DigestMismatch { .. }) = &checked {
             tracing::warn!(path = %root.display(), "artifact changed on disk; removing it to check it out again");
             crate::source::artifact::remove(&root);
+            crate::source::store::mark_tampered(&root);
         }
         checked
     })

@@ -147,7 +147,8 @@ impl ArtifactStore {
             if path == keep || self.leased(&path) {
                 continue;
             }
-            let is_tmp = entry.file_name().to_string_lossy().starts_with(".tmp-");
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let is_tmp = file_name.starts_with(".tmp-") || file_name.ends_with(".tampered");
             let young = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -157,7 +158,11 @@ impl ArtifactStore {
             if is_tmp && young {
                 continue;
             }
-            artifact::remove(&path);
+            if path.is_file() {
+                let _ = std::fs::remove_file(&path);
+            } else {
+                artifact::remove(&path);
+            }
         }
     }
 
@@ -165,6 +170,24 @@ impl ArtifactStore {
     pub fn remove_source(&self, namespace: &str, name: &str) {
         artifact::remove(&self.source_dir(namespace, name));
     }
+}
+
+/// The marker left beside a tree removed because it changed on disk.
+fn tampered_marker(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".tampered");
+    dir.with_file_name(name)
+}
+
+/// Notes that the tree at `dir` was removed because it no longer matched its digest: the
+/// next reader checks it out again at once instead of waiting for the source's next fetch.
+pub fn mark_tampered(dir: &Path) {
+    let _ = std::fs::write(tampered_marker(dir), b"");
+}
+
+/// Whether the tree at `dir` was removed for a digest mismatch (and clears the note).
+pub fn take_tampered(dir: &Path) -> bool {
+    std::fs::remove_file(tampered_marker(dir)).is_ok()
 }
 
 #[cfg(test)]

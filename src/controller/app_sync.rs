@@ -1,0 +1,296 @@
+//! A full sync of one revision: open its rollout record, hold the Deployments that start
+//! as canaries, run the pipeline (controller/sync.rs), then write the outcome: inventory,
+//! history, conditions, Events, and the health follow-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::app_drift::ensure_watches;
+use super::app_record::{publish, record, set, write_if_changed};
+use super::app_status::follow_health;
+use super::canary;
+use super::context::Context;
+use super::drift_check;
+use super::sync::{self, SyncError, SyncInput};
+use crate::api::GitRepository;
+use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
+use crate::api::conditions::{self, Status};
+use crate::error::Result;
+
+/// What a full sync starts from.
+pub(super) struct FullSync<'a> {
+    pub ctx: &'a Arc<Context>,
+    pub api: &'a Api<Application>,
+    pub app: &'a Application,
+    pub source: &'a GitRepository,
+    pub status: ApplicationStatus,
+    pub revision: String,
+    pub input: SyncInput<'a>,
+    /// The `gantry sync` request this sync handles.
+    pub request: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
+    let FullSync {
+        ctx,
+        api,
+        app,
+        source,
+        mut status,
+        revision,
+        input,
+        request,
+        interval,
+        timeout,
+    } = f;
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let source_name = &app.spec.source_ref.name;
+    let generation = app.metadata.generation;
+    let sync_requested = request.is_some();
+    let requested = request;
+    // A full sync of this revision.
+    let previous_canaries = status
+        .rollout
+        .as_ref()
+        .map(|r| r.canaries.clone())
+        .unwrap_or_default();
+    status.last_attempted_revision = Some(revision.clone());
+    if let Some(rollout) = status.rollout.as_mut() {
+        rollout.failed_revisions.retain(|f| f != &revision);
+    }
+    if app.spec.rollout.is_some() {
+        let failed = status
+            .rollout
+            .take()
+            .map(|r| r.failed_revisions)
+            .unwrap_or_default();
+        status.rollout = Some(crate::api::rollout::RolloutStatus {
+            phase: crate::api::rollout::RolloutPhase::Progressing,
+            revision: Some(revision.clone()),
+            started_at: Some(Time(Timestamp::now())),
+            failed_revisions: failed,
+            ..Default::default()
+        });
+    }
+    if sync_requested {
+        status.last_handled_request = requested;
+    }
+    let started = Time(Timestamp::now());
+    let canary_strategy = app
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.strategy == crate::api::rollout::RolloutStrategy::Canary);
+    let history = status.history.clone();
+    let hold = move |d: &crate::apply::normalize::Desired| {
+        canary_strategy
+            && d.key.group == "apps"
+            && d.key.kind == "Deployment"
+            && crate::rollout::plan::needs_canary(
+                &crate::rollout::plan::template_key(
+                    d.key.namespace.as_deref().unwrap_or_default(),
+                    &d.key.name,
+                ),
+                &crate::rollout::template::template_hash(&d.object),
+                &history,
+            )
+    };
+    // The planned inventory is written before anything is applied, and kept on failure.
+    let recorder = super::guards::StatusRecorder::new(api, &name, status.clone());
+    let input = SyncInput {
+        hold: Some(&hold),
+        record_planned: Some(&recorder),
+        ..input
+    };
+    let result = sync::sync(&input).await;
+    if result.is_err()
+        && let Some(entries) = recorder.recorded()
+    {
+        status.inventory = entries;
+    }
+    match result {
+        Ok(outcome) => {
+            let summary = format!(
+                "{} created, {} configured, {} unchanged, {} pruned",
+                outcome.created, outcome.configured, outcome.unchanged, outcome.pruned
+            );
+            status.inventory = outcome.inventory.clone();
+            status.last_applied_revision = Some(revision.clone());
+            // Recorded now (they count only once the revision is healthy), so a controller
+            // restarted before the health check still knows the templates of this revision.
+            let hashes = canary::template_hashes(&outcome.desired);
+            drift_check::remember(ctx, app, &revision, Arc::new(outcome.desired));
+            ensure_watches(ctx, &status.inventory).await;
+            ctx.drift.take_dirty(&ns, &name);
+            ctx.last_full_check
+                .lock()
+                .expect("full check map")
+                .insert((ns.clone(), name.clone()), std::time::Instant::now());
+            if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
+                || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
+            {
+                status.drift = None;
+                set(
+                    &mut status,
+                    conditions::DRIFTED,
+                    Status::False,
+                    "NoDrift",
+                    "the cluster matches Git",
+                    generation,
+                );
+            }
+            let mut message = format!("applied revision {revision}: {summary}");
+            if !outcome.prune_messages.is_empty() {
+                message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
+            }
+            let result = if super::rollout::is_rollback(ctx, &ns, source_name, &revision).await {
+                SyncResult::RolledBack
+            } else {
+                SyncResult::Succeeded
+            };
+            record(
+                &mut status,
+                SyncRecord {
+                    revision: revision.clone(),
+                    started_at: started,
+                    finished_at: Some(Time(Timestamp::now())),
+                    result,
+                    message: Some(summary.clone()),
+                    created: outcome.created,
+                    configured: outcome.configured,
+                    unchanged: outcome.unchanged,
+                    pruned: outcome.pruned,
+                    template_hashes: hashes,
+                    healthy: None,
+                },
+            );
+            let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
+            if canary::after_sync(
+                ctx,
+                app,
+                &mut status,
+                &revision,
+                &previous_canaries,
+                &held,
+                !outcome.prune_failed,
+            )
+            .await
+            {
+                write_if_changed(api, app, &status).await?;
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            if outcome.prune_failed {
+                set(
+                    &mut status,
+                    conditions::READY,
+                    Status::False,
+                    "PruneFailed",
+                    message.clone(),
+                    generation,
+                );
+                publish(ctx, app, EventType::Warning, "PruneFailed", message).await;
+            } else {
+                set(
+                    &mut status,
+                    conditions::READY,
+                    Status::True,
+                    "Succeeded",
+                    message.clone(),
+                    generation,
+                );
+                publish(ctx, app, EventType::Normal, "Synced", message).await;
+            }
+            if outcome.pruned > 0 {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "Pruned",
+                    format!(
+                        "pruned {} objects no longer in revision {revision}",
+                        outcome.pruned
+                    ),
+                )
+                .await;
+            }
+            set(
+                &mut status,
+                conditions::HEALTHY,
+                Status::Unknown,
+                "Progressing",
+                "checking health",
+                generation,
+            );
+            // Ready is written as soon as the revision is applied; health follows (its first
+            // assessment lists every workload, which can take a while on large sets).
+            write_if_changed(api, app, &status).await?;
+            tracing::debug!(namespace = %ns, name = %name, "status written: applied");
+            let mut written = app.clone();
+            written.status = Some(status.clone());
+            let action =
+                follow_health(ctx, api, &written, source, status, interval, timeout, true).await?;
+            // Objects whose delete failed stay in the inventory and are retried soon.
+            Ok(if outcome.prune_failed {
+                Action::requeue(Duration::from_secs(10))
+            } else {
+                action
+            })
+        }
+        Err(e) => {
+            let reason = e.reason();
+            let message = format!("revision {revision}: {e}");
+            tracing::warn!(namespace = %ns, name = %name, reason, error = %e, "sync failed");
+            set(
+                &mut status,
+                conditions::READY,
+                Status::False,
+                reason,
+                message.clone(),
+                generation,
+            );
+            record(
+                &mut status,
+                SyncRecord {
+                    revision: revision.clone(),
+                    started_at: started,
+                    finished_at: Some(Time(Timestamp::now())),
+                    result: SyncResult::Failed,
+                    message: Some(format!("{reason}: {e}").chars().take(2000).collect()),
+                    created: 0,
+                    configured: 0,
+                    unchanged: 0,
+                    pruned: 0,
+                    template_hashes: Default::default(),
+                    healthy: None,
+                },
+            );
+            if app
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+                .is_none_or(|c| c.message != message)
+            {
+                publish(ctx, app, EventType::Warning, reason, message).await;
+            }
+            write_if_changed(api, app, &status).await?;
+            let retry = if matches!(e, SyncError::Artifact(_)) {
+                // the tree is checked out again at once
+                Duration::from_secs(2)
+            } else if matches!(e, SyncError::Kube(_)) {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(30)
+            };
+            Ok(Action::requeue(retry.min(interval)))
+        }
+    }
+}
