@@ -52,9 +52,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
         interval,
         timeout,
     } = f;
-    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
-    let source_name = &app.spec.source_ref.name;
-    let generation = app.metadata.generation;
+    let name = app.name_any();
     let sync_requested = request.is_some();
     let requested = request;
     // A full sync of this revision.
@@ -117,180 +115,241 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
     {
         status.inventory = entries;
     }
+    let run = Run {
+        ctx,
+        api,
+        app,
+        source,
+        revision,
+        interval,
+        timeout,
+        started,
+        previous_canaries,
+    };
     match result {
-        Ok(outcome) => {
-            let summary = format!(
-                "{} created, {} configured, {} unchanged, {} pruned",
-                outcome.created, outcome.configured, outcome.unchanged, outcome.pruned
-            );
-            status.inventory = outcome.inventory.clone();
-            status.last_applied_revision = Some(revision.clone());
-            // Recorded now (they count only once the revision is healthy), so a controller
-            // restarted before the health check still knows the templates of this revision.
-            let hashes = canary::template_hashes(&outcome.desired);
-            drift_check::remember(ctx, app, &revision, Arc::new(outcome.desired));
-            ensure_watches(ctx, &status.inventory).await;
-            ctx.drift.take_dirty(&ns, &name);
-            ctx.last_full_check
-                .lock()
-                .expect("full check map")
-                .insert((ns.clone(), name.clone()), std::time::Instant::now());
-            if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
-                || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
-            {
-                status.drift = None;
-                set(
-                    &mut status,
-                    conditions::DRIFTED,
-                    Status::False,
-                    "NoDrift",
-                    "the cluster matches Git",
-                    generation,
-                );
-            }
-            let mut message = format!("applied revision {revision}: {summary}");
-            if !outcome.prune_messages.is_empty() {
-                message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
-            }
-            let result = if super::rollout::is_rollback(ctx, &ns, source_name, &revision).await {
-                SyncResult::RolledBack
-            } else {
-                SyncResult::Succeeded
-            };
-            record(
-                &mut status,
-                SyncRecord {
-                    revision: revision.clone(),
-                    started_at: started,
-                    finished_at: Some(Time(Timestamp::now())),
-                    result,
-                    message: Some(summary.clone()),
-                    created: outcome.created,
-                    configured: outcome.configured,
-                    unchanged: outcome.unchanged,
-                    pruned: outcome.pruned,
-                    template_hashes: hashes,
-                    healthy: None,
-                },
-            );
-            let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
-            if canary::after_sync(
-                ctx,
-                app,
-                &mut status,
-                &revision,
-                &previous_canaries,
-                &held,
-                !outcome.prune_failed,
-            )
-            .await
-            {
-                write_if_changed(api, app, &status).await?;
-                return Ok(Action::requeue(Duration::from_millis(500)));
-            }
-            if outcome.prune_failed {
-                set(
-                    &mut status,
-                    conditions::READY,
-                    Status::False,
-                    "PruneFailed",
-                    message.clone(),
-                    generation,
-                );
-                publish(ctx, app, EventType::Warning, "PruneFailed", message).await;
-            } else {
-                set(
-                    &mut status,
-                    conditions::READY,
-                    Status::True,
-                    "Succeeded",
-                    message.clone(),
-                    generation,
-                );
-                publish(ctx, app, EventType::Normal, "Synced", message).await;
-            }
-            if outcome.pruned > 0 {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "Pruned",
-                    format!(
-                        "pruned {} objects no longer in revision {revision}",
-                        outcome.pruned
-                    ),
-                )
-                .await;
-            }
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::Unknown,
-                "Progressing",
-                "checking health",
-                generation,
-            );
-            // Ready is written as soon as the revision is applied; health follows (its first
-            // assessment lists every workload, which can take a while on large sets).
-            write_if_changed(api, app, &status).await?;
-            tracing::debug!(namespace = %ns, name = %name, "status written: applied");
-            let mut written = app.clone();
-            written.status = Some(status.clone());
-            let action =
-                follow_health(ctx, api, &written, source, status, interval, timeout, true).await?;
-            // Objects whose delete failed stay in the inventory and are retried soon.
-            Ok(if outcome.prune_failed {
-                Action::requeue(Duration::from_secs(10))
-            } else {
-                action
-            })
-        }
-        Err(e) => {
-            let reason = e.reason();
-            let message = format!("revision {revision}: {e}");
-            tracing::warn!(namespace = %ns, name = %name, reason, error = %e, "sync failed");
-            set(
-                &mut status,
-                conditions::READY,
-                Status::False,
-                reason,
-                message.clone(),
-                generation,
-            );
-            record(
-                &mut status,
-                SyncRecord {
-                    revision: revision.clone(),
-                    started_at: started,
-                    finished_at: Some(Time(Timestamp::now())),
-                    result: SyncResult::Failed,
-                    message: Some(format!("{reason}: {e}").chars().take(2000).collect()),
-                    created: 0,
-                    configured: 0,
-                    unchanged: 0,
-                    pruned: 0,
-                    template_hashes: Default::default(),
-                    healthy: None,
-                },
-            );
-            if app
-                .status
-                .as_ref()
-                .and_then(|s| conditions::find(&s.conditions, conditions::READY))
-                .is_none_or(|c| c.message != message)
-            {
-                publish(ctx, app, EventType::Warning, reason, message).await;
-            }
-            write_if_changed(api, app, &status).await?;
-            let retry = if matches!(e, SyncError::Artifact(_)) {
-                // the tree is checked out again at once
-                Duration::from_secs(2)
-            } else if matches!(e, SyncError::Kube(_)) {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_secs(30)
-            };
-            Ok(Action::requeue(retry.min(interval)))
-        }
+        Ok(outcome) => succeeded(&run, status, outcome).await,
+        Err(e) => failed(&run, status, e).await,
     }
+}
+
+/// What a sync's outcome is written with.
+struct Run<'a> {
+    ctx: &'a Arc<Context>,
+    api: &'a Api<Application>,
+    app: &'a Application,
+    source: &'a GitRepository,
+    revision: String,
+    interval: Duration,
+    timeout: Duration,
+    started: Time,
+    previous_canaries: Vec<String>,
+}
+
+/// The revision is applied: inventory, history, Ready, Events; canaries start; health
+/// follows.
+async fn succeeded(
+    run: &Run<'_>,
+    mut status: ApplicationStatus,
+    outcome: sync::SyncOutcome,
+) -> Result<Action> {
+    let Run {
+        ctx,
+        api,
+        app,
+        source,
+        ref revision,
+        interval,
+        timeout,
+        ref started,
+        ref previous_canaries,
+    } = *run;
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let source_name = &app.spec.source_ref.name;
+    let generation = app.metadata.generation;
+    let started = started.clone();
+    let summary = format!(
+        "{} created, {} configured, {} unchanged, {} pruned",
+        outcome.created, outcome.configured, outcome.unchanged, outcome.pruned
+    );
+    status.inventory = outcome.inventory.clone();
+    status.last_applied_revision = Some(revision.clone());
+    // Recorded now (they count only once the revision is healthy), so a controller
+    // restarted before the health check still knows the templates of this revision.
+    let hashes = canary::template_hashes(&outcome.desired);
+    drift_check::remember(ctx, app, revision, Arc::new(outcome.desired));
+    ensure_watches(ctx, &status.inventory).await;
+    ctx.drift.take_dirty(&ns, &name);
+    ctx.last_full_check
+        .lock()
+        .expect("full check map")
+        .insert((ns.clone(), name.clone()), std::time::Instant::now());
+    if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
+        || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
+    {
+        status.drift = None;
+        set(
+            &mut status,
+            conditions::DRIFTED,
+            Status::False,
+            "NoDrift",
+            "the cluster matches Git",
+            generation,
+        );
+    }
+    let mut message = format!("applied revision {revision}: {summary}");
+    if !outcome.prune_messages.is_empty() {
+        message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
+    }
+    let result = if super::rollout::is_rollback(ctx, &ns, source_name, revision).await {
+        SyncResult::RolledBack
+    } else {
+        SyncResult::Succeeded
+    };
+    record(
+        &mut status,
+        SyncRecord {
+            revision: revision.clone(),
+            started_at: started,
+            finished_at: Some(Time(Timestamp::now())),
+            result,
+            message: Some(summary.clone()),
+            created: outcome.created,
+            configured: outcome.configured,
+            unchanged: outcome.unchanged,
+            pruned: outcome.pruned,
+            template_hashes: hashes,
+            healthy: None,
+        },
+    );
+    let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
+    if canary::after_sync(
+        ctx,
+        app,
+        &mut status,
+        revision,
+        previous_canaries,
+        &held,
+        !outcome.prune_failed,
+    )
+    .await
+    {
+        write_if_changed(api, app, &status).await?;
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    if outcome.prune_failed {
+        set(
+            &mut status,
+            conditions::READY,
+            Status::False,
+            "PruneFailed",
+            message.clone(),
+            generation,
+        );
+        publish(ctx, app, EventType::Warning, "PruneFailed", message).await;
+    } else {
+        set(
+            &mut status,
+            conditions::READY,
+            Status::True,
+            "Succeeded",
+            message.clone(),
+            generation,
+        );
+        publish(ctx, app, EventType::Normal, "Synced", message).await;
+    }
+    if outcome.pruned > 0 {
+        publish(
+            ctx,
+            app,
+            EventType::Normal,
+            "Pruned",
+            format!(
+                "pruned {} objects no longer in revision {revision}",
+                outcome.pruned
+            ),
+        )
+        .await;
+    }
+    set(
+        &mut status,
+        conditions::HEALTHY,
+        Status::Unknown,
+        "Progressing",
+        "checking health",
+        generation,
+    );
+    // Ready is written as soon as the revision is applied; health follows (its first
+    // assessment lists every workload, which can take a while on large sets).
+    write_if_changed(api, app, &status).await?;
+    tracing::debug!(namespace = %ns, name = %name, "status written: applied");
+    let mut written = app.clone();
+    written.status = Some(status.clone());
+    let action = follow_health(ctx, api, &written, source, status, interval, timeout, true).await?;
+    // Objects whose delete failed stay in the inventory and are retried soon.
+    Ok(if outcome.prune_failed {
+        Action::requeue(Duration::from_secs(10))
+    } else {
+        action
+    })
+}
+
+/// The sync stopped: Ready says why, the history records it, and it is retried.
+async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> Result<Action> {
+    let Run {
+        ctx,
+        api,
+        app,
+        ref revision,
+        interval,
+        ref started,
+        ..
+    } = *run;
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let generation = app.metadata.generation;
+    let started = started.clone();
+    let reason = e.reason();
+    let message = format!("revision {revision}: {e}");
+    tracing::warn!(namespace = %ns, name = %name, reason, error = %e, "sync failed");
+    set(
+        &mut status,
+        conditions::READY,
+        Status::False,
+        reason,
+        message.clone(),
+        generation,
+    );
+    record(
+        &mut status,
+        SyncRecord {
+            revision: revision.clone(),
+            started_at: started,
+            finished_at: Some(Time(Timestamp::now())),
+            result: SyncResult::Failed,
+            message: Some(format!("{reason}: {e}").chars().take(2000).collect()),
+            created: 0,
+            configured: 0,
+            unchanged: 0,
+            pruned: 0,
+            template_hashes: Default::default(),
+            healthy: None,
+        },
+    );
+    if app
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .is_none_or(|c| c.message != message)
+    {
+        publish(ctx, app, EventType::Warning, reason, message).await;
+    }
+    write_if_changed(api, app, &status).await?;
+    let retry = if matches!(e, SyncError::Artifact(_)) {
+        // the tree is checked out again at once
+        Duration::from_secs(2)
+    } else if matches!(e, SyncError::Kube(_)) {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    };
+    Ok(Action::requeue(retry.min(interval)))
 }
