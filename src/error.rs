@@ -38,6 +38,9 @@ pub enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 
+    #[error("cannot delete every object of the Application: {0}")]
+    Cleanup(String),
+
     #[error("{0}")]
     Usage(String),
 }
@@ -52,6 +55,7 @@ impl Error {
             Error::Serialize { .. } | Error::Yaml(_) => "serialize",
             Error::Io { .. } => "io",
             Error::Finalizer(_) => "finalizer",
+            Error::Cleanup(_) => "cleanup",
             Error::Usage(_) => "usage",
         }
     }

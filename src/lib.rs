@@ -12,4 +12,5 @@ pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod source;
+pub mod target;
 pub mod writeback;

@@ -1,6 +1,7 @@
 //! Apply: discovery, normalisation and order, server-side dry-run and apply, inventory and
 //! guarded prune.
 
+pub mod applier;
 pub mod concurrent;
 pub mod discovery;
 pub mod inventory;
@@ -8,7 +9,7 @@ pub mod normalize;
 pub mod order;
 pub mod plan;
 pub mod prune;
-pub mod ssa;
+pub mod set;
 
 /// Label with the value `gantry` on every object Gantry applies.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -17,6 +18,19 @@ pub const MANAGED_BY_VALUE: &str = "gantry";
 pub const APPLICATION_LABEL: &str = "gantry.dev/application";
 /// Annotation that protects an object from pruning when set to `disabled`.
 pub const PRUNE_ANNOTATION: &str = "gantry.dev/prune";
+
+const MAX_LISTED_ERRORS: usize = 10;
+
+/// The first errors of a list, joined, and how many more there are.
+pub fn join_errors<T: ToString>(errors: impl IntoIterator<Item = T>) -> String {
+    let errors: Vec<String> = errors.into_iter().map(|e| e.to_string()).collect();
+    let n = errors.len();
+    let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
+    if n > MAX_LISTED_ERRORS {
+        shown.push(format!("… and {} more", n - MAX_LISTED_ERRORS));
+    }
+    shown.join("; ")
+}
 
 /// The value of [`APPLICATION_LABEL`] for an Application: `<namespace>.<name>`.
 pub fn owner_label(app: &crate::api::Application) -> String {

@@ -1,12 +1,10 @@
 //! Guarded prune: only objects from the previous inventory that still carry this
 //! Application's label, and are not protected by `gantry.dev/prune: disabled`.
 
-use kube::Client;
 use kube::api::DeleteParams;
 
-use super::discovery::Discovery;
+use super::applier::{Applier, api_message};
 use super::normalize::describe;
-use super::ssa::{api_for, api_message};
 use super::{APPLICATION_LABEL, PRUNE_ANNOTATION};
 use crate::api::application::InventoryEntry;
 
@@ -20,18 +18,17 @@ pub struct PruneOutcome {
     pub failed: Vec<(InventoryEntry, String)>,
 }
 
-pub async fn prune(
-    client: &Client,
-    discovery: &Discovery,
-    stale: &[InventoryEntry],
-    app_label: &str,
-) -> PruneOutcome {
+impl Applier {
+    /// Deletes the stale objects that still carry `app_label` and are not protected.
+    pub async fn prune(&self, stale: &[InventoryEntry], app_label: &str) -> PruneOutcome {
+        prune(self, stale, app_label).await
+    }
+}
+
+async fn prune(applier: &Applier, stale: &[InventoryEntry], app_label: &str) -> PruneOutcome {
     let mut out = PruneOutcome::default();
     for entry in stale {
-        let resolved = match discovery
-            .resolve(client, &entry.group, &entry.version, &entry.kind)
-            .await
-        {
+        let resolved = match applier.resolve_key(entry).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 out.deleted.push(entry.clone()); // the kind itself is gone
@@ -42,7 +39,7 @@ pub async fn prune(
                 continue;
             }
         };
-        let api = api_for(client, &resolved, entry.namespace.as_deref());
+        let api = applier.api(&resolved, entry.namespace.as_deref());
         let live = match api.get_opt(&entry.name).await {
             Ok(Some(l)) => l,
             Ok(None) => {

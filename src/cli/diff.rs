@@ -5,19 +5,21 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::Value;
+use kube::api::Api;
 
 use super::common::parse_target;
 use crate::api::{Application, GitRepository};
-use crate::apply::discovery::Discovery;
+use crate::apply::applier::Applier;
 use crate::apply::normalize::{Desired, describe};
-use crate::apply::ssa::{self, FIELD_MANAGER};
 use crate::controller::context::revision_commit;
+use crate::controller::sync::{self, SyncInput};
 use crate::drift::diff::{mask, unified};
 use crate::error::{Error, Result};
 use crate::source::{artifact, git};
+use crate::target::{Target, Targets};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,16 +53,20 @@ fn colorize(diff: &str, on: bool) -> String {
         + "\n"
 }
 
-/// The desired set of an Application at its source's current revision, checked out locally.
+/// The desired set of an Application at its source's current revision, checked out locally,
+/// and the Application's target (its cluster and identity).
 async fn app_desired(
     client: &Client,
     ns: &str,
     name: &str,
-    discovery: &Discovery,
-) -> Result<(Vec<Desired>, Application)> {
+) -> Result<(Vec<Desired>, Application, Arc<Target>)> {
     let app = Api::<Application>::namespaced(client.clone(), ns)
         .get(name)
         .await?;
+    let (targets, _) = Targets::new(client.clone(), 8, Some(ns.to_string()));
+    let target = targets
+        .for_app(&app)
+        .map_err(|e| Error::Usage(format!("Application {ns}/{name}: {e}")))?;
     let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
         .get(&app.spec.source_ref.name)
         .await?;
@@ -76,56 +82,47 @@ async fn app_desired(
             ))
         })?;
     let commit = revision_commit(&revision).unwrap_or_default().to_string();
-    let cache = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
-    let out = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+    let work = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+    let (cache, tree) = (work.path().join("repo"), work.path().join("tree"));
     let url = repo.spec.url.clone();
-    let ignore = repo.spec.ignore.clone();
     let reference = git::Reference::Commit {
         branch: repo.spec.git_ref.as_ref().and_then(|r| r.branch.clone()),
         commit: commit.clone(),
     };
-    let (cache_path, out_path) = (cache.path().join("repo"), out.path().join("tree"));
-    tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+    let cache2 = cache.clone();
+    tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        git::fetch(&cache_path, &url, &reference, None, deadline).map_err(|e| e.to_string())?;
-        let repo = git2::Repository::open_bare(&cache_path).map_err(|e| e.to_string())?;
-        let oid = git2::Oid::from_str(&commit).map_err(|e| e.to_string())?;
-        artifact::write_tree(&repo, oid, &out_path, &ignore)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        git::fetch(&cache2, &url, &reference, None, deadline).map(|_| ())
     })
     .await
     .map_err(|e| Error::Usage(e.to_string()))?
     .map_err(|e| Error::Usage(format!("cannot fetch {revision}: {e}")))?;
-    let input = crate::controller::sync::SyncInput {
-        client,
-        discovery,
+    artifact::checkout_commit(&cache, &commit, &tree, &repo.spec.ignore)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot check out {revision}: {e}")))?;
+    let input = SyncInput {
+        target: &target,
         app: &app,
-        artifact_root: &out.path().join("tree"),
+        artifact_root: &tree,
         artifact_digest: None,
-        concurrency: 8,
         hold: None,
         record_planned: None,
     };
-    let (desired, _) = crate::controller::sync::desired_set(&input)
+    let desired = sync::desired_set(&input)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    Ok((desired, app))
+    Ok((desired, app, target))
 }
 
 async fn dir_desired(
-    client: &Client,
+    applier: &Applier,
     dir: &std::path::Path,
     namespace: &str,
-    discovery: &Discovery,
 ) -> Result<Vec<Desired>> {
     let local = super::render::render_dir(dir, namespace, "local.diff", "release").await?;
     let mut out = vec![];
     for d in local {
-        let Some(r) = discovery
-            .resolve(client, &d.key.group, &d.key.version, &d.key.kind)
-            .await?
-        else {
+        let Some(r) = applier.resolve_key(&d.key).await? else {
             return Err(Error::Usage(format!(
                 "{}: the cluster has no kind {}",
                 describe(&d.key),
@@ -157,63 +154,42 @@ async fn dir_desired(
 
 pub async fn run(args: Args) -> Result<ExitCode> {
     let client = Client::try_default().await?;
-    let discovery = Discovery::default();
-    let (desired, app) = match (&args.app, &args.dir) {
+    let (desired, app, target) = match (&args.app, &args.dir) {
         (Some(target), _) => {
             let (ns, name) = parse_target(target)?;
-            let (d, app) = app_desired(&client, &ns, &name, &discovery).await?;
-            (d, Some(app))
+            let (d, app, target) = app_desired(&client, &ns, &name).await?;
+            (d, Some(app), target)
         }
-        (None, Some(dir)) => (
-            dir_desired(&client, dir, &args.namespace, &discovery).await?,
-            None,
-        ),
+        (None, Some(dir)) => {
+            let (targets, _) = Targets::new(client.clone(), 8, None);
+            let target = targets.local().clone();
+            let d = dir_desired(&target.applier, dir, &args.namespace).await?;
+            (d, None, target)
+        }
         _ => return Err(Error::Usage("give a DIR or --app NS/NAME".into())),
     };
+    let applier = &target.applier;
     let color = match args.color.as_str() {
         "always" => true,
         "never" => false,
         _ => std::io::stdout().is_terminal(),
     };
-    let force = app
-        .as_ref()
-        .is_some_and(crate::controller::sync::force_conflicts);
+    let force = app.as_ref().is_some_and(sync::force_conflicts);
     let mut differences = 0;
     for d in &desired {
-        let Some(r) = discovery
-            .resolve(&client, &d.key.group, &d.key.version, &d.key.kind)
-            .await?
+        let Some(diffed) = applier
+            .diff(d, force)
+            .await
+            .map_err(|e| Error::Usage(e.to_string()))?
         else {
             continue;
         };
-        let api = ssa::api_for(&client, &r, d.key.namespace.as_deref());
         let title = format!(
             "{}/{}",
             d.object["apiVersion"].as_str().unwrap_or_default(),
             describe(&d.key).replace(' ', "/")
         );
-        let live: Option<Value> = api
-            .get_opt(&d.key.name)
-            .await?
-            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
-        let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
-        if force || live.is_none() {
-            params = params.force();
-        }
-        let after = match api
-            .patch(&d.key.name, &params, &Patch::Apply(&d.object))
-            .await
-        {
-            Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
-            Err(e) => {
-                return Err(Error::Usage(format!(
-                    "{}: {}",
-                    describe(&d.key),
-                    ssa::api_message(&e)
-                )));
-            }
-        };
-        if let Some(text) = unified(&title, live.as_ref(), Some(&after)) {
+        if let Some(text) = unified(&title, diffed.live.as_ref(), Some(&diffed.after)) {
             differences += 1;
             print!("{}", colorize(&text, color));
         }
@@ -230,17 +206,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_default(),
             &keys,
         ) {
-            let Some(r) = discovery
-                .resolve(&client, &e.group, &e.version, &e.kind)
-                .await?
-            else {
+            let Some(r) = applier.resolve_key(&e).await? else {
                 continue;
             };
-            if let Some(live) = ssa::api_for(&client, &r, e.namespace.as_deref())
-                .get_opt(&e.name)
-                .await?
-            {
-                let live = mask(serde_json::to_value(live).unwrap_or(Value::Null));
+            if let Some(live) = applier.live(&r, &e).await? {
+                let live = mask(live);
                 if let Some(text) = unified(&describe(&e).replace(' ', "/"), Some(&live), None) {
                     differences += 1;
                     print!("{}", colorize(&text, color));

@@ -16,163 +16,165 @@ use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
 use crate::api::conditions::{self, Status};
+use crate::target::Target;
 
 pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
     a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
 }
 
-pub(super) async fn ensure_watches(ctx: &Context, inventory: &[InventoryEntry]) {
+pub(super) async fn ensure_watches(target: &Target, inventory: &[InventoryEntry]) {
     let mut resources = std::collections::HashMap::new();
     for e in inventory {
-        if let Ok(Some(r)) = ctx
-            .discovery
-            .resolve(&ctx.client, &e.group, &e.version, &e.kind)
-            .await
-        {
+        if let Ok(Some(r)) = target.applier.resolve_key(e).await {
             resources.insert(
                 (e.group.clone(), e.version.clone(), e.kind.clone()),
                 r.resource,
             );
         }
     }
-    ctx.drift.ensure(inventory, |e| {
+    target.drift.ensure(inventory, |e| {
         resources
             .get(&(e.group.clone(), e.version.clone(), e.kind.clone()))
             .cloned()
     });
 }
 
+/// Condition reasons and Event reasons of drift.
+pub mod reason {
+    pub const HEALED: &str = "DriftHealed";
+    pub const HEAL_FAILED: &str = "DriftHealFailed";
+    pub const CLEARED: &str = "DriftCleared";
+    pub const NONE: &str = "NoDrift";
+    pub const DETECTED: &str = "DriftDetected";
+}
+
+fn describe_all(objs: &[DriftedObject]) -> String {
+    objs.iter()
+        .map(|o| {
+            format!(
+                "{} ({})",
+                crate::apply::normalize::describe(&o.object),
+                o.paths.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Heals or reports drift and updates status (written by the caller only when it changed).
 pub(super) async fn report_drift(
     ctx: &Context,
+    target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
     findings: Vec<drift_check::Finding>,
     checked: &[InventoryEntry],
-    generation: Option<i64>,
 ) {
-    let previous: Vec<DriftedObject> = status
-        .drift
-        .as_ref()
-        .map(|d| d.objects.clone())
-        .unwrap_or_default();
-    // Objects not checked this time keep their earlier verdict; checked ones get the new one.
-    let mut objects: Vec<DriftedObject> = previous
-        .iter()
-        .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
-        .cloned()
-        .collect();
-    objects.extend(findings.iter().map(|f| f.report()));
-    objects.sort_by(|a, b| a.object.cmp(&b.object));
-    let describe_all = |objs: &[DriftedObject]| {
-        objs.iter()
-            .map(|o| {
-                format!(
-                    "{} ({})",
-                    crate::apply::normalize::describe(&o.object),
-                    o.paths.join(", ")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
     match app.spec.drift.mode {
-        DriftMode::Heal if !findings.is_empty() => {
-            let errors = drift_check::heal(ctx, app, &findings).await;
-            let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
-            if errors.is_empty() {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "DriftHealed",
-                    format!("re-applied {}", describe_all(&healed)),
-                )
-                .await;
-                status.drift = None;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::False,
-                    "DriftHealed",
-                    format!("re-applied {} drifted objects", healed.len()),
-                    generation,
-                );
-            } else {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "DriftHealFailed",
-                    errors.join("; "),
-                )
-                .await;
-                status.drift = Some(DriftStatus {
-                    checked_at: Some(Time(Timestamp::now())),
-                    objects: healed,
-                });
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::True,
-                    "DriftHealFailed",
-                    errors.join("; "),
-                    generation,
-                );
-            }
-        }
+        DriftMode::Heal if !findings.is_empty() => heal(ctx, target, app, status, &findings).await,
         DriftMode::Heal => {}
         DriftMode::Audit => {
-            let changed = objects != previous;
-            if !changed {
-                return;
-            }
-            if objects.is_empty() {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "DriftCleared",
-                    "the cluster matches Git again".into(),
-                )
-                .await;
-                status.drift = None;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::False,
-                    "NoDrift",
-                    "the cluster matches Git",
-                    generation,
-                );
-            } else {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "DriftDetected",
-                    describe_all(&objects),
-                )
-                .await;
-                set(
-                    status,
-                    conditions::DRIFTED,
-                    Status::True,
-                    "DriftDetected",
-                    format!(
-                        "{} objects differ from Git: {}",
-                        objects.len(),
-                        describe_all(&objects)
-                    ),
-                    generation,
-                );
-                status.drift = Some(DriftStatus {
-                    checked_at: Some(Time(Timestamp::now())),
-                    objects,
-                });
+            let previous: Vec<DriftedObject> = status
+                .drift
+                .as_ref()
+                .map(|d| d.objects.clone())
+                .unwrap_or_default();
+            // Objects not checked this time keep their earlier verdict; checked ones get
+            // the new one.
+            let mut objects: Vec<DriftedObject> = previous
+                .iter()
+                .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
+                .cloned()
+                .collect();
+            objects.extend(findings.iter().map(|f| f.report()));
+            objects.sort_by(|a, b| a.object.cmp(&b.object));
+            if objects != previous {
+                audit(ctx, app, status, objects).await;
             }
         }
     }
+}
+
+/// Re-applies what drifted and says so.
+async fn heal(
+    ctx: &Context,
+    target: &Target,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    findings: &[drift_check::Finding],
+) {
+    let generation = app.metadata.generation;
+    let errors = drift_check::heal(target, app, findings).await;
+    let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
+    if errors.is_empty() {
+        let note = format!("re-applied {}", describe_all(&healed));
+        publish(ctx, app, EventType::Normal, reason::HEALED, note).await;
+        status.drift = None;
+        let m = format!("re-applied {} drifted objects", healed.len());
+        set(
+            status,
+            conditions::DRIFTED,
+            Status::False,
+            reason::HEALED,
+            m,
+            generation,
+        );
+    } else {
+        let m = crate::apply::join_errors(&errors);
+        publish(ctx, app, EventType::Warning, reason::HEAL_FAILED, m.clone()).await;
+        status.drift = Some(DriftStatus {
+            checked_at: Some(Time(Timestamp::now())),
+            objects: healed,
+        });
+        set(
+            status,
+            conditions::DRIFTED,
+            Status::True,
+            reason::HEAL_FAILED,
+            m,
+            generation,
+        );
+    }
+}
+
+/// Reports the drifted objects (audit mode); `objects` differ from what status says.
+async fn audit(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    objects: Vec<DriftedObject>,
+) {
+    let generation = app.metadata.generation;
+    if objects.is_empty() {
+        let note = "the cluster matches Git again".to_string();
+        publish(ctx, app, EventType::Normal, reason::CLEARED, note).await;
+        status.drift = None;
+        let m = "the cluster matches Git";
+        set(
+            status,
+            conditions::DRIFTED,
+            Status::False,
+            reason::NONE,
+            m,
+            generation,
+        );
+        return;
+    }
+    let all = describe_all(&objects);
+    publish(ctx, app, EventType::Warning, reason::DETECTED, all.clone()).await;
+    let m = format!("{} objects differ from Git: {all}", objects.len());
+    set(
+        status,
+        conditions::DRIFTED,
+        Status::True,
+        reason::DETECTED,
+        m,
+        generation,
+    );
+    status.drift = Some(DriftStatus {
+        checked_at: Some(Time(Timestamp::now())),
+        objects,
+    });
 }
 
 /// Drift check of the inventory: every object at `interval`, the ones the watches saw change
@@ -189,8 +191,8 @@ pub(super) async fn check_drift(
 ) {
     let ns = app.namespace().unwrap_or_default();
     let name = app.name_any();
-    let generation = app.metadata.generation;
-    ensure_watches(ctx, &status.inventory).await;
+    let target = input.target;
+    ensure_watches(target, &status.inventory).await;
     let key = (ns.clone(), name.clone());
     let full = ctx
         .last_full_check
@@ -198,7 +200,7 @@ pub(super) async fn check_drift(
         .expect("full check map")
         .get(&key)
         .is_none_or(|t| t.elapsed() >= interval);
-    let dirty = ctx.drift.take_dirty(&ns, &name);
+    let dirty = target.drift.take_dirty(&ns, &name);
     let is_held =
         |e: &InventoryEntry| e.group == "apps" && e.kind == "Deployment" && held.contains(&e.name);
     let candidates: Vec<InventoryEntry> = status
@@ -218,10 +220,10 @@ pub(super) async fn check_drift(
         return;
     }
     match drift_check::desired_for(ctx, app, revision, input).await {
-        Ok(desired) => match drift_check::check(ctx, app, &desired, &candidates).await {
+        Ok(desired) => match drift_check::check(target, app, &desired, &candidates).await {
             Ok(findings) => {
                 tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
-                report_drift(ctx, app, status, findings, &candidates, generation).await
+                report_drift(ctx, target, app, status, findings, &candidates).await
             }
             Err(e) => {
                 tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")

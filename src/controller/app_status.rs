@@ -1,5 +1,6 @@
 //! The health follow-up of an Application after a sync, until its workloads are healthy
-//! (or a rollout aborts).
+//! (or a rollout aborts). The mapping from assessed health to conditions is pure
+//! ([`health_condition`]) and shared with the report of a rejected revision.
 
 use std::time::Duration;
 
@@ -10,28 +11,80 @@ use kube::runtime::controller::Action;
 
 use super::app_record::{set, write_if_changed};
 use super::context::Context;
+use super::live_health;
 use super::status::with_jitter;
-use super::sync;
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus};
 use crate::api::conditions::{self, Status};
+use crate::api::rollout::{Analysis, RolloutPhase, RolloutStrategy};
 use crate::error::Result;
 use crate::health::Health;
-use crate::rollout::plan;
+use crate::rollout::plan::{self, Analysed};
+use crate::target::Target;
 
 const HEALTH_POLL: Duration = Duration::from_secs(2);
 
-#[allow(clippy::too_many_arguments)]
+/// Reasons of the Healthy condition (HEALTH_CHECK_FAILED also of Ready).
+pub mod reason {
+    pub const HEALTHY: &str = "Healthy";
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const ANALYSING: &str = "Analysing";
+}
+
+/// The Healthy condition for an assessed health: `healthy` is the message when all is
+/// well; `timed_out` when the workloads had their time to become healthy (pure).
+pub fn health_condition(
+    health: Health,
+    message: &str,
+    healthy: &str,
+    timed_out: Option<Duration>,
+) -> (Status, &'static str, String) {
+    match health {
+        Health::Healthy | Health::Suspended => (Status::True, reason::HEALTHY, healthy.into()),
+        Health::Degraded => (
+            Status::False,
+            reason::HEALTH_CHECK_FAILED,
+            message.to_string(),
+        ),
+        Health::Progressing | Health::Unknown => match timed_out {
+            Some(t) => (
+                Status::False,
+                reason::HEALTH_CHECK_FAILED,
+                format!("not healthy after {}s: {message}", t.as_secs()),
+            ),
+            None => (Status::Unknown, reason::PROGRESSING, message.to_string()),
+        },
+    }
+}
+
+/// What the follow-up of one revision works with.
+pub(super) struct Follow<'a> {
+    pub ctx: &'a Context,
+    pub target: &'a Target,
+    pub api: &'a Api<Application>,
+    pub app: &'a Application,
+    pub source: &'a GitRepository,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Assesses the inventory's health and writes Healthy (and Ready when health fails or
+/// recovers); RollingUpdate aborts on a failed check or at its deadline.
 pub(super) async fn follow_health(
-    ctx: &Context,
-    api: &Api<Application>,
-    app: &Application,
-    source: &GitRepository,
+    f: &Follow<'_>,
     mut status: ApplicationStatus,
-    interval: Duration,
-    timeout: Duration,
     after_sync: bool,
 ) -> Result<Action> {
+    let Follow {
+        ctx,
+        target,
+        api,
+        app,
+        source,
+        interval,
+        timeout,
+    } = *f;
     let generation = app.metadata.generation;
     let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
         .is_some_and(|c| c.status == "True");
@@ -39,8 +92,7 @@ pub(super) async fn follow_health(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
     }
-    let (health, message) =
-        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory).await;
+    let (health, message) = live_health::assess(&target.applier, &status.inventory).await;
     let since = status
         .history
         .first()
@@ -58,62 +110,15 @@ pub(super) async fn follow_health(
     // before it counts as healthy; `failureLimit` consecutive failures abort it.
     if first_healthy
         && let Some(rollout) = &app.spec.rollout
-        && rollout.strategy == crate::api::rollout::RolloutStrategy::RollingUpdate
+        && rollout.strategy == RolloutStrategy::RollingUpdate
         && let Some(spec) = &rollout.analysis
         && (!spec.http.is_empty() || !spec.prometheus.is_empty())
+        && let Some(action) = analyse(f, &mut status, &revision, spec).await?
     {
-        let (verdict, results) = crate::rollout::analysis::run(&ctx.client, "", &[], spec).await;
-        let state = status.rollout.get_or_insert_with(Default::default);
-        state.checks.extend(results);
-        let excess = state.checks.len().saturating_sub(20);
-        state.checks.drain(..excess);
-        match verdict {
-            Ok(()) => state.consecutive_failures = 0,
-            Err(e) => {
-                state.consecutive_failures += 1;
-                let failures = state.consecutive_failures;
-                if failures >= spec.failure_limit.max(1) {
-                    let reason = format!("{e} ({failures} consecutive failed analyses)");
-                    super::rollout::abort(ctx, app, source, &mut status, &revision, &reason).await;
-                    write_if_changed(api, app, &status).await?;
-                    return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
-                }
-                set(
-                    &mut status,
-                    conditions::HEALTHY,
-                    Status::Unknown,
-                    "Analysing",
-                    format!("analysis {failures}/{}: {e}", spec.failure_limit),
-                    generation,
-                );
-                write_if_changed(api, app, &status).await?;
-                return Ok(Action::requeue(
-                    spec.interval.parse().unwrap_or(Duration::from_secs(30)),
-                ));
-            }
-        }
+        return Ok(action);
     }
-    if first_healthy && let Some(rec) = status.history.first_mut() {
-        rec.healthy = Some(true);
-        if app.spec.rollout.is_some() {
-            ctx.metrics
-                .rollouts
-                .with_label_values(&["rollingupdate", "succeeded"])
-                .inc();
-        }
-        // What ran healthy: the known-good templates of the canary fast path (recorded at
-        // sync time; filled from the rendered set for records written before that).
-        if rec.template_hashes.is_empty()
-            && let Some(desired) = super::drift_check::cached(ctx, app, &revision)
-        {
-            rec.template_hashes = super::canary::template_hashes(&desired);
-        }
-        if let Some(rollout) = status.rollout.as_mut()
-            && rollout.revision.as_deref() == Some(revision.as_str())
-            && rollout.phase == crate::api::rollout::RolloutPhase::Progressing
-        {
-            rollout.phase = crate::api::rollout::RolloutPhase::Succeeded;
-        }
+    if first_healthy {
+        mark_healthy(ctx, app, &mut status, &revision);
     }
     if let Some(rollout) = &app.spec.rollout {
         let deadline = rollout
@@ -123,86 +128,167 @@ pub(super) async fn follow_health(
         if let plan::Verdict::Abort { reason } =
             plan::rolling_update(health, &message, waited, deadline)
         {
-            super::rollout::abort(ctx, app, source, &mut status, &revision, &reason).await;
+            super::rollout::abort(ctx, target, app, source, &mut status, &revision, &reason).await;
             write_if_changed(api, app, &status).await?;
             return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
         }
     }
-    let action = match health {
-        Health::Healthy | Health::Suspended => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::True,
-                "Healthy",
-                "all workloads are healthy",
-                generation,
-            );
+    let timed_out = (waited > timeout).then_some(timeout);
+    let (s, why, m) = health_condition(health, &message, "all workloads are healthy", timed_out);
+    set(
+        &mut status,
+        conditions::HEALTHY,
+        s,
+        why,
+        m.clone(),
+        generation,
+    );
+    let action = match s {
+        Status::True => {
             if conditions::find(&status.conditions, conditions::READY)
-                .is_some_and(|c| c.reason == "HealthCheckFailed")
+                .is_some_and(|c| c.reason == reason::HEALTH_CHECK_FAILED)
             {
+                let m = format!("revision {revision} is applied and healthy");
+                let succeeded = super::app_sync::reason::SUCCEEDED;
                 set(
                     &mut status,
                     conditions::READY,
                     Status::True,
-                    "Succeeded",
-                    format!("revision {revision} is applied and healthy"),
+                    succeeded,
+                    m,
                     generation,
                 );
             }
             Action::requeue(with_jitter(interval, &app.name_any()))
         }
-        Health::Degraded => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::False,
-                "HealthCheckFailed",
-                message.clone(),
-                generation,
-            );
+        Status::False => {
+            let m = format!("revision {revision}: {m}");
             set(
                 &mut status,
                 conditions::READY,
                 Status::False,
-                "HealthCheckFailed",
-                format!("revision {revision}: {message}"),
+                why,
+                m,
                 generation,
             );
             Action::requeue(Duration::from_secs(10).min(interval))
         }
-        Health::Progressing | Health::Unknown if waited > timeout => {
-            let msg = format!("not healthy after {}s: {message}", timeout.as_secs());
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::False,
-                "HealthCheckFailed",
-                msg.clone(),
-                generation,
-            );
-            set(
-                &mut status,
-                conditions::READY,
-                Status::False,
-                "HealthCheckFailed",
-                format!("revision {revision}: {msg}"),
-                generation,
-            );
-            Action::requeue(Duration::from_secs(10).min(interval))
-        }
-        Health::Progressing | Health::Unknown => {
-            set(
-                &mut status,
-                conditions::HEALTHY,
-                Status::Unknown,
-                "Progressing",
-                message,
-                generation,
-            );
-            Action::requeue(HEALTH_POLL)
-        }
+        Status::Unknown => Action::requeue(HEALTH_POLL),
     };
     write_if_changed(api, app, &status).await?;
     Ok(action)
+}
+
+/// Runs the RollingUpdate's checks once; an action when they failed (abort, or wait for
+/// the next analysis), `None` when they passed.
+async fn analyse(
+    f: &Follow<'_>,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    spec: &Analysis,
+) -> Result<Option<Action>> {
+    let Follow {
+        ctx,
+        target,
+        api,
+        app,
+        source,
+        interval,
+        ..
+    } = *f;
+    let (verdict, results) =
+        crate::rollout::analysis::run(target.applier.client(), "", &[], spec).await;
+    let state = status.rollout.get_or_insert_with(Default::default);
+    state.checks.extend(results);
+    let excess = state.checks.len().saturating_sub(20);
+    state.checks.drain(..excess);
+    let action = match plan::count_analysis(state, &verdict, spec.failure_limit) {
+        Analysed::Passed => return Ok(None),
+        Analysed::Abort { reason } => {
+            super::rollout::abort(ctx, target, app, source, status, revision, &reason).await;
+            Action::requeue(with_jitter(interval, &app.name_any()))
+        }
+        Analysed::Failed { failures } => {
+            let e = verdict.err().unwrap_or_default();
+            let m = format!("analysis {failures}/{}: {e}", spec.failure_limit);
+            let generation = app.metadata.generation;
+            set(
+                status,
+                conditions::HEALTHY,
+                Status::Unknown,
+                reason::ANALYSING,
+                m,
+                generation,
+            );
+            Action::requeue(spec.interval.parse().unwrap_or(Duration::from_secs(30)))
+        }
+    };
+    write_if_changed(api, app, status).await?;
+    Ok(Some(action))
+}
+
+/// The revision just became healthy: its history record says so, with the templates that
+/// ran healthy (the canary fast path compares against them), and its rollout succeeded.
+fn mark_healthy(ctx: &Context, app: &Application, status: &mut ApplicationStatus, revision: &str) {
+    let Some(rec) = status.history.first_mut() else {
+        return;
+    };
+    rec.healthy = Some(true);
+    if app.spec.rollout.is_some() {
+        ctx.metrics
+            .rollouts
+            .with_label_values(&["rollingupdate", "succeeded"])
+            .inc();
+    }
+    // Recorded at sync time; filled from the rendered set for records written before that.
+    if rec.template_hashes.is_empty()
+        && let Some(desired) = super::drift_check::cached(ctx, app, revision)
+    {
+        rec.template_hashes = super::canary::template_hashes(&desired);
+    }
+    if let Some(rollout) = status.rollout.as_mut()
+        && rollout.revision.as_deref() == Some(revision)
+        && rollout.phase == RolloutPhase::Progressing
+    {
+        rollout.phase = RolloutPhase::Succeeded;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_maps_to_one_condition_each() {
+        let ok = health_condition(Health::Healthy, "", "all good", None);
+        assert_eq!(ok, (Status::True, reason::HEALTHY, "all good".into()));
+        let bad = health_condition(Health::Degraded, "Deployment a/b: crash", "", None);
+        assert_eq!(
+            bad,
+            (
+                Status::False,
+                reason::HEALTH_CHECK_FAILED,
+                "Deployment a/b: crash".into()
+            )
+        );
+        let slow = health_condition(Health::Progressing, "1/2 ready", "", None);
+        assert_eq!(
+            slow,
+            (Status::Unknown, reason::PROGRESSING, "1/2 ready".into())
+        );
+        let late = health_condition(
+            Health::Unknown,
+            "1/2 ready",
+            "",
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(
+            late,
+            (
+                Status::False,
+                reason::HEALTH_CHECK_FAILED,
+                "not healthy after 60s: 1/2 ready".into()
+            )
+        );
+    }
 }

@@ -12,9 +12,9 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::app_drift::ensure_watches;
+use super::app_drift::{ensure_watches, reason as drift_reason};
 use super::app_record::{publish, record, set, write_if_changed};
-use super::app_status::follow_health;
+use super::app_status::{Follow, follow_health};
 use super::canary;
 use super::context::Context;
 use super::drift_check;
@@ -23,6 +23,7 @@ use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::error::Result;
+use crate::target::Target;
 
 /// What a full sync starts from.
 pub(super) struct FullSync<'a> {
@@ -104,6 +105,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
     };
     // The planned inventory is written before anything is applied, and kept on failure.
     let recorder = super::guards::StatusRecorder::new(api, &name, status.clone());
+    let target = input.target;
     let input = SyncInput {
         hold: Some(&hold),
         record_planned: Some(&recorder),
@@ -117,6 +119,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
     }
     let run = Run {
         ctx,
+        target,
         api,
         app,
         source,
@@ -135,6 +138,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
 /// What a sync's outcome is written with.
 struct Run<'a> {
     ctx: &'a Arc<Context>,
+    target: &'a Target,
     api: &'a Api<Application>,
     app: &'a Application,
     source: &'a GitRepository,
@@ -150,10 +154,11 @@ struct Run<'a> {
 async fn succeeded(
     run: &Run<'_>,
     mut status: ApplicationStatus,
-    outcome: sync::SyncOutcome,
+    mut outcome: sync::SyncOutcome,
 ) -> Result<Action> {
     let Run {
         ctx,
+        target,
         api,
         app,
         source,
@@ -176,26 +181,13 @@ async fn succeeded(
     // Recorded now (they count only once the revision is healthy), so a controller
     // restarted before the health check still knows the templates of this revision.
     let hashes = canary::template_hashes(&outcome.desired);
-    drift_check::remember(ctx, app, revision, Arc::new(outcome.desired));
-    ensure_watches(ctx, &status.inventory).await;
-    ctx.drift.take_dirty(&ns, &name);
-    ctx.last_full_check
-        .lock()
-        .expect("full check map")
-        .insert((ns.clone(), name.clone()), std::time::Instant::now());
-    if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
-        || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
-    {
-        status.drift = None;
-        set(
-            &mut status,
-            conditions::DRIFTED,
-            Status::False,
-            "NoDrift",
-            "the cluster matches Git",
-            generation,
-        );
-    }
+    drift_check::remember(
+        ctx,
+        app,
+        revision,
+        Arc::new(std::mem::take(&mut outcome.desired)),
+    );
+    matches_git(ctx, target, app, &mut status).await;
     let mut message = format!("applied revision {revision}: {summary}");
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
@@ -224,6 +216,7 @@ async fn succeeded(
     let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
     if canary::after_sync(
         ctx,
+        target,
         app,
         &mut status,
         revision,
@@ -236,40 +229,7 @@ async fn succeeded(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    if outcome.prune_failed {
-        set(
-            &mut status,
-            conditions::READY,
-            Status::False,
-            "PruneFailed",
-            message.clone(),
-            generation,
-        );
-        publish(ctx, app, EventType::Warning, "PruneFailed", message).await;
-    } else {
-        set(
-            &mut status,
-            conditions::READY,
-            Status::True,
-            "Succeeded",
-            message.clone(),
-            generation,
-        );
-        publish(ctx, app, EventType::Normal, "Synced", message).await;
-    }
-    if outcome.pruned > 0 {
-        publish(
-            ctx,
-            app,
-            EventType::Normal,
-            "Pruned",
-            format!(
-                "pruned {} objects no longer in revision {revision}",
-                outcome.pruned
-            ),
-        )
-        .await;
-    }
+    announce(ctx, app, &mut status, &outcome, revision, message).await;
     set(
         &mut status,
         conditions::HEALTHY,
@@ -284,13 +244,105 @@ async fn succeeded(
     tracing::debug!(namespace = %ns, name = %name, "status written: applied");
     let mut written = app.clone();
     written.status = Some(status.clone());
-    let action = follow_health(ctx, api, &written, source, status, interval, timeout, true).await?;
+    let follow = Follow {
+        ctx,
+        target,
+        api,
+        app: &written,
+        source,
+        interval,
+        timeout,
+    };
+    let action = follow_health(&follow, status, true).await?;
     // Objects whose delete failed stay in the inventory and are retried soon.
     Ok(if outcome.prune_failed {
         Action::requeue(Duration::from_secs(10))
     } else {
         action
     })
+}
+
+/// A revision just applied matches Git: the drift watches cover its inventory, what they
+/// saw before is dropped, the next full check is an interval away, and Drifted is False.
+async fn matches_git(
+    ctx: &Context,
+    target: &Target,
+    app: &Application,
+    status: &mut ApplicationStatus,
+) {
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    ensure_watches(target, &status.inventory).await;
+    target.drift.take_dirty(&ns, &name);
+    ctx.last_full_check
+        .lock()
+        .expect("full check map")
+        .insert((ns, name), std::time::Instant::now());
+    if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
+        || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
+    {
+        status.drift = None;
+        let m = "the cluster matches Git";
+        let generation = app.metadata.generation;
+        set(
+            status,
+            conditions::DRIFTED,
+            Status::False,
+            drift_reason::NONE,
+            m,
+            generation,
+        );
+    }
+}
+
+/// Ready and the Events of an applied revision.
+async fn announce(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    outcome: &sync::SyncOutcome,
+    revision: &str,
+    message: String,
+) {
+    let generation = app.metadata.generation;
+    if outcome.prune_failed {
+        let m = message.clone();
+        set(
+            status,
+            conditions::READY,
+            Status::False,
+            reason::PRUNE_FAILED,
+            m,
+            generation,
+        );
+        publish(ctx, app, EventType::Warning, reason::PRUNE_FAILED, message).await;
+    } else {
+        let m = message.clone();
+        set(
+            status,
+            conditions::READY,
+            Status::True,
+            reason::SUCCEEDED,
+            m,
+            generation,
+        );
+        publish(ctx, app, EventType::Normal, reason::SYNCED, message).await;
+    }
+    if outcome.pruned > 0 {
+        let note = format!(
+            "pruned {} objects no longer in revision {revision}",
+            outcome.pruned
+        );
+        publish(ctx, app, EventType::Normal, reason::PRUNED, note).await;
+    }
+}
+
+/// Reasons of a sync's outcome (those of a failed stage are in `sync::reason`).
+pub mod reason {
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const SYNCED: &str = "Synced";
+    pub const PRUNE_FAILED: &str = "PruneFailed";
+    pub const PRUNED: &str = "Pruned";
+    pub const PROGRESSING: &str = "Progressing";
 }
 
 /// The sync stopped: Ready says why, the history records it, and it is retried.
@@ -346,7 +398,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     let retry = if matches!(e, SyncError::Artifact(_)) {
         // the tree is checked out again at once
         Duration::from_secs(2)
-    } else if matches!(e, SyncError::Kube(_)) {
+    } else if e.is_transient() {
         Duration::from_secs(5)
     } else {
         Duration::from_secs(30)

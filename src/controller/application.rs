@@ -14,19 +14,21 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::app_drift::check_drift;
 use super::app_record::{set, write_if_changed};
-use super::app_status::follow_health;
+use super::app_status::{Follow, follow_health, health_condition};
 use super::artifact::Checkout;
 use super::canary;
 use super::context::{Context, FINALIZER};
 use super::decide::{self, ArtifactSeen, Observations, Step};
 use super::image_automation;
-use super::sync::{self, SyncInput};
+use super::live_health;
+use super::sync::SyncInput;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::api::{GitRepository, ImagePolicy};
 use crate::error::{Error, Result};
 use crate::health::Health;
+use crate::target::Target;
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub use super::trigger::REQUEST_ANNOTATION;
@@ -55,11 +57,14 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         ArtifactSeen::Ready { revision } => revision.clone(),
         _ => String::new(),
     };
+    // Where and as whom the Application acts; a target the controller cannot act as stops
+    // it, rather than deploying with the controller's own rights or into the wrong cluster.
+    let target = ctx.targets.for_app(&app);
     let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
     let observations = Observations {
         suspended: app.spec.suspend,
-        unsupported: super::guards::unsupported_fields(&app),
+        unsupported: target.as_ref().err().map(|e| e.to_string()),
         unready_dependency,
         artifact: artifact_seen,
         generation_changed: previous_generation != generation,
@@ -84,10 +89,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             write_if_changed(&api, &app, &status).await?;
             return Ok(Action::await_change());
         }
-        // Fields whose promise the controller cannot keep yet stop the Application, rather
-        // than deploying with the controller's own rights or into the wrong cluster.
         (Step::Unsupported(m), _) => {
-            gate(&mut status, Status::False, "Unsupported", m);
+            gate(&mut status, Status::False, crate::target::UNSUPPORTED, m);
             write_if_changed(&api, &app, &status).await?;
             return Ok(Action::await_change());
         }
@@ -112,18 +115,17 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     let artifact_root = lease.path().to_path_buf();
+    let target = target.map_err(|e| Error::Usage(format!("internal: no target: {e}")))?;
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
     image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;
 
     // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
     let input = SyncInput {
-        client: &ctx.client,
-        discovery: &ctx.discovery,
+        target: &target,
         app: &app,
         artifact_root: &artifact_root,
         artifact_digest: Some(&artifact.digest),
-        concurrency: ctx.apply_concurrency,
         hold: None,
         record_planned: None,
     };
@@ -132,7 +134,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads
         // that run (the last healthy revision's) are doing.
-        Step::RejectedRevision => report_rejected(&ctx, &api, &app, status, interval).await,
+        Step::RejectedRevision => report_rejected(&target, &api, &app, status, interval).await,
         Step::ManualSyncRequired => {
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
             gate(&mut status, Status::Unknown, "ManualSyncRequired", m);
@@ -141,7 +143,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         }
         Step::UpToDate => {
             check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;
-            follow_health(&ctx, &api, &app, &source, status, interval, timeout, false).await
+            let follow = Follow {
+                ctx: &ctx,
+                target: &target,
+                api: &api,
+                app: &app,
+                source: &source,
+                interval,
+                timeout,
+            };
+            follow_health(&follow, status, false).await
         }
         // A canary of this revision is running: carry it on. Drift checks go on for
         // everything but the stable Deployments, whose held template is expected to differ
@@ -239,24 +250,16 @@ async fn find_artifact(
 
 /// A rejected revision: the workloads of the last healthy one run; say how they are.
 async fn report_rejected(
-    ctx: &Context,
+    target: &Target,
     api: &Api<Application>,
     app: &Application,
     mut status: ApplicationStatus,
     interval: Duration,
 ) -> Result<Action> {
-    let (health, message) =
-        sync::assess_health(&ctx.client, &ctx.discovery, &status.inventory).await;
+    let (health, message) = live_health::assess(&target.applier, &status.inventory).await;
     let healthy = matches!(health, Health::Healthy | Health::Suspended);
-    let (s, reason, message) = match health {
-        Health::Healthy | Health::Suspended => (
-            Status::True,
-            "Healthy",
-            "the workloads of the last healthy revision are running".to_string(),
-        ),
-        Health::Degraded => (Status::False, "HealthCheckFailed", message),
-        _ => (Status::Unknown, "Progressing", message),
-    };
+    let running = "the workloads of the last healthy revision are running";
+    let (s, reason, message) = health_condition(health, &message, running, None);
     set(
         &mut status,
         conditions::HEALTHY,

@@ -28,13 +28,13 @@ use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{OnFailure, RolloutPhase, RolloutStatus};
 use crate::apply::normalize::Desired;
-use crate::apply::ssa;
 use crate::error::Result;
 use crate::health::{self, Health};
 use crate::rollout::plan::{self, CanaryDecision, Observation, Step};
 use crate::rollout::{analysis, template};
 use crate::source::git::Reference;
-use crate::writeback::repo::Target;
+use crate::target::Target;
+use crate::writeback::repo;
 use crate::writeback::revert;
 
 /// Analysis never runs more often than this, whatever `analysis.interval` says.
@@ -61,8 +61,10 @@ pub fn active(rollout: Option<&RolloutStatus>, revision: &str) -> bool {
 /// starts canaries for the `held` Deployments at step 0 of the rollout status the sync
 /// opened for this revision (a newer revision restarts the steps). Returns whether a
 /// canary started.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn after_sync(
     ctx: &Context,
+    target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
     revision: &str,
@@ -76,7 +78,7 @@ pub(super) async fn after_sync(
         .cloned()
         .collect();
     if !gone.is_empty() {
-        delete_canaries(ctx, app, &canary_namespaces(app), &gone).await;
+        delete_canaries(target, app, &canary_namespaces(app), &gone).await;
     }
     if held.is_empty() || !start {
         return false;
@@ -132,34 +134,27 @@ fn namespace_of(d: &Desired) -> String {
 /// Applies Deployments (forced); returns them as the API server answered, status included,
 /// in the order given.
 async fn apply_objects(
-    ctx: &Context,
+    target: &Target,
     objects: &[Desired],
 ) -> std::result::Result<Vec<serde_json::Value>, String> {
-    let resolved = ctx
-        .discovery
-        .resolve(&ctx.client, "apps", "v1", "Deployment")
+    let applier = &target.applier;
+    let resolved = applier
+        .resolve("apps", "v1", "Deployment")
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the API server has no apps/v1 Deployment")?;
     let items: Vec<_> = objects.iter().map(|d| (d, &resolved)).collect();
-    let (applied, errors): (Vec<_>, Vec<_>) = ssa::apply(&ctx.client, &items, true, 4)
+    applier
+        .apply(&items, true)
         .await
         .into_iter()
-        .partition(|r| r.is_ok());
-    if errors.is_empty() {
-        Ok(applied.into_iter().flatten().collect())
-    } else {
-        Err(errors
-            .into_iter()
-            .filter_map(|r| r.err())
-            .collect::<Vec<_>>()
-            .join("; "))
-    }
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 /// The canary Deployments at `weight`; returns whether each is ready at its count.
 async fn run_canaries(
-    ctx: &Context,
+    target: &Target,
     stables: &[&Desired],
     weight: u32,
 ) -> std::result::Result<bool, String> {
@@ -178,7 +173,7 @@ async fn run_canaries(
         wanted.push(replicas as i64);
     }
     // The apply answers with the live objects: their status says whether they are ready.
-    let applied = apply_objects(ctx, &objects).await?;
+    let applied = apply_objects(target, &objects).await?;
     Ok(applied.iter().zip(wanted).all(|(d, replicas)| {
         let st = &d["status"];
         st["observedGeneration"].as_i64() >= d["metadata"]["generation"].as_i64()
@@ -206,6 +201,7 @@ pub(super) async fn drive(
     interval: Duration,
 ) -> Result<Action> {
     let generation = app.metadata.generation;
+    let target = input.target;
     let desired = match drift_check::desired_for(ctx, app, revision, input).await {
         Ok(d) => d,
         Err(e) => {
@@ -219,7 +215,7 @@ pub(super) async fn drive(
         // The rollout settings were removed mid-canary: finish as a plain update.
         rollout.phase = RolloutPhase::Promoting;
         status.rollout = Some(rollout);
-        return promote(ctx, api, app, status, revision, &desired, interval).await;
+        return promote(ctx, target, api, app, status, revision, &desired, interval).await;
     };
     let (mut promote_asked, mut abort_asked) = (false, false);
     if let Some(action) = pending_action(app, &rollout) {
@@ -229,7 +225,7 @@ pub(super) async fn drive(
     }
     if rollout.phase == RolloutPhase::Promoting && !abort_asked {
         status.rollout = Some(rollout);
-        return promote(ctx, api, app, status, revision, &desired, interval).await;
+        return promote(ctx, target, api, app, status, revision, &desired, interval).await;
     }
     let analysis_spec = analysis::effective(spec.analysis.as_ref());
     let analysis_interval = analysis_spec
@@ -243,7 +239,8 @@ pub(super) async fn drive(
     } else {
         plan::weight_at(&steps, (rollout.step as usize).min(steps.len() - 1))
     };
-    if let Err(CanaryConflict(message)) = check_canary_ownership(ctx, app, &stable_objects).await {
+    if let Err(CanaryConflict(message)) = check_canary_ownership(target, app, &stable_objects).await
+    {
         rollout.message = Some(message.clone());
         status.rollout = Some(rollout);
         set(
@@ -257,7 +254,7 @@ pub(super) async fn drive(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
-    let canary_ready = match run_canaries(ctx, &stable_objects, weight).await {
+    let canary_ready = match run_canaries(target, &stable_objects, weight).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "cannot apply the canary");
@@ -276,8 +273,13 @@ pub(super) async fn drive(
             .first()
             .map(|d| namespace_of(d))
             .unwrap_or_default();
-        let (verdict, results) =
-            analysis::run(&ctx.client, &ns, &rollout.canaries, &analysis_spec).await;
+        let (verdict, results) = analysis::run(
+            target.applier.client(),
+            &ns,
+            &rollout.canaries,
+            &analysis_spec,
+        )
+        .await;
         rollout.checks.extend(results);
         let excess = rollout.checks.len().saturating_sub(MAX_CHECKS);
         rollout.checks.drain(..excess);
@@ -301,7 +303,7 @@ pub(super) async fn drive(
     match decision {
         CanaryDecision::Run { weight: w, recheck } => {
             if w != weight
-                && let Err(e) = run_canaries(ctx, &stable_objects, w).await
+                && let Err(e) = run_canaries(target, &stable_objects, w).await
             {
                 tracing::warn!(error = %e, "cannot scale the canary");
             }
@@ -340,11 +342,11 @@ pub(super) async fn drive(
         }
         CanaryDecision::Promote => {
             status.rollout = Some(rollout);
-            promote(ctx, api, app, status, revision, &desired, interval).await
+            promote(ctx, target, api, app, status, revision, &desired, interval).await
         }
         CanaryDecision::Abort { reason } => {
             status.rollout = Some(rollout);
-            abort(ctx, app, source, &mut status, revision, &reason).await;
+            abort(ctx, target, app, source, &mut status, revision, &reason).await;
             write_if_changed(api, app, &status).await?;
             Ok(Action::requeue(interval))
         }
@@ -353,8 +355,10 @@ pub(super) async fn drive(
 
 /// Applies the new template to the stable Deployments, waits for them, then deletes the
 /// canaries.
+#[allow(clippy::too_many_arguments)]
 async fn promote(
     ctx: &Context,
+    target: &Target,
     api: &Api<Application>,
     app: &Application,
     mut status: ApplicationStatus,
@@ -368,7 +372,7 @@ async fn promote(
         .into_iter()
         .cloned()
         .collect();
-    let applied = match apply_objects(ctx, &stable_objects).await {
+    let applied = match apply_objects(target, &stable_objects).await {
         Ok(applied) => applied,
         Err(e) => {
             set(
@@ -411,7 +415,7 @@ async fn promote(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    delete_canaries(ctx, app, &canary_namespaces(app), &rollout.canaries).await;
+    delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
     let message = format!(
         "revision {revision} promoted: {} updated",
         rollout.canaries.join(", ")
@@ -463,6 +467,7 @@ async fn promote(
 /// Git.
 async fn abort(
     ctx: &Context,
+    target: &Target,
     app: &Application,
     source: &GitRepository,
     status: &mut ApplicationStatus,
@@ -471,7 +476,7 @@ async fn abort(
 ) {
     let generation = app.metadata.generation;
     let mut rollout = status.rollout.clone().unwrap_or_default();
-    delete_canaries(ctx, app, &canary_namespaces(app), &rollout.canaries).await;
+    delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
     plan::reject(&mut rollout.failed_revisions, revision);
     rollout.phase = RolloutPhase::Aborted;
     rollout.message = Some(reason.chars().take(500).collect());
@@ -558,7 +563,7 @@ async fn revert_in_git(
         if let Some(parent) = cache.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
-        let target = Target {
+        let target = repo::Target {
             url: &url,
             branch: &branch,
             creds: creds.as_ref(),

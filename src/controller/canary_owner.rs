@@ -7,10 +7,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 
-use super::context::Context;
 use crate::api::application::Application;
 use crate::apply::normalize::Desired;
 use crate::rollout::template;
+use crate::target::Target;
 
 fn namespace_of(d: &Desired) -> String {
     d.key.namespace.clone().unwrap_or_default()
@@ -32,14 +32,14 @@ pub fn canary_namespaces(app: &Application) -> Vec<String> {
 
 /// Whether a live Deployment is the canary Gantry made for `stable` of this Application:
 /// the track, canary-of and ownership labels, and Gantry among its field managers.
-fn is_our_canary(live: &Deployment, app_label: &str, stable: &str) -> bool {
+fn is_our_canary(live: &Deployment, manager: &str, app_label: &str, stable: &str) -> bool {
     let labels = live.labels();
     let managed_by_gantry = live
         .metadata
         .managed_fields
         .iter()
         .flatten()
-        .any(|m| m.manager.as_deref() == Some(super::context::FIELD_MANAGER));
+        .any(|m| m.manager.as_deref() == Some(manager));
     labels.get(template::TRACK_LABEL).map(String::as_str) == Some("canary")
         && labels.get(template::CANARY_OF_LABEL).map(String::as_str) == Some(stable)
         && labels
@@ -53,7 +53,7 @@ fn is_our_canary(live: &Deployment, app_label: &str, stable: &str) -> bool {
 /// their labels in `namespaces`; an object with a canary's name that Gantry did not create
 /// for this Application is never touched. Each delete is conditional on the uid seen.
 pub async fn delete_canaries(
-    ctx: &Context,
+    target: &Target,
     app: &Application,
     namespaces: &[String],
     stables: &[String],
@@ -66,7 +66,7 @@ pub async fn delete_canaries(
         app_label
     );
     for ns in namespaces {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let api: Api<Deployment> = Api::namespaced(target.applier.client().clone(), ns);
         let listed = match api
             .list(&kube::api::ListParams::default().labels(&selector))
             .await
@@ -81,7 +81,9 @@ pub async fn delete_canaries(
             let Some(stable) = live.labels().get(template::CANARY_OF_LABEL).cloned() else {
                 continue;
             };
-            if !stables.contains(&stable) || !is_our_canary(&live, &app_label, &stable) {
+            if !stables.contains(&stable)
+                || !is_our_canary(&live, target.applier.field_manager(), &app_label, &stable)
+            {
                 continue;
             }
             let dp = DeleteParams {
@@ -108,7 +110,7 @@ pub struct CanaryConflict(pub String);
 
 /// Refuses to start or scale a canary over a Deployment Gantry did not create for it.
 pub async fn check_canary_ownership(
-    ctx: &Context,
+    target: &Target,
     app: &Application,
     stables: &[&Desired],
 ) -> std::result::Result<(), CanaryConflict> {
@@ -116,9 +118,16 @@ pub async fn check_canary_ownership(
     for d in stables {
         let ns = namespace_of(d);
         let name = template::canary_name(&d.key.name);
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<Deployment> = Api::namespaced(target.applier.client().clone(), &ns);
         match api.get_opt(&name).await {
-            Ok(Some(live)) if !is_our_canary(&live, &app_label, &d.key.name) => {
+            Ok(Some(live))
+                if !is_our_canary(
+                    &live,
+                    target.applier.field_manager(),
+                    &app_label,
+                    &d.key.name,
+                ) =>
+            {
                 return Err(CanaryConflict(format!(
                     "Deployment {ns}/{name} exists and was not created by Gantry as the canary \
                      of {ns}/{} for this Application; the canary does not start (rename or \

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::apply::discovery::Discovery;
 use crate::apply::normalize::Desired;
-use crate::drift::watch::DriftWatches;
+use crate::target::Targets;
 
 type AppKey = (String, String);
 
@@ -16,9 +15,6 @@ type AppKey = (String, String);
 pub type DesiredCache = std::sync::Mutex<
     std::collections::HashMap<AppKey, (String, Option<i64>, std::sync::Arc<Vec<Desired>>)>,
 >;
-
-/// The field manager of every write Gantry makes.
-pub const FIELD_MANAGER: &str = "gantry";
 
 /// The default of `--min-interval`.
 pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -32,16 +28,12 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// Checked-out trees of the GitRepositories.
     pub artifacts: crate::source::store::ArtifactStore,
-    /// Cached API discovery.
-    pub discovery: Discovery,
+    /// Where and as whom each Application's requests go.
+    pub targets: Targets,
     /// Kubernetes Events: one recorder per (object, reason) and note, so a repeated note
     /// counts up its series while a new note is a new Event (kube's recorder keys series by
     /// reason alone and would keep showing the first note).
     pub recorders: EventRecorders,
-    /// Objects applied at once.
-    pub apply_concurrency: usize,
-    /// Watches of managed objects.
-    pub drift: DriftWatches,
     pub desired_cache: DesiredCache,
     /// When each Application's inventory was last compared in full (in memory only, so a
     /// no-op check writes nothing).
@@ -72,7 +64,7 @@ impl Context {
             kube::runtime::reflector::ObjectRef<crate::api::Application>,
         >,
     ) {
-        let (drift, rx) = DriftWatches::new(client.clone(), namespace);
+        let (targets, rx) = Targets::new(client.clone(), apply_concurrency, namespace);
         let reporter = Reporter {
             controller: "gantry".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -82,9 +74,7 @@ impl Context {
             client,
             artifacts: crate::source::store::ArtifactStore::new(data_dir.join("artifacts")),
             data_dir,
-            discovery: Discovery::default(),
-            apply_concurrency,
-            drift,
+            targets,
             desired_cache: Default::default(),
             last_full_check: Default::default(),
             scanner: Default::default(),

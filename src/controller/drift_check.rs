@@ -4,16 +4,14 @@
 
 use std::sync::Arc;
 
-use kube::api::{DynamicObject, Patch, PatchParams};
-use serde_json::Value;
-
 use super::context::Context;
 use super::sync::{self, SyncError, SyncInput};
 use crate::api::application::{Application, DriftedObject, InventoryEntry};
+use crate::apply::applier::ObjectError;
 use crate::apply::normalize::Desired;
 use crate::apply::plan::{Change, classify};
-use crate::apply::ssa::{self, FIELD_MANAGER};
 use crate::drift::compare;
+use crate::target::Target;
 
 /// One object that differs from Git.
 #[derive(Debug, Clone)]
@@ -41,7 +39,7 @@ pub async fn desired_for(
     if let Some(set) = cached(ctx, app, revision) {
         return Ok(set);
     }
-    let (desired, _) = sync::desired_set(input).await?;
+    let desired = sync::desired_set(input).await?;
     let set = Arc::new(desired);
     remember(ctx, app, revision, set.clone());
     Ok(set)
@@ -73,13 +71,15 @@ pub fn remember(ctx: &Context, app: &Application, revision: &str, set: Arc<Vec<D
         .insert(key, (revision.to_string(), app.metadata.generation, set));
 }
 
-/// Compares the candidates with the cluster. Reads only, plus dry-runs for suspects.
+/// Compares the candidates with the cluster through the Application's target. Reads only,
+/// plus dry-runs for suspects.
 pub async fn check(
-    ctx: &Context,
+    target: &Target,
     app: &Application,
     desired: &[Desired],
     candidates: &[InventoryEntry],
 ) -> Result<Vec<Finding>, SyncError> {
+    let applier = &target.applier;
     let mut findings = vec![];
     let rules = &app.spec.drift.ignore;
     for d in desired.iter().filter(|d| {
@@ -90,96 +90,59 @@ pub async fn check(
                 && c.name == d.key.name
         })
     }) {
-        let Some(resolved) = ctx
-            .discovery
-            .resolve(&ctx.client, &d.key.group, &d.key.version, &d.key.kind)
-            .await?
-        else {
+        let Some(resolved) = applier.resolve_key(&d.key).await? else {
             continue;
         };
-        let api = ssa::api_for(&ctx.client, &resolved, d.key.namespace.as_deref());
-        let live: Option<DynamicObject> = api.get_opt(&d.key.name).await?;
-        let Some(live) = live else {
+        let Some(live) = applier.live(&resolved, &d.key).await? else {
             findings.push(Finding {
                 desired: d.clone(),
                 paths: vec!["(deleted)".into()],
             });
             continue;
         };
-        let live_value = serde_json::to_value(&live).unwrap_or(Value::Null);
         // Labelled for another Application (taken over on purpose): no longer ours to heal.
-        if crate::apply::foreign_owner(&d.object, &live_value).is_some() {
+        if crate::apply::foreign_owner(&d.object, &live).is_some() {
             continue;
         }
         let suspects = compare::without_ignored(
-            compare::differing_paths(&compare::comparable(&d.object), &live_value),
+            compare::differing_paths(&compare::comparable(&d.object), &live),
             rules,
             &d.key,
         );
         if suspects.is_empty() {
             continue;
         }
-        // Confirm with the API server: defaulting and normalisation are its business.
-        let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
-        if sync::force_conflicts(app) {
-            params = params.force();
-        }
-        let dry = match api
-            .patch(&d.key.name, &params, &Patch::Apply(&d.object))
+        // Confirm with the API server: defaulting and normalisation are its business. When
+        // another manager took fields Gantry declares (409), that is drift too; the local
+        // comparison found the differing fields.
+        let confirmed = match applier
+            .dry_apply(&resolved, d, sync::force_conflicts(app))
             .await
         {
-            Ok(dry) => dry,
-            // Another manager took fields Gantry declares: that is drift too. The local
-            // comparison found the differing fields as JSON pointers.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                findings.push(Finding {
-                    desired: d.clone(),
-                    paths: suspects,
-                });
-                continue;
-            }
+            Ok(dry) => classify(Some(&live), &dry) != Change::Unchanged,
+            Err(kube::Error::Api(s)) if s.code == 409 => true,
             Err(e) => return Err(e.into()),
         };
-        let dry_value = serde_json::to_value(&dry).unwrap_or(Value::Null);
-        if classify(Some(&live_value), &dry_value) == Change::Unchanged {
-            continue;
+        if confirmed {
+            findings.push(Finding {
+                desired: d.clone(),
+                paths: suspects,
+            });
         }
-        let confirmed = compare::without_ignored(
-            compare::differing_paths(&compare::comparable(&d.object), &live_value),
-            rules,
-            &d.key,
-        );
-        findings.push(Finding {
-            desired: d.clone(),
-            paths: if confirmed.is_empty() {
-                suspects
-            } else {
-                confirmed
-            },
-        });
     }
     Ok(findings)
 }
 
-/// Re-applies drifted objects; returns per-object errors.
-pub async fn heal(ctx: &Context, app: &Application, findings: &[Finding]) -> Vec<String> {
+/// Re-applies drifted objects through the Application's target; returns per-object errors.
+pub async fn heal(target: &Target, app: &Application, findings: &[Finding]) -> Vec<ObjectError> {
+    let applier = &target.applier;
     let mut errors = vec![];
     for f in findings {
-        let resolved = match ctx
-            .discovery
-            .resolve(
-                &ctx.client,
-                &f.desired.key.group,
-                &f.desired.key.version,
-                &f.desired.key.kind,
-            )
-            .await
-        {
-            Ok(Some(r)) => r,
-            _ => continue,
+        let Ok(Some(resolved)) = applier.resolve_key(&f.desired.key).await else {
+            continue;
         };
         let items = [(&f.desired, &resolved)];
-        for r in ssa::apply(&ctx.client, &items, sync::force_conflicts(app), 1).await {
+        for r in applier.apply(&items, sync::force_conflicts(app)).await {
             if let Err(e) = r {
                 errors.push(e);
             }

@@ -1,7 +1,7 @@
 //! What must hold before a sync writes anything, and what it leaves behind if it stops
-//! half-way: the Application uses only fields the controller honours, the artifact on
-//! disk is the one its digest names, no object belongs to another Application, and the
-//! planned inventory is in status before the first write.
+//! half-way: the artifact on disk is the one its digest names, and the planned inventory is
+//! in status before the first write. (Objects of another Application are refused by the
+//! staged apply, apply/set.rs; targets the controller cannot act as by target/.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,39 +9,9 @@ use std::path::Path;
 use kube::api::Api;
 
 use crate::api::application::{Application, ApplicationStatus, InventoryEntry};
-use crate::apply::normalize::{Desired, describe};
-use crate::apply::ssa;
+use crate::apply::normalize::Desired;
 
-const MAX_LISTED_ERRORS: usize = 10;
-
-/// The first errors of a list, joined, and how many more there are.
-pub fn join_errors(errors: Vec<String>) -> String {
-    let n = errors.len();
-    let mut shown: Vec<String> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
-    if n > MAX_LISTED_ERRORS {
-        shown.push(format!("… and {} more", n - MAX_LISTED_ERRORS));
-    }
-    shown.join("; ")
-}
-
-/// The first spec field the controller does not honour yet, as a condition message.
-pub fn unsupported_fields(app: &Application) -> Option<String> {
-    if app.spec.service_account_name.is_some() {
-        return Some(
-            "spec.serviceAccountName (impersonation) is not implemented yet; nothing is applied \
-             rather than applying with the controller's own rights"
-                .into(),
-        );
-    }
-    if app.spec.kube_config.is_some() {
-        return Some(
-            "spec.kubeConfig (remote clusters) is not implemented yet; nothing is applied rather \
-             than applying to the controller's own cluster"
-                .into(),
-        );
-    }
-    None
-}
+pub use crate::apply::join_errors;
 
 /// Verifies the tree on disk against its digest; a tree that changed is removed (the next
 /// reconcile writes it again from the Git cache) and nothing of it is rendered.
@@ -59,36 +29,6 @@ pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), String> {
     .await
     .map_err(|e| format!("verify task failed: {e}"))?
     .map_err(|e| e.to_string())
-}
-
-/// Refuses the set when objects are labelled for another Application, unless this one
-/// may take them over (`spec.takeOwnership`).
-pub fn refuse_foreign<'d>(
-    app: &Application,
-    checked: impl Iterator<Item = (&'d Desired, &'d Result<ssa::Checked, String>)>,
-) -> Result<(), String> {
-    if app.spec.take_ownership {
-        return Ok(());
-    }
-    let conflicts: Vec<String> = checked
-        .filter_map(|(d, c)| {
-            let other = c.as_ref().ok()?.foreign_owner.as_ref()?;
-            Some(format!(
-                "{} belongs to Application {other}",
-                describe(&d.key)
-            ))
-        })
-        .collect();
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "{} objects are labelled for another Application and are not taken over (set \
-         spec.takeOwnership on Application {} to take them), nothing was applied: {}",
-        conflicts.len(),
-        crate::apply::owner_label(app),
-        join_errors(conflicts)
-    ))
 }
 
 /// The previous inventory and every desired object, sorted; `None` when that adds nothing.

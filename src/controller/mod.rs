@@ -18,6 +18,7 @@ pub mod guards;
 pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
+pub mod live_health;
 pub mod receiver;
 pub mod rollout;
 pub mod secrets;

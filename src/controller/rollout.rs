@@ -12,9 +12,9 @@ use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
-use crate::apply::ssa;
 use crate::rollout::plan;
 use crate::source::artifact;
+use crate::target::Target;
 
 /// Condition reason of an aborted rollout.
 pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
@@ -25,60 +25,49 @@ const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 /// workloads. Returns the workloads applied.
 async fn reapply_workloads(
     ctx: &Context,
+    target: &Target,
     app: &Application,
     source: &GitRepository,
     revision: &str,
 ) -> Result<Vec<String>, String> {
     let ns = app.namespace().unwrap_or_default();
-    let commit = revision_commit(revision)
-        .ok_or_else(|| format!("revision {revision} names no commit"))?
-        .to_string();
+    let commit =
+        revision_commit(revision).ok_or_else(|| format!("revision {revision} names no commit"))?;
     let cache = ctx.git_cache(&ns, &source.name_any());
-    let ignore = source.spec.ignore.clone();
     let scratch = tempfile::tempdir_in(&ctx.data_dir).map_err(|e| e.to_string())?;
     let tree = scratch.path().join("tree");
-    let tree2 = tree.clone();
-    tokio::task::spawn_blocking(move || {
-        let repo = git2::Repository::open_bare(&cache).map_err(|e| e.to_string())?;
-        let oid = git2::Oid::from_str(&commit).map_err(|e| e.to_string())?;
-        artifact::write_tree(&repo, oid, &tree2, &ignore)
-            .map(|_| ())
-            .map_err(|e| format!("cannot check out {commit} from the Git cache: {e}"))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    artifact::checkout_commit(&cache, commit, &tree, &source.spec.ignore)
+        .await
+        .map_err(|e| format!("cannot check out {commit} from the Git cache: {e}"))?;
     let input = SyncInput {
-        client: &ctx.client,
-        discovery: &ctx.discovery,
+        target,
         app,
         artifact_root: &tree,
         artifact_digest: None,
-        concurrency: ctx.apply_concurrency,
         hold: None,
         record_planned: None,
     };
-    let (desired, resolved) = sync::desired_set(&input)
+    let desired = sync::desired_set(&input)
         .await
         .map_err(|e| format!("cannot render {revision}: {e}"))?;
-    let items: Vec<_> = desired
+    let applier = &target.applier;
+    let mut items = vec![];
+    for d in desired
         .iter()
         .filter(|d| WORKLOAD_KINDS.contains(&d.key.kind.as_str()))
-        .filter_map(|d| {
-            resolved
-                .get(&(
-                    d.key.group.clone(),
-                    d.key.version.clone(),
-                    d.key.kind.clone(),
-                ))
-                .map(|r| (d, r))
-        })
-        .collect();
+    {
+        if let Ok(Some(r)) = applier.resolve_key(&d.key).await {
+            items.push((d, r));
+        }
+    }
     let names: Vec<String> = items
         .iter()
         .map(|(d, _)| format!("{} {}", d.key.kind, d.key.name))
         .collect();
+    let items: Vec<_> = items.iter().map(|(d, r)| (*d, r)).collect();
     // Forced: the failed revision's apply owns these fields now.
-    let errors: Vec<String> = ssa::apply(&ctx.client, &items, true, ctx.apply_concurrency)
+    let errors: Vec<_> = applier
+        .apply(&items, true)
         .await
         .into_iter()
         .filter_map(|r| r.err())
@@ -86,7 +75,7 @@ async fn reapply_workloads(
     if errors.is_empty() {
         Ok(names)
     } else {
-        Err(errors.join("; "))
+        Err(crate::apply::join_errors(errors))
     }
 }
 
@@ -114,6 +103,7 @@ pub(super) async fn is_rollback(ctx: &Context, ns: &str, source: &str, revision:
 /// Aborts the rollout of `revision`: back to the last healthy revision's workloads.
 pub(super) async fn abort(
     ctx: &Context,
+    target: &Target,
     app: &Application,
     source: &GitRepository,
     status: &mut ApplicationStatus,
@@ -121,12 +111,12 @@ pub(super) async fn abort(
     reason: &str,
 ) {
     let generation = app.metadata.generation;
-    let target = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
-    let outcome = match &target {
+    let good = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
+    let outcome = match &good {
         None => Err("no earlier healthy revision to return to".to_string()),
-        Some(good) => reapply_workloads(ctx, app, source, good).await,
+        Some(good) => reapply_workloads(ctx, target, app, source, good).await,
     };
-    let message = match (&target, &outcome) {
+    let message = match (&good, &outcome) {
         (Some(good), Ok(workloads)) => format!(
             "revision {revision} aborted: {reason}; returned {} to revision {good}; not retried until Git changes",
             workloads.join(", ")

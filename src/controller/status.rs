@@ -4,8 +4,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 
-use super::context::FIELD_MANAGER;
 use super::kinds::GantryKind;
+use crate::apply::applier::FIELD_MANAGER;
 use crate::error::Result;
 
 pub async fn apply_status<K: GantryKind, S: Serialize>(

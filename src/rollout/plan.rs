@@ -148,6 +148,48 @@ pub fn weight_at(steps: &[Step], step: usize) -> u32 {
         .unwrap_or(0)
 }
 
+/// An analysis result counted against `failureLimit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Analysed {
+    Passed,
+    /// Failed, `failures` times in a row, under the limit.
+    Failed {
+        failures: u32,
+    },
+    /// `failureLimit` consecutive failures: give up on the revision.
+    Abort {
+        reason: String,
+    },
+}
+
+/// Counts an analysis in `state.consecutive_failures` (a pass resets it); used by canary
+/// steps and by RollingUpdate alike.
+pub fn count_analysis(
+    state: &mut RolloutStatus,
+    result: &Result<(), String>,
+    failure_limit: u32,
+) -> Analysed {
+    match result {
+        Ok(()) => {
+            state.consecutive_failures = 0;
+            Analysed::Passed
+        }
+        Err(e) => {
+            state.consecutive_failures += 1;
+            let failures = state.consecutive_failures;
+            if failures >= failure_limit.max(1) {
+                Analysed::Abort {
+                    reason: format!(
+                        "{e} ({failures} consecutive failed analyses, limit {failure_limit})"
+                    ),
+                }
+            } else {
+                Analysed::Failed { failures }
+            }
+        }
+    }
+}
+
 fn since(now: Timestamp, start: Option<&Time>) -> Duration {
     start
         .map(|t| now.duration_since(t.0).unsigned_abs())
@@ -171,21 +213,11 @@ pub fn advance(
             reason: "aborted with `gantry abort`".into(),
         };
     }
-    match &obs.analysis {
-        Some(Err(e)) => {
-            state.consecutive_failures += 1;
-            if state.consecutive_failures >= failure_limit.max(1) {
-                state.phase = RolloutPhase::Aborted;
-                return CanaryDecision::Abort {
-                    reason: format!(
-                        "{e} ({} consecutive failed analyses, limit {failure_limit})",
-                        state.consecutive_failures
-                    ),
-                };
-            }
-        }
-        Some(Ok(())) => state.consecutive_failures = 0,
-        None => {}
+    if let Some(result) = &obs.analysis
+        && let Analysed::Abort { reason } = count_analysis(state, result, failure_limit)
+    {
+        state.phase = RolloutPhase::Aborted;
+        return CanaryDecision::Abort { reason };
     }
     if obs.promote {
         state.phase = RolloutPhase::Promoting;

@@ -128,6 +128,34 @@ pub fn ignore_matcher(patterns: &[String]) -> Result<ignore::gitignore::Gitignor
         .map_err(|e| ArtifactError::UnsafePath(format!("invalid ignore patterns: {e}")))
 }
 
+/// Checks out `commit` (a hex id) of the bare repository at `cache` into `dest`, leaving out
+/// `ignore`d paths, with every link checked; returns the tree's digest. Used wherever a
+/// commit other than the source's current artifact is needed (rollout abort, `gantry
+/// diff`), so each goes through the same checks as the artifact store.
+pub async fn checkout_commit(
+    cache: &Path,
+    commit: &str,
+    dest: &Path,
+    ignore: &[String],
+) -> Result<String, ArtifactError> {
+    let (cache, commit, dest, ignore) = (
+        cache.to_path_buf(),
+        commit.to_string(),
+        dest.to_path_buf(),
+        ignore.to_vec(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let repo = Repository::open_bare(&cache)?;
+        let oid = git2::Oid::from_str(&commit)?;
+        write_tree(&repo, oid, &dest, &ignore)
+    })
+    .await
+    .map_err(|e| ArtifactError::Io {
+        path: "checkout task".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
 /// Writes the tree of `commit` into `dest` (which must not exist), leaving out paths that
 /// match `ignore`, and returns the digest `sha256:<hex>` of the written entries (path, mode,
 /// blob id).

@@ -1,0 +1,326 @@
+//! The Applier: every request an Application makes against its cluster, as one identity —
+//! discovery, server-side dry-run and apply with field manager `gantry`, reads of live
+//! objects, and deletes. The staged apply of a whole set is in [`super::set`], the guarded
+//! prune in [`super::prune`].
+
+use std::collections::{BTreeSet, HashMap};
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::Value;
+
+use super::concurrent;
+use super::discovery::{Discovery, Resolved};
+use super::normalize::{Desired, describe};
+use super::plan::{Change, classify};
+use crate::api::application::InventoryEntry;
+
+/// The field manager of every write Gantry makes.
+pub const FIELD_MANAGER: &str = "gantry";
+
+/// A request about one object that the API server refused (or that could not be sent).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{object}: {message}")]
+pub struct ObjectError {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// The API server's message (its cause, not the whole status).
+    pub message: String,
+}
+
+impl ObjectError {
+    pub fn new(key: &InventoryEntry, e: &kube::Error) -> Self {
+        Self {
+            object: describe(key),
+            message: api_message(e),
+        }
+    }
+}
+
+/// A human-readable error from the API server for one object.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What the dry-run says about one object.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub change: Change,
+    /// The Application the live object is labelled for, when it is another one.
+    pub foreign_owner: Option<String>,
+}
+
+/// An object as it is and as it would be after an apply.
+#[derive(Clone, Debug)]
+pub struct Diffed {
+    pub live: Option<Value>,
+    pub after: Value,
+}
+
+/// Live objects of the given items, read with one LIST per (resource, namespace) instead
+/// of one GET per object. Keyed by (namespace, name, plural, group).
+pub type LiveMap = HashMap<(Option<String>, String, String, String), Value>;
+
+/// One cluster as one identity: the client, its cached discovery, the field manager and
+/// how many objects are sent at once.
+pub struct Applier {
+    client: Client,
+    discovery: Discovery,
+    field_manager: String,
+    concurrency: usize,
+}
+
+impl Applier {
+    pub fn new(client: Client, concurrency: usize) -> Self {
+        Self {
+            client,
+            discovery: Discovery::default(),
+            field_manager: FIELD_MANAGER.to_string(),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// The client every request of this Applier goes through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn field_manager(&self) -> &str {
+        &self.field_manager
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Which resource serves a kind (cached); `None` when the cluster has no such kind.
+    pub async fn resolve(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+    ) -> Result<Option<Resolved>, kube::Error> {
+        self.discovery
+            .resolve(&self.client, group, version, kind)
+            .await
+    }
+
+    /// [`Self::resolve`] for an object's key.
+    pub async fn resolve_key(&self, key: &InventoryEntry) -> Result<Option<Resolved>, kube::Error> {
+        self.resolve(&key.group, &key.version, &key.kind).await
+    }
+
+    /// Forgets what discovery knew about a group (after CRDs of that group changed).
+    pub fn invalidate(&self, group: &str) {
+        self.discovery.invalidate(group);
+    }
+
+    /// The API for one object, namespaced or cluster-scoped.
+    pub fn api(&self, resolved: &Resolved, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (resolved.namespaced, namespace) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resolved.resource),
+            _ => Api::all_with(self.client.clone(), &resolved.resource),
+        }
+    }
+
+    /// Server-side apply parameters: this Applier's field manager, forced or not, dry-run
+    /// or not.
+    pub fn params(&self, force: bool, dry_run: bool) -> PatchParams {
+        let mut p = PatchParams::apply(&self.field_manager);
+        if force {
+            p = p.force();
+        }
+        if dry_run {
+            p = p.dry_run();
+        }
+        p
+    }
+
+    /// The live object, if it exists.
+    pub async fn live(
+        &self,
+        resolved: &Resolved,
+        key: &InventoryEntry,
+    ) -> Result<Option<Value>, kube::Error> {
+        Ok(self
+            .api(resolved, key.namespace.as_deref())
+            .get_opt(&key.name)
+            .await?
+            .map(|o| serde_json::to_value(o).unwrap_or(Value::Null)))
+    }
+
+    /// Every object of a resource in a namespace (or cluster-wide), by name.
+    pub async fn list_by_name(
+        &self,
+        resolved: &Resolved,
+        namespace: Option<&str>,
+    ) -> Result<HashMap<String, Value>, kube::Error> {
+        let list = self
+            .api(resolved, namespace)
+            .list(&ListParams::default())
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|o| {
+                (
+                    o.metadata.name.clone().unwrap_or_default(),
+                    serde_json::to_value(o).unwrap_or(Value::Null),
+                )
+            })
+            .collect())
+    }
+
+    /// What the API server would make of the object after an apply (a dry-run).
+    pub async fn dry_apply(
+        &self,
+        resolved: &Resolved,
+        d: &Desired,
+        force: bool,
+    ) -> Result<Value, kube::Error> {
+        let dry = self
+            .api(resolved, d.key.namespace.as_deref())
+            .patch(
+                &d.key.name,
+                &self.params(force, true),
+                &Patch::Apply(&d.object),
+            )
+            .await?;
+        Ok(serde_json::to_value(dry).unwrap_or(Value::Null))
+    }
+
+    /// The object as it is and as an apply would leave it; `None` when the cluster has no
+    /// such kind. A new object is dry-run with force (no other manager can hold it).
+    pub async fn diff(&self, d: &Desired, force: bool) -> Result<Option<Diffed>, ObjectError> {
+        let err = |e: kube::Error| ObjectError::new(&d.key, &e);
+        let Some(resolved) = self.resolve_key(&d.key).await.map_err(err)? else {
+            return Ok(None);
+        };
+        let live = self.live(&resolved, &d.key).await.map_err(err)?;
+        let after = self
+            .dry_apply(&resolved, d, force || live.is_none())
+            .await
+            .map_err(err)?;
+        Ok(Some(Diffed { live, after }))
+    }
+
+    async fn list_live(&self, items: &[(&Desired, &Resolved)]) -> Result<LiveMap, String> {
+        let mut scopes: BTreeSet<(Option<String>, String, String, String)> = BTreeSet::new();
+        let mut resources: HashMap<(String, String), &Resolved> = HashMap::new();
+        for (d, r) in items {
+            scopes.insert((
+                scope_namespace(d, r),
+                r.resource.group.clone(),
+                r.resource.version.clone(),
+                r.resource.plural.clone(),
+            ));
+            resources.insert((r.resource.group.clone(), r.resource.plural.clone()), r);
+        }
+        let mut out = LiveMap::new();
+        for (ns, group, _version, plural) in scopes {
+            let r = resources[&(group.clone(), plural.clone())];
+            let list = self
+                .api(r, ns.as_deref())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("list {plural}: {}", api_message(&e)))?;
+            for o in list.items {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let key_ns = if r.namespaced {
+                    o.metadata.namespace.clone()
+                } else {
+                    None
+                };
+                out.insert(
+                    (key_ns, name, plural.clone(), group.clone()),
+                    serde_json::to_value(o).unwrap_or(Value::Null),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dry-runs every object (bounded concurrency); per-object results in input order. The
+    /// live state comes from one LIST per resource and namespace.
+    pub async fn dry_run(
+        &self,
+        items: &[(&Desired, &Resolved)],
+        force: bool,
+    ) -> Vec<Result<Checked, ObjectError>> {
+        let live = match self.list_live(items).await {
+            Ok(l) => l,
+            Err(message) => {
+                return items
+                    .iter()
+                    .map(|(d, _)| {
+                        Err(ObjectError {
+                            object: describe(&d.key),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let jobs: Vec<_> = items
+            .iter()
+            .map(|&(d, r)| {
+                let live_value = live.get(&live_key(d, r));
+                async move {
+                    let dry = self
+                        .dry_apply(r, d, force)
+                        .await
+                        .map_err(|e| ObjectError::new(&d.key, &e))?;
+                    Ok(Checked {
+                        change: classify(live_value, &dry),
+                        foreign_owner: live_value.and_then(|l| super::foreign_owner(&d.object, l)),
+                    })
+                }
+            })
+            .collect();
+        concurrent::run(jobs, self.concurrency).await
+    }
+
+    /// Applies every object (bounded concurrency); the live objects or per-object errors,
+    /// in input order.
+    pub async fn apply(
+        &self,
+        items: &[(&Desired, &Resolved)],
+        force: bool,
+    ) -> Vec<Result<Value, ObjectError>> {
+        let params = self.params(force, false);
+        let jobs: Vec<_> = items
+            .iter()
+            .map(|&(d, r)| {
+                let api = self.api(r, d.key.namespace.as_deref());
+                let params = &params;
+                async move {
+                    api.patch(&d.key.name, params, &Patch::Apply(&d.object))
+                        .await
+                        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+                        .map_err(|e| ObjectError::new(&d.key, &e))
+                }
+            })
+            .collect();
+        concurrent::run(jobs, self.concurrency).await
+    }
+}
+
+fn scope_namespace(d: &Desired, r: &Resolved) -> Option<String> {
+    if r.namespaced {
+        d.key.namespace.clone()
+    } else {
+        None
+    }
+}
+
+fn live_key(d: &Desired, r: &Resolved) -> (Option<String>, String, String, String) {
+    (
+        scope_namespace(d, r),
+        d.key.name.clone(),
+        r.resource.plural.clone(),
+        r.resource.group.clone(),
+    )
+}

@@ -1,0 +1,645 @@
+//! The staged apply of a whole set, in the manner of Flux's `ResourceManager.ApplyAllStaged`:
+//! validate every object by server-side dry-run (nothing is written when one fails), apply
+//! and await stage 0 (CRDs, Namespaces), validate what could only be validated after it,
+//! then apply the changed objects rank by rank. The staging and the counting are pure and
+//! unit-tested; the requests go through the [`Applier`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+
+use super::applier::{Applier, Checked, ObjectError};
+use super::discovery::Resolved;
+use super::normalize::{Desired, describe};
+use super::order;
+use super::plan::Change;
+use crate::api::application::InventoryEntry;
+
+/// A write to make before the first write of objects (e.g. recording the planned
+/// inventory, so a crash half-way leaves nothing a later prune cannot see).
+pub trait BeforeWrite: Send + Sync {
+    fn before_write(&self) -> futures::future::BoxFuture<'_, Result<(), String>>;
+}
+
+/// How a set is applied.
+#[derive(Clone, Copy, Default)]
+pub struct SetOptions<'a> {
+    /// Take over fields owned by other managers.
+    pub force: bool,
+    /// Apply objects labelled for another owner (otherwise nothing of the set is applied).
+    pub take_ownership: bool,
+    /// The owner's label value, for messages.
+    pub owner: &'a str,
+    /// Objects validated but not applied (stable Deployments whose new template runs as a
+    /// canary first).
+    pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
+    pub before_write: Option<&'a dyn BeforeWrite>,
+}
+
+/// What an applied set changed.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    /// The dry-run's verdict for every object of the set.
+    pub changes: HashMap<InventoryEntry, Change>,
+    /// Objects that were sent (created or configured).
+    pub applied: BTreeSet<InventoryEntry>,
+    /// Objects held back by [`SetOptions::hold`].
+    pub held: Vec<InventoryEntry>,
+}
+
+/// How many objects an applied set created, configured and left unchanged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub created: u32,
+    pub configured: u32,
+    pub unchanged: u32,
+}
+
+impl ChangeSet {
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for (key, change) in &self.changes {
+            let applied = self.applied.contains(key);
+            match change {
+                Change::Created if applied => c.created += 1,
+                Change::Configured if applied => c.configured += 1,
+                Change::Unchanged => c.unchanged += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// Why a set was not (wholly) applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    /// Objects the API server refused in a dry-run; `nothing_applied` when it was the first
+    /// validation (before stage 0).
+    #[error("{}", validation_message(.failed, *.total, *.nothing_applied))]
+    Validation {
+        failed: Vec<ObjectError>,
+        total: usize,
+        nothing_applied: bool,
+    },
+    #[error("{object}: the API server has no kind {kind} in {group}/{version}")]
+    UnknownKind {
+        object: String,
+        group: String,
+        version: String,
+        kind: String,
+    },
+    /// Objects labelled for another owner: (object, other owner).
+    #[error(
+        "{} objects are labelled for another Application and are not taken over (set \
+         spec.takeOwnership on Application {owner} to take them), nothing was applied: {}",
+        .conflicts.len(),
+        super::join_errors(.conflicts.iter().map(|(o, other)| format!("{o} belongs to Application {other}")))
+    )]
+    Ownership {
+        owner: String,
+        conflicts: Vec<(String, String)>,
+    },
+    #[error("cannot record the planned inventory: {0}")]
+    BeforeWrite(String),
+    #[error("{}", super::join_errors(.0))]
+    Apply(Vec<ObjectError>),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+fn validation_message(failed: &[ObjectError], total: usize, nothing_applied: bool) -> String {
+    if nothing_applied {
+        format!(
+            "{} of {total} objects failed validation, nothing was applied: {}",
+            failed.len(),
+            super::join_errors(failed)
+        )
+    } else {
+        format!(
+            "{} objects failed validation: {}",
+            failed.len(),
+            super::join_errors(failed)
+        )
+    }
+}
+
+/// Objects that cannot be validated before stage 0 is applied: kinds the cluster does not
+/// serve yet (defined by CRDs in this set), and objects in Namespaces this set creates.
+pub fn deferred(
+    desired: &[Desired],
+    known_kind: impl Fn(&Desired) -> bool,
+    new_namespaces: &BTreeSet<String>,
+) -> BTreeSet<InventoryEntry> {
+    desired
+        .iter()
+        .filter(|d| {
+            !known_kind(d)
+                || d.key
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|n| new_namespaces.contains(n))
+        })
+        .map(|d| d.key.clone())
+        .collect()
+}
+
+/// Stage 0 of the set: the changed CRDs and Namespaces that can be validated now.
+pub fn first_stage<'d>(
+    desired: &'d [Desired],
+    deferred: &BTreeSet<InventoryEntry>,
+    changes: &HashMap<InventoryEntry, Change>,
+) -> Vec<&'d Desired> {
+    desired
+        .iter()
+        .filter(|d| order::stage(&d.key.group, &d.key.kind) == 0 && !deferred.contains(&d.key))
+        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged))
+        .collect()
+}
+
+/// Everything else that changes and is not held, by rank (applied one rank after the
+/// other, concurrently within a rank).
+pub fn ranked<'d>(
+    desired: &'d [Desired],
+    deferred: &BTreeSet<InventoryEntry>,
+    changes: &HashMap<InventoryEntry, Change>,
+    held: impl Fn(&Desired) -> bool,
+) -> Vec<Vec<&'d Desired>> {
+    let mut by_rank: Vec<Vec<&Desired>> = vec![vec![]; order::RANKS];
+    for d in desired
+        .iter()
+        .filter(|d| order::stage(&d.key.group, &d.key.kind) != 0 || deferred.contains(&d.key))
+        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged) && !held(d))
+    {
+        let rank = order::rank(&d.key.group, &d.key.kind, d.namespaced) as usize;
+        by_rank[rank.min(order::RANKS - 1)].push(d);
+    }
+    by_rank
+}
+
+type KindKey = (String, String, String);
+
+fn kind_of(d: &Desired) -> KindKey {
+    (
+        d.key.group.clone(),
+        d.key.version.clone(),
+        d.key.kind.clone(),
+    )
+}
+
+fn failures<T>(results: &[Result<T, ObjectError>]) -> Vec<ObjectError> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().err().cloned())
+        .collect()
+}
+
+impl Applier {
+    /// Applies the set in stages; see the module documentation.
+    pub async fn apply_set(
+        &self,
+        desired: &[Desired],
+        opts: &SetOptions<'_>,
+    ) -> Result<ChangeSet, SetError> {
+        let mut resolved: HashMap<KindKey, Resolved> = HashMap::new();
+        for d in desired {
+            if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(kind_of(d))
+                && let Some(r) = self.resolve_key(&d.key).await?
+            {
+                slot.insert(r);
+            }
+        }
+        let new_namespaces = self.new_namespaces(desired).await?;
+        let deferred = deferred(
+            desired,
+            |d| resolved.contains_key(&kind_of(d)),
+            &new_namespaces,
+        );
+        let with_kind =
+            |d: &'_ Desired, resolved: &HashMap<KindKey, Resolved>| resolved[&kind_of(d)].clone();
+
+        // 1. Validate every object that can be validated now. Nothing is applied on failure.
+        let now: Vec<&Desired> = desired
+            .iter()
+            .filter(|d| !deferred.contains(&d.key))
+            .collect();
+        let now_resolved: Vec<Resolved> = now.iter().map(|d| with_kind(d, &resolved)).collect();
+        let now_items: Vec<(&Desired, &Resolved)> =
+            now.iter().copied().zip(now_resolved.iter()).collect();
+        let phase = std::time::Instant::now();
+        let checked = self.dry_run(&now_items, opts.force).await;
+        tracing::debug!(
+            objects = now_items.len(),
+            ms = phase.elapsed().as_millis() as u64,
+            "validated (server-side dry-run)"
+        );
+        let failed = failures(&checked);
+        if !failed.is_empty() {
+            return Err(SetError::Validation {
+                failed,
+                total: desired.len(),
+                nothing_applied: true,
+            });
+        }
+        refuse_foreign(opts, now.iter().copied().zip(&checked))?;
+        let mut set = ChangeSet {
+            changes: record_changes(&now, checked),
+            ..ChangeSet::default()
+        };
+
+        if let Some(hook) = opts.before_write {
+            hook.before_write().await.map_err(SetError::BeforeWrite)?;
+        }
+
+        // 2. Stage 0: CRDs and Namespaces, applied and awaited.
+        let stage0 = first_stage(desired, &deferred, &set.changes);
+        self.apply_group(&stage0, &resolved, opts.force, &mut set.applied)
+            .await?;
+        let new_crds: Vec<&Desired> = stage0
+            .iter()
+            .copied()
+            .filter(|d| d.key.kind == "CustomResourceDefinition")
+            .collect();
+        if !new_crds.is_empty() {
+            self.await_established(&new_crds).await;
+        }
+
+        // 3. Deferred objects: resolve and validate now.
+        let later: Vec<&Desired> = desired
+            .iter()
+            .filter(|d| deferred.contains(&d.key))
+            .collect();
+        for d in &later {
+            let k = kind_of(d);
+            if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(k.clone()) {
+                let r = self
+                    .resolve_new_kind(&d.key, !new_crds.is_empty())
+                    .await?
+                    .ok_or_else(|| SetError::UnknownKind {
+                        object: describe(&d.key),
+                        group: k.0.clone(),
+                        version: k.1.clone(),
+                        kind: k.2.clone(),
+                    })?;
+                slot.insert(r);
+            }
+        }
+        let later_resolved: Vec<Resolved> = later.iter().map(|d| with_kind(d, &resolved)).collect();
+        let later_items: Vec<(&Desired, &Resolved)> =
+            later.iter().copied().zip(later_resolved.iter()).collect();
+        let checked = self.dry_run(&later_items, opts.force).await;
+        let failed = failures(&checked);
+        if !failed.is_empty() {
+            return Err(SetError::Validation {
+                total: later.len(),
+                failed,
+                nothing_applied: false,
+            });
+        }
+        refuse_foreign(opts, later.iter().copied().zip(&checked))?;
+        set.changes.extend(record_changes(&later, checked));
+
+        // 4. Everything else that changes, rank by rank; held objects stay as they are.
+        let held = |d: &Desired| opts.hold.is_some_and(|h| h(d));
+        set.held = desired
+            .iter()
+            .filter(|d| held(d))
+            .map(|d| d.key.clone())
+            .collect();
+        let mut errors = vec![];
+        for (rank, group) in ranked(desired, &deferred, &set.changes, held)
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+        {
+            let phase = std::time::Instant::now();
+            if let Err(SetError::Apply(mut e)) = self
+                .apply_group(group, &resolved, opts.force, &mut set.applied)
+                .await
+            {
+                errors.append(&mut e);
+            }
+            tracing::debug!(
+                rank,
+                objects = group.len(),
+                ms = phase.elapsed().as_millis() as u64,
+                "applied rank"
+            );
+        }
+        if !errors.is_empty() {
+            return Err(SetError::Apply(errors));
+        }
+        Ok(set)
+    }
+
+    /// Applies a group of objects concurrently; records the applied ones.
+    async fn apply_group(
+        &self,
+        group: &[&Desired],
+        resolved: &HashMap<KindKey, Resolved>,
+        force: bool,
+        applied: &mut BTreeSet<InventoryEntry>,
+    ) -> Result<(), SetError> {
+        let items: Vec<(&Desired, &Resolved)> =
+            group.iter().map(|d| (*d, &resolved[&kind_of(d)])).collect();
+        let mut errors = vec![];
+        for (d, r) in group.iter().zip(self.apply(&items, force).await) {
+            match r {
+                Ok(_) => {
+                    applied.insert(d.key.clone());
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SetError::Apply(errors))
+        }
+    }
+
+    /// The Namespaces of the set that do not exist yet.
+    async fn new_namespaces(&self, desired: &[Desired]) -> Result<BTreeSet<String>, SetError> {
+        let api: Api<Namespace> = Api::all(self.client().clone());
+        let mut out = BTreeSet::new();
+        for d in desired
+            .iter()
+            .filter(|d| d.key.group.is_empty() && d.key.kind == "Namespace")
+        {
+            if api.get_opt(&d.key.name).await?.is_none() {
+                out.insert(d.key.name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits (at most 30 s) until the CRDs just applied are Established, then forgets what
+    /// discovery knew about their groups.
+    async fn await_established(&self, crds: &[&Desired]) {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for d in crds {
+            while tokio::time::Instant::now() < deadline {
+                let ok = api
+                    .get_opt(&d.key.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
+                if ok {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        for d in crds {
+            if let Some(g) = d.object["spec"]["group"].as_str() {
+                self.invalidate(g);
+            }
+        }
+    }
+
+    /// Resolves a kind that may have been defined by a CRD of this set a moment ago: API
+    /// discovery serves a new group shortly after the CRD is Established, so look a few
+    /// times.
+    async fn resolve_new_kind(
+        &self,
+        key: &InventoryEntry,
+        crds_just_applied: bool,
+    ) -> Result<Option<Resolved>, kube::Error> {
+        let wait = Duration::from_secs(if crds_just_applied { 15 } else { 0 });
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(r) = self.resolve_key(key).await? {
+                return Ok(Some(r));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn record_changes(
+    objects: &[&Desired],
+    checked: Vec<Result<Checked, ObjectError>>,
+) -> HashMap<InventoryEntry, Change> {
+    objects
+        .iter()
+        .zip(checked)
+        .map(|(d, c)| {
+            (
+                d.key.clone(),
+                c.map(|c| c.change).unwrap_or(Change::Configured),
+            )
+        })
+        .collect()
+}
+
+/// Refuses the set when objects are labelled for another owner, unless it may take them.
+fn refuse_foreign<'d>(
+    opts: &SetOptions<'_>,
+    checked: impl Iterator<Item = (&'d Desired, &'d Result<Checked, ObjectError>)>,
+) -> Result<(), SetError> {
+    if opts.take_ownership {
+        return Ok(());
+    }
+    let conflicts: Vec<(String, String)> = checked
+        .filter_map(|(d, c)| {
+            let other = c.as_ref().ok()?.foreign_owner.as_ref()?;
+            Some((describe(&d.key), other.clone()))
+        })
+        .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(SetError::Ownership {
+        owner: opts.owner.to_string(),
+        conflicts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(group: &str, kind: &str, ns: Option<&str>, name: &str) -> Desired {
+        Desired {
+            key: InventoryEntry {
+                group: group.into(),
+                version: "v1".into(),
+                kind: kind.into(),
+                namespace: ns.map(str::to_string),
+                name: name.into(),
+            },
+            object: json!({"spec": {"group": "example.com"}}),
+            namespaced: ns.is_some(),
+        }
+    }
+
+    fn set() -> Vec<Desired> {
+        vec![
+            obj(
+                "apiextensions.k8s.io",
+                "CustomResourceDefinition",
+                None,
+                "widgets.example.com",
+            ),
+            obj("", "Namespace", None, "shop"),
+            obj("", "Namespace", None, "old"),
+            obj("example.com", "Widget", Some("old"), "w"),
+            obj("apps", "Deployment", Some("shop"), "web"),
+            obj("apps", "Deployment", Some("old"), "api"),
+            obj("", "ConfigMap", Some("old"), "cfg"),
+            obj("", "Service", Some("old"), "svc"),
+            obj("rbac.authorization.k8s.io", "ClusterRole", None, "reader"),
+            obj(
+                "admissionregistration.k8s.io",
+                "ValidatingWebhookConfiguration",
+                None,
+                "hook",
+            ),
+        ]
+    }
+
+    fn names(ds: &[&Desired]) -> Vec<String> {
+        ds.iter().map(|d| d.key.name.clone()).collect()
+    }
+
+    #[test]
+    fn unknown_kinds_and_objects_in_new_namespaces_wait_for_stage_zero() {
+        let desired = set();
+        let new_ns: BTreeSet<String> = ["shop".to_string()].into();
+        let deferred = deferred(&desired, |d| d.key.kind != "Widget", &new_ns);
+        let mut got: Vec<&str> = deferred.iter().map(|k| k.name.as_str()).collect();
+        got.sort();
+        assert_eq!(got, ["w", "web"]);
+    }
+
+    #[test]
+    fn stage_zero_holds_only_changed_crds_and_namespaces() {
+        let desired = set();
+        let mut changes: HashMap<InventoryEntry, Change> = desired
+            .iter()
+            .map(|d| (d.key.clone(), Change::Created))
+            .collect();
+        changes.insert(desired[2].key.clone(), Change::Unchanged); // Namespace old
+        let first = first_stage(&desired, &BTreeSet::new(), &changes);
+        assert_eq!(names(&first), ["widgets.example.com", "shop"]);
+    }
+
+    #[test]
+    fn ranks_put_references_before_workloads_and_webhooks_last_skipping_unchanged_and_held() {
+        let desired = set();
+        let deferred: BTreeSet<InventoryEntry> = [desired[3].key.clone()].into();
+        let mut changes: HashMap<InventoryEntry, Change> = desired
+            .iter()
+            .map(|d| (d.key.clone(), Change::Configured))
+            .collect();
+        changes.insert(desired[7].key.clone(), Change::Unchanged); // Service svc
+        let ranks = ranked(&desired, &deferred, &changes, |d| d.key.name == "api");
+        let by_rank: Vec<Vec<String>> = ranks.iter().map(|r| names(r)).collect();
+        assert_eq!(
+            by_rank,
+            vec![
+                vec![],
+                vec![],
+                vec!["reader".to_string()],
+                vec!["cfg".to_string()],
+                vec!["w".to_string(), "web".to_string()],
+                vec![],
+                vec!["hook".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn counts_are_of_applied_objects_and_unchanged_ones() {
+        let desired = set();
+        let mut cs = ChangeSet::default();
+        cs.changes.insert(desired[0].key.clone(), Change::Created);
+        cs.changes
+            .insert(desired[1].key.clone(), Change::Configured);
+        cs.changes.insert(desired[2].key.clone(), Change::Unchanged);
+        cs.changes
+            .insert(desired[4].key.clone(), Change::Configured); // held
+        cs.applied.insert(desired[0].key.clone());
+        cs.applied.insert(desired[1].key.clone());
+        assert_eq!(
+            cs.counts(),
+            Counts {
+                created: 1,
+                configured: 1,
+                unchanged: 1
+            }
+        );
+    }
+
+    #[test]
+    fn messages_name_the_objects_and_say_what_was_applied() {
+        let failed = vec![ObjectError {
+            object: "ConfigMap a/b".into(),
+            message: "bad".into(),
+        }];
+        let first = SetError::Validation {
+            failed: failed.clone(),
+            total: 3,
+            nothing_applied: true,
+        };
+        assert_eq!(
+            first.to_string(),
+            "1 of 3 objects failed validation, nothing was applied: ConfigMap a/b: bad"
+        );
+        let later = SetError::Validation {
+            failed,
+            total: 1,
+            nothing_applied: false,
+        };
+        assert_eq!(
+            later.to_string(),
+            "1 objects failed validation: ConfigMap a/b: bad"
+        );
+        let owned = SetError::Ownership {
+            owner: "a.web".into(),
+            conflicts: vec![("ConfigMap a/b".into(), "b.api".into())],
+        };
+        assert!(
+            owned
+                .to_string()
+                .contains("ConfigMap a/b belongs to Application b.api")
+        );
+        assert!(owned.to_string().contains("on Application a.web"));
+    }
+
+    #[test]
+    fn foreign_objects_refuse_the_set_unless_taken_over() {
+        let d = obj("", "ConfigMap", Some("a"), "b");
+        let checked: Result<Checked, ObjectError> = Ok(Checked {
+            change: Change::Configured,
+            foreign_owner: Some("b.api".into()),
+        });
+        let opts = SetOptions {
+            owner: "a.web",
+            ..SetOptions::default()
+        };
+        assert!(matches!(
+            refuse_foreign(&opts, std::iter::once((&d, &checked))),
+            Err(SetError::Ownership { .. })
+        ));
+        let take = SetOptions {
+            take_ownership: true,
+            ..opts
+        };
+        assert!(refuse_foreign(&take, std::iter::once((&d, &checked))).is_ok());
+    }
+}
