@@ -217,35 +217,16 @@ impl Applier {
             |d| resolved.contains_key(&kind_of(d)),
             &new_namespaces,
         );
-        let with_kind =
-            |d: &'_ Desired, resolved: &HashMap<KindKey, Resolved>| resolved[&kind_of(d)].clone();
 
         // 1. Validate every object that can be validated now. Nothing is applied on failure.
         let now: Vec<&Desired> = desired
             .iter()
             .filter(|d| !deferred.contains(&d.key))
             .collect();
-        let now_resolved: Vec<Resolved> = now.iter().map(|d| with_kind(d, &resolved)).collect();
-        let now_items: Vec<(&Desired, &Resolved)> =
-            now.iter().copied().zip(now_resolved.iter()).collect();
-        let phase = std::time::Instant::now();
-        let checked = self.dry_run(&now_items, opts.force).await;
-        tracing::debug!(
-            objects = now_items.len(),
-            ms = phase.elapsed().as_millis() as u64,
-            "validated (server-side dry-run)"
-        );
-        let failed = failures(&checked);
-        if !failed.is_empty() {
-            return Err(SetError::Validation {
-                failed,
-                total: desired.len(),
-                nothing_applied: true,
-            });
-        }
-        refuse_foreign(opts, now.iter().copied().zip(&checked))?;
         let mut set = ChangeSet {
-            changes: record_changes(&now, checked),
+            changes: self
+                .validate(&now, &resolved, opts, true, desired.len())
+                .await?,
             ..ChangeSet::default()
         };
 
@@ -286,20 +267,10 @@ impl Applier {
                 slot.insert(r);
             }
         }
-        let later_resolved: Vec<Resolved> = later.iter().map(|d| with_kind(d, &resolved)).collect();
-        let later_items: Vec<(&Desired, &Resolved)> =
-            later.iter().copied().zip(later_resolved.iter()).collect();
-        let checked = self.dry_run(&later_items, opts.force).await;
-        let failed = failures(&checked);
-        if !failed.is_empty() {
-            return Err(SetError::Validation {
-                total: later.len(),
-                failed,
-                nothing_applied: false,
-            });
-        }
-        refuse_foreign(opts, later.iter().copied().zip(&checked))?;
-        set.changes.extend(record_changes(&later, checked));
+        let later_changes = self
+            .validate(&later, &resolved, opts, false, later.len())
+            .await?;
+        set.changes.extend(later_changes);
 
         // 4. Everything else that changes, rank by rank; held objects stay as they are.
         let held = |d: &Desired| opts.hold.is_some_and(|h| h(d));
@@ -332,6 +303,39 @@ impl Applier {
             return Err(SetError::Apply(errors));
         }
         Ok(set)
+    }
+
+    /// Dry-runs `objects` (whose kinds are all resolved): the change of each, or the
+    /// objects the API server refused, or the objects of another owner.
+    async fn validate(
+        &self,
+        objects: &[&Desired],
+        resolved: &HashMap<KindKey, Resolved>,
+        opts: &SetOptions<'_>,
+        first: bool,
+        total: usize,
+    ) -> Result<HashMap<InventoryEntry, Change>, SetError> {
+        let items: Vec<(&Desired, &Resolved)> = objects
+            .iter()
+            .map(|d| (*d, &resolved[&kind_of(d)]))
+            .collect();
+        let phase = std::time::Instant::now();
+        let checked = self.dry_run(&items, opts.force).await;
+        tracing::debug!(
+            objects = items.len(),
+            ms = phase.elapsed().as_millis() as u64,
+            "validated (server-side dry-run)"
+        );
+        let failed = failures(&checked);
+        if !failed.is_empty() {
+            return Err(SetError::Validation {
+                failed,
+                total,
+                nothing_applied: first,
+            });
+        }
+        refuse_foreign(opts, objects.iter().copied().zip(&checked))?;
+        Ok(record_changes(objects, checked))
     }
 
     /// Applies a group of objects concurrently; records the applied ones.

@@ -33,6 +33,103 @@ use crate::target::Target;
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub use super::trigger::REQUEST_ANNOTATION;
 
+/// What one reconcile of an Application found before deciding.
+struct Gathered {
+    observations: Observations,
+    found: Option<Found>,
+    target: std::result::Result<Arc<Target>, crate::target::TargetError>,
+    revision: String,
+    /// The `gantry sync` request not handled yet.
+    request: Option<String>,
+}
+
+async fn gather(
+    ctx: &Arc<Context>,
+    api: &Api<Application>,
+    app: &Application,
+    previous_generation: Option<i64>,
+) -> Result<Gathered> {
+    let ns = app.namespace().unwrap_or_default();
+    let status = app.status.clone().unwrap_or_default();
+    let unready_dependency = first_unready_dependency(api, app).await?;
+    // The tree stays on disk (leased) while this reconcile renders it, whatever the source
+    // does meanwhile.
+    let (artifact_seen, found) = find_artifact(ctx, &ns, app).await?;
+    let revision = match &artifact_seen {
+        ArtifactSeen::Ready { revision } => revision.clone(),
+        _ => String::new(),
+    };
+    // Where and as whom the Application acts; a target the controller cannot act as stops
+    // it, rather than deploying with the controller's own rights or into the wrong cluster.
+    let target = ctx.targets.for_app(app);
+    let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
+    let sync_requested = requested.is_some() && requested != status.last_handled_request;
+    let observations = Observations {
+        suspended: app.spec.suspend,
+        unsupported: target.as_ref().err().map(|e| e.to_string()),
+        unready_dependency,
+        artifact: artifact_seen,
+        generation_changed: previous_generation != app.metadata.generation,
+        sync_requested,
+        manual: app.spec.sync_policy == SyncPolicy::Manual,
+        last_applied_revision: status.last_applied_revision.clone(),
+        ready: conditions::find(&status.conditions, conditions::READY)
+            .map(|c| (c.status.clone(), c.reason.clone())),
+        rejected: crate::rollout::plan::is_rejected(&status, &revision),
+        canary_active: canary::active(status.rollout.as_ref(), &revision),
+    };
+    Ok(Gathered {
+        observations,
+        found,
+        target,
+        revision,
+        request: sync_requested.then_some(requested).flatten(),
+    })
+}
+
+/// Reasons of the steps that stop before the artifact.
+pub mod reason {
+    pub const SUSPENDED: &str = "Suspended";
+    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
+    pub const ARTIFACT_FAILED: &str = super::super::sync::reason::ARTIFACT_FAILED;
+    pub const MANUAL_SYNC_REQUIRED: &str = "ManualSyncRequired";
+}
+
+/// The steps that end the reconcile before the artifact is used: the condition they write
+/// and when to look again; `None` for the steps that act on the artifact.
+fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Action>)> {
+    Some(match step {
+        Step::Suspended => (
+            Status::Unknown,
+            reason::SUSPENDED,
+            "reconciliation is suspended".into(),
+            Some(Action::await_change()),
+        ),
+        Step::Unsupported(m) => (
+            Status::False,
+            crate::target::UNSUPPORTED,
+            m.clone(),
+            Some(Action::await_change()),
+        ),
+        Step::WaitForDependency(d) => (
+            Status::False,
+            reason::DEPENDENCY_NOT_READY,
+            format!("waiting for Application {d} to be Ready"),
+            Some(Action::requeue(Duration::from_secs(5))),
+        ),
+        // The source controller writes it again (e.g. after a restart); come back soon,
+        // writing nothing.
+        Step::ArtifactNotYet => (Status::Unknown, "", String::new(), None),
+        Step::ArtifactFailed(m) => (
+            Status::False,
+            reason::ARTIFACT_FAILED,
+            m.clone(),
+            Some(Action::requeue(Duration::from_secs(5))),
+        ),
+        _ => return None,
+    })
+}
+
 async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
@@ -49,73 +146,24 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     status.observed_generation = generation;
 
     // Gather what the decision needs, then decide (controller/decide.rs), then act.
-    let unready_dependency = first_unready_dependency(&api, &app).await?;
-    // The tree stays on disk (leased) while this reconcile renders it, whatever the source
-    // does meanwhile.
-    let (artifact_seen, found) = find_artifact(&ctx, &ns, &app).await?;
-    let revision = match &artifact_seen {
-        ArtifactSeen::Ready { revision } => revision.clone(),
-        _ => String::new(),
-    };
-    // Where and as whom the Application acts; a target the controller cannot act as stops
-    // it, rather than deploying with the controller's own rights or into the wrong cluster.
-    let target = ctx.targets.for_app(&app);
-    let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
-    let sync_requested = requested.is_some() && requested != status.last_handled_request;
-    let observations = Observations {
-        suspended: app.spec.suspend,
-        unsupported: target.as_ref().err().map(|e| e.to_string()),
-        unready_dependency,
-        artifact: artifact_seen,
-        generation_changed: previous_generation != generation,
-        sync_requested,
-        manual: app.spec.sync_policy == SyncPolicy::Manual,
-        last_applied_revision: status.last_applied_revision.clone(),
-        ready: conditions::find(&status.conditions, conditions::READY)
-            .map(|c| (c.status.clone(), c.reason.clone())),
-        rejected: crate::rollout::plan::is_rejected(&status, &revision),
-        canary_active: canary::active(status.rollout.as_ref(), &revision),
-    };
-    let step = decide::next_step(&observations);
+    let gathered = gather(&ctx, &api, &app, previous_generation).await?;
+    let step = decide::next_step(&gathered.observations);
+    let revision = gathered.revision;
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
-
-    let gate = |status: &mut ApplicationStatus, s: Status, reason: &str, message: String| {
-        set(status, conditions::READY, s, reason, message, generation);
-    };
-    let (source, artifact, lease) = match (step.clone(), found) {
-        (Step::Suspended, _) => {
-            let m = "reconciliation is suspended".to_string();
-            gate(&mut status, Status::Unknown, "Suspended", m);
-            write_if_changed(&api, &app, &status).await?;
-            return Ok(Action::await_change());
-        }
-        (Step::Unsupported(m), _) => {
-            gate(&mut status, Status::False, crate::target::UNSUPPORTED, m);
-            write_if_changed(&api, &app, &status).await?;
-            return Ok(Action::await_change());
-        }
-        (Step::WaitForDependency(d), _) => {
-            let m = format!("waiting for Application {d} to be Ready");
-            gate(&mut status, Status::False, "DependencyNotReady", m);
-            write_if_changed(&api, &app, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-        // The source controller writes it again (e.g. after a restart); come back soon.
-        (Step::ArtifactNotYet, _) => return Ok(Action::requeue(Duration::from_secs(2))),
-        (Step::ArtifactFailed(m), _) => {
-            gate(&mut status, Status::False, "ArtifactFailed", m);
-            write_if_changed(&api, &app, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
-        (_, Some(found)) => found,
-        (step, None) => {
-            return Err(Error::Usage(format!(
-                "internal: step {step:?} without an artifact"
-            )));
-        }
+    if let Some((s, why, message, action)) = stop_early(&step) {
+        let Some(action) = action else {
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        };
+        set(&mut status, conditions::READY, s, why, message, generation);
+        write_if_changed(&api, &app, &status).await?;
+        return Ok(action);
+    }
+    let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
+        return Err(Error::Usage(format!(
+            "internal: step {step:?} without an artifact or a target"
+        )));
     };
     let artifact_root = lease.path().to_path_buf();
-    let target = target.map_err(|e| Error::Usage(format!("internal: no target: {e}")))?;
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
     image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;
@@ -137,7 +185,15 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         Step::RejectedRevision => report_rejected(&target, &api, &app, status, interval).await,
         Step::ManualSyncRequired => {
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
-            gate(&mut status, Status::Unknown, "ManualSyncRequired", m);
+            let why = reason::MANUAL_SYNC_REQUIRED;
+            set(
+                &mut status,
+                conditions::READY,
+                Status::Unknown,
+                why,
+                m,
+                generation,
+            );
             write_if_changed(&api, &app, &status).await?;
             Ok(Action::requeue(interval))
         }
@@ -170,7 +226,6 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             .await
         }
         _ => {
-            let request = sync_requested.then_some(requested).flatten();
             super::app_sync::full_sync(super::app_sync::FullSync {
                 ctx: &ctx,
                 api: &api,
@@ -179,7 +234,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 status,
                 revision,
                 input,
-                request,
+                request: gathered.request,
                 interval,
                 timeout,
             })
@@ -379,4 +434,34 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_steps_before_the_artifact_stop_early() {
+        for step in [
+            Step::Suspended,
+            Step::Unsupported("x".into()),
+            Step::WaitForDependency("db".into()),
+            Step::ArtifactFailed("gone".into()),
+        ] {
+            let (_, why, _, action) = stop_early(&step).expect("stops");
+            assert!(!why.is_empty() && action.is_some(), "{step:?}");
+        }
+        // Not yet written by the source: nothing is written, and the reconcile comes back.
+        assert!(stop_early(&Step::ArtifactNotYet).is_some_and(|(.., a)| a.is_none()));
+        for step in [
+            Step::RejectedRevision,
+            Step::ManualSyncRequired,
+            Step::UpToDate,
+            Step::CarryOnCanary,
+            Step::Sync,
+        ] {
+            assert!(stop_early(&step).is_none(), "{step:?}");
+            assert!(step.has_artifact());
+        }
+    }
 }

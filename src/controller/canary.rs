@@ -96,11 +96,11 @@ pub(super) async fn after_sync(
         status,
         conditions::READY,
         Status::Unknown,
-        "RolloutProgressing",
+        reason::ROLLOUT_PROGRESSING,
         message.clone(),
         app.metadata.generation,
     );
-    publish(ctx, app, EventType::Normal, "CanaryStarted", message).await;
+    publish(ctx, app, EventType::Normal, reason::CANARY_STARTED, message).await;
     true
 }
 
@@ -188,6 +188,73 @@ fn pending_action(app: &Application, rollout: &RolloutStatus) -> Option<String> 
     (Some(action) != rollout.last_action.as_ref()).then(|| action.clone())
 }
 
+/// Reasons of the Ready condition during a canary, and of its Events.
+pub mod reason {
+    pub const CANARY_BLOCKED: &str = "CanaryBlocked";
+    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
+    pub const ROLLOUT_PROGRESSING: &str = "RolloutProgressing";
+    pub const ROLLOUT_PROMOTING: &str = "RolloutPromoting";
+    pub const ROLLOUT_PROMOTED: &str = "RolloutPromoted";
+    pub const PROMOTED: &str = "Promoted";
+    pub const CANARY_STARTED: &str = "CanaryStarted";
+}
+
+/// The Ready reason and message of a running canary at weight `w` (pure).
+fn progress(
+    app: &Application,
+    rollout: &RolloutStatus,
+    revision: &str,
+    total: usize,
+    w: u32,
+) -> (&'static str, String) {
+    if rollout.phase == RolloutPhase::Paused {
+        (
+            reason::ROLLOUT_PAUSED,
+            format!(
+                "canary of {revision} paused at step {}/{total} ({w}%); `gantry promote {}/{}` to continue",
+                rollout.step + 1,
+                app.namespace().unwrap_or_default(),
+                app.name_any()
+            ),
+        )
+    } else {
+        (
+            reason::ROLLOUT_PROGRESSING,
+            format!(
+                "canary of {revision} at step {}/{total} ({w}% of the stable replicas)",
+                (rollout.step as usize + 1).min(total)
+            ),
+        )
+    }
+}
+
+/// Runs the analysis when one interval went by since the last; keeps the newest checks.
+async fn analyse_if_due(
+    target: &Target,
+    rollout: &mut RolloutStatus,
+    stables: &[&Desired],
+    spec: &crate::api::rollout::Analysis,
+    every: Duration,
+    now: Timestamp,
+) -> Option<std::result::Result<(), String>> {
+    let due = rollout
+        .checks
+        .iter()
+        .map(|c| c.time.0)
+        .max()
+        .is_none_or(|t| now.duration_since(t).unsigned_abs() >= every);
+    if !due {
+        return None;
+    }
+    let ns = stables.first().map(|d| namespace_of(d)).unwrap_or_default();
+    let (verdict, results) =
+        analysis::run(target.applier.client(), &ns, &rollout.canaries, spec).await;
+    rollout.checks.extend(results);
+    let excess = rollout.checks.len().saturating_sub(MAX_CHECKS);
+    rollout.checks.drain(..excess);
+    Some(verdict)
+}
+
 /// Carries the canary of `revision` one step further.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn drive(
@@ -243,11 +310,12 @@ pub(super) async fn drive(
     {
         rollout.message = Some(message.clone());
         status.rollout = Some(rollout);
+        let why = reason::CANARY_BLOCKED;
         set(
             &mut status,
             conditions::READY,
             Status::False,
-            "CanaryBlocked",
+            why,
             message,
             generation,
         );
@@ -262,31 +330,15 @@ pub(super) async fn drive(
         }
     };
     let now = Timestamp::now();
-    let due = rollout
-        .checks
-        .iter()
-        .map(|c| c.time.0)
-        .max()
-        .is_none_or(|t| now.duration_since(t).unsigned_abs() >= analysis_interval);
-    let analysis_result = if due {
-        let ns = stable_objects
-            .first()
-            .map(|d| namespace_of(d))
-            .unwrap_or_default();
-        let (verdict, results) = analysis::run(
-            target.applier.client(),
-            &ns,
-            &rollout.canaries,
-            &analysis_spec,
-        )
-        .await;
-        rollout.checks.extend(results);
-        let excess = rollout.checks.len().saturating_sub(MAX_CHECKS);
-        rollout.checks.drain(..excess);
-        Some(verdict)
-    } else {
-        None
-    };
+    let analysis_result = analyse_if_due(
+        target,
+        &mut rollout,
+        &stable_objects,
+        &analysis_spec,
+        analysis_interval,
+        now,
+    )
+    .await;
     let decision = plan::advance(
         &mut rollout,
         &steps,
@@ -307,26 +359,7 @@ pub(super) async fn drive(
             {
                 tracing::warn!(error = %e, "cannot scale the canary");
             }
-            let total = steps.len();
-            let (reason, message) = if rollout.phase == RolloutPhase::Paused {
-                (
-                    "RolloutPaused",
-                    format!(
-                        "canary of {revision} paused at step {}/{total} ({w}%); `gantry promote {}/{}` to continue",
-                        rollout.step + 1,
-                        app.namespace().unwrap_or_default(),
-                        app.name_any()
-                    ),
-                )
-            } else {
-                (
-                    "RolloutProgressing",
-                    format!(
-                        "canary of {revision} at step {}/{total} ({w}% of the stable replicas)",
-                        (rollout.step as usize + 1).min(total)
-                    ),
-                )
-            };
+            let (reason, message) = progress(app, &rollout, revision, steps.len(), w);
             rollout.message = Some(message.clone());
             status.rollout = Some(rollout);
             set(
@@ -379,7 +412,7 @@ async fn promote(
                 &mut status,
                 conditions::READY,
                 Status::Unknown,
-                "RolloutPromoting",
+                reason::ROLLOUT_PROMOTING,
                 format!("cannot update the stable Deployments: {e}"),
                 generation,
             );
@@ -405,7 +438,7 @@ async fn promote(
             &mut status,
             conditions::READY,
             Status::Unknown,
-            "RolloutPromoting",
+            reason::ROLLOUT_PROMOTING,
             format!(
                 "promoting {revision}: the stable Deployments {} are rolling out",
                 waiting.join(", ")
@@ -435,7 +468,7 @@ async fn promote(
         ctx,
         app,
         EventType::Normal,
-        "RolloutPromoted",
+        reason::ROLLOUT_PROMOTED,
         message.clone(),
     )
     .await;
@@ -447,7 +480,7 @@ async fn promote(
         &mut status,
         conditions::READY,
         Status::True,
-        "Promoted",
+        reason::PROMOTED,
         message,
         generation,
     );
@@ -455,7 +488,7 @@ async fn promote(
         &mut status,
         conditions::HEALTHY,
         Status::True,
-        "Healthy",
+        super::app_status::reason::HEALTHY,
         "all workloads are healthy",
         generation,
     );

@@ -31,6 +31,9 @@ pub enum SourceFailure {
     Artifact(#[from] ArtifactError),
     #[error("{0}")]
     Secret(String),
+    /// The fetch task itself failed (panicked or was cancelled).
+    #[error("fetch task failed: {0}")]
+    Task(String),
 }
 
 impl SourceFailure {
@@ -44,6 +47,7 @@ impl SourceFailure {
             ) => "UnsafeContent",
             SourceFailure::Artifact(_) => "StorageFailed",
             SourceFailure::Secret(_) => "SecretInvalid",
+            SourceFailure::Task(_) => "FetchFailed",
         }
     }
 }
@@ -186,6 +190,53 @@ fn fetch_and_store(
     }
 }
 
+/// Fetches the source and stores its artifact, in a blocking task bounded by `timeout`.
+async fn fetch(
+    ctx: &Arc<Context>,
+    repo: &GitRepository,
+    timeout: Duration,
+) -> std::result::Result<(git::Fetched, Option<String>), SourceFailure> {
+    let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
+    let creds = credentials(&ctx.client, &ns, repo).await?;
+    // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
+    let rewrite =
+        repo.status.as_ref().and_then(|s| s.observed_generation) != repo.metadata.generation;
+    let job = FetchJob {
+        ns,
+        name,
+        url: repo.spec.url.clone(),
+        reference: Reference::from_spec(repo.spec.git_ref.as_ref()),
+        creds,
+        deadline: Instant::now() + timeout,
+        ignore: repo.spec.ignore.clone(),
+        current: repo
+            .status
+            .as_ref()
+            .and_then(|s| s.artifact.as_ref())
+            .and_then(|a| {
+                super::context::revision_commit(&a.revision)
+                    .map(|c| (c.to_string(), a.digest.clone()))
+            }),
+        rewrite,
+    };
+    let ctx2 = ctx.clone();
+    let started = Instant::now();
+    let task = tokio::task::spawn_blocking(move || fetch_and_store(&ctx2, &job));
+    let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(SourceFailure::Task(join.to_string())),
+        Err(_) => Err(GitError::Timeout {
+            url: crate::source::url_policy::redact(&repo.spec.url),
+        }
+        .into()),
+    };
+    ctx.metrics
+        .git_fetches
+        .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
 async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
@@ -212,52 +263,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let outcome = match credentials(&ctx.client, &ns, &repo).await {
-        Err(e) => Err(e),
-        Ok(creds) => {
-            let reference = Reference::from_spec(repo.spec.git_ref.as_ref());
-            let url = repo.spec.url.clone();
-            let ignore = repo.spec.ignore.clone();
-            // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
-            let rewrite = repo.status.as_ref().and_then(|s| s.observed_generation)
-                != repo.metadata.generation;
-            let job = FetchJob {
-                ns: ns.clone(),
-                name: name.clone(),
-                url,
-                reference,
-                creds,
-                deadline: Instant::now() + timeout,
-                ignore,
-                current: repo
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.artifact.as_ref())
-                    .and_then(|a| {
-                        super::context::revision_commit(&a.revision)
-                            .map(|c| (c.to_string(), a.digest.clone()))
-                    }),
-                rewrite,
-            };
-            let ctx2 = ctx.clone();
-            let started = Instant::now();
-            let task = tokio::task::spawn_blocking(move || fetch_and_store(&ctx2, &job));
-            let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(join)) => Err(SourceFailure::Secret(format!("fetch task failed: {join}"))),
-                Err(_) => Err(GitError::Timeout {
-                    url: crate::source::url_policy::redact(&repo.spec.url),
-                }
-                .into()),
-            };
-            ctx.metrics
-                .git_fetches
-                .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
-                .observe(started.elapsed().as_secs_f64());
-            result
-        }
-    };
-
+    let outcome = fetch(&ctx, &repo, timeout).await;
     let now = Timestamp::now();
     match outcome {
         Ok((fetched, digest)) => {

@@ -16,7 +16,7 @@ use super::app_record::{publish, set};
 use super::context::Context;
 use super::git_repository::credentials;
 use super::trigger::request_reconcile;
-use crate::api::application::ApplicationStatus;
+use crate::api::application::{ApplicationStatus, WriteBack};
 use crate::api::conditions::Status;
 use crate::api::image_policy::HeldTag;
 use crate::api::{Application, GitRepository, ImagePolicy};
@@ -127,6 +127,100 @@ fn read_yaml_files(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Reasons of the `ImageAutomation` condition and of its Events.
+pub mod reason {
+    pub const NOT_REFERENCED: &str = "NotReferenced";
+    pub const HELD: &str = "Held";
+    pub const WAITING_FOR_POLICY: &str = "WaitingForPolicy";
+    pub const UP_TO_DATE: &str = "UpToDate";
+    pub const WRITE_BACK_FAILED: &str = "WriteBackFailed";
+    pub const PUSHED: &str = "Pushed";
+    pub const IMAGE_UPDATED: &str = "ImageUpdated";
+    pub const IMAGE_HELD: &str = "ImageHeld";
+}
+
+/// The condition when no file needs an update (pure).
+fn settled(plan: &Plan, path: &str) -> (Status, &'static str, String) {
+    if !plan.unreferenced.is_empty() {
+        (
+            Status::False,
+            reason::NOT_REFERENCED,
+            format!(
+                "no file under {path} refers to the image of {}; nothing to update",
+                plan.unreferenced.join(", ")
+            ),
+        )
+    } else if !plan.held.is_empty() {
+        (
+            Status::True,
+            reason::HELD,
+            format!("held after a revert in Git: {}", plan.held.join(", ")),
+        )
+    } else if !plan.waiting.is_empty() {
+        (
+            Status::Unknown,
+            reason::WAITING_FOR_POLICY,
+            format!("waiting for ImagePolicy {}", plan.waiting.join(", ")),
+        )
+    } else {
+        (
+            Status::True,
+            reason::UP_TO_DATE,
+            "Git references the selected images".to_string(),
+        )
+    }
+}
+
+/// The condition after a write-back that pushed nothing (pure).
+fn unpushed(report: &repo::Report, path: &str, branch: &str) -> (Status, &'static str, String) {
+    if !report.unreferenced.is_empty() {
+        (
+            Status::False,
+            reason::NOT_REFERENCED,
+            format!(
+                "no file under {path} refers to the image of {} any more; nothing to update",
+                report.unreferenced.join(", ")
+            ),
+        )
+    } else if !report.held.is_empty() {
+        let held: Vec<String> = report
+            .held
+            .iter()
+            .map(|h| format!("{}:{}", h.policy, h.tag))
+            .collect();
+        (
+            Status::True,
+            reason::HELD,
+            format!("held after a revert in Git: {}", held.join(", ")),
+        )
+    } else {
+        (
+            Status::True,
+            reason::UP_TO_DATE,
+            format!("branch {branch} already references the selected images"),
+        )
+    }
+}
+
+/// The message of a pushed write-back (pure).
+fn pushed_message(report: &repo::Report, commit: &str, branch: &str) -> String {
+    let summary: Vec<String> = report
+        .bumps
+        .iter()
+        .map(|b| format!("{}: {} → {}", b.policy, b.old, b.new))
+        .collect();
+    let retries = if report.attempts > 1 {
+        format!(" (after {} non-fast-forward retries)", report.attempts - 1)
+    } else {
+        String::new()
+    };
+    format!(
+        "pushed {} to {branch}: {}{retries}",
+        &commit[..12.min(commit.len())],
+        summary.join("; ")
+    )
+}
+
 /// Runs the write-back for `app` and reports in its status. Never fails the sync: problems
 /// are reported in the `ImageAutomation` condition and as Events.
 pub(super) async fn run(
@@ -140,99 +234,97 @@ pub(super) async fn run(
         return;
     };
     let ns = app.namespace().unwrap_or_default();
-    let name = app.name_any();
     let generation = app.metadata.generation;
     let plan = match plan(ctx, &ns, app, artifact_root).await {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot read the image policies");
+            tracing::warn!(namespace = %ns, name = %app.name_any(), error = %e, "cannot read the image policies");
             return;
         }
     };
     if plan.pending.is_empty() {
-        let (s, reason, message) = if !plan.unreferenced.is_empty() {
-            (
-                Status::False,
-                "NotReferenced",
-                format!(
-                    "no file under {} refers to the image of {}; nothing to update",
-                    app.spec.path,
-                    plan.unreferenced.join(", ")
-                ),
-            )
-        } else if !plan.held.is_empty() {
-            (
-                Status::True,
-                "Held",
-                format!("held after a revert in Git: {}", plan.held.join(", ")),
-            )
-        } else if !plan.waiting.is_empty() {
-            (
-                Status::Unknown,
-                "WaitingForPolicy",
-                format!("waiting for ImagePolicy {}", plan.waiting.join(", ")),
-            )
-        } else {
-            (
-                Status::True,
-                "UpToDate",
-                "Git references the selected images".to_string(),
-            )
-        };
-        set(status, IMAGE_AUTOMATION, s, reason, message, generation);
+        let (s, why, message) = settled(&plan, &app.spec.path);
+        set(status, IMAGE_AUTOMATION, s, why, message, generation);
         return;
     }
-
-    let write_back = &automation.write_back;
     // Without an explicit branch, only a source that follows a branch can be written to.
-    let branch = write_back.branch.clone().or_else(|| {
+    let branch = automation.write_back.branch.clone().or_else(|| {
         match Reference::from_spec(source.spec.git_ref.as_ref()) {
             Reference::Branch(b) => Some(b),
             _ => None,
         }
     });
     let Some(branch) = branch else {
+        let m = format!(
+            "GitRepository {} follows a tag, semver range or commit; set imageAutomation.writeBack.branch",
+            source.name_any()
+        );
         set(
             status,
             IMAGE_AUTOMATION,
             Status::False,
-            "WriteBackFailed",
-            format!(
-                "GitRepository {} follows a tag, semver range or commit; set imageAutomation.writeBack.branch",
-                source.name_any()
-            ),
+            reason::WRITE_BACK_FAILED,
+            m,
             generation,
         );
         return;
     };
-    let creds = match credentials(&ctx.client, &ns, source).await {
-        Ok(c) => c,
-        Err(e) => {
+    match write_back(
+        ctx,
+        app,
+        source,
+        &automation.write_back,
+        &branch,
+        plan.pending,
+    )
+    .await
+    {
+        Err(message) => {
+            tracing::warn!(namespace = %ns, name = %app.name_any(), error = %message, "image write-back failed");
+            ctx.metrics
+                .image_updates
+                .with_label_values(&["failed"])
+                .inc();
+            let why = reason::WRITE_BACK_FAILED;
+            publish(ctx, app, EventType::Warning, why, message.clone()).await;
             set(
                 status,
                 IMAGE_AUTOMATION,
                 Status::False,
-                "WriteBackFailed",
-                e.to_string(),
+                why,
+                message,
                 generation,
             );
-            return;
         }
-    };
+        Ok(report) => reported(ctx, app, source, status, &report, &branch).await,
+    }
+}
+
+/// Commits the updates to `branch` and pushes them (in a blocking task, bounded by the
+/// source's timeout).
+async fn write_back(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    write_back: &WriteBack,
+    branch: &str,
+    updates: Vec<Update>,
+) -> Result<repo::Report, String> {
+    let ns = app.namespace().unwrap_or_default();
+    let creds = credentials(&ctx.client, &ns, source)
+        .await
+        .map_err(|e| e.to_string())?;
     let timeout = source
         .spec
         .timeout
         .parse()
         .unwrap_or(Duration::from_secs(60))
         .max(Duration::from_secs(30));
-    let cache = ctx.writeback_cache(&ns, &name);
+    let cache = ctx.writeback_cache(&ns, &app.name_any());
     let url = source.spec.url.clone();
     let path = app.spec.path.clone();
-    let updates = plan.pending.clone();
-    let author_name = write_back.author.name.clone();
-    let author_email = write_back.author.email.clone();
-    let template = write_back.message_template.clone();
-    let branch2 = branch.clone();
+    let write_back = write_back.clone();
+    let branch = branch.to_string();
     // The controller never reconciles one Application twice at once, so this cache has a
     // single writer.
     let task = tokio::task::spawn_blocking(move || {
@@ -241,137 +333,78 @@ pub(super) async fn run(
         }
         let target = Target {
             url: &url,
-            branch: &branch2,
+            branch: &branch,
             creds: creds.as_ref(),
             deadline: Instant::now() + timeout,
         };
         let author = Author {
-            name: &author_name,
-            email: &author_email,
-            message_template: &template,
+            name: &write_back.author.name,
+            email: &write_back.author.email,
+            message_template: &write_back.message_template,
         };
         repo::write_back(&cache, &target, &path, &updates, &author)
     });
-    let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+    match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
         Ok(Ok(r)) => r.map_err(|e| e.to_string()),
         Ok(Err(join)) => Err(format!("write-back task failed: {join}")),
         Err(_) => Err(format!("write-back did not finish within {timeout:?}")),
+    }
+}
+
+/// Reports a write-back that ran: held tags, the pushed commit (and fetches it at once), or
+/// why nothing was pushed.
+async fn reported(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    status: &mut ApplicationStatus,
+    report: &repo::Report,
+    branch: &str,
+) {
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let generation = app.metadata.generation;
+    for held in &report.held {
+        ctx.metrics.image_updates.with_label_values(&["held"]).inc();
+        hold(ctx, &ns, held).await;
+        let note = format!(
+            "not writing {} tag {} again: commit {} reverted it",
+            held.policy,
+            held.tag,
+            &held.revert[..12.min(held.revert.len())]
+        );
+        publish(ctx, app, EventType::Normal, reason::IMAGE_HELD, note).await;
+    }
+    let Some(commit) = &report.pushed else {
+        let (s, why, message) = unpushed(report, &app.spec.path, branch);
+        set(status, IMAGE_AUTOMATION, s, why, message, generation);
+        return;
     };
-    match result {
-        Err(message) => {
-            tracing::warn!(namespace = %ns, name = %name, error = %message, "image write-back failed");
-            ctx.metrics
-                .image_updates
-                .with_label_values(&["failed"])
-                .inc();
-            publish(
-                ctx,
-                app,
-                EventType::Warning,
-                "WriteBackFailed",
-                message.clone(),
-            )
-            .await;
-            set(
-                status,
-                IMAGE_AUTOMATION,
-                Status::False,
-                "WriteBackFailed",
-                message,
-                generation,
-            );
-        }
-        Ok(report) => {
-            for held in &report.held {
-                ctx.metrics.image_updates.with_label_values(&["held"]).inc();
-                hold(ctx, &ns, held).await;
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "ImageHeld",
-                    format!(
-                        "not writing {} tag {} again: commit {} reverted it",
-                        held.policy,
-                        held.tag,
-                        &held.revert[..12]
-                    ),
-                )
-                .await;
-            }
-            if let Some(commit) = &report.pushed {
-                let summary: Vec<String> = report
-                    .bumps
-                    .iter()
-                    .map(|b| format!("{}: {} → {}", b.policy, b.old, b.new))
-                    .collect();
-                let message = format!(
-                    "pushed {} to {branch}: {}{}",
-                    &commit[..12],
-                    summary.join("; "),
-                    if report.attempts > 1 {
-                        format!(" (after {} non-fast-forward retries)", report.attempts - 1)
-                    } else {
-                        String::new()
-                    }
-                );
-                tracing::info!(namespace = %ns, name = %name, %message, "image write-back");
-                ctx.metrics
-                    .image_updates
-                    .with_label_values(&["pushed"])
-                    .inc_by(report.bumps.len() as u64);
-                publish(ctx, app, EventType::Normal, "ImageUpdated", message.clone()).await;
-                set(
-                    status,
-                    IMAGE_AUTOMATION,
-                    Status::True,
-                    "Pushed",
-                    message,
-                    generation,
-                );
-                // Fetch the new commit now rather than at the source's next interval.
-                let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-                if let Err(e) = request_reconcile(&repos, &source.name_any()).await {
-                    tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot trigger the GitRepository");
-                }
-            } else if !report.unreferenced.is_empty() {
-                set(
-                    status,
-                    IMAGE_AUTOMATION,
-                    Status::False,
-                    "NotReferenced",
-                    format!(
-                        "no file under {} refers to the image of {} any more; nothing to update",
-                        app.spec.path,
-                        report.unreferenced.join(", ")
-                    ),
-                    generation,
-                );
-            } else if !report.held.is_empty() {
-                let held: Vec<String> = report
-                    .held
-                    .iter()
-                    .map(|h| format!("{}:{}", h.policy, h.tag))
-                    .collect();
-                set(
-                    status,
-                    IMAGE_AUTOMATION,
-                    Status::True,
-                    "Held",
-                    format!("held after a revert in Git: {}", held.join(", ")),
-                    generation,
-                );
-            } else {
-                set(
-                    status,
-                    IMAGE_AUTOMATION,
-                    Status::True,
-                    "UpToDate",
-                    format!("branch {branch} already references the selected images"),
-                    generation,
-                );
-            }
-        }
+    let message = pushed_message(report, commit, branch);
+    tracing::info!(namespace = %ns, name = %name, %message, "image write-back");
+    ctx.metrics
+        .image_updates
+        .with_label_values(&["pushed"])
+        .inc_by(report.bumps.len() as u64);
+    publish(
+        ctx,
+        app,
+        EventType::Normal,
+        reason::IMAGE_UPDATED,
+        message.clone(),
+    )
+    .await;
+    set(
+        status,
+        IMAGE_AUTOMATION,
+        Status::True,
+        reason::PUSHED,
+        message,
+        generation,
+    );
+    // Fetch the new commit now rather than at the source's next interval.
+    let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = request_reconcile(&repos, &source.name_any()).await {
+        tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot trigger the GitRepository");
     }
 }
 
@@ -403,5 +436,33 @@ async fn hold(ctx: &Context, ns: &str, held: &repo::Held) {
         .await
     {
         tracing::warn!(namespace = %ns, policy = %held.policy, error = %e, "cannot record the held tag");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            pending: vec![],
+            unreferenced: vec![],
+            waiting: vec![],
+            held: vec![],
+        }
+    }
+
+    #[test]
+    fn a_settled_plan_says_what_keeps_it_from_updating_first() {
+        let mut p = plan();
+        assert_eq!(settled(&p, "app").1, reason::UP_TO_DATE);
+        p.waiting.push("web (nothing selected yet)".into());
+        assert_eq!(settled(&p, "app").0, Status::Unknown);
+        p.held.push("web:2".into());
+        assert_eq!(settled(&p, "app").1, reason::HELD);
+        p.unreferenced.push("web".into());
+        let (s, why, m) = settled(&p, "app");
+        assert_eq!((s, why), (Status::False, reason::NOT_REFERENCED));
+        assert!(m.contains("under app") && m.contains("web"), "{m}");
     }
 }

@@ -184,96 +184,117 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             {
                 tracing::info!(namespace = %ns, name = %name, image = %latest, digest = ?sel.digest, "selected a new image");
             }
-            // A hold lasts while the held tag is still the newest; a strictly newer tag
-            // releases it.
-            status.held_tags.retain(|h| h.tag == sel.tag);
-            status.latest_image = Some(latest);
-            status.latest_digest = sel.digest;
-            status.tag_count = Some(sel.count as i64);
-            status.scanned_at = Some(Time(now));
-            let held = status.held_tags.iter().any(|h| h.tag == sel.tag);
-            conditions::set_condition(
-                &mut status.conditions,
-                conditions::new_condition(
-                    conditions::READY,
-                    Status::True,
-                    "Succeeded",
-                    if held {
-                        format!(
-                            "selected {} of {} tags (held: it was rolled back in Git)",
-                            sel.tag, sel.count
-                        )
-                    } else {
-                        format!("selected {} of {} tags", sel.tag, sel.count)
-                    },
-                    generation,
-                    now,
-                ),
-            );
+            selected(&mut status, &policy.spec.image, sel, generation, now);
             Action::requeue(with_jitter(interval, &name))
         }
         Err(failure) => {
             tracing::warn!(namespace = %ns, name = %name, reason = failure.reason(), error = %failure, "image scan failed");
-            conditions::set_condition(
-                &mut status.conditions,
-                conditions::new_condition(
-                    conditions::READY,
-                    Status::False,
-                    failure.reason(),
-                    failure.to_string(),
-                    generation,
-                    now,
-                ),
+            let c = conditions::new_condition(
+                conditions::READY,
+                Status::False,
+                failure.reason(),
+                failure.to_string(),
+                generation,
+                now,
             );
-            if failure.retry_soon() {
-                let attempts = {
-                    let mut failures = ctx.registry_failures.lock().expect("registry failures");
-                    let n = failures.entry(key).or_insert(0);
-                    *n = n.saturating_add(1);
-                    *n
-                };
-                Action::requeue(backoff(
-                    attempts,
-                    interval,
-                    matches!(
-                        failure,
-                        Failure::Registry(RegistryError::RateLimited { .. })
-                    ),
-                ))
-            } else {
-                Action::requeue(with_jitter(interval, &name))
-            }
+            conditions::set_condition(&mut status.conditions, c);
+            retry_after(&ctx, key, &failure, interval, &name)
         }
     };
-    let held_before = policy
-        .status
-        .as_ref()
-        .map(|s| s.held_tags.as_slice())
-        .unwrap_or_default();
-    if status.held_tags.as_slice() != held_before {
-        // Holds are written by the Application's write-back with a merge patch (another
-        // field owner), so releasing one takes a merge patch too.
-        let held = if status.held_tags.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::to_value(&status.held_tags).map_err(|source| Error::Serialize {
-                what: "held tags",
-                source,
-            })?
-        };
-        api.patch_status(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"status": {"heldTags": held}})),
-        )
-        .await?;
-    }
+    write_holds(&api, &name, policy.status.as_ref(), &status).await?;
     if Some(&status) != policy.status.as_ref() {
         apply_status(&api, &name, &status).await?;
     }
     Ok(action)
 }
 
+/// Records a selection: the image, its digest, the count, and Ready (pure). A hold lasts
+/// while the held tag is still the newest; a strictly newer tag releases it.
+fn selected(
+    status: &mut ImagePolicyStatus,
+    image: &str,
+    sel: Selection,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.held_tags.retain(|h| h.tag == sel.tag);
+    status.latest_image = Some(format!("{image}:{}", sel.tag));
+    status.latest_digest = sel.digest;
+    status.tag_count = Some(sel.count as i64);
+    status.scanned_at = Some(Time(now));
+    let held = status.held_tags.iter().any(|h| h.tag == sel.tag);
+    let message = if held {
+        format!(
+            "selected {} of {} tags (held: it was rolled back in Git)",
+            sel.tag, sel.count
+        )
+    } else {
+        format!("selected {} of {} tags", sel.tag, sel.count)
+    };
+    let c = conditions::new_condition(
+        conditions::READY,
+        Status::True,
+        "Succeeded",
+        message,
+        generation,
+        now,
+    );
+    conditions::set_condition(&mut status.conditions, c);
+}
+
+/// When to scan again after a failure: transient ones back off per policy, the others
+/// wait for the interval.
+fn retry_after(
+    ctx: &Context,
+    key: (String, String),
+    failure: &Failure,
+    interval: Duration,
+    name: &str,
+) -> Action {
+    if !failure.retry_soon() {
+        return Action::requeue(with_jitter(interval, name));
+    }
+    let attempts = {
+        let mut failures = ctx.registry_failures.lock().expect("registry failures");
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let rate_limited = matches!(
+        failure,
+        Failure::Registry(RegistryError::RateLimited { .. })
+    );
+    Action::requeue(backoff(attempts, interval, rate_limited))
+}
+
+/// Holds are written by the Application's write-back with a merge patch (another field
+/// owner), so releasing one takes a merge patch too.
+async fn write_holds(
+    api: &Api<ImagePolicy>,
+    name: &str,
+    before: Option<&ImagePolicyStatus>,
+    status: &ImagePolicyStatus,
+) -> Result<()> {
+    let held_before = before.map(|s| s.held_tags.as_slice()).unwrap_or_default();
+    if status.held_tags.as_slice() == held_before {
+        return Ok(());
+    }
+    let held = if status.held_tags.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::to_value(&status.held_tags).map_err(|source| Error::Serialize {
+            what: "held tags",
+            source,
+        })?
+    };
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"heldTags": held}})),
+    )
+    .await?;
+    Ok(())
+}
 /// 2 s, 4 s, 8 s … capped at the interval and at 5 minutes; at least 30 s after a 429
 /// (oci-client does not surface `Retry-After`, so a rate limit gets a conservative floor).
 pub fn backoff(attempts: u32, interval: Duration, rate_limited: bool) -> Duration {
