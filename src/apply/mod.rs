@@ -10,6 +10,7 @@ pub mod order;
 pub mod plan;
 pub mod prune;
 pub mod set;
+pub mod stage;
 
 /// Label with the value `gantry` on every object Gantry applies.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -1,8 +1,8 @@
 //! The staged apply of a whole set, in the manner of Flux's `ResourceManager.ApplyAllStaged`:
 //! validate every object by server-side dry-run (nothing is written when one fails), apply
 //! and await stage 0 (CRDs, Namespaces), validate what could only be validated after it,
-//! then apply the changed objects rank by rank. The staging and the counting are pure and
-//! unit-tested; the requests go through the [`Applier`].
+//! then apply the changed objects rank by rank. The staging is pure (apply/stage.rs); the
+//! requests go through the [`Applier`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -13,8 +13,8 @@ use kube::api::Api;
 use super::applier::{Applier, Checked, ObjectError};
 use super::discovery::Resolved;
 use super::normalize::{Desired, describe};
-use super::order;
 use super::plan::Change;
+use super::stage::{deferred, first_stage, ranked};
 use crate::api::application::InventoryEntry;
 
 /// A write to make before the first write of objects (e.g. recording the planned
@@ -124,59 +124,6 @@ fn validation_message(failed: &[ObjectError], total: usize, nothing_applied: boo
             super::join_errors(failed)
         )
     }
-}
-
-/// Objects that cannot be validated before stage 0 is applied: kinds the cluster does not
-/// serve yet (defined by CRDs in this set), and objects in Namespaces this set creates.
-pub fn deferred(
-    desired: &[Desired],
-    known_kind: impl Fn(&Desired) -> bool,
-    new_namespaces: &BTreeSet<String>,
-) -> BTreeSet<InventoryEntry> {
-    desired
-        .iter()
-        .filter(|d| {
-            !known_kind(d)
-                || d.key
-                    .namespace
-                    .as_ref()
-                    .is_some_and(|n| new_namespaces.contains(n))
-        })
-        .map(|d| d.key.clone())
-        .collect()
-}
-
-/// Stage 0 of the set: the changed CRDs and Namespaces that can be validated now.
-pub fn first_stage<'d>(
-    desired: &'d [Desired],
-    deferred: &BTreeSet<InventoryEntry>,
-    changes: &HashMap<InventoryEntry, Change>,
-) -> Vec<&'d Desired> {
-    desired
-        .iter()
-        .filter(|d| order::stage(&d.key.group, &d.key.kind) == 0 && !deferred.contains(&d.key))
-        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged))
-        .collect()
-}
-
-/// Everything else that changes and is not held, by rank (applied one rank after the
-/// other, concurrently within a rank).
-pub fn ranked<'d>(
-    desired: &'d [Desired],
-    deferred: &BTreeSet<InventoryEntry>,
-    changes: &HashMap<InventoryEntry, Change>,
-    held: impl Fn(&Desired) -> bool,
-) -> Vec<Vec<&'d Desired>> {
-    let mut by_rank: Vec<Vec<&Desired>> = vec![vec![]; order::RANKS];
-    for d in desired
-        .iter()
-        .filter(|d| order::stage(&d.key.group, &d.key.kind) != 0 || deferred.contains(&d.key))
-        .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged) && !held(d))
-    {
-        let rank = order::rank(&d.key.group, &d.key.kind, d.namespaced) as usize;
-        by_rank[rank.min(order::RANKS - 1)].push(d);
-    }
-    by_rank
 }
 
 type KindKey = (String, String, String);
@@ -514,57 +461,6 @@ mod tests {
                 "hook",
             ),
         ]
-    }
-
-    fn names(ds: &[&Desired]) -> Vec<String> {
-        ds.iter().map(|d| d.key.name.clone()).collect()
-    }
-
-    #[test]
-    fn unknown_kinds_and_objects_in_new_namespaces_wait_for_stage_zero() {
-        let desired = set();
-        let new_ns: BTreeSet<String> = ["shop".to_string()].into();
-        let deferred = deferred(&desired, |d| d.key.kind != "Widget", &new_ns);
-        let mut got: Vec<&str> = deferred.iter().map(|k| k.name.as_str()).collect();
-        got.sort();
-        assert_eq!(got, ["w", "web"]);
-    }
-
-    #[test]
-    fn stage_zero_holds_only_changed_crds_and_namespaces() {
-        let desired = set();
-        let mut changes: HashMap<InventoryEntry, Change> = desired
-            .iter()
-            .map(|d| (d.key.clone(), Change::Created))
-            .collect();
-        changes.insert(desired[2].key.clone(), Change::Unchanged); // Namespace old
-        let first = first_stage(&desired, &BTreeSet::new(), &changes);
-        assert_eq!(names(&first), ["widgets.example.com", "shop"]);
-    }
-
-    #[test]
-    fn ranks_put_references_before_workloads_and_webhooks_last_skipping_unchanged_and_held() {
-        let desired = set();
-        let deferred: BTreeSet<InventoryEntry> = [desired[3].key.clone()].into();
-        let mut changes: HashMap<InventoryEntry, Change> = desired
-            .iter()
-            .map(|d| (d.key.clone(), Change::Configured))
-            .collect();
-        changes.insert(desired[7].key.clone(), Change::Unchanged); // Service svc
-        let ranks = ranked(&desired, &deferred, &changes, |d| d.key.name == "api");
-        let by_rank: Vec<Vec<String>> = ranks.iter().map(|r| names(r)).collect();
-        assert_eq!(
-            by_rank,
-            vec![
-                vec![],
-                vec![],
-                vec!["reader".to_string()],
-                vec!["cfg".to_string()],
-                vec!["w".to_string(), "web".to_string()],
-                vec![],
-                vec!["hook".to_string()],
-            ]
-        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! let the controller deploy the revert. Git keeps describing what runs.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::Api;
 use kube::{Client, ResourceExt};
@@ -16,7 +16,6 @@ use crate::controller::trigger::request_reconcile;
 use crate::error::{Error, Result};
 use crate::rollout::plan;
 use crate::source::git::Reference;
-use crate::writeback::repo::Target;
 use crate::writeback::revert;
 
 #[derive(Debug, clap::Args)]
@@ -83,36 +82,24 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let creds = crate::controller::git_repository::credentials(&client, &ns, &source)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    let url = source.spec.url.clone();
-    let path = app.spec.path.clone();
     let dry_run = args.dry_run;
-    let author = (args.author_name.clone(), args.author_email.clone());
-    let note = format!(
-        "{} {ns}/{name}` to {to}.",
-        crate::controller::rollout::ROLLBACK_NOTE
-    );
-    let to2 = to.clone();
     let work = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
-    let cache = work.path().join("repo");
-    let result = tokio::task::spawn_blocking(move || {
-        let target = Target {
-            url: &url,
-            branch: &branch,
-            creds: creds.as_ref(),
-            deadline: Instant::now() + Duration::from_secs(120),
-        };
-        revert::rollback(
-            &cache,
-            &target,
-            &path,
-            &to2,
-            (&author.0, &author.1),
-            &note,
-            dry_run,
-        )
+    let result = revert::run(revert::Request {
+        cache: work.path().join("repo"),
+        url: source.spec.url.clone(),
+        branch,
+        creds,
+        path: app.spec.path.clone(),
+        to: to.clone(),
+        author: (args.author_name.clone(), args.author_email.clone()),
+        note: format!(
+            "{} {ns}/{name}` to {to}.",
+            crate::controller::rollout::ROLLBACK_NOTE
+        ),
+        dry_run,
+        timeout: Duration::from_secs(120),
     })
     .await
-    .map_err(|e| Error::Usage(format!("rollback task failed: {e}")))?
     .map_err(|e| Error::Usage(format!("rollback of {ns}/{name}: {e}")))?;
 
     if result.commits.is_empty() {

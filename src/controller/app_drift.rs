@@ -11,6 +11,7 @@ use kube::runtime::events::EventType;
 use super::app_record::{publish, set};
 use super::context::Context;
 use super::drift_check;
+use super::reasons;
 use super::sync::SyncInput;
 use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
@@ -37,15 +38,6 @@ pub(super) async fn ensure_watches(target: &Target, inventory: &[InventoryEntry]
             .get(&(e.group.clone(), e.version.clone(), e.kind.clone()))
             .cloned()
     });
-}
-
-/// Condition reasons and Event reasons of drift.
-pub mod reason {
-    pub const HEALED: &str = "DriftHealed";
-    pub const HEAL_FAILED: &str = "DriftHealFailed";
-    pub const CLEARED: &str = "DriftCleared";
-    pub const NONE: &str = "NoDrift";
-    pub const DETECTED: &str = "DriftDetected";
 }
 
 fn describe_all(objs: &[DriftedObject]) -> String {
@@ -108,20 +100,27 @@ async fn heal(
     let healed: Vec<DriftedObject> = findings.iter().map(|f| f.report()).collect();
     if errors.is_empty() {
         let note = format!("re-applied {}", describe_all(&healed));
-        publish(ctx, app, EventType::Normal, reason::HEALED, note).await;
+        publish(ctx, app, EventType::Normal, reasons::DRIFT_HEALED, note).await;
         status.drift = None;
         let m = format!("re-applied {} drifted objects", healed.len());
         set(
             status,
             conditions::DRIFTED,
             Status::False,
-            reason::HEALED,
+            reasons::DRIFT_HEALED,
             m,
             generation,
         );
     } else {
         let m = crate::apply::join_errors(&errors);
-        publish(ctx, app, EventType::Warning, reason::HEAL_FAILED, m.clone()).await;
+        publish(
+            ctx,
+            app,
+            EventType::Warning,
+            reasons::DRIFT_HEAL_FAILED,
+            m.clone(),
+        )
+        .await;
         status.drift = Some(DriftStatus {
             checked_at: Some(Time(Timestamp::now())),
             objects: healed,
@@ -130,7 +129,7 @@ async fn heal(
             status,
             conditions::DRIFTED,
             Status::True,
-            reason::HEAL_FAILED,
+            reasons::DRIFT_HEAL_FAILED,
             m,
             generation,
         );
@@ -147,27 +146,34 @@ async fn audit(
     let generation = app.metadata.generation;
     if objects.is_empty() {
         let note = "the cluster matches Git again".to_string();
-        publish(ctx, app, EventType::Normal, reason::CLEARED, note).await;
+        publish(ctx, app, EventType::Normal, reasons::DRIFT_CLEARED, note).await;
         status.drift = None;
         let m = "the cluster matches Git";
         set(
             status,
             conditions::DRIFTED,
             Status::False,
-            reason::NONE,
+            reasons::NO_DRIFT,
             m,
             generation,
         );
         return;
     }
     let all = describe_all(&objects);
-    publish(ctx, app, EventType::Warning, reason::DETECTED, all.clone()).await;
+    publish(
+        ctx,
+        app,
+        EventType::Warning,
+        reasons::DRIFT_DETECTED,
+        all.clone(),
+    )
+    .await;
     let m = format!("{} objects differ from Git: {all}", objects.len());
     set(
         status,
         conditions::DRIFTED,
         Status::True,
-        reason::DETECTED,
+        reasons::DRIFT_DETECTED,
         m,
         generation,
     );

@@ -12,6 +12,7 @@ use kube::runtime::controller::Action;
 use super::app_record::{set, write_if_changed};
 use super::context::Context;
 use super::live_health;
+use super::reasons;
 use super::status::with_jitter;
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus};
@@ -24,14 +25,6 @@ use crate::target::Target;
 
 const HEALTH_POLL: Duration = Duration::from_secs(2);
 
-/// Reasons of the Healthy condition (HEALTH_CHECK_FAILED also of Ready).
-pub mod reason {
-    pub const HEALTHY: &str = "Healthy";
-    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const ANALYSING: &str = "Analysing";
-}
-
 /// The Healthy condition for an assessed health: `healthy` is the message when all is
 /// well; `timed_out` when the workloads had their time to become healthy (pure).
 pub fn health_condition(
@@ -41,19 +34,19 @@ pub fn health_condition(
     timed_out: Option<Duration>,
 ) -> (Status, &'static str, String) {
     match health {
-        Health::Healthy | Health::Suspended => (Status::True, reason::HEALTHY, healthy.into()),
+        Health::Healthy | Health::Suspended => (Status::True, reasons::HEALTHY, healthy.into()),
         Health::Degraded => (
             Status::False,
-            reason::HEALTH_CHECK_FAILED,
+            reasons::HEALTH_CHECK_FAILED,
             message.to_string(),
         ),
         Health::Progressing | Health::Unknown => match timed_out {
             Some(t) => (
                 Status::False,
-                reason::HEALTH_CHECK_FAILED,
+                reasons::HEALTH_CHECK_FAILED,
                 format!("not healthy after {}s: {message}", t.as_secs()),
             ),
-            None => (Status::Unknown, reason::PROGRESSING, message.to_string()),
+            None => (Status::Unknown, reasons::PROGRESSING, message.to_string()),
         },
     }
 }
@@ -146,10 +139,10 @@ pub(super) async fn follow_health(
     let action = match s {
         Status::True => {
             if conditions::find(&status.conditions, conditions::READY)
-                .is_some_and(|c| c.reason == reason::HEALTH_CHECK_FAILED)
+                .is_some_and(|c| c.reason == reasons::HEALTH_CHECK_FAILED)
             {
                 let m = format!("revision {revision} is applied and healthy");
-                let succeeded = super::app_sync::reason::SUCCEEDED;
+                let succeeded = reasons::SUCCEEDED;
                 set(
                     &mut status,
                     conditions::READY,
@@ -216,7 +209,7 @@ async fn analyse(
                 status,
                 conditions::HEALTHY,
                 Status::Unknown,
-                reason::ANALYSING,
+                reasons::ANALYSING,
                 m,
                 generation,
             );
@@ -244,7 +237,7 @@ fn mark_healthy(ctx: &Context, app: &Application, status: &mut ApplicationStatus
     if rec.template_hashes.is_empty()
         && let Some(desired) = super::drift_check::cached(ctx, app, revision)
     {
-        rec.template_hashes = super::canary::template_hashes(&desired);
+        rec.template_hashes = crate::rollout::template::template_hashes(&desired);
     }
     if let Some(rollout) = status.rollout.as_mut()
         && rollout.revision.as_deref() == Some(revision)
@@ -261,20 +254,20 @@ mod tests {
     #[test]
     fn health_maps_to_one_condition_each() {
         let ok = health_condition(Health::Healthy, "", "all good", None);
-        assert_eq!(ok, (Status::True, reason::HEALTHY, "all good".into()));
+        assert_eq!(ok, (Status::True, reasons::HEALTHY, "all good".into()));
         let bad = health_condition(Health::Degraded, "Deployment a/b: crash", "", None);
         assert_eq!(
             bad,
             (
                 Status::False,
-                reason::HEALTH_CHECK_FAILED,
+                reasons::HEALTH_CHECK_FAILED,
                 "Deployment a/b: crash".into()
             )
         );
         let slow = health_condition(Health::Progressing, "1/2 ready", "", None);
         assert_eq!(
             slow,
-            (Status::Unknown, reason::PROGRESSING, "1/2 ready".into())
+            (Status::Unknown, reasons::PROGRESSING, "1/2 ready".into())
         );
         let late = health_condition(
             Health::Unknown,
@@ -286,7 +279,7 @@ mod tests {
             late,
             (
                 Status::False,
-                reason::HEALTH_CHECK_FAILED,
+                reasons::HEALTH_CHECK_FAILED,
                 "not healthy after 60s: 1/2 ready".into()
             )
         );

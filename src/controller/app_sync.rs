@@ -12,12 +12,13 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::app_drift::{ensure_watches, reason as drift_reason};
+use super::app_drift::ensure_watches;
 use super::app_record::{publish, record, set, write_if_changed};
 use super::app_status::{Follow, follow_health};
 use super::canary;
 use super::context::Context;
 use super::drift_check;
+use super::reasons;
 use super::sync::{self, SyncError, SyncInput};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
@@ -180,7 +181,7 @@ async fn succeeded(
     status.last_applied_revision = Some(revision.clone());
     // Recorded now (they count only once the revision is healthy), so a controller
     // restarted before the health check still knows the templates of this revision.
-    let hashes = canary::template_hashes(&outcome.desired);
+    let hashes = crate::rollout::template::template_hashes(&outcome.desired);
     drift_check::remember(
         ctx,
         app,
@@ -287,7 +288,7 @@ async fn matches_git(
             status,
             conditions::DRIFTED,
             Status::False,
-            drift_reason::NONE,
+            reasons::NO_DRIFT,
             m,
             generation,
         );
@@ -310,39 +311,30 @@ async fn announce(
             status,
             conditions::READY,
             Status::False,
-            reason::PRUNE_FAILED,
+            reasons::PRUNE_FAILED,
             m,
             generation,
         );
-        publish(ctx, app, EventType::Warning, reason::PRUNE_FAILED, message).await;
+        publish(ctx, app, EventType::Warning, reasons::PRUNE_FAILED, message).await;
     } else {
         let m = message.clone();
         set(
             status,
             conditions::READY,
             Status::True,
-            reason::SUCCEEDED,
+            reasons::SUCCEEDED,
             m,
             generation,
         );
-        publish(ctx, app, EventType::Normal, reason::SYNCED, message).await;
+        publish(ctx, app, EventType::Normal, reasons::SYNCED, message).await;
     }
     if outcome.pruned > 0 {
         let note = format!(
             "pruned {} objects no longer in revision {revision}",
             outcome.pruned
         );
-        publish(ctx, app, EventType::Normal, reason::PRUNED, note).await;
+        publish(ctx, app, EventType::Normal, reasons::PRUNED, note).await;
     }
-}
-
-/// Reasons of a sync's outcome (those of a failed stage are in `sync::reason`).
-pub mod reason {
-    pub const SUCCEEDED: &str = "Succeeded";
-    pub const SYNCED: &str = "Synced";
-    pub const PRUNE_FAILED: &str = "PruneFailed";
-    pub const PRUNED: &str = "Pruned";
-    pub const PROGRESSING: &str = "Progressing";
 }
 
 /// The sync stopped: Ready says why, the history records it, and it is retried.

@@ -21,6 +21,7 @@ use super::context::{Context, FINALIZER};
 use super::decide::{self, ArtifactSeen, Observations, Step};
 use super::image_automation;
 use super::live_health;
+use super::reasons;
 use super::sync::SyncInput;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
@@ -87,21 +88,13 @@ async fn gather(
     })
 }
 
-/// Reasons of the steps that stop before the artifact.
-pub mod reason {
-    pub const SUSPENDED: &str = "Suspended";
-    pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
-    pub const ARTIFACT_FAILED: &str = super::super::sync::reason::ARTIFACT_FAILED;
-    pub const MANUAL_SYNC_REQUIRED: &str = "ManualSyncRequired";
-}
-
 /// The steps that end the reconcile before the artifact is used: the condition they write
 /// and when to look again; `None` for the steps that act on the artifact.
 fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Action>)> {
     Some(match step {
         Step::Suspended => (
             Status::Unknown,
-            reason::SUSPENDED,
+            reasons::SUSPENDED,
             "reconciliation is suspended".into(),
             Some(Action::await_change()),
         ),
@@ -113,7 +106,7 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
         ),
         Step::WaitForDependency(d) => (
             Status::False,
-            reason::DEPENDENCY_NOT_READY,
+            reasons::DEPENDENCY_NOT_READY,
             format!("waiting for Application {d} to be Ready"),
             Some(Action::requeue(Duration::from_secs(5))),
         ),
@@ -122,7 +115,7 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
         Step::ArtifactNotYet => (Status::Unknown, "", String::new(), None),
         Step::ArtifactFailed(m) => (
             Status::False,
-            reason::ARTIFACT_FAILED,
+            reasons::ARTIFACT_FAILED,
             m.clone(),
             Some(Action::requeue(Duration::from_secs(5))),
         ),
@@ -185,7 +178,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         Step::RejectedRevision => report_rejected(&target, &api, &app, status, interval).await,
         Step::ManualSyncRequired => {
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
-            let why = reason::MANUAL_SYNC_REQUIRED;
+            let why = reasons::MANUAL_SYNC_REQUIRED;
             set(
                 &mut status,
                 conditions::READY,

@@ -6,7 +6,7 @@
 //! restarted controller carries on at the same step.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -19,9 +19,9 @@ use super::app_record::{publish, set, write_if_changed};
 use super::canary_owner::{
     CanaryConflict, canary_namespaces, check_canary_ownership, delete_canaries,
 };
-use super::context::{Context, revision_commit};
+use super::context::Context;
 use super::drift_check;
-use super::rollout::ROLLOUT_ABORTED;
+use super::reasons;
 use super::sync::SyncInput;
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
@@ -32,10 +32,7 @@ use crate::error::Result;
 use crate::health::{self, Health};
 use crate::rollout::plan::{self, CanaryDecision, Observation, Step};
 use crate::rollout::{analysis, template};
-use crate::source::git::Reference;
 use crate::target::Target;
-use crate::writeback::repo;
-use crate::writeback::revert;
 
 /// Analysis never runs more often than this, whatever `analysis.interval` says.
 const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);
@@ -96,26 +93,19 @@ pub(super) async fn after_sync(
         status,
         conditions::READY,
         Status::Unknown,
-        reason::ROLLOUT_PROGRESSING,
+        reasons::ROLLOUT_PROGRESSING,
         message.clone(),
         app.metadata.generation,
     );
-    publish(ctx, app, EventType::Normal, reason::CANARY_STARTED, message).await;
+    publish(
+        ctx,
+        app,
+        EventType::Normal,
+        reasons::CANARY_STARTED,
+        message,
+    )
+    .await;
     true
-}
-
-/// Template hashes of the Deployments in `desired`, for the history.
-pub fn template_hashes(desired: &[Desired]) -> std::collections::BTreeMap<String, String> {
-    desired
-        .iter()
-        .filter(|d| d.key.group == "apps" && d.key.kind == "Deployment")
-        .map(|d| {
-            (
-                plan::template_key(d.key.namespace.as_deref().unwrap_or_default(), &d.key.name),
-                template::template_hash(&d.object),
-            )
-        })
-        .collect()
 }
 
 fn stables<'a>(desired: &'a [Desired], canaries: &[String]) -> Vec<&'a Desired> {
@@ -182,21 +172,29 @@ async fn run_canaries(
     }))
 }
 
+/// Takes a `gantry promote` / `gantry abort` not handled yet: (promote, abort).
+fn take_request(app: &Application, rollout: &mut RolloutStatus) -> (bool, bool) {
+    let Some(action) = pending_action(app, rollout) else {
+        return (false, false);
+    };
+    let asked = (action.starts_with("promote"), action.starts_with("abort"));
+    rollout.last_action = Some(action);
+    asked
+}
+
+/// The canary weight of the current step (0 without steps).
+fn current_weight(steps: &[Step], rollout: &RolloutStatus) -> u32 {
+    if steps.is_empty() {
+        0
+    } else {
+        plan::weight_at(steps, (rollout.step as usize).min(steps.len() - 1))
+    }
+}
+
 /// A `gantry promote` / `gantry abort` not handled yet.
 fn pending_action(app: &Application, rollout: &RolloutStatus) -> Option<String> {
     let action = app.annotations().get(ROLLOUT_ACTION_ANNOTATION)?;
     (Some(action) != rollout.last_action.as_ref()).then(|| action.clone())
-}
-
-/// Reasons of the Ready condition during a canary, and of its Events.
-pub mod reason {
-    pub const CANARY_BLOCKED: &str = "CanaryBlocked";
-    pub const ROLLOUT_PAUSED: &str = "RolloutPaused";
-    pub const ROLLOUT_PROGRESSING: &str = "RolloutProgressing";
-    pub const ROLLOUT_PROMOTING: &str = "RolloutPromoting";
-    pub const ROLLOUT_PROMOTED: &str = "RolloutPromoted";
-    pub const PROMOTED: &str = "Promoted";
-    pub const CANARY_STARTED: &str = "CanaryStarted";
 }
 
 /// The Ready reason and message of a running canary at weight `w` (pure).
@@ -209,7 +207,7 @@ fn progress(
 ) -> (&'static str, String) {
     if rollout.phase == RolloutPhase::Paused {
         (
-            reason::ROLLOUT_PAUSED,
+            reasons::ROLLOUT_PAUSED,
             format!(
                 "canary of {revision} paused at step {}/{total} ({w}%); `gantry promote {}/{}` to continue",
                 rollout.step + 1,
@@ -219,7 +217,7 @@ fn progress(
         )
     } else {
         (
-            reason::ROLLOUT_PROGRESSING,
+            reasons::ROLLOUT_PROGRESSING,
             format!(
                 "canary of {revision} at step {}/{total} ({w}% of the stable replicas)",
                 (rollout.step as usize + 1).min(total)
@@ -284,12 +282,7 @@ pub(super) async fn drive(
         status.rollout = Some(rollout);
         return promote(ctx, target, api, app, status, revision, &desired, interval).await;
     };
-    let (mut promote_asked, mut abort_asked) = (false, false);
-    if let Some(action) = pending_action(app, &rollout) {
-        promote_asked = action.starts_with("promote");
-        abort_asked = action.starts_with("abort");
-        rollout.last_action = Some(action);
-    }
+    let (promote_asked, abort_asked) = take_request(app, &mut rollout);
     if rollout.phase == RolloutPhase::Promoting && !abort_asked {
         status.rollout = Some(rollout);
         return promote(ctx, target, api, app, status, revision, &desired, interval).await;
@@ -301,16 +294,12 @@ pub(super) async fn drive(
         .unwrap_or(Duration::from_secs(30))
         .max(MIN_ANALYSIS_INTERVAL);
     let steps = Step::from_spec(&spec.steps);
-    let weight = if steps.is_empty() {
-        0
-    } else {
-        plan::weight_at(&steps, (rollout.step as usize).min(steps.len() - 1))
-    };
+    let weight = current_weight(&steps, &rollout);
     if let Err(CanaryConflict(message)) = check_canary_ownership(target, app, &stable_objects).await
     {
         rollout.message = Some(message.clone());
         status.rollout = Some(rollout);
-        let why = reason::CANARY_BLOCKED;
+        let why = reasons::CANARY_BLOCKED;
         set(
             &mut status,
             conditions::READY,
@@ -412,7 +401,7 @@ async fn promote(
                 &mut status,
                 conditions::READY,
                 Status::Unknown,
-                reason::ROLLOUT_PROMOTING,
+                reasons::ROLLOUT_PROMOTING,
                 format!("cannot update the stable Deployments: {e}"),
                 generation,
             );
@@ -438,7 +427,7 @@ async fn promote(
             &mut status,
             conditions::READY,
             Status::Unknown,
-            reason::ROLLOUT_PROMOTING,
+            reasons::ROLLOUT_PROMOTING,
             format!(
                 "promoting {revision}: the stable Deployments {} are rolling out",
                 waiting.join(", ")
@@ -457,7 +446,7 @@ async fn promote(
     rollout.canaries.clear();
     rollout.message = Some(message.clone());
     status.rollout = Some(rollout);
-    let hashes = template_hashes(desired);
+    let hashes = template::template_hashes(desired);
     if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
         rec.result = SyncResult::Promoted;
         rec.healthy = Some(true);
@@ -468,7 +457,7 @@ async fn promote(
         ctx,
         app,
         EventType::Normal,
-        reason::ROLLOUT_PROMOTED,
+        reasons::ROLLOUT_PROMOTED,
         message.clone(),
     )
     .await;
@@ -480,7 +469,7 @@ async fn promote(
         &mut status,
         conditions::READY,
         Status::True,
-        reason::PROMOTED,
+        reasons::PROMOTED,
         message,
         generation,
     );
@@ -488,7 +477,7 @@ async fn promote(
         &mut status,
         conditions::HEALTHY,
         Status::True,
-        super::app_status::reason::HEALTHY,
+        reasons::HEALTHY,
         "all workloads are healthy",
         generation,
     );
@@ -535,7 +524,7 @@ async fn abort(
         .with_label_values(&["canary", "aborted"])
         .inc();
     if wants_revert {
-        match revert_in_git(ctx, app, source, status, revision, reason).await {
+        match super::rollout::revert_in_git(ctx, app, source, status, revision, reason).await {
             Ok(Some(commit)) => {
                 ctx.metrics
                     .rollouts
@@ -552,7 +541,7 @@ async fn abort(
         ctx,
         app,
         EventType::Warning,
-        ROLLOUT_ABORTED,
+        reasons::ROLLOUT_ABORTED,
         message.clone(),
     )
     .await;
@@ -560,64 +549,8 @@ async fn abort(
         status,
         conditions::READY,
         Status::False,
-        ROLLOUT_ABORTED,
+        reasons::ROLLOUT_ABORTED,
         message,
         generation,
     );
-}
-
-/// `git revert` of the commits after the last healthy revision that touched the path.
-async fn revert_in_git(
-    ctx: &Context,
-    app: &Application,
-    source: &GitRepository,
-    status: &ApplicationStatus,
-    revision: &str,
-    reason: &str,
-) -> std::result::Result<Option<String>, String> {
-    let good = plan::last_healthy(&status.history, revision)
-        .ok_or("no earlier healthy revision to revert to")?;
-    let to = revision_commit(&good.revision)
-        .ok_or("the last healthy revision names no commit")?
-        .to_string();
-    let ns = app.namespace().unwrap_or_default();
-    let creds = super::git_repository::credentials(&ctx.client, &ns, source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let branch = Reference::from_spec(source.spec.git_ref.as_ref())
-        .branch()
-        .unwrap_or("main")
-        .to_string();
-    let url = source.spec.url.clone();
-    let path = app.spec.path.clone();
-    let cache = ctx.data_dir.join("revert").join(&ns).join(app.name_any());
-    let note = format!("Gantry aborted the canary of {revision}: {reason}");
-    let result = tokio::task::spawn_blocking(move || {
-        if let Some(parent) = cache.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let target = repo::Target {
-            url: &url,
-            branch: &branch,
-            creds: creds.as_ref(),
-            deadline: Instant::now() + Duration::from_secs(60),
-        };
-        revert::rollback(
-            &cache,
-            &target,
-            &path,
-            &to,
-            ("Gantry", "gantry@localhost"),
-            &note,
-            false,
-        )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    if result.pushed.is_some() {
-        let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-        let _ = super::trigger::request_reconcile(&repos, &source.name_any()).await;
-    }
-    Ok(result.pushed)
 }

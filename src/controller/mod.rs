@@ -19,6 +19,7 @@ pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
 pub mod live_health;
+pub mod reasons;
 pub mod receiver;
 pub mod rollout;
 pub mod secrets;

@@ -2,11 +2,15 @@
 //! workload templates of the last healthy revision (rendered again from the source's Git
 //! cache), record the revision as failed, and say why.
 
+use std::time::Duration;
+
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::events::EventType;
 
 use super::app_record::{publish, set};
 use super::context::{Context, revision_commit};
+use super::reasons;
 use super::sync::{self, SyncInput};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
@@ -14,10 +18,9 @@ use crate::api::conditions::{self, Status};
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
 use crate::rollout::plan;
 use crate::source::artifact;
+use crate::source::git::Reference;
 use crate::target::Target;
-
-/// Condition reason of an aborted rollout.
-pub const ROLLOUT_ABORTED: &str = "RolloutAborted";
+use crate::writeback::revert;
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 
@@ -135,7 +138,7 @@ pub(super) async fn abort(
         ctx,
         app,
         EventType::Warning,
-        ROLLOUT_ABORTED,
+        reasons::ROLLOUT_ABORTED,
         message.clone(),
     )
     .await;
@@ -158,7 +161,7 @@ pub(super) async fn abort(
         status,
         conditions::READY,
         Status::False,
-        ROLLOUT_ABORTED,
+        reasons::ROLLOUT_ABORTED,
         message.clone(),
         generation,
     );
@@ -166,8 +169,51 @@ pub(super) async fn abort(
         status,
         conditions::HEALTHY,
         Status::False,
-        ROLLOUT_ABORTED,
+        reasons::ROLLOUT_ABORTED,
         reason.to_string(),
         generation,
     );
+}
+
+/// `git revert` of the commits after the last healthy revision that touched the path.
+pub(super) async fn revert_in_git(
+    ctx: &Context,
+    app: &Application,
+    source: &GitRepository,
+    status: &ApplicationStatus,
+    revision: &str,
+    reason: &str,
+) -> std::result::Result<Option<String>, String> {
+    let good = plan::last_healthy(&status.history, revision)
+        .ok_or("no earlier healthy revision to revert to")?;
+    let to = revision_commit(&good.revision)
+        .ok_or("the last healthy revision names no commit")?
+        .to_string();
+    let ns = app.namespace().unwrap_or_default();
+    let creds = super::git_repository::credentials(&ctx.client, &ns, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    let branch = Reference::from_spec(source.spec.git_ref.as_ref())
+        .branch()
+        .unwrap_or("main")
+        .to_string();
+    let result = revert::run(revert::Request {
+        cache: ctx.data_dir.join("revert").join(&ns).join(app.name_any()),
+        url: source.spec.url.clone(),
+        branch,
+        creds,
+        path: app.spec.path.clone(),
+        to,
+        author: ("Gantry".into(), "gantry@localhost".into()),
+        note: format!("Gantry aborted the canary of {revision}: {reason}"),
+        dry_run: false,
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if result.pushed.is_some() {
+        let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = super::trigger::request_reconcile(&repos, &source.name_any()).await;
+    }
+    Ok(result.pushed)
 }

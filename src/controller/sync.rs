@@ -7,22 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::guards::{self, RecordPlanned};
+use super::reasons;
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::inventory;
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions};
 use crate::render::{self, Limits, RenderRequest};
 use crate::target::Target;
-
-/// Condition reasons of a failed sync, one per stage.
-pub mod reason {
-    pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
-    pub const RENDER_FAILED: &str = "RenderFailed";
-    pub const VALIDATION_FAILED: &str = "ValidationFailed";
-    pub const APPLY_FAILED: &str = "ApplyFailed";
-    pub const EMPTY_RENDER: &str = "EmptyRender";
-    pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
-}
 
 /// Why a sync stopped, with the condition reason for each stage.
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +37,18 @@ pub enum SyncError {
 impl SyncError {
     pub fn reason(&self) -> &'static str {
         match self {
-            SyncError::Artifact(_) => reason::ARTIFACT_FAILED,
-            SyncError::Render(_) => reason::RENDER_FAILED,
-            SyncError::Normalize(_) => reason::VALIDATION_FAILED,
+            SyncError::Artifact(_) => reasons::ARTIFACT_FAILED,
+            SyncError::Render(_) => reasons::RENDER_FAILED,
+            SyncError::Normalize(_) => reasons::VALIDATION_FAILED,
             SyncError::Set(SetError::Validation { .. } | SetError::UnknownKind { .. }) => {
-                reason::VALIDATION_FAILED
+                reasons::VALIDATION_FAILED
             }
-            SyncError::Set(SetError::Ownership { .. }) => reason::OWNERSHIP_CONFLICT,
+            SyncError::Set(SetError::Ownership { .. }) => reasons::OWNERSHIP_CONFLICT,
             SyncError::Set(SetError::BeforeWrite(_) | SetError::Apply(_) | SetError::Kube(_)) => {
-                reason::APPLY_FAILED
+                reasons::APPLY_FAILED
             }
-            SyncError::EmptyRender(_) => reason::EMPTY_RENDER,
-            SyncError::Kube(_) => reason::APPLY_FAILED,
+            SyncError::EmptyRender(_) => reasons::EMPTY_RENDER,
+            SyncError::Kube(_) => reasons::APPLY_FAILED,
         }
     }
 

@@ -29,6 +29,25 @@ fn canonical(v: &Value) -> Value {
     }
 }
 
+/// Template hashes of the Deployments in `desired`, for the history.
+pub fn template_hashes(
+    desired: &[crate::apply::normalize::Desired],
+) -> std::collections::BTreeMap<String, String> {
+    desired
+        .iter()
+        .filter(|d| d.key.group == "apps" && d.key.kind == "Deployment")
+        .map(|d| {
+            (
+                super::plan::template_key(
+                    d.key.namespace.as_deref().unwrap_or_default(),
+                    &d.key.name,
+                ),
+                template_hash(&d.object),
+            )
+        })
+        .collect()
+}
+
 /// sha256 of the Deployment's `spec.template` in a canonical form (key order ignored).
 pub fn template_hash(deployment: &Value) -> String {
     let t = canonical(&deployment["spec"]["template"]);

@@ -44,6 +44,8 @@ pub enum RevertError {
     NotAncestor(String),
     #[error("reverting {commit} conflicts with later changes in {paths}; revert by hand")]
     Conflict { commit: String, paths: String },
+    #[error("revert task failed: {0}")]
+    Task(String),
 }
 
 impl From<git2::Error> for RevertError {
@@ -188,6 +190,52 @@ fn revert_under(
         update.upsert(prefix, reverted, git2::FileMode::Tree);
     }
     Ok(update.create_updated(repo, &tip_tree)?)
+}
+
+/// A revert to plan or push, owned so it runs on a blocking thread: the one entry point of
+/// `gantry rollback` and of a canary's `onFailure: revert`.
+pub struct Request {
+    /// The clone to fetch into (full history, bare; created when missing).
+    pub cache: std::path::PathBuf,
+    pub url: String,
+    pub branch: String,
+    pub creds: Option<git::Credentials>,
+    /// The Application's path: only changes under it are reverted.
+    pub path: String,
+    /// The commit to return the path to.
+    pub to: String,
+    /// (name, email) of the revert commits.
+    pub author: (String, String),
+    /// A paragraph added to each commit message.
+    pub note: String,
+    pub dry_run: bool,
+    pub timeout: Duration,
+}
+
+/// Runs [`rollback`] for `req` on a blocking thread.
+pub async fn run(req: Request) -> Result<Plan, RevertError> {
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = req.cache.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let target = Target {
+            url: &req.url,
+            branch: &req.branch,
+            creds: req.creds.as_ref(),
+            deadline: Instant::now() + req.timeout,
+        };
+        rollback(
+            &req.cache,
+            &target,
+            &req.path,
+            &req.to,
+            (&req.author.0, &req.author.1),
+            &req.note,
+            req.dry_run,
+        )
+    })
+    .await
+    .map_err(|e| RevertError::Task(e.to_string()))?
 }
 
 /// Plans (and unless `dry_run`, pushes) revert commits bringing `path` back to `to`.
