@@ -34,7 +34,7 @@ sed "s|url: .*|url: file://$work/git/web.git|" "$repo/examples/gitrepository.yam
 kubectl -n "$ns" apply -f "$repo/examples/application.yaml"
 
 step "Running the controller until the Application is Ready and Healthy"
-"$gantry" controller --receiver-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --namespace "$ns" --data-dir "$work/data" 2> "$work/controller.log" &
+"$gantry" controller --receiver-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --namespace "$ns" --data-dir "$work/data" --file-sources-root "$work/git" 2> "$work/controller.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do

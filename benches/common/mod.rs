@@ -23,6 +23,10 @@ pub fn start_controller(
         .arg(data)
         .arg(format!("--receiver-addr={receiver_addr}"))
         .arg("--min-interval=1s")
+        .arg(format!(
+            "--file-sources-root={}",
+            std::env::temp_dir().display()
+        ))
         .arg("--metrics-addr=127.0.0.1:0")
         .env("KUBECONFIG", kubeconfig_path())
         .env("GANTRY_LOG", log_filter)

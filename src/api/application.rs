@@ -24,6 +24,7 @@ use super::rollout::{RolloutSpec, RolloutStatus};
     category = "gantry",
     doc = "Deploys the manifests at a path of a source into the cluster and keeps them there.",
     printcolumn = r#"{"name": "Source", "type": "string", "jsonPath": ".spec.sourceRef.name"}"#,
+    printcolumn = r#"{"name": "Cluster", "type": "string", "jsonPath": ".status.cluster"}"#,
     printcolumn = r#"{"name": "Revision", "type": "string", "jsonPath": ".status.lastAppliedRevision"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Healthy", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Healthy\")].status"}"#,
@@ -91,13 +92,16 @@ pub struct ApplicationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<LocalRef>,
 
-    /// ServiceAccount (same namespace) to impersonate, for multi-tenant clusters. Not
-    /// implemented yet: setting it stops the Application (Ready=False, reason Unsupported).
+    /// ServiceAccount (same namespace) that every request for the Application impersonates
+    /// (dry-run, apply, prune, health and drift reads, canaries, cleanup), on the target
+    /// cluster. It must exist there (else Ready=False, ServiceAccountNotFound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 
-    /// Deploy to another cluster through the kubeconfig in a Secret. Not implemented yet:
-    /// setting it stops the Application (Ready=False, reason Unsupported).
+    /// Deploy to another cluster through the kubeconfig in a Secret (same namespace). Only
+    /// credentials inside the kubeconfig are accepted (token, client certificate and CA
+    /// data); exec, auth-provider and file paths are refused (Ready=False,
+    /// KubeConfigRefused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigRef>,
 
@@ -275,6 +279,10 @@ pub struct CommitAuthor {
 pub struct ApplicationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The API server (host:port) the Application deploys to: the controller's own, or the
+    /// one of `spec.kubeConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Ready, Healthy, Drifted, Progressing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

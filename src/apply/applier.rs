@@ -64,20 +64,35 @@ pub struct Diffed {
 /// of one GET per object. Keyed by (namespace, name, plural, group).
 pub type LiveMap = HashMap<(Option<String>, String, String, String), Value>;
 
-/// One cluster as one identity: the client, its cached discovery, the field manager and
-/// how many objects are sent at once.
+/// One cluster as one identity: the client every request goes through, the cluster's
+/// cached discovery (shared by every identity on it, and asked with the controller's own
+/// client: which kinds exist is no secret of a tenant's), the field manager and how many
+/// objects are sent at once.
 pub struct Applier {
     client: Client,
-    discovery: Discovery,
+    discovery: std::sync::Arc<Discovery>,
+    discovery_client: Client,
     field_manager: String,
     concurrency: usize,
 }
 
 impl Applier {
+    /// An Applier with a discovery cache of its own.
     pub fn new(client: Client, concurrency: usize) -> Self {
+        Self::on_cluster(client.clone(), client, Default::default(), concurrency)
+    }
+
+    /// An Applier acting through `client` on a cluster whose discovery is shared.
+    pub fn on_cluster(
+        client: Client,
+        discovery_client: Client,
+        discovery: std::sync::Arc<Discovery>,
+        concurrency: usize,
+    ) -> Self {
         Self {
             client,
-            discovery: Discovery::default(),
+            discovery,
+            discovery_client,
             field_manager: FIELD_MANAGER.to_string(),
             concurrency: concurrency.max(1),
         }
@@ -104,7 +119,7 @@ impl Applier {
         kind: &str,
     ) -> Result<Option<Resolved>, kube::Error> {
         self.discovery
-            .resolve(&self.client, group, version, kind)
+            .resolve(&self.discovery_client, group, version, kind)
             .await
     }
 

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use kube::Client;
-
 use crate::controller::{self, Options};
 use crate::error::Result;
 
@@ -35,6 +33,21 @@ pub struct Args {
     /// are not delayed by it.
     #[arg(long, env = "GANTRY_MIN_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub min_interval: std::time::Duration,
+
+    /// ServiceAccount (in the Application's namespace) that Applications naming none act
+    /// as, by impersonation. Without it, such Applications act as the controller.
+    #[arg(long, env = "GANTRY_DEFAULT_SERVICE_ACCOUNT")]
+    pub default_service_account: Option<String>,
+
+    /// Refuse Applications that would act as the controller: each must name a
+    /// ServiceAccount (or get --default-service-account).
+    #[arg(long, env = "GANTRY_REQUIRE_SERVICE_ACCOUNT")]
+    pub require_service_account: bool,
+
+    /// Directory under which `file://` GitRepository URLs are allowed (never inside
+    /// --data-dir); without it, `file://` sources are refused.
+    #[arg(long, env = "GANTRY_FILE_SOURCES_ROOT")]
+    pub file_sources_root: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
@@ -51,9 +64,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let receiver_addr = addr("--receiver-addr", &args.receiver_addr)?;
     let metrics_addr = addr("--metrics-addr", &args.metrics_addr)?;
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
     controller::run(
-        client,
+        config,
         Options {
             namespace: args.namespace,
             data_dir: args.data_dir,
@@ -61,6 +74,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             receiver_addr,
             metrics_addr,
             min_interval: args.min_interval,
+            tenancy: crate::target::Tenancy {
+                default_service_account: args.default_service_account,
+                require_service_account: args.require_service_account,
+            },
+            file_sources_root: args.file_sources_root,
         },
     )
     .await?;

@@ -56,6 +56,7 @@ fn colorize(diff: &str, on: bool) -> String {
 /// The desired set of an Application at its source's current revision, checked out locally,
 /// and the Application's target (its cluster and identity).
 async fn app_desired(
+    targets: &Targets,
     client: &Client,
     ns: &str,
     name: &str,
@@ -63,9 +64,9 @@ async fn app_desired(
     let app = Api::<Application>::namespaced(client.clone(), ns)
         .get(name)
         .await?;
-    let (targets, _) = Targets::new(client.clone(), 8, Some(ns.to_string()));
     let target = targets
         .for_app(&app)
+        .await
         .map_err(|e| Error::Usage(format!("Application {ns}/{name}: {e}")))?;
     let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
         .get(&app.spec.source_ref.name)
@@ -153,16 +154,19 @@ async fn dir_desired(
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = Client::try_from(config.clone())?;
+    // The same targets as the controller's: `--app` diffs as the Application's identity on
+    // its cluster.
+    let (targets, _) = Targets::new(config, 8, None, Default::default())?;
     let (desired, app, target) = match (&args.app, &args.dir) {
         (Some(target), _) => {
             let (ns, name) = parse_target(target)?;
-            let (d, app, target) = app_desired(&client, &ns, &name).await?;
+            let (d, app, target) = app_desired(&targets, &client, &ns, &name).await?;
             (d, Some(app), target)
         }
         (None, Some(dir)) => {
-            let (targets, _) = Targets::new(client.clone(), 8, None);
-            let target = targets.local().clone();
+            let target = targets.local();
             let d = dir_desired(&target.applier, dir, &args.namespace).await?;
             (d, None, target)
         }

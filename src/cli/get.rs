@@ -91,6 +91,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                         vec![
                             a.namespace().unwrap_or_default(),
                             a.name_any(),
+                            st.cluster.clone().unwrap_or_else(|| "-".into()),
                             st.last_applied_revision.unwrap_or_else(|| "-".into()),
                             ready(&st.conditions),
                             drift,
@@ -103,6 +104,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     &[
                         "NAMESPACE",
                         "NAME",
+                        "CLUSTER",
                         "REVISION",
                         "READY",
                         "DRIFT",

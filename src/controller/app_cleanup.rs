@@ -17,12 +17,15 @@ pub async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action>
     super::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
     );
-    // Without a target (an identity or cluster the controller cannot act as), nothing was
-    // applied for it, and nothing is deleted with the controller's own rights.
-    let target = match ctx.targets.for_app(&app) {
+    // Objects are deleted as the Application's identity on its cluster, never with the
+    // controller's own rights instead. A cluster that does not answer keeps the finalizer
+    // (retried, the objects are still there); an identity or kubeconfig that is gone or
+    // refused ends the cleanup with a warning, leaving the objects.
+    let target = match ctx.targets.for_app(&app).await {
         Ok(t) => t,
+        Err(e) if e.is_transient() => return Err(Error::Cleanup(e.to_string())),
         Err(e) => {
-            tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "deleted without cleanup");
+            tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "deleted without pruning: no target to prune as");
             return Ok(Action::await_change());
         }
     };

@@ -29,7 +29,7 @@ use crate::api::git_repository::Artifact;
 use crate::api::{GitRepository, ImagePolicy};
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::target::Target;
+use crate::target::{Target, TargetError};
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub use super::trigger::REQUEST_ANNOTATION;
@@ -38,7 +38,7 @@ pub use super::trigger::REQUEST_ANNOTATION;
 struct Gathered {
     observations: Observations,
     found: Option<Found>,
-    target: std::result::Result<Arc<Target>, crate::target::TargetError>,
+    target: std::result::Result<Arc<Target>, TargetError>,
     revision: String,
     /// The `gantry sync` request not handled yet.
     request: Option<String>,
@@ -62,12 +62,12 @@ async fn gather(
     };
     // Where and as whom the Application acts; a target the controller cannot act as stops
     // it, rather than deploying with the controller's own rights or into the wrong cluster.
-    let target = ctx.targets.for_app(app);
+    let target = ctx.targets.for_app(app).await;
     let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
     let observations = Observations {
         suspended: app.spec.suspend,
-        unsupported: target.as_ref().err().map(|e| e.to_string()),
+        no_target: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
         unready_dependency,
         artifact: artifact_seen,
         generation_changed: previous_generation != app.metadata.generation,
@@ -98,11 +98,13 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
             "reconciliation is suspended".into(),
             Some(Action::await_change()),
         ),
-        Step::Unsupported(m) => (
+        // Retried: a ServiceAccount or a Secret may be created, a cluster may come back
+        // (unreachable clusters with backoff, see `apply`).
+        Step::NoTarget(why, m) => (
             Status::False,
-            crate::target::UNSUPPORTED,
+            why,
             m.clone(),
-            Some(Action::await_change()),
+            Some(Action::requeue(Duration::from_secs(30))),
         ),
         Step::WaitForDependency(d) => (
             Status::False,
@@ -143,13 +145,25 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let step = decide::next_step(&gathered.observations);
     let revision = gathered.revision;
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
-    if let Some((s, why, message, action)) = stop_early(&step) {
-        let Some(action) = action else {
+    let unreachable = matches!(step, Step::NoTarget(..))
+        && gathered
+            .target
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.is_transient());
+    let action = ctx.target_backoff(&ns, &name, unreachable);
+    if let Some((s, why, message, step_action)) = stop_early(&step) {
+        let Some(step_action) = step_action else {
             return Ok(Action::requeue(Duration::from_secs(2)));
         };
         set(&mut status, conditions::READY, s, why, message, generation);
         write_if_changed(&api, &app, &status).await?;
-        return Ok(action);
+        return Ok(action.unwrap_or(step_action));
+    }
+    if let Ok(target) = &gathered.target
+        && status.cluster.as_deref() != Some(target.cluster.as_str())
+    {
+        status.cluster = Some(target.cluster.clone());
     }
     let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
         return Err(Error::Usage(format!(
@@ -437,7 +451,7 @@ mod tests {
     fn only_the_steps_before_the_artifact_stop_early() {
         for step in [
             Step::Suspended,
-            Step::Unsupported("x".into()),
+            Step::NoTarget("ServiceAccountNotFound", "x".into()),
             Step::WaitForDependency("db".into()),
             Step::ArtifactFailed("gone".into()),
         ] {

@@ -48,23 +48,32 @@ pub struct Context {
     pub receivers_enabled: bool,
     /// The shortest time between two periodic runs of any resource (`--min-interval`).
     pub min_interval: std::time::Duration,
+    /// The directory `file://` sources must be under (`--file-sources-root`).
+    pub file_sources_root: Option<PathBuf>,
+    /// Consecutive failures to reach an Application's cluster, for the backoff.
+    pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
 
 impl Context {
     pub fn new(
-        client: Client,
-        data_dir: PathBuf,
-        apply_concurrency: usize,
-        namespace: Option<String>,
-    ) -> (
+        config: kube::Config,
+        opts: &super::Options,
+    ) -> crate::error::Result<(
         Self,
         futures::channel::mpsc::Receiver<
             kube::runtime::reflector::ObjectRef<crate::api::Application>,
         >,
-    ) {
-        let (targets, rx) = Targets::new(client.clone(), apply_concurrency, namespace);
+    )> {
+        let (targets, rx) = Targets::new(
+            config,
+            opts.apply_concurrency,
+            opts.namespace.clone(),
+            opts.tenancy.clone(),
+        )?;
+        let client = targets.local().applier.client().clone();
+        let data_dir = opts.data_dir.clone();
         let reporter = Reporter {
             controller: "gantry".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -79,12 +88,14 @@ impl Context {
             last_full_check: Default::default(),
             scanner: Default::default(),
             registry_failures: Default::default(),
+            target_failures: Default::default(),
             endpoints: Default::default(),
             metrics: Default::default(),
             receivers_enabled: false,
             min_interval: DEFAULT_MIN_INTERVAL,
+            file_sources_root: opts.file_sources_root.clone(),
         };
-        (ctx, rx)
+        Ok((ctx, rx))
     }
 
     /// A resource's `interval`, never below `--min-interval` (`default` when unparsable).
@@ -94,6 +105,37 @@ impl Context {
         default: std::time::Duration,
     ) -> std::time::Duration {
         spec.parse().unwrap_or(default).max(self.min_interval)
+    }
+
+    /// With `unreachable`, the backoff before the next look at an Application whose cluster
+    /// did not answer (5 s, doubling, at most 5 min); otherwise forgets its failures.
+    pub fn target_backoff(
+        &self,
+        namespace: &str,
+        name: &str,
+        unreachable: bool,
+    ) -> Option<kube::runtime::controller::Action> {
+        let key = (namespace.to_string(), name.to_string());
+        let mut failures = self.target_failures.lock().expect("target failures");
+        if !unreachable {
+            failures.remove(&key);
+            return None;
+        }
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 5u64.saturating_mul(1 << (*n - 1).min(6)).min(300);
+        Some(kube::runtime::controller::Action::requeue(
+            std::time::Duration::from_secs(secs),
+        ))
+    }
+
+    /// Refuses `file://` URLs outside `--file-sources-root` or inside the data directory.
+    pub fn check_file_url(&self, url: &str) -> Result<(), crate::source::url_policy::UrlRefused> {
+        crate::source::url_policy::check_file_root(
+            url,
+            self.file_sources_root.as_deref(),
+            &self.data_dir,
+        )
     }
 
     /// The cached bare clone of a GitRepository.

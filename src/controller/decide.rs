@@ -16,8 +16,8 @@ pub enum ArtifactSeen {
 #[derive(Clone, Debug)]
 pub struct Observations {
     pub suspended: bool,
-    /// A spec field the controller does not honour yet.
-    pub unsupported: Option<String>,
+    /// Why the Application has no target (cluster and identity): (reason, message).
+    pub no_target: Option<(&'static str, String)>,
     /// The first `dependsOn` Application that is not Ready at its generation.
     pub unready_dependency: Option<String>,
     pub artifact: ArtifactSeen,
@@ -39,7 +39,8 @@ pub struct Observations {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Suspended,
-    Unsupported(String),
+    /// No cluster or identity to act as: Ready=False with this (reason, message).
+    NoTarget(&'static str, String),
     WaitForDependency(String),
     ArtifactNotYet,
     ArtifactFailed(String),
@@ -74,15 +75,15 @@ fn up_to_date(o: &Observations, revision: &str) -> bool {
         && !o.generation_changed
         && o.ready
             .as_ref()
-            .is_some_and(|(s, reason)| s == "True" || reason == "HealthCheckFailed")
+            .is_some_and(|(s, reason)| s == "True" || reason == super::reasons::HEALTH_CHECK_FAILED)
 }
 
 pub fn next_step(o: &Observations) -> Step {
     if o.suspended {
         return Step::Suspended;
     }
-    if let Some(m) = &o.unsupported {
-        return Step::Unsupported(m.clone());
+    if let Some((reason, m)) = &o.no_target {
+        return Step::NoTarget(reason, m.clone());
     }
     if let Some(d) = &o.unready_dependency {
         return Step::WaitForDependency(d.clone());
@@ -121,7 +122,7 @@ mod tests {
     fn synced() -> Observations {
         Observations {
             suspended: false,
-            unsupported: None,
+            no_target: None,
             unready_dependency: None,
             artifact: ArtifactSeen::Ready {
                 revision: REV.into(),
@@ -141,12 +142,15 @@ mod tests {
         let mut o = synced();
         o.artifact = ArtifactSeen::Failed("no source".into());
         o.unready_dependency = Some("db".into());
-        o.unsupported = Some("spec.kubeConfig".into());
+        o.no_target = Some(("ClusterUnreachable", "cluster x is unreachable".into()));
         o.suspended = true;
         assert_eq!(next_step(&o), Step::Suspended);
         o.suspended = false;
-        assert_eq!(next_step(&o), Step::Unsupported("spec.kubeConfig".into()));
-        o.unsupported = None;
+        assert_eq!(
+            next_step(&o),
+            Step::NoTarget("ClusterUnreachable", "cluster x is unreachable".into())
+        );
+        o.no_target = None;
         assert_eq!(next_step(&o), Step::WaitForDependency("db".into()));
         o.unready_dependency = None;
         assert_eq!(next_step(&o), Step::ArtifactFailed("no source".into()));

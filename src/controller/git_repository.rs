@@ -197,6 +197,8 @@ async fn fetch(
     timeout: Duration,
 ) -> std::result::Result<(git::Fetched, Option<String>), SourceFailure> {
     let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
+    ctx.check_file_url(&repo.spec.url)
+        .map_err(|e| SourceFailure::Git(e.into()))?;
     let creds = credentials(&ctx.client, &ns, repo).await?;
     // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
     let rewrite =

@@ -311,6 +311,8 @@ async fn write_back(
     updates: Vec<Update>,
 ) -> Result<repo::Report, String> {
     let ns = app.namespace().unwrap_or_default();
+    ctx.check_file_url(&source.spec.url)
+        .map_err(|e| e.to_string())?;
     let creds = credentials(&ctx.client, &ns, source)
         .await
         .map_err(|e| e.to_string())?;

@@ -51,6 +51,10 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The shortest time between two periodic runs of any resource.
     pub min_interval: std::time::Duration,
+    /// ServiceAccounts the Applications act as.
+    pub tenancy: crate::target::Tenancy,
+    /// The directory `file://` sources must be under; `file://` is refused without it.
+    pub file_sources_root: Option<std::path::PathBuf>,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -61,15 +65,10 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
 }
 
 /// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, opts: Options) -> Result<()> {
+pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
+    let client = Client::try_from(config.clone())?;
     crd_check::ensure_installed(&client).await?;
-    let (ctx, drift_events) = Context::new(
-        client.clone(),
-        opts.data_dir.clone(),
-        opts.apply_concurrency,
-        opts.namespace.clone(),
-    );
-    let mut ctx = ctx;
+    let (mut ctx, drift_events) = Context::new(config, &opts)?;
     ctx.receivers_enabled = opts.receiver_addr.is_some();
     ctx.min_interval = opts.min_interval;
     let ctx = Arc::new(ctx);

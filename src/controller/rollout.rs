@@ -190,6 +190,8 @@ pub(super) async fn revert_in_git(
         .ok_or("the last healthy revision names no commit")?
         .to_string();
     let ns = app.namespace().unwrap_or_default();
+    ctx.check_file_url(&source.spec.url)
+        .map_err(|e| e.to_string())?;
     let creds = super::git_repository::credentials(&ctx.client, &ns, source)
         .await
         .map_err(|e| e.to_string())?;

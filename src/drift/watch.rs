@@ -33,14 +33,22 @@ impl DriftWatches {
         namespace: Option<String>,
     ) -> (Self, mpsc::Receiver<ObjectRef<Application>>) {
         let (tx, rx) = mpsc::channel(4096);
-        let w = Self {
+        (Self::with_sender(client, namespace, tx), rx)
+    }
+
+    /// Watches that report to an existing stream (one stream for every cluster).
+    pub fn with_sender(
+        client: Client,
+        namespace: Option<String>,
+        tx: mpsc::Sender<ObjectRef<Application>>,
+    ) -> Self {
+        Self {
             client,
             namespace,
             running: Mutex::default(),
             dirty: Default::default(),
             tx,
-        };
-        (w, rx)
+        }
     }
 
     /// Makes sure a watch runs for the kind of every entry.

@@ -19,6 +19,15 @@ pub enum UrlRefused {
     PlainHttp(String),
     #[error("malformed URL {0:?}")]
     Malformed(String),
+    #[error(
+        "file:// sources are not allowed by this controller ({0}); the operator allows them \
+         under one directory with --file-sources-root"
+    )]
+    FileSourcesOff(String),
+    #[error("{url} is not under {root}, the only directory file:// sources may read")]
+    FileOutsideRoot { url: String, root: String },
+    #[error("{0} is inside the controller's own data directory (caches of other sources)")]
+    FileInsideDataDir(String),
 }
 
 /// The parts of a URL that matter for the policy.
@@ -69,6 +78,72 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A `file://` URL is allowed only under `root` (when the operator gave one) and never
+/// inside the controller's `data_dir`, whatever links or `..` the path takes: the path is
+/// resolved as far as it exists before it is compared. Other schemes pass.
+pub fn check_file_root(
+    url: &str,
+    root: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> Result<(), UrlRefused> {
+    let Some(path) = url
+        .split_once("://")
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("file"))
+        .map(|(_, rest)| rest)
+    else {
+        return Ok(());
+    };
+    let Some(root) = root else {
+        return Err(UrlRefused::FileSourcesOff(url.to_string()));
+    };
+    let resolved = resolve(std::path::Path::new(path));
+    let inside = |dir: &std::path::Path| resolved.starts_with(resolve(dir));
+    if !std::path::Path::new(path).is_absolute() || !inside(root) {
+        return Err(UrlRefused::FileOutsideRoot {
+            url: url.to_string(),
+            root: root.display().to_string(),
+        });
+    }
+    if inside(data_dir) {
+        return Err(UrlRefused::FileInsideDataDir(url.to_string()));
+    }
+    Ok(())
+}
+
+/// The path with its existing part canonicalized (links followed) and the rest normalized
+/// lexically (`..` removes a component, `.` none).
+fn resolve(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut existing = path.to_path_buf();
+    let mut rest = vec![];
+    let base = loop {
+        if let Ok(c) = existing.canonicalize() {
+            break c;
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break std::path::PathBuf::from("/"),
+        }
+    };
+    let mut out = base;
+    for part in rest.iter().rev() {
+        match std::path::Path::new(part).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::Normal(n)) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Checks a repository URL against the rules of TESTING.md row 6.
 /// `basic_auth` says whether a username/password from a Secret will be sent.
 pub fn check(url: &str, basic_auth: bool) -> Result<ParsedUrl, UrlRefused> {
@@ -115,6 +190,48 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_sources_stay_under_the_root_and_out_of_the_data_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        std::fs::create_dir_all(data.join("git/team-b/app")).unwrap();
+        std::fs::create_dir_all(root.path().join("repos/a.git")).unwrap();
+        let r = Some(root.path());
+        let url = |p: &std::path::Path| format!("file://{}", p.display());
+        assert_eq!(check_file_root("https://x/y", None, &data), Ok(()));
+        assert!(matches!(
+            check_file_root(&url(&root.path().join("repos/a.git")), None, &data),
+            Err(UrlRefused::FileSourcesOff(_))
+        ));
+        assert_eq!(
+            check_file_root(&url(&root.path().join("repos/a.git")), r, &data),
+            Ok(())
+        );
+        assert!(matches!(
+            check_file_root("file:///etc", r, &data),
+            Err(UrlRefused::FileOutsideRoot { .. })
+        ));
+        let climbing = format!("file://{}/repos/../../../etc", root.path().display());
+        assert!(matches!(
+            check_file_root(&climbing, r, &data),
+            Err(UrlRefused::FileOutsideRoot { .. })
+        ));
+        assert!(matches!(
+            check_file_root(&url(&data.join("git/team-b/app")), r, &data),
+            Err(UrlRefused::FileInsideDataDir(_))
+        ));
+        // A link under the root into the data directory is followed before comparing.
+        std::os::unix::fs::symlink(&data, root.path().join("repos/link")).unwrap();
+        assert!(matches!(
+            check_file_root(
+                &url(&root.path().join("repos/link/git/team-b/app")),
+                r,
+                &data
+            ),
+            Err(UrlRefused::FileInsideDataDir(_))
+        ));
+    }
 
     #[test]
     fn accepts_the_usual_urls() {

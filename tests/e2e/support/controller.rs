@@ -31,6 +31,11 @@ impl GantryController {
 
     /// A controller for the control plane of `kubeconfig` (a private one).
     pub fn start_on(namespace: &str, kubeconfig: &std::path::Path) -> Self {
+        Self::start_with(namespace, kubeconfig, &[])
+    }
+
+    /// A controller with extra flags (tenancy settings).
+    pub fn start_with(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("controller.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -43,6 +48,12 @@ impl GantryController {
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             // the tests poll their sources every second or two
             .arg("--min-interval=1s")
+            // the test Git servers live in temporary directories
+            .arg(format!(
+                "--file-sources-root={}",
+                std::env::temp_dir().display()
+            ))
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("GANTRY_LOG", "info,gantry=debug")
             // kubectl (kustomize) and helm for the render step
