@@ -47,7 +47,8 @@ async fn prune(applier: &Applier, stale: &[InventoryEntry], app_label: &str) -> 
                 continue;
             }
             Err(e) => {
-                out.failed.push((entry.clone(), api_message(&e)));
+                let message = format!("{}: {}", describe(entry), api_message(&e));
+                out.failed.push((entry.clone(), message));
                 continue;
             }
         };

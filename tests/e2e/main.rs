@@ -23,4 +23,5 @@ mod render_tools;
 mod restarts;
 mod rollouts;
 mod sync;
+mod tenancy;
 mod workloads;

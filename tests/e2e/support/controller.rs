@@ -77,6 +77,11 @@ impl GantryController {
     }
 
     /// Every file under the data directory (artifacts and Git caches), for leak checks.
+    /// The controller's `--data-dir`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
     pub fn data_files(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
