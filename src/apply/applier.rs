@@ -222,26 +222,33 @@ impl Applier {
         Ok(Some(Diffed { live, after }))
     }
 
-    async fn list_live(&self, items: &[(&Desired, &Resolved)]) -> Result<LiveMap, String> {
-        let mut scopes: BTreeSet<(Option<String>, String, String, String)> = BTreeSet::new();
+    /// The live objects of `items`, one LIST per (resource, namespace). A scope this
+    /// identity may not list is left out (its objects are read one by one, if at all, by
+    /// the dry-run, whose own answer then names each object and the API server's cause).
+    async fn list_live(&self, items: &[(&Desired, &Resolved)]) -> (LiveMap, BTreeSet<Scope>) {
+        let mut scopes: BTreeSet<Scope> = BTreeSet::new();
         let mut resources: HashMap<(String, String), &Resolved> = HashMap::new();
         for (d, r) in items {
-            scopes.insert((
-                scope_namespace(d, r),
-                r.resource.group.clone(),
-                r.resource.version.clone(),
-                r.resource.plural.clone(),
-            ));
+            scopes.insert(scope_of(d, r));
             resources.insert((r.resource.group.clone(), r.resource.plural.clone()), r);
         }
         let mut out = LiveMap::new();
-        for (ns, group, _version, plural) in scopes {
+        let mut unlisted = BTreeSet::new();
+        for scope in scopes {
+            let (ns, group, plural) = scope.clone();
             let r = resources[&(group.clone(), plural.clone())];
-            let list = self
+            let list = match self
                 .api(r, ns.as_deref())
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| format!("list {plural}: {}", api_message(&e)))?;
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::debug!(resource = %plural, error = %api_message(&e), "cannot list; reading objects one by one");
+                    unlisted.insert(scope);
+                    continue;
+                }
+            };
             for o in list.items {
                 let name = o.metadata.name.clone().unwrap_or_default();
                 let key_ns = if r.namespaced {
@@ -255,7 +262,7 @@ impl Applier {
                 );
             }
         }
-        Ok(out)
+        (out, unlisted)
     }
 
     /// Dry-runs every object (bounded concurrency); per-object results in input order. The
@@ -265,32 +272,27 @@ impl Applier {
         items: &[(&Desired, &Resolved)],
         force: bool,
     ) -> Vec<Result<Checked, ObjectError>> {
-        let live = match self.list_live(items).await {
-            Ok(l) => l,
-            Err(message) => {
-                return items
-                    .iter()
-                    .map(|(d, _)| {
-                        Err(ObjectError {
-                            object: describe(&d.key),
-                            message: message.clone(),
-                        })
-                    })
-                    .collect();
-            }
-        };
+        let (live, unlisted) = self.list_live(items).await;
         let jobs: Vec<_> = items
             .iter()
             .map(|&(d, r)| {
-                let live_value = live.get(&live_key(d, r));
+                let listed = live.get(&live_key(d, r)).cloned();
+                let read_alone = unlisted.contains(&scope_of(d, r));
                 async move {
                     let dry = self
                         .dry_apply(r, d, force)
                         .await
                         .map_err(|e| ObjectError::new(&d.key, &e))?;
+                    let live_value = match listed {
+                        Some(v) => Some(v),
+                        None if read_alone => self.live(r, &d.key).await.ok().flatten(),
+                        None => None,
+                    };
                     Ok(Checked {
-                        change: classify(live_value, &dry),
-                        foreign_owner: live_value.and_then(|l| super::foreign_owner(&d.object, l)),
+                        change: classify(live_value.as_ref(), &dry),
+                        foreign_owner: live_value
+                            .as_ref()
+                            .and_then(|l| super::foreign_owner(&d.object, l)),
                     })
                 }
             })
@@ -321,6 +323,17 @@ impl Applier {
             .collect();
         concurrent::run(jobs, self.concurrency).await
     }
+}
+
+/// (namespace, group, plural) of one LIST.
+type Scope = (Option<String>, String, String);
+
+fn scope_of(d: &Desired, r: &Resolved) -> Scope {
+    (
+        scope_namespace(d, r),
+        r.resource.group.clone(),
+        r.resource.plural.clone(),
+    )
 }
 
 fn scope_namespace(d: &Desired, r: &Resolved) -> Option<String> {

@@ -35,7 +35,10 @@ async fn prune(applier: &Applier, stale: &[InventoryEntry], app_label: &str) -> 
                 continue;
             }
             Err(e) => {
-                out.failed.push((entry.clone(), api_message(&e)));
+                out.failed.push((
+                    entry.clone(),
+                    format!("{}: {}", describe(entry), api_message(&e)),
+                ));
                 continue;
             }
         };

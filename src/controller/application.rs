@@ -104,7 +104,7 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
             Status::False,
             why,
             m.clone(),
-            Some(Action::requeue(Duration::from_secs(30))),
+            Some(Action::requeue(Duration::from_secs(10))),
         ),
         Step::WaitForDependency(d) => (
             Status::False,

@@ -64,7 +64,9 @@ async fn wait_reason(api: &Api<Application>, name: &str, reason: &str) -> Applic
 }
 
 fn ready_message(app: &Application) -> String {
-    condition(app, "Ready").map(|c| c.message).unwrap_or_default()
+    condition(app, "Ready")
+        .map(|c| c.message)
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -226,7 +228,10 @@ async fn a_missing_service_account_stops_the_application_until_it_exists() {
         ready_message(&app)
     );
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    assert!(cms.get_opt("own").await.unwrap().is_none(), "never applied as the controller");
+    assert!(
+        cms.get_opt("own").await.unwrap().is_none(),
+        "never applied as the controller"
+    );
     // Created later: the Application goes on by itself.
     namespace_admin(&client, &ns.name, "deployer").await;
     let app = wait_synced_healthy(&apps, "app", &commit).await;
@@ -389,7 +394,11 @@ async fn references_stay_in_the_namespace_and_file_sources_under_the_root() {
         Duration::from_secs(30),
         || async {
             let repo = repos.get("creds").await.ok()?;
-            let ready = repo.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            let ready = repo
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
             (ready.status == "False" && ready.message.contains("Secret their-creds not found"))
                 .then_some(())
         },
@@ -409,7 +418,11 @@ async fn references_stay_in_the_namespace_and_file_sources_under_the_root() {
     .await;
 
     // file:// outside the allowed root, and into the controller's own caches.
-    let cache = controller.data_dir().join("git").join(&theirs.name).join("theirs");
+    let cache = controller
+        .data_dir()
+        .join("git")
+        .join(&theirs.name)
+        .join("theirs");
     for (name, url) in [
         ("etc", "file:///etc".to_string()),
         ("caches", format!("file://{}", cache.display())),
@@ -433,7 +446,8 @@ async fn references_stay_in_the_namespace_and_file_sources_under_the_root() {
                 let repo = repos.get(name).await.ok()?;
                 let status = repo.status?;
                 let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
-                (ready.status == "False" && ready.message.contains(expected)
+                (ready.status == "False"
+                    && ready.message.contains(expected)
                     && status.artifact.is_none())
                 .then_some(())
             },
