@@ -7,6 +7,7 @@ mod support;
 mod boundaries;
 mod chart;
 mod cli;
+mod clusters;
 mod controller;
 mod crds;
 mod drift;

@@ -18,11 +18,22 @@ pub struct PrivateCluster {
 }
 
 impl PrivateCluster {
+    /// etcd and kube-apiserver only.
     pub fn start() -> Self {
+        Self::start_with(&[("GANTRY_TEST_APISERVER_ONLY", "1")])
+    }
+
+    /// A whole second control plane: etcd, kube-apiserver, controller-manager, scheduler
+    /// and kwok with one node (Deployments roll out and become healthy there).
+    pub fn start_full() -> Self {
+        Self::start_with(&[("GANTRY_TEST_NODES", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().unwrap();
         let out = Command::new(script("up.sh"))
             .arg(state.path())
-            .env("GANTRY_TEST_APISERVER_ONLY", "1")
+            .envs(env.iter().copied())
             .output()
             .expect("run tests/cluster/up.sh");
         let cluster = Self { state };
