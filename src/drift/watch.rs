@@ -17,6 +17,9 @@ use crate::apply::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 type AppKey = (String, String);
 
+/// The longest wait before a failed drift watch is tried again.
+const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct DriftWatches {
     client: Client,
     /// Only Applications in this namespace are triggered (namespace-scoped controllers).
@@ -114,6 +117,7 @@ async fn watch_kind(
     // Objects listed by a (re)list are compared with what was seen before it, so a change
     // made while the watch was starting or disconnected is not missed.
     let mut listed: Vec<PartialObjectMeta<DynamicObject>> = vec![];
+    let mut failures: u32 = 0;
     while let Some(event) = stream.next().await {
         let batch: Vec<(kube::core::ObjectMeta, bool)> = match event {
             Ok(Event::Init) => {
@@ -131,11 +135,16 @@ async fn watch_kind(
             Ok(Event::Apply(o)) => vec![(o.metadata, false)],
             Ok(Event::Delete(o)) => vec![(o.metadata, true)],
             Err(e) => {
-                tracing::debug!(kind = %kind, error = %e, "drift watch error (retrying)");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                // 1 s, doubling to a minute: a watch this identity may not make (a
+                // locked-down install) does not retry in a hot loop.
+                failures = (failures + 1).min(7);
+                let wait = std::time::Duration::from_secs(1 << (failures - 1)).min(MAX_RETRY);
+                tracing::debug!(kind = %kind, error = %e, ?wait, "drift watch error (retrying)");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
+        failures = 0;
         for (meta, deleted) in batch {
             note_change(
                 &mut seen,

@@ -422,7 +422,7 @@ async fn intervals_below_the_minimum_are_refused_by_the_schema() {
 }
 
 #[tokio::test]
-async fn fields_not_honoured_yet_stop_the_application() {
+async fn an_identity_the_controller_cannot_act_as_stops_the_application() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "bd-unsup").await;
@@ -438,16 +438,21 @@ async fn fields_not_honoured_yet_stop_the_application() {
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    let app = eventually("Unsupported", Duration::from_secs(30), || async {
-        let app = apps.get("app").await.ok()?;
-        (condition(&app, "Ready")?.reason == "Unsupported").then_some(app)
-    })
+    // The ServiceAccount does not exist: never replaced by the controller's own rights.
+    let app = eventually(
+        "ServiceAccountNotFound",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            (condition(&app, "Ready")?.reason == "ServiceAccountNotFound").then_some(app)
+        },
+    )
     .await;
     assert!(
         condition(&app, "Ready")
             .unwrap()
             .message
-            .contains("serviceAccountName")
+            .contains(&format!("ServiceAccount {}/limited not found", ns.name))
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);

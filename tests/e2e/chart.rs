@@ -113,3 +113,190 @@ async fn chart_installs_and_its_deployment_becomes_available() {
 
     helm(&["uninstall", &release, "--namespace", &ns.name, "--wait"]);
 }
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deletes the chart's cluster-scoped RBAC when the test ends, passed or not.
+struct ClusterRbac(String);
+
+impl Drop for ClusterRbac {
+    fn drop(&mut self) {
+        let _ = Command::new(tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args([
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &self.0,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+/// The chart's own RBAC with `rbac.clusterAdmin=false` is enough for a multi-tenant
+/// install: the controller runs with a token of the chart's ServiceAccount, the CRD check,
+/// sources, Events and impersonation work, a tenant's Application syncs as its
+/// ServiceAccount, and one without a ServiceAccount is refused (`requireServiceAccount`).
+#[tokio::test]
+async fn the_charts_minimal_rbac_runs_a_multi_tenant_controller() {
+    use crate::support::app::{condition, create_source_and_app, wait_synced_healthy};
+    use crate::support::controller::GantryController;
+    use crate::support::git::GitServer;
+    use gantry::api::Application;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::PostParams;
+    use serde_json::json;
+
+    let client = client().await;
+    crate::support::cluster::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "chart-rbac").await;
+    let team = TestNamespace::new(&client, "chart-team").await;
+    let release = format!("r{}", &ns.name[ns.name.len() - 6..]);
+    let rendered = helm(&[
+        "template",
+        &release,
+        &chart_dir(),
+        "--namespace",
+        &ns.name,
+        "--kube-version",
+        "1.35.0",
+        "--set",
+        "rbac.clusterAdmin=false",
+        "--set",
+        "tenancy.requireServiceAccount=true",
+        "--show-only",
+        "templates/rbac.yaml",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+    ]);
+    assert!(!rendered.contains("cluster-admin"), "{rendered}");
+    let fullname = format!("{release}-gantry");
+    let _rbac = ClusterRbac(fullname.clone());
+    kubectl(&["apply", "--server-side", "-f", "-"], Some(&rendered));
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            &fullname,
+            "-n",
+            &ns.name,
+            "--duration=1h",
+        ],
+        None,
+    );
+    // A kubeconfig of the chart's ServiceAccount: the test cluster's server and CA, its token.
+    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
+    let field = |name: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap()
+            .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let as_chart = dir.path().join("kubeconfig");
+    std::fs::write(
+        &as_chart,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             users:\n- name: gantry\n  user:\n    token: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: gantry}}\n\
+             current-context: x\n",
+            field("server"),
+            field("certificate-authority-data"),
+            token.trim()
+        ),
+    )
+    .unwrap();
+
+    // The tenant: admin of its namespace only.
+    kubectl(
+        &["create", "serviceaccount", "deployer", "-n", &team.name],
+        None,
+    );
+    kubectl(
+        &[
+            "create",
+            "rolebinding",
+            "deployer-admin",
+            "-n",
+            &team.name,
+            "--clusterrole=admin",
+            &format!("--serviceaccount={}:deployer", team.name),
+        ],
+        None,
+    );
+    let _controller =
+        GantryController::start_with(&team.name, &as_chart, &["--require-service-account"]);
+    let server = GitServer::start();
+    let commit = server.create_repo(
+        "app",
+        &[(
+            "app/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tenant-config\ndata:\n  k: v\n",
+        )],
+    );
+    create_source_and_app(
+        &client,
+        &team.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "app", "serviceAccountName": "deployer"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &team.name);
+    wait_synced_healthy(&apps, "app", &commit).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &team.name);
+    let cm = cms.get("tenant-config").await.unwrap();
+    assert!(
+        cm.metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("gantry")),
+        "applied with Gantry's field manager"
+    );
+    // Without a ServiceAccount: refused by the locked-down controller.
+    let anonymous: Application = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "anonymous"},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "app"}, "path": "app"}
+    }))
+    .unwrap();
+    apps.create(&PostParams::default(), &anonymous)
+        .await
+        .unwrap();
+    eventually(
+        "ServiceAccountRequired",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("anonymous").await.ok()?;
+            (condition(&app, "Ready")?.reason == "ServiceAccountRequired").then_some(())
+        },
+    )
+    .await;
+}
