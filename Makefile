@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -71,11 +71,15 @@ demo: tools
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts'
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets'
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench rollouts
+
+# Only the tenancy and remote-cluster benchmarks (impersonated and remote applies vs local).
+bench-targets: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench targets
 
 # Only the image automation benchmarks (push → commit → rollout, 10k-tag scan).
 bench-images: tools

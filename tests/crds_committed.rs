@@ -152,3 +152,34 @@ fn integers_are_bounded_by_their_rust_types() {
     }
     assert!(missing.is_empty(), "unbounded integers: {missing:?}");
 }
+
+/// The tenant examples (examples/tenant/) parse as the Rust types, and say what the
+/// README says: the Application acts as the tenant's ServiceAccount; the remote one also
+/// names its kubeconfig Secret, whose kubeconfig passes the controller's checks.
+#[test]
+fn tenant_examples_parse_as_the_rust_types() {
+    use gantry::api::{Application, GitRepository};
+    use serde::Deserialize;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tenant");
+    let docs = |f: &str| -> Vec<serde_yaml::Value> {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    };
+    let tenant = docs("tenant.yaml");
+    let kinds: Vec<&str> = tenant.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "RoleBinding"]);
+    let own = docs("application.yaml");
+    let _: GitRepository = serde_yaml::from_value(own[0].clone()).unwrap();
+    let app: Application = serde_yaml::from_value(own[1].clone()).unwrap();
+    assert_eq!(app.spec.service_account_name.as_deref(), Some("deployer"));
+    let remote = docs("remote-application.yaml");
+    let kubeconfig = remote[0]["stringData"]["value"].as_str().unwrap();
+    gantry::target::kubeconfig::parse(kubeconfig).expect("the example kubeconfig is accepted");
+    let app: Application = serde_yaml::from_value(remote[1].clone()).unwrap();
+    assert_eq!(
+        app.spec.kube_config.unwrap().secret_ref.name,
+        remote[0]["metadata"]["name"].as_str().unwrap()
+    );
+}

@@ -1,0 +1,220 @@
+//! `make bench-targets` (part of `make bench`): the cost of acting as a tenant and on
+//! another cluster. The same 2,000 objects (the gitops bench's set) are synced by an
+//! Application as the controller, as an impersonated ServiceAccount (admin of its
+//! namespace), and on a second control plane through a kubeconfig Secret; time from the
+//! Application's creation to Ready, medians of `GANTRY_BENCH_RUNS` (3) runs, the three
+//! kinds alternating within each run.
+
+#[path = "../tests/e2e/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+#[allow(dead_code)]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gantry::api::Application;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+use common::{median, start_controller};
+use support::app::{condition, create_source_and_app};
+use support::cluster::{TestNamespace, client, install_crds, install_crds_into};
+use support::git::GitServer;
+use support::private_cluster::PrivateCluster;
+
+const GROUPS: usize = 500;
+
+fn runs() -> usize {
+    std::env::var("GANTRY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn write_objects(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..GROUPS {
+        let name = format!("svc-{i:03}");
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/bench/{name}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  setting: \"{i}\"\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
+        );
+        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Local,
+    Impersonated,
+    Remote,
+}
+
+/// A ServiceAccount admin of `ns` (the built-in `admin` ClusterRole, by a RoleBinding).
+async fn namespace_admin(client: &kube::Client, ns: &str) {
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), ns);
+    rbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "deployer-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn wait_gone(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let start = Instant::now();
+    while api.get_opt(name).await.ok().flatten().is_some() {
+        if start.elapsed() > Duration::from_secs(300) {
+            eprintln!("namespace {name} still terminating after 300 s; going on");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One sync of the 2,000 objects; seconds from the Application's creation to Ready.
+async fn sync_once(
+    kind: Kind,
+    client: &kube::Client,
+    remote: &PrivateCluster,
+    server: &GitServer,
+    work: &Path,
+    run: usize,
+) -> f64 {
+    let ns = TestNamespace::new(client, &format!("bench-{kind:?}").to_lowercase()).await;
+    let rclient = remote.client().await;
+    let mut spec = json!({"path": "objects", "interval": "10m"});
+    match kind {
+        Kind::Local => {}
+        Kind::Impersonated => {
+            namespace_admin(client, &ns.name).await;
+            spec["serviceAccountName"] = json!("deployer");
+        }
+        Kind::Remote => {
+            let text = std::fs::read_to_string(remote.kubeconfig()).unwrap();
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(
+                        json!({"metadata": {"name": "remote"}, "stringData": {"value": text}}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap();
+            let namespaces: Api<Namespace> = Api::all(rclient.clone());
+            namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": ns.name}})).unwrap(),
+                )
+                .await
+                .unwrap();
+            spec["kubeConfig"] = json!({"secretRef": {"name": "remote"}});
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let log = work.join(format!("controller-{kind:?}-{run}.log"));
+    let _controller = start_controller(&ns.name, data.path(), &log, "off", "info");
+    let start = Instant::now();
+    create_source_and_app(client, &ns.name, "bench", &server.file_url("bench"), spec).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    loop {
+        if let Ok(app) = apps.get("bench").await
+            && let Some(ready) = condition(&app, "Ready")
+        {
+            if ready.status == "True" {
+                break;
+            }
+            assert!(
+                !matches!(
+                    ready.reason.as_str(),
+                    "ValidationFailed" | "ApplyFailed" | "ServiceAccountNotFound"
+                ),
+                "{kind:?}: {}",
+                ready.message
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "{kind:?} did not sync");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let t = start.elapsed().as_secs_f64();
+    eprintln!("run {run}: {kind:?}: {t:.2}s");
+    let name = ns.name.clone();
+    drop(ns);
+    wait_gone(client, &name).await;
+    if kind == Kind::Remote {
+        let namespaces: Api<Namespace> = Api::all(rclient.clone());
+        let _ = namespaces
+            .delete(&name, &kube::api::DeleteParams::default())
+            .await;
+        wait_gone(&rclient, &name).await;
+    }
+    t
+}
+
+#[tokio::main]
+async fn main() {
+    let client = client().await;
+    install_crds(&client).await;
+    let remote = PrivateCluster::start();
+    // The CRDs are not needed there, but a realistic remote cluster has some.
+    install_crds_into(&remote.client().await).await;
+    let work = tempfile::tempdir().unwrap();
+    write_objects(&work.path().join("objects"));
+    let server = GitServer::start();
+    server.create_repo_from_dir("bench", work.path());
+
+    let mut times: Vec<(Kind, Vec<f64>)> = vec![
+        (Kind::Local, vec![]),
+        (Kind::Impersonated, vec![]),
+        (Kind::Remote, vec![]),
+    ];
+    for run in 0..runs() {
+        // Rotate the order so no kind always runs first on a warm API server.
+        for i in 0..times.len() {
+            let slot = (i + run) % times.len();
+            let kind = times[slot].0;
+            let t = sync_once(kind, &client, &remote, &server, work.path(), run).await;
+            times[slot].1.push(t);
+        }
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for (kind, v) in &times {
+        eprintln!("{kind:?}: {} s", show(v));
+    }
+    let local = median(times[0].1.clone());
+    let impersonated = median(times[1].1.clone());
+    let remote_s = median(times[2].1.clone());
+    println!("RESULT apply_2000_local_s={local:.2}");
+    println!("RESULT apply_2000_impersonated_s={impersonated:.2}");
+    println!(
+        "RESULT apply_2000_impersonated_ratio={:.2}",
+        impersonated / local
+    );
+    println!("RESULT apply_2000_remote_s={remote_s:.2}");
+    println!("RESULT apply_2000_remote_ratio={:.2}", remote_s / local);
+}
