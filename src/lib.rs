@@ -4,6 +4,7 @@
 pub mod api;
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod controller;
 pub mod drift;
 pub mod error;
@@ -12,5 +13,4 @@ pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod source;
-pub mod target;
 pub mod writeback;

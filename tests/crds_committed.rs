@@ -176,7 +176,7 @@ fn tenant_examples_parse_as_the_rust_types() {
     assert_eq!(app.spec.service_account_name.as_deref(), Some("deployer"));
     let remote = docs("remote-application.yaml");
     let kubeconfig = remote[0]["stringData"]["value"].as_str().unwrap();
-    gantry::target::kubeconfig::parse(kubeconfig).expect("the example kubeconfig is accepted");
+    gantry::cluster::kubeconfig::parse(kubeconfig).expect("the example kubeconfig is accepted");
     let app: Application = serde_yaml::from_value(remote[1].clone()).unwrap();
     assert_eq!(
         app.spec.kube_config.unwrap().secret_ref.name,

@@ -17,6 +17,25 @@ pub fn start_controller(
     receiver_addr: &str,
     log_filter: &str,
 ) -> ChildGuard {
+    start_controller_as(
+        namespace,
+        data,
+        log,
+        receiver_addr,
+        log_filter,
+        &kubeconfig_path(),
+    )
+}
+
+/// [`start_controller`] with the credentials of `kubeconfig`.
+pub fn start_controller_as(
+    namespace: &str,
+    data: &Path,
+    log: &Path,
+    receiver_addr: &str,
+    log_filter: &str,
+    kubeconfig: &Path,
+) -> ChildGuard {
     let log_file = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["controller", "--namespace", namespace, "--data-dir"])
@@ -28,7 +47,7 @@ pub fn start_controller(
             std::env::temp_dir().display()
         ))
         .arg("--metrics-addr=127.0.0.1:0")
-        .env("KUBECONFIG", kubeconfig_path())
+        .env("KUBECONFIG", kubeconfig)
         .env("GANTRY_LOG", log_filter)
         .stdout(Stdio::null())
         .stderr(log_file)

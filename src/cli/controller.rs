@@ -74,7 +74,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             receiver_addr,
             metrics_addr,
             min_interval: args.min_interval,
-            tenancy: crate::target::Tenancy {
+            tenancy: crate::cluster::Tenancy {
                 default_service_account: args.default_service_account,
                 require_service_account: args.require_service_account,
             },

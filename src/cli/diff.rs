@@ -14,12 +14,12 @@ use super::common::parse_target;
 use crate::api::{Application, GitRepository};
 use crate::apply::applier::Applier;
 use crate::apply::normalize::{Desired, describe};
+use crate::cluster::{Target, Targets};
 use crate::controller::context::revision_commit;
 use crate::controller::sync::{self, SyncInput};
 use crate::drift::diff::{mask, unified};
 use crate::error::{Error, Result};
 use crate::source::{artifact, git};
-use crate::target::{Target, Targets};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -17,7 +17,7 @@ use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
 use crate::api::conditions::{self, Status};
-use crate::target::Target;
+use crate::cluster::Target;
 
 pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
     a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name

@@ -18,10 +18,10 @@ use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{Analysis, RolloutPhase, RolloutStrategy};
+use crate::cluster::Target;
 use crate::error::Result;
 use crate::health::Health;
 use crate::rollout::plan::{self, Analysed};
-use crate::target::Target;
 
 const HEALTH_POLL: Duration = Duration::from_secs(2);
 

@@ -23,8 +23,8 @@ use super::sync::{self, SyncError, SyncInput};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
+use crate::cluster::Target;
 use crate::error::Result;
-use crate::target::Target;
 
 /// What a full sync starts from.
 pub(super) struct FullSync<'a> {

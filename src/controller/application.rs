@@ -27,9 +27,9 @@ use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::api::{GitRepository, ImagePolicy};
+use crate::cluster::{Target, TargetError};
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::target::{Target, TargetError};
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
 pub use super::trigger::REQUEST_ANNOTATION;

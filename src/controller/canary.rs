@@ -28,11 +28,11 @@ use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{OnFailure, RolloutPhase, RolloutStatus};
 use crate::apply::normalize::Desired;
+use crate::cluster::Target;
 use crate::error::Result;
 use crate::health::{self, Health};
 use crate::rollout::plan::{self, CanaryDecision, Observation, Step};
 use crate::rollout::{analysis, template};
-use crate::target::Target;
 
 /// Analysis never runs more often than this, whatever `analysis.interval` says.
 const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);

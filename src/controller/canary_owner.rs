@@ -9,8 +9,8 @@ use kube::api::{Api, DeleteParams};
 
 use crate::api::application::Application;
 use crate::apply::normalize::Desired;
+use crate::cluster::Target;
 use crate::rollout::template;
-use crate::target::Target;
 
 fn namespace_of(d: &Desired) -> String {
     d.key.namespace.clone().unwrap_or_default()

@@ -6,7 +6,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use crate::apply::normalize::Desired;
-use crate::target::Targets;
+use crate::cluster::Targets;
 
 type AppKey = (String, String);
 

@@ -10,8 +10,8 @@ use crate::api::application::{Application, DriftedObject, InventoryEntry};
 use crate::apply::applier::ObjectError;
 use crate::apply::normalize::Desired;
 use crate::apply::plan::{Change, classify};
+use crate::cluster::Target;
 use crate::drift::compare;
-use crate::target::Target;
 
 /// One object that differs from Git.
 #[derive(Debug, Clone)]

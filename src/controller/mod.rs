@@ -52,7 +52,7 @@ pub struct Options {
     /// The shortest time between two periodic runs of any resource.
     pub min_interval: std::time::Duration,
     /// ServiceAccounts the Applications act as.
-    pub tenancy: crate::target::Tenancy,
+    pub tenancy: crate::cluster::Tenancy,
     /// The directory `file://` sources must be under; `file://` is refused without it.
     pub file_sources_root: Option<std::path::PathBuf>,
 }

@@ -19,7 +19,7 @@ pub const PRUNED: &str = "Pruned";
 pub const SUSPENDED: &str = "Suspended";
 pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 pub const MANUAL_SYNC_REQUIRED: &str = "ManualSyncRequired";
-// A target (cluster, identity) the controller cannot act as: target::reason.
+// A target (cluster, identity) the controller cannot act as: cluster::reason.
 
 // Health (HEALTH_CHECK_FAILED is also a reason of Ready).
 pub const HEALTHY: &str = "Healthy";

@@ -16,10 +16,10 @@ use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
+use crate::cluster::Target;
 use crate::rollout::plan;
 use crate::source::artifact;
 use crate::source::git::Reference;
-use crate::target::Target;
 use crate::writeback::revert;
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];

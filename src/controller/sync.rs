@@ -12,8 +12,8 @@ use crate::api::application::{Application, InventoryEntry};
 use crate::apply::inventory;
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions};
+use crate::cluster::Target;
 use crate::render::{self, Limits, RenderRequest};
-use crate::target::Target;
 
 /// Why a sync stopped, with the condition reason for each stage.
 #[derive(Debug, thiserror::Error)]

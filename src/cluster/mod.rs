@@ -13,7 +13,7 @@
 //! Clusters and identities are built once and reused; a changed kubeconfig builds a new
 //! cluster.
 
-pub mod cluster;
+pub mod api_server;
 pub mod kubeconfig;
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use crate::api::Application;
 use crate::api::application::KubeConfigRef;
 use crate::apply::applier::{Applier, api_message};
 use crate::drift::watch::DriftWatches;
-use cluster::Cluster;
+use api_server::Cluster;
 
 /// How long a remote API server has to answer the probe before it counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
