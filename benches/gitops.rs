@@ -18,30 +18,18 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use common::{median, peak_rss_mib, start_controller};
+use common::{GROUPS, median, peak_rss_mib, start_controller, write_objects};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::tool;
 
-const GROUPS: usize = 500;
 /// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
 fn runs() -> usize {
     std::env::var("GANTRY_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-fn write_objects(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..GROUPS {
-        let name = format!("svc-{i:03}");
-        let text = format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/bench/{name}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  setting: \"{i}\"\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
-        );
-        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
-    }
 }
 
 fn kubectl_apply(dir: &Path, ns: &str) -> f64 {

@@ -25,30 +25,17 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use common::{median, start_controller, start_controller_as};
+use common::{median, start_controller, start_controller_as, write_objects};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, install_crds_into, kubeconfig_path};
 use support::git::GitServer;
 use support::private_cluster::PrivateCluster;
-
-const GROUPS: usize = 500;
 
 fn runs() -> usize {
     std::env::var("GANTRY_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-fn write_objects(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..GROUPS {
-        let name = format!("svc-{i:03}");
-        let text = format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/bench/{name}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  setting: \"{i}\"\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
-        );
-        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,78 +48,33 @@ enum Kind {
     Remote,
 }
 
-/// A kubeconfig for a ServiceAccount bound to cluster-admin (the chart's install).
+/// A kubeconfig for a ServiceAccount bound to cluster-admin (the chart's install); the
+/// objects are kept between runs (creating them again fails harmlessly).
 fn controller_kubeconfig(dir: &Path) -> std::path::PathBuf {
     let kubectl = |args: &[&str]| {
-        let out = std::process::Command::new(support::process::tool("kubectl"))
+        let _ = std::process::Command::new(support::process::tool("kubectl"))
             .arg("--kubeconfig")
             .arg(kubeconfig_path())
             .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .output();
     };
-    let _ = std::process::Command::new(support::process::tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(["create", "namespace", "bench-controller"])
-        .output();
-    let _ = std::process::Command::new(support::process::tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args([
-            "-n",
-            "bench-controller",
-            "create",
-            "serviceaccount",
-            "gantry",
-        ])
-        .output();
-    let _ = std::process::Command::new(support::process::tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args([
-            "create",
-            "clusterrolebinding",
-            "bench-gantry-cluster-admin",
-            "--clusterrole=cluster-admin",
-            "--serviceaccount=bench-controller:gantry",
-        ])
-        .output();
-    let token = kubectl(&[
+    kubectl(&["create", "namespace", "bench-controller"]);
+    kubectl(&[
         "-n",
         "bench-controller",
         "create",
-        "token",
+        "serviceaccount",
         "gantry",
-        "--duration=2h",
     ]);
-    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
-    let field = |name: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
-            .unwrap()
-            .to_string()
-    };
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "bench-gantry-cluster-admin",
+        "--clusterrole=cluster-admin",
+        "--serviceaccount=bench-controller:gantry",
+    ]);
     let path = dir.join("controller-kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
-             users:\n- name: gantry\n  user:\n    token: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: gantry}}\n\
-             current-context: x\n",
-            field("server"),
-            field("certificate-authority-data"),
-            token.trim()
-        ),
-    )
-    .unwrap();
+    support::cluster::service_account_kubeconfig("bench-controller", "gantry", &path);
     path
 }
 

@@ -89,3 +89,19 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// Groups of four objects in the benches' set (2,000 objects).
+pub const GROUPS: usize = 500;
+
+/// The benches' object set: 500 × (Deployment with 0 replicas, Service, ConfigMap,
+/// ServiceAccount), one file per group, in `dir`.
+pub fn write_objects(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..GROUPS {
+        let name = format!("svc-{i:03}");
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/bench/{name}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  setting: \"{i}\"\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
+        );
+        std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
+    }
+}

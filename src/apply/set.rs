@@ -422,46 +422,7 @@ fn refuse_foreign<'d>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn obj(group: &str, kind: &str, ns: Option<&str>, name: &str) -> Desired {
-        Desired {
-            key: InventoryEntry {
-                group: group.into(),
-                version: "v1".into(),
-                kind: kind.into(),
-                namespace: ns.map(str::to_string),
-                name: name.into(),
-            },
-            object: json!({"spec": {"group": "example.com"}}),
-            namespaced: ns.is_some(),
-        }
-    }
-
-    fn set() -> Vec<Desired> {
-        vec![
-            obj(
-                "apiextensions.k8s.io",
-                "CustomResourceDefinition",
-                None,
-                "widgets.example.com",
-            ),
-            obj("", "Namespace", None, "shop"),
-            obj("", "Namespace", None, "old"),
-            obj("example.com", "Widget", Some("old"), "w"),
-            obj("apps", "Deployment", Some("shop"), "web"),
-            obj("apps", "Deployment", Some("old"), "api"),
-            obj("", "ConfigMap", Some("old"), "cfg"),
-            obj("", "Service", Some("old"), "svc"),
-            obj("rbac.authorization.k8s.io", "ClusterRole", None, "reader"),
-            obj(
-                "admissionregistration.k8s.io",
-                "ValidatingWebhookConfiguration",
-                None,
-                "hook",
-            ),
-        ]
-    }
+    use crate::apply::stage::tests::{obj, set};
 
     #[test]
     fn counts_are_of_applied_objects_and_unchanged_ones() {

@@ -62,11 +62,11 @@ pub fn ranked<'d>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(group: &str, kind: &str, ns: Option<&str>, name: &str) -> Desired {
+    pub(crate) fn obj(group: &str, kind: &str, ns: Option<&str>, name: &str) -> Desired {
         Desired {
             key: InventoryEntry {
                 group: group.into(),
@@ -80,7 +80,7 @@ mod tests {
         }
     }
 
-    fn set() -> Vec<Desired> {
+    pub(crate) fn set() -> Vec<Desired> {
         vec![
             obj(
                 "apiextensions.k8s.io",

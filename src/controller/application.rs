@@ -145,12 +145,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let step = decide::next_step(&gathered.observations);
     let revision = gathered.revision;
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
+    // A cluster that does not answer is looked at again with backoff.
     let unreachable = matches!(step, Step::NoTarget(..))
-        && gathered
-            .target
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.is_transient());
+        && gathered.target.as_ref().is_err_and(|e| e.is_transient());
     let action = ctx.target_backoff(&ns, &name, unreachable);
     if let Some((s, why, message, step_action)) = stop_early(&step) {
         let Some(step_action) = step_action else {
@@ -160,17 +157,13 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         write_if_changed(&api, &app, &status).await?;
         return Ok(action.unwrap_or(step_action));
     }
-    if let Ok(target) = &gathered.target
-        && status.cluster.as_deref() != Some(target.cluster.as_str())
-    {
-        status.cluster = Some(target.cluster.clone());
-    }
     let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
         return Err(Error::Usage(format!(
             "internal: step {step:?} without an artifact or a target"
         )));
     };
     let artifact_root = lease.path().to_path_buf();
+    status.cluster = Some(target.cluster.clone());
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
     image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;

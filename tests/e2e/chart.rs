@@ -198,40 +198,10 @@ async fn the_charts_minimal_rbac_runs_a_multi_tenant_controller() {
     let fullname = format!("{release}-gantry");
     let _rbac = ClusterRbac(fullname.clone());
     kubectl(&["apply", "--server-side", "-f", "-"], Some(&rendered));
-    let token = kubectl(
-        &[
-            "create",
-            "token",
-            &fullname,
-            "-n",
-            &ns.name,
-            "--duration=1h",
-        ],
-        None,
-    );
     // A kubeconfig of the chart's ServiceAccount: the test cluster's server and CA, its token.
-    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
-    let field = |name: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
-            .unwrap()
-            .to_string()
-    };
     let dir = tempfile::tempdir().unwrap();
     let as_chart = dir.path().join("kubeconfig");
-    std::fs::write(
-        &as_chart,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
-             users:\n- name: gantry\n  user:\n    token: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: gantry}}\n\
-             current-context: x\n",
-            field("server"),
-            field("certificate-authority-data"),
-            token.trim()
-        ),
-    )
-    .unwrap();
+    crate::support::cluster::service_account_kubeconfig(&ns.name, &fullname, &as_chart);
 
     // The tenant: admin of its namespace only.
     kubectl(

@@ -142,3 +142,39 @@ pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
     )
     .await
 }
+
+/// Writes to `path` a kubeconfig for ServiceAccount `ns/name` of the test cluster: its
+/// server and CA, and a token from the TokenRequest API (`kubectl create token`).
+pub fn service_account_kubeconfig(ns: &str, name: &str, path: &std::path::Path) {
+    let out = std::process::Command::new(process::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["create", "token", name, "-n", ns, "--duration=2h"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
+    let field = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap()
+            .to_string()
+    };
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    \
+             certificate-authority-data: {}\nusers:\n- name: sa\n  user:\n    token: {token}\n\
+             contexts:\n- name: x\n  context: {{cluster: c, user: sa}}\ncurrent-context: x\n",
+            field("server"),
+            field("certificate-authority-data"),
+        ),
+    )
+    .unwrap();
+}
