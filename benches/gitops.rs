@@ -125,8 +125,22 @@ fn sync_phases(log: &Path) -> (f64, f64) {
             .map(|v| v / 1000.0)
             .unwrap_or(0.0)
     };
-    // `applied` counts from the start of the sync: render, dry-run, then the applies.
-    let validate = ms("validated (server-side dry-run)");
+    // `applied` counts from the start of the sync: render, dry-run, then the applies. The
+    // set is validated in two steps (what can be validated before stage 0, then what could
+    // not); the first holds every object here.
+    let validate = text
+        .lines()
+        .filter(|l| l.contains("validated (server-side dry-run)"))
+        .filter_map(|l| {
+            l.split("ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .fold(0.0, f64::max)
+        / 1000.0;
     let since_start = ms("sync: applied applied=");
     (
         validate,
@@ -194,7 +208,7 @@ async fn main() {
             data.path(),
             &log,
             "off",
-            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::controller::application=debug",
+            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::apply::set=debug,gantry::controller::application=debug",
         );
         let start = Instant::now();
         let start_wall = chrono::Utc::now();

@@ -135,9 +135,14 @@ async fn watch_kind(
             Ok(Event::Apply(o)) => vec![(o.metadata, false)],
             Ok(Event::Delete(o)) => vec![(o.metadata, true)],
             Err(e) => {
-                // 1 s, doubling to a minute: a watch this identity may not make (a
-                // locked-down install) does not retry in a hot loop.
-                failures = (failures + 1).min(7);
+                // A watch this identity may not make (a locked-down install) backs off, 1 s
+                // doubling to a minute, rather than retrying in a hot loop; a lost
+                // connection (an API server restart) is retried every second.
+                failures = if refused(&e) {
+                    (failures + 1).min(7)
+                } else {
+                    1
+                };
                 let wait = std::time::Duration::from_secs(1 << (failures - 1)).min(MAX_RETRY);
                 tracing::debug!(kind = %kind, error = %e, ?wait, "drift watch error (retrying)");
                 tokio::time::sleep(wait).await;
@@ -159,6 +164,18 @@ async fn watch_kind(
             );
         }
     }
+}
+
+/// Whether the API server refused the watch (not allowed), rather than not answering.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    code == 401 || code == 403
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -329,3 +329,130 @@ async fn a_kubeconfig_that_would_run_a_program_or_read_a_file_is_refused() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     assert!(cms.get_opt("settings").await.unwrap().is_none());
 }
+
+/// With both fields, the ServiceAccount is impersonated on the remote cluster: what it may
+/// do there is applied, what it may not stops the set; and drift there is audited.
+#[tokio::test]
+async fn a_service_account_is_impersonated_on_the_remote_cluster_and_drift_audited_there() {
+    let client = client().await;
+    install_crds(&client).await;
+    let remote = PrivateCluster::start();
+    let rclient = remote.client().await;
+    let ns = TestNamespace::new(&client, "remote-sa").await;
+    let text = std::fs::read_to_string(remote.kubeconfig()).unwrap();
+    register(&client, &ns.name, &remote, &text).await;
+    // The ServiceAccount exists there (not here), with rights on ConfigMaps there.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(rclient.clone(), &ns.name);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "deployer"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // A Role of its own (the aggregated `admin` ClusterRole is filled in by the
+    // controller-manager, which this control plane does not run).
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(rclient.clone(), &ns.name);
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "config"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(rclient.clone(), &ns.name);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "deployer-config"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "config"},
+                "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns.name}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let first = server.create_repo("app", &[("app/settings.yaml", CONFIG_MAP)]);
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "app", "serviceAccountName": "deployer", "drift": {"mode": "audit"},
+               "kubeConfig": {"secretRef": {"name": "remote"}}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &first).await;
+    let remote_cms: Api<ConfigMap> = Api::namespaced(rclient.clone(), &ns.name);
+    let cm = remote_cms.get("settings").await.unwrap();
+    assert!(
+        cm.metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("gantry")),
+        "applied there"
+    );
+
+    // Audit: a hand edit there is reported, not reverted.
+    remote_cms
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "by-hand"}})),
+        )
+        .await
+        .unwrap();
+    eventually("Drifted=True there", Duration::from_secs(30), || async {
+        let app = apps.get("app").await.ok()?;
+        let drifted = condition(&app, "Drifted")?;
+        (drifted.status == "True" && drifted.message.contains("ConfigMap")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        remote_cms.get("settings").await.unwrap().data.unwrap()["k"],
+        "by-hand"
+    );
+
+    // Beyond the ServiceAccount's rights there: refused, nothing of the set applied.
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write(
+        "app/system.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: leak\n  namespace: kube-system\ndata:\n  k: v\n",
+    );
+    ws.write(
+        "app/more.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: more\ndata:\n  k: v\n",
+    );
+    ws.commit_and_push("reach kube-system");
+    let refused = eventually(
+        "ValidationFailed there",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            let ready = condition(&app, "Ready")?;
+            (ready.reason == "ValidationFailed").then_some(ready)
+        },
+    )
+    .await;
+    assert!(
+        refused.message.contains("ConfigMap kube-system/leak")
+            && refused
+                .message
+                .contains(&format!("system:serviceaccount:{}:deployer", ns.name)),
+        "{}",
+        refused.message
+    );
+    assert!(remote_cms.get_opt("more").await.unwrap().is_none());
+    let system: Api<ConfigMap> = Api::namespaced(rclient.clone(), "kube-system");
+    assert!(system.get_opt("leak").await.unwrap().is_none());
+}

@@ -92,6 +92,10 @@ async fn a_tenant_cannot_escalate_and_a_forbidden_object_stops_the_whole_set() {
             ("app/own.yaml", &config_map("own", None)),
             ("app/escalate.yaml", &crb),
             ("app/system.yaml", &config_map(&leak, Some("kube-system"))),
+            (
+                "app/namespace.yaml",
+                &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {leak}\n"),
+            ),
         ],
     );
     create_source_and_app(
@@ -108,6 +112,7 @@ async fn a_tenant_cannot_escalate_and_a_forbidden_object_stops_the_whole_set() {
     assert!(
         message.contains(&format!("ClusterRoleBinding {binding}"))
             && message.contains(&format!("ConfigMap kube-system/{leak}"))
+            && message.contains(&format!("Namespace {leak}"))
             && message.contains("forbidden")
             && message.contains(&format!("system:serviceaccount:{}:limited", ns.name))
             && message.contains("nothing was applied"),
@@ -120,6 +125,8 @@ async fn a_tenant_cannot_escalate_and_a_forbidden_object_stops_the_whole_set() {
     assert!(system.get_opt(&leak).await.unwrap().is_none());
     let own: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     assert!(own.get_opt("own").await.unwrap().is_none());
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    assert!(namespaces.get_opt(&leak).await.unwrap().is_none());
 }
 
 #[tokio::test]
