@@ -18,6 +18,14 @@ pub enum Error {
     )]
     CrdsMissing { missing: String },
 
+    #[error(
+        "the installed CRDs {outdated} are not the ones this controller was built with, and \
+         their schema would refuse fields it writes. Apply this version's CRDs: \
+         `gantry crds | kubectl apply --server-side -f -` (Helm does not upgrade a chart's \
+         crds/ on `helm upgrade`)"
+    )]
+    CrdsOutdated { outdated: String },
+
     #[error("cannot serialise {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -52,6 +60,7 @@ impl Error {
             Error::Kube(_) => "kube_api",
             Error::KubeConfig(_) => "kube_config",
             Error::CrdsMissing { .. } => "crds_missing",
+            Error::CrdsOutdated { .. } => "crds_outdated",
             Error::Serialize { .. } | Error::Yaml(_) => "serialize",
             Error::Io { .. } => "io",
             Error::Finalizer(_) => "finalizer",

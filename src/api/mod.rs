@@ -30,7 +30,29 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(bound_integers)
+    .map(with_schema_digest)
     .collect()
+}
+
+/// Annotation on each CRD: a digest of its spec as this build generates it. The controller
+/// refuses to start against CRDs with another digest (installed by another version), whose
+/// schema would refuse the fields it writes.
+pub const SCHEMA_DIGEST_ANNOTATION: &str = "gantry.dev/schema-digest";
+
+/// The digest of a CRD's spec (16 hex digits of its SHA-256).
+pub fn schema_digest(crd: &CustomResourceDefinition) -> String {
+    use sha2::{Digest, Sha256};
+    let spec = serde_json::to_vec(&crd.spec).expect("CRD spec serialises");
+    hex::encode(Sha256::digest(spec))[..16].to_string()
+}
+
+fn with_schema_digest(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let digest = schema_digest(&crd);
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SCHEMA_DIGEST_ANNOTATION.to_string(), digest);
+    crd
 }
 
 /// Adds the bounds of the Rust integer type to every integer property, so the API server

@@ -171,3 +171,59 @@ async fn invalid_objects_are_refused_with_a_clear_message() {
     )
     .await;
 }
+
+/// CRDs from another version (here: the Application CRD without this build's schema
+/// digest, as `helm upgrade` leaves a chart's crds/) stop the controller at start-up with a
+/// message that says which and how to fix it, instead of status writes failing later.
+#[tokio::test]
+async fn the_controller_refuses_crds_of_another_version() {
+    use crate::support::private_cluster::PrivateCluster;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let cluster = PrivateCluster::start();
+    let client = cluster.client().await;
+    crate::support::cluster::install_crds_into(&client).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "applications.gantry.dev",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"gantry.dev/schema-digest": "0123456789abcdef"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "controller",
+            "--receiver-addr=off",
+            "--metrics-addr=off",
+            "--data-dir",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the controller did not stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("applications.gantry.dev")
+            && stderr.contains("not the ones this controller was built with")
+            && stderr.contains("gantry crds | kubectl apply --server-side"),
+        "{stderr}"
+    );
+}
