@@ -17,8 +17,8 @@ use crate::apply::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 type AppKey = (String, String);
 
-/// The longest wait before a failed drift watch is tried again.
-const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The wait before a drift watch refused for a while is tried again.
+const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct DriftWatches {
     client: Client,
@@ -135,15 +135,20 @@ async fn watch_kind(
             Ok(Event::Apply(o)) => vec![(o.metadata, false)],
             Ok(Event::Delete(o)) => vec![(o.metadata, true)],
             Err(e) => {
-                // A watch this identity may not make (a locked-down install) backs off, 1 s
-                // doubling to a minute, rather than retrying in a hot loop; a lost
-                // connection (an API server restart) is retried every second.
+                // Retried every second: a lost connection, or an API server that refuses for a
+                // moment while it starts (403 before its authorizer is ready). A watch refused
+                // for longer than half a minute (an identity that may not make it, in a
+                // locked-down install) is retried every 30 s instead, not in a hot loop.
                 failures = if refused(&e) {
-                    (failures + 1).min(7)
+                    failures.saturating_add(1)
                 } else {
-                    1
+                    0
                 };
-                let wait = std::time::Duration::from_secs(1 << (failures - 1)).min(MAX_RETRY);
+                let wait = if failures > 30 {
+                    MAX_RETRY
+                } else {
+                    std::time::Duration::from_secs(1)
+                };
                 tracing::debug!(kind = %kind, error = %e, ?wait, "drift watch error (retrying)");
                 tokio::time::sleep(wait).await;
                 continue;
