@@ -18,19 +18,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use common::{GROUPS, median, peak_rss_mib, start_controller, write_objects};
+use common::{GROUPS, median, peak_rss_mib, runs, start_controller, write_objects};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::tool;
-
-/// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
-fn runs() -> usize {
-    std::env::var("GANTRY_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-}
 
 fn kubectl_apply(dir: &Path, ns: &str) -> f64 {
     let start = Instant::now();

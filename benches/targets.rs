@@ -25,18 +25,11 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use common::{median, start_controller, start_controller_as, write_objects};
+use common::{median, runs, start_controller, start_controller_as, write_objects};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, install_crds_into, kubeconfig_path};
 use support::git::GitServer;
 use support::private_cluster::PrivateCluster;
-
-fn runs() -> usize {
-    std::env::var("GANTRY_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {

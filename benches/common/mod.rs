@@ -105,3 +105,11 @@ pub fn write_objects(dir: &Path) {
         std::fs::write(dir.join(format!("{name}.yaml")), text).unwrap();
     }
 }
+
+/// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
+pub fn runs() -> usize {
+    std::env::var("GANTRY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}

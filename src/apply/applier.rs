@@ -77,11 +77,6 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// An Applier with a discovery cache of its own.
-    pub fn new(client: Client, concurrency: usize) -> Self {
-        Self::on_cluster(client.clone(), client, Default::default(), concurrency)
-    }
-
     /// An Applier acting through `client` on a cluster whose discovery is shared.
     pub fn on_cluster(
         client: Client,
@@ -105,10 +100,6 @@ impl Applier {
 
     pub fn field_manager(&self) -> &str {
         &self.field_manager
-    }
-
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
     }
 
     /// Which resource serves a kind (cached); `None` when the cluster has no such kind.

@@ -183,8 +183,12 @@ impl Applier {
 
         // 2. Stage 0: CRDs and Namespaces, applied and awaited.
         let stage0 = first_stage(desired, &deferred, &set.changes);
-        self.apply_group(&stage0, &resolved, opts.force, &mut set.applied)
-            .await?;
+        let failed = self
+            .apply_group(&stage0, &resolved, opts.force, &mut set.applied)
+            .await;
+        if !failed.is_empty() {
+            return Err(SetError::Apply(failed));
+        }
         let new_crds: Vec<&Desired> = stage0
             .iter()
             .copied()
@@ -233,12 +237,10 @@ impl Applier {
             .filter(|(_, g)| !g.is_empty())
         {
             let phase = std::time::Instant::now();
-            if let Err(SetError::Apply(mut e)) = self
+            let mut failed = self
                 .apply_group(group, &resolved, opts.force, &mut set.applied)
-                .await
-            {
-                errors.append(&mut e);
-            }
+                .await;
+            errors.append(&mut failed);
             tracing::debug!(
                 rank,
                 objects = group.len(),
@@ -285,14 +287,15 @@ impl Applier {
         Ok(record_changes(objects, checked))
     }
 
-    /// Applies a group of objects concurrently; records the applied ones.
+    /// Applies a group of objects concurrently; records the applied ones and returns the
+    /// errors of the others.
     async fn apply_group(
         &self,
         group: &[&Desired],
         resolved: &HashMap<KindKey, Resolved>,
         force: bool,
         applied: &mut BTreeSet<InventoryEntry>,
-    ) -> Result<(), SetError> {
+    ) -> Vec<ObjectError> {
         let items: Vec<(&Desired, &Resolved)> =
             group.iter().map(|d| (*d, &resolved[&kind_of(d)])).collect();
         let mut errors = vec![];
@@ -304,11 +307,7 @@ impl Applier {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SetError::Apply(errors))
-        }
+        errors
     }
 
     /// The Namespaces of the set that do not exist yet.

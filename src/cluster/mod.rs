@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Config;
 use kube::api::Api;
 use kube::config::KubeConfigOptions;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Config};
 use sha2::{Digest, Sha256};
 
 use crate::api::Application;
@@ -132,8 +132,6 @@ type Remotes = HashMap<(String, String, String), (String, Arc<Cluster>)>;
 
 /// The targets of the controller's Applications.
 pub struct Targets {
-    /// The controller's own client to its own cluster (Secrets, ServiceAccounts).
-    client: Client,
     local: Arc<Cluster>,
     remotes: Mutex<Remotes>,
     tenancy: Tenancy,
@@ -159,7 +157,6 @@ impl Targets {
             tx.clone(),
         )?);
         let targets = Self {
-            client: local.client().clone(),
             local,
             remotes: Default::default(),
             tenancy,
@@ -219,7 +216,8 @@ impl Targets {
             key: key.clone(),
             message,
         };
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        // Read with the controller's own client, in the Application's namespace only.
+        let secrets: Api<Secret> = Api::namespaced(self.local.client().clone(), ns);
         let data = secrets
             .get_opt(&secret)
             .await

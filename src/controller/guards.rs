@@ -11,8 +11,6 @@ use kube::api::Api;
 use crate::api::application::{Application, ApplicationStatus, InventoryEntry};
 use crate::apply::normalize::Desired;
 
-pub use crate::apply::join_errors;
-
 /// Verifies the tree on disk against its digest; a tree that changed is removed (the next
 /// reconcile writes it again from the Git cache) and nothing of it is rendered.
 pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), String> {

@@ -66,9 +66,10 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
 
 /// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
 pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
-    let client = Client::try_from(config.clone())?;
-    crd_check::ensure_installed(&client).await?;
+    // One client for everything the controller does as itself (built by the targets).
     let (mut ctx, drift_events) = Context::new(config, &opts)?;
+    let client = ctx.client.clone();
+    crd_check::ensure_installed(&client).await?;
     ctx.receivers_enabled = opts.receiver_addr.is_some();
     ctx.min_interval = opts.min_interval;
     let ctx = Arc::new(ctx);

@@ -15,7 +15,13 @@ fn script(name: &str) -> PathBuf {
 
 pub struct PrivateCluster {
     state: tempfile::TempDir,
+    /// Held while the control plane runs: one private control plane at a time, so the
+    /// tests that start one (and the shared cluster's tests beside them) do not starve each
+    /// other on a 2-core machine.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl PrivateCluster {
     /// etcd and kube-apiserver only.
@@ -30,13 +36,15 @@ impl PrivateCluster {
     }
 
     fn start_with(env: &[(&str, &str)]) -> Self {
+        // A test that panicked while holding the turn poisons the lock; the turn is free.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let state = tempfile::tempdir().unwrap();
         let out = Command::new(script("up.sh"))
             .arg(state.path())
             .envs(env.iter().copied())
             .output()
             .expect("run tests/cluster/up.sh");
-        let cluster = Self { state };
+        let cluster = Self { state, _turn: turn };
         assert!(
             out.status.success(),
             "private control plane did not start: {}",
