@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -18,6 +18,8 @@ help:
 	@echo "make cluster-up    start the local control plane (kubeconfig: $(STATE)/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make crds          regenerate crds/ from the Rust types"
+	@echo "make image         the controller image, without a container engine (target/image/gantry.tar)"
+	@echo "make image-push IMAGE=registry/path/gantry:tag   push it"
 
 # Debian packages the harness uses (present on most machines; installed when missing).
 deps:
@@ -52,7 +54,16 @@ crds:
 unit:
 	$(CARGO) test --lib --bins
 
-test: lint tools
+# The controller image (no container engine needed; see tests/image/build.sh and the
+# Dockerfile). The in-cluster tests run its filesystem.
+image: tools
+	tests/image/build.sh
+
+image-push: image
+	@test -n "$(IMAGE)" || { echo "usage: make image-push IMAGE=<registry>/<path>/gantry:<tag>"; exit 2; }
+	$$(tests/cluster/build.sh)/crane push target/image/gantry.tar "$(IMAGE)"
+
+test: lint tools image
 	$(CARGO) build --all-targets
 	$(CLUSTER)/with-cluster.sh $(CARGO) test --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
@@ -63,19 +74,25 @@ cluster-down:
 	$(CLUSTER)/down.sh $(STATE)
 
 # The demo leaves the cluster running so it can be explored; `make cluster-down` stops it.
-demo: tools
+# It builds only what it uses (no Prometheus, no sshd).
+demo: deps
+	GANTRY_TOOLS=core $(CLUSTER)/build.sh >/dev/null
 	$(CARGO) build
-	$(CLUSTER)/up.sh $(STATE)
+	GANTRY_TOOLS=core $(CLUSTER)/up.sh $(STATE)
 	set -a; source $(STATE)/env; set +a; examples/demo.sh
 
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets'
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover'
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench rollouts
+
+# Only the leader failover benchmark (time from a stopped leader to the standby's first write).
+bench-failover: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench failover
 
 # Only the tenancy and remote-cluster benchmarks (impersonated and remote applies vs local).
 bench-targets: tools

@@ -8,6 +8,9 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
+    #[error(transparent)]
+    Lease(#[from] crate::controller::leader::LeaseError),
+
     #[error("cannot load a Kubernetes client configuration: {0}")]
     KubeConfig(#[from] kube::config::InferConfigError),
 
@@ -58,6 +61,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube_api",
+            Error::Lease(_) => "lease",
             Error::KubeConfig(_) => "kube_config",
             Error::CrdsMissing { .. } => "crds_missing",
             Error::CrdsOutdated { .. } => "crds_outdated",

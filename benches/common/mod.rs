@@ -37,7 +37,7 @@ pub fn start_controller_as(
     kubeconfig: &Path,
 ) -> ChildGuard {
     let log_file = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let child = Command::new(controller_binary())
         .args(["controller", "--namespace", namespace, "--data-dir"])
         .arg(data)
         .arg(format!("--receiver-addr={receiver_addr}"))
@@ -54,6 +54,14 @@ pub fn start_controller_as(
         .spawn()
         .unwrap();
     ChildGuard::new("gantry controller", child)
+}
+
+/// The controller binary: this build's, or `GANTRY_BENCH_BIN` (to compare two builds of the
+/// controller under the same bench).
+pub fn controller_binary() -> std::path::PathBuf {
+    std::env::var_os("GANTRY_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_gantry").into())
 }
 
 /// Polls `f` every `every` until it returns `Some`; panics with `what` after `limit`.

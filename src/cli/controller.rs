@@ -19,6 +19,49 @@ pub struct Args {
     #[arg(long, env = "GANTRY_APPLY_CONCURRENCY", default_value_t = 32)]
     pub apply_concurrency: usize,
 
+    /// Resources of each kind reconciled at once.
+    #[arg(long, env = "GANTRY_CONCURRENT", default_value_t = 64)]
+    pub concurrent: u16,
+
+    /// Requests per second toward each API server, on average (0: no limit).
+    #[arg(long, env = "GANTRY_KUBE_API_QPS", default_value_t = 500)]
+    pub kube_api_qps: u32,
+
+    /// Requests allowed at once above --kube-api-qps.
+    #[arg(long, env = "GANTRY_KUBE_API_BURST", default_value_t = 1000)]
+    pub kube_api_burst: u32,
+
+    /// Reconcile only resources labelled gantry.dev/shard=NAME (without it: only the
+    /// resources without that label).
+    #[arg(long, env = "GANTRY_SHARD")]
+    pub shard: Option<String>,
+
+    /// Hold a Lease before reconciling, so that of several replicas only one writes.
+    #[arg(long, env = "GANTRY_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the Lease (a shard's is `<NAME>-<shard>`).
+    #[arg(
+        long,
+        env = "GANTRY_LEADER_ELECTION_ID",
+        default_value = "gantry-controller"
+    )]
+    pub leader_election_id: String,
+
+    /// Namespace of the Lease (default: POD_NAMESPACE, the in-cluster namespace, the
+    /// watched namespace, else `default`).
+    #[arg(long, env = "GANTRY_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
+    #[arg(long, env = "GANTRY_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+
+    /// How long a Lease whose holder stopped renewing stays held; a standby takes over
+    /// within it.
+    #[arg(long, env = "GANTRY_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: std::time::Duration,
+
     /// Address of the webhook receiver server (`/hook/<token>`); `off` to run without it.
     #[arg(long, env = "GANTRY_RECEIVER_ADDR", default_value = "0.0.0.0:9292")]
     pub receiver_addr: String,
@@ -64,13 +107,35 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let receiver_addr = addr("--receiver-addr", &args.receiver_addr)?;
     let metrics_addr = addr("--metrics-addr", &args.metrics_addr)?;
+    let shard = crate::controller::shard::Shard::new(args.shard)
+        .map_err(|e| crate::error::Error::Usage(e.to_string()))?;
+    let election = args
+        .leader_elect
+        .then(|| crate::controller::leader::Election {
+            namespace: args.leader_election_namespace.clone().unwrap_or_else(|| {
+                crate::controller::leader::default_namespace(args.namespace.as_deref())
+            }),
+            name: crate::controller::leader::lease_name(&args.leader_election_id, shard.name()),
+            identity: args
+                .leader_election_identity
+                .clone()
+                .unwrap_or_else(crate::controller::leader::default_identity),
+            duration: args.leader_election_lease_duration,
+        });
     let config = kube::Config::infer().await?;
     controller::run(
         config,
         Options {
             namespace: args.namespace,
             data_dir: args.data_dir,
-            apply_concurrency: args.apply_concurrency,
+            limits: crate::cluster::ClientLimits {
+                concurrency: args.apply_concurrency,
+                qps: args.kube_api_qps,
+                burst: args.kube_api_burst,
+            },
+            reconcile_concurrency: args.concurrent,
+            shard,
+            election,
             receiver_addr,
             metrics_addr,
             min_interval: args.min_interval,

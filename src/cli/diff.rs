@@ -158,7 +158,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let client = Client::try_from(config.clone())?;
     // The same targets as the controller's: `--app` diffs as the Application's identity on
     // its cluster.
-    let (targets, _) = Targets::new(config, 8, None, Default::default())?;
+    let (targets, _) = Targets::new(
+        config,
+        crate::cluster::ClientLimits {
+            concurrency: 8,
+            ..Default::default()
+        },
+        None,
+        Default::default(),
+    )?;
     let (desired, app, target) = match (&args.app, &args.dir) {
         (Some(target), _) => {
             let (ns, name) = parse_target(target)?;

@@ -10,6 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Config};
 
 use super::Target;
+use super::rate_limit::{Budget, ClientLimits};
 use crate::api::Application;
 use crate::apply::applier::Applier;
 use crate::apply::discovery::Discovery;
@@ -21,7 +22,9 @@ pub struct Cluster {
     discovery: Arc<Discovery>,
     drift: Arc<DriftWatches>,
     host: String,
-    concurrency: usize,
+    limits: ClientLimits,
+    /// The request budget toward this API server, spent by every identity on it.
+    budget: Budget,
     /// Targets by impersonated user (`None`: the controller's own identity).
     identities: Mutex<HashMap<Option<String>, Arc<Target>>>,
 }
@@ -29,11 +32,12 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(
         config: Config,
-        concurrency: usize,
+        limits: ClientLimits,
         namespace: Option<String>,
         tx: mpsc::Sender<ObjectRef<Application>>,
     ) -> Result<Self, kube::Error> {
-        let client = Client::try_from(config.clone())?;
+        let budget = Budget::new(&limits);
+        let client = budget.client(config.clone())?;
         let host = config
             .cluster_url
             .authority()
@@ -45,7 +49,8 @@ impl Cluster {
             client,
             discovery: Default::default(),
             host,
-            concurrency,
+            limits,
+            budget,
             identities: Default::default(),
         })
     }
@@ -72,7 +77,7 @@ impl Cluster {
                 let mut config = self.config.clone();
                 config.auth_info.impersonate = Some(u.clone());
                 config.auth_info.impersonate_groups = None;
-                Client::try_from(config)?
+                self.budget.client(config)?
             }
         };
         let target = Arc::new(Target {
@@ -80,7 +85,7 @@ impl Cluster {
                 client,
                 self.client.clone(),
                 self.discovery.clone(),
-                self.concurrency,
+                self.limits.concurrency,
             ),
             drift: self.drift.clone(),
             cluster: self.host.clone(),

@@ -15,6 +15,7 @@
 
 pub mod api_server;
 pub mod kubeconfig;
+pub mod rate_limit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use crate::api::application::KubeConfigRef;
 use crate::apply::applier::{Applier, api_message};
 use crate::drift::watch::DriftWatches;
 use api_server::Cluster;
+pub use rate_limit::ClientLimits;
 
 /// How long a remote API server has to answer the probe before it counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,7 +137,7 @@ pub struct Targets {
     local: Arc<Cluster>,
     remotes: Mutex<Remotes>,
     tenancy: Tenancy,
-    concurrency: usize,
+    limits: ClientLimits,
     namespace: Option<String>,
     tx: mpsc::Sender<ObjectRef<Application>>,
 }
@@ -145,22 +147,17 @@ impl Targets {
     /// whose managed objects changed, on any cluster.
     pub fn new(
         config: Config,
-        concurrency: usize,
+        limits: ClientLimits,
         namespace: Option<String>,
         tenancy: Tenancy,
     ) -> Result<(Self, mpsc::Receiver<ObjectRef<Application>>), kube::Error> {
         let (tx, rx) = mpsc::channel(4096);
-        let local = Arc::new(Cluster::new(
-            config,
-            concurrency,
-            namespace.clone(),
-            tx.clone(),
-        )?);
+        let local = Arc::new(Cluster::new(config, limits, namespace.clone(), tx.clone())?);
         let targets = Self {
             local,
             remotes: Default::default(),
             tenancy,
-            concurrency,
+            limits,
             namespace,
             tx,
         };
@@ -244,13 +241,8 @@ impl Targets {
         let config = Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        let cluster = Cluster::new(
-            config,
-            self.concurrency,
-            self.namespace.clone(),
-            self.tx.clone(),
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+        let cluster = Cluster::new(config, self.limits, self.namespace.clone(), self.tx.clone())
+            .map_err(|e| invalid(e.to_string()))?;
         let cluster = Arc::new(cluster);
         self.remotes
             .lock()

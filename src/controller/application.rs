@@ -279,6 +279,17 @@ async fn find_artifact(
         let m = format!("GitRepository {source_name} not found");
         return Ok((ArtifactSeen::Failed(m), None));
     };
+    // Artifacts live with the controller that fetched them: a source of another shard is
+    // never checked out here.
+    if !ctx.shard.owns(source.labels()) {
+        let m = format!(
+            "GitRepository {source_name} belongs to {}, this Application to {}: give both the same {} label",
+            super::shard::Shard::describe(source.labels()),
+            ctx.shard,
+            super::shard::SHARD_LABEL,
+        );
+        return Ok((ArtifactSeen::Failed(m), None));
+    }
     let Some(artifact) = source.status.as_ref().and_then(|s| s.artifact.clone()) else {
         let why = source
             .status
@@ -355,7 +366,7 @@ pub async fn run(
     policies: Api<ImagePolicy>,
     drift_events: futures::channel::mpsc::Receiver<ObjectRef<Application>>,
 ) {
-    let controller = Controller::new(apps, watcher::Config::default().any_semantic());
+    let controller = Controller::new(apps, ctx.watch()).with_config(ctx.controller_config());
     let store = controller.store();
     let states = store.clone();
     ctx.metrics.set_application_states(Box::new(move || {
@@ -375,7 +386,8 @@ pub async fn run(
     }));
     let policy_store = store.clone();
     // Only a change of what a policy selected (or holds) concerns the Applications; a
-    // rescan that found the same image does not wake them.
+    // rescan that found the same image does not wake them. Policies of every shard are
+    // watched: an Application reads a policy's status, whichever shard scans it.
     let selections = watcher(policies, watcher::Config::default())
         .default_backoff()
         .applied_objects()
@@ -411,20 +423,16 @@ pub async fn run(
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(
-            repos,
-            watcher::Config::default(),
-            move |repo: GitRepository| {
-                let ns = repo.namespace();
-                let name = repo.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == ns && a.spec.source_ref.name == name)
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(repos, ctx.shard.watch(), move |repo: GitRepository| {
+            let ns = repo.namespace();
+            let name = repo.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace() == ns && a.spec.source_ref.name == name)
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .reconcile_on(drift_events)
         .graceful_shutdown_on(super::shutdown_signal())
         .run(

@@ -50,6 +50,10 @@ pub struct Context {
     pub min_interval: std::time::Duration,
     /// The directory `file://` sources must be under (`--file-sources-root`).
     pub file_sources_root: Option<PathBuf>,
+    /// The resources this controller reconciles.
+    pub shard: super::shard::Shard,
+    /// Resources of each kind reconciled at once (0: no bound).
+    pub reconcile_concurrency: u16,
     /// Consecutive failures to reach an Application's cluster, for the backoff.
     pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
@@ -68,7 +72,7 @@ impl Context {
     )> {
         let (targets, rx) = Targets::new(
             config,
-            opts.apply_concurrency,
+            opts.limits,
             opts.namespace.clone(),
             opts.tenancy.clone(),
         )?;
@@ -94,8 +98,20 @@ impl Context {
             receivers_enabled: false,
             min_interval: DEFAULT_MIN_INTERVAL,
             file_sources_root: opts.file_sources_root.clone(),
+            shard: opts.shard.clone(),
+            reconcile_concurrency: opts.reconcile_concurrency,
         };
         Ok((ctx, rx))
+    }
+
+    /// The watch of this controller's resources of one kind (its shard's label selector).
+    pub fn watch(&self) -> kube::runtime::watcher::Config {
+        self.shard.watch().any_semantic()
+    }
+
+    /// How many resources of one kind are reconciled at once.
+    pub fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.reconcile_concurrency)
     }
 
     /// A resource's `interval`, never below `--min-interval` (`default` when unparsable).

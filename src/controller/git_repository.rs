@@ -11,7 +11,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::watcher;
 
 use super::context::{Context, FINALIZER, remove_dir};
 use super::status::{apply_status, with_jitter};
@@ -339,7 +338,8 @@ async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action
 }
 
 pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>) {
-    Controller::new(api, watcher::Config::default().any_semantic())
+    Controller::new(api, ctx.watch())
+        .with_config(ctx.controller_config())
         .graceful_shutdown_on(super::shutdown_signal())
         .run(
             |obj, ctx| super::measured(obj, ctx, reconcile),

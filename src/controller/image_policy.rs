@@ -11,7 +11,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 
 use super::context::Context;
 use super::status::{apply_status, with_jitter};
@@ -309,7 +308,8 @@ pub fn backoff(attempts: u32, interval: Duration, rate_limited: bool) -> Duratio
 }
 
 pub async fn run(ctx: Arc<Context>, api: Api<ImagePolicy>) {
-    Controller::new(api, watcher::Config::default().any_semantic())
+    Controller::new(api, ctx.watch())
+        .with_config(ctx.controller_config())
         .graceful_shutdown_on(super::shutdown_signal())
         .run(
             |obj, ctx| super::measured(obj, ctx, reconcile),

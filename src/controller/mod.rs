@@ -18,11 +18,13 @@ pub mod guards;
 pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
+pub mod leader;
 pub mod live_health;
 pub mod reasons;
 pub mod receiver;
 pub mod rollout;
 pub mod secrets;
+pub mod shard;
 pub mod status;
 pub mod sync;
 pub mod trigger;
@@ -43,8 +45,14 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Root of the Git caches and artifacts.
     pub data_dir: std::path::PathBuf,
-    /// Objects applied at once.
-    pub apply_concurrency: usize,
+    /// Objects applied at once, and requests per second toward each API server.
+    pub limits: crate::cluster::ClientLimits,
+    /// Resources of each kind reconciled at once (0: no bound).
+    pub reconcile_concurrency: u16,
+    /// The resources this controller reconciles (`--shard`).
+    pub shard: shard::Shard,
+    /// The Lease to hold before reconciling; every replica reconciles when `None`.
+    pub election: Option<leader::Election>,
     /// Where the webhook receivers listen; no receiver server when `None`.
     pub receiver_addr: Option<std::net::SocketAddr>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; none when `None`.
@@ -64,7 +72,8 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
     }
 }
 
-/// Checks the CRDs, then runs every reconciler until SIGTERM or Ctrl-C.
+/// Checks the CRDs, serves health, metrics and webhooks, and (once it holds the Lease, with
+/// leader election) runs every reconciler until SIGTERM or Ctrl-C.
 pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
     // One client for everything the controller does as itself (built by the targets).
     let (mut ctx, drift_events) = Context::new(config, &opts)?;
@@ -78,31 +87,101 @@ pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
         let endpoints = ctx.endpoints.clone();
         let metrics = ctx.metrics.clone();
         let (hooks, ops) = (opts.receiver_addr, opts.metrics_addr);
-        async move {
+        tokio::spawn(async move {
             if let Err(e) =
                 crate::server::serve(hooks, ops, endpoints, queue_tx, metrics, shutdown_signal())
                     .await
             {
                 tracing::error!(error = %e, "HTTP server failed");
             }
-        }
+        })
     };
-    let dispatcher = crate::server::dispatch::run(client.clone(), queue_rx);
     tracing::info!(
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
+        shard = %opts.shard,
         "controller started"
     );
+    let result = lead(&ctx, &opts, drift_events, queue_rx).await;
+    if result.is_err() {
+        // A lost Lease: stop serving at once, the process exits (and is restarted as a
+        // standby).
+        server.abort();
+    } else {
+        let _ = server.await;
+    }
+    tracing::info!("controller stopped");
+    result
+}
+
+/// Waits for the Lease (with leader election), then reconciles until SIGTERM, and releases
+/// the Lease after the in-flight reconciles finished. Returns an error when the Lease is
+/// lost: every reconciler is dropped at that moment.
+async fn lead(
+    ctx: &Arc<Context>,
+    opts: &Options,
+    drift_events: futures::channel::mpsc::Receiver<
+        kube::runtime::reflector::ObjectRef<Application>,
+    >,
+    queue_rx: tokio::sync::mpsc::Receiver<crate::server::dispatch::Trigger>,
+) -> Result<()> {
+    let leadership = match &opts.election {
+        None => None,
+        Some(election) => {
+            ctx.endpoints.set_active(false);
+            ctx.metrics.leader.set(0);
+            tracing::info!(
+                lease = %format!("{}/{}", election.namespace, election.name),
+                identity = %election.identity,
+                "standby: waiting for the Lease"
+            );
+            tokio::select! {
+                held = election.clone().acquire(ctx.client.clone()) => Some(held?),
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+    };
+    ctx.endpoints.set_active(true);
+    ctx.metrics.leader.set(1);
+    let reconcilers = reconcile_all(ctx.clone(), opts, drift_events, queue_rx);
+    let Some(leadership) = leadership else {
+        reconcilers.await;
+        return Ok(());
+    };
+    tokio::select! {
+        _ = reconcilers => {
+            leadership.release().await;
+            Ok(())
+        }
+        lost = leadership.lost() => {
+            ctx.endpoints.set_active(false);
+            ctx.metrics.leader.set(0);
+            Err(lost.into())
+        }
+    }
+}
+
+/// Every reconciler and the webhook dispatcher, until SIGTERM or Ctrl-C.
+async fn reconcile_all(
+    ctx: Arc<Context>,
+    opts: &Options,
+    drift_events: futures::channel::mpsc::Receiver<
+        kube::runtime::reflector::ObjectRef<Application>,
+    >,
+    queue_rx: tokio::sync::mpsc::Receiver<crate::server::dispatch::Trigger>,
+) {
+    let client = ctx.client.clone();
+    let dispatcher = crate::server::dispatch::run(client.clone(), queue_rx);
     tokio::join!(
-        git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, &opts)),
-        image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, &opts)),
+        git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, opts)),
+        image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, opts)),
         application::run(
             ctx.clone(),
-            api_for::<Application>(&client, &opts),
-            api_for::<GitRepository>(&client, &opts),
-            api_for::<ImagePolicy>(&client, &opts),
+            api_for::<Application>(&client, opts),
+            api_for::<GitRepository>(&client, opts),
+            api_for::<ImagePolicy>(&client, opts),
             drift_events,
         ),
-        receiver::run(ctx.clone(), api_for::<Receiver>(&client, &opts)),
+        receiver::run(ctx.clone(), api_for::<Receiver>(&client, opts)),
         async {
             // The dispatcher ends when the server (the queue's sender) is gone.
             tokio::select! {
@@ -110,10 +189,7 @@ pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
                 _ = shutdown_signal() => {},
             }
         },
-        server,
     );
-    tracing::info!("controller stopped");
-    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

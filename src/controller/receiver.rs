@@ -10,7 +10,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::watcher;
 
 use super::context::{Context, FINALIZER};
 use super::status::apply_status;
@@ -114,7 +113,8 @@ async fn reconcile(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action>
 }
 
 pub async fn run(ctx: Arc<Context>, api: Api<Receiver>) {
-    Controller::new(api, watcher::Config::default().any_semantic())
+    Controller::new(api, ctx.watch())
+        .with_config(ctx.controller_config())
         .graceful_shutdown_on(super::shutdown_signal())
         .run(
             |obj, ctx| super::measured(obj, ctx, reconcile),

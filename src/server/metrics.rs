@@ -29,6 +29,9 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// Reconcile durations, seconds, by kind.
     pub reconcile_seconds: HistogramVec,
+    /// 1 while this replica holds the Lease (or runs without leader election), 0 on a
+    /// standby.
+    pub leader: prometheus::IntGauge,
     /// Applications by condition and its status, counted at each scrape.
     applications: IntGaugeVec,
     /// The (Ready, Healthy, Drifted) statuses of every Application (the reconciler's watch
@@ -79,7 +82,17 @@ impl Metrics {
         registry
             .register(Box::new(applications.clone()))
             .expect("register gauge");
+        let leader = prometheus::IntGauge::new(
+            "leader",
+            "1 while this replica reconciles (holds the Lease, or runs without leader election); 0 on a standby.",
+        )
+        .expect("gauge");
+        leader.set(1);
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("register gauge");
         Metrics {
+            leader,
             rollouts: counter(
                 "rollouts_total",
                 "Rollouts that ended, by strategy and result.",

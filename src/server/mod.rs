@@ -44,12 +44,33 @@ pub struct Endpoint {
 }
 
 /// Receivers by path token, filled by the Receiver reconciler.
-#[derive(Default)]
 pub struct Endpoints {
     by_token: RwLock<HashMap<String, Endpoint>>,
+    /// Whether this replica serves webhooks: a standby (not holding the Lease) answers 503,
+    /// so that only the leader triggers.
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            by_token: Default::default(),
+            active: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 impl Endpoints {
+    /// Serve webhooks (the leader, or a controller without leader election) or not.
+    pub fn set_active(&self, active: bool) {
+        self.active
+            .store(active, std::sync::atomic::Ordering::Release);
+    }
+
+    fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Registers `endpoint` under `token`, replacing what this Receiver had before.
     pub fn set(&self, token: String, endpoint: Endpoint) {
         let mut map = self.by_token.write().expect("endpoints");
@@ -109,6 +130,15 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
+    // A standby does not know the receivers (their reconciler runs on the leader only).
+    if !state.endpoints.active() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "standby: this replica does not hold the Lease; retry\n",
+        )
+            .into_response();
+    }
     // Unknown paths are refused before the body is read.
     let Some(endpoint) = state.endpoints.get(token) else {
         return reply(StatusCode::NOT_FOUND, "no receiver at this path");

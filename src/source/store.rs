@@ -124,7 +124,7 @@ impl ArtifactStore {
         // Content-addressed: a tree already in place has the same content (a reader
         // verifies it before use), so the new copy is dropped.
         if !dest.exists()
-            && let Err(e) = std::fs::rename(&tree, &dest)
+            && let Err(e) = move_sealed(&tree, &dest)
             && !dest.exists()
         {
             artifact::remove(&tmp);
@@ -170,6 +170,17 @@ impl ArtifactStore {
     pub fn remove_source(&self, namespace: &str, name: &str) {
         artifact::remove(&self.source_dir(namespace, name));
     }
+}
+
+/// Moves a sealed tree to another parent directory. Moving a directory to a new parent
+/// rewrites its `..` entry, which needs write permission on the directory itself (root
+/// skips that check, a non-root controller does not): the top is unsealed for the move
+/// and sealed again in place.
+fn move_sealed(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(from, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(from, to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o555))
 }
 
 /// The marker left beside a tree removed because it changed on disk.

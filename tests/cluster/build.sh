@@ -25,6 +25,14 @@ if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" ]]; then
   echo "$bin"
   exit 0
 fi
+# GANTRY_TOOLS=core (make demo): the control plane, kwok, helm, the registry and crane only;
+# Prometheus and sshd (tests only) are built by the next full run.
+core=false
+[[ "${GANTRY_TOOLS:-all}" == core ]] && core=true
+if $core && [[ -x "$bin/kube-apiserver" && -x "$bin/kwok" && -x "$bin/registry" && -x "$bin/crane" && -x "$bin/helm" ]]; then
+  echo "$bin"
+  exit 0
+fi
 
 mkdir -p "$bin"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
@@ -63,6 +71,10 @@ install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 install_tool registry "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+if $core; then
+  echo "$bin"
+  exit 0
+fi
 
 if [[ ! -x "$bin/prometheus" ]]; then
   log "building Prometheus from Go modules (cold: ~15 min on 2 cores)"

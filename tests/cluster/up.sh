@@ -38,8 +38,8 @@ fi
 
 bin="$("$here/build.sh")"
 ln -sfn "$bin" "$state/bin"
-rm -rf "$state/pki" "$state/etcd" "$state/logs" "$state/kwok"
-mkdir -p "$state/pki" "$state/logs" "$state/kwok"
+rm -rf "$state/pki" "$state/etcd" "$state/logs" "$state/kwok" "$state/audit"
+mkdir -p "$state/pki" "$state/logs" "$state/kwok" "$state/audit"
 : > "$state/pids"
 
 free_port() {
@@ -69,6 +69,12 @@ keyUsage=digitalSignature,keyEncipherment"
   sign admin "/O=system:masters/CN=kubernetes-admin" \
     "extendedKeyUsage=clientAuth
 keyUsage=digitalSignature,keyEncipherment"
+  # Users whose writes the audit log records (tests of leader election count them).
+  for r in a b c; do
+    sign "replica-$r" "/O=system:masters/CN=gantry-replica-$r" \
+      "extendedKeyUsage=clientAuth
+keyUsage=digitalSignature,keyEncipherment"
+  done
   openssl_q genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key
   openssl_q pkey -in sa.key -pubout -out sa.pub
 )
@@ -96,6 +102,22 @@ current-context: gantry-test
 KUBECONFIG
 chmod 600 "$state/kubeconfig"
 kc="$state/kubeconfig"
+for r in a b c; do
+  sed -e "s#$(b64 "$pki/admin.crt")#$(b64 "$pki/replica-$r.crt")#" \
+      -e "s#$(b64 "$pki/admin.key")#$(b64 "$pki/replica-$r.key")#" "$kc" > "$state/replica-$r.kubeconfig"
+  chmod 600 "$state/replica-$r.kubeconfig"
+done
+# The audit log records the writes of the replica users only (metadata: who, verb, object).
+cat > "$state/audit-policy.yaml" <<POLICY
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["gantry-replica-a", "gantry-replica-b", "gantry-replica-c"]
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+POLICY
 
 start() { # name args...
   local name="$1"; shift
@@ -142,6 +164,8 @@ start kube-apiserver \
   --authorization-mode Node,RBAC \
   --service-cluster-ip-range 10.96.0.0/16 \
   --allow-privileged=true --profiling=false \
+  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/audit/audit.log" \
+  --audit-log-format json \
   --max-requests-inflight 1000 --max-mutating-requests-inflight 500
 wait_for kube-apiserver 90 "$bin/kubectl" --kubeconfig "$kc" get --raw /readyz
 if [[ "${GANTRY_TEST_APISERVER_ONLY:-}" == 1 ]]; then

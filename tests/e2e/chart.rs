@@ -61,7 +61,7 @@ async fn chart_installs_and_its_deployment_becomes_available() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "chart").await;
     let release = format!("g{}", &ns.name[ns.name.len() - 6..]);
-    helm(&[
+    let installed = helm(&[
         "install",
         &release,
         &chart_dir(),
@@ -70,6 +70,12 @@ async fn chart_installs_and_its_deployment_becomes_available() {
         "--set",
         "watchNamespace=somewhere",
     ]);
+    // NOTES.txt says what was installed and how to check it.
+    assert!(
+        installed.contains("Watching namespace somewhere only")
+            && installed.contains("gantry crds | kubectl apply --server-side -f -"),
+        "{installed}"
+    );
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let name = format!("{release}-gantry");
@@ -84,6 +90,7 @@ async fn chart_installs_and_its_deployment_becomes_available() {
     .await;
     let pod = d.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
+    let fullname = format!("--leader-election-id={release}-gantry");
     assert_eq!(
         container.args.as_ref().unwrap(),
         &[
@@ -91,7 +98,14 @@ async fn chart_installs_and_its_deployment_becomes_available() {
             "--namespace=somewhere",
             "--receiver-addr=0.0.0.0:9292",
             "--metrics-addr=0.0.0.0:9293",
-            "--min-interval=10s"
+            "--min-interval=10s",
+            "--concurrent=64",
+            "--apply-concurrency=32",
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
+            "--leader-elect",
+            &fullname,
+            "--leader-election-lease-duration=15s",
         ]
     );
     // Receivers are reachable through a Service on the named container port.
@@ -111,7 +125,136 @@ async fn chart_installs_and_its_deployment_becomes_available() {
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
 
+    // An upgrade of the running release: two replicas (one leader) and a shard.
+    helm(&[
+        "upgrade",
+        &release,
+        &chart_dir(),
+        "--namespace",
+        &ns.name,
+        "--reuse-values",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "shards={eu}",
+        "--wait",
+        "--timeout=90s",
+    ]);
+    let d = deployments.get(&name).await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    let eu = eventually(
+        "the eu shard's Deployment to be available",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get(&format!("{name}-eu")).await.ok()?;
+            (d.status.as_ref()?.available_replicas? >= 2).then_some(d)
+        },
+    )
+    .await;
+    let args = eu.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--shard=eu".to_string()), "{args:?}");
+    services
+        .get(&format!("{release}-gantry-eu-receiver"))
+        .await
+        .unwrap();
+
+    // Uninstall removes the release and keeps the CRDs (and with them every resource).
     helm(&["uninstall", &release, "--namespace", &ns.name, "--wait"]);
+    assert!(deployments.get_opt(&name).await.unwrap().is_none());
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in [
+        "applications.gantry.dev",
+        "gitrepositories.gantry.dev",
+        "imagepolicies.gantry.dev",
+        "receivers.gantry.dev",
+    ] {
+        assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} kept");
+    }
+}
+
+/// Every value in values.yaml is described by values.schema.json (which refuses unknown
+/// keys), so no value is silently ignored.
+#[test]
+fn the_schema_covers_every_value() {
+    let dir = std::path::PathBuf::from(chart_dir());
+    let values: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
+            .unwrap();
+    fn walk(
+        value: &serde_json::Value,
+        schema: &serde_json::Value,
+        path: &str,
+        missing: &mut Vec<String>,
+    ) {
+        let Some(map) = value.as_object() else { return };
+        // Free-form objects (resources, nodeSelector, labels, ...) are typed as objects.
+        let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+            return;
+        };
+        for (k, v) in map {
+            match props.get(k) {
+                None => missing.push(format!("{path}{k}")),
+                Some(s) => walk(v, s, &format!("{path}{k}."), missing),
+            }
+        }
+    }
+    let mut missing = vec![];
+    walk(&values, &schema, "", &mut missing);
+    assert!(missing.is_empty(), "values without a schema: {missing:?}");
+}
+
+#[test]
+fn shards_and_the_service_monitor_render() {
+    let out = helm(&[
+        "template",
+        "r",
+        &chart_dir(),
+        "--kube-version",
+        "1.35.0",
+        "--set",
+        "shards={eu,us}",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]);
+    let docs: Vec<serde_json::Value> = out
+        .split("\n---")
+        .filter_map(|d| serde_yaml::from_str(d).ok())
+        .filter(|d: &serde_json::Value| d.is_object())
+        .collect();
+    let deployments: Vec<&serde_json::Value> =
+        docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 3);
+    let selectors: std::collections::BTreeSet<String> = deployments
+        .iter()
+        .map(|d| {
+            d["spec"]["selector"]["matchLabels"]["gantry.dev/controller-shard"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(selectors, ["default", "eu", "us"].map(String::from).into());
+    let us = deployments
+        .iter()
+        .find(|d| d["metadata"]["name"] == "r-gantry-us")
+        .unwrap();
+    let args = us["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    assert!(args.contains(&serde_json::json!("--shard=us")));
+    assert!(docs.iter().any(|d| d["kind"] == "ServiceMonitor"));
+    // A shard named like the default one is refused.
+    let out = Command::new(tool("helm"))
+        .args(["lint", &chart_dir(), "--set", "shards={default}"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {

@@ -16,6 +16,8 @@ mod git_server;
 mod git_source;
 mod image_automation;
 mod image_policy;
+mod in_cluster;
+mod leader;
 mod ownership;
 mod policies;
 mod receivers;

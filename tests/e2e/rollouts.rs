@@ -232,14 +232,14 @@ async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
     );
 }
 
-const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n    - port: 80\n";
+pub(crate) const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n    - port: 80\n";
 
-fn deployment_n(image: &str, replicas: i32) -> String {
+pub(crate) fn deployment_n(image: &str, replicas: i32) -> String {
     deployment(image).replace("replicas: 3", &format!("replicas: {replicas}"))
 }
 
 /// A canary Application on the local Git server, synced and healthy at its first commit.
-async fn canary_app(
+pub(crate) async fn canary_app(
     client: &kube::Client,
     ns: &str,
     server: &GitServer,

@@ -26,3 +26,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* The name of a shard's Deployment (and Service): <fullname>, or <fullname>-<shard>. */}}
+{{- define "gantry.shardName" -}}
+{{- $root := index . 0 -}}
+{{- $shard := index . 1 -}}
+{{- if $shard -}}
+{{- printf "%s-%s" (include "gantry.fullname" $root) $shard | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- include "gantry.fullname" $root -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The label that tells a shard's pods apart (the default shard is "default"). */}}
+{{- define "gantry.shardLabels" -}}
+gantry.dev/controller-shard: {{ . | default "default" | quote }}
+{{- end -}}
