@@ -43,6 +43,14 @@ push_image() { # TAG: a one-layer image team/web:TAG in the local registry
   rm -rf "$dir"
 }
 
+# A second run starts from scratch: the previous run's namespaces go (no controller runs
+# now to finalize its resources, so their finalizers are dropped first).
+for kind in gapp gitrepo imagepolicy; do
+  for r in $(kubectl -n "$ns" get "$kind" -o name 2>/dev/null); do
+    kubectl -n "$ns" patch "$r" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+  done
+done
+kubectl delete namespace "$ns" web --ignore-not-found --wait=true >/dev/null
 rm -rf "$work"; mkdir -p "$work/git" "$work/src/apps" "$work/registry"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
@@ -95,7 +103,7 @@ spec:
   interval: 2s
   filterTags:
     pattern: '^build-(?P<n>[0-9]+)'
-    extract: '\$n'
+    extract: "n"
   policy:
     numerical:
       order: asc

@@ -186,7 +186,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         "never" => false,
         _ => std::io::stdout().is_terminal(),
     };
-    let force = app.as_ref().is_some_and(sync::force_conflicts);
+    // A diff shows what applying Git would change, hand edits of other field managers
+    // included (audit mode exists to show them): the dry-run takes the fields over, as a
+    // heal would, instead of stopping at the conflict. Nothing is written.
+    let force = true;
     let mut differences = 0;
     for d in &desired {
         let Some(diffed) = applier

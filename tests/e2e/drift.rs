@@ -153,6 +153,38 @@ async fn audit_mode_reports_and_changes_nothing() {
     );
     assert_eq!(mode(&client, &ns.name).await, "unsafe");
 
+    // `gantry diff --app` shows the hand edits (exit 1), not the field-manager conflict
+    // a non-forced dry-run would stop at, and changes nothing either.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "diff",
+            "--app",
+            &format!("{}/app", ns.name),
+            "--color",
+            "never",
+        ])
+        .env("KUBECONFIG", crate::support::cluster::kubeconfig_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("- image: registry.example.com/web:hacked")
+            && text.contains("- image: registry.example.com/web:1.0.0")
+            && text.contains("-  mode: unsafe")
+            && text.contains("+  mode: safe"),
+        "{text}"
+    );
+    assert_eq!(
+        image(&client, &ns.name).await,
+        "registry.example.com/web:hacked"
+    );
+
     // Putting the values back clears the drift.
     hand_edit_back(&client, &ns.name).await;
     eventually("Drifted=False", Duration::from_secs(15), || async {
