@@ -74,11 +74,13 @@ fn start(ns: &str, replica: &str) -> Replica {
 async fn leads(r: &Replica) -> bool {
     let url = format!("http://127.0.0.1:{}/metrics", r.metrics_port);
     match reqwest::get(&url).await {
+        // The sample line, not the HELP text (which also begins "gantry_leader 1 ...").
         Ok(resp) => resp
             .text()
             .await
             .unwrap_or_default()
-            .contains("gantry_leader 1"),
+            .lines()
+            .any(|l| l == "gantry_leader 1"),
         Err(_) => false,
     }
 }

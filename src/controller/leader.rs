@@ -75,11 +75,10 @@ impl Election {
         }
     }
 
-    /// Waits until this replica holds the Lease (creating it if needed), then keeps
-    /// renewing it in the background.
-    pub async fn acquire(self, client: Client) -> Result<Leadership, LeaseError> {
+    /// A lease manager that has just read the Lease (creating it if needed).
+    async fn manager(&self, client: &Client) -> Result<LeaseManager, LeaseError> {
         let duration = seconds(self.duration);
-        let manager = LeaseManagerBuilder::new(client.clone(), &self.name)
+        LeaseManagerBuilder::new(client.clone(), &self.name)
             .with_namespace(&self.namespace)
             .with_identity(&self.identity)
             .with_duration(duration)
@@ -87,12 +86,18 @@ impl Election {
             .with_field_manager(format!("gantry-lease-{}", self.identity))
             .build()
             .await
-            .map_err(|e| self.error(e))?;
-        let manager = Arc::new(manager);
-        let leases: Api<Lease> = Api::namespaced(client, &self.namespace);
+            .map_err(|e| self.error(e))
+    }
+
+    /// Waits until this replica holds the Lease (creating it if needed), then keeps
+    /// renewing it in the background.
+    pub async fn acquire(self, client: Client) -> Result<Leadership, LeaseError> {
+        let mut manager = Arc::new(self.manager(&client).await?);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
         // `changed` returns when the holder changes; while another replica holds the Lease
-        // it sleeps until the Lease would expire. A holder that releases it (SIGTERM) is
-        // seen on a watch of the Lease, and the standby takes over at once.
+        // it sleeps until the Lease would expire, on what it read before. A holder that
+        // releases the Lease (SIGTERM) is seen on a watch of it, and the standby reads it
+        // afresh (a new manager) and takes it at once.
         loop {
             tokio::select! {
                 changed = manager.changed() => match changed {
@@ -105,6 +110,10 @@ impl Election {
                 },
                 () = released(&leases, &self.name) => {
                     tracing::debug!("the holder released the Lease");
+                    match self.manager(&client).await {
+                        Ok(m) => manager = Arc::new(m),
+                        Err(e) => tracing::warn!(error = %e, "waiting for the Lease"),
+                    }
                 }
             }
         }

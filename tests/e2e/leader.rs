@@ -35,13 +35,17 @@ fn replica_kubeconfig(replica: &str) -> PathBuf {
 }
 
 fn start_replica(ns: &str, replica: &str) -> GantryController {
+    start_replica_with_lease(ns, replica, LEASE)
+}
+
+fn start_replica_with_lease(ns: &str, replica: &str, lease: &str) -> GantryController {
     GantryController::start_with(
         ns,
         &replica_kubeconfig(replica),
         &[
             "--leader-elect",
             &format!("--leader-election-identity=replica-{replica}"),
-            &format!("--leader-election-lease-duration={LEASE}"),
+            &format!("--leader-election-lease-duration={lease}"),
         ],
     )
 }
@@ -110,9 +114,11 @@ async fn two_replicas_only_the_lease_holder_writes_and_sigterm_hands_over() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "ha-two").await;
-    let mut a = start_replica(&ns.name, "a");
+    // A long Lease: the hand-over on SIGTERM must not wait for it to expire (a holder
+    // renews 20 s into it, so it is always valid for 10 s more).
+    let mut a = start_replica_with_lease(&ns.name, "a", "30s");
     wait_leader(&a, "replica a to hold the Lease").await;
-    let b = start_replica(&ns.name, "b");
+    let b = start_replica_with_lease(&ns.name, "b", "30s");
 
     let server = GitServer::start();
     let files = configmaps(3);
@@ -169,10 +175,16 @@ async fn two_replicas_only_the_lease_holder_writes_and_sigterm_hands_over() {
     );
 
     // SIGTERM: a finishes, releases the Lease, and b takes over and syncs the next commit.
+    let stopped = std::time::Instant::now();
     let status = a.process.terminate();
     assert!(status.success(), "a stopped cleanly: {status}");
     assert!(a.log().contains("released the Lease"), "{}", a.log());
     wait_leader(&b, "replica b to take the released Lease").await;
+    let handover = stopped.elapsed();
+    assert!(
+        handover < Duration::from_secs(9),
+        "b took over after {handover:?}: it waited for the Lease to expire instead of seeing it released"
+    );
     let ws = Workspace::clone_from(&server, "app");
     ws.write(
         "app/cm-new.yaml",
