@@ -63,7 +63,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", parts.join("   ").trim_end());
+        crate::outln!("{}", parts.join("   ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());
     for r in rows {

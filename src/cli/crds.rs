@@ -25,7 +25,7 @@ pub fn render_all() -> Result<String> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.out_dir {
-        None => print!("{}", render_all()?),
+        None => crate::out!("{}", render_all()?),
         Some(dir) => {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
             for crd in api::crds() {

@@ -206,7 +206,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         );
         if let Some(text) = unified(&title, diffed.live.as_ref(), Some(&diffed.after)) {
             differences += 1;
-            print!("{}", colorize(&text, color));
+            crate::out!("{}", colorize(&text, color));
         }
     }
     // With --app, objects in the inventory that Git no longer has would be pruned.
@@ -228,7 +228,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 let live = mask(live);
                 if let Some(text) = unified(&describe(&e).replace(' ', "/"), Some(&live), None) {
                     differences += 1;
-                    print!("{}", colorize(&text, color));
+                    crate::out!("{}", colorize(&text, color));
                 }
             }
         }

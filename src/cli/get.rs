@@ -59,8 +59,8 @@ where
 
 fn emit<T: serde::Serialize>(items: &[T], output: Output) -> Result<bool> {
     match output {
-        Output::Yaml => print!("{}", serde_yaml::to_string(items)?),
-        Output::Json => println!(
+        Output::Yaml => crate::out!("{}", serde_yaml::to_string(items)?),
+        Output::Json => crate::outln!(
             "{}",
             serde_json::to_string_pretty(items).unwrap_or_default()
         ),
@@ -82,9 +82,15 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     .iter()
                     .map(|a| {
                         let st = a.status.clone().unwrap_or_default();
-                        let drift = conditions::find(&st.conditions, conditions::DRIFTED)
-                            .map(|c| c.status.clone())
-                            .unwrap_or_else(|| "-".into());
+                        let status_of = |type_: &str| {
+                            conditions::find(&st.conditions, type_)
+                                .map(|c| c.status.clone())
+                                .unwrap_or_else(|| "-".into())
+                        };
+                        let (healthy, drift) = (
+                            status_of(conditions::HEALTHY),
+                            status_of(conditions::DRIFTED),
+                        );
                         let msg = conditions::find(&st.conditions, conditions::READY)
                             .map(|c| c.message.clone())
                             .unwrap_or_default();
@@ -94,6 +100,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                             st.cluster.clone().unwrap_or_else(|| "-".into()),
                             st.last_applied_revision.unwrap_or_else(|| "-".into()),
                             ready(&st.conditions),
+                            healthy,
                             drift,
                             age(a.metadata.creation_timestamp.as_ref()),
                             msg.chars().take(80).collect(),
@@ -107,6 +114,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                         "CLUSTER",
                         "REVISION",
                         "READY",
+                        "HEALTHY",
                         "DRIFT",
                         "AGE",
                         "MESSAGE",

@@ -1,5 +1,32 @@
 //! The `gantry` command line: one file per command.
 
+/// `print!` to stdout; a reader that went away (`gantry history | head -1`) ends the command
+/// quietly with exit 0, as SIGPIPE ends a C program, instead of a panic.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout, ending quietly when the reader went away (see [`out!`]).
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Writes to stdout; exits 0 on a closed pipe, 2 on any other write error.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 pub mod common;
 pub mod controller;
 pub mod crds;

@@ -59,8 +59,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     )
     .await?;
     for d in set {
-        println!("---");
-        print!("{}", serde_yaml::to_string(&d.object)?);
+        crate::outln!("---");
+        crate::out!("{}", serde_yaml::to_string(&d.object)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,21 +110,21 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let verb = if dry_run { "would revert" } else { "reverted" };
-    println!(
+    crate::outln!(
         "{verb} {} commit(s) to return {} to {to}:",
         result.commits.len(),
         app.spec.path
     );
     for c in &result.commits {
-        println!("  {} {}", &c.id[..12], c.summary);
+        crate::outln!("  {} {}", &c.id[..12], c.summary);
     }
     if dry_run {
-        println!();
-        print!("{}", result.diff);
+        crate::outln!();
+        crate::out!("{}", result.diff);
         return Ok(ExitCode::SUCCESS);
     }
     let pushed = result.pushed.clone().unwrap_or_default();
-    println!("pushed {pushed}");
+    crate::outln!("pushed {pushed}");
     request_reconcile(&repos, &source.name_any()).await?;
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -153,7 +153,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         let healthy = conditions::find(&st.conditions, conditions::HEALTHY)
             .is_some_and(|c| c.status == "True");
         if at_revert && ready.is_some_and(|c| c.status == "True") && healthy {
-            println!("{ns}/{name} is Ready at {pushed}");
+            crate::outln!("{ns}/{name} is Ready at {pushed}");
             return Ok(ExitCode::SUCCESS);
         }
         if tokio::time::Instant::now() >= deadline {

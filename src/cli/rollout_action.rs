@@ -44,6 +44,6 @@ pub async fn run(args: Args, action: &str) -> Result<ExitCode> {
         &Patch::Merge(json!({"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: stamp}}})),
     )
     .await?;
-    println!("{action} of the canary of {ns}/{name} requested");
+    crate::outln!("{action} of the canary of {ns}/{name} requested");
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,7 @@ pub async fn run(args: Args, suspend: bool) -> Result<ExitCode> {
         &Patch::Merge(json!({"spec": {"suspend": suspend}})),
     )
     .await?;
-    println!(
+    crate::outln!(
         "{ns}/{name} {}",
         if suspend { "suspended" } else { "resumed" }
     );

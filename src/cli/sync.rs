@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         if st.last_handled_request.as_deref() == Some(stamp.as_str()) {
             match (ready, healthy) {
                 (Some(r), Some(h)) if r.status == "True" && h.status == "True" => {
-                    println!("{ns}/{name}: {}", r.message);
+                    crate::outln!("{ns}/{name}: {}", r.message);
                     return Ok(ExitCode::SUCCESS);
                 }
                 (Some(r), _) if r.status == "False" => {

@@ -5,6 +5,6 @@ use std::process::ExitCode;
 use crate::error::Result;
 
 pub fn run() -> Result<ExitCode> {
-    println!("gantry {}", env!("CARGO_PKG_VERSION"));
+    crate::outln!("gantry {}", env!("CARGO_PKG_VERSION"));
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,10 @@ pub enum RenderError {
         source_name: String,
         message: String,
     },
+    #[error(
+        "no manifests found at {path} (found: {found}): Gantry renders YAML and JSON files, a kustomization.yaml or a Chart.yaml"
+    )]
+    NoManifests { path: String, found: String },
     #[error("render limit exceeded: {0}")]
     TooLarge(String),
     #[error("{tool} is needed to render this Application but was not found: {hint}")]

@@ -117,11 +117,57 @@ pub fn parse_documents(
     Ok(())
 }
 
+/// The error for a directory with files but not one YAML or JSON file: it names the path
+/// and what is there instead (a format Gantry does not render, a wrong path), rather than
+/// deploying nothing and reporting success. `None` for a directory without files.
+fn no_manifests(root: &Path, dir: &Path) -> Option<RenderError> {
+    let mut found = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                found.push(
+                    path.strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return None;
+    }
+    let shown = if found.len() > 5 {
+        format!("{}, and {} more", found[..5].join(", "), found.len() - 5)
+    } else {
+        found.join(", ")
+    };
+    let at = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+    Some(RenderError::NoManifests {
+        path: if at.is_empty() { ".".into() } else { at },
+        found: shown,
+    })
+}
+
 /// Renders every manifest under `dir` (inside `root`).
 pub fn render(root: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Value>, RenderError> {
     let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
     let mut files = vec![];
     collect(&root, dir, limits, &mut files)?;
+    // Files, but none Gantry renders (an empty directory is an empty render: allowEmpty).
+    if files.is_empty()
+        && let Some(e) = no_manifests(&root, dir)
+    {
+        return Err(e);
+    }
     let mut total = 0u64;
     let mut objects = vec![];
     for file in files {
@@ -150,6 +196,22 @@ mod tests {
     fn parse(text: &str) -> Result<Vec<Value>, RenderError> {
         let mut out = vec![];
         parse_documents("t.yaml", text, &Limits::default(), &mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_path_without_manifests_says_what_it_holds() {
+        let root = tempfile::tempdir().unwrap();
+        let app = root.path().join("app");
+        std::fs::create_dir_all(app.join("lib")).unwrap();
+        std::fs::write(app.join("main.jsonnet"), "{}").unwrap();
+        std::fs::write(app.join("lib/k.libsonnet"), "{}").unwrap();
+        let err = render(root.path(), &app, &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no manifests found at app (found: lib/k.libsonnet, main.jsonnet): Gantry renders YAML and JSON files, a kustomization.yaml or a Chart.yaml"
+        );
     }
 
     #[test]

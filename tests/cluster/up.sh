@@ -170,7 +170,7 @@ start kube-apiserver \
 wait_for kube-apiserver 90 "$bin/kubectl" --kubeconfig "$kc" get --raw /readyz
 if [[ "${GANTRY_TEST_APISERVER_ONLY:-}" == 1 ]]; then
   wait_for "the default namespace" 30 "$bin/kubectl" --kubeconfig "$kc" get namespace default
-  printf 'KUBECONFIG=%s\nGANTRY_TEST_KUBECONFIG=%s\nGANTRY_TEST_BIN=%s\n' "$kc" "$kc" "$bin" > "$state/env"
+  printf 'export KUBECONFIG=%s\nexport GANTRY_TEST_KUBECONFIG=%s\nexport GANTRY_TEST_BIN=%s\n' "$kc" "$kc" "$bin" > "$state/env"
   log "ready (etcd and kube-apiserver only): export KUBECONFIG=$kc"
   exit 0
 fi
@@ -241,9 +241,10 @@ nodes_ready() {
 wait_for "$NODES kwok nodes to be Ready" 60 nodes_ready
 wait_for "the default ServiceAccount" 60 "$bin/kubectl" --kubeconfig "$kc" -n default get serviceaccount default
 
+# `source` it (exported, so kubectl and gantry see the cluster too) or `set -a; source`.
 cat > "$state/env" <<ENV
-KUBECONFIG=$kc
-GANTRY_TEST_KUBECONFIG=$kc
-GANTRY_TEST_BIN=$bin
+export KUBECONFIG=$kc
+export GANTRY_TEST_KUBECONFIG=$kc
+export GANTRY_TEST_BIN=$bin
 ENV
 log "ready: export KUBECONFIG=$kc   (stop with: make cluster-down)"

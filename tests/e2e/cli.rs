@@ -53,6 +53,44 @@ fn render_prints_the_normalized_set_without_a_cluster() {
     );
 }
 
+#[test]
+fn render_of_a_path_without_manifests_fails_and_says_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.jsonnet"), "{}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("render")
+        .arg(dir.path())
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no manifests found at") && err.contains("(found: main.jsonnet)"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+/// `gantry render DIR | head -1`: the reader goes away; the command ends quietly (exit 0),
+/// not with a panic (exit 101).
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let dir = format!("{}/examples/apps/web", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["render", &dir])
+        .env("KUBECONFIG", "/nonexistent")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[tokio::test]
 async fn diff_get_history_sync_and_suspend() {
     let client = client().await;
@@ -139,6 +177,12 @@ async fn diff_get_history_sync_and_suspend() {
         "{}",
         stdout(&out)
     );
+    // The columns of `kubectl get gantry`: READY, HEALTHY and DRIFT with their statuses.
+    let table = stdout(&out);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    let at = |col: &str| row[header.iter().position(|h| *h == col).unwrap()];
+    assert_eq!((at("READY"), at("HEALTHY")), ("True", "True"), "{table}");
     let out = gantry(&["get", "sources", "-n", &ns.name, "-o", "json"]);
     let sources: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sources[0]["metadata"]["name"], "app");
@@ -169,4 +213,28 @@ async fn diff_get_history_sync_and_suspend() {
     .await;
     assert!(app.spec.suspend);
     assert!(gantry(&["resume", &target]).status.success());
+}
+
+/// `source target/testcluster/env` (without `set -a`) is enough for kubectl to reach the
+/// test cluster: the file exports its variables.
+#[test]
+fn sourcing_the_cluster_env_file_points_kubectl_at_the_cluster() {
+    let env = kubeconfig_path().parent().unwrap().join("env");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && \"$GANTRY_TEST_BIN/kubectl\" get --raw /readyz",
+            env.display()
+        ))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
 }
