@@ -119,6 +119,13 @@ impl Applier {
         self.resolve(&key.group, &key.version, &key.kind).await
     }
 
+    /// The cluster's version and API versions, for Helm (cached per cluster).
+    pub async fn capabilities(
+        &self,
+    ) -> Result<std::sync::Arc<crate::render::Capabilities>, kube::Error> {
+        self.discovery.capabilities(&self.discovery_client).await
+    }
+
     /// Forgets what discovery knew about a group (after CRDs of that group changed).
     pub fn invalidate(&self, group: &str) {
         self.discovery.invalidate(group);

@@ -7,6 +7,8 @@ use kube::Client;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope;
 
+use crate::render::Capabilities;
+
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub resource: ApiResource,
@@ -18,7 +20,13 @@ pub struct Resolved {
 #[derive(Default)]
 pub struct Discovery {
     cache: Mutex<HashMap<(String, String, String), Resolved>>,
+    /// The cluster's version and API versions, with the time they were read.
+    capabilities: Mutex<Option<(std::time::Instant, std::sync::Arc<Capabilities>)>>,
 }
+
+/// How long the cluster's capabilities are reused (a CRD installed meanwhile shows up after
+/// this, or at once when a CRD of the set changes: [`Discovery::invalidate`]).
+const CAPABILITIES_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Discovery {
     pub async fn resolve(
@@ -57,5 +65,39 @@ impl Discovery {
             .lock()
             .expect("discovery cache")
             .retain(|k, _| k.0 != group);
+        *self.capabilities.lock().expect("capabilities") = None;
+    }
+
+    /// The cluster's version and every served API version and kind (two aggregated
+    /// discovery requests and `/version`), cached for five minutes.
+    pub async fn capabilities(
+        &self,
+        client: &Client,
+    ) -> Result<std::sync::Arc<Capabilities>, kube::Error> {
+        if let Some((at, caps)) = &*self.capabilities.lock().expect("capabilities")
+            && at.elapsed() < CAPABILITIES_TTL
+        {
+            return Ok(caps.clone());
+        }
+        let version = client.apiserver_version().await?;
+        let discovery = kube::discovery::Discovery::new(client.clone())
+            .run_aggregated()
+            .await?;
+        let mut api_versions = std::collections::BTreeSet::new();
+        for group in discovery.groups() {
+            for version in group.versions() {
+                for (resource, _) in group.versioned_resources(version) {
+                    api_versions.insert(resource.api_version.clone());
+                    api_versions.insert(format!("{}/{}", resource.api_version, resource.kind));
+                }
+            }
+        }
+        let caps = std::sync::Arc::new(Capabilities {
+            kube_version: version.git_version,
+            api_versions: api_versions.into_iter().collect(),
+        });
+        *self.capabilities.lock().expect("capabilities") =
+            Some((std::time::Instant::now(), caps.clone()));
+        Ok(caps)
     }
 }

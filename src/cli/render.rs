@@ -40,6 +40,8 @@ pub async fn render_dir(
         namespace,
         spec: Some(&spec),
         limits: Limits::default(),
+        // No cluster: Helm's own defaults.
+        capabilities: None,
     };
     let objects = render::render(dir, ".", &req)
         .await

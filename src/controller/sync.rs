@@ -13,7 +13,7 @@ use crate::apply::inventory;
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions};
 use crate::cluster::Target;
-use crate::render::{self, Limits, RenderRequest};
+use crate::render::{self, Capabilities, Limits, RenderRequest};
 
 /// Why a sync stopped, with the condition reason for each stage.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,22 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
     let app = input.app;
     let name = app.metadata.name.clone().unwrap_or_default();
     let ns = default_namespace(app);
+    // Helm renders against the target cluster's version and API versions.
+    let capabilities = if Capabilities::wanted(
+        &input.artifact_root.join(&app.spec.path),
+        app.spec.render.as_ref(),
+    ) {
+        Some(
+            input
+                .target
+                .applier
+                .capabilities()
+                .await
+                .map_err(SyncError::Kube)?,
+        )
+    } else {
+        None
+    };
     let req = RenderRequest {
         release_name: app
             .spec
@@ -137,6 +153,7 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
                 .min(Duration::from_secs(300)),
             ..Limits::default()
         },
+        capabilities: capabilities.as_deref(),
     };
     if let Some(digest) = input.artifact_digest {
         guards::verify_artifact(input.artifact_root, digest)

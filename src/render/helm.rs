@@ -118,6 +118,16 @@ pub async fn render(
         req.namespace.to_string(),
         "--include-crds".into(),
     ];
+    // The target cluster, so `kubeVersion` constraints and `.Capabilities` see it (helm's
+    // default is an old Kubernetes version and only the built-in API versions).
+    if let Some(caps) = req.capabilities {
+        args.push("--kube-version".into());
+        args.push(caps.kube_version.clone());
+        if !caps.api_versions.is_empty() {
+            args.push("--api-versions".into());
+            args.push(caps.api_versions.join(","));
+        }
+    }
     for v in values {
         args.push("--values".into());
         args.push(tmp.path().join(v).display().to_string());

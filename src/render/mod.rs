@@ -73,6 +73,30 @@ pub struct RenderRequest<'a> {
     pub namespace: &'a str,
     pub spec: Option<&'a RenderSpec>,
     pub limits: Limits,
+    /// The target cluster as Helm's `.Capabilities` sees it; Helm's defaults when `None`
+    /// (no cluster: `gantry render`).
+    pub capabilities: Option<&'a Capabilities>,
+}
+
+/// A cluster's version and API versions, for Helm's `--kube-version` and `--api-versions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// As `/version` reports it, e.g. `v1.35.4`.
+    pub kube_version: String,
+    /// `group/version` (`v1` for the core group) and `group/version/Kind` of every served
+    /// resource, as `.Capabilities.APIVersions.Has` looks them up.
+    pub api_versions: Vec<String>,
+}
+
+impl Capabilities {
+    /// Whether the render of `dir` (with `spec`) is a Helm render, the one that reads them.
+    pub fn wanted(dir: &Path, spec: Option<&RenderSpec>) -> bool {
+        match spec.map(|s| s.kind) {
+            Some(RenderKind::Helm) => true,
+            Some(RenderKind::Auto) | None => detect(dir) == RenderKind::Helm,
+            Some(_) => false,
+        }
+    }
 }
 
 /// The renderer `auto` picks for a directory.

@@ -115,6 +115,54 @@ async fn helm_chart_syncs_with_values_files_and_inline_values() {
     assert_eq!(data["color"], "green");
 }
 
+/// A chart that requires a recent Kubernetes (`kubeVersion`) and reads `.Capabilities`
+/// renders against the target cluster (helm's own default is an old version that the
+/// constraint refuses), and sees the cluster's CRDs among its API versions.
+#[tokio::test]
+async fn helm_renders_against_the_clusters_version_and_api_versions() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "helm-caps").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: caps\ndata:\n  \
+        version: {{ .Capabilities.KubeVersion.Version | quote }}\n  \
+        gantry: {{ .Capabilities.APIVersions.Has \"gantry.dev/v1alpha1/Application\" | quote }}\n  \
+        policy: {{ .Capabilities.APIVersions.Has \"policy/v1\" | quote }}\n  \
+        missing: {{ .Capabilities.APIVersions.Has \"example.com/v9\" | quote }}\n";
+    let head = server.create_repo(
+        "app",
+        &[
+            (
+                "chart/Chart.yaml",
+                "apiVersion: v2\nname: caps\nversion: 0.1.0\nkubeVersion: \">=1.33.0-0\"\n",
+            ),
+            ("chart/templates/cm.yaml", template),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "chart"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let data = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("caps")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let version = client.apiserver_version().await.unwrap().git_version;
+    assert_eq!(data["version"], version);
+    assert_eq!(data["gantry"], "true");
+    assert_eq!(data["policy"], "true");
+    assert_eq!(data["missing"], "false");
+}
+
 #[tokio::test]
 async fn helm_values_file_outside_the_repository_is_refused() {
     let client = client().await;
