@@ -42,8 +42,64 @@ fn walk(desired: &Value, live: &Value, path: String, out: &mut Vec<String>) {
             }
         }
         (d, l) if scalar_eq(d, l) => {}
+        (d, l) if in_quantities(&path) && quantity_eq(d, l) => {}
         _ => out.push(if path.is_empty() { "/".into() } else { path }),
     }
+}
+
+/// Whether a pointer leads into a map of resource quantities (container `resources`,
+/// ResourceQuota `hard`, volume `capacity`), where the API server stores `2000m` as `"2"`.
+fn in_quantities(path: &str) -> bool {
+    let mut parts = path.rsplit('/');
+    parts.next();
+    matches!(
+        parts.next(),
+        Some("limits" | "requests" | "hard" | "capacity" | "allocatable" | "storage")
+    )
+}
+
+/// Two resource quantities (strings or numbers) with the same value: `2000m` and `2`,
+/// `1Gi` and `1024Mi`, `0.5` and `500m`.
+fn quantity_eq(a: &Value, b: &Value) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
+        _ => false,
+    }
+}
+
+/// The value of a Kubernetes quantity (decimal and binary suffixes, exponents).
+fn quantity(v: &Value) -> Option<f64> {
+    let s = match v {
+        Value::Number(n) => return n.as_f64(),
+        Value::String(s) => s.trim(),
+        _ => return None,
+    };
+    const SUFFIXES: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    for (suffix, factor) in SUFFIXES {
+        if let Some(number) = s.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    for (suffix, factor) in [("P", 1e15), ("E", 1e18)] {
+        if let Some(number) = s.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    s.parse::<f64>().ok()
 }
 
 /// Scalars equal in the way the API server stores them (`1` vs `1.0`, quantities as
@@ -111,6 +167,32 @@ pub fn without_ignored(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn resource_quantities_compare_by_value() {
+        let desired = json!({"spec": {"containers": [{"resources": {
+            "limits": {"cpu": "2000m", "memory": "1Gi"},
+            "requests": {"cpu": 0.5, "memory": "512Mi"}}}]}});
+        let live = json!({"spec": {"containers": [{"resources": {
+            "limits": {"cpu": "2", "memory": "1024Mi"},
+            "requests": {"cpu": "500m", "memory": "536870912"}}}]}});
+        assert!(differing_paths(&desired, &live).is_empty());
+        let changed = json!({"spec": {"containers": [{"resources": {
+            "limits": {"cpu": "3", "memory": "1Gi"},
+            "requests": {"cpu": "500m", "memory": "512Mi"}}}]}});
+        assert_eq!(
+            differing_paths(&desired, &changed),
+            ["/spec/containers/0/resources/limits/cpu"]
+        );
+        // Outside quantity maps, equal-valued strings are still different strings.
+        assert_eq!(
+            differing_paths(
+                &json!({"data": {"n": "1000"}}),
+                &json!({"data": {"n": "1k"}})
+            ),
+            ["/data/n"]
+        );
+    }
 
     #[test]
     fn only_declared_fields_count() {

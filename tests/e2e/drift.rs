@@ -241,3 +241,60 @@ async fn replicas_set_by_another_manager_are_not_drift() {
         Some(5)
     );
 }
+
+/// Quantities the API server rewrites (`2000m` → `2`, `1024Mi` → `1Gi`) are not drift: a
+/// real hand edit is healed and reported with its own path only.
+#[tokio::test]
+async fn rewritten_quantities_are_not_reported_as_drift() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "drift-qty").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let deployment = DEPLOYMENT.replace(
+        "        image: registry.example.com/web:1.0.0\n",
+        "        image: registry.example.com/web:1.0.0\n        resources:\n          limits: {cpu: 2000m, memory: 1024Mi}\n          requests: {cpu: 0.5}\n",
+    );
+    let head = server.create_repo("app", &[("deploy/web.yaml", deployment.as_str())]);
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let live = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("web")
+        .await
+        .unwrap();
+    let limits = live.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap();
+    assert_eq!(limits["cpu"].0, "2", "the API server rewrote the quantity");
+
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .patch("web", &params, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example.com/web:hacked"}]}}}})))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let healed = eventually("a DriftHealed event", Duration::from_secs(20), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("DriftHealed"))
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(healed.contains("containers/0/image"), "{healed}");
+    assert!(!healed.contains("resources"), "{healed}");
+}
