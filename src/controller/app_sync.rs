@@ -193,11 +193,12 @@ async fn succeeded(
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
     }
-    let result = if super::rollout::is_rollback(ctx, &ns, source_name, revision).await {
-        SyncResult::RolledBack
-    } else {
-        SyncResult::Succeeded
-    };
+    let result =
+        if super::rollout::is_rollback(ctx, &ns, &app.name_any(), source_name, revision).await {
+            SyncResult::RolledBack
+        } else {
+            SyncResult::Succeeded
+        };
     record(
         &mut status,
         SyncRecord {

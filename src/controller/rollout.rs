@@ -85,17 +85,25 @@ async fn reapply_workloads(
 /// The trailer-like line `gantry rollback` puts in its revert commits.
 pub const ROLLBACK_NOTE: &str = "Rolled back by `gantry rollback";
 
-/// Whether the commit of `revision` is a revert made by `gantry rollback` (read from the
-/// source's Git cache).
-pub(super) async fn is_rollback(ctx: &Context, ns: &str, source: &str, revision: &str) -> bool {
+/// Whether the commit of `revision` is a revert made by `gantry rollback` of the
+/// Application `ns/app` (read from the source's Git cache); another Application on the same
+/// source only sees a new revision.
+pub(super) async fn is_rollback(
+    ctx: &Context,
+    ns: &str,
+    app: &str,
+    source: &str,
+    revision: &str,
+) -> bool {
     let Some(commit) = revision_commit(revision).map(str::to_string) else {
         return false;
     };
+    let note = format!("{ROLLBACK_NOTE} {ns}/{app}`");
     let cache = ctx.git_cache(ns, source);
     tokio::task::spawn_blocking(move || {
         let repo = git2::Repository::open_bare(&cache).ok()?;
         let c = repo.find_commit(git2::Oid::from_str(&commit).ok()?).ok()?;
-        Some(c.message().unwrap_or_default().contains(ROLLBACK_NOTE))
+        Some(c.message().unwrap_or_default().contains(&note))
     })
     .await
     .ok()

@@ -146,6 +146,10 @@ async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
         &[
             ("app/deploy.yaml", &deployment("example.test/web:good-1")),
             ("docs/README.md", "notes\n"),
+            (
+                "other/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n",
+            ),
         ],
     );
     create_source_and_app(
@@ -157,6 +161,17 @@ async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    // A second Application on the same source: the rollback of web is not its rollback.
+    let other: Application = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "other"},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "web"}, "path": "other",
+                 "interval": "10m"}
+    }))
+    .unwrap();
+    apps.create(&kube::api::PostParams::default(), &other)
+        .await
+        .unwrap();
     wait_synced_healthy(&apps, "web", &v1).await;
     let ws = Workspace::clone_from(&server, "app");
     ws.write("app/deploy.yaml", &deployment("example.test/web:good-2"));
@@ -223,12 +238,16 @@ async fn gantry_rollback_reverts_in_git_and_the_cluster_follows() {
         .trim()
         .to_string();
     let app = apps.get("web").await.unwrap();
-    assert!(
-        app.status
-            .unwrap()
-            .last_applied_revision
-            .unwrap()
-            .ends_with(&head)
+    let status = app.status.unwrap();
+    assert!(status.last_applied_revision.unwrap().ends_with(&head));
+    assert_eq!(status.history[0].result, SyncResult::RolledBack);
+    let other = wait_synced_healthy(&apps, "other", &head).await;
+    let latest = &other.status.unwrap().history[0];
+    assert!(latest.revision.ends_with(&head));
+    assert_eq!(
+        latest.result,
+        SyncResult::Succeeded,
+        "the rollback of web is recorded in web's history only"
     );
 }
 
