@@ -151,7 +151,18 @@ async fn run_canaries(
     let mut objects = vec![];
     let mut wanted = vec![];
     for d in stables {
-        let replicas = template::replicas_for(template::declared_replicas(&d.object), weight);
+        // Of the live stable Deployment (HPA-scaled), not only of what Git declares.
+        let live = match target.applier.resolve_key(&d.key).await {
+            Ok(Some(resolved)) => target
+                .applier
+                .live(&resolved, &d.key)
+                .await
+                .map_err(|e| e.to_string())?,
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        let stable = template::stable_replicas(&d.object, live.as_ref());
+        let replicas = template::replicas_for(stable, weight);
         let object = template::canary_object(&d.object, replicas);
         let mut key = d.key.clone();
         key.name = template::canary_name(&d.key.name);

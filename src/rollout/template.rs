@@ -90,6 +90,14 @@ pub fn declared_replicas(desired: &Value) -> i32 {
     desired["spec"]["replicas"].as_i64().unwrap_or(1) as i32
 }
 
+/// The stable Deployment's replica count the canary weight is taken of: the live count
+/// (which an HPA or a hand scale sets when Git leaves `replicas` out), else the declared one.
+pub fn stable_replicas(desired: &Value, live: Option<&Value>) -> i32 {
+    live.and_then(|l| l["spec"]["replicas"].as_i64())
+        .map(|n| n as i32)
+        .unwrap_or_else(|| declared_replicas(desired))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +166,15 @@ mod tests {
         );
         assert_eq!(declared_replicas(&deployment("x")), 4);
         assert_eq!(declared_replicas(&json!({"spec": {}})), 1);
+    }
+
+    #[test]
+    fn the_live_replica_count_wins_over_the_declared_one() {
+        let declared = json!({"spec": {}});
+        let live = json!({"spec": {"replicas": 3}});
+        assert_eq!(stable_replicas(&declared, Some(&live)), 3);
+        assert_eq!(replicas_for(stable_replicas(&declared, Some(&live)), 50), 2);
+        assert_eq!(stable_replicas(&deployment("x"), None), 4);
+        assert_eq!(stable_replicas(&declared, None), 1);
     }
 }

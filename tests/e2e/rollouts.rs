@@ -1004,3 +1004,70 @@ async fn a_real_prometheus_scraping_the_canary_metric_decides_the_rollout() {
     let v3 = ws.commit_and_push("v3");
     wait_reason(&apps, "Promoted", &v3).await;
 }
+
+/// The canary's size is taken of the live stable replica count (an HPA's), not of Git's
+/// `replicas` (left out, as with an HPA): 50 % of 4 live replicas is 2 canary pods.
+#[tokio::test]
+async fn the_canary_is_sized_from_the_live_replica_count() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-hpa").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let unscaled = |image: &str| deployment(image).replace("  replicas: 3\n", "");
+    let first = server.create_repo(
+        "app",
+        &[
+            ("app/deploy.yaml", &unscaled("example.test/web:good-1")),
+            ("app/service.yaml", SERVICE),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "web",
+        &server.http_url("app"),
+        json!({"path": "app", "targetNamespace": ns.name, "rollout": {
+            "strategy": "Canary", "steps": [{"weight": 50}, {"pause": {}}],
+            "analysis": {"interval": "2s", "failureLimit": 2}}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &first).await;
+    eventually(
+        "the healthy template recorded",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("web").await.ok()?;
+            (!app.status?.history.first()?.template_hashes.is_empty()).then_some(())
+        },
+    )
+    .await;
+    // The autoscaler scales the stable Deployment to 4.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::apply("horizontal-pod-autoscaler"),
+            &kube::api::Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"}, "spec": {"replicas": 4}
+            })),
+        )
+        .await
+        .unwrap();
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write("app/deploy.yaml", &unscaled("example.test/web:good-2"));
+    ws.commit_and_push("good-2");
+    let canary = eventually("the canary", Duration::from_secs(60), || async {
+        deployments.get_opt("web-canary").await.ok()?
+    })
+    .await;
+    assert_eq!(canary.spec.unwrap().replicas, Some(2));
+    let stable = deployments.get("web").await.unwrap();
+    assert_eq!(
+        stable.spec.unwrap().replicas,
+        Some(4),
+        "the stable count is kept"
+    );
+}
