@@ -193,6 +193,7 @@ async fn succeeded(
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
     }
+    synced(ctx, app);
     let result =
         if super::rollout::is_rollback(ctx, &ns, &app.name_any(), source_name, revision).await {
             SyncResult::RolledBack
@@ -388,7 +389,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
         publish(ctx, app, EventType::Warning, reason, message).await;
     }
     write_if_changed(api, app, &status).await?;
-    let retry = if matches!(e, SyncError::Artifact(_)) {
+    let base = if matches!(e, SyncError::Artifact(_)) {
         // the tree is checked out again at once
         Duration::from_secs(2)
     } else if e.is_transient() {
@@ -396,5 +397,13 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     } else {
         Duration::from_secs(30)
     };
-    Ok(Action::requeue(retry.min(interval)))
+    // Failures of the same revision back off (a new commit or a spec change is reconciled
+    // at once through the watches, whatever the wait).
+    let retry = ctx.sync_backoff(&ns, &name, revision, base);
+    Ok(Action::requeue(retry.min(interval.max(base))))
+}
+
+/// Ends the backoff of failed syncs (called when a sync succeeded).
+fn synced(ctx: &Context, app: &Application) {
+    ctx.forget_sync_failures(&app.namespace().unwrap_or_default(), &app.name_any());
 }

@@ -22,6 +22,16 @@ pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// The finalizer Gantry puts on its own resources.
 pub const FINALIZER: &str = "gantry.dev/finalizer";
 
+/// `base` doubled for every failure after the first, at most `cap`.
+pub fn backoff(
+    base: std::time::Duration,
+    failures: u32,
+    cap: std::time::Duration,
+) -> std::time::Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1u32 << doublings).min(cap)
+}
+
 pub struct Context {
     pub client: Client,
     /// Root of the Git caches and artifacts.
@@ -56,6 +66,8 @@ pub struct Context {
     pub reconcile_concurrency: u16,
     /// Consecutive failures to reach an Application's cluster, for the backoff.
     pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
+    /// Consecutive failed syncs of one revision per Application, for the backoff.
+    pub sync_failures: std::sync::Mutex<std::collections::HashMap<AppKey, (String, u32)>>,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
@@ -93,6 +105,7 @@ impl Context {
             scanner: Default::default(),
             registry_failures: Default::default(),
             target_failures: Default::default(),
+            sync_failures: Default::default(),
             endpoints: Default::default(),
             metrics: Default::default(),
             receivers_enabled: false,
@@ -121,6 +134,36 @@ impl Context {
         default: std::time::Duration,
     ) -> std::time::Duration {
         spec.parse().unwrap_or(default).max(self.min_interval)
+    }
+
+    /// The wait before the next attempt at `revision` after a failed sync: `base`, doubled
+    /// with every consecutive failure of the same revision, at most 5 minutes. A new
+    /// revision starts again at `base`.
+    pub fn sync_backoff(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        base: std::time::Duration,
+    ) -> std::time::Duration {
+        let key = (namespace.to_string(), name.to_string());
+        let mut failures = self.sync_failures.lock().expect("sync failures");
+        let entry = failures
+            .entry(key)
+            .or_insert_with(|| (revision.to_string(), 0));
+        if entry.0 != revision {
+            *entry = (revision.to_string(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        backoff(base, entry.1, std::time::Duration::from_secs(300))
+    }
+
+    /// Forgets the failed syncs of an Application (it synced).
+    pub fn forget_sync_failures(&self, namespace: &str, name: &str) {
+        self.sync_failures
+            .lock()
+            .expect("sync failures")
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// With `unreachable`, the backoff before the next look at an Application whose cluster
@@ -223,5 +266,20 @@ pub fn remove_dir(path: &Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_syncs_back_off_exponentially_to_a_cap() {
+        let cap = Duration::from_secs(300);
+        let base = Duration::from_secs(5);
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(base, n, cap).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff(base, 1000, cap), cap);
     }
 }

@@ -132,10 +132,18 @@ pub async fn run(
         Ok(Ok((out, status))) => {
             let err = stderr_task.await.unwrap_or_default();
             if !status.success() {
-                let msg = String::from_utf8_lossy(&err);
+                // The cause, from stderr (or stdout when a tool reports there), with the
+                // temporary directory taken out: a message that changes on every attempt
+                // would rewrite the status and trigger the next attempt at once.
+                let err = String::from_utf8_lossy(&err);
+                let text = if err.trim().is_empty() {
+                    String::from_utf8_lossy(&out).into_owned()
+                } else {
+                    err.into_owned()
+                };
                 return Err(RenderError::ToolFailed {
                     tool,
-                    message: msg.trim().lines().take(20).collect::<Vec<_>>().join("\n"),
+                    message: stable_message(&text, cwd),
                 });
             }
             String::from_utf8(out).map_err(|_| RenderError::ToolFailed {
@@ -144,6 +152,21 @@ pub async fn run(
             })
         }
     }
+}
+
+/// The first 20 lines of a tool's message, with paths inside the temporary directory `cwd`
+/// made relative to it (the same on every attempt).
+pub fn stable_message(text: &str, cwd: &Path) -> String {
+    let mut text = text.to_string();
+    let mut roots = vec![cwd.to_path_buf()];
+    if let Ok(real) = cwd.canonicalize() {
+        roots.push(real);
+    }
+    for root in roots {
+        let root = root.display().to_string();
+        text = text.replace(&format!("{root}/"), "").replace(&root, ".");
+    }
+    text.trim().lines().take(20).collect::<Vec<_>>().join("\n")
 }
 
 /// Replaces every value of `secrets` in a tool's error message (stderr) by `*****`, so a
@@ -212,6 +235,17 @@ fn copy_tree(root: &Path, from: &Path, to: &Path) -> Result<(), RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_do_not_name_the_temporary_directory() {
+        let cwd = Path::new("/tmp/.tmpAbC123");
+        let text = "Error: accumulating resources from 'missing.yaml': \
+            open /tmp/.tmpAbC123/app/missing.yaml: no such file or directory\n(in /tmp/.tmpAbC123)\n";
+        assert_eq!(
+            stable_message(text, cwd),
+            "Error: accumulating resources from 'missing.yaml': open app/missing.yaml: no such file or directory\n(in .)"
+        );
+    }
 
     #[tokio::test]
     async fn hanging_tool_is_killed_at_the_timeout() {

@@ -200,3 +200,61 @@ async fn helm_values_file_outside_the_repository_is_refused() {
     );
     assert!(!msg.contains("root:x:0"), "file content leaked: {msg}");
 }
+
+/// A render that fails names its cause without the temporary directory, so the status is
+/// written once and the failure does not re-trigger itself; retries of the same revision
+/// back off; a fixing commit is synced at once.
+#[tokio::test]
+async fn a_failing_render_has_a_stable_message_and_does_not_retrigger_itself() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "render-loop").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let broken = server.create_repo(
+        "app",
+        &[
+            (
+                "app/kustomization.yaml",
+                "resources:\n- cm.yaml\n- missing.yaml\n",
+            ),
+            (
+                "app/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "app", "interval": "1s"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let app = crate::support::app::wait_ready_reason(&apps, "app", "RenderFailed", &broken).await;
+    let message = crate::support::app::condition(&app, "Ready")
+        .unwrap()
+        .message;
+    assert!(message.contains("missing.yaml"), "{message}");
+    assert!(
+        !message.contains(&std::env::temp_dir().display().to_string()),
+        "a temporary path in the message: {message}"
+    );
+    // Quiet: no status write for several seconds although the interval is 1 s.
+    let version = app.metadata.resource_version.clone();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let later = apps.get("app").await.unwrap();
+    assert_eq!(
+        later.metadata.resource_version, version,
+        "the failure re-triggered itself"
+    );
+    let renders = controller.log().matches("sync failed").count();
+    assert!(renders <= 3, "{renders} failed syncs in ~6 s");
+    // The fix is picked up at once, whatever the backoff.
+    let ws = crate::support::app::Workspace::clone_from(&server, "app");
+    ws.write("app/kustomization.yaml", "resources:\n- cm.yaml\n");
+    let fixed = ws.commit_and_push("fix");
+    wait_synced_healthy(&apps, "app", &fixed).await;
+}
