@@ -71,3 +71,29 @@ mod tests {
         assert_eq!(super::foreign_owner(&ours, &unlabelled), None);
     }
 }
+
+/// What to do about a kind the cluster does not serve: a built-in API this version lacks,
+/// or a custom resource whose CRD must come first.
+pub fn unknown_kind_message(object: &str, group: &str, version: &str, kind: &str) -> String {
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    let built_in = group.is_empty()
+        || !group.contains('.')
+        || (group.ends_with(".k8s.io") && !group.ends_with(".x-k8s.io"));
+    if built_in {
+        format!(
+            "{object}: the cluster does not serve {kind} in {gv}, a built-in API: this \
+             Kubernetes version lacks it or the apiVersion is wrong"
+        )
+    } else {
+        format!(
+            "{object}: the cluster has no kind {kind} in {gv}: install the \
+             CustomResourceDefinition for it first (e.g. {}s.{group}), or put that CRD in this \
+             Application's path, where it is applied before the objects that use it",
+            kind.to_lowercase()
+        )
+    }
+}

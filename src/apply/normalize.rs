@@ -88,13 +88,11 @@ pub fn normalize(
             None => *crd_kinds
                 .get(&(group.clone(), kind.clone()))
                 .ok_or_else(|| {
-                    NormalizeError::UnknownKind(format!(
-                        "{kind} {name}: the API server has no kind {kind} in {}",
-                        if group.is_empty() {
-                            format!("version {version}")
-                        } else {
-                            format!("{group}/{version}")
-                        }
+                    NormalizeError::UnknownKind(super::unknown_kind_message(
+                        &format!("{kind} {name}"),
+                        &group,
+                        &version,
+                        &kind,
                     ))
                 })?,
         };

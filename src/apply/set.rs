@@ -84,7 +84,7 @@ pub enum SetError {
         total: usize,
         nothing_applied: bool,
     },
-    #[error("{object}: the API server has no kind {kind} in {group}/{version}")]
+    #[error("{}", super::unknown_kind_message(.object, .group, .version, .kind))]
     UnknownKind {
         object: String,
         group: String,
@@ -429,6 +429,31 @@ fn refuse_foreign<'d>(
 mod tests {
     use super::*;
     use crate::apply::stage::tests::{obj, set};
+
+    #[test]
+    fn an_unknown_kind_says_which_crd_to_install_first() {
+        let custom = SetError::UnknownKind {
+            object: "Widget shop/w".into(),
+            group: "example.com".into(),
+            version: "v1".into(),
+            kind: "Widget".into(),
+        }
+        .to_string();
+        assert!(
+            custom.contains("install the CustomResourceDefinition")
+                && custom.contains("widgets.example.com")
+                && custom.starts_with("Widget shop/w"),
+            "{custom}"
+        );
+        let built_in = SetError::UnknownKind {
+            object: "FlowSchema x".into(),
+            group: "flowcontrol.apiserver.k8s.io".into(),
+            version: "v1alpha9".into(),
+            kind: "FlowSchema".into(),
+        }
+        .to_string();
+        assert!(built_in.contains("a built-in API"), "{built_in}");
+    }
 
     #[test]
     fn counts_are_of_applied_objects_and_unchanged_ones() {

@@ -397,3 +397,56 @@ async fn relabelled_and_protected_objects_are_not_pruned() {
     assert!(cms.get_opt("c").await.unwrap().is_some(), "c is protected");
     assert_eq!(app.status.unwrap().inventory.len(), 1);
 }
+
+/// A custom resource whose CRD the cluster lacks: nothing applied, and the condition says
+/// which CustomResourceDefinition to install first.
+#[tokio::test]
+async fn a_kind_the_cluster_lacks_says_which_crd_to_install() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "no-crd").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[
+            (
+                "deploy/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n",
+            ),
+            (
+                "deploy/widget.yaml",
+                "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let app = eventually(
+        "Ready=False naming the CRD",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            let c = condition(&app, "Ready")?;
+            let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+            (c.status == "False" && at.ends_with(&head)).then_some(c.message)
+        },
+    )
+    .await;
+    assert!(
+        app.contains("Widget w") && app.contains("widgets.example.com"),
+        "{app}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        cms.get_opt("first").await.unwrap().is_none(),
+        "nothing applied"
+    );
+}
