@@ -54,24 +54,6 @@ pub fn foreign_owner(desired: &serde_json::Value, live: &serde_json::Value) -> O
     (Some(&owner) != label(desired).as_ref()).then_some(owner)
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn an_object_labelled_for_another_application_is_foreign() {
-        let ours = json!({"metadata": {"labels": {"gantry.dev/application": "a.web"}}});
-        let theirs = json!({"metadata": {"labels": {"gantry.dev/application": "b.web"}}});
-        let unlabelled = json!({"metadata": {}});
-        assert_eq!(
-            super::foreign_owner(&ours, &theirs).as_deref(),
-            Some("b.web")
-        );
-        assert_eq!(super::foreign_owner(&ours, &ours), None);
-        assert_eq!(super::foreign_owner(&ours, &unlabelled), None);
-    }
-}
-
 /// What to do about a kind the cluster does not serve: a built-in API this version lacks,
 /// or a custom resource whose CRD must come first.
 pub fn unknown_kind_message(object: &str, group: &str, version: &str, kind: &str) -> String {
@@ -95,5 +77,23 @@ pub fn unknown_kind_message(object: &str, group: &str, version: &str, kind: &str
              Application's path, where it is applied before the objects that use it",
             kind.to_lowercase()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn an_object_labelled_for_another_application_is_foreign() {
+        let ours = json!({"metadata": {"labels": {"gantry.dev/application": "a.web"}}});
+        let theirs = json!({"metadata": {"labels": {"gantry.dev/application": "b.web"}}});
+        let unlabelled = json!({"metadata": {}});
+        assert_eq!(
+            super::foreign_owner(&ours, &theirs).as_deref(),
+            Some("b.web")
+        );
+        assert_eq!(super::foreign_owner(&ours, &ours), None);
+        assert_eq!(super::foreign_owner(&ours, &unlabelled), None);
     }
 }
