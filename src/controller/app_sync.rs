@@ -280,8 +280,10 @@ async fn matches_git(
         .lock()
         .expect("full check map")
         .insert((ns, name), std::time::Instant::now());
+    // (Also after an aborted revision, whose Drifted said that Git's workloads did not run.)
     if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
-        || conditions::find(&status.conditions, conditions::DRIFTED).is_none()
+        || conditions::find(&status.conditions, conditions::DRIFTED)
+            .is_none_or(|c| c.reason == reasons::ROLLOUT_ABORTED)
     {
         status.drift = None;
         let m = "the cluster matches Git";

@@ -182,7 +182,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads
         // that run (the last healthy revision's) are doing.
-        Step::RejectedRevision => report_rejected(&target, &api, &app, status, interval).await,
+        Step::RejectedRevision => {
+            report_rejected(&target, &api, &app, status, &revision, interval).await
+        }
         Step::ManualSyncRequired => {
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
             let why = reasons::MANUAL_SYNC_REQUIRED;
@@ -314,14 +316,25 @@ async fn find_artifact(
     )
 }
 
-/// A rejected revision: the workloads of the last healthy one run; say how they are.
+/// A rejected revision: the workloads of the last healthy one run; say how they are, and
+/// that Git's revision is not what runs (Drifted).
 async fn report_rejected(
     target: &Target,
     api: &Api<Application>,
     app: &Application,
     mut status: ApplicationStatus,
+    revision: &str,
     interval: Duration,
 ) -> Result<Action> {
+    let (drift_status, drift_message) = rejected_drift(&status.history, revision);
+    set(
+        &mut status,
+        conditions::DRIFTED,
+        drift_status,
+        reasons::ROLLOUT_ABORTED,
+        drift_message,
+        app.metadata.generation,
+    );
     let (health, message) = live_health::assess(&target.applier, &status.inventory).await;
     let healthy = matches!(health, Health::Healthy | Health::Suspended);
     let running = "the workloads of the last healthy revision are running";
@@ -340,6 +353,26 @@ async fn report_rejected(
     } else {
         Duration::from_secs(2)
     }))
+}
+
+/// The Drifted condition while Git's `revision` is rejected: its workloads do not run.
+fn rejected_drift(
+    history: &[crate::api::application::SyncRecord],
+    revision: &str,
+) -> (Status, String) {
+    match crate::rollout::plan::last_healthy(history, revision) {
+        Some(good) => (
+            Status::True,
+            format!(
+                "Git's revision {revision} was aborted: its workloads run the templates of revision {}; the rest of it is applied",
+                good.revision
+            ),
+        ),
+        None => (
+            Status::True,
+            format!("Git's revision {revision} was aborted: its workloads are not running it"),
+        ),
+    }
 }
 
 fn o_gen(app: Option<&Application>) -> Option<i64> {

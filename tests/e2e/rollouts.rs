@@ -557,6 +557,23 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
         let stable = deployments.get("web").await.unwrap();
         assert_eq!(template_image(&stable).unwrap(), "example.test/web:good-1");
     }
+    // The status says what runs: Git's revision is not the workloads' (Drifted=True).
+    let drifted = eventually(
+        "Drifted says the abort",
+        Duration::from_secs(20),
+        || async {
+            let app = apps.get("web").await.ok()?;
+            let c = condition(&app, "Drifted")?;
+            (c.reason == "RolloutAborted").then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(drifted.status, "True");
+    assert!(
+        drifted.message.contains(&bad) && drifted.message.contains("run the templates of revision"),
+        "{}",
+        drifted.message
+    );
 }
 
 #[tokio::test]
