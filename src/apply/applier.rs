@@ -40,9 +40,41 @@ impl ObjectError {
 /// A human-readable error from the API server for one object.
 pub fn api_message(e: &kube::Error) -> String {
     match e {
-        kube::Error::Api(s) => s.message.clone(),
+        kube::Error::Api(s) => short_status(s),
         other => other.to_string(),
     }
+}
+
+/// The API server's cause without its dumps: an invalid object's message embeds the whole
+/// rejected value as a Go struct (kilobytes for a Pod template); the causes say the field
+/// and what is wrong with it (`spec.template: field is immutable`).
+fn short_status(s: &kube::core::Status) -> String {
+    const LONG: usize = 200;
+    let causes = s.details.as_ref().map(|d| &d.causes[..]).unwrap_or(&[]);
+    if s.message.len() <= LONG || causes.is_empty() {
+        return s.message.clone();
+    }
+    let head = s
+        .message
+        .split_once(" is invalid: ")
+        .map(|(object, _)| format!("{object} is invalid: "))
+        .unwrap_or_default();
+    let causes: Vec<String> = causes
+        .iter()
+        .map(|c| {
+            let what = if c.message.len() > LONG {
+                c.message.rsplit(": ").next().unwrap_or(&c.message)
+            } else {
+                &c.message
+            };
+            if c.field.is_empty() {
+                what.to_string()
+            } else {
+                format!("{}: {what}", c.field)
+            }
+        })
+        .collect();
+    format!("{head}{}", causes.join("; "))
 }
 
 /// What the dry-run says about one object.
@@ -349,4 +381,31 @@ fn live_key(d: &Desired, r: &Resolved) -> (Option<String>, String, String, Strin
         r.resource.plural.clone(),
         r.resource.group.clone(),
     )
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_objects_are_described_by_their_causes_not_their_dumps() {
+        let dump = format!(
+            "core.PodTemplateSpec{{ObjectMeta:v1.ObjectMeta{{{}}}}}",
+            "x".repeat(3000)
+        );
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 422, "reason": "Invalid",
+            "message": format!("Job.batch \"migrate\" is invalid: spec.template: Invalid value: {dump}: field is immutable"),
+            "details": {"name": "migrate", "group": "batch", "kind": "Job", "causes": [
+                {"reason": "FieldValueInvalid", "field": "spec.template",
+                 "message": format!("Invalid value: {dump}: field is immutable")}
+            ]}
+        }))
+        .unwrap();
+        let message = api_message(&kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            message,
+            "Job.batch \"migrate\" is invalid: spec.template: field is immutable"
+        );
+    }
 }

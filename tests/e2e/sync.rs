@@ -450,3 +450,49 @@ async fn a_kind_the_cluster_lacks_says_which_crd_to_install() {
         "nothing applied"
     );
 }
+
+/// Editing an immutable field (a Job's template) stops the set with the API server's cause
+/// in a few words, not its multi-kilobyte dump of the object.
+#[tokio::test]
+async fn an_immutable_field_change_is_reported_briefly() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "immutable").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let job = |image: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  template:\n    \
+             spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: {image}\n"
+        )
+    };
+    let head = server.create_repo(
+        "app",
+        &[("deploy/job.yaml", &job("example.test/migrate:1"))],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    eventually("the Job applied", Duration::from_secs(60), || async {
+        let app = apps.get("app").await.ok()?;
+        let at = app.status.as_ref()?.last_applied_revision.clone()?;
+        at.ends_with(&head).then_some(())
+    })
+    .await;
+    let ws = crate::support::app::Workspace::clone_from(&server, "app");
+    ws.write("deploy/job.yaml", &job("example.test/migrate:2"));
+    let changed = ws.commit_and_push("new image");
+    let app = wait_ready_reason(&apps, "app", "ValidationFailed", &changed).await;
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(
+        message.contains("spec.template: field is immutable"),
+        "{message}"
+    );
+    assert!(message.len() < 600, "{} bytes: {message}", message.len());
+}
