@@ -69,6 +69,14 @@ pub struct ApplicationSpec {
     #[serde(default)]
     pub take_ownership: bool,
 
+    /// Delete and create again an object whose change the API server refuses because an
+    /// immutable field changed (a Job's template, a Service's clusterIP, a Deployment's
+    /// selector), instead of stopping the sync. Per object: the annotation
+    /// `gantry.dev/recreate-on-immutable: "true"`. Only objects this Application owns are
+    /// recreated.
+    #[serde(default)]
+    pub recreate_on_immutable: bool,
+
     /// How often to reconcile even without a new revision (drift safety net).
     /// At least 1s; periodic runs are never closer than the controller's `--min-interval`
     /// (10s by default). Receivers and `gantry sync` act at once.

@@ -36,6 +36,24 @@ pub struct SetOptions<'a> {
     /// canary first).
     pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
     pub before_write: Option<&'a dyn BeforeWrite>,
+    /// Recreate every object whose immutable fields changed (otherwise only those annotated
+    /// [`RECREATE_ANNOTATION`]).
+    pub recreate_on_immutable: bool,
+}
+
+/// The per-object opt-in to recreation when an immutable field changed.
+pub const RECREATE_ANNOTATION: &str = "gantry.dev/recreate-on-immutable";
+
+impl SetOptions<'_> {
+    fn recreates(&self, d: &Desired) -> bool {
+        self.recreate_on_immutable
+            || d.object["metadata"]["annotations"][RECREATE_ANNOTATION].as_str() == Some("true")
+    }
+}
+
+/// Whether the API server refused a change because an immutable field changed.
+fn immutable(e: &ObjectError) -> bool {
+    e.message.contains("field is immutable")
 }
 
 /// What an applied set changed.
@@ -47,6 +65,8 @@ pub struct ChangeSet {
     pub applied: BTreeSet<InventoryEntry>,
     /// Objects held back by [`SetOptions::hold`].
     pub held: Vec<InventoryEntry>,
+    /// Objects deleted and created again because an immutable field changed.
+    pub recreated: Vec<InventoryEntry>,
 }
 
 /// How many objects an applied set created, configured and left unchanged.
@@ -170,10 +190,12 @@ impl Applier {
             .iter()
             .filter(|d| !deferred.contains(&d.key))
             .collect();
+        let (changes, recreate) = self
+            .validate(&now, &resolved, opts, true, desired.len())
+            .await?;
         let mut set = ChangeSet {
-            changes: self
-                .validate(&now, &resolved, opts, true, desired.len())
-                .await?,
+            changes,
+            recreated: recreate,
             ..ChangeSet::default()
         };
 
@@ -218,10 +240,17 @@ impl Applier {
                 slot.insert(r);
             }
         }
-        let later_changes = self
+        let (later_changes, later_recreate) = self
             .validate(&later, &resolved, opts, false, later.len())
             .await?;
         set.changes.extend(later_changes);
+        set.recreated.extend(later_recreate);
+        if !set.recreated.is_empty() {
+            let failed = self.delete_for_recreation(&set.recreated, &resolved).await;
+            if !failed.is_empty() {
+                return Err(SetError::Apply(failed));
+            }
+        }
 
         // 4. Everything else that changes, rank by rank; held objects stay as they are.
         let held = |d: &Desired| opts.hold.is_some_and(|h| h(d));
@@ -263,13 +292,29 @@ impl Applier {
         opts: &SetOptions<'_>,
         first: bool,
         total: usize,
-    ) -> Result<HashMap<InventoryEntry, Change>, SetError> {
+    ) -> Result<(HashMap<InventoryEntry, Change>, Vec<InventoryEntry>), SetError> {
         let items: Vec<(&Desired, &Resolved)> = objects
             .iter()
             .map(|d| (*d, &resolved[&kind_of(d)]))
             .collect();
         let phase = std::time::Instant::now();
-        let checked = self.dry_run(&items, opts.force).await;
+        let mut checked = self.dry_run(&items, opts.force).await;
+        // Opted-in objects refused for an immutable field, and owned by this Application,
+        // are recreated instead of failing the set.
+        let mut recreate = vec![];
+        for ((d, r), result) in items.iter().zip(checked.iter_mut()) {
+            if let Err(e) = result
+                && immutable(e)
+                && opts.recreates(d)
+                && self.owned_by(r, d, opts.owner).await
+            {
+                recreate.push(d.key.clone());
+                *result = Ok(Checked {
+                    change: Change::Configured,
+                    foreign_owner: None,
+                });
+            }
+        }
         tracing::debug!(
             objects = items.len(),
             ms = phase.elapsed().as_millis() as u64,
@@ -284,7 +329,60 @@ impl Applier {
             });
         }
         refuse_foreign(opts, objects.iter().copied().zip(&checked))?;
-        Ok(record_changes(objects, checked))
+        Ok((record_changes(objects, checked), recreate))
+    }
+
+    /// Whether the live object is labelled for `owner` (only those are ever recreated).
+    async fn owned_by(&self, r: &Resolved, d: &Desired, owner: &str) -> bool {
+        matches!(
+            self.live(r, &d.key).await,
+            Ok(Some(live)) if live["metadata"]["labels"][super::APPLICATION_LABEL].as_str() == Some(owner)
+        )
+    }
+
+    /// Deletes the objects to recreate and waits until they are gone (their dependents
+    /// are collected in the background), so the apply that follows creates them.
+    async fn delete_for_recreation(
+        &self,
+        keys: &[InventoryEntry],
+        resolved: &HashMap<KindKey, Resolved>,
+    ) -> Vec<ObjectError> {
+        let mut errors = vec![];
+        for key in keys {
+            let r = &resolved[&(key.group.clone(), key.version.clone(), key.kind.clone())];
+            let api = self.api(r, key.namespace.as_deref());
+            let params = kube::api::DeleteParams::background();
+            if let Err(e) = api.delete(&key.name, &params).await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+            {
+                errors.push(ObjectError::new(key, &e));
+                continue;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match api.get_opt(&key.name).await {
+                    Ok(None) => break,
+                    Ok(Some(_)) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                    }
+                    Ok(Some(_)) => {
+                        errors.push(ObjectError {
+                            object: describe(key),
+                            message:
+                                "deleted to be recreated, but still there after 60s (a finalizer?)"
+                                    .into(),
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        errors.push(ObjectError::new(key, &e));
+                        break;
+                    }
+                }
+            }
+            tracing::info!(object = %describe(key), "recreated: an immutable field changed");
+        }
+        errors
     }
 
     /// Applies a group of objects concurrently; records the applied ones and returns the

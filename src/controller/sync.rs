@@ -241,6 +241,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
                 owner: &owner,
                 hold: input.hold,
                 before_write: planned.as_ref().map(|p| p as &dyn BeforeWrite),
+                recreate_on_immutable: app.spec.recreate_on_immutable,
             },
         )
         .await?;

@@ -89,6 +89,20 @@ impl Image {
             .arg("-C")
             .arg(&root));
         std::fs::remove_file(&layers).unwrap();
+        // An image built from older sources fails in confusing ways (the controller refuses
+        // CRDs of another version): compare the CRDs it generates with this build's.
+        let crds_of = |cmd: &mut Command| run(cmd.arg("crds"));
+        let theirs = crds_of(
+            Command::new("/usr/sbin/chroot")
+                .arg(&root)
+                .arg("/usr/local/bin/gantry"),
+        );
+        let ours = crds_of(&mut Command::new(env!("CARGO_BIN_EXE_gantry")));
+        assert!(
+            theirs == ours,
+            "{} is older than the sources (its CRDs differ): run `make image`",
+            image_tarball().display()
+        );
         Image {
             _dir: dir,
             root,

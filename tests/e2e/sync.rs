@@ -495,4 +495,74 @@ async fn an_immutable_field_change_is_reported_briefly() {
         "{message}"
     );
     assert!(message.len() < 600, "{} bytes: {message}", message.len());
+
+    // Opting the object in (annotation) recreates it: the new Job runs the new image.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+    let old_uid = jobs.get("migrate").await.unwrap().metadata.uid;
+    ws.write(
+        "deploy/job.yaml",
+        &job("example.test/migrate:2").replace(
+            "  name: migrate\n",
+            "  name: migrate\n  annotations:\n    gantry.dev/recreate-on-immutable: \"true\"\n",
+        ),
+    );
+    let opted_in = ws.commit_and_push("recreate the job");
+    eventually("the Job recreated", Duration::from_secs(60), || async {
+        let app = apps.get("app").await.ok()?;
+        let at = app.status.as_ref()?.last_applied_revision.clone()?;
+        at.ends_with(&opted_in).then_some(())
+    })
+    .await;
+    let job = jobs.get("migrate").await.unwrap();
+    assert_ne!(job.metadata.uid, old_uid, "a new object");
+    let image = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "example.test/migrate:2");
+}
+
+/// An object Gantry does not own is never recreated, opted in or not.
+#[tokio::test]
+async fn only_owned_objects_are_recreated() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "recreate-foreign").await;
+    let _controller = GantryController::start(&ns.name);
+    // A Job created by hand (no Gantry labels) with the name the Application declares.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+    let theirs: k8s_openapi::api::batch::v1::Job = serde_json::from_value(json!({
+        "metadata": {"name": "migrate"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "m", "image": "example.test/theirs:1"}]}}}
+    }))
+    .unwrap();
+    jobs.create(&kube::api::PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let uid = jobs.get("migrate").await.unwrap().metadata.uid;
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "app",
+        &[(
+            "deploy/job.yaml",
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  template:\n    \
+             spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: example.test/mine:1\n",
+        )],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "recreateOnImmutable": true}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_ready_reason(&apps, "app", "ValidationFailed", &head).await;
+    assert_eq!(
+        jobs.get("migrate").await.unwrap().metadata.uid,
+        uid,
+        "not deleted"
+    );
 }

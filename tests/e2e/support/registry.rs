@@ -128,20 +128,31 @@ impl Registry {
         format!("http://{}", self.host())
     }
 
-    /// Runs crane with a Docker config private to this registry; returns stdout.
+    /// Runs crane with a Docker config private to this registry; returns stdout. A failed
+    /// run is tried once more after a second (a loaded machine once failed a push to a
+    /// registry that had just started); both errors are shown if that fails too.
     pub fn crane(&self, args: &[&str]) -> String {
-        let out = Command::new(tool("crane"))
-            .args(args)
-            .arg("--insecure")
-            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run crane");
-        assert!(
-            out.status.success(),
-            "crane {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let attempt = || {
+            Command::new(tool("crane"))
+                .args(args)
+                .arg("--insecure")
+                .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("run crane")
+        };
+        let mut out = attempt();
+        if !out.status.success() {
+            let first = String::from_utf8_lossy(&out.stderr).into_owned();
+            eprintln!("crane {args:?} failed, trying again: {first}");
+            std::thread::sleep(Duration::from_secs(1));
+            out = attempt();
+            assert!(
+                out.status.success(),
+                "crane {args:?} failed twice: {first} / {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
