@@ -8,8 +8,9 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error(transparent)]
-    Lease(#[from] crate::controller::leader::LeaseError),
+    /// Leader election (the Lease could not be read, or was lost).
+    #[error("{0}")]
+    Lease(Box<dyn std::error::Error + Send + Sync>),
 
     #[error("cannot load a Kubernetes client configuration: {0}")]
     KubeConfig(#[from] kube::config::InferConfigError),

@@ -9,6 +9,7 @@ pub mod normalize;
 pub mod order;
 pub mod plan;
 pub mod prune;
+pub mod recreate;
 pub mod set;
 pub mod stage;
 

@@ -41,19 +41,10 @@ pub struct SetOptions<'a> {
     pub recreate_on_immutable: bool,
 }
 
-/// The per-object opt-in to recreation when an immutable field changed.
-pub const RECREATE_ANNOTATION: &str = "gantry.dev/recreate-on-immutable";
-
 impl SetOptions<'_> {
     fn recreates(&self, d: &Desired) -> bool {
-        self.recreate_on_immutable
-            || d.object["metadata"]["annotations"][RECREATE_ANNOTATION].as_str() == Some("true")
+        super::recreate::opted_in(self.recreate_on_immutable, d)
     }
-}
-
-/// Whether the API server refused a change because an immutable field changed.
-fn immutable(e: &ObjectError) -> bool {
-    e.message.contains("field is immutable")
 }
 
 /// What an applied set changed.
@@ -304,7 +295,7 @@ impl Applier {
         let mut recreate = vec![];
         for ((d, r), result) in items.iter().zip(checked.iter_mut()) {
             if let Err(e) = result
-                && immutable(e)
+                && super::recreate::immutable(e)
                 && opts.recreates(d)
                 && self.owned_by(r, d, opts.owner).await
             {
@@ -330,59 +321,6 @@ impl Applier {
         }
         refuse_foreign(opts, objects.iter().copied().zip(&checked))?;
         Ok((record_changes(objects, checked), recreate))
-    }
-
-    /// Whether the live object is labelled for `owner` (only those are ever recreated).
-    async fn owned_by(&self, r: &Resolved, d: &Desired, owner: &str) -> bool {
-        matches!(
-            self.live(r, &d.key).await,
-            Ok(Some(live)) if live["metadata"]["labels"][super::APPLICATION_LABEL].as_str() == Some(owner)
-        )
-    }
-
-    /// Deletes the objects to recreate and waits until they are gone (their dependents
-    /// are collected in the background), so the apply that follows creates them.
-    async fn delete_for_recreation(
-        &self,
-        keys: &[InventoryEntry],
-        resolved: &HashMap<KindKey, Resolved>,
-    ) -> Vec<ObjectError> {
-        let mut errors = vec![];
-        for key in keys {
-            let r = &resolved[&(key.group.clone(), key.version.clone(), key.kind.clone())];
-            let api = self.api(r, key.namespace.as_deref());
-            let params = kube::api::DeleteParams::background();
-            if let Err(e) = api.delete(&key.name, &params).await
-                && !matches!(&e, kube::Error::Api(s) if s.code == 404)
-            {
-                errors.push(ObjectError::new(key, &e));
-                continue;
-            }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            loop {
-                match api.get_opt(&key.name).await {
-                    Ok(None) => break,
-                    Ok(Some(_)) if std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await
-                    }
-                    Ok(Some(_)) => {
-                        errors.push(ObjectError {
-                            object: describe(key),
-                            message:
-                                "deleted to be recreated, but still there after 60s (a finalizer?)"
-                                    .into(),
-                        });
-                        break;
-                    }
-                    Err(e) => {
-                        errors.push(ObjectError::new(key, &e));
-                        break;
-                    }
-                }
-            }
-            tracing::info!(object = %describe(key), "recreated: an immutable field changed");
-        }
-        errors
     }
 
     /// Applies a group of objects concurrently; records the applied ones and returns the

@@ -135,7 +135,9 @@ async fn lead(
                 "standby: waiting for the Lease"
             );
             tokio::select! {
-                held = election.clone().acquire(ctx.client.clone()) => Some(held?),
+                held = election.clone().acquire(ctx.client.clone()) => {
+                    Some(held.map_err(|e| crate::error::Error::Lease(Box::new(e)))?)
+                }
                 _ = shutdown_signal() => return Ok(()),
             }
         }
@@ -155,7 +157,7 @@ async fn lead(
         lost = leadership.lost() => {
             ctx.endpoints.set_active(false);
             ctx.metrics.leader.set(0);
-            Err(lost.into())
+            Err(crate::error::Error::Lease(Box::new(lost)))
         }
     }
 }
