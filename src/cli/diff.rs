@@ -138,15 +138,34 @@ async fn dir_desired(
             }
         }
         d.namespaced = r.namespaced;
-        // Local diffs compare content only: no ownership labels were added by a sync.
-        if let Some(l) = d.object["metadata"]["labels"].as_object_mut() {
-            l.remove(crate::apply::APPLICATION_LABEL);
-            l.remove(crate::apply::MANAGED_BY_LABEL);
-            if l.is_empty() {
-                d.object["metadata"]
-                    .as_object_mut()
-                    .map(|m| m.remove("labels"));
+        // Local diffs compare content only. The ownership labels are the live object's
+        // (a synced object keeps the ones its Application gave it, so they are no
+        // difference); an object no Application applied gets none.
+        let live = applier.live(&r, &d.key).await?;
+        for label in [
+            crate::apply::APPLICATION_LABEL,
+            crate::apply::MANAGED_BY_LABEL,
+        ] {
+            let owned = live
+                .as_ref()
+                .and_then(|l| l["metadata"]["labels"][label].as_str())
+                .map(str::to_string);
+            match owned {
+                Some(v) => d.object["metadata"]["labels"][label] = v.into(),
+                None => {
+                    if let Some(l) = d.object["metadata"]["labels"].as_object_mut() {
+                        l.remove(label);
+                    }
+                }
             }
+        }
+        if d.object["metadata"]["labels"]
+            .as_object()
+            .is_some_and(|l| l.is_empty())
+        {
+            d.object["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("labels"));
         }
         out.push(d);
     }

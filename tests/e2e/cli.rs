@@ -128,6 +128,26 @@ async fn diff_get_history_sync_and_suspend() {
     );
     assert!(stdout(&out).trim().is_empty());
 
+    // The same files diffed as a directory: no difference either (the ownership labels the
+    // sync added are not reported).
+    let checkout = crate::support::app::Workspace::clone_from(&server, "app");
+    let dir = checkout.path().join("deploy");
+    let out = gantry(&[
+        "diff",
+        dir.to_str().unwrap(),
+        "--namespace",
+        &ns.name,
+        "--color",
+        "never",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A hand edit of the Secret: exit 1, the change is shown, no value appears.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     secrets
