@@ -258,3 +258,65 @@ fn sourcing_the_cluster_env_file_points_kubectl_at_the_cluster() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
 }
+
+/// `gantry render DIR --root REPO`: a kustomization that uses `../base` renders as the
+/// controller renders it from the repository root; without `--root` the base is outside
+/// what the render may read. Helm releases are named after the Application (--app-label).
+#[test]
+fn render_takes_a_repository_root_and_names_releases_as_the_controller() {
+    let repo = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = repo.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("base/kustomization.yaml", "resources:\n- cm.yaml\n");
+    write(
+        "base/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-base\n",
+    );
+    write("overlay/kustomization.yaml", "resources:\n- ../base\n");
+    write(
+        "chart/Chart.yaml",
+        "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+    );
+    write(
+        "chart/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n",
+    );
+    let render = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("render")
+            .args(args)
+            .env("KUBECONFIG", "/nonexistent")
+            .env("GANTRY_KUBECTL", crate::support::process::tool("kubectl"))
+            .env("GANTRY_HELM", crate::support::process::tool("helm"))
+            .output()
+            .unwrap()
+    };
+    let overlay = repo.path().join("overlay");
+    let alone = render(&[overlay.to_str().unwrap()]);
+    assert_eq!(alone.status.code(), Some(2), "the base is outside DIR");
+    let rooted = render(&[
+        overlay.to_str().unwrap(),
+        "--root",
+        repo.path().to_str().unwrap(),
+    ]);
+    assert!(
+        rooted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rooted.stderr)
+    );
+    assert!(stdout(&rooted).contains("name: from-base"));
+    let chart = render(&[
+        repo.path().join("chart").to_str().unwrap(),
+        "--app-label",
+        "shop.web",
+    ]);
+    assert!(
+        stdout(&chart).contains("name: web-settings"),
+        "{}{}",
+        stdout(&chart),
+        String::from_utf8_lossy(&chart.stderr)
+    );
+}
