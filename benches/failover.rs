@@ -72,25 +72,14 @@ fn start(ns: &str, replica: &str) -> Replica {
 }
 
 async fn leads(r: &Replica) -> bool {
-    let url = format!("http://127.0.0.1:{}/metrics", r.metrics_port);
-    match reqwest::get(&url).await {
-        // The sample line, not the HELP text (which also begins "gantry_leader 1 ...").
-        Ok(resp) => resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l == "gantry_leader 1"),
-        Err(_) => false,
-    }
+    support::cluster::is_leader(r.metrics_port).await == Some(true)
 }
 
 /// The first write of a ConfigMap in `ns` by `user` at or after `since`, from the audit log.
 fn first_write(ns: &str, user: &str, since: SystemTime) -> Option<SystemTime> {
-    let text = std::fs::read_to_string(state_file("audit/audit.log")).ok()?;
     let since = chrono::DateTime::<chrono::Utc>::from(since);
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    support::cluster::audit_events()
+        .into_iter()
         .filter(|e| {
             e["objectRef"]["namespace"] == ns
                 && e["objectRef"]["resource"] == "configmaps"

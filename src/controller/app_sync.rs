@@ -193,13 +193,12 @@ async fn succeeded(
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
     }
-    synced(ctx, app);
-    let result =
-        if super::rollout::is_rollback(ctx, &ns, &app.name_any(), source_name, revision).await {
-            SyncResult::RolledBack
-        } else {
-            SyncResult::Succeeded
-        };
+    ctx.forget_sync_failures(&ns, &name);
+    let result = if super::rollout::is_rollback(ctx, &ns, &name, source_name, revision).await {
+        SyncResult::RolledBack
+    } else {
+        SyncResult::Succeeded
+    };
     record(
         &mut status,
         SyncRecord {
@@ -403,9 +402,4 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     // at once through the watches, whatever the wait).
     let retry = ctx.sync_backoff(&ns, &name, revision, base);
     Ok(Action::requeue(retry.min(interval.max(base))))
-}
-
-/// Ends the backoff of failed syncs (called when a sync succeeded).
-fn synced(ctx: &Context, app: &Application) {
-    ctx.forget_sync_failures(&app.namespace().unwrap_or_default(), &app.name_any());
 }

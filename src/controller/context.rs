@@ -182,10 +182,11 @@ impl Context {
         }
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
-        let secs = 5u64.saturating_mul(1 << (*n - 1).min(6)).min(300);
-        Some(kube::runtime::controller::Action::requeue(
-            std::time::Duration::from_secs(secs),
-        ))
+        Some(kube::runtime::controller::Action::requeue(backoff(
+            std::time::Duration::from_secs(5),
+            *n,
+            std::time::Duration::from_secs(300),
+        )))
     }
 
     /// Refuses `file://` URLs outside `--file-sources-root` or inside the data directory.

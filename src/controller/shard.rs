@@ -53,10 +53,7 @@ impl Shard {
 
     /// How a resource with `labels` is assigned, for messages.
     pub fn describe(labels: &BTreeMap<String, String>) -> String {
-        match labels.get(SHARD_LABEL) {
-            Some(n) => format!("shard {n:?}"),
-            None => "the default shard".into(),
-        }
+        Shard(labels.get(SHARD_LABEL).cloned()).to_string()
     }
 }
 

@@ -9,34 +9,7 @@ use kube::api::Api;
 
 use crate::support::cluster::{TestNamespace, client, kubeconfig_path};
 use crate::support::eventually;
-use crate::support::process::tool;
-
-fn helm(args: &[&str]) -> String {
-    let out = Command::new(tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("gantry-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("gantry-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("gantry-helm-data"),
-        )
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::process::{helm, tool};
 
 fn chart_dir() -> String {
     format!("{}/charts/gantry", env!("CARGO_MANIFEST_DIR"))

@@ -25,7 +25,7 @@ use crate::support::app::{
 use crate::support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use crate::support::eventually;
 use crate::support::git::{GitServer, git};
-use crate::support::process::{ChildGuard, free_port, tool};
+use crate::support::process::{ChildGuard, free_port, helm, tool};
 use crate::support::registry::Registry;
 
 /// The image tarball `make image` writes.
@@ -48,16 +48,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn helm(args: &[&str]) -> String {
-    let home = std::env::temp_dir().join("gantry-helm-in-cluster");
-    run(Command::new(tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data")))
 }
 
 fn chart_dir() -> String {
@@ -255,17 +245,8 @@ fn run_pod(image: &Image, release: &Release) -> Pod {
 
     // What the kubelet mounts: the service-account token (TokenRequest API), the CA, the
     // namespace; and the mount points a runtime creates.
-    let token = run(Command::new(tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args([
-            "create",
-            "token",
-            &release.fullname(),
-            "-n",
-            &release.namespace,
-            "--duration=1h",
-        ]));
+    let token =
+        crate::support::cluster::service_account_token(&release.namespace, &release.fullname());
     let sa = image
         .root
         .join("var/run/secrets/kubernetes.io/serviceaccount");

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::rollouts::{canary_app, deployment_n};
 use crate::support::app::{Workspace, create_source_and_app, wait_synced_healthy};
-use crate::support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
+use crate::support::cluster::{TestNamespace, audit_events, client, install_crds, kubeconfig_path};
 use crate::support::controller::GantryController;
 use crate::support::eventually;
 use crate::support::git::{GitServer, git};
@@ -53,17 +53,11 @@ fn start_replica_with_lease(ns: &str, replica: &str, lease: &str) -> GantryContr
 /// Writes (create, update, patch, delete) in `ns` per audit user, from the test cluster's
 /// audit log, which records the replica users' writes only.
 fn writes_by_user(ns: &str) -> BTreeMap<String, usize> {
-    let path = kubeconfig_path().parent().unwrap().join("audit/audit.log");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (a cluster started before the audit log existed: make cluster-down cluster-up)", path.display()));
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if event["objectRef"]["namespace"] != ns {
-            continue;
-        }
+    for event in audit_events()
+        .iter()
+        .filter(|e| e["objectRef"]["namespace"] == ns)
+    {
         let user = event["user"]["username"].as_str().unwrap_or("").to_string();
         *out.entry(user).or_insert(0) += 1;
     }
@@ -71,10 +65,7 @@ fn writes_by_user(ns: &str) -> BTreeMap<String, usize> {
 }
 
 async fn is_leader(c: &GantryController) -> Option<bool> {
-    let url = format!("http://127.0.0.1:{}/metrics", c.metrics_port);
-    let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-    let line = text.lines().find(|l| l.starts_with("gantry_leader "))?;
-    Some(line.ends_with(" 1"))
+    crate::support::cluster::is_leader(c.metrics_port).await
 }
 
 async fn wait_leader(c: &GantryController, what: &str) {
@@ -346,11 +337,8 @@ async fn create_in_shard(
 
 /// Audit events in `ns` about object `name`, by user.
 fn writers_of(ns: &str, name: &str) -> std::collections::BTreeSet<String> {
-    let path = kubeconfig_path().parent().unwrap().join("audit/audit.log");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    audit_events()
+        .iter()
         .filter(|e| e["objectRef"]["namespace"] == ns && e["objectRef"]["name"] == name)
         .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
         .collect()

@@ -146,18 +146,7 @@ pub async fn wait_established(api: &Api<CustomResourceDefinition>, name: &str) {
 /// Writes to `path` a kubeconfig for ServiceAccount `ns/name` of the test cluster: its
 /// server and CA, and a token from the TokenRequest API (`kubectl create token`).
 pub fn service_account_kubeconfig(ns: &str, name: &str, path: &std::path::Path) {
-    let out = std::process::Command::new(process::tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(["create", "token", name, "-n", ns, "--duration=2h"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = service_account_token(ns, name);
     let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
     let field = |key: &str| {
         admin
@@ -177,4 +166,43 @@ pub fn service_account_kubeconfig(ns: &str, name: &str, path: &std::path::Path) 
         ),
     )
     .unwrap();
+}
+
+/// A token of the ServiceAccount `ns/name` from the TokenRequest API (valid 2 h).
+pub fn service_account_token(ns: &str, name: &str) -> String {
+    let out = std::process::Command::new(process::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["create", "token", name, "-n", ns, "--duration=2h"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The test cluster's audit events (the writes of the `gantry-replica-*` users), parsed.
+pub fn audit_events() -> Vec<serde_json::Value> {
+    let path = kubeconfig_path().parent().unwrap().join("audit/audit.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (a cluster started before the audit log existed: make cluster-down cluster-up)",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Whether the controller whose metrics listen on `port` holds its Lease (`None`: no
+/// answer). The sample line, not the HELP text, which also begins `gantry_leader 1`.
+pub async fn is_leader(metrics_port: u16) -> Option<bool> {
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+    let line = text.lines().find(|l| l.starts_with("gantry_leader "))?;
+    Some(line.ends_with(" 1"))
 }

@@ -83,3 +83,24 @@ pub fn tool(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Runs the real `helm` against the test cluster, with its caches in a temporary directory;
+/// fails the test when it fails; returns stdout.
+pub fn helm(args: &[&str]) -> String {
+    let home = std::env::temp_dir().join("gantry-helm");
+    let out = std::process::Command::new(tool("helm"))
+        .args(args)
+        .env("KUBECONFIG", super::cluster::kubeconfig_path())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
