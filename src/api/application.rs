@@ -113,6 +113,13 @@ pub struct ApplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigRef>,
 
+    /// Health rules in CEL for kinds whose health Gantry cannot read by itself (custom
+    /// resources without `Ready`/`Available`/`Stalled`/`Reconciling` conditions), or to
+    /// replace the built-in check of a kind. A rule that does not compile stops the
+    /// Application (Ready=False, InvalidHealthCheck) before anything is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
+
     /// Stops all writes while true.
     #[serde(default)]
     pub suspend: bool,
@@ -124,6 +131,28 @@ pub struct ApplicationSpec {
     /// Write new image tags selected by ImagePolicies back to Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_automation: Option<ImageAutomation>,
+}
+
+/// The health of one kind, as CEL expressions over the live object (its top-level fields
+/// `metadata`, `spec`, `status` are the variables). `failed`, then `inProgress`, then
+/// `current` are evaluated; the first that is true decides (Degraded, Progressing,
+/// Healthy); when none is, the object is progressing. An expression that cannot be
+/// evaluated on the object leaves its health Unknown, with the cause.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// apiVersion of the kind, e.g. `example.com/v1` (the version is not compared).
+    #[schemars(length(min = 1))]
+    pub api_version: String,
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    /// True when the object is healthy, e.g. `status.phase == 'Running'`.
+    #[schemars(length(min = 1))]
+    pub current: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

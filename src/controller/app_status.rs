@@ -2,6 +2,7 @@
 //! (or a rollout aborts). The mapping from assessed health to conditions is pure
 //! ([`health_condition`]) and shared with the report of a rejected revision.
 
+use crate::health::rules::Rules;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -40,7 +41,12 @@ pub fn health_condition(
             reasons::HEALTH_CHECK_FAILED,
             message.to_string(),
         ),
-        Health::Progressing | Health::Unknown => match timed_out {
+        Health::Unknown => (
+            Status::Unknown,
+            reasons::HEALTH_UNKNOWN,
+            message.to_string(),
+        ),
+        Health::Progressing => match timed_out {
             Some(t) => (
                 Status::False,
                 reasons::HEALTH_CHECK_FAILED,
@@ -85,7 +91,12 @@ pub(super) async fn follow_health(
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
     }
-    let (health, message) = live_health::assess(&target.applier, &status.inventory).await;
+    let (health, message) = live_health::assess(
+        &target.applier,
+        &status.inventory,
+        &Rules::compile(&app.spec.health_checks).unwrap_or_default(),
+    )
+    .await;
     let since = status
         .history
         .first()
@@ -269,8 +280,22 @@ mod tests {
             slow,
             (Status::Unknown, reasons::PROGRESSING, "1/2 ready".into())
         );
-        let late = health_condition(
+        let unknown = health_condition(
             Health::Unknown,
+            "Widget a/w: no health signal",
+            "",
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(
+            unknown,
+            (
+                Status::Unknown,
+                reasons::HEALTH_UNKNOWN,
+                "Widget a/w: no health signal".into()
+            )
+        );
+        let late = health_condition(
+            Health::Progressing,
             "1/2 ready",
             "",
             Some(Duration::from_secs(60)),

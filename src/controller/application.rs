@@ -1,6 +1,7 @@
 //! Application reconciler: source artifact → sync pipeline → status, history and events.
 //! A no-op reconcile (same revision, same generation, healthy) makes no request but reads.
 
+use crate::health::rules::Rules;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ async fn gather(
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
     let observations = Observations {
         suspended: app.spec.suspend,
+        invalid: Rules::compile(&app.spec.health_checks).err(),
         no_target: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
         unready_dependency,
         artifact: artifact_seen,
@@ -96,6 +98,13 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
             Status::Unknown,
             reasons::SUSPENDED,
             "reconciliation is suspended".into(),
+            Some(Action::await_change()),
+        ),
+        // The spec must change first.
+        Step::InvalidSpec(m) => (
+            Status::False,
+            reasons::INVALID_HEALTH_CHECK,
+            m.clone(),
             Some(Action::await_change()),
         ),
         // Retried: a ServiceAccount or a Secret may be created, a cluster may come back
@@ -335,7 +344,12 @@ async fn report_rejected(
         drift_message,
         app.metadata.generation,
     );
-    let (health, message) = live_health::assess(&target.applier, &status.inventory).await;
+    let (health, message) = live_health::assess(
+        &target.applier,
+        &status.inventory,
+        &Rules::compile(&app.spec.health_checks).unwrap_or_default(),
+    )
+    .await;
     let healthy = matches!(health, Health::Healthy | Health::Suspended);
     let running = "the workloads of the last healthy revision are running";
     let (s, reason, message) = health_condition(health, &message, running, None);

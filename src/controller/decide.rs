@@ -16,6 +16,8 @@ pub enum ArtifactSeen {
 #[derive(Clone, Debug)]
 pub struct Observations {
     pub suspended: bool,
+    /// Why the spec cannot be acted on (a health rule that does not compile).
+    pub invalid: Option<String>,
     /// Why the Application has no target (cluster and identity): (reason, message).
     pub no_target: Option<(&'static str, String)>,
     /// The first `dependsOn` Application that is not Ready at its generation.
@@ -39,6 +41,8 @@ pub struct Observations {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Suspended,
+    /// The spec cannot be acted on: Ready=False with this message, nothing applied.
+    InvalidSpec(String),
     /// No cluster or identity to act as: Ready=False with this (reason, message).
     NoTarget(&'static str, String),
     WaitForDependency(String),
@@ -82,6 +86,9 @@ pub fn next_step(o: &Observations) -> Step {
     if o.suspended {
         return Step::Suspended;
     }
+    if let Some(m) = &o.invalid {
+        return Step::InvalidSpec(m.clone());
+    }
     if let Some((reason, m)) = &o.no_target {
         return Step::NoTarget(reason, m.clone());
     }
@@ -122,6 +129,7 @@ mod tests {
     fn synced() -> Observations {
         Observations {
             suspended: false,
+            invalid: None,
             no_target: None,
             unready_dependency: None,
             artifact: ArtifactSeen::Ready {
@@ -143,9 +151,15 @@ mod tests {
         o.artifact = ArtifactSeen::Failed("no source".into());
         o.unready_dependency = Some("db".into());
         o.no_target = Some(("ClusterUnreachable", "cluster x is unreachable".into()));
+        o.invalid = Some("healthChecks Widget.current does not compile".into());
         o.suspended = true;
         assert_eq!(next_step(&o), Step::Suspended);
         o.suspended = false;
+        assert_eq!(
+            next_step(&o),
+            Step::InvalidSpec("healthChecks Widget.current does not compile".into())
+        );
+        o.invalid = None;
         assert_eq!(
             next_step(&o),
             Step::NoTarget("ClusterUnreachable", "cluster x is unreachable".into())

@@ -4,11 +4,16 @@
 use crate::api::application::InventoryEntry;
 use crate::apply::applier::Applier;
 use crate::apply::normalize::describe;
+use crate::health::rules::Rules;
 use crate::health::{self, Health};
 
 /// Aggregated health of the inventory: objects whose kinds have health checks are read with
 /// one LIST per kind and namespace.
-pub async fn assess(applier: &Applier, inventory: &[InventoryEntry]) -> (Health, String) {
+pub async fn assess(
+    applier: &Applier,
+    inventory: &[InventoryEntry],
+    rules: &Rules,
+) -> (Health, String) {
     let mut worst = (Health::Healthy, String::new());
     let rank = |h: Health| match h {
         Health::Healthy | Health::Suspended => 0,
@@ -22,7 +27,7 @@ pub async fn assess(applier: &Applier, inventory: &[InventoryEntry]) -> (Health,
     > = Default::default();
     for e in inventory
         .iter()
-        .filter(|e| health::has_check(&e.group, &e.kind))
+        .filter(|e| health::has_check(&e.group, &e.kind) || rules.covers(&e.group, &e.kind))
     {
         groups
             .entry((
@@ -44,7 +49,7 @@ pub async fn assess(applier: &Applier, inventory: &[InventoryEntry]) -> (Health,
         };
         for entry in entries {
             let verdict = match by_name.get(&entry.name) {
-                Some(live) => health::assess(&entry.group, &entry.kind, live),
+                Some(live) => health::assess_with(rules, &entry.group, &entry.kind, live),
                 None => health::Verdict {
                     health: Health::Degraded,
                     message: "is missing".into(),

@@ -25,6 +25,11 @@ pub const MANUAL_SYNC_REQUIRED: &str = "ManualSyncRequired";
 pub const HEALTHY: &str = "Healthy";
 pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
 pub const PROGRESSING: &str = "Progressing";
+/// Health is not known (no signal from an object, or a health rule that cannot be
+/// evaluated); never turned into a failure by waiting.
+pub const HEALTH_UNKNOWN: &str = "HealthUnknown";
+/// A `spec.healthChecks` rule does not compile (Ready=False, nothing applied).
+pub const INVALID_HEALTH_CHECK: &str = "InvalidHealthCheck";
 pub const ANALYSING: &str = "Analysing";
 
 // Drift.

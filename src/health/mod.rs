@@ -1,4 +1,7 @@
-//! Health: one pure function per kind, from the live object to a verdict.
+//! Health: one pure function per kind, from the live object to a verdict; the
+//! Application's CEL rules (`rules.rs`) come first.
+
+pub mod rules;
 
 use serde_json::Value;
 
@@ -210,11 +213,42 @@ pub fn service(o: &Value) -> Verdict {
     v(Health::Healthy, "service ready")
 }
 
-/// Objects with a `Ready` or `Available` condition (custom resources included).
-pub fn generic(o: &Value) -> Verdict {
+/// Any other object, kstatus-like: a generation not observed yet is progressing; a
+/// `Stalled` condition that is true is degraded, a `Reconciling` one progressing; `Ready` or
+/// `Available` decide when present; an object whose controller observed its generation
+/// and reports no condition is healthy, and so is one without any status. A status without
+/// any of these signals (a `phase` only, say) leaves the health Unknown: a custom resource
+/// like that needs a rule in `spec.healthChecks`.
+pub fn generic(kind: &str, o: &Value) -> Verdict {
+    // Only a controller that reports `observedGeneration` can be behind (kstatus).
+    if o["status"]["observedGeneration"].is_i64() && !observed_current(o) {
+        return v(
+            Health::Progressing,
+            "waiting for the controller to observe the new generation",
+        );
+    }
+    let is_true = |t: &str| condition(o, t).is_some_and(|c| c["status"] == "True");
+    let message_of = |t: &str| {
+        condition(o, t)
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    if is_true("Stalled") {
+        return v(
+            Health::Degraded,
+            format!("Stalled: {}", message_of("Stalled")),
+        );
+    }
+    if is_true("Reconciling") {
+        return v(
+            Health::Progressing,
+            format!("Reconciling: {}", message_of("Reconciling")),
+        );
+    }
     for type_ in ["Ready", "Available"] {
         if let Some(c) = condition(o, type_) {
-            let msg = c["message"].as_str().unwrap_or_default().to_string();
+            let msg = message_of(type_);
             return match c["status"].as_str() {
                 Some("True") => v(
                     Health::Healthy,
@@ -224,13 +258,26 @@ pub fn generic(o: &Value) -> Verdict {
                         msg
                     },
                 ),
-                Some("False") if !observed_current(o) => v(Health::Progressing, msg),
                 Some("False") => v(Health::Degraded, msg),
                 _ => v(Health::Progressing, msg),
             };
         }
     }
-    v(Health::Healthy, "no health checks for this kind")
+    if o["status"]["observedGeneration"].is_i64() {
+        return v(Health::Healthy, "generation observed, no conditions");
+    }
+    // No status at all: no controller reports on this object (a configuration-only
+    // resource), so there is nothing to wait for.
+    if o.get("status").is_none_or(|s| s.is_null()) {
+        return v(Health::Healthy, "no status to wait for");
+    }
+    v(
+        Health::Unknown,
+        format!(
+            "no health signal (no Ready, Available, Stalled or Reconciling condition, no \
+             status.observedGeneration); declare a rule for {kind} in spec.healthChecks"
+        ),
+    )
 }
 
 /// The health of any object, by kind.
@@ -244,29 +291,54 @@ pub fn assess(group: &str, kind: &str, o: &Value) -> Verdict {
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(o),
         ("", "PersistentVolumeClaim") => pvc(o),
         ("", "Service") => service(o),
-        _ => generic(o),
+        _ if !has_check(group, kind) => v(Health::Healthy, "no health checks for this kind"),
+        _ => generic(kind, o),
     }
 }
 
-/// Whether a kind needs re-reading to know its health (others are healthy once applied).
+/// The health of any object: the Application's rule for its kind, else the built-in check.
+pub fn assess_with(rules: &rules::Rules, group: &str, kind: &str, o: &Value) -> Verdict {
+    rules
+        .assess(group, kind, o)
+        .unwrap_or_else(|| assess(group, kind, o))
+}
+
+/// API groups served by Kubernetes itself: only the kinds listed in `has_check` have a
+/// health there; the others (ConfigMap, Role, HPA, CronJob, …) are healthy once applied.
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "autoscaling",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "networking.k8s.io",
+    "admissionregistration.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "node.k8s.io",
+    "events.k8s.io",
+    "certificates.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "apiextensions.k8s.io",
+];
+
+/// Whether a kind needs re-reading to know its health (others are healthy once applied):
+/// the workloads, Jobs, CRDs, claims and Services, and every kind outside Kubernetes'
+/// own groups.
 pub fn has_check(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
-        ("apps", _)
-            | ("batch", "Job")
+        (
+            "apps",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        ) | ("batch", "Job")
             | ("apiextensions.k8s.io", "CustomResourceDefinition")
             | ("", "PersistentVolumeClaim")
             | ("", "Service")
-    ) || !matches!(
-        group,
-        "" | "rbac.authorization.k8s.io"
-            | "networking.k8s.io"
-            | "policy"
-            | "admissionregistration.k8s.io"
-            | "scheduling.k8s.io"
-            | "storage.k8s.io"
-            | "coordination.k8s.io"
-    )
+    ) || !BUILT_IN_GROUPS.contains(&group)
 }
 
 #[cfg(test)]
@@ -341,20 +413,74 @@ mod tests {
 
     #[test]
     fn generic_conditions() {
+        let g = |o: Value| generic("Widget", &o).health;
         assert_eq!(
-            generic(&json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
-                .health,
+            g(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
             Health::Healthy
         );
-        assert_eq!(generic(&json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": "boom"}]}})).health, Health::Degraded);
         assert_eq!(
-            generic(
-                &json!({"status": {"conditions": [{"type": "Available", "status": "Unknown"}]}})
-            )
-            .health,
+            g(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False", "message": "boom"}]}})
+            ),
+            Health::Degraded
+        );
+        assert_eq!(
+            g(json!({"status": {"conditions": [{"type": "Available", "status": "Unknown"}]}})),
             Health::Progressing
         );
-        assert_eq!(generic(&json!({"data": {}})).health, Health::Healthy);
         assert_eq!(assess("", "ConfigMap", &json!({})).health, Health::Healthy);
+        assert_eq!(
+            assess(
+                "autoscaling",
+                "HorizontalPodAutoscaler",
+                &json!({"status": {}})
+            )
+            .health,
+            Health::Healthy
+        );
+        assert_eq!(
+            assess("batch", "CronJob", &json!({})).health,
+            Health::Healthy
+        );
+    }
+
+    #[test]
+    fn generic_is_kstatus_like_and_unknown_without_a_signal() {
+        let g = |o: Value| generic("Widget", &o);
+        // A generation the controller has not observed yet.
+        assert_eq!(
+            g(json!({"metadata": {"generation": 3}, "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]}})).health,
+            Health::Progressing
+        );
+        assert_eq!(
+            g(json!({"status": {"conditions": [{"type": "Stalled", "status": "True", "message": "bad spec"}]}})).health,
+            Health::Degraded
+        );
+        assert_eq!(
+            g(json!({"status": {"conditions": [{"type": "Reconciling", "status": "True"}, {"type": "Ready", "status": "True"}]}})).health,
+            Health::Progressing
+        );
+        assert_eq!(
+            g(json!({"metadata": {"generation": 2}, "status": {"observedGeneration": 2}})).health,
+            Health::Healthy
+        );
+        // No condition and no observed generation: Unknown, not Healthy, and the message
+        // says what to declare.
+        assert_eq!(
+            g(json!({"metadata": {"generation": 1}, "spec": {}})).health,
+            Health::Healthy
+        );
+        for o in [
+            json!({"metadata": {"generation": 1}, "status": {"phase": "Running"}}),
+            json!({"status": {}}),
+        ] {
+            let verdict = g(o);
+            assert_eq!(verdict.health, Health::Unknown);
+            assert!(
+                verdict.message.contains("spec.healthChecks"),
+                "{}",
+                verdict.message
+            );
+        }
     }
 }

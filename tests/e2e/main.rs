@@ -14,6 +14,7 @@ mod drift;
 mod faults;
 mod git_server;
 mod git_source;
+mod health_rules;
 mod image_automation;
 mod image_policy;
 mod in_cluster;
