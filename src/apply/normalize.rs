@@ -17,7 +17,9 @@ pub struct Desired {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum NormalizeError {
-    #[error("object #{index} ({kind}) has no metadata.name")]
+    #[error(
+        "object #{index} ({kind}) has no metadata.name (generateName is only for hooks: annotate it helm.sh/hook or argocd.argoproj.io/hook)"
+    )]
     NoName { index: usize, kind: String },
     #[error("apiVersion {0:?} is malformed")]
     BadApiVersion(String),

@@ -6,6 +6,8 @@ pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
 pub const RENDER_FAILED: &str = "RenderFailed";
 pub const VALIDATION_FAILED: &str = "ValidationFailed";
 pub const APPLY_FAILED: &str = "ApplyFailed";
+/// A Helm or Argo CD hook failed or did not finish in time (pre hooks: nothing applied).
+pub const HOOK_FAILED: &str = "HookFailed";
 pub const EMPTY_RENDER: &str = "EmptyRender";
 pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::guards::{self, RecordPlanned};
 use super::reasons;
 use crate::api::application::{Application, InventoryEntry};
-use crate::apply::inventory;
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions};
+use crate::apply::{hooks, inventory};
 use crate::cluster::Target;
 use crate::render::{self, Capabilities, Limits, RenderRequest};
 
@@ -32,6 +32,8 @@ pub enum SyncError {
     EmptyRender(usize),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Hook(#[from] hooks::HookError),
 }
 
 impl SyncError {
@@ -49,6 +51,7 @@ impl SyncError {
             }
             SyncError::EmptyRender(_) => reasons::EMPTY_RENDER,
             SyncError::Kube(_) => reasons::APPLY_FAILED,
+            SyncError::Hook(_) => reasons::HOOK_FAILED,
         }
     }
 
@@ -114,7 +117,15 @@ pub fn app_label(app: &Application) -> String {
 
 /// Renders and normalizes the desired set; kinds are resolved through the Applier's
 /// discovery.
+/// The objects of the set, normalized (hooks left out: they are never part of it).
 pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncError> {
+    Ok(desired_and_hooks(input).await?.0)
+}
+
+/// The set and the hooks to run around it.
+pub async fn desired_and_hooks(
+    input: &SyncInput<'_>,
+) -> Result<(Vec<Desired>, Vec<hooks::Hook>), SyncError> {
     let app = input.app;
     let name = app.metadata.name.clone().unwrap_or_default();
     let ns = default_namespace(app);
@@ -169,6 +180,22 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
         }
         other => other?,
     };
+    // Helm's install hooks run when the Application has applied nothing yet.
+    let installing = app
+        .status
+        .as_ref()
+        .is_none_or(|s| s.inventory.is_empty() && s.last_applied_revision.is_none());
+    let hooks::Split {
+        objects,
+        hooks,
+        skipped,
+    } = hooks::split(objects, installing);
+    if skipped > 0 {
+        tracing::debug!(
+            skipped,
+            "hooks not applied (test, delete, rollback, SyncFail, Skip)"
+        );
+    }
 
     let mut gvks: BTreeSet<(String, String, String)> = BTreeSet::new();
     for o in &objects {
@@ -181,16 +208,12 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
             namespaced.insert((g, v, k), r.namespaced);
         }
     }
-    Ok(normalize::normalize(
-        objects,
-        &ns,
-        &app_label(app),
-        |g, v, k| {
-            namespaced
-                .get(&(g.to_string(), v.to_string(), k.to_string()))
-                .copied()
-        },
-    )?)
+    let desired = normalize::normalize(objects, &ns, &app_label(app), |g, v, k| {
+        namespaced
+            .get(&(g.to_string(), v.to_string(), k.to_string()))
+            .copied()
+    })?;
+    Ok((desired, hooks))
 }
 
 /// The planned inventory, written by a [`RecordPlanned`] before the set's first write.
@@ -214,7 +237,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let started = std::time::Instant::now();
-    let desired = desired_set(input).await?;
+    let (desired, hooks) = desired_and_hooks(input).await?;
     tracing::debug!(
         objects = desired.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -230,6 +253,15 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         guards::planned_inventory(&previous, &desired).map(|entries| Planned { recorder, entries })
     });
     let owner = app_label(app);
+    let hook_timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+    let namespace = default_namespace(app);
+    // Pre hooks run (and are awaited) before anything of the set is written; hooks are not
+    // in the inventory, so the planned one is recorded by the set's first write as before.
+    input
+        .target
+        .applier
+        .run_hooks(&hooks, hooks::Phase::Pre, &namespace, &owner, hook_timeout)
+        .await?;
     let set = input
         .target
         .applier
@@ -276,6 +308,11 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             outcome.prune_messages.push(msg);
         }
     }
+    input
+        .target
+        .applier
+        .run_hooks(&hooks, hooks::Phase::Post, &namespace, &owner, hook_timeout)
+        .await?;
     inventory_entries.sort();
     inventory_entries.dedup();
     outcome.inventory = inventory_entries;

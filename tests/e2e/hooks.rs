@@ -1,0 +1,127 @@
+//! Hooks (issue 14): Argo CD PreSync/PostSync and Helm hook annotations on plain manifests.
+//! A pre hook gates the set (nothing applied until it finishes), `generateName` works for
+//! hooks, delete policies are honoured, test hooks are never applied, and no hook enters
+//! the inventory.
+
+use std::time::Duration;
+
+use gantry::api::Application;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use crate::support::app::{Workspace, condition, create_source_and_app, wait_synced_healthy};
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use crate::support::controller::GantryController;
+use crate::support::eventually;
+use crate::support::git::GitServer;
+
+fn migrate_job(suspend: bool) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\n    argocd.argoproj.io/hook-delete-policy: HookSucceeded\nspec:\n  suspend: {suspend}\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: registry.example.com/migrate:1.0.0\n"
+    )
+}
+
+const SMOKE: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: smoke\n  annotations:\n    argocd.argoproj.io/hook: PostSync\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: smoke\n        image: registry.example.com/smoke:1.0.0\n";
+
+const TEST_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: test-connection\n  annotations:\n    helm.sh/hook: test\nspec:\n  containers:\n  - name: t\n    image: registry.example.com/test:1.0.0\n";
+
+#[tokio::test]
+async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "hooks").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    server.create_repo("app", &[("README.md", "hooks\n")]);
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v\n",
+    );
+    // A PreSync hook that never finishes (suspended): the set must wait, then fail.
+    ws.write("deploy/migrate.yaml", &migrate_job(true));
+    ws.write("deploy/smoke.yaml", SMOKE);
+    ws.write("deploy/test.yaml", TEST_POD);
+    let stuck = ws.commit_and_push("hooks, migration stuck");
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "timeout": "5s"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let message = eventually("HookFailed", Duration::from_secs(60), || async {
+        let app = apps.get("app").await.ok()?;
+        let c = condition(&app, "Ready")?;
+        let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+        (c.reason == "HookFailed" && at.ends_with(&stuck)).then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains("pre hook Job migrate-*") && message.contains("not finished"),
+        "{message}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        cms.get_opt("app-config").await.unwrap().is_none(),
+        "the set was applied before its pre hook finished"
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let hook_jobs = |jobs: Vec<Job>| -> Vec<String> {
+        jobs.into_iter()
+            .filter_map(|j| j.metadata.name)
+            .filter(|n| n.starts_with("migrate-"))
+            .collect()
+    };
+    let made = hook_jobs(jobs.list(&ListParams::default()).await.unwrap().items);
+    // One per attempt (failed syncs are retried with backoff): generateName makes a new
+    // object each time.
+    assert!(!made.is_empty());
+    // Clean up the stuck hooks as an operator would; the fixed revision runs a new one.
+    for name in made {
+        jobs.delete(&name, &kube::api::DeleteParams::background())
+            .await
+            .unwrap();
+    }
+
+    ws.write("deploy/migrate.yaml", &migrate_job(false));
+    let fixed = ws.commit_and_push("migration runs");
+    let app = wait_synced_healthy(&apps, "app", &fixed).await;
+    let inventory: Vec<String> = app
+        .status
+        .unwrap()
+        .inventory
+        .iter()
+        .map(|e| format!("{} {}", e.kind, e.name))
+        .collect();
+    assert_eq!(
+        inventory,
+        ["ConfigMap app-config"],
+        "hooks are not managed objects"
+    );
+    cms.get("app-config").await.unwrap();
+    // The PreSync Job succeeded and was deleted (HookSucceeded) ...
+    eventually(
+        "migration hook deleted",
+        Duration::from_secs(30),
+        || async {
+            let left = hook_jobs(jobs.list(&ListParams::default()).await.ok()?.items);
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    // ... the PostSync Job ran after the set and is kept (no delete policy), marked as
+    // this Application's hook ...
+    let smoke = jobs.get("smoke").await.unwrap();
+    assert_eq!(
+        smoke.metadata.labels.unwrap()["gantry.dev/hook-of"],
+        format!("{}.app", ns.name)
+    );
+    // ... and the test hook was never applied.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    assert!(pods.get_opt("test-connection").await.unwrap().is_none());
+}
