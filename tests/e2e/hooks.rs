@@ -54,7 +54,7 @@ async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    let message = eventually("HookFailed", Duration::from_secs(60), || async {
+    let message = eventually("HookFailed", Duration::from_secs(120), || async {
         let app = apps.get("app").await.ok()?;
         let c = condition(&app, "Ready")?;
         let at = app.status.as_ref()?.last_attempted_revision.clone()?;
@@ -79,17 +79,30 @@ async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
     };
     let made = hook_jobs(jobs.list(&ListParams::default()).await.unwrap().items);
     // One per attempt (failed syncs are retried with backoff): generateName makes a new
-    // object each time.
+    // object each time. They stay (suspended, no HookFailed policy) for the operator.
     assert!(!made.is_empty());
-    // Clean up the stuck hooks as an operator would; the fixed revision runs a new one.
-    for name in made {
-        jobs.delete(&name, &kube::api::DeleteParams::background())
-            .await
-            .unwrap();
-    }
 
     ws.write("deploy/migrate.yaml", &migrate_job(false));
     let fixed = ws.commit_and_push("migration runs");
+    // A real migration gets time (a loaded cluster schedules and completes a Job slowly);
+    // the spec change also syncs the fixed revision again if its 5 s attempt ran out.
+    eventually(
+        "fixed revision attempted",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+            at.ends_with(&fixed).then_some(())
+        },
+    )
+    .await;
+    apps.patch(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"timeout": "180s"}})),
+    )
+    .await
+    .unwrap();
     let app = wait_synced_healthy(&apps, "app", &fixed).await;
     let inventory: Vec<String> = app
         .status
@@ -107,10 +120,18 @@ async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
     // The PreSync Job succeeded and was deleted (HookSucceeded) ...
     eventually(
         "migration hook deleted",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || async {
-            let left = hook_jobs(jobs.list(&ListParams::default()).await.ok()?.items);
-            left.is_empty().then_some(())
+            // The stuck revision's Jobs stay suspended; the fixed one's ran and is gone.
+            let runnable: Vec<Job> = jobs
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|j| j.spec.as_ref().and_then(|s| s.suspend) != Some(true))
+                .collect();
+            hook_jobs(runnable).is_empty().then_some(())
         },
     )
     .await;
