@@ -243,7 +243,8 @@ impl Applier {
             }
         }
 
-        // 4. Everything else that changes, rank by rank; held objects stay as they are.
+        // 4. Everything else that changes, wave by wave and rank by rank; held objects stay
+        //    as they are.
         let held = |d: &Desired| opts.hold.is_some_and(|h| h(d));
         set.held = desired
             .iter()
@@ -251,17 +252,17 @@ impl Applier {
             .map(|d| d.key.clone())
             .collect();
         let mut errors = vec![];
-        for (rank, group) in ranked(desired, &deferred, &set.changes, held)
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-        {
+        for group in ranked(desired, &deferred, &set.changes, held) {
+            let first = group[0];
+            let rank = super::order::rank(&first.key.group, &first.key.kind, first.namespaced);
+            let wave = super::stage::wave(first);
             let phase = std::time::Instant::now();
             let mut failed = self
-                .apply_group(group, &resolved, opts.force, &mut set.applied)
+                .apply_group(&group, &resolved, opts.force, &mut set.applied)
                 .await;
             errors.append(&mut failed);
             tracing::debug!(
+                wave,
                 rank,
                 objects = group.len(),
                 ms = phase.elapsed().as_millis() as u64,

@@ -41,24 +41,39 @@ pub fn first_stage<'d>(
         .collect()
 }
 
-/// Everything else that changes and is not held, by rank (applied one rank after the
-/// other, concurrently within a rank).
+/// Argo CD's sync-wave annotation: objects of a lower wave are applied first.
+pub const SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
+
+/// The object's sync wave (0 without the annotation or with one that is not a number).
+pub fn wave(d: &Desired) -> i64 {
+    d.object["metadata"]["annotations"][SYNC_WAVE]
+        .as_str()
+        .and_then(|w| w.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Everything else that changes and is not held, by sync wave and then by rank within a
+/// wave (applied one group after the other, concurrently within a group): without waves,
+/// one group per rank.
 pub fn ranked<'d>(
     desired: &'d [Desired],
     deferred: &BTreeSet<InventoryEntry>,
     changes: &HashMap<InventoryEntry, Change>,
     held: impl Fn(&Desired) -> bool,
 ) -> Vec<Vec<&'d Desired>> {
-    let mut by_rank: Vec<Vec<&Desired>> = vec![vec![]; order::RANKS];
+    let mut groups: std::collections::BTreeMap<(i64, usize), Vec<&Desired>> = Default::default();
     for d in desired
         .iter()
         .filter(|d| order::stage(&d.key.group, &d.key.kind) != 0 || deferred.contains(&d.key))
         .filter(|d| changes.get(&d.key) != Some(&Change::Unchanged) && !held(d))
     {
         let rank = order::rank(&d.key.group, &d.key.kind, d.namespaced) as usize;
-        by_rank[rank.min(order::RANKS - 1)].push(d);
+        groups
+            .entry((wave(d), rank.min(order::RANKS - 1)))
+            .or_default()
+            .push(d);
     }
-    by_rank
+    groups.into_values().collect()
 }
 
 #[cfg(test)]
@@ -145,13 +160,40 @@ pub(crate) mod tests {
         assert_eq!(
             by_rank,
             vec![
-                vec![],
-                vec![],
                 vec!["reader".to_string()],
                 vec!["cfg".to_string()],
                 vec!["w".to_string(), "web".to_string()],
-                vec![],
                 vec!["hook".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn sync_waves_come_before_ranks() {
+        let with_wave = |mut d: Desired, w: &str| {
+            d.object["metadata"]["annotations"][SYNC_WAVE] = json!(w);
+            d
+        };
+        let desired = vec![
+            with_wave(obj("apps", "Deployment", Some("a"), "db"), "-1"),
+            obj("", "ConfigMap", Some("a"), "cfg"),
+            obj("apps", "Deployment", Some("a"), "web"),
+            with_wave(obj("", "ConfigMap", Some("a"), "late-cfg"), "2"),
+            with_wave(obj("", "Service", Some("a"), "not-a-number"), "soon"),
+        ];
+        let changes: HashMap<InventoryEntry, Change> = desired
+            .iter()
+            .map(|d| (d.key.clone(), Change::Created))
+            .collect();
+        let groups = ranked(&desired, &BTreeSet::new(), &changes, |_| false);
+        let names: Vec<Vec<String>> = groups.iter().map(|g| names(g)).collect();
+        assert_eq!(
+            names,
+            vec![
+                vec!["db".to_string()],
+                vec!["cfg".to_string(), "not-a-number".to_string()],
+                vec!["web".to_string()],
+                vec!["late-cfg".to_string()],
             ]
         );
     }
