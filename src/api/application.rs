@@ -25,7 +25,7 @@ use super::rollout::{RolloutSpec, RolloutStatus};
     doc = "Deploys the manifests at a path of a source into the cluster and keeps them there.",
     printcolumn = r#"{"name": "Source", "type": "string", "jsonPath": ".spec.sourceRef.name"}"#,
     printcolumn = r#"{"name": "Cluster", "type": "string", "jsonPath": ".status.cluster"}"#,
-    printcolumn = r#"{"name": "Revision", "type": "string", "jsonPath": ".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name": "Revision", "type": "string", "jsonPath": ".status.runningRevision"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Healthy", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Healthy\")].status"}"#,
     printcolumn = r#"{"name": "Drifted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status"}"#,
@@ -327,6 +327,11 @@ pub struct ApplicationStatus {
     /// Revision whose objects were all applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_revision: Option<String>,
+    /// Revision whose workload templates run: the last applied one, except after an
+    /// aborted rollout or canary, where the last healthy revision's templates were
+    /// restored or kept (the `Revision` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_revision: Option<String>,
     /// Revision of the latest attempt, successful or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_revision: Option<String>,

@@ -98,7 +98,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                             a.namespace().unwrap_or_default(),
                             a.name_any(),
                             st.cluster.clone().unwrap_or_else(|| "-".into()),
-                            st.last_applied_revision.unwrap_or_else(|| "-".into()),
+                            st.running_revision
+                                .or(st.last_applied_revision)
+                                .unwrap_or_else(|| "-".into()),
                             ready(&st.conditions),
                             healthy,
                             drift,

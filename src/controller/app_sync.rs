@@ -179,6 +179,7 @@ async fn succeeded(
     );
     status.inventory = outcome.inventory.clone();
     status.last_applied_revision = Some(revision.clone());
+    status.running_revision = Some(revision.clone());
     // Recorded now (they count only once the revision is healthy), so a controller
     // restarted before the health check still knows the templates of this revision.
     let hashes = crate::rollout::template::template_hashes(&outcome.desired);

@@ -510,6 +510,10 @@ async fn abort(
     let generation = app.metadata.generation;
     let mut rollout = status.rollout.clone().unwrap_or_default();
     delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
+    // The stable Deployments kept the last healthy revision's templates.
+    if let Some(good) = plan::last_healthy(&status.history, revision) {
+        status.running_revision = Some(good.revision.clone());
+    }
     plan::reject(&mut rollout.failed_revisions, revision);
     rollout.phase = RolloutPhase::Aborted;
     rollout.message = Some(reason.chars().take(500).collect());

@@ -127,6 +127,9 @@ pub(super) async fn abort(
         None => Err("no earlier healthy revision to return to".to_string()),
         Some(good) => reapply_workloads(ctx, target, app, source, good).await,
     };
+    if let (Some(good), Ok(_)) = (&good, &outcome) {
+        status.running_revision = Some(good.clone());
+    }
     let message = match (&good, &outcome) {
         (Some(good), Ok(workloads)) => format!(
             "revision {revision} aborted: {reason}; returned {} to revision {good}; not retried until Git changes",

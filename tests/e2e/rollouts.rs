@@ -80,6 +80,15 @@ async fn rolling_update_with_a_bad_image_returns_to_the_last_healthy_templates()
     assert!(message.contains("progress deadline"), "{message}");
     assert!(message.contains("Deployment web"), "{message}");
     let status = app.status.unwrap();
+    // Status says what runs: the good revision's template (issue 14 item 5).
+    assert!(
+        status
+            .running_revision
+            .as_deref()
+            .is_some_and(|r| r.ends_with(&good)),
+        "{:?}",
+        status.running_revision
+    );
     let record = status
         .history
         .iter()
@@ -471,7 +480,7 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
     let ns = TestNamespace::new(&client, "ro-canary-bad").await;
     let controller = GantryController::start(&ns.name);
     let server = GitServer::start();
-    let (apps, ws, _) = canary_app(
+    let (apps, ws, good) = canary_app(
         &client,
         &ns.name,
         &server,
@@ -511,6 +520,15 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
     assert!(message.contains("check pods failed"), "{message}");
     assert!(message.contains(&bad), "{message}");
     let status = app.status.unwrap();
+    // The stable Deployment runs the good revision's template, and status says so.
+    assert!(
+        status
+            .running_revision
+            .as_deref()
+            .is_some_and(|r| r.ends_with(&good)),
+        "{:?}",
+        status.running_revision
+    );
     let rollout = status.rollout.unwrap();
     assert!(rollout.failed_revisions.iter().any(|r| r.ends_with(&bad)));
     assert!(rollout.checks.iter().any(|c| !c.passed && c.name == "pods"));
