@@ -190,13 +190,13 @@ impl Applier {
                 .await
                 .map_err(&fail)?;
             let (api, live_name) = live;
-            let outcome = self.await_hook(&api, &live_name, timeout).await;
+            let outcome = await_hook(&api, &hook.object, &live_name, timeout).await;
             let delete = match &outcome {
                 Ok(()) => hook.delete_on_success,
                 Err(_) => hook.delete_on_failure,
             };
             if delete {
-                let _ = api.delete(&live_name, &background()).await;
+                let _ = api.delete(&live_name, &DeleteParams::background()).await;
             }
             outcome.map_err(fail)?;
             ran += 1;
@@ -260,39 +260,31 @@ impl Applier {
             }
         }
     }
-
-    async fn await_hook(
-        &self,
-        api: &Api<DynamicObject>,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let start = Instant::now();
-        loop {
-            let live = api
-                .get(name)
-                .await
-                .map_err(|e| super::applier::api_message(&e))?;
-            let value = serde_json::to_value(&live).map_err(|e| e.to_string())?;
-            let mut with_kind = value;
-            if with_kind["kind"].is_null()
-                && let Some(t) = &live.types
-            {
-                with_kind["kind"] = Value::String(t.kind.clone());
-            }
-            if let Some(done) = finished(&with_kind) {
-                return done;
-            }
-            if start.elapsed() > timeout {
-                return Err(format!("not finished after {}s", timeout.as_secs()));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
 }
 
-fn background() -> DeleteParams {
-    DeleteParams::background()
+/// Waits until the hook's live object is finished, judged by the rendered object's kind.
+async fn await_hook(
+    api: &Api<DynamicObject>,
+    rendered: &Value,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let live = api
+            .get(name)
+            .await
+            .map_err(|e| super::applier::api_message(&e))?;
+        let mut value = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+        value["kind"] = rendered["kind"].clone();
+        if let Some(done) = finished(&value) {
+            return done;
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("not finished after {}s", timeout.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn delete_and_wait(
@@ -308,7 +300,7 @@ async fn delete_and_wait(
     {
         return Ok(());
     }
-    let _ = api.delete(name, &background()).await;
+    let _ = api.delete(name, &DeleteParams::background()).await;
     let start = Instant::now();
     while api
         .get_opt(name)
