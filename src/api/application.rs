@@ -210,6 +210,29 @@ pub struct HelmRender {
     /// Allow chart dependencies to be fetched from the network.
     #[serde(default)]
     pub allow_network_dependencies: bool,
+    /// A chart from an OCI registry instead of the one at `path`; `path` then holds only
+    /// the values files (if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<OciChart>,
+}
+
+/// A Helm chart stored in an OCI registry (`helm push`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OciChart {
+    /// `oci://registry/repository/chart`, without a tag.
+    #[schemars(length(min = 7, max = 1024))]
+    pub url: String,
+    /// The chart version, an exact tag such as `1.4.2`.
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the Application's namespace with
+    /// credentials for the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<super::refs::SecretRef>,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -103,6 +103,7 @@ async fn app_desired(
         .map_err(|e| Error::Usage(format!("cannot check out {revision}: {e}")))?;
     let input = SyncInput {
         target: &target,
+        local: client,
         app: &app,
         artifact_root: &tree,
         artifact_digest: None,

@@ -75,6 +75,7 @@ pub async fn render_in(
         limits: Limits::default(),
         // No cluster: Helm's own defaults.
         capabilities: None,
+        chart: None,
     };
     let objects = render::render(root, &path.to_string_lossy(), &req)
         .await

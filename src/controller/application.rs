@@ -180,6 +180,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
     let input = SyncInput {
         target: &target,
+        local: &ctx.client,
         app: &app,
         artifact_root: &artifact_root,
         artifact_digest: Some(&artifact.digest),

@@ -8,6 +8,8 @@ pub const VALIDATION_FAILED: &str = "ValidationFailed";
 pub const APPLY_FAILED: &str = "ApplyFailed";
 /// A Helm or Argo CD hook failed or did not finish in time (pre hooks: nothing applied).
 pub const HOOK_FAILED: &str = "HookFailed";
+/// The chart of `spec.render.helm.chart` could not be fetched or unpacked.
+pub const CHART_FAILED: &str = "ChartFailed";
 pub const EMPTY_RENDER: &str = "EmptyRender";
 pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
 

@@ -44,6 +44,7 @@ async fn reapply_workloads(
         .map_err(|e| format!("cannot check out {commit} from the Git cache: {e}"))?;
     let input = SyncInput {
         target,
+        local: &ctx.client,
         app,
         artifact_root: &tree,
         artifact_digest: None,

@@ -14,6 +14,7 @@ use crate::apply::set::{BeforeWrite, SetError, SetOptions};
 use crate::apply::{hooks, inventory};
 use crate::cluster::Target;
 use crate::render::{self, Capabilities, Limits, RenderRequest};
+use crate::source::oci_chart;
 
 /// Why a sync stopped, with the condition reason for each stage.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum SyncError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Hook(#[from] hooks::HookError),
+    #[error("{0}")]
+    Chart(#[from] oci_chart::ChartError),
 }
 
 impl SyncError {
@@ -52,12 +55,17 @@ impl SyncError {
             SyncError::EmptyRender(_) => reasons::EMPTY_RENDER,
             SyncError::Kube(_) => reasons::APPLY_FAILED,
             SyncError::Hook(_) => reasons::HOOK_FAILED,
+            SyncError::Chart(_) => reasons::CHART_FAILED,
         }
     }
 
     /// A failure of the API connection rather than of the revision: retried soon.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SyncError::Kube(_) | SyncError::Set(SetError::Kube(_)))
+        match self {
+            SyncError::Kube(_) | SyncError::Set(SetError::Kube(_)) => true,
+            SyncError::Chart(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -83,6 +91,9 @@ pub struct SyncOutcome {
 pub struct SyncInput<'a> {
     /// The Application's cluster and identity: every request of the sync goes through it.
     pub target: &'a Target,
+    /// The client of the Application's own cluster, for the Secrets it references (they
+    /// live beside the Application, whichever cluster it deploys to).
+    pub local: &'a kube::Client,
     pub app: &'a Application,
     pub artifact_root: &'a Path,
     /// The artifact's digest: the tree is verified against it before it is rendered.
@@ -122,6 +133,46 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
     Ok(desired_and_hooks(input).await?.0)
 }
 
+/// The chart of `spec.render.helm.chart` from its registry, with the credentials of its
+/// Secret (read in the Application's namespace on the Application's own cluster).
+async fn fetch_chart(
+    local: &kube::Client,
+    app: &Application,
+    spec: &crate::api::application::OciChart,
+) -> Result<oci_chart::FetchedChart, oci_chart::ChartError> {
+    use oci_chart::ChartError;
+    let chart = oci_chart::ChartRef::parse(&spec.url, &spec.version)?;
+    let creds = match &spec.secret_ref {
+        None => crate::source::registry::Credentials::Anonymous,
+        Some(secret) => {
+            let ns = app.metadata.namespace.as_deref().unwrap_or("default");
+            let data = super::secrets::read(local, ns, &secret.name)
+                .await
+                .map_err(ChartError::Secret)?;
+            let config = data.get(".dockerconfigjson").ok_or_else(|| {
+                ChartError::Secret(format!(
+                    "Secret {} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)",
+                    secret.name
+                ))
+            })?;
+            crate::source::registry::Credentials::from_docker_config(
+                &config.0,
+                &chart.image.registry,
+            )
+            .map_err(|e| ChartError::Secret(format!("Secret {}: {e}", secret.name)))?
+        }
+    };
+    let timeout = app
+        .spec
+        .timeout
+        .parse()
+        .unwrap_or(Duration::from_secs(60))
+        .min(Duration::from_secs(300));
+    let fetched = oci_chart::fetch(&chart, &creds, spec.insecure, timeout).await?;
+    tracing::debug!(chart = %fetched.reference, digest = %fetched.digest, "fetched chart");
+    Ok(fetched)
+}
+
 /// The set and the hooks to run around it.
 pub async fn desired_and_hooks(
     input: &SyncInput<'_>,
@@ -145,6 +196,10 @@ pub async fn desired_and_hooks(
     } else {
         None
     };
+    let chart = match render::oci_chart(app.spec.render.as_ref()) {
+        Some(spec) => Some(fetch_chart(input.local, app, spec).await?),
+        None => None,
+    };
     let req = RenderRequest {
         release_name: app
             .spec
@@ -165,6 +220,7 @@ pub async fn desired_and_hooks(
             ..Limits::default()
         },
         capabilities: capabilities.as_deref(),
+        chart: chart.as_ref(),
     };
     if let Some(digest) = input.artifact_digest {
         guards::verify_artifact(input.artifact_root, digest)

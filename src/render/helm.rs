@@ -56,7 +56,28 @@ pub async fn render(
 ) -> Result<Vec<Value>, RenderError> {
     let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
     let helm_spec = req.spec.and_then(|s| s.helm.clone()).unwrap_or_default();
-    let missing = missing_dependencies(dir)?;
+    let tmp = tool::copy_to_temp(&root)?;
+    // A registry chart is unpacked beside the copy of the source; the source's path then
+    // holds the values files.
+    let registry_chart = match (&helm_spec.chart, req.chart) {
+        (None, _) => None,
+        (Some(_), Some(fetched)) => {
+            let into = tmp.path().join(".gantry-chart");
+            std::fs::create_dir(&into).map_err(|e| RenderError::io(&into, e))?;
+            Some(
+                crate::source::oci_chart::unpack(fetched, &into)
+                    .map_err(|e| RenderError::Refused(e.to_string()))?,
+            )
+        }
+        (Some(c), None) => {
+            return Err(RenderError::Refused(format!(
+                "the chart {} was not fetched before the render",
+                c.url
+            )));
+        }
+    };
+    let chart_dir = registry_chart.clone().unwrap_or_else(|| dir.to_path_buf());
+    let missing = missing_dependencies(&chart_dir)?;
     if !missing.is_empty() && !helm_spec.allow_network_dependencies {
         return Err(RenderError::Refused(format!(
             "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
@@ -83,7 +104,6 @@ pub async fn render(
         )?;
         values.push(real.strip_prefix(&root).unwrap_or(&real).to_path_buf());
     }
-    let tmp = tool::copy_to_temp(&root)?;
     let env: Vec<(String, String)> = ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"]
         .iter()
         .map(|k| {
@@ -93,15 +113,15 @@ pub async fn render(
             )
         })
         .collect();
+    let chart_arg = registry_chart
+        .unwrap_or_else(|| tmp.path().join(&rel_chart))
+        .display()
+        .to_string();
     if !missing.is_empty() {
         tool::run(
             "helm",
             &program,
-            &[
-                "dependency".into(),
-                "build".into(),
-                tmp.path().join(&rel_chart).display().to_string(),
-            ],
+            &["dependency".into(), "build".into(), chart_arg.clone()],
             tmp.path(),
             &env,
             tool::Network::Allowed,
@@ -113,7 +133,7 @@ pub async fn render(
     let mut args = vec![
         "template".to_string(),
         req.release_name.to_string(),
-        tmp.path().join(&rel_chart).display().to_string(),
+        chart_arg,
         "--namespace".into(),
         req.namespace.to_string(),
         "--include-crds".into(),

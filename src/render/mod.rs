@@ -76,6 +76,9 @@ pub struct RenderRequest<'a> {
     /// The target cluster as Helm's `.Capabilities` sees it; Helm's defaults when `None`
     /// (no cluster: `gantry render`).
     pub capabilities: Option<&'a Capabilities>,
+    /// The chart of `spec.render.helm.chart`, fetched from its registry; the path then holds
+    /// only values files.
+    pub chart: Option<&'a crate::source::oci_chart::FetchedChart>,
 }
 
 /// A cluster's version and API versions, for Helm's `--kube-version` and `--api-versions`.
@@ -91,12 +94,21 @@ pub struct Capabilities {
 impl Capabilities {
     /// Whether the render of `dir` (with `spec`) is a Helm render, the one that reads them.
     pub fn wanted(dir: &Path, spec: Option<&RenderSpec>) -> bool {
+        if oci_chart(spec).is_some() {
+            return true;
+        }
         match spec.map(|s| s.kind) {
             Some(RenderKind::Helm) => true,
             Some(RenderKind::Auto) | None => detect(dir) == RenderKind::Helm,
             Some(_) => false,
         }
     }
+}
+
+/// The registry chart of a render spec, if any.
+pub fn oci_chart(spec: Option<&RenderSpec>) -> Option<&crate::api::application::OciChart> {
+    spec.and_then(|s| s.helm.as_ref())
+        .and_then(|h| h.chart.as_ref())
 }
 
 /// The renderer `auto` picks for a directory.
@@ -127,9 +139,15 @@ pub async fn render(
         });
     }
     let kind = match req.spec.map(|s| s.kind).unwrap_or_default() {
+        RenderKind::Auto if oci_chart(req.spec).is_some() => RenderKind::Helm,
         RenderKind::Auto => detect(&dir),
         other => other,
     };
+    if oci_chart(req.spec).is_some() && kind != RenderKind::Helm {
+        return Err(RenderError::Refused(
+            "spec.render.helm.chart needs spec.render.type helm or auto".into(),
+        ));
+    }
     match kind {
         RenderKind::Plain | RenderKind::Auto => plain::render(root, &dir, &req.limits),
         RenderKind::Kustomize => kustomize::render(root, &dir, req).await,

@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod git;
 pub mod known_hosts;
+pub mod oci_chart;
 pub mod registry;
 pub mod registry_auth;
 pub mod store;

@@ -78,7 +78,7 @@ impl ImageName {
             .unwrap_or(&self.registry)
     }
 
-    fn reference(&self, tag: &str) -> Reference {
+    pub(crate) fn reference(&self, tag: &str) -> Reference {
         Reference::with_tag(
             self.registry.clone(),
             self.repository.clone(),
@@ -139,7 +139,7 @@ impl RegistryError {
     }
 }
 
-fn classify(image: &ImageName, what: &str, e: OciDistributionError) -> RegistryError {
+pub(crate) fn classify(image: &ImageName, what: &str, e: OciDistributionError) -> RegistryError {
     let registry = image.registry.clone();
     let auth = |message: String| RegistryError::Auth {
         registry: image.registry.clone(),
@@ -265,18 +265,7 @@ impl Scanner {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let protocol = if plain_http {
-            ClientProtocol::HttpsExcept(vec![image.registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let config = ClientConfig {
-            protocol,
-            read_timeout: Some(timeout),
-            connect_timeout: Some(timeout.min(Duration::from_secs(10))),
-            ..Default::default()
-        };
-        let client = Arc::new(Client::new(config));
+        let client = Arc::new(new_client(image, insecure, timeout));
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -346,6 +335,22 @@ impl Scanner {
         })?
         .map_err(|e| classify(image, &format!("{}:{tag}", image.repository), e))
     }
+}
+
+/// A registry client for `image`'s registry: HTTPS, or plain HTTP for a loopback registry
+/// or with `insecure`.
+pub fn new_client(image: &ImageName, insecure: bool, timeout: Duration) -> Client {
+    let protocol = if is_loopback(image.host()) || insecure {
+        ClientProtocol::HttpsExcept(vec![image.registry.clone()])
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        read_timeout: Some(timeout),
+        connect_timeout: Some(timeout.min(Duration::from_secs(10))),
+        ..Default::default()
+    })
 }
 
 /// Follows the pagination (`n` and `last`, which is what the `Link` header of a

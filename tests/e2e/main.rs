@@ -20,6 +20,7 @@ mod image_automation;
 mod image_policy;
 mod in_cluster;
 mod leader;
+mod oci_charts;
 mod ownership;
 mod policies;
 mod receivers;
