@@ -78,7 +78,7 @@ pub struct Split {
 /// yet (Helm's `pre-install`/`post-install`; otherwise `pre-upgrade`/`post-upgrade`).
 pub fn split(objects: Vec<Value>, installing: bool) -> Split {
     let mut out = Split::default();
-    for o in objects {
+    for mut o in objects {
         let phase = if let Some(h) = annotation(&o, HELM_HOOK) {
             let kinds = list(h);
             let has = |k: &str| kinds.iter().any(|x| x == k);
@@ -107,6 +107,8 @@ pub fn split(objects: Vec<Value>, installing: bool) -> Split {
             out.skipped += 1;
             continue;
         };
+        // Hooks are not normalized: the render's origin note is taken out here.
+        crate::render::take_origin(&mut o);
         let weight = annotation(&o, HELM_WEIGHT)
             .or_else(|| annotation(&o, ARGO_WAVE))
             .and_then(|w| w.trim().parse().ok())

@@ -1,7 +1,5 @@
 //! Normalisation of rendered objects (pure): identity, namespace, ownership labels, order.
 
-use std::collections::BTreeSet;
-
 use serde_json::{Value, json};
 
 use super::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -18,13 +16,23 @@ pub struct Desired {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum NormalizeError {
     #[error(
-        "object #{index} ({kind}) has no metadata.name (generateName is only for hooks: annotate it helm.sh/hook or argocd.argoproj.io/hook)"
+        "{kind} #{index} from {origin} has no metadata.name (generateName is only for hooks: annotate it helm.sh/hook or argocd.argoproj.io/hook)"
     )]
-    NoName { index: usize, kind: String },
+    NoName {
+        index: usize,
+        kind: String,
+        origin: String,
+    },
     #[error("apiVersion {0:?} is malformed")]
     BadApiVersion(String),
-    #[error("{0} is rendered twice")]
-    Duplicate(String),
+    #[error("{origin}: apiVersion {api_version:?} is malformed")]
+    BadApiVersionIn { api_version: String, origin: String },
+    #[error("{object} is rendered twice: from {first} and from {second}")]
+    DuplicateIn {
+        object: String,
+        first: String,
+        second: String,
+    },
     #[error("{0}")]
     UnknownKind(String),
 }
@@ -71,18 +79,25 @@ pub fn normalize(
             crd_kinds.insert((group, kind), o["spec"]["scope"] != "Cluster");
         }
     }
-    let mut seen = BTreeSet::new();
+    let mut seen: std::collections::BTreeMap<_, String> = Default::default();
     let mut out = Vec::with_capacity(objects.len());
     for (index, mut object) in objects.into_iter().enumerate() {
+        let origin =
+            crate::render::take_origin(&mut object).unwrap_or_else(|| "the render".to_string());
         let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let (group, version) =
-            split_api_version(object["apiVersion"].as_str().unwrap_or_default())?;
+            split_api_version(api_version).map_err(|_| NormalizeError::BadApiVersionIn {
+                api_version: api_version.to_string(),
+                origin: origin.clone(),
+            })?;
         let name = object["metadata"]["name"]
             .as_str()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| NormalizeError::NoName {
                 index: index + 1,
                 kind: kind.clone(),
+                origin: origin.clone(),
             })?
             .to_string();
         let is_namespaced = match namespaced(&group, &version, &kind) {
@@ -128,13 +143,18 @@ pub fn normalize(
             namespace,
             name,
         };
-        if !seen.insert((
+        let identity = (
             key.group.clone(),
             key.kind.clone(),
             key.namespace.clone(),
             key.name.clone(),
-        )) {
-            return Err(NormalizeError::Duplicate(describe(&key)));
+        );
+        if let Some(first) = seen.insert(identity, origin.clone()) {
+            return Err(NormalizeError::DuplicateIn {
+                object: describe(&key),
+                first,
+                second: origin,
+            });
         }
         out.push(Desired {
             key,
@@ -216,17 +236,31 @@ mod tests {
             Err(NormalizeError::UnknownKind(_))
         ));
         let dup = vec![
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ns"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, crate::render::ORIGIN: "a.yaml (document 1)"}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ns"}, crate::render::ORIGIN: "b.yaml (document 2)"}),
         ];
         assert_eq!(
-            normalize(dup, "ns", "a.b", discovery),
-            Err(NormalizeError::Duplicate("ConfigMap ns/a".into()))
+            normalize(dup, "ns", "a.b", discovery)
+                .unwrap_err()
+                .to_string(),
+            "ConfigMap ns/a is rendered twice: from a.yaml (document 1) and from b.yaml (document 2)"
         );
-        let nameless = vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})];
-        assert!(matches!(
-            normalize(nameless, "ns", "a.b", discovery),
-            Err(NormalizeError::NoName { .. })
-        ));
+        let nameless = vec![
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "migrate-"}, crate::render::ORIGIN: "deploy/migrate.yaml (document 1)"}),
+        ];
+        let e = normalize(nameless, "ns", "a.b", discovery)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Job #1 from deploy/migrate.yaml (document 1) has no metadata.name")
+                && e.contains("argocd.argoproj.io/hook"),
+            "{e}"
+        );
+        // The origin never reaches the cluster.
+        let kept = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, crate::render::ORIGIN: "a.yaml (document 1)"}),
+        ];
+        let d = normalize(kept, "ns", "a.b", discovery).unwrap();
+        assert!(d[0].object.get(crate::render::ORIGIN).is_none());
     }
 }

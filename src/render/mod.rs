@@ -64,6 +64,24 @@ impl RenderError {
     }
 }
 
+/// A key the renderers add at the top of each object, naming the file (or Helm template)
+/// it came from; normalize and the hook split take it out, so it never reaches the cluster.
+pub const ORIGIN: &str = "gantry.dev/origin";
+
+pub(crate) fn set_origin(object: &mut Value, origin: String) {
+    if let Some(o) = object.as_object_mut() {
+        o.insert(ORIGIN.into(), Value::String(origin));
+    }
+}
+
+/// Removes and returns the origin of a rendered object.
+pub fn take_origin(object: &mut Value) -> Option<String> {
+    match object.as_object_mut()?.remove(ORIGIN)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// What the renderer needs besides the files.
 #[derive(Clone, Debug)]
 pub struct RenderRequest<'a> {

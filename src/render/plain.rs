@@ -72,6 +72,13 @@ pub fn parse_documents(
     limits: &Limits,
     out: &mut Vec<Value>,
 ) -> Result<(), RenderError> {
+    // Helm marks each document with the template it came from.
+    let helm_sources: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# Source: "))
+        .map(str::trim)
+        .collect();
+    let mut docs: Vec<(usize, usize)> = vec![]; // (index in out, document number)
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| RenderError::Parse {
             source_name: source.to_string(),
@@ -105,6 +112,7 @@ pub fn parse_documents(
                     ),
                 });
             }
+            docs.push((out.len(), i + 1));
             out.push(item);
             if out.len() > limits.max_objects {
                 return Err(RenderError::TooLarge(format!(
@@ -113,6 +121,19 @@ pub fn parse_documents(
                 )));
             }
         }
+    }
+    // Where each object came from, for messages about objects without a usable identity.
+    let mut ordinals: Vec<usize> = docs.iter().map(|&(_, d)| d).collect();
+    ordinals.dedup();
+    let by_helm = !helm_sources.is_empty() && helm_sources.len() == ordinals.len();
+    for &(index, doc) in &docs {
+        let origin = if by_helm {
+            let nth = ordinals.iter().position(|&d| d == doc).unwrap_or(0);
+            helm_sources[nth].to_string()
+        } else {
+            format!("{source} (document {doc})")
+        };
+        super::set_origin(&mut out[index], origin);
     }
     Ok(())
 }
@@ -193,9 +214,44 @@ pub fn render(root: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Value>, Re
 mod tests {
     use super::*;
 
+    #[test]
+    fn objects_name_the_file_or_the_helm_template_they_came_from() {
+        let mut out = vec![];
+        let cm = "apiVersion: v1\nkind: ConfigMap\n";
+        parse_documents(
+            "deploy/a.yaml",
+            &format!("{cm}---\n---\n{cm}"),
+            &Limits::default(),
+            &mut out,
+        )
+        .unwrap();
+        let helm = format!(
+            "---\n# Source: web/templates/a.yaml\n{cm}---\n# Source: web/templates/b.yaml\n{cm}"
+        );
+        parse_documents("helm template output", &helm, &Limits::default(), &mut out).unwrap();
+        let origins: Vec<String> = out
+            .iter_mut()
+            .filter_map(crate::render::take_origin)
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                "deploy/a.yaml (document 1)",
+                "deploy/a.yaml (document 3)",
+                "web/templates/a.yaml",
+                "web/templates/b.yaml"
+            ]
+        );
+        assert!(out.iter().all(|o| o.get(crate::render::ORIGIN).is_none()));
+    }
+
     fn parse(text: &str) -> Result<Vec<Value>, RenderError> {
         let mut out = vec![];
-        parse_documents("t.yaml", text, &Limits::default(), &mut out).map(|_| out)
+        parse_documents("t.yaml", text, &Limits::default(), &mut out)?;
+        for o in &mut out {
+            assert!(crate::render::take_origin(o).is_some_and(|o| o.starts_with("t.yaml")));
+        }
+        Ok(out)
     }
 
     #[test]

@@ -72,6 +72,50 @@ fn render_of_a_path_without_manifests_fails_and_says_what_is_there() {
     assert!(out.stdout.is_empty());
 }
 
+/// An object without a name (a Job written for Argo CD's generateName but not annotated as
+/// a hook) is refused with its file and document named, and so is an object rendered twice.
+#[test]
+fn objects_gantry_cannot_identify_are_named_by_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("jobs")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs/migrate.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\nspec: {}\n",
+    )
+    .unwrap();
+    let render = |dir: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("render")
+            .arg(dir)
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = render(dir.path());
+    assert!(
+        err.contains("Job #2 from jobs/migrate.yaml (document 2) has no metadata.name")
+            && err.contains("generateName is only for hooks"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("jobs/migrate.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("again.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n",
+    )
+    .unwrap();
+    let err = render(dir.path());
+    assert!(
+        err.contains("is rendered twice: from again.yaml (document 1) and from jobs/migrate.yaml (document 1)"),
+        "{err}"
+    );
+}
+
 /// `gantry render DIR | head -1`: the reader goes away; the command ends quietly (exit 0),
 /// not with a panic (exit 101).
 #[test]
