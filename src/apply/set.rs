@@ -23,6 +23,16 @@ pub trait BeforeWrite: Send + Sync {
     fn before_write(&self) -> futures::future::BoxFuture<'_, Result<(), String>>;
 }
 
+/// Called before each sync wave but the first: a wave is applied only when the objects of
+/// the waves before it are healthy (Argo CD's order). `Err` stops the set with the reason.
+pub trait WaveGate: Send + Sync {
+    fn before_wave<'a>(
+        &'a self,
+        wave: i64,
+        objects: &'a [InventoryEntry],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+}
+
 /// How a set is applied.
 #[derive(Clone, Copy, Default)]
 pub struct SetOptions<'a> {
@@ -39,6 +49,8 @@ pub struct SetOptions<'a> {
     /// Recreate every object whose immutable fields changed (otherwise only those annotated
     /// [`RECREATE_ANNOTATION`]).
     pub recreate_on_immutable: bool,
+    /// Awaited between sync waves (none: waves are only ordered).
+    pub wave_gate: Option<&'a dyn WaveGate>,
 }
 
 impl SetOptions<'_> {
@@ -115,6 +127,10 @@ pub enum SetError {
     },
     #[error("cannot record the planned inventory: {0}")]
     BeforeWrite(String),
+    #[error(
+        "the sync waves before wave {next} are not healthy, so wave {next} and later were not applied: {message}"
+    )]
+    WaveNotHealthy { next: i64, message: String },
     #[error("{}", super::join_errors(.0))]
     Apply(Vec<ObjectError>),
     #[error("Kubernetes API: {0}")]
@@ -252,10 +268,39 @@ impl Applier {
             .map(|d| d.key.clone())
             .collect();
         let mut errors = vec![];
+        // Waves already known healthy (or without objects) are below this one.
+        let mut open_from = desired
+            .iter()
+            .filter(|d| !held(d))
+            .map(super::stage::wave)
+            .min()
+            .unwrap_or(0);
         for group in ranked(desired, &deferred, &set.changes, held) {
             let first = group[0];
             let rank = super::order::rank(&first.key.group, &first.key.kind, first.namespaced);
             let wave = super::stage::wave(first);
+            if wave > open_from {
+                // A wave that failed, or is not healthy, holds back the waves after it;
+                // earlier waves count whether or not this sync changed them.
+                if !errors.is_empty() {
+                    return Err(SetError::Apply(errors));
+                }
+                if let Some(gate) = opts.wave_gate {
+                    let objects: Vec<InventoryEntry> = desired
+                        .iter()
+                        .filter(|d| !held(d))
+                        .filter(|d| (open_from..wave).contains(&super::stage::wave(d)))
+                        .map(|d| d.key.clone())
+                        .collect();
+                    gate.before_wave(wave, &objects).await.map_err(|message| {
+                        SetError::WaveNotHealthy {
+                            next: wave,
+                            message,
+                        }
+                    })?;
+                }
+                open_from = wave;
+            }
             let phase = std::time::Instant::now();
             let mut failed = self
                 .apply_group(&group, &resolved, opts.force, &mut set.applied)

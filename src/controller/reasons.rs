@@ -10,6 +10,8 @@ pub const APPLY_FAILED: &str = "ApplyFailed";
 pub const HOOK_FAILED: &str = "HookFailed";
 /// The chart of `spec.render.helm.chart` could not be fetched or unpacked.
 pub const CHART_FAILED: &str = "ChartFailed";
+/// A sync wave was not healthy in time; the waves after it were not applied.
+pub const WAVE_NOT_HEALTHY: &str = "WaveNotHealthy";
 pub const EMPTY_RENDER: &str = "EmptyRender";
 pub const OWNERSHIP_CONFLICT: &str = "OwnershipConflict";
 

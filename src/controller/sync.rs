@@ -10,9 +10,11 @@ use super::guards::{self, RecordPlanned};
 use super::reasons;
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::normalize::{self, Desired, NormalizeError};
-use crate::apply::set::{BeforeWrite, SetError, SetOptions};
+use crate::apply::set::{BeforeWrite, SetError, SetOptions, WaveGate};
 use crate::apply::{hooks, inventory};
 use crate::cluster::Target;
+use crate::health::Health;
+use crate::health::rules::Rules;
 use crate::render::{self, Capabilities, Limits, RenderRequest};
 use crate::source::oci_chart;
 
@@ -37,6 +39,8 @@ pub enum SyncError {
     Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Chart(#[from] oci_chart::ChartError),
+    #[error("post hooks not run: the set is not healthy: {0}")]
+    PostHooksHeld(String),
 }
 
 impl SyncError {
@@ -49,6 +53,7 @@ impl SyncError {
                 reasons::VALIDATION_FAILED
             }
             SyncError::Set(SetError::Ownership { .. }) => reasons::OWNERSHIP_CONFLICT,
+            SyncError::Set(SetError::WaveNotHealthy { .. }) => reasons::WAVE_NOT_HEALTHY,
             SyncError::Set(SetError::BeforeWrite(_) | SetError::Apply(_) | SetError::Kube(_)) => {
                 reasons::APPLY_FAILED
             }
@@ -56,6 +61,7 @@ impl SyncError {
             SyncError::Kube(_) => reasons::APPLY_FAILED,
             SyncError::Hook(_) => reasons::HOOK_FAILED,
             SyncError::Chart(_) => reasons::CHART_FAILED,
+            SyncError::PostHooksHeld(_) => reasons::HOOK_FAILED,
         }
     }
 
@@ -131,6 +137,58 @@ pub fn app_label(app: &Application) -> String {
 /// The objects of the set, normalized (hooks left out: they are never part of it).
 pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncError> {
     Ok(desired_and_hooks(input).await?.0)
+}
+
+/// Waits for objects to be healthy by the Application's health checks, between sync waves
+/// and before post hooks.
+struct HealthGate<'a> {
+    target: &'a Target,
+    rules: Rules,
+    timeout: Duration,
+}
+
+impl HealthGate<'_> {
+    /// `Ok` once every object is healthy (or suspended, or of unknown health: nothing tells
+    /// when that would change); `Err` with the cause when one is degraded or the timeout
+    /// passes.
+    async fn healthy(&self, objects: &[InventoryEntry]) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let (health, message) =
+                super::live_health::assess(&self.target.applier, objects, &self.rules).await;
+            match health {
+                Health::Healthy | Health::Suspended | Health::Unknown => return Ok(()),
+                Health::Degraded => return Err(message),
+                Health::Progressing if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "still progressing after {}s: {message}",
+                        self.timeout.as_secs()
+                    ));
+                }
+                Health::Progressing => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+impl WaveGate for HealthGate<'_> {
+    fn before_wave<'a>(
+        &'a self,
+        wave: i64,
+        objects: &'a [InventoryEntry],
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            tracing::debug!(
+                wave,
+                objects = objects.len(),
+                "awaiting the health of the waves before"
+            );
+            self.healthy(objects).await
+        })
+    }
 }
 
 /// The chart of `spec.render.helm.chart` from its registry, with the credentials of its
@@ -318,6 +376,11 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .applier
         .run_hooks(&hooks, hooks::Phase::Pre, &namespace, &owner, hook_timeout)
         .await?;
+    let gate = HealthGate {
+        target: input.target,
+        rules: Rules::compile(&app.spec.health_checks).unwrap_or_default(),
+        timeout: hook_timeout,
+    };
     let set = input
         .target
         .applier
@@ -330,6 +393,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
                 hold: input.hold,
                 before_write: planned.as_ref().map(|p| p as &dyn BeforeWrite),
                 recreate_on_immutable: app.spec.recreate_on_immutable,
+                wave_gate: Some(&gate),
             },
         )
         .await?;
@@ -363,6 +427,17 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         for (_, msg) in result.skipped {
             outcome.prune_messages.push(msg);
         }
+    }
+    // Post hooks run once the set is healthy (Helm with --wait, Argo CD's PostSync).
+    if hooks.iter().any(|h| h.phase == hooks::Phase::Post) {
+        let settled: Vec<InventoryEntry> = desired_keys
+            .iter()
+            .filter(|k| !outcome.held.contains(k))
+            .cloned()
+            .collect();
+        gate.healthy(&settled)
+            .await
+            .map_err(|e| SyncError::PostHooksHeld(e))?;
     }
     input
         .target

@@ -146,3 +146,107 @@ async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     assert!(pods.get_opt("test-connection").await.unwrap().is_none());
 }
+
+fn deployment(name: &str, image: &str, wave: i64) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"{wave}\"\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: main\n        image: {image}\n"
+    )
+}
+
+/// Argo CD's order: a wave is applied only when the wave before it is healthy, and post
+/// hooks run only once the whole set is healthy. An unhealthy wave holds back the later
+/// ones (`WaveNotHealthy`); an unhealthy set holds back its PostSync hook (`HookFailed`).
+#[tokio::test]
+async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "waves").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    server.create_repo("app", &[("README.md", "waves\n")]);
+    let ws = Workspace::clone_from(&server, "app");
+    // Wave 0: a database that never becomes ready (kwok keeps "bad" images unready).
+    ws.write(
+        "deploy/db.yaml",
+        &deployment("db", "registry.example.com/db:bad", 0),
+    );
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-db\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v\n",
+    );
+    let first = ws.commit_and_push("db unhealthy");
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "timeout": "6s"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let message = eventually("WaveNotHealthy", Duration::from_secs(120), || async {
+        let app = apps.get("app").await.ok()?;
+        let c = condition(&app, "Ready")?;
+        let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+        (c.reason == "WaveNotHealthy" && at.ends_with(&first)).then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains("the sync waves before wave 1 are not healthy, so wave 1 and later")
+            && message.contains("Deployment")
+            && message.contains("db"),
+        "{message}"
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        cms.get_opt("after-db").await.unwrap().is_none(),
+        "wave 1 was applied before wave 0 was healthy"
+    );
+
+    // The database fixed: wave 1 follows.
+    ws.write(
+        "deploy/db.yaml",
+        &deployment("db", "registry.example.com/db:1.0.0", 0),
+    );
+    let fixed = ws.commit_and_push("db fixed");
+    apps.patch(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"timeout": "120s"}})),
+    )
+    .await
+    .unwrap();
+    wait_synced_healthy(&apps, "app", &fixed).await;
+    cms.get("after-db").await.unwrap();
+
+    // A PostSync smoke test waits for the set: with an unready web server it is not run.
+    ws.write(
+        "deploy/web.yaml",
+        &deployment("web", "registry.example.com/web:bad", 1),
+    );
+    ws.write("deploy/smoke.yaml", SMOKE);
+    let unhealthy = ws.commit_and_push("web unhealthy, smoke test");
+    apps.patch(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"timeout": "6s"}})),
+    )
+    .await
+    .unwrap();
+    let message = eventually("post hooks held", Duration::from_secs(120), || async {
+        let app = apps.get("app").await.ok()?;
+        let c = condition(&app, "Ready")?;
+        let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+        (c.reason == "HookFailed" && at.ends_with(&unhealthy)).then_some(c.message)
+    })
+    .await;
+    assert!(
+        message.contains("post hooks not run") && message.contains("web"),
+        "{message}"
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        jobs.get_opt("smoke").await.unwrap().is_none(),
+        "the PostSync hook ran while the set was unhealthy"
+    );
+}
