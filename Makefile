@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -84,11 +84,16 @@ demo: deps
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover'
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover && $(CARGO) bench --bench fleet'
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench rollouts
+
+# Only the fleet benchmark: GANTRY_FLEET_N Applications (1,000; 10,000 for the large figure)
+# on one controller, GANTRY_FLEET_IDLE_S seconds of idle measured after.
+bench-fleet: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench fleet
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools

@@ -105,6 +105,52 @@ async fn create_services(client: &kube::Client, ns: &str) -> f64 {
     t
 }
 
+/// The floor for the whole set: the same 2,000 objects created by a plain client at
+/// Gantry's apply concurrency (32), in Gantry's order (ServiceAccounts, ConfigMaps and
+/// Services, then Deployments), without validation, diffing or anything else; seconds.
+async fn create_floor(client: &kube::Client, dir: &Path, ns: &str) -> f64 {
+    use futures::StreamExt;
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    let mut first = vec![];
+    let mut second = vec![];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v["kind"] == "Deployment" {
+                second.push(v);
+            } else {
+                first.push(v);
+            }
+        }
+    }
+    let resource = |v: &serde_json::Value| {
+        let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), v["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let kind = v["kind"].as_str().unwrap();
+        let plural = format!("{}s", kind.to_lowercase());
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural)
+    };
+    let start = Instant::now();
+    for group in [first, second] {
+        let results: Vec<_> = futures::stream::iter(group.into_iter().map(|v| {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource(&v));
+            async move {
+                let obj: DynamicObject = serde_json::from_value(v).unwrap();
+                api.create(&PostParams::default(), &obj).await
+            }
+        }))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+        assert!(results.iter().all(|r| r.is_ok()), "floor create failed");
+    }
+    start.elapsed().as_secs_f64()
+}
+
 /// (dry-run seconds, apply seconds) of the last sync in the controller's log.
 fn sync_phases(log: &Path) -> (f64, f64) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -167,6 +213,7 @@ async fn main() {
     let mut kubectl_times = vec![];
     let mut gantry_times = vec![];
     let mut service_times = vec![];
+    let mut floor_times = vec![];
     let mut validate_times = vec![];
     let mut write_times = vec![];
     let mut noop = (0, 0, 0);
@@ -189,6 +236,15 @@ async fn main() {
         service_times.push(t);
         let name = fns.name.clone();
         drop(fns);
+        wait_namespaces_gone(&client, &[name]).await;
+
+        // The floor of the whole set: a plain client creating the same objects.
+        let flns = TestNamespace::new(&client, "bench-floor").await;
+        let t = create_floor(&client, &objects, &flns.name).await;
+        eprintln!("run {run}: 2,000 objects created by a plain client: {t:.2}s");
+        floor_times.push(t);
+        let name = flns.name.clone();
+        drop(flns);
         wait_namespaces_gone(&client, &[name]).await;
 
         // Gantry: from Application creation to Ready at the revision.
@@ -342,8 +398,16 @@ async fn main() {
     );
     println!(
         "RESULT apply_2000_gantry_write_s={:.2}",
-        median(write_times)
+        median(write_times.clone())
     );
+    let set_floor = median(floor_times.clone());
+    println!("RESULT apply_2000_floor_s={set_floor:.2}");
+    println!("RESULT apply_2000_vs_floor={:.2}", g / set_floor);
+    println!(
+        "RESULT apply_2000_write_vs_floor={:.2}",
+        median(write_times.clone()) / set_floor
+    );
+    eprintln!("per run: floor {floor_times:.2?}");
     let floor = median(service_times);
     println!("RESULT services_500_create_floor_s={floor:.2}");
     println!("RESULT apply_speedup_bound_by_services={:.2}", k / floor);

@@ -437,7 +437,7 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
             .collect();
         gate.healthy(&settled)
             .await
-            .map_err(|e| SyncError::PostHooksHeld(e))?;
+            .map_err(SyncError::PostHooksHeld)?;
     }
     input
         .target
