@@ -84,7 +84,7 @@ demo: deps
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover && $(CARGO) bench --bench fleet'
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover' && $(MAKE) bench-fleet
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
@@ -93,7 +93,7 @@ bench-rollouts: tools
 # Only the fleet benchmark: GANTRY_FLEET_N Applications (1,000; 10,000 for the large figure)
 # on one controller, GANTRY_FLEET_IDLE_S seconds of idle measured after.
 bench-fleet: tools
-	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench fleet
+	GANTRY_FLUX_DIR=$$($(CLUSTER)/build-flux.sh) $(CLUSTER)/with-cluster.sh $(CARGO) bench --bench fleet
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools

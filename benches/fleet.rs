@@ -6,8 +6,15 @@
 //! CPU-seconds to Ready, and over an idle window after that (`GANTRY_FLEET_IDLE_S`, 120 s)
 //! its CPU, its API requests and its writes (from its own request log; writes must be 0).
 //!
-//! Peers (Flux's source-controller and kustomize-controller) are not in this run yet; see
-//! BENCHMARKS.md.
+//! Peers in the same run, on the same control plane, from the same smart-HTTP Git server:
+//! Flux's source-controller and kustomize-controller (built from their Go modules by
+//! `tests/cluster/build-flux.sh`, `GANTRY_FLUX_DIR`), run out of cluster at their defaults
+//! and with the settings of Flux's own published benchmark (`--concurrent=20
+//! --kube-api-qps=500 --kube-api-burst=1000 --requeue-dependency=5s` on both). One
+//! GitRepository, N Kustomizations (`wait: false`: Ready once applied, as Gantry's Ready).
+//! Each controller runs as its own client-certificate user, so its writes are counted from
+//! the API server's audit log as well; Flux's memory and CPU are both processes summed.
+//! `GANTRY_FLEET_PEERS=gantry` runs Gantry alone.
 
 #[path = "../tests/e2e/support/mod.rs"]
 #[allow(dead_code)]
@@ -25,9 +32,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use common::{peak_rss_mib, start_controller};
-use support::cluster::{TestNamespace, client, install_crds};
+use common::{median, peak_rss_mib, runs, start_controller_as};
+use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
+use support::process::{ChildGuard, free_port, tool};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -50,18 +58,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Resident memory now (VmRSS), in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Requests in the controller's log from line `from`: (total, writes).
@@ -107,6 +103,27 @@ fn write_fleet(dir: &Path, n: usize) {
     }
 }
 
+/// Ready Kustomizations at `revision` in the Api's namespace.
+async fn flux_ready(api: &Api<kube::api::DynamicObject>, revision: &str) -> usize {
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return 0;
+    };
+    list.items
+        .iter()
+        .filter(|k| {
+            let status = &k.data["status"];
+            let ready = status["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            ready
+                && status["lastAppliedRevision"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(revision))
+        })
+        .count()
+}
+
 /// (Ready at `revision`, Healthy) counts of the Applications in `ns`.
 async fn counts(apps: &Api<Application>, revision: &str) -> (usize, usize) {
     let Ok(list) = apps.list(&ListParams::default()).await else {
@@ -137,24 +154,213 @@ async fn counts(apps: &Api<Application>, revision: &str) -> (usize, usize) {
     (ready, healthy)
 }
 
-#[tokio::main]
-async fn main() {
-    let n = env_or("GANTRY_FLEET_N", 1000);
-    let idle = Duration::from_secs(env_or("GANTRY_FLEET_IDLE_S", 120) as u64);
-    let client = client().await;
-    install_crds(&client).await;
-    let work = tempfile::tempdir().unwrap();
-    write_fleet(&work.path().join("repo"), n);
-    let server = GitServer::start();
-    let head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Peer {
+    Gantry,
+    FluxDefault,
+    FluxTuned,
+}
 
+impl Peer {
+    fn label(self) -> &'static str {
+        match self {
+            Peer::Gantry => "gantry",
+            Peer::FluxDefault => "flux_default",
+            Peer::FluxTuned => "flux_tuned",
+        }
+    }
+    /// The client-certificate user it runs as (its writes are in the audit log).
+    fn user(self) -> &'static str {
+        match self {
+            Peer::Gantry => "a",
+            _ => "b",
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    ready_s: f64,
+    healthy_s: Option<f64>,
+    peak_rss_mib: f64,
+    cpu_s_to_ready: f64,
+    idle_cpu_percent: f64,
+    idle_writes: usize,
+    idle_requests_per_min: f64,
+}
+
+fn kubeconfig_of(user: &str) -> std::path::PathBuf {
+    kubeconfig_path()
+        .parent()
+        .unwrap()
+        .join(format!("replica-{user}.kubeconfig"))
+}
+
+/// Writes by `user` in the API server's audit log.
+fn audited_writes(user: &str) -> usize {
+    let dir = kubeconfig_path().parent().unwrap().join("audit");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        n += text
+            .lines()
+            .filter(|l| l.contains(&format!("\"username\":\"gantry-replica-{user}\"")))
+            .filter(|l| l.contains("\"stage\":\"ResponseComplete\""))
+            .count();
+    }
+    n
+}
+
+fn kubectl_apply(path: &Path) {
+    let out = std::process::Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Flux's two controllers, out of cluster; dropped together.
+struct Flux {
+    source: ChildGuard,
+    kustomize: ChildGuard,
+    /// The controllers' metrics ports (client-go's `rest_client_requests_total`).
+    metrics: Vec<u16>,
+    _storage: tempfile::TempDir,
+}
+
+/// API requests Flux's controllers have made so far, by their own client-go counters.
+async fn flux_requests(ports: &[u16]) -> f64 {
+    let mut total = 0.0;
+    for port in ports {
+        let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("rest_client_requests_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
+}
+
+fn start_flux(dir: &Path, tuned: bool, logs: &Path) -> Flux {
+    let storage = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(storage.path().join("artifacts")).unwrap();
+    let port = free_port();
+    let kubeconfig = kubeconfig_of(Peer::FluxDefault.user());
+    let tuning: &[&str] = if tuned {
+        &[
+            "--concurrent=20",
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
+            "--requeue-dependency=5s",
+        ]
+    } else {
+        &[]
+    };
+    let mut metrics = vec![];
+    let mut spawn = |name: &str, extra: Vec<String>| {
+        let metrics_port = free_port();
+        metrics.push(metrics_port);
+        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+        let child = std::process::Command::new(dir.join("bin").join(name))
+            .args(extra)
+            .args(tuning)
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
+            .arg("--enable-leader-election=false")
+            .arg("--log-level=info")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUNTIME_NAMESPACE", "flux-system")
+            .env("TMPDIR", storage.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        ChildGuard::new(name, child)
+    };
+    let source = spawn(
+        "source-controller",
+        vec![
+            format!(
+                "--storage-path={}",
+                storage.path().join("artifacts").display()
+            ),
+            format!("--storage-addr=127.0.0.1:{port}"),
+            format!("--storage-adv-addr=127.0.0.1:{port}"),
+        ],
+    );
+    let kustomize = spawn("kustomize-controller", vec![]);
+    Flux {
+        source,
+        kustomize,
+        metrics,
+        _storage: storage,
+    }
+}
+
+/// The Kustomization resource of Flux (a dynamic type: Flux's Go types are not here).
+fn kustomizations(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
+    let gvk =
+        kube::core::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization");
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "kustomizations"),
+    )
+}
+
+fn flux_sources(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository");
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gitrepositories"),
+    )
+}
+
+async fn create_all<F, Fut>(n: usize, f: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    futures::stream::iter((0..n).map(f))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
+    client: &kube::Client,
+    peer: Peer,
+    n: usize,
+    idle: Duration,
+    server: &GitServer,
+    head: &str,
+    flux_dir: Option<&Path>,
+    work: &Path,
+) -> Figures {
     // The target namespaces, made before the clock starts.
-    let control = TestNamespace::new(&client, "bench-fleet").await;
-    let prefix = control.name.trim_start_matches("bench-fleet-").to_string();
-    let ns_name = |i: usize| format!("fl-{prefix}-{i:05}");
+    let control = TestNamespace::new(
+        client,
+        &format!("bench-fleet-{}", peer.label().replace('_', "-")),
+    )
+    .await;
+    let prefix = control.name.rsplit('-').next().unwrap().to_string();
+    let ns_name = move |i: usize| format!("fl-{prefix}-{i:05}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let made = Instant::now();
-    futures::stream::iter((0..n).map(|i| {
+    create_all(n, |i| {
         let namespaces = namespaces.clone();
         let name = ns_name(i);
         async move {
@@ -165,141 +371,365 @@ async fn main() {
                 .await
                 .unwrap();
         }
-    }))
-    .buffer_unordered(32)
-    .collect::<Vec<_>>()
+    })
     .await;
-    eprintln!(
-        "{n} namespaces made in {:.1}s",
-        made.elapsed().as_secs_f64()
-    );
 
     let data = tempfile::tempdir().unwrap();
-    let log = work.path().join("controller.log");
-    let controller = start_controller(
-        &control.name,
-        data.path(),
-        &log,
-        "off",
-        "info,kube_client::client::builder=debug",
-    );
-    let pid = controller.child.id();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_before = cpu_seconds(pid);
+    let log = work.join(format!("{}.log", peer.label()));
+    let mut gantry = None;
+    let mut flux = None;
+    let pids: Vec<u32> = match peer {
+        Peer::Gantry => {
+            let c = start_controller_as(
+                &control.name,
+                data.path(),
+                &log,
+                "off",
+                "info,kube_client::client::builder=debug",
+                &kubeconfig_of(peer.user()),
+            );
+            let pid = c.child.id();
+            gantry = Some(c);
+            vec![pid]
+        }
+        Peer::FluxDefault | Peer::FluxTuned => {
+            let f = start_flux(flux_dir.unwrap(), peer == Peer::FluxTuned, work);
+            let pids = vec![f.source.child.id(), f.kustomize.child.id()];
+            flux = Some(f);
+            pids
+        }
+    };
+    let cpu = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_before = cpu();
 
-    // The clock starts with the first object: one GitRepository, N Applications.
+    // The clock starts with the first object: one source, N Applications (Kustomizations).
     let start = Instant::now();
-    let repos: Api<GitRepository> = Api::namespaced(client.clone(), &control.name);
-    let repo = serde_json::from_value(json!({
-        "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
-        "metadata": {"name": "fleet"},
-        "spec": {"url": server.http_url("fleet"), "interval": "1m", "ref": {"branch": "main"}}
-    }))
-    .unwrap();
-    repos.create(&PostParams::default(), &repo).await.unwrap();
-    let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
-    futures::stream::iter((0..n).map(|i| {
-        let apps = apps.clone();
-        let target = ns_name(i);
-        async move {
-            let app = serde_json::from_value(json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
-                "metadata": {"name": format!("a{i:05}")},
-                "spec": {
-                    "sourceRef": {"kind": "GitRepository", "name": "fleet"},
-                    "path": format!("apps/a{i:05}"),
-                    "targetNamespace": target,
-                    "interval": "10m",
-                    "timeout": "5m"
-                }
+    let url = server.http_url("fleet");
+    match peer {
+        Peer::Gantry => {
+            let repos: Api<GitRepository> = Api::namespaced(client.clone(), &control.name);
+            let repo = serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+                "metadata": {"name": "fleet"},
+                "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"}}
             }))
             .unwrap();
-            apps.create(&PostParams::default(), &app).await.unwrap();
+            repos.create(&PostParams::default(), &repo).await.unwrap();
+            let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
+            create_all(n, |i| {
+                let apps = apps.clone();
+                let target = ns_name(i);
+                async move {
+                    let app = serde_json::from_value(json!({
+                        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+                        "metadata": {"name": format!("a{i:05}")},
+                        "spec": {
+                            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+                            "path": format!("apps/a{i:05}"),
+                            "targetNamespace": target,
+                            "interval": "10m",
+                            "timeout": "5m"
+                        }
+                    }))
+                    .unwrap();
+                    apps.create(&PostParams::default(), &app).await.unwrap();
+                }
+            })
+            .await;
         }
-    }))
-    .buffer_unordered(32)
-    .collect::<Vec<_>>()
-    .await;
-    let created = start.elapsed().as_secs_f64();
-    eprintln!("{n} Applications created in {created:.1}s");
+        _ => {
+            let sources = flux_sources(client, &control.name);
+            let repo = serde_json::from_value(json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "fleet"},
+                "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"}}
+            }))
+            .unwrap();
+            sources.create(&PostParams::default(), &repo).await.unwrap();
+            let ks = kustomizations(client, &control.name);
+            create_all(n, |i| {
+                let ks = ks.clone();
+                let target = ns_name(i);
+                async move {
+                    let k = serde_json::from_value(json!({
+                        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                        "metadata": {"name": format!("a{i:05}")},
+                        "spec": {
+                            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+                            "path": format!("./apps/a{i:05}"),
+                            "targetNamespace": target,
+                            "interval": "10m",
+                            "timeout": "5m",
+                            "prune": true,
+                            "wait": false
+                        }
+                    }))
+                    .unwrap();
+                    ks.create(&PostParams::default(), &k).await.unwrap();
+                }
+            })
+            .await;
+        }
+    }
+    eprintln!(
+        "{}: {n} created in {:.1}s",
+        peer.label(),
+        start.elapsed().as_secs_f64()
+    );
 
+    let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
+    let ks = kustomizations(client, &control.name);
     let mut ready_at = None;
     let mut healthy_at = None;
     let mut cpu_ready = 0.0;
     let mut last_print = Instant::now();
-    while healthy_at.is_none() || ready_at.is_none() {
-        let (ready, healthy) = counts(&apps, &head).await;
+    let limit = std::env::var("GANTRY_FLEET_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600.0);
+    loop {
+        let (ready, healthy) = match peer {
+            Peer::Gantry => counts(&apps, head).await,
+            _ => (flux_ready(&ks, head).await, 0),
+        };
         let t = start.elapsed().as_secs_f64();
         if ready_at.is_none() && ready == n {
             ready_at = Some(t);
-            cpu_ready = cpu_seconds(pid) - cpu_before;
+            cpu_ready = cpu() - cpu_before;
         }
         if healthy_at.is_none() && healthy == n {
             healthy_at = Some(t);
         }
-        if last_print.elapsed() > Duration::from_secs(10) {
-            eprintln!("  +{t:.0}s: {ready} Ready, {healthy} Healthy");
+        if last_print.elapsed() > Duration::from_secs(15) {
+            eprintln!(
+                "  {} +{t:.0}s: {ready} Ready, {healthy} Healthy",
+                peer.label()
+            );
             last_print = Instant::now();
         }
-        assert!(t < 3600.0, "the fleet did not settle within an hour");
+        let done = ready_at.is_some() && (peer != Peer::Gantry || healthy_at.is_some());
+        if done {
+            break;
+        }
+        if t > limit {
+            eprintln!(
+                "  {}: {ready} of {n} Ready after {t:.0}s; stopped",
+                peer.label()
+            );
+            ready_at = Some(f64::INFINITY);
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(if n > 2000 { 2000 } else { 500 })).await;
     }
-    let (ready_s, healthy_s) = (ready_at.unwrap(), healthy_at.unwrap());
-    eprintln!("all Ready in {ready_s:.1}s, all Healthy in {healthy_s:.1}s");
-    let peak = peak_rss_mib(pid);
+    let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
 
     // Idle: nothing changes; what does the controller still do?
     tokio::time::sleep(Duration::from_secs(5)).await;
     let from = log_lines(&log);
-    let cpu_idle_start = cpu_seconds(pid);
+    let cpu_idle_start = cpu();
+    let writes_before = audited_writes(peer.user());
+    let flux_ports = flux.as_ref().map(|f| f.metrics.clone()).unwrap_or_default();
+    let flux_before = flux_requests(&flux_ports).await;
     tokio::time::sleep(idle).await;
-    let idle_cpu = cpu_seconds(pid) - cpu_idle_start;
-    let (idle_requests, idle_writes) = requests_since(&log, from);
-    let rss_idle = rss_mib(pid);
+    let idle_cpu = cpu() - cpu_idle_start;
+    let idle_writes = audited_writes(peer.user()) - writes_before;
+    let idle_requests = match peer {
+        Peer::Gantry => {
+            let (total, logged_writes) = requests_since(&log, from);
+            assert_eq!(
+                logged_writes, idle_writes,
+                "log and audit disagree on writes"
+            );
+            total as f64
+        }
+        _ => flux_requests(&flux_ports).await - flux_before,
+    };
+    let per_min = |x: f64| x / idle.as_secs_f64() * 60.0;
+    let figures = Figures {
+        ready_s: ready_at.unwrap(),
+        healthy_s: healthy_at,
+        peak_rss_mib: peak,
+        cpu_s_to_ready: cpu_ready,
+        idle_cpu_percent: idle_cpu / idle.as_secs_f64() * 100.0,
+        idle_writes,
+        idle_requests_per_min: per_min(idle_requests),
+    };
+    eprintln!("{}: {figures:?}", peer.label());
 
-    println!("RESULT fleet_{n}_apps=1");
-    println!("RESULT fleet_{n}_all_ready_s={ready_s:.1}");
-    println!("RESULT fleet_{n}_all_healthy_s={healthy_s:.1}");
-    println!("RESULT fleet_{n}_create_s={created:.1}");
-    println!("RESULT fleet_{n}_peak_rss_mib={peak:.1}");
-    println!("RESULT fleet_{n}_idle_rss_mib={rss_idle:.1}");
-    println!("RESULT fleet_{n}_cpu_s_to_ready={cpu_ready:.1}");
-    println!(
-        "RESULT fleet_{n}_idle_cpu_percent={:.2}",
-        idle_cpu / idle.as_secs_f64() * 100.0
-    );
-    println!(
-        "RESULT fleet_{n}_idle_requests_per_min={:.1}",
-        idle_requests as f64 / idle.as_secs_f64() * 60.0
-    );
-    println!("RESULT fleet_{n}_idle_writes={idle_writes}");
-
-    // Leave a quiet cluster: finalizers off, namespaces deleted (not awaited).
-    drop(controller);
+    // Leave a quiet cluster: controllers stopped, finalizers off, namespaces deleted.
+    drop(gantry);
+    drop(flux);
     let no_finalizers = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-    futures::stream::iter((0..n).map(|i| {
-        let apps = apps.clone();
+    create_all(n, |i| {
+        let (apps, ks) = (apps.clone(), ks.clone());
         let no_finalizers = no_finalizers.clone();
         async move {
+            let name = format!("a{i:05}");
             let _ = apps
-                .patch(&format!("a{i:05}"), &PatchParams::default(), &no_finalizers)
+                .patch(&name, &PatchParams::default(), &no_finalizers)
+                .await;
+            let _ = ks
+                .patch(&name, &PatchParams::default(), &no_finalizers)
                 .await;
         }
-    }))
-    .buffer_unordered(32)
-    .collect::<Vec<_>>()
+    })
     .await;
-    let _ = repos
+    let _ = Api::<GitRepository>::namespaced(client.clone(), &control.name)
         .patch("fleet", &PatchParams::default(), &no_finalizers)
         .await;
-    futures::stream::iter((0..n).map(|i| {
+    let _ = flux_sources(client, &control.name)
+        .patch("fleet", &PatchParams::default(), &no_finalizers)
+        .await;
+    create_all(n, |i| {
         let namespaces = namespaces.clone();
         let name = ns_name(i);
         async move {
             let _ = namespaces.delete(&name, &DeleteParams::default()).await;
         }
-    }))
-    .buffer_unordered(32)
-    .collect::<Vec<_>>()
+    })
     .await;
+    drop(control);
+    // The namespace controller's deletions would run into the next measurement.
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(600) {
+        let left = namespaces
+            .list(&ListParams::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|ns| {
+                        ns.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("fl-"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    figures
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_or("GANTRY_FLEET_N", 1000);
+    let idle = Duration::from_secs(env_or("GANTRY_FLEET_IDLE_S", 120) as u64);
+    let client = client().await;
+    install_crds(&client).await;
+    let flux_dir = std::env::var_os("GANTRY_FLUX_DIR").map(std::path::PathBuf::from);
+    let wanted = std::env::var("GANTRY_FLEET_PEERS").unwrap_or_else(|_| "gantry,flux".into());
+    let mut peers = vec![];
+    if wanted.contains("gantry") {
+        peers.push(Peer::Gantry);
+    }
+    if wanted.contains("flux") {
+        let dir = flux_dir.as_deref().expect(
+            "GANTRY_FLUX_DIR (tests/cluster/build-flux.sh prints it; make bench-fleet sets it)",
+        );
+        kubectl_apply(&dir.join("crds"));
+        peers.push(Peer::FluxTuned);
+        if !wanted.contains("tuned-only") {
+            peers.push(Peer::FluxDefault);
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    // The controllers' logs: in the work directory, or kept in GANTRY_FLEET_LOGS.
+    let logs = std::env::var_os("GANTRY_FLEET_LOGS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| work.path().to_path_buf());
+    std::fs::create_dir_all(&logs).unwrap();
+    write_fleet(&work.path().join("repo"), n);
+    let server = GitServer::start();
+    let head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
+
+    let mut all: Vec<(Peer, Vec<Figures>)> = peers.iter().map(|p| (*p, vec![])).collect();
+    for run in 0..runs() {
+        for (peer, figures) in all.iter_mut() {
+            eprintln!("run {run}: {}", peer.label());
+            let f = run_once(
+                &client,
+                *peer,
+                n,
+                idle,
+                &server,
+                &head,
+                flux_dir.as_deref(),
+                &logs,
+            )
+            .await;
+            figures.push(f);
+        }
+    }
+    let mut ready = std::collections::HashMap::new();
+    let mut rss = std::collections::HashMap::new();
+    for (peer, figures) in &all {
+        let l = peer.label();
+        let med = |f: &dyn Fn(&Figures) -> f64| median(figures.iter().map(f).collect());
+        let per_run = |f: &dyn Fn(&Figures) -> f64| {
+            figures
+                .iter()
+                .map(|x| format!("{:.1}", f(x)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let r = med(&|f| f.ready_s);
+        ready.insert(*peer, r);
+        rss.insert(*peer, med(&|f| f.peak_rss_mib));
+        println!(
+            "RESULT fleet_{n}_{l}_all_ready_s={r:.1}   ({})",
+            per_run(&|f| f.ready_s)
+        );
+        if *peer == Peer::Gantry {
+            println!(
+                "RESULT fleet_{n}_{l}_all_healthy_s={:.1}   ({})",
+                med(&|f| f.healthy_s.unwrap_or(f64::NAN)),
+                per_run(&|f| f.healthy_s.unwrap_or(f64::NAN))
+            );
+        }
+        println!(
+            "RESULT fleet_{n}_{l}_peak_rss_mib={:.1}   ({})",
+            med(&|f| f.peak_rss_mib),
+            per_run(&|f| f.peak_rss_mib)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_cpu_s_to_ready={:.1}   ({})",
+            med(&|f| f.cpu_s_to_ready),
+            per_run(&|f| f.cpu_s_to_ready)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_idle_cpu_percent={:.2}   ({})",
+            med(&|f| f.idle_cpu_percent),
+            per_run(&|f| f.idle_cpu_percent)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_idle_writes={:.0}   ({})",
+            med(&|f| f.idle_writes as f64),
+            per_run(&|f| f.idle_writes as f64)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_idle_requests_per_min={:.1}   ({})",
+            med(&|f| f.idle_requests_per_min),
+            per_run(&|f| f.idle_requests_per_min)
+        );
+    }
+    for peer in [Peer::FluxTuned, Peer::FluxDefault] {
+        if let (Some(g), Some(p)) = (ready.get(&Peer::Gantry), ready.get(&peer)) {
+            println!(
+                "RESULT fleet_{n}_ready_speedup_vs_{}={:.2}",
+                peer.label(),
+                p / g
+            );
+            println!(
+                "RESULT fleet_{n}_memory_vs_{}={:.2}",
+                peer.label(),
+                rss[&Peer::Gantry] / rss[&peer]
+            );
+        }
+    }
 }

@@ -401,6 +401,6 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     };
     // Failures of the same revision back off (a new commit or a spec change is reconciled
     // at once through the watches, whatever the wait).
-    let retry = ctx.sync_backoff(&ns, &name, revision, base);
+    let retry = ctx.sync_backoff(&ns, &name, revision, app.metadata.generation, base);
     Ok(Action::requeue(retry.min(interval.max(base))))
 }

@@ -80,6 +80,7 @@ async fn gather(
             .map(|c| (c.status.clone(), c.reason.clone())),
         rejected: crate::rollout::plan::is_rejected(&status, &revision),
         canary_active: canary::active(status.rollout.as_ref(), &revision),
+        retry_in: ctx.sync_retry_in(&ns, &app.name_any(), &revision, app.metadata.generation),
     };
     Ok(Gathered {
         observations,
@@ -208,6 +209,12 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
             );
             write_if_changed(&api, &app, &status).await?;
             Ok(Action::requeue(interval))
+        }
+        // A status write (the failure's own) or another event came before the backoff ran
+        // out: the sync is not retried yet.
+        Step::BackOff(wait) => {
+            write_if_changed(&api, &app, &status).await?;
+            Ok(Action::requeue(wait))
         }
         Step::UpToDate => {
             check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;

@@ -32,6 +32,15 @@ pub fn backoff(
     base.saturating_mul(1u32 << doublings).min(cap)
 }
 
+/// Consecutive failed syncs of one revision at one generation, and when to try again.
+#[derive(Debug, Clone)]
+pub struct SyncFailures {
+    revision: String,
+    generation: Option<i64>,
+    count: u32,
+    retry_at: std::time::Instant,
+}
+
 pub struct Context {
     pub client: Client,
     /// Root of the Git caches and artifacts.
@@ -67,7 +76,7 @@ pub struct Context {
     /// Consecutive failures to reach an Application's cluster, for the backoff.
     pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
     /// Consecutive failed syncs of one revision per Application, for the backoff.
-    pub sync_failures: std::sync::Mutex<std::collections::HashMap<AppKey, (String, u32)>>,
+    pub sync_failures: std::sync::Mutex<std::collections::HashMap<AppKey, SyncFailures>>,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
@@ -144,18 +153,45 @@ impl Context {
         namespace: &str,
         name: &str,
         revision: &str,
+        generation: Option<i64>,
         base: std::time::Duration,
     ) -> std::time::Duration {
         let key = (namespace.to_string(), name.to_string());
+        let now = std::time::Instant::now();
         let mut failures = self.sync_failures.lock().expect("sync failures");
-        let entry = failures
-            .entry(key)
-            .or_insert_with(|| (revision.to_string(), 0));
-        if entry.0 != revision {
-            *entry = (revision.to_string(), 0);
+        let entry = failures.entry(key).or_insert_with(|| SyncFailures {
+            revision: revision.to_string(),
+            generation,
+            count: 0,
+            retry_at: now,
+        });
+        if entry.revision != revision || entry.generation != generation {
+            entry.revision = revision.to_string();
+            entry.generation = generation;
+            entry.count = 0;
         }
-        entry.1 = entry.1.saturating_add(1);
-        backoff(base, entry.1, std::time::Duration::from_secs(300))
+        entry.count = entry.count.saturating_add(1);
+        let wait = backoff(base, entry.count, std::time::Duration::from_secs(300));
+        entry.retry_at = now + wait;
+        wait
+    }
+
+    /// How long a sync of `revision` at `generation` that failed is still backing off
+    /// (status writes and other events reconcile the Application earlier; they do not
+    /// retry the sync).
+    pub fn sync_retry_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        generation: Option<i64>,
+    ) -> Option<std::time::Duration> {
+        let failures = self.sync_failures.lock().expect("sync failures");
+        let f = failures.get(&(namespace.to_string(), name.to_string()))?;
+        (f.revision == revision && f.generation == generation)
+            .then(|| f.retry_at.checked_duration_since(std::time::Instant::now()))
+            .flatten()
+            .filter(|d| !d.is_zero())
     }
 
     /// Forgets the failed syncs of an Application (it synced).

@@ -35,6 +35,8 @@ pub struct Observations {
     pub rejected: bool,
     /// A canary of the revision is running.
     pub canary_active: bool,
+    /// A failed sync of this revision and generation is backing off for this long.
+    pub retry_in: Option<std::time::Duration>,
 }
 
 /// What the reconciler does next; one variant per branch.
@@ -55,6 +57,9 @@ pub enum Step {
     UpToDate,
     /// Check drift (but the held stable Deployments) and carry the canary on.
     CarryOnCanary,
+    /// The last sync of this revision failed and its backoff has not run out: write
+    /// nothing, look again then.
+    BackOff(std::time::Duration),
     Sync,
 }
 
@@ -67,6 +72,7 @@ impl Step {
                 | Step::ManualSyncRequired
                 | Step::UpToDate
                 | Step::CarryOnCanary
+                | Step::BackOff(_)
                 | Step::Sync
         )
     }
@@ -116,6 +122,12 @@ pub fn next_step(o: &Observations) -> Step {
     {
         return Step::CarryOnCanary;
     }
+    if let Some(wait) = o.retry_in
+        && !o.sync_requested
+        && !o.generation_changed
+    {
+        return Step::BackOff(wait);
+    }
     Step::Sync
 }
 
@@ -142,6 +154,7 @@ mod tests {
             ready: Some(("True".into(), "Succeeded".into())),
             rejected: false,
             canary_active: false,
+            retry_in: None,
         }
     }
 
@@ -240,5 +253,38 @@ mod tests {
         o.ready = Some(("Unknown".into(), "RolloutProgressing".into()));
         o.last_applied_revision = Some("main@sha1:0".into());
         assert_eq!(next_step(&o), Step::Sync);
+    }
+
+    #[test]
+    fn a_failed_sync_backs_off_unless_asked_or_changed() {
+        let wait = std::time::Duration::from_secs(30);
+        let failed = Observations {
+            last_applied_revision: Some(
+                "main@sha1:0000000000000000000000000000000000000000".into(),
+            ),
+            ready: Some(("False".into(), "ValidationFailed".into())),
+            retry_in: Some(wait),
+            ..synced()
+        };
+        assert_eq!(next_step(&failed), Step::BackOff(wait));
+        assert!(
+            next_step(&failed).has_artifact(),
+            "image automation still runs"
+        );
+        let asked = Observations {
+            sync_requested: true,
+            ..failed.clone()
+        };
+        assert_eq!(next_step(&asked), Step::Sync);
+        let changed = Observations {
+            generation_changed: true,
+            ..failed.clone()
+        };
+        assert_eq!(next_step(&changed), Step::Sync);
+        let over = Observations {
+            retry_in: None,
+            ..failed
+        };
+        assert_eq!(next_step(&over), Step::Sync);
     }
 }
