@@ -137,7 +137,12 @@ async fn a_pre_hook_gates_the_set_and_hooks_stay_out_of_the_inventory() {
     .await;
     // ... the PostSync Job ran after the set and is kept (no delete policy), marked as
     // this Application's hook ...
-    let smoke = jobs.get("smoke").await.unwrap();
+    // (The spec change above syncs the revision once more; its post hook is deleted and
+    // created again — before-hook-creation — once the set is healthy.)
+    let smoke = eventually("the PostSync Job", Duration::from_secs(60), || async {
+        jobs.get_opt("smoke").await.ok().flatten()
+    })
+    .await;
     assert_eq!(
         smoke.metadata.labels.unwrap()["gantry.dev/hook-of"],
         format!("{}.app", ns.name)
@@ -209,6 +214,18 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
         &deployment("db", "registry.example.com/db:1.0.0", 0),
     );
     let fixed = ws.commit_and_push("db fixed");
+    // A sync waiting on a wave holds the Application until its timeout: the longer timeout
+    // is set once the fix is being synced (a spec change syncs it again at once).
+    eventually(
+        "fixed revision attempted",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            let at = app.status.as_ref()?.last_attempted_revision.clone()?;
+            at.ends_with(&fixed).then_some(())
+        },
+    )
+    .await;
     apps.patch(
         "app",
         &kube::api::PatchParams::default(),
@@ -225,7 +242,6 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
         &deployment("web", "registry.example.com/web:bad", 1),
     );
     ws.write("deploy/smoke.yaml", SMOKE);
-    let unhealthy = ws.commit_and_push("web unhealthy, smoke test");
     apps.patch(
         "app",
         &kube::api::PatchParams::default(),
@@ -233,6 +249,7 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
     )
     .await
     .unwrap();
+    let unhealthy = ws.commit_and_push("web unhealthy, smoke test");
     let message = eventually("post hooks held", Duration::from_secs(120), || async {
         let app = apps.get("app").await.ok()?;
         let c = condition(&app, "Ready")?;
