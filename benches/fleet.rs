@@ -103,25 +103,31 @@ fn write_fleet(dir: &Path, n: usize) {
     }
 }
 
-/// Ready Kustomizations at `revision` in the Api's namespace.
-async fn flux_ready(api: &Api<kube::api::DynamicObject>, revision: &str) -> usize {
+/// Marks the Kustomizations Ready at `revision` in `seen`. (Ready, not "Ready now": Flux sets
+/// Ready=Unknown at the start of every reconcile, and when a pass over the fleet takes
+/// longer than the interval, the first ones are reconciled again before the last are done.)
+async fn flux_ready(
+    api: &Api<kube::api::DynamicObject>,
+    revision: &str,
+    seen: &mut std::collections::HashSet<String>,
+) {
     let Ok(list) = api.list(&ListParams::default()).await else {
-        return 0;
+        return;
     };
-    list.items
-        .iter()
-        .filter(|k| {
-            let status = &k.data["status"];
-            let ready = status["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            });
-            ready
-                && status["lastAppliedRevision"]
-                    .as_str()
-                    .is_some_and(|r| r.ends_with(revision))
-        })
-        .count()
+    for k in &list.items {
+        let status = &k.data["status"];
+        let ready = status["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        if ready
+            && status["lastAppliedRevision"]
+                .as_str()
+                .is_some_and(|r| r.ends_with(revision))
+        {
+            seen.insert(k.metadata.name.clone().unwrap_or_default());
+        }
+    }
 }
 
 /// (Ready at `revision`, Healthy) counts of the Applications in `ns`.
@@ -480,6 +486,7 @@ async fn run_once(
 
     let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
     let ks = kustomizations(client, &control.name);
+    let mut flux_seen = std::collections::HashSet::new();
     let mut ready_at = None;
     let mut healthy_at = None;
     let mut cpu_ready = 0.0;
@@ -491,7 +498,10 @@ async fn run_once(
     loop {
         let (ready, healthy) = match peer {
             Peer::Gantry => counts(&apps, head).await,
-            _ => (flux_ready(&ks, head).await, 0),
+            _ => {
+                flux_ready(&ks, head, &mut flux_seen).await;
+                (flux_seen.len(), 0)
+            }
         };
         let t = start.elapsed().as_secs_f64();
         if ready_at.is_none() && ready == n {

@@ -1,8 +1,9 @@
 //! Hooks, as Helm (`helm.sh/hook`) and Argo CD (`argocd.argoproj.io/hook`) declare them:
 //! objects that are not part of the set. They are run around the apply (pre hooks before
-//! it, awaited; post hooks after it), never enter the inventory, drift or prune, and are
-//! deleted as their delete policy says. Test hooks and delete/rollback hooks are never
-//! applied (Gantry runs no `helm test` and has no release deletion or rollback hooks).
+//! it, awaited; post hooks after it; Argo CD's `SyncFail` hooks when it failed), never enter
+//! the inventory, drift or prune, and are deleted as their delete policy says. Test hooks
+//! and delete/rollback hooks are never applied (Gantry runs no `helm test` and has no
+//! release deletion or rollback hooks).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub enum Phase {
     Pre,
     /// After the set is applied.
     Post,
+    /// After a sync that failed once its hooks were known (Argo CD's `SyncFail`).
+    Fail,
 }
 
 /// One hook of a render.
@@ -96,6 +99,8 @@ pub fn split(objects: Vec<Value>, installing: bool) -> Split {
                 Some(Phase::Pre)
             } else if has("sync") || has("postsync") {
                 Some(Phase::Post)
+            } else if has("syncfail") {
+                Some(Phase::Fail)
             } else {
                 None
             }
@@ -179,6 +184,7 @@ impl Applier {
         let name = match phase {
             Phase::Pre => "pre",
             Phase::Post => "post",
+            Phase::Fail => "SyncFail",
         };
         let mut ran = 0;
         for hook in hooks.iter().filter(|h| h.phase == phase) {
@@ -397,7 +403,7 @@ mod tests {
             false,
         );
         assert_eq!(split.objects.len(), 1);
-        assert_eq!(split.skipped, 2);
+        assert_eq!(split.skipped, 1, "Skip");
         let pre = &split.hooks[0];
         assert_eq!(
             (pre.describe().as_str(), pre.phase, pre.weight),
@@ -405,6 +411,10 @@ mod tests {
         );
         assert!(pre.delete_before && pre.delete_on_success);
         assert_eq!(split.hooks[1].phase, Phase::Post);
+        assert_eq!(
+            (split.hooks[2].describe().as_str(), split.hooks[2].phase),
+            ("Job page", Phase::Fail)
+        );
     }
 
     #[test]

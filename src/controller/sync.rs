@@ -305,10 +305,7 @@ pub async fn desired_and_hooks(
         skipped,
     } = hooks::split(objects, installing);
     if skipped > 0 {
-        tracing::debug!(
-            skipped,
-            "hooks not applied (test, delete, rollback, SyncFail, Skip)"
-        );
+        tracing::debug!(skipped, "hooks not applied (test, delete, rollback, Skip)");
     }
 
     let mut gvks: BTreeSet<(String, String, String)> = BTreeSet::new();
@@ -352,6 +349,40 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .unwrap_or_default();
     let started = std::time::Instant::now();
     let (desired, hooks) = desired_and_hooks(input).await?;
+    let result = sync_rendered(input, &previous, started, desired, &hooks).await;
+    if let Err(e) = &result
+        && hooks.iter().any(|h| h.phase == hooks::Phase::Fail)
+    {
+        // Argo CD's SyncFail hooks: run once the sync has failed, best effort (their own
+        // failure is logged; the sync's error is what the status reports).
+        let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+        if let Err(hook_error) = input
+            .target
+            .applier
+            .run_hooks(
+                &hooks,
+                hooks::Phase::Fail,
+                &default_namespace(app),
+                &app_label(app),
+                timeout,
+            )
+            .await
+        {
+            tracing::warn!(error = %hook_error, sync_error = %e, "SyncFail hook failed");
+        }
+    }
+    result
+}
+
+/// The sync after the render: pre hooks, the staged apply, prune, post hooks.
+async fn sync_rendered(
+    input: &SyncInput<'_>,
+    previous: &[InventoryEntry],
+    started: std::time::Instant,
+    desired: Vec<Desired>,
+    hooks: &[hooks::Hook],
+) -> Result<SyncOutcome, SyncError> {
+    let app = input.app;
     tracing::debug!(
         objects = desired.len(),
         ms = started.elapsed().as_millis() as u64,

@@ -179,6 +179,11 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
         "deploy/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-db\n  annotations:\n    argocd.argoproj.io/sync-wave: \"1\"\ndata:\n  k: v\n",
     );
+    // Argo CD's SyncFail hook: run when the sync fails.
+    ws.write(
+        "deploy/page.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: page-oncall\n  annotations:\n    argocd.argoproj.io/hook: SyncFail\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: page\n        image: registry.example.com/page:1.0.0\n",
+    );
     let first = ws.commit_and_push("db unhealthy");
     create_source_and_app(
         &client,
@@ -206,6 +211,24 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
     assert!(
         cms.get_opt("after-db").await.unwrap().is_none(),
         "wave 1 was applied before wave 0 was healthy"
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let page = eventually("the SyncFail hook", Duration::from_secs(30), || async {
+        jobs.get_opt("page-oncall").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        page.metadata.labels.unwrap()["gantry.dev/hook-of"],
+        format!("{}.app", ns.name)
+    );
+    let app = apps.get("app").await.unwrap();
+    assert!(
+        app.status
+            .unwrap()
+            .inventory
+            .iter()
+            .all(|e| e.name != "page-oncall"),
+        "a hook entered the inventory"
     );
 
     // The database fixed: wave 1 follows.
@@ -261,7 +284,6 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
         message.contains("post hooks not run") && message.contains("web"),
         "{message}"
     );
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     assert!(
         jobs.get_opt("smoke").await.unwrap().is_none(),
         "the PostSync hook ran while the set was unhealthy"
