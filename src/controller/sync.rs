@@ -395,7 +395,7 @@ async fn sync_rendered(
     // Before the first write: every object this sync may create is in the inventory, so
     // a crash from here on leaves nothing a later prune cannot see.
     let planned = input.record_planned.and_then(|recorder| {
-        guards::planned_inventory(&previous, &desired).map(|entries| Planned { recorder, entries })
+        guards::planned_inventory(previous, &desired).map(|entries| Planned { recorder, entries })
     });
     let owner = app_label(app);
     let hook_timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
@@ -405,7 +405,7 @@ async fn sync_rendered(
     input
         .target
         .applier
-        .run_hooks(&hooks, hooks::Phase::Pre, &namespace, &owner, hook_timeout)
+        .run_hooks(hooks, hooks::Phase::Pre, &namespace, &owner, hook_timeout)
         .await?;
     let gate = HealthGate {
         target: input.target,
@@ -447,7 +447,7 @@ async fn sync_rendered(
     let desired_keys: Vec<InventoryEntry> = desired.iter().map(|d| d.key.clone()).collect();
     let mut inventory_entries = desired_keys.clone();
     if app.spec.prune {
-        let stale = inventory::stale(&previous, &desired_keys);
+        let stale = inventory::stale(previous, &desired_keys);
         let result = input.target.applier.prune(&stale, &owner).await;
         outcome.pruned = result.deleted.len() as u32;
         for (entry, msg) in result.failed {
@@ -473,7 +473,7 @@ async fn sync_rendered(
     input
         .target
         .applier
-        .run_hooks(&hooks, hooks::Phase::Post, &namespace, &owner, hook_timeout)
+        .run_hooks(hooks, hooks::Phase::Post, &namespace, &owner, hook_timeout)
         .await?;
     inventory_entries.sort();
     inventory_entries.dedup();
