@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use common::{median, peak_rss_mib, runs, start_controller_as};
+use common::{log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::{ChildGuard, free_port, tool};
@@ -58,33 +58,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Requests in the controller's log from line `from`: (total, writes).
-fn requests_since(log: &Path, from: usize) -> (usize, usize) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut total = 0;
-    let mut writes = 0;
-    for line in text.lines().skip(from) {
-        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
-            continue;
-        }
-        total += 1;
-        let write = ["PATCH", "POST", "PUT", "DELETE"]
-            .iter()
-            .any(|m| line.contains(&format!("http.method={m}")));
-        if write && !line.contains("dryRun=All") {
-            writes += 1;
-        }
-    }
-    (total, writes)
-}
-
-fn log_lines(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 /// The fleet's repository: `apps/a<i>/objects.yaml` for each Application.
@@ -546,7 +519,7 @@ async fn run_once(
     let idle_writes = audited_writes(peer.user()) - writes_before;
     let idle_requests = match peer {
         Peer::Gantry => {
-            let (total, logged_writes) = requests_since(&log, from);
+            let (total, logged_writes, _) = requests_since(&log, from);
             assert_eq!(
                 logged_writes, idle_writes,
                 "log and audit disagree on writes"

@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use common::{GROUPS, median, peak_rss_mib, runs, start_controller, write_objects};
+use common::{
+    GROUPS, log_lines, median, peak_rss_mib, requests_since, runs, start_controller, write_objects,
+};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
@@ -48,36 +50,6 @@ fn kubectl_apply(dir: &Path, ns: &str) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     start.elapsed().as_secs_f64()
-}
-
-/// Requests logged by the controller's HTTP client after line `from`: (total, writes, dry-runs).
-fn requests_since(log: &Path, from: usize) -> (usize, usize, usize) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut total = 0;
-    let mut writes = 0;
-    let mut dry = 0;
-    for line in text.lines().skip(from) {
-        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
-            continue;
-        }
-        total += 1;
-        let is_write = ["PATCH", "POST", "PUT", "DELETE"]
-            .iter()
-            .any(|m| line.contains(&format!("http.method={m}")));
-        if line.contains("dryRun=All") {
-            dry += 1;
-        } else if is_write {
-            writes += 1;
-        }
-    }
-    (total, writes, dry)
-}
-
-fn log_lines(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 /// Creates the bench's 500 Services (same spec) with a plain client; seconds taken.

@@ -121,3 +121,33 @@ pub fn runs() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
 }
+
+/// Requests logged by the controller's HTTP client after line `from`: (total, writes, dry-runs).
+pub fn requests_since(log: &Path, from: usize) -> (usize, usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut total = 0;
+    let mut writes = 0;
+    let mut dry = 0;
+    for line in text.lines().skip(from) {
+        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
+            continue;
+        }
+        total += 1;
+        let is_write = ["PATCH", "POST", "PUT", "DELETE"]
+            .iter()
+            .any(|m| line.contains(&format!("http.method={m}")));
+        if line.contains("dryRun=All") {
+            dry += 1;
+        } else if is_write {
+            writes += 1;
+        }
+    }
+    (total, writes, dry)
+}
+
+pub fn log_lines(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
