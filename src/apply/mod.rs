@@ -12,6 +12,7 @@ pub mod plan;
 pub mod prune;
 pub mod recreate;
 pub mod set;
+pub mod set_error;
 pub mod stage;
 
 /// Label with the value `gantry` on every object Gantry applies.

@@ -1,0 +1,61 @@
+//! Why a set was not (wholly) applied: the errors of [`super::set`], with messages that
+//! name the objects and say what was applied.
+
+use super::applier::ObjectError;
+
+/// Why a set was not (wholly) applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    /// Objects the API server refused in a dry-run; `nothing_applied` when it was the first
+    /// validation (before stage 0).
+    #[error("{}", validation_message(.failed, *.total, *.nothing_applied))]
+    Validation {
+        failed: Vec<ObjectError>,
+        total: usize,
+        nothing_applied: bool,
+    },
+    #[error("{}", super::unknown_kind_message(.object, .group, .version, .kind))]
+    UnknownKind {
+        object: String,
+        group: String,
+        version: String,
+        kind: String,
+    },
+    /// Objects labelled for another owner: (object, other owner).
+    #[error(
+        "{} objects are labelled for another Application and are not taken over (set \
+         spec.takeOwnership on Application {owner} to take them), nothing was applied: {}",
+        .conflicts.len(),
+        super::join_errors(.conflicts.iter().map(|(o, other)| format!("{o} belongs to Application {other}")))
+    )]
+    Ownership {
+        owner: String,
+        conflicts: Vec<(String, String)>,
+    },
+    #[error("cannot record the planned inventory: {0}")]
+    BeforeWrite(String),
+    #[error(
+        "the sync waves before wave {next} are not healthy, so wave {next} and later were not applied: {message}"
+    )]
+    WaveNotHealthy { next: i64, message: String },
+    #[error("{}", super::join_errors(.0))]
+    Apply(Vec<ObjectError>),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+fn validation_message(failed: &[ObjectError], total: usize, nothing_applied: bool) -> String {
+    if nothing_applied {
+        format!(
+            "{} of {total} objects failed validation, nothing was applied: {}",
+            failed.len(),
+            super::join_errors(failed)
+        )
+    } else {
+        format!(
+            "{} objects failed validation: {}",
+            failed.len(),
+            super::join_errors(failed)
+        )
+    }
+}
