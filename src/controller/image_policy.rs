@@ -65,17 +65,9 @@ async fn credentials(
     let Some(secret_ref) = &policy.spec.secret_ref else {
         return Ok(Credentials::Anonymous);
     };
-    let data = super::secrets::read(client, ns, &secret_ref.name)
+    super::secrets::registry_credentials(client, ns, &secret_ref.name, registry)
         .await
-        .map_err(Failure::Secret)?;
-    let config = data.get(".dockerconfigjson").ok_or_else(|| {
-        Failure::Secret(format!(
-            "Secret {} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)",
-            secret_ref.name
-        ))
-    })?;
-    Credentials::from_docker_config(&config.0, registry)
-        .map_err(|e| Failure::Secret(format!("Secret {}: {e}", secret_ref.name)))
+        .map_err(Failure::Secret)
 }
 
 /// What one scan selected.

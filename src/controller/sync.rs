@@ -204,20 +204,9 @@ async fn fetch_chart(
         None => crate::source::registry::Credentials::Anonymous,
         Some(secret) => {
             let ns = app.metadata.namespace.as_deref().unwrap_or("default");
-            let data = super::secrets::read(local, ns, &secret.name)
+            super::secrets::registry_credentials(local, ns, &secret.name, &chart.image.registry)
                 .await
-                .map_err(ChartError::Secret)?;
-            let config = data.get(".dockerconfigjson").ok_or_else(|| {
-                ChartError::Secret(format!(
-                    "Secret {} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)",
-                    secret.name
-                ))
-            })?;
-            crate::source::registry::Credentials::from_docker_config(
-                &config.0,
-                &chart.image.registry,
-            )
-            .map_err(|e| ChartError::Secret(format!("Secret {}: {e}", secret.name)))?
+                .map_err(ChartError::Secret)?
         }
     };
     let timeout = app
