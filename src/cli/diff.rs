@@ -106,7 +106,7 @@ async fn app_desired(
         local: client,
         app: &app,
         artifact_root: &tree,
-        artifact_digest: None,
+        artifact_check: None,
         hold: None,
         record_planned: None,
     };

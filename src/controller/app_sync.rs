@@ -404,3 +404,51 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     let retry = ctx.sync_backoff(&ns, &name, revision, app.metadata.generation, base);
     Ok(Action::requeue(retry.min(interval.max(base))))
 }
+
+/// A new revision whose rendered set is exactly the one applied at the last revision (a
+/// commit elsewhere in a shared repository): it is recorded as applied, with no dry-run
+/// and no write to the cluster; drift and health are followed as for an applied revision.
+/// Only for Applications without a rollout strategy (whose history drives canaries) and
+/// without hooks (which run at every sync), after a sync that ended Ready. Returns whether
+/// it was.
+pub(super) async fn same_set_as_applied(
+    ctx: &Context,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    revision: &str,
+    input: &SyncInput<'_>,
+) -> bool {
+    let Some(applied) = status.last_applied_revision.clone() else {
+        return false;
+    };
+    let ready = conditions::find(&status.conditions, conditions::READY)
+        .is_some_and(|c| c.status == "True" && c.reason == reasons::SUCCEEDED);
+    if applied == revision || !ready || app.spec.rollout.is_some() {
+        return false;
+    }
+    let Some(before) = drift_check::cached(ctx, app, &applied) else {
+        return false;
+    };
+    let (desired, hooks) = match sync::desired_and_hooks(input).await {
+        Ok(rendered) => rendered,
+        Err(_) => return false, // the full sync reports it
+    };
+    if !hooks.is_empty() || desired != *before {
+        return false;
+    }
+    drift_check::remember(ctx, app, revision, Arc::new(desired));
+    status.last_attempted_revision = Some(revision.to_string());
+    status.last_applied_revision = Some(revision.to_string());
+    status.running_revision = Some(revision.to_string());
+    let m = format!("applied revision {revision}: the same objects as revision {applied}");
+    set(
+        status,
+        conditions::READY,
+        Status::True,
+        reasons::SUCCEEDED,
+        m,
+        app.metadata.generation,
+    );
+    tracing::debug!(namespace = ?app.metadata.namespace, name = ?app.metadata.name, revision, "same set as applied");
+    true
+}

@@ -184,11 +184,21 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         local: &ctx.client,
         app: &app,
         artifact_root: &artifact_root,
-        artifact_digest: Some(&artifact.digest),
+        artifact_check: Some((&ctx.artifacts, &artifact.digest)),
         hold: None,
         record_planned: None,
     };
     let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+    // A new revision that renders the same objects (a commit elsewhere in the repository)
+    // is recorded without a dry-run: then it is up to date.
+    let step = if step == Step::Sync
+        && gathered.request.is_none()
+        && super::app_sync::same_set_as_applied(&ctx, &app, &mut status, &revision, &input).await
+    {
+        Step::UpToDate
+    } else {
+        step
+    };
     match step {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads

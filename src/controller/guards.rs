@@ -11,22 +11,20 @@ use kube::api::Api;
 use crate::api::application::{Application, ApplicationStatus, InventoryEntry};
 use crate::apply::normalize::Desired;
 
-/// Verifies the tree on disk against its digest; a tree that changed is removed (the next
-/// reconcile writes it again from the Git cache) and nothing of it is rendered.
-pub async fn verify_artifact(root: &Path, digest: &str) -> Result<(), String> {
-    let (root, digest) = (root.to_path_buf(), digest.to_string());
-    tokio::task::spawn_blocking(move || {
-        let checked = crate::source::artifact::verify(&root, &digest);
-        if let Err(crate::source::artifact::ArtifactError::DigestMismatch { .. }) = &checked {
-            tracing::warn!(path = %root.display(), "artifact changed on disk; removing it to check it out again");
-            crate::source::artifact::remove(&root);
-            crate::source::store::mark_tampered(&root);
-        }
-        checked
-    })
-    .await
-    .map_err(|e| format!("verify task failed: {e}"))?
-    .map_err(|e| e.to_string())
+/// Verifies the tree on disk against its digest (only the files under `scope` when the
+/// render reads nothing else, see `ArtifactStore::verify`); a tree that changed is removed
+/// (the next reconcile writes it again from the Git cache) and nothing of it is rendered.
+pub async fn verify_artifact(
+    store: &crate::source::store::ArtifactStore,
+    root: &Path,
+    digest: &str,
+    scope: Option<std::path::PathBuf>,
+) -> Result<(), String> {
+    let (store, root, digest) = (store.clone(), root.to_path_buf(), digest.to_string());
+    tokio::task::spawn_blocking(move || store.verify(&root, &digest, scope.as_deref()))
+        .await
+        .map_err(|e| format!("verify task failed: {e}"))?
+        .map_err(|e| e.to_string())
 }
 
 /// The previous inventory and every desired object, sorted; `None` when that adds nothing.

@@ -47,7 +47,7 @@ async fn reapply_workloads(
         local: &ctx.client,
         app,
         artifact_root: &tree,
-        artifact_digest: None,
+        artifact_check: None,
         hold: None,
         record_planned: None,
     };

@@ -102,8 +102,9 @@ pub struct SyncInput<'a> {
     pub local: &'a kube::Client,
     pub app: &'a Application,
     pub artifact_root: &'a Path,
-    /// The artifact's digest: the tree is verified against it before it is rendered.
-    pub artifact_digest: Option<&'a str>,
+    /// The artifact's store and digest: the tree is verified against it before it is
+    /// rendered.
+    pub artifact_check: Option<(&'a crate::source::store::ArtifactStore, &'a str)>,
     /// Objects validated but not applied (stable Deployments whose new template runs as a
     /// canary first).
     pub hold: Option<&'a (dyn Fn(&Desired) -> bool + Sync)>,
@@ -269,8 +270,13 @@ pub async fn desired_and_hooks(
         capabilities: capabilities.as_deref(),
         chart: chart.as_ref(),
     };
-    if let Some(digest) = input.artifact_digest {
-        guards::verify_artifact(input.artifact_root, digest)
+    if let Some((store, digest)) = input.artifact_check {
+        let scope = render::plain_scope(
+            input.artifact_root,
+            &app.spec.path,
+            app.spec.render.as_ref(),
+        );
+        guards::verify_artifact(store, input.artifact_root, digest, scope)
             .await
             .map_err(SyncError::Artifact)?;
     }

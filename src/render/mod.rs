@@ -143,6 +143,25 @@ pub fn detect(dir: &Path) -> RenderKind {
     }
 }
 
+/// The directory (relative to `root`) that a render of `path` reads, when it reads nothing
+/// else: plain manifests, without a chart from a registry. Kustomize and Helm may read the
+/// whole tree (bases, chart dependencies), so they have no such scope.
+pub fn plain_scope(
+    root: &Path,
+    path: &str,
+    spec: Option<&RenderSpec>,
+) -> Option<std::path::PathBuf> {
+    let clean = sandbox::check_relative("path", path).ok()?;
+    if oci_chart(spec).is_some() {
+        return None;
+    }
+    match spec.map(|s| s.kind).unwrap_or_default() {
+        RenderKind::Plain => Some(clean),
+        RenderKind::Auto if detect(&root.join(&clean)) == RenderKind::Plain => Some(clean),
+        _ => None,
+    }
+}
+
 /// Renders `path` of the artifact at `root`.
 pub async fn render(
     root: &Path,

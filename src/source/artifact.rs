@@ -165,6 +165,20 @@ pub fn write_tree(
     dest: &Path,
     ignore: &[String],
 ) -> Result<String, ArtifactError> {
+    write_tree_entries(repo, commit, dest, ignore).map(|(digest, _)| digest)
+}
+
+/// The entries of a tree as its digest sees them: (path relative to the root, mode, blob
+/// id), sorted by path.
+pub type Entries = Vec<(String, i32, git2::Oid)>;
+
+/// Like [`write_tree`], also returning the entries written (what the digest covers).
+pub fn write_tree_entries(
+    repo: &Repository,
+    commit: git2::Oid,
+    dest: &Path,
+    ignore: &[String],
+) -> Result<(String, Entries), ArtifactError> {
     let matcher = ignore_matcher(ignore)?;
     let tree = repo.find_commit(commit)?.tree()?;
     let mut entries: Vec<(String, i32, git2::Oid)> = vec![];
@@ -236,7 +250,14 @@ pub fn write_tree(
             set_mode(&path, perm)?;
         }
     }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    let written = entries
+        .into_iter()
+        .map(|(rel, mode, oid)| (rel, normal_mode(mode), oid))
+        .collect();
+    Ok((
+        format!("sha256:{}", hex::encode(hasher.finalize())),
+        written,
+    ))
 }
 
 const LINK_MODE: i32 = 0o120000;
@@ -279,14 +300,11 @@ pub fn seal_dirs(dir: &Path) -> Result<(), ArtifactError> {
     set_mode(dir, 0o555)
 }
 
-/// The digest of a tree on disk, computed as `write_tree` computes it from Git.
-pub fn digest_of_dir(dir: &Path) -> Result<String, ArtifactError> {
+/// The entries on disk under `dir` (a directory inside `root`), paths relative to `root`,
+/// sorted: what `write_tree` wrote there.
+pub fn entries_under(root: &Path, dir: &Path) -> Result<Entries, ArtifactError> {
     use std::os::unix::fs::PermissionsExt;
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut Vec<(String, i32, git2::Oid)>,
-    ) -> Result<(), ArtifactError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Entries) -> Result<(), ArtifactError> {
         for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
             let entry = entry.map_err(|e| io(dir, e))?;
             let path = entry.path();
@@ -319,13 +337,28 @@ pub fn digest_of_dir(dir: &Path) -> Result<String, ArtifactError> {
         Ok(())
     }
     let mut entries = vec![];
-    walk(dir, dir, &mut entries)?;
+    walk(root, dir, &mut entries)?;
     entries.sort();
+    Ok(entries)
+}
+
+/// The digest of sorted entries.
+pub fn digest_of_entries(entries: &[(String, i32, git2::Oid)]) -> String {
     let mut hasher = Sha256::new();
-    for (rel, mode, oid) in &entries {
+    for (rel, mode, oid) in entries {
         hash_entry(&mut hasher, rel, *mode, oid);
     }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The digest of a tree on disk, computed as `write_tree` computes it from Git.
+pub fn digest_of_dir(dir: &Path) -> Result<String, ArtifactError> {
+    Ok(digest_of_entries(&entries_under(dir, dir)?))
+}
+
+/// Whether `link` is a symlink's mode.
+pub fn is_link(mode: i32) -> bool {
+    mode == LINK_MODE
 }
 
 /// Checks that the tree at `dir` is still what was written for `expected`.

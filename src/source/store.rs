@@ -15,10 +15,28 @@ struct Leases {
     counts: HashMap<PathBuf, usize>,
 }
 
+/// Cheap to clone: clones share the leases and the checked trees.
+#[derive(Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
     leases: Arc<Mutex<Leases>>,
+    checked: Arc<Checked>,
 }
+
+/// Trees whose entries this process wrote from Git or checked against their digest, so a
+/// render that reads one directory checks that directory, not the whole tree again (a
+/// fleet of Applications on paths of one repository would otherwise hash the whole tree
+/// once per render).
+#[derive(Default)]
+struct Checked {
+    trees: Mutex<HashMap<PathBuf, Arc<(String, artifact::Entries)>>>,
+    /// Held while a whole tree is hashed, so concurrent renders hash it once.
+    whole: Mutex<()>,
+}
+
+/// Most trees whose entries are kept (a few per source; older ones are dropped first when
+/// their directory is gone).
+const CHECKED_TREES: usize = 256;
 
 /// Keeps one artifact directory from being removed while it is held.
 pub struct Lease {
@@ -53,6 +71,7 @@ impl ArtifactStore {
         Self {
             root,
             leases: Default::default(),
+            checked: Default::default(),
         }
     }
 
@@ -111,9 +130,9 @@ impl ArtifactStore {
             })?
             .keep();
         let tree = tmp.join("tree");
-        let written = artifact::write_tree(repo, commit, &tree, ignore)
-            .and_then(|digest| artifact::seal_dirs(&tree).map(|_| digest));
-        let digest = match written {
+        let written = artifact::write_tree_entries(repo, commit, &tree, ignore)
+            .and_then(|written| artifact::seal_dirs(&tree).map(|_| written));
+        let (digest, entries) = match written {
             Ok(d) => d,
             Err(e) => {
                 artifact::remove(&tmp);
@@ -134,7 +153,106 @@ impl ArtifactStore {
             });
         }
         artifact::remove(&tmp);
+        self.remember(&dest, &digest, entries);
         Ok((dest, digest))
+    }
+
+    fn remember(&self, dir: &Path, digest: &str, entries: artifact::Entries) {
+        let mut trees = self.checked.trees.lock().expect("checked trees");
+        if trees.len() >= CHECKED_TREES {
+            trees.retain(|d, _| d.is_dir());
+            if trees.len() >= CHECKED_TREES {
+                trees.clear();
+            }
+        }
+        trees.insert(dir.to_path_buf(), Arc::new((digest.to_string(), entries)));
+    }
+
+    fn forget(&self, dir: &Path) {
+        self.checked
+            .trees
+            .lock()
+            .expect("checked trees")
+            .retain(|d, _| !d.starts_with(dir));
+    }
+
+    /// Checks that the tree at `dir` is still what was written for `digest`: when `scope`
+    /// (a directory relative to the tree) is given and the tree's entries are known, only
+    /// the files under it are read and compared with those entries; otherwise the whole
+    /// tree is hashed (once, however many renders ask at the same time). A scope holding a
+    /// symlink is checked as a whole tree (the link may lead anywhere in it). A tree that
+    /// changed is removed and marked, so the next reader writes it again from Git.
+    /// Blocking.
+    pub fn verify(
+        &self,
+        dir: &Path,
+        digest: &str,
+        scope: Option<&Path>,
+    ) -> Result<(), ArtifactError> {
+        let checked = self.verify_inner(dir, digest, scope);
+        if let Err(ArtifactError::DigestMismatch { .. }) = &checked {
+            tracing::warn!(path = %dir.display(), "artifact changed on disk; removing it to check it out again");
+            self.forget(dir);
+            artifact::remove(dir);
+            mark_tampered(dir);
+        }
+        checked
+    }
+
+    fn known(&self, dir: &Path, digest: &str) -> Option<Arc<(String, artifact::Entries)>> {
+        self.checked
+            .trees
+            .lock()
+            .expect("checked trees")
+            .get(dir)
+            .filter(|known| known.0 == digest)
+            .cloned()
+    }
+
+    fn verify_inner(
+        &self,
+        dir: &Path,
+        digest: &str,
+        scope: Option<&Path>,
+    ) -> Result<(), ArtifactError> {
+        // Normal components only; anything else is checked as a whole tree.
+        let scope = scope
+            .filter(|s| {
+                s.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                })
+            })
+            .map(|s| {
+                s.components()
+                    .filter_map(|c| match c {
+                        std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .filter(|s| !s.is_empty());
+        let Some(scope) = scope else {
+            return whole_tree(dir, digest).map(|_| ());
+        };
+        let scoped = |known: &(String, artifact::Entries)| {
+            check_scope(dir, &known.1, digest, &scope)
+                .unwrap_or_else(|| whole_tree(dir, digest).map(|_| ()))
+        };
+        if let Some(known) = self.known(dir, digest) {
+            return scoped(&known);
+        }
+        // Hash the whole tree once, whoever asks meanwhile; later scopes are checked alone.
+        let _whole = self.checked.whole.lock().expect("whole-tree check");
+        if let Some(known) = self.known(dir, digest) {
+            return scoped(&known);
+        }
+        let entries = whole_tree(dir, digest)?;
+        self.remember(dir, digest, entries);
+        Ok(())
     }
 
     /// Removes every artifact of the source but `keep` and those under a lease.
@@ -161,6 +279,7 @@ impl ArtifactStore {
             if path.is_file() {
                 let _ = std::fs::remove_file(&path);
             } else {
+                self.forget(&path);
                 artifact::remove(&path);
             }
         }
@@ -168,8 +287,69 @@ impl ArtifactStore {
 
     /// Removes all artifacts of a source (it was deleted).
     pub fn remove_source(&self, namespace: &str, name: &str) {
+        self.forget(&self.source_dir(namespace, name));
         artifact::remove(&self.source_dir(namespace, name));
     }
+}
+
+/// Hashes the whole tree at `dir`; its entries when it matches `digest`.
+fn whole_tree(dir: &Path, digest: &str) -> Result<artifact::Entries, ArtifactError> {
+    let entries = artifact::entries_under(dir, dir)?;
+    let found = artifact::digest_of_entries(&entries);
+    if found != digest {
+        return Err(ArtifactError::DigestMismatch {
+            path: dir.display().to_string(),
+            expected: digest.to_string(),
+            found,
+        });
+    }
+    Ok(entries)
+}
+
+/// Compares the files under `scope` with the known entries of the tree; `None` when the
+/// scope cannot be judged alone (a symlink in it or on the way to it).
+fn check_scope(
+    dir: &Path,
+    known: &artifact::Entries,
+    digest: &str,
+    scope: &str,
+) -> Option<Result<(), ArtifactError>> {
+    // Every directory on the way must be a real directory on disk and in Git.
+    let mut on_the_way = PathBuf::new();
+    for part in Path::new(scope).components() {
+        on_the_way.push(part);
+        let meta = std::fs::symlink_metadata(dir.join(&on_the_way)).ok()?;
+        if !meta.is_dir() {
+            return None;
+        }
+        let rel = on_the_way.to_string_lossy();
+        if known.binary_search_by(|e| e.0.as_str().cmp(&rel)).is_ok() {
+            return None; // a file or link in Git where a directory is on disk
+        }
+    }
+    let prefix = format!("{scope}/");
+    let start = known.partition_point(|e| e.0.as_str() < prefix.as_str());
+    let expected: Vec<_> = known[start..]
+        .iter()
+        .take_while(|e| e.0.starts_with(&prefix))
+        .cloned()
+        .collect();
+    if expected.iter().any(|e| artifact::is_link(e.1)) {
+        return None;
+    }
+    let found = match artifact::entries_under(dir, &dir.join(scope)) {
+        Ok(found) => found,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(if found == expected {
+        Ok(())
+    } else {
+        Err(ArtifactError::DigestMismatch {
+            path: dir.display().to_string(),
+            expected: digest.to_string(),
+            found: format!("other files under {scope}"),
+        })
+    })
 }
 
 /// Moves a sealed tree to another parent directory. Moving a directory to a new parent
@@ -263,5 +443,103 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// Makes a file of a sealed tree writable and removes it (what a disk cleaner or an
+    /// intruder would do).
+    fn remove_sealed(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = path.parent().unwrap();
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_render_scope_is_checked_alone_once_the_tree_is_known() {
+        let src = tempfile::tempdir().unwrap();
+        let files = [
+            ("apps/a/objects.yaml", "a: 1"),
+            ("apps/b/objects.yaml", "b: 1"),
+            ("README.md", "r"),
+        ];
+        let (repo, commit) = repo_with(src.path(), &files);
+        let data = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(data.path().to_path_buf());
+        let (dir, digest) = store.write("ns", "s", &repo, commit, &[]).unwrap();
+        // Written by this process: its entries are known, a scope is checked alone.
+        store
+            .verify(&dir, &digest, Some(Path::new("apps/a")))
+            .unwrap();
+        store
+            .verify(&dir, &digest, Some(Path::new("./apps/b/")))
+            .unwrap();
+        // A file removed outside the scope is not this render's concern...
+        remove_sealed(&dir.join("apps/b/objects.yaml"));
+        store
+            .verify(&dir, &digest, Some(Path::new("apps/a")))
+            .unwrap();
+        // ...but it is found by the render that reads it, and the tree is removed.
+        let err = store
+            .verify(&dir, &digest, Some(Path::new("apps/b")))
+            .unwrap_err();
+        assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
+        assert!(!dir.exists());
+        assert!(take_tampered(&dir));
+    }
+
+    #[test]
+    fn an_unknown_tree_is_hashed_whole_even_for_a_scope() {
+        let src = tempfile::tempdir().unwrap();
+        let (repo, commit) = repo_with(src.path(), &[("apps/a/x.yaml", "1"), ("b.yaml", "2")]);
+        let data = tempfile::tempdir().unwrap();
+        let (dir, digest) = ArtifactStore::new(data.path().to_path_buf())
+            .write("ns", "s", &repo, commit, &[])
+            .unwrap();
+        // A restarted controller knows no entries: the first check hashes everything.
+        let restarted = ArtifactStore::new(data.path().to_path_buf());
+        remove_sealed(&dir.join("b.yaml"));
+        let err = restarted
+            .verify(&dir, &digest, Some(Path::new("apps/a")))
+            .unwrap_err();
+        assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_scope_with_a_link_or_a_wrong_digest_is_checked_whole() {
+        let src = tempfile::tempdir().unwrap();
+        let (repo, commit) = repo_with(src.path(), &[("apps/a/x.yaml", "1"), ("shared.yaml", "2")]);
+        std::os::unix::fs::symlink("../../shared.yaml", src.path().join("apps/a/link.yaml"))
+            .unwrap();
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.find_commit(commit).unwrap();
+        let commit = repo
+            .commit(Some("HEAD"), &sig, &sig, "link", &tree, &[&parent])
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(data.path().to_path_buf());
+        let (dir, digest) = store.write("ns", "s", &repo, commit, &[]).unwrap();
+        store
+            .verify(&dir, &digest, Some(Path::new("apps/a")))
+            .unwrap();
+        // The link's target lies outside the scope: its removal is found all the same.
+        remove_sealed(&dir.join("shared.yaml"));
+        assert!(
+            store
+                .verify(&dir, &digest, Some(Path::new("apps/a")))
+                .is_err()
+        );
+        // A digest other than the known one is never taken on trust.
+        let (dir, digest) = store.write("ns", "s", &repo, commit, &[]).unwrap();
+        assert!(
+            store
+                .verify(&dir, "sha256:00", Some(Path::new("apps/a")))
+                .is_err()
+        );
+        let _ = digest;
     }
 }

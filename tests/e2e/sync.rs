@@ -566,3 +566,82 @@ async fn only_owned_objects_are_recreated() {
         "not deleted"
     );
 }
+
+/// A commit outside an Application's path (another team's directory of a shared repository)
+/// moves the Application to the new revision without touching its objects; drift is still
+/// followed afterwards, and a commit inside the path is applied as usual.
+#[tokio::test]
+async fn a_commit_elsewhere_in_the_repository_is_recorded_without_touching_the_cluster() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "sync-elsewhere").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let head = server.create_repo(
+        "mono",
+        &[
+            ("team-a/cm.yaml", &configmap("settings", "one")),
+            ("team-b/cm.yaml", &configmap("other", "x")),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "mono",
+        &server.file_url("mono"),
+        json!({"path": "team-a", "drift": {"mode": "heal"}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "mono", &head).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let version = |cm: ConfigMap| cm.metadata.resource_version.unwrap();
+    let before = version(cms.get("settings").await.unwrap());
+
+    let work = Workspace::clone_from(&server, "mono");
+    work.write("team-b/cm.yaml", &configmap("other", "y"));
+    let elsewhere = work.commit_and_push("team b changes its own directory");
+    let app = wait_synced_healthy(&apps, "mono", &elsewhere).await;
+    let ready = condition(&app, "Ready").unwrap();
+    assert!(
+        ready.message.contains("the same objects as revision"),
+        "{}",
+        ready.message
+    );
+    let status = app.status.unwrap();
+    assert!(status.running_revision.unwrap().ends_with(&elsewhere));
+    assert_eq!(
+        version(cms.get("settings").await.unwrap()),
+        before,
+        "the ConfigMap was written"
+    );
+
+    // Drift is still followed: a hand edit is healed.
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    cms.patch(
+        "settings",
+        &params,
+        &Patch::Merge(json!({"data": {"key": "hacked"}})),
+    )
+    .await
+    .unwrap();
+    eventually("the hand edit healed", Duration::from_secs(20), || async {
+        let cm = cms.get("settings").await.ok()?;
+        (cm.data?.get("key")? == "one").then_some(())
+    })
+    .await;
+
+    // A commit inside the path is applied.
+    work.write("team-a/cm.yaml", &configmap("settings", "two"));
+    let inside = work.commit_and_push("team a changes its setting");
+    let app = wait_synced_healthy(&apps, "mono", &inside).await;
+    let ready = condition(&app, "Ready").unwrap();
+    assert!(ready.message.contains("1 configured"), "{}", ready.message);
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["key"],
+        "two"
+    );
+}
