@@ -33,6 +33,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use common::{log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
+use support::app::Workspace;
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::{ChildGuard, free_port, tool};
@@ -60,19 +61,27 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The objects of Application `i`; `change` goes into its ConfigMap.
+fn fleet_objects(i: usize, change: Option<&str>) -> String {
+    let name = "svc";
+    let change = change
+        .map(|c| format!("  change: \"{c}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/fleet/a{i:05}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  app: \"a{i:05}\"\n{change}---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
+    )
+}
+
+fn app_file(i: usize) -> String {
+    format!("apps/a{i:05}/objects.yaml")
+}
+
 /// The fleet's repository: `apps/a<i>/objects.yaml` for each Application.
 fn write_fleet(dir: &Path, n: usize) {
     for i in 0..n {
-        let d = dir.join(format!("apps/a{i:05}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let name = "svc";
-        std::fs::write(
-            d.join("objects.yaml"),
-            format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: app\n        image: registry.example.com/fleet/a{i:05}:1.0.0\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{app: {name}}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  app: \"a{i:05}\"\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n"
-            ),
-        )
-        .unwrap();
+        let file = dir.join(app_file(i));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, fleet_objects(i, None)).unwrap();
     }
 }
 
@@ -167,6 +176,16 @@ struct Figures {
     idle_cpu_percent: f64,
     idle_writes: usize,
     idle_requests_per_min: f64,
+    /// Until all are Ready at a commit that changes every one of them.
+    change_all_s: f64,
+    /// Until the one changed is Ready at a commit that changes one of them.
+    change_one_s: f64,
+    /// Until all are at that commit.
+    change_one_all_s: f64,
+    /// Requests made meanwhile (Gantry: its request log; Flux: its client-go counters).
+    change_one_requests: f64,
+    /// Gantry: requests and writes not for the changed one, nor reads of the source.
+    change_one_others: Option<(usize, usize)>,
 }
 
 fn kubeconfig_of(user: &str) -> std::path::PathBuf {
@@ -319,6 +338,182 @@ where
         .await;
 }
 
+/// Waits on the Applications (Kustomizations) of one peer.
+struct Waiter<'a> {
+    peer: Peer,
+    apps: &'a Api<Application>,
+    ks: &'a Api<kube::api::DynamicObject>,
+    n: usize,
+    cpu: &'a dyn Fn() -> f64,
+}
+
+fn limit_s() -> f64 {
+    std::env::var("GANTRY_FLEET_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600.0)
+}
+
+impl Waiter<'_> {
+    /// Seconds from `start` until all are Ready at `revision` (infinite when the limit is
+    /// reached first), until all are Healthy (Gantry, when `healthy` is asked), and the
+    /// CPU-seconds counter when all were Ready.
+    async fn all_ready(
+        &self,
+        revision: &str,
+        start: Instant,
+        healthy: bool,
+    ) -> (f64, Option<f64>, f64) {
+        let (peer, n) = (self.peer, self.n);
+        let mut flux_seen = std::collections::HashSet::new();
+        let mut ready_at = None;
+        let mut healthy_at = None;
+        let mut cpu_ready = 0.0;
+        let mut last_print = Instant::now();
+        loop {
+            let (ready, healthy_now) = match peer {
+                Peer::Gantry => counts(self.apps, revision).await,
+                _ => {
+                    flux_ready(self.ks, revision, &mut flux_seen).await;
+                    (flux_seen.len(), 0)
+                }
+            };
+            let t = start.elapsed().as_secs_f64();
+            if ready_at.is_none() && ready == n {
+                ready_at = Some(t);
+                cpu_ready = (self.cpu)();
+            }
+            if healthy_at.is_none() && healthy_now == n {
+                healthy_at = Some(t);
+            }
+            if last_print.elapsed() > Duration::from_secs(15) {
+                eprintln!(
+                    "  {} +{t:.0}s: {ready} Ready, {healthy_now} Healthy",
+                    peer.label()
+                );
+                last_print = Instant::now();
+            }
+            let want_healthy = healthy && peer == Peer::Gantry;
+            if ready_at.is_some() && (!want_healthy || healthy_at.is_some()) {
+                return (ready_at.unwrap(), healthy_at, cpu_ready);
+            }
+            if t > limit_s() {
+                eprintln!(
+                    "  {}: {ready} of {n} Ready after {t:.0}s; stopped",
+                    peer.label()
+                );
+                return (ready_at.unwrap_or(f64::INFINITY), healthy_at, cpu_ready);
+            }
+            tokio::time::sleep(Duration::from_millis(if n > 2000 { 2000 } else { 500 })).await;
+        }
+    }
+
+    /// Seconds from `start` until Application (Kustomization) `name` is Ready at `revision`.
+    async fn one_ready(&self, name: &str, revision: &str, start: Instant) -> f64 {
+        loop {
+            let ready = match self.peer {
+                Peer::Gantry => self
+                    .apps
+                    .get(name)
+                    .await
+                    .ok()
+                    .and_then(|a| a.status)
+                    .is_some_and(|s| {
+                        s.last_applied_revision
+                            .as_deref()
+                            .is_some_and(|r| r.ends_with(revision))
+                            && s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                    }),
+                _ => self.ks.get(name).await.ok().is_some_and(|k| {
+                    let status = &k.data["status"];
+                    status["lastAppliedRevision"]
+                        .as_str()
+                        .is_some_and(|r| r.ends_with(revision))
+                        && status["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                }),
+            };
+            let t = start.elapsed().as_secs_f64();
+            if ready {
+                return t;
+            }
+            if t > limit_s() {
+                return f64::INFINITY;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Asks the peer's source to fetch now: the annotation Flux's `flux reconcile source git`
+/// sets, and for Gantry any metadata change (a GitRepository is reconciled on every change
+/// of its object, as a webhook Receiver would trigger it).
+async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str) {
+    let now = format!("{:?}", std::time::SystemTime::now());
+    match peer {
+        Peer::Gantry => {
+            let patch =
+                json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": now}}});
+            Api::<GitRepository>::namespaced(client.clone(), ns)
+                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+        _ => {
+            let patch =
+                json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
+            flux_sources(client, ns)
+                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Gantry's requests after log line `from`, by whom they serve.
+#[derive(Debug, Default)]
+struct Scoped {
+    total: usize,
+    /// For the changed Application: its own object or its target namespace.
+    one: usize,
+    /// Reads of the source (GitRepository).
+    source: usize,
+    /// Everything else (the other Applications; Events count here too).
+    others: usize,
+    others_writes: usize,
+}
+
+fn requests_by_scope(log: &Path, from: usize, one_ns: &str, one_app: &str) -> Scoped {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut s = Scoped::default();
+    let in_ns = format!("/namespaces/{one_ns}/");
+    let app = format!("/applications/{one_app}");
+    for line in text.lines().skip(from) {
+        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
+            continue;
+        }
+        s.total += 1;
+        if line.contains(&in_ns) || line.contains(&app) {
+            s.one += 1;
+        } else if line.contains("/gitrepositories") {
+            s.source += 1;
+        } else {
+            s.others += 1;
+            let is_write = ["PATCH", "POST", "PUT", "DELETE"]
+                .iter()
+                .any(|m| line.contains(&format!("http.method={m}")));
+            if is_write && !line.contains("dryRun=All") {
+                s.others_writes += 1;
+            }
+        }
+    }
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_once(
     client: &kube::Client,
@@ -326,7 +521,8 @@ async fn run_once(
     n: usize,
     idle: Duration,
     server: &GitServer,
-    head: &str,
+    workspace: &Workspace,
+    head: &mut String,
     flux_dir: Option<&Path>,
     work: &Path,
 ) -> Figures {
@@ -459,52 +655,15 @@ async fn run_once(
 
     let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
     let ks = kustomizations(client, &control.name);
-    let mut flux_seen = std::collections::HashSet::new();
-    let mut ready_at = None;
-    let mut healthy_at = None;
-    let mut cpu_ready = 0.0;
-    let mut last_print = Instant::now();
-    let limit = std::env::var("GANTRY_FLEET_LIMIT_S")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3600.0);
-    loop {
-        let (ready, healthy) = match peer {
-            Peer::Gantry => counts(&apps, head).await,
-            _ => {
-                flux_ready(&ks, head, &mut flux_seen).await;
-                (flux_seen.len(), 0)
-            }
-        };
-        let t = start.elapsed().as_secs_f64();
-        if ready_at.is_none() && ready == n {
-            ready_at = Some(t);
-            cpu_ready = cpu() - cpu_before;
-        }
-        if healthy_at.is_none() && healthy == n {
-            healthy_at = Some(t);
-        }
-        if last_print.elapsed() > Duration::from_secs(15) {
-            eprintln!(
-                "  {} +{t:.0}s: {ready} Ready, {healthy} Healthy",
-                peer.label()
-            );
-            last_print = Instant::now();
-        }
-        let done = ready_at.is_some() && (peer != Peer::Gantry || healthy_at.is_some());
-        if done {
-            break;
-        }
-        if t > limit {
-            eprintln!(
-                "  {}: {ready} of {n} Ready after {t:.0}s; stopped",
-                peer.label()
-            );
-            ready_at = Some(f64::INFINITY);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(if n > 2000 { 2000 } else { 500 })).await;
-    }
+    let waiter = Waiter {
+        peer,
+        apps: &apps,
+        ks: &ks,
+        n,
+        cpu: &cpu,
+    };
+    let (ready_at, healthy_at, cpu_ready) = waiter.all_ready(head, start, true).await;
+    let cpu_ready = cpu_ready - cpu_before;
     let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
 
     // Idle: nothing changes; what does the controller still do?
@@ -529,14 +688,68 @@ async fn run_once(
         _ => flux_requests(&flux_ports).await - flux_before,
     };
     let per_min = |x: f64| x / idle.as_secs_f64() * 60.0;
+
+    // Change at scale: one commit that changes every Application, then one that changes
+    // one of them. The source is asked to fetch at once (as a webhook receiver would).
+    let tag = format!(
+        "{}-{}",
+        peer.label(),
+        std::process::id() ^ start.elapsed().as_nanos() as u32
+    );
+    for i in 0..n {
+        workspace.write(&app_file(i), &fleet_objects(i, Some(&format!("all-{tag}"))));
+    }
+    let every = workspace.commit_and_push("change every application");
+    let t = Instant::now();
+    request_fetch(client, peer, &control.name).await;
+    let (change_all_s, _, _) = waiter.all_ready(&every, t, false).await;
+    eprintln!(
+        "{}: a commit changing all {n}: {change_all_s:.1}s",
+        peer.label()
+    );
+
+    let k = n / 2;
+    workspace.write(&app_file(k), &fleet_objects(k, Some(&format!("one-{tag}"))));
+    let one = workspace.commit_and_push("change one application");
+    let from = log_lines(&log);
+    let flux_before = flux_requests(&flux_ports).await;
+    let t = Instant::now();
+    request_fetch(client, peer, &control.name).await;
+    let change_one_s = waiter.one_ready(&format!("a{k:05}"), &one, t).await;
+    let (change_one_all_s, _, _) = waiter.all_ready(&one, t, false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scoped = match peer {
+        Peer::Gantry => Some(requests_by_scope(
+            &log,
+            from,
+            &ns_name(k),
+            &format!("a{k:05}"),
+        )),
+        _ => None,
+    };
+    let change_one_requests = match &scoped {
+        Some(s) => s.total as f64,
+        None => flux_requests(&flux_ports).await - flux_before,
+    };
+    eprintln!(
+        "{}: a commit changing 1 of {n}: {change_one_s:.1}s (all at the revision after {change_one_all_s:.1}s), {change_one_requests} requests; {scoped:?}",
+        peer.label()
+    );
+    *head = one;
+
     let figures = Figures {
-        ready_s: ready_at.unwrap(),
+        ready_s: ready_at,
         healthy_s: healthy_at,
         peak_rss_mib: peak,
         cpu_s_to_ready: cpu_ready,
         idle_cpu_percent: idle_cpu / idle.as_secs_f64() * 100.0,
         idle_writes,
         idle_requests_per_min: per_min(idle_requests),
+        change_all_s,
+        change_one_s,
+        change_one_all_s,
+        change_one_requests,
+        change_one_others: scoped.map(|s| (s.others, s.others_writes)),
     };
     eprintln!("{}: {figures:?}", peer.label());
 
@@ -629,7 +842,8 @@ async fn main() {
     std::fs::create_dir_all(&logs).unwrap();
     write_fleet(&work.path().join("repo"), n);
     let server = GitServer::start();
-    let head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
+    let mut head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
+    let workspace = Workspace::clone_from(&server, "fleet");
 
     let mut all: Vec<(Peer, Vec<Figures>)> = peers.iter().map(|p| (*p, vec![])).collect();
     for run in 0..runs() {
@@ -641,7 +855,8 @@ async fn main() {
                 n,
                 idle,
                 &server,
-                &head,
+                &workspace,
+                &mut head,
                 flux_dir.as_deref(),
                 &logs,
             )
@@ -651,6 +866,8 @@ async fn main() {
     }
     let mut ready = std::collections::HashMap::new();
     let mut rss = std::collections::HashMap::new();
+    let mut change_all = std::collections::HashMap::new();
+    let mut change_one = std::collections::HashMap::new();
     for (peer, figures) in &all {
         let l = peer.label();
         let med = |f: &dyn Fn(&Figures) -> f64| median(figures.iter().map(f).collect());
@@ -700,6 +917,43 @@ async fn main() {
             med(&|f| f.idle_requests_per_min),
             per_run(&|f| f.idle_requests_per_min)
         );
+        let c = med(&|f| f.change_all_s);
+        change_all.insert(*peer, c);
+        println!(
+            "RESULT fleet_{n}_{l}_change_all_ready_s={c:.1}   ({})",
+            per_run(&|f| f.change_all_s)
+        );
+        let c = med(&|f| f.change_one_s);
+        change_one.insert(*peer, c);
+        println!(
+            "RESULT fleet_{n}_{l}_change_one_ready_s={c:.1}   ({})",
+            per_run(&|f| f.change_one_s)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_change_one_all_at_revision_s={:.1}   ({})",
+            med(&|f| f.change_one_all_s),
+            per_run(&|f| f.change_one_all_s)
+        );
+        println!(
+            "RESULT fleet_{n}_{l}_change_one_requests={:.0}   ({})",
+            med(&|f| f.change_one_requests),
+            per_run(&|f| f.change_one_requests)
+        );
+        if *peer == Peer::Gantry {
+            let others = |f: &Figures| f.change_one_others.map_or(f64::NAN, |o| o.0 as f64);
+            let writes = |f: &Figures| f.change_one_others.map_or(f64::NAN, |o| o.1 as f64);
+            let per_app = |f: &Figures| others(f) / (n.max(2) - 1) as f64;
+            println!(
+                "RESULT fleet_{n}_{l}_change_one_requests_per_other_app={:.2}   ({})",
+                med(&per_app),
+                per_run(&per_app)
+            );
+            println!(
+                "RESULT fleet_{n}_{l}_change_one_writes_to_others={:.0}   ({})",
+                med(&writes),
+                per_run(&writes)
+            );
+        }
     }
     for peer in [Peer::FluxTuned, Peer::FluxDefault] {
         if let (Some(g), Some(p)) = (ready.get(&Peer::Gantry), ready.get(&peer)) {
@@ -712,6 +966,16 @@ async fn main() {
                 "RESULT fleet_{n}_memory_vs_{}={:.2}",
                 peer.label(),
                 rss[&Peer::Gantry] / rss[&peer]
+            );
+            println!(
+                "RESULT fleet_{n}_change_all_speedup_vs_{}={:.2}",
+                peer.label(),
+                change_all[&peer] / change_all[&Peer::Gantry]
+            );
+            println!(
+                "RESULT fleet_{n}_change_one_speedup_vs_{}={:.2}",
+                peer.label(),
+                change_one[&peer] / change_one[&Peer::Gantry]
             );
         }
     }
