@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -24,7 +24,7 @@ help:
 # Debian packages the harness uses (present on most machines; installed when missing).
 deps:
 	@missing=""; \
-	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client; do \
+	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client /usr/bin/time:time; do \
 	  command -v "$${p%%:*}" >/dev/null || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -84,7 +84,7 @@ demo: deps
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover' && $(MAKE) bench-fleet
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover && $(CARGO) bench --bench monorepo' && $(MAKE) bench-fleet
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
@@ -94,6 +94,10 @@ bench-rollouts: tools
 # on one controller, GANTRY_FLEET_IDLE_S seconds of idle measured after.
 bench-fleet: tools
 	GANTRY_FLUX_DIR=$$($(CLUSTER)/build-flux.sh) $(CLUSTER)/with-cluster.sh $(CARGO) bench --bench fleet
+
+# Only the monorepo fetch benchmark (50,000 files, 5,000 commits; against git clone/fetch/pull).
+bench-monorepo: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench monorepo
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools

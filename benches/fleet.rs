@@ -394,8 +394,10 @@ impl Waiter<'_> {
                 last_print = Instant::now();
             }
             let want_healthy = healthy && peer == Peer::Gantry;
-            if ready_at.is_some() && (!want_healthy || healthy_at.is_some()) {
-                return (ready_at.unwrap(), healthy_at, cpu_ready);
+            if let Some(at) = ready_at
+                && (!want_healthy || healthy_at.is_some())
+            {
+                return (at, healthy_at, cpu_ready);
             }
             if t > limit_s() {
                 eprintln!(

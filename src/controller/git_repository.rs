@@ -121,6 +121,7 @@ fn fetch_into(
     job: &FetchJob,
     cache: &std::path::Path,
 ) -> Result<(git::Fetched, Option<String>), SourceFailure> {
+    let started = Instant::now();
     let fetched = git::fetch(
         cache,
         &job.url,
@@ -128,6 +129,7 @@ fn fetch_into(
         job.creds.as_ref(),
         job.deadline,
     )?;
+    let fetch_ms = started.elapsed().as_millis() as u64;
     if !job.rewrite
         && let Some((commit, digest)) = &job.current
         && commit == &fetched.commit
@@ -140,10 +142,13 @@ fn fetch_into(
     }
     let repo = git2::Repository::open_bare(cache).map_err(ArtifactError::Git)?;
     let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
+    let written = Instant::now();
     let (dest, digest) = ctx
         .artifacts
         .write(&job.ns, &job.name, &repo, oid, &job.ignore)?;
     ctx.artifacts.collect(&job.ns, &job.name, &dest);
+    tracing::info!(namespace = %job.ns, name = %job.name, revision = %fetched.revision, fetch_ms,
+        artifact_ms = written.elapsed().as_millis() as u64, "fetched and wrote the artifact");
     Ok((fetched, Some(digest)))
 }
 

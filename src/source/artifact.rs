@@ -165,19 +165,27 @@ pub fn write_tree(
     dest: &Path,
     ignore: &[String],
 ) -> Result<String, ArtifactError> {
-    write_tree_entries(repo, commit, dest, ignore).map(|(digest, _)| digest)
+    write_tree_entries(repo, commit, dest, ignore, None).map(|(digest, _)| digest)
 }
+
+/// A tree written before, whose files a new tree may share: its directory and entries.
+pub type Previous<'a> = (&'a Path, &'a Entries);
 
 /// The entries of a tree as its digest sees them: (path relative to the root, mode, blob
 /// id), sorted by path.
 pub type Entries = Vec<(String, i32, git2::Oid)>;
 
-/// Like [`write_tree`], also returning the entries written (what the digest covers).
+/// Like [`write_tree`], also returning the entries written (what the digest covers). A file
+/// whose path, mode and blob are the same in `previous` is hard-linked from it rather than
+/// written again (both trees are read-only; a render checks the files it reads against
+/// Git's entries either way), so a commit that changes one file of a large repository
+/// writes one file.
 pub fn write_tree_entries(
     repo: &Repository,
     commit: git2::Oid,
     dest: &Path,
     ignore: &[String],
+    previous: Option<Previous<'_>>,
 ) -> Result<(String, Entries), ArtifactError> {
     let matcher = ignore_matcher(ignore)?;
     let tree = repo.find_commit(commit)?.tree()?;
@@ -240,6 +248,16 @@ pub fn write_tree_entries(
         let path: PathBuf = dest.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        let shared = mode != LINK_MODE
+            && previous.is_some_and(|(dir, entries)| {
+                entries
+                    .binary_search_by(|e| (e.0.as_str(), e.1, e.2).cmp(&(rel.as_str(), mode, *oid)))
+                    .is_ok()
+                    && std::fs::hard_link(dir.join(rel), &path).is_ok()
+            });
+        if shared {
+            continue;
         }
         if mode == LINK_MODE {
             std::os::unix::fs::symlink(&links[rel], &path).map_err(|e| io(&path, e))?;

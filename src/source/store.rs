@@ -130,7 +130,10 @@ impl ArtifactStore {
             })?
             .keep();
         let tree = tmp.join("tree");
-        let written = artifact::write_tree_entries(repo, commit, &tree, ignore)
+        // The newest tree of this source whose entries are known shares its files.
+        let previous = self.newest_known(&parent);
+        let previous = previous.as_ref().map(|(d, known)| (d.as_path(), &known.1));
+        let written = artifact::write_tree_entries(repo, commit, &tree, ignore, previous)
             .and_then(|written| artifact::seal_dirs(&tree).map(|_| written));
         let (digest, entries) = match written {
             Ok(d) => d,
@@ -155,6 +158,16 @@ impl ArtifactStore {
         artifact::remove(&tmp);
         self.remember(&dest, &digest, entries);
         Ok((dest, digest))
+    }
+
+    /// The most recently written tree under `parent` whose entries this process knows.
+    fn newest_known(&self, parent: &Path) -> Option<(PathBuf, Arc<(String, artifact::Entries)>)> {
+        let trees = self.checked.trees.lock().expect("checked trees");
+        trees
+            .iter()
+            .filter(|(d, _)| d.parent() == Some(parent) && d.is_dir())
+            .max_by_key(|(d, _)| d.metadata().and_then(|m| m.modified()).ok())
+            .map(|(d, known)| (d.clone(), known.clone()))
     }
 
     fn remember(&self, dir: &Path, digest: &str, entries: artifact::Entries) {
@@ -541,5 +554,36 @@ mod tests {
                 .is_err()
         );
         let _ = digest;
+    }
+
+    #[test]
+    fn a_new_tree_shares_the_unchanged_files_of_the_last_one() {
+        use std::os::unix::fs::MetadataExt;
+        let src = tempfile::tempdir().unwrap();
+        let (repo, first) = repo_with(src.path(), &[("a/x.yaml", "1"), ("b/y.yaml", "2")]);
+        let data = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(data.path().to_path_buf());
+        let (old, _) = store.write("ns", "s", &repo, first, &[]).unwrap();
+        std::fs::write(src.path().join("b/y.yaml"), "3").unwrap();
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.find_commit(first).unwrap();
+        let second = repo
+            .commit(Some("HEAD"), &sig, &sig, "c2", &tree, &[&parent])
+            .unwrap();
+        let (new, digest) = store.write("ns", "s", &repo, second, &[]).unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&old.join("a/x.yaml")), ino(&new.join("a/x.yaml")));
+        assert_ne!(ino(&old.join("b/y.yaml")), ino(&new.join("b/y.yaml")));
+        assert_eq!(std::fs::read_to_string(new.join("b/y.yaml")).unwrap(), "3");
+        // The shared tree is whole: a fresh process hashes it to the same digest, and
+        // removing the old tree leaves it intact.
+        store.collect("ns", "s", &new);
+        assert!(!old.exists());
+        artifact::verify(&new, &digest).unwrap();
     }
 }
