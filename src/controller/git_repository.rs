@@ -146,9 +146,13 @@ fn fetch_into(
     let (dest, digest) = ctx
         .artifacts
         .write(&job.ns, &job.name, &repo, oid, &job.ignore)?;
-    ctx.artifacts.collect(&job.ns, &job.name, &dest);
     tracing::info!(namespace = %job.ns, name = %job.name, revision = %fetched.revision, fetch_ms,
         artifact_ms = written.elapsed().as_millis() as u64, "fetched and wrote the artifact");
+    // Older trees go in the background: nothing waits for them (a large repository's tree
+    // takes as long to remove as to write), and a tree still leased by a render stays.
+    let (store, ns, name) = (ctx.artifacts.clone(), job.ns.clone(), job.name.clone());
+    let keep = dest.clone();
+    std::thread::spawn(move || store.collect(&ns, &name, &keep));
     Ok((fetched, Some(digest)))
 }
 

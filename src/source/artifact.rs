@@ -242,12 +242,17 @@ pub fn write_tree_entries(
 
     std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
     let mut hasher = Sha256::new();
+    // Directories made so far (entries are sorted, so most files share their parent's).
+    let mut made: std::collections::HashSet<PathBuf> = Default::default();
     for (rel, mode, oid) in &entries {
         let mode = normal_mode(*mode);
         hash_entry(&mut hasher, rel, mode, oid);
         let path: PathBuf = dest.join(rel);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && !made.contains(parent)
+        {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            made.insert(parent.to_path_buf());
         }
         let shared = mode != LINK_MODE
             && previous.is_some_and(|(dir, entries)| {
