@@ -436,6 +436,25 @@ pub(super) async fn same_set_as_applied(
     if !hooks.is_empty() || desired != *before {
         return false;
     }
+    // The history says the revision is applied; its objects are those of the last one, so
+    // that one's health verdict carries over.
+    let now = Time(Timestamp::now());
+    record(
+        status,
+        SyncRecord {
+            revision: revision.to_string(),
+            started_at: now.clone(),
+            finished_at: Some(now),
+            result: SyncResult::Succeeded,
+            message: Some(format!("the same objects as revision {applied}")),
+            created: 0,
+            configured: 0,
+            unchanged: desired.len() as u32,
+            pruned: 0,
+            template_hashes: crate::rollout::template::template_hashes(&desired),
+            healthy: status.history.first().and_then(|h| h.healthy),
+        },
+    );
     drift_check::remember(ctx, app, revision, Arc::new(desired));
     status.last_attempted_revision = Some(revision.to_string());
     status.last_applied_revision = Some(revision.to_string());

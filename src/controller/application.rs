@@ -431,7 +431,34 @@ pub async fn run(
     policies: Api<ImagePolicy>,
     drift_events: futures::channel::mpsc::Receiver<ObjectRef<Application>>,
 ) {
-    let controller = Controller::new(apps, ctx.watch()).with_config(ctx.controller_config());
+    // Reconciled when someone changes an Application (spec, annotations such as `gantry
+    // sync`, labels, finalizers, deletion), not when this controller writes its status: the
+    // reconcile that wrote it already acts on it, and at fleet scale each self-triggered
+    // reconcile is two more reads per Application. managedFields are not kept in the cache.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let app_changes = watcher(apps, ctx.watch())
+        .default_backoff()
+        .modify(|a: &mut Application| a.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            |a: &Application| {
+                Some(hash_of(&(
+                    &a.metadata.uid,
+                    a.metadata.generation,
+                    &a.metadata.annotations,
+                    &a.metadata.labels,
+                    &a.metadata.finalizers,
+                    a.metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string()),
+                )))
+            },
+            Default::default(),
+        );
+    let controller =
+        Controller::for_stream(app_changes, reader).with_config(ctx.controller_config());
     let store = controller.store();
     let states = store.clone();
     ctx.metrics.set_application_states(Box::new(move || {
@@ -471,6 +498,21 @@ pub async fn run(
             },
             Default::default(),
         );
+    // A source concerns its Applications when its artifact changes (a new revision, or the
+    // same one written again), not at every status write of its own.
+    let source_changes = watcher(repos, ctx.shard.watch())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |r: &GitRepository| {
+                let artifact = r.status.as_ref().and_then(|s| s.artifact.as_ref());
+                Some(hash_of(&(
+                    &r.metadata.uid,
+                    artifact.map(|a| (&a.revision, &a.digest)),
+                )))
+            },
+            Default::default(),
+        );
     controller
         .watches_stream(selections, move |policy: ImagePolicy| {
             let ns = policy.namespace();
@@ -488,7 +530,7 @@ pub async fn run(
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(repos, ctx.shard.watch(), move |repo: GitRepository| {
+        .watches_stream(source_changes, move |repo: GitRepository| {
             let ns = repo.namespace();
             let name = repo.name_any();
             store
@@ -507,6 +549,14 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// A hash of what a watch event must have changed to wake a reconcile.
+fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
