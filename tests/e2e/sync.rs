@@ -613,7 +613,7 @@ async fn a_commit_elsewhere_in_the_repository_is_recorded_without_touching_the_c
     let latest = &status.history[0];
     assert!(latest.revision.ends_with(&elsewhere), "{latest:?}");
     assert_eq!(
-        (latest.result.clone(), latest.configured, latest.unchanged),
+        (latest.result, latest.configured, latest.unchanged),
         (SyncResult::Succeeded, 0, 1)
     );
     assert_eq!(
