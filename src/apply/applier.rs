@@ -106,6 +106,8 @@ pub struct Applier {
     discovery_client: Client,
     field_manager: String,
     concurrency: usize,
+    /// Where applies note the versions they produced (the drift watches read them).
+    own_writes: Option<std::sync::Arc<super::own_writes::OwnWrites>>,
 }
 
 impl Applier {
@@ -122,7 +124,15 @@ impl Applier {
             discovery_client,
             field_manager: FIELD_MANAGER.to_string(),
             concurrency: concurrency.max(1),
+            own_writes: None,
         }
+    }
+
+    /// Notes the resource version of every applied object in `own` (the drift watches of
+    /// the cluster then ignore the events of these writes).
+    pub fn with_own_writes(mut self, own: std::sync::Arc<super::own_writes::OwnWrites>) -> Self {
+        self.own_writes = Some(own);
+        self
     }
 
     /// The client every request of this Applier goes through.
@@ -344,10 +354,18 @@ impl Applier {
                 let api = self.api(r, d.key.namespace.as_deref());
                 let params = &params;
                 async move {
-                    api.patch(&d.key.name, params, &Patch::Apply(&d.object))
+                    let applied = api
+                        .patch(&d.key.name, params, &Patch::Apply(&d.object))
                         .await
-                        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
-                        .map_err(|e| ObjectError::new(&d.key, &e))
+                        .map_err(|e| ObjectError::new(&d.key, &e))?;
+                    if let (Some(own), Some(uid), Some(rv)) = (
+                        &self.own_writes,
+                        &applied.metadata.uid,
+                        &applied.metadata.resource_version,
+                    ) {
+                        own.record(uid, rv);
+                    }
+                    Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
                 }
             })
             .collect();

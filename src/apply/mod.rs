@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod inventory;
 pub mod normalize;
 pub mod order;
+pub mod own_writes;
 pub mod plan;
 pub mod prune;
 pub mod recreate;

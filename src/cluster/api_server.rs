@@ -86,7 +86,8 @@ impl Cluster {
                 self.client.clone(),
                 self.discovery.clone(),
                 self.limits.concurrency,
-            ),
+            )
+            .with_own_writes(self.drift.own_writes()),
             drift: self.drift.clone(),
             cluster: self.host.clone(),
             identity: user.clone(),

@@ -26,6 +26,9 @@ use crate::api::conditions::{self, Status};
 use crate::cluster::Target;
 use crate::error::Result;
 
+/// Sets of more objects than this have Ready written before their health is assessed.
+const EARLY_READY_ABOVE: usize = 50;
+
 /// What a full sync starts from.
 pub(super) struct FullSync<'a> {
     pub ctx: &'a Arc<Context>,
@@ -241,12 +244,16 @@ async fn succeeded(
         "checking health",
         generation,
     );
-    // Ready is written as soon as the revision is applied; health follows (its first
-    // assessment lists every workload, which can take a while on large sets).
-    write_if_changed(api, app, &status).await?;
-    tracing::debug!(namespace = %ns, name = %name, "status written: applied");
+    // On large sets (or with a rollout strategy), Ready is written as soon as the revision
+    // is applied and health follows: its first assessment lists every workload, which can
+    // take a while. A small set's health is a LIST or two away, so Ready and Healthy go in
+    // one status write (at fleet scale, one write less per Application and sync).
     let mut written = app.clone();
-    written.status = Some(status.clone());
+    if status.inventory.len() > EARLY_READY_ABOVE || app.spec.rollout.is_some() {
+        write_if_changed(api, app, &status).await?;
+        tracing::debug!(namespace = %ns, name = %name, "status written: applied");
+        written.status = Some(status.clone());
+    }
     let follow = Follow {
         ctx,
         target,

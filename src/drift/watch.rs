@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 
 use crate::api::application::{Application, InventoryEntry};
+use crate::apply::own_writes::OwnWrites;
 use crate::apply::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 type AppKey = (String, String);
@@ -27,6 +28,8 @@ pub struct DriftWatches {
     running: Mutex<HashMap<(String, String, String), tokio::task::JoinHandle<()>>>,
     dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
     tx: mpsc::Sender<ObjectRef<Application>>,
+    /// Versions this controller's applies produced: their events are not drift.
+    own: std::sync::Arc<OwnWrites>,
 }
 
 impl DriftWatches {
@@ -51,7 +54,13 @@ impl DriftWatches {
             running: Mutex::default(),
             dirty: Default::default(),
             tx,
+            own: Default::default(),
         }
+    }
+
+    /// Where the Appliers of this cluster note their writes.
+    pub fn own_writes(&self) -> std::sync::Arc<OwnWrites> {
+        self.own.clone()
     }
 
     /// Makes sure a watch runs for the kind of every entry.
@@ -70,11 +79,10 @@ impl DriftWatches {
             let handle = tokio::spawn(watch_kind(
                 self.client.clone(),
                 ar,
-                e.group.clone(),
-                e.kind.clone(),
                 self.namespace.clone(),
                 self.dirty.clone(),
                 self.tx.clone(),
+                self.own.clone(),
             ));
             running.insert(key, handle);
         }
@@ -98,15 +106,16 @@ impl Drop for DriftWatches {
     }
 }
 
+/// Watches one kind (`ar`: its group and kind name the inventory entries it marks).
 async fn watch_kind(
     client: Client,
     ar: ApiResource,
-    group: String,
-    kind: String,
     scope: Option<String>,
     dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
     mut tx: mpsc::Sender<ObjectRef<Application>>,
+    own: std::sync::Arc<OwnWrites>,
 ) {
+    let (group, kind) = (ar.group.clone(), ar.kind.clone());
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &ar);
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
@@ -166,6 +175,7 @@ async fn watch_kind(
                 scope.as_deref(),
                 &dirty,
                 &mut tx,
+                &own,
             );
         }
     }
@@ -194,8 +204,15 @@ fn note_change(
     scope: Option<&str>,
     dirty: &Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>,
     tx: &mut mpsc::Sender<ObjectRef<Application>>,
+    own: &OwnWrites,
 ) {
     let uid = meta.uid.clone().unwrap_or_default();
+    // This controller's own apply (its result is known): not a change to look into.
+    let own_write = !deleted
+        && meta
+            .resource_version
+            .as_deref()
+            .is_some_and(|rv| own.is_own(&uid, rv));
     let now = (meta.generation, meta.resource_version.clone());
     let changed = deleted
         || match seen.get(&uid) {
@@ -210,7 +227,7 @@ fn note_change(
     } else {
         seen.insert(uid, now);
     }
-    if !changed {
+    if !changed || own_write {
         return;
     }
     let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
