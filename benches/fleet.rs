@@ -32,18 +32,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use common::{log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
+use common::{env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
 use support::app::Workspace;
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use support::git::GitServer;
 use support::process::{ChildGuard, free_port, tool};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU-seconds (user + system) of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {

@@ -25,16 +25,9 @@ use gantry::api::GitRepository;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use common::{median, peak_rss_mib, poll, runs, start_controller};
+use common::{env_or, median, peak_rss_mib, poll, runs, start_controller};
 use support::cluster::{TestNamespace, client, install_crds};
 use support::git::{GitServer, git};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A file of the monorepo: a small manifest, as the teams of a monorepo keep.
 fn file_content(commit: usize, file: usize) -> String {

@@ -114,6 +114,14 @@ pub fn write_objects(dir: &Path) {
     }
 }
 
+/// A whole number from the environment, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Runs per figure (`GANTRY_BENCH_RUNS` overrides, e.g. 1 for a quick look).
 pub fn runs() -> usize {
     std::env::var("GANTRY_BENCH_RUNS")

@@ -417,6 +417,19 @@ mod tests {
         (repo, oid)
     }
 
+    /// Commits the work tree of `repo` on top of `parent`.
+    fn commit_on(repo: &git2::Repository, parent: git2::Oid) -> git2::Oid {
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let parent = repo.find_commit(parent).unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "next", &tree, &[&parent])
+            .unwrap()
+    }
+
     #[test]
     fn a_leased_tree_survives_collection_and_the_rest_goes() {
         let src = tempfile::tempdir().unwrap();
@@ -426,19 +439,7 @@ mod tests {
         let (old, old_digest) = store.write("ns", "s", &repo, first, &[]).unwrap();
         let lease = store.lease(&old);
         std::fs::write(src.path().join("a.yaml"), "2").unwrap();
-        let (_, second) = {
-            let mut index = repo.index().unwrap();
-            index
-                .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-                .unwrap();
-            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-            let sig = git2::Signature::now("t", "t@example.com").unwrap();
-            let parent = repo.find_commit(first).unwrap();
-            let oid = repo
-                .commit(Some("HEAD"), &sig, &sig, "c2", &tree, &[&parent])
-                .unwrap();
-            ((), oid)
-        };
+        let second = commit_on(&repo, first);
         let (new, _) = store.write("ns", "s", &repo, second, &[]).unwrap();
         store.collect("ns", "s", &new);
         assert!(old.is_dir(), "a tree being rendered is kept");
@@ -523,16 +524,7 @@ mod tests {
         let (repo, commit) = repo_with(src.path(), &[("apps/a/x.yaml", "1"), ("shared.yaml", "2")]);
         std::os::unix::fs::symlink("../../shared.yaml", src.path().join("apps/a/link.yaml"))
             .unwrap();
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let parent = repo.find_commit(commit).unwrap();
-        let commit = repo
-            .commit(Some("HEAD"), &sig, &sig, "link", &tree, &[&parent])
-            .unwrap();
+        let commit = commit_on(&repo, commit);
         let data = tempfile::tempdir().unwrap();
         let store = ArtifactStore::new(data.path().to_path_buf());
         let (dir, digest) = store.write("ns", "s", &repo, commit, &[]).unwrap();
@@ -565,16 +557,7 @@ mod tests {
         let store = ArtifactStore::new(data.path().to_path_buf());
         let (old, _) = store.write("ns", "s", &repo, first, &[]).unwrap();
         std::fs::write(src.path().join("b/y.yaml"), "3").unwrap();
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let parent = repo.find_commit(first).unwrap();
-        let second = repo
-            .commit(Some("HEAD"), &sig, &sig, "c2", &tree, &[&parent])
-            .unwrap();
+        let second = commit_on(&repo, first);
         let (new, digest) = store.write("ns", "s", &repo, second, &[]).unwrap();
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
         assert_eq!(ino(&old.join("a/x.yaml")), ino(&new.join("a/x.yaml")));
