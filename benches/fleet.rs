@@ -23,6 +23,13 @@ mod support;
 #[allow(dead_code)]
 mod common;
 
+#[path = "fleet_parts/flux.rs"]
+mod flux;
+#[path = "fleet_parts/measure.rs"]
+mod measure;
+#[path = "fleet_parts/wait.rs"]
+mod wait;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,26 +40,12 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use common::{env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
+use flux::{flux_requests, flux_sources, kubectl_apply, kustomizations, start_flux};
+use measure::{audited_writes, cpu_seconds, kubeconfig_of, requests_by_scope};
 use support::app::Workspace;
-use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
+use support::cluster::{TestNamespace, client, install_crds};
 use support::git::GitServer;
-use support::process::{ChildGuard, free_port, tool};
-
-/// CPU-seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
-    (ticks(11) + ticks(12)) / 100.0
-}
+use wait::{Peer, Waiter, request_fetch};
 
 /// The objects of Application `i`; `change` goes into its ConfigMap.
 fn fleet_objects(i: usize, change: Option<&str>) -> String {
@@ -78,87 +71,6 @@ fn write_fleet(dir: &Path, n: usize) {
     }
 }
 
-/// Marks the Kustomizations Ready at `revision` in `seen`. (Ready, not "Ready now": Flux sets
-/// Ready=Unknown at the start of every reconcile, and when a pass over the fleet takes
-/// longer than the interval, the first ones are reconciled again before the last are done.)
-async fn flux_ready(
-    api: &Api<kube::api::DynamicObject>,
-    revision: &str,
-    seen: &mut std::collections::HashSet<String>,
-) {
-    let Ok(list) = api.list(&ListParams::default()).await else {
-        return;
-    };
-    for k in &list.items {
-        let status = &k.data["status"];
-        let ready = status["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-        if ready
-            && status["lastAppliedRevision"]
-                .as_str()
-                .is_some_and(|r| r.ends_with(revision))
-        {
-            seen.insert(k.metadata.name.clone().unwrap_or_default());
-        }
-    }
-}
-
-/// (Ready at `revision`, Healthy) counts of the Applications in `ns`.
-async fn counts(apps: &Api<Application>, revision: &str) -> (usize, usize) {
-    let Ok(list) = apps.list(&ListParams::default()).await else {
-        return (0, 0);
-    };
-    let mut ready = 0;
-    let mut healthy = 0;
-    for app in list.items {
-        let Some(status) = app.status else { continue };
-        let is = |t: &str| {
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == t && c.status == "True")
-        };
-        if is("Ready")
-            && status
-                .last_applied_revision
-                .as_deref()
-                .is_some_and(|r| r.ends_with(revision))
-        {
-            ready += 1;
-        }
-        if is("Healthy") {
-            healthy += 1;
-        }
-    }
-    (ready, healthy)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Peer {
-    Gantry,
-    FluxDefault,
-    FluxTuned,
-}
-
-impl Peer {
-    fn label(self) -> &'static str {
-        match self {
-            Peer::Gantry => "gantry",
-            Peer::FluxDefault => "flux_default",
-            Peer::FluxTuned => "flux_tuned",
-        }
-    }
-    /// The client-certificate user it runs as (its writes are in the audit log).
-    fn user(self) -> &'static str {
-        match self {
-            Peer::Gantry => "a",
-            _ => "b",
-        }
-    }
-}
-
 /// One run's figures.
 #[derive(Debug, Default, Clone)]
 struct Figures {
@@ -181,145 +93,6 @@ struct Figures {
     change_one_others: Option<(usize, usize)>,
 }
 
-fn kubeconfig_of(user: &str) -> std::path::PathBuf {
-    kubeconfig_path()
-        .parent()
-        .unwrap()
-        .join(format!("replica-{user}.kubeconfig"))
-}
-
-/// Writes by `user` in the API server's audit log.
-fn audited_writes(user: &str) -> usize {
-    let dir = kubeconfig_path().parent().unwrap().join("audit");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        n += text
-            .lines()
-            .filter(|l| l.contains(&format!("\"username\":\"gantry-replica-{user}\"")))
-            .filter(|l| l.contains("\"stage\":\"ResponseComplete\""))
-            .count();
-    }
-    n
-}
-
-fn kubectl_apply(path: &Path) {
-    let out = std::process::Command::new(tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Flux's two controllers, out of cluster; dropped together.
-struct Flux {
-    source: ChildGuard,
-    kustomize: ChildGuard,
-    /// The controllers' metrics ports (client-go's `rest_client_requests_total`).
-    metrics: Vec<u16>,
-    _storage: tempfile::TempDir,
-}
-
-/// API requests Flux's controllers have made so far, by their own client-go counters.
-async fn flux_requests(ports: &[u16]) -> f64 {
-    let mut total = 0.0;
-    for port in ports {
-        let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => continue,
-        };
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("rest_client_requests_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    total
-}
-
-fn start_flux(dir: &Path, tuned: bool, logs: &Path) -> Flux {
-    let storage = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(storage.path().join("artifacts")).unwrap();
-    let port = free_port();
-    let kubeconfig = kubeconfig_of(Peer::FluxDefault.user());
-    let tuning: &[&str] = if tuned {
-        &[
-            "--concurrent=20",
-            "--kube-api-qps=500",
-            "--kube-api-burst=1000",
-            "--requeue-dependency=5s",
-        ]
-    } else {
-        &[]
-    };
-    let mut metrics = vec![];
-    let mut spawn = |name: &str, extra: Vec<String>| {
-        let metrics_port = free_port();
-        metrics.push(metrics_port);
-        let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-        let child = std::process::Command::new(dir.join("bin").join(name))
-            .args(extra)
-            .args(tuning)
-            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-            .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
-            .arg("--enable-leader-election=false")
-            .arg("--log-level=info")
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUNTIME_NAMESPACE", "flux-system")
-            .env("TMPDIR", storage.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        ChildGuard::new(name, child)
-    };
-    let source = spawn(
-        "source-controller",
-        vec![
-            format!(
-                "--storage-path={}",
-                storage.path().join("artifacts").display()
-            ),
-            format!("--storage-addr=127.0.0.1:{port}"),
-            format!("--storage-adv-addr=127.0.0.1:{port}"),
-        ],
-    );
-    let kustomize = spawn("kustomize-controller", vec![]);
-    Flux {
-        source,
-        kustomize,
-        metrics,
-        _storage: storage,
-    }
-}
-
-/// The Kustomization resource of Flux (a dynamic type: Flux's Go types are not here).
-fn kustomizations(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
-    let gvk =
-        kube::core::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization");
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "kustomizations"),
-    )
-}
-
-fn flux_sources(client: &kube::Client, ns: &str) -> Api<kube::api::DynamicObject> {
-    let gvk = kube::core::GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository");
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "gitrepositories"),
-    )
-}
-
 async fn create_all<F, Fut>(n: usize, f: F)
 where
     F: Fn(usize) -> Fut,
@@ -329,184 +102,6 @@ where
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-}
-
-/// Waits on the Applications (Kustomizations) of one peer.
-struct Waiter<'a> {
-    peer: Peer,
-    apps: &'a Api<Application>,
-    ks: &'a Api<kube::api::DynamicObject>,
-    n: usize,
-    cpu: &'a dyn Fn() -> f64,
-}
-
-fn limit_s() -> f64 {
-    std::env::var("GANTRY_FLEET_LIMIT_S")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3600.0)
-}
-
-impl Waiter<'_> {
-    /// Seconds from `start` until all are Ready at `revision` (infinite when the limit is
-    /// reached first), until all are Healthy (Gantry, when `healthy` is asked), and the
-    /// CPU-seconds counter when all were Ready.
-    async fn all_ready(
-        &self,
-        revision: &str,
-        start: Instant,
-        healthy: bool,
-    ) -> (f64, Option<f64>, f64) {
-        let (peer, n) = (self.peer, self.n);
-        let mut flux_seen = std::collections::HashSet::new();
-        let mut ready_at = None;
-        let mut healthy_at = None;
-        let mut cpu_ready = 0.0;
-        let mut last_print = Instant::now();
-        loop {
-            let (ready, healthy_now) = match peer {
-                Peer::Gantry => counts(self.apps, revision).await,
-                _ => {
-                    flux_ready(self.ks, revision, &mut flux_seen).await;
-                    (flux_seen.len(), 0)
-                }
-            };
-            let t = start.elapsed().as_secs_f64();
-            if ready_at.is_none() && ready == n {
-                ready_at = Some(t);
-                cpu_ready = (self.cpu)();
-            }
-            if healthy_at.is_none() && healthy_now == n {
-                healthy_at = Some(t);
-            }
-            if last_print.elapsed() > Duration::from_secs(15) {
-                eprintln!(
-                    "  {} +{t:.0}s: {ready} Ready, {healthy_now} Healthy",
-                    peer.label()
-                );
-                last_print = Instant::now();
-            }
-            let want_healthy = healthy && peer == Peer::Gantry;
-            if let Some(at) = ready_at
-                && (!want_healthy || healthy_at.is_some())
-            {
-                return (at, healthy_at, cpu_ready);
-            }
-            if t > limit_s() {
-                eprintln!(
-                    "  {}: {ready} of {n} Ready after {t:.0}s; stopped",
-                    peer.label()
-                );
-                return (ready_at.unwrap_or(f64::INFINITY), healthy_at, cpu_ready);
-            }
-            tokio::time::sleep(Duration::from_millis(if n > 2000 { 2000 } else { 500 })).await;
-        }
-    }
-
-    /// Seconds from `start` until Application (Kustomization) `name` is Ready at `revision`.
-    async fn one_ready(&self, name: &str, revision: &str, start: Instant) -> f64 {
-        loop {
-            let ready = match self.peer {
-                Peer::Gantry => self
-                    .apps
-                    .get(name)
-                    .await
-                    .ok()
-                    .and_then(|a| a.status)
-                    .is_some_and(|s| {
-                        s.last_applied_revision
-                            .as_deref()
-                            .is_some_and(|r| r.ends_with(revision))
-                            && s.conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                    }),
-                _ => self.ks.get(name).await.ok().is_some_and(|k| {
-                    let status = &k.data["status"];
-                    status["lastAppliedRevision"]
-                        .as_str()
-                        .is_some_and(|r| r.ends_with(revision))
-                        && status["conditions"].as_array().is_some_and(|cs| {
-                            cs.iter()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        })
-                }),
-            };
-            let t = start.elapsed().as_secs_f64();
-            if ready {
-                return t;
-            }
-            if t > limit_s() {
-                return f64::INFINITY;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// Asks the peer's source to fetch now: the annotation Flux's `flux reconcile source git`
-/// sets, and for Gantry any metadata change (a GitRepository is reconciled on every change
-/// of its object, as a webhook Receiver would trigger it).
-async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str) {
-    let now = format!("{:?}", std::time::SystemTime::now());
-    match peer {
-        Peer::Gantry => {
-            let patch =
-                json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": now}}});
-            Api::<GitRepository>::namespaced(client.clone(), ns)
-                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .unwrap();
-        }
-        _ => {
-            let patch =
-                json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
-            flux_sources(client, ns)
-                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .unwrap();
-        }
-    }
-}
-
-/// Gantry's requests after log line `from`, by whom they serve.
-#[derive(Debug, Default)]
-struct Scoped {
-    total: usize,
-    /// For the changed Application: its own object or its target namespace.
-    one: usize,
-    /// Reads of the source (GitRepository).
-    source: usize,
-    /// Everything else (the other Applications; Events count here too).
-    others: usize,
-    others_writes: usize,
-}
-
-fn requests_by_scope(log: &Path, from: usize, one_ns: &str, one_app: &str) -> Scoped {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut s = Scoped::default();
-    let in_ns = format!("/namespaces/{one_ns}/");
-    let app = format!("/applications/{one_app}");
-    for line in text.lines().skip(from) {
-        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
-            continue;
-        }
-        s.total += 1;
-        if line.contains(&in_ns) || line.contains(&app) {
-            s.one += 1;
-        } else if line.contains("/gitrepositories") {
-            s.source += 1;
-        } else {
-            s.others += 1;
-            let is_write = ["PATCH", "POST", "PUT", "DELETE"]
-                .iter()
-                .any(|m| line.contains(&format!("http.method={m}")));
-            if is_write && !line.contains("dryRun=All") {
-                s.others_writes += 1;
-            }
-        }
-    }
-    s
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -563,7 +158,12 @@ async fn run_once(
             vec![pid]
         }
         Peer::FluxDefault | Peer::FluxTuned => {
-            let f = start_flux(flux_dir.unwrap(), peer == Peer::FluxTuned, work);
+            let f = start_flux(
+                flux_dir.unwrap(),
+                peer == Peer::FluxTuned,
+                work,
+                &kubeconfig_of(peer.user()),
+            );
             let pids = vec![f.source.child.id(), f.kustomize.child.id()];
             flux = Some(f);
             pids

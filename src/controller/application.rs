@@ -5,13 +5,10 @@ use crate::health::rules::Rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use super::app_drift::check_drift;
 use super::app_record::{set, write_if_changed};
@@ -24,10 +21,10 @@ use super::image_automation;
 use super::live_health;
 use super::reasons;
 use super::sync::SyncInput;
+use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
-use crate::api::{GitRepository, ImagePolicy};
 use crate::cluster::{Target, TargetError};
 use crate::error::{Error, Result};
 use crate::health::Health;
@@ -411,7 +408,7 @@ fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
 }
 
-async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let ns = app.namespace().unwrap_or_default();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, app, |event| async {
@@ -422,141 +419,6 @@ async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
-}
-
-pub async fn run(
-    ctx: Arc<Context>,
-    apps: Api<Application>,
-    repos: Api<GitRepository>,
-    policies: Api<ImagePolicy>,
-    drift_events: futures::channel::mpsc::Receiver<ObjectRef<Application>>,
-) {
-    // Reconciled when someone changes an Application (spec, annotations such as `gantry
-    // sync`, labels, finalizers, deletion), not when this controller writes its status: the
-    // reconcile that wrote it already acts on it, and at fleet scale each self-triggered
-    // reconcile is two more reads per Application. managedFields are not kept in the cache.
-    let (reader, writer) = kube::runtime::reflector::store();
-    let app_changes = watcher(apps, ctx.watch())
-        .default_backoff()
-        .modify(|a: &mut Application| a.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(
-            |a: &Application| {
-                Some(hash_of(&(
-                    &a.metadata.uid,
-                    a.metadata.generation,
-                    &a.metadata.annotations,
-                    &a.metadata.labels,
-                    &a.metadata.finalizers,
-                    a.metadata
-                        .deletion_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string()),
-                )))
-            },
-            Default::default(),
-        );
-    let controller =
-        Controller::for_stream(app_changes, reader).with_config(ctx.controller_config());
-    let store = controller.store();
-    let states = store.clone();
-    ctx.metrics.set_application_states(Box::new(move || {
-        states
-            .state()
-            .iter()
-            .map(|a| {
-                crate::server::metrics::APPLICATION_CONDITIONS.map(|c| {
-                    a.status
-                        .as_ref()
-                        .and_then(|s| conditions::find(&s.conditions, c))
-                        .map(|c| c.status.clone())
-                        .unwrap_or_else(|| "Unknown".into())
-                })
-            })
-            .collect()
-    }));
-    let policy_store = store.clone();
-    // Only a change of what a policy selected (or holds) concerns the Applications; a
-    // rescan that found the same image does not wake them. Policies of every shard are
-    // watched: an Application reads a policy's status, whichever shard scans it.
-    let selections = watcher(policies, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(
-            |p: &ImagePolicy| {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                if let Some(s) = &p.status {
-                    s.latest_image.hash(&mut h);
-                    s.latest_digest.hash(&mut h);
-                    for t in &s.held_tags {
-                        t.tag.hash(&mut h);
-                    }
-                }
-                Some(h.finish())
-            },
-            Default::default(),
-        );
-    // A source concerns its Applications when its artifact changes (a new revision, or the
-    // same one written again), not at every status write of its own.
-    let source_changes = watcher(repos, ctx.shard.watch())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(
-            |r: &GitRepository| {
-                let artifact = r.status.as_ref().and_then(|s| s.artifact.as_ref());
-                Some(hash_of(&(
-                    &r.metadata.uid,
-                    artifact.map(|a| (&a.revision, &a.digest)),
-                )))
-            },
-            Default::default(),
-        );
-    controller
-        .watches_stream(selections, move |policy: ImagePolicy| {
-            let ns = policy.namespace();
-            let name = policy.name_any();
-            policy_store
-                .state()
-                .into_iter()
-                .filter(|a| {
-                    a.namespace() == ns
-                        && a.spec
-                            .image_automation
-                            .as_ref()
-                            .is_some_and(|ia| ia.policies.contains(&name))
-                })
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(source_changes, move |repo: GitRepository| {
-            let ns = repo.namespace();
-            let name = repo.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|a| a.namespace() == ns && a.spec.source_ref.name == name)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .reconcile_on(drift_events)
-        .graceful_shutdown_on(super::shutdown_signal())
-        .run(
-            |obj, ctx| super::measured(obj, ctx, reconcile),
-            super::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
-}
-
-/// A hash of what a watch event must have changed to wake a reconcile.
-fn hash_of(v: &impl std::hash::Hash) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]

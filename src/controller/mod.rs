@@ -1,6 +1,7 @@
 //! The operator: one reconciler per kind, sharing a `Context`.
 
 pub mod app_cleanup;
+pub mod app_controller;
 pub mod app_drift;
 pub mod app_record;
 pub mod app_status;
@@ -176,7 +177,7 @@ async fn reconcile_all(
     tokio::join!(
         git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, opts)),
         image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, opts)),
-        application::run(
+        app_controller::run(
             ctx.clone(),
             api_for::<Application>(&client, opts),
             api_for::<GitRepository>(&client, opts),

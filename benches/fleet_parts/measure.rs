@@ -1,0 +1,84 @@
+//! What the fleet bench reads besides the API: CPU time from /proc, writes from the audit
+//! log, requests from the controller's log.
+
+use std::path::Path;
+
+use crate::support::cluster::kubeconfig_path;
+
+/// CPU-seconds (user + system) of a process so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+pub fn kubeconfig_of(user: &str) -> std::path::PathBuf {
+    kubeconfig_path()
+        .parent()
+        .unwrap()
+        .join(format!("replica-{user}.kubeconfig"))
+}
+
+/// Writes by `user` in the API server's audit log.
+pub fn audited_writes(user: &str) -> usize {
+    let dir = kubeconfig_path().parent().unwrap().join("audit");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        n += text
+            .lines()
+            .filter(|l| l.contains(&format!("\"username\":\"gantry-replica-{user}\"")))
+            .filter(|l| l.contains("\"stage\":\"ResponseComplete\""))
+            .count();
+    }
+    n
+}
+
+/// Gantry's requests after log line `from`, by whom they serve.
+#[derive(Debug, Default)]
+pub struct Scoped {
+    pub total: usize,
+    /// For the changed Application: its own object or its target namespace.
+    pub one: usize,
+    /// Reads of the source (GitRepository).
+    pub source: usize,
+    /// Everything else (the other Applications; Events count here too).
+    pub others: usize,
+    pub others_writes: usize,
+}
+
+pub fn requests_by_scope(log: &Path, from: usize, one_ns: &str, one_app: &str) -> Scoped {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut s = Scoped::default();
+    let in_ns = format!("/namespaces/{one_ns}/");
+    let app = format!("/applications/{one_app}");
+    for line in text.lines().skip(from) {
+        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
+            continue;
+        }
+        s.total += 1;
+        if line.contains(&in_ns) || line.contains(&app) {
+            s.one += 1;
+        } else if line.contains("/gitrepositories") {
+            s.source += 1;
+        } else {
+            s.others += 1;
+            let is_write = ["PATCH", "POST", "PUT", "DELETE"]
+                .iter()
+                .any(|m| line.contains(&format!("http.method={m}")));
+            if is_write && !line.contains("dryRun=All") {
+                s.others_writes += 1;
+            }
+        }
+    }
+    s
+}
