@@ -415,9 +415,9 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
 /// A new revision whose rendered set is exactly the one applied at the last revision (a
 /// commit elsewhere in a shared repository): it is recorded as applied, with no dry-run
 /// and no write to the cluster; drift and health are followed as for an applied revision.
-/// Only for Applications without a rollout strategy (whose history drives canaries) and
-/// without hooks (which run at every sync), after a sync that ended Ready. Returns whether
-/// it was.
+/// Only for Applications without a rollout strategy (whose history drives canaries),
+/// without hooks (which run at every sync) and without reported drift, after a sync that
+/// ended Ready. Returns whether it was.
 pub(super) async fn same_set_as_applied(
     ctx: &Context,
     app: &Application,
@@ -430,7 +430,9 @@ pub(super) async fn same_set_as_applied(
     };
     let ready = conditions::find(&status.conditions, conditions::READY)
         .is_some_and(|c| c.status == "True" && c.reason == reasons::SUCCEEDED);
-    if applied == revision || !ready || app.spec.rollout.is_some() {
+    // Drift that audit mode reports is left to the full sync (which applies what differs).
+    let drifted = status.drift.as_ref().is_some_and(|d| !d.objects.is_empty());
+    if applied == revision || !ready || drifted || app.spec.rollout.is_some() {
         return false;
     }
     let Some(before) = drift_check::cached(ctx, app, &applied) else {
