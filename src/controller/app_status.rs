@@ -70,6 +70,11 @@ pub(super) struct Follow<'a> {
 
 /// Assesses the inventory's health and writes Healthy (and Ready when health fails or
 /// recovers); RollingUpdate aborts on a failed check or at its deadline.
+/// When an Application is looked at again after a rollout was aborted: from then on the
+/// reconcile reports the health of the workloads that run (the last healthy revision's).
+/// Its own status write does not wake it, so the abort asks for it.
+pub(super) const AFTER_ABORT: Duration = Duration::from_secs(2);
+
 pub(super) async fn follow_health(
     f: &Follow<'_>,
     mut status: ApplicationStatus,
@@ -134,7 +139,7 @@ pub(super) async fn follow_health(
         {
             super::rollout::abort(ctx, target, app, source, &mut status, &revision, &reason).await;
             write_if_changed(api, app, &status).await?;
-            return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
+            return Ok(Action::requeue(AFTER_ABORT));
         }
     }
     let timed_out = (waited > timeout).then_some(timeout);
@@ -197,7 +202,6 @@ async fn analyse(
         api,
         app,
         source,
-        interval,
         ..
     } = *f;
     let (verdict, results) =
@@ -210,7 +214,7 @@ async fn analyse(
         Analysed::Passed => return Ok(None),
         Analysed::Abort { reason } => {
             super::rollout::abort(ctx, target, app, source, status, revision, &reason).await;
-            Action::requeue(with_jitter(interval, &app.name_any()))
+            Action::requeue(AFTER_ABORT)
         }
         Analysed::Failed { failures } => {
             let e = verdict.err().unwrap_or_default();

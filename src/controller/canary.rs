@@ -381,7 +381,7 @@ pub(super) async fn drive(
             status.rollout = Some(rollout);
             abort(ctx, target, app, source, &mut status, revision, &reason).await;
             write_if_changed(api, app, &status).await?;
-            Ok(Action::requeue(interval))
+            Ok(Action::requeue(super::app_status::AFTER_ABORT))
         }
     }
 }
