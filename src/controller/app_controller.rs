@@ -29,8 +29,9 @@ pub async fn run(
     // reconcile that wrote it already acts on it, and at fleet scale each self-triggered
     // reconcile is two more reads per Application. managedFields are not kept in the cache.
     let (reader, writer) = kube::runtime::reflector::store();
+    // No backoff of its own: as with `Controller::new`, the controller's trigger backoff
+    // handles watch errors (two layers delayed drift triggers after an API server restart).
     let app_changes = watcher(apps, ctx.watch())
-        .default_backoff()
         .modify(|a: &mut Application| a.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
@@ -94,7 +95,6 @@ pub async fn run(
     // A source concerns its Applications when its artifact changes (a new revision, or the
     // same one written again), not at every status write of its own.
     let source_changes = watcher(repos, ctx.shard.watch())
-        .default_backoff()
         .applied_objects()
         .predicate_filter(
             |r: &GitRepository| {
