@@ -79,16 +79,13 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(
             |p: &ImagePolicy| {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                if let Some(s) = &p.status {
-                    s.latest_image.hash(&mut h);
-                    s.latest_digest.hash(&mut h);
-                    for t in &s.held_tags {
-                        t.tag.hash(&mut h);
-                    }
-                }
-                Some(h.finish())
+                Some(hash_of(&p.status.as_ref().map(|s| {
+                    (
+                        &s.latest_image,
+                        &s.latest_digest,
+                        s.held_tags.iter().map(|t| &t.tag).collect::<Vec<_>>(),
+                    )
+                })))
             },
             Default::default(),
         );

@@ -68,13 +68,13 @@ pub(super) struct Follow<'a> {
     pub timeout: Duration,
 }
 
-/// Assesses the inventory's health and writes Healthy (and Ready when health fails or
-/// recovers); RollingUpdate aborts on a failed check or at its deadline.
 /// When an Application is looked at again after a rollout was aborted: from then on the
 /// reconcile reports the health of the workloads that run (the last healthy revision's).
 /// Its own status write does not wake it, so the abort asks for it.
 pub(super) const AFTER_ABORT: Duration = Duration::from_secs(2);
 
+/// Assesses the inventory's health and writes Healthy (and Ready when health fails or
+/// recovers); RollingUpdate aborts on a failed check or at its deadline.
 pub(super) async fn follow_health(
     f: &Follow<'_>,
     mut status: ApplicationStatus,

@@ -40,6 +40,8 @@ pub(super) struct FullSync<'a> {
     pub input: SyncInput<'a>,
     /// The `gantry sync` request this sync handles.
     pub request: Option<String>,
+    /// The revision's render, when the reconcile made it already.
+    pub rendered: Option<sync::Rendered>,
     pub interval: Duration,
     pub timeout: Duration,
 }
@@ -54,6 +56,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
         revision,
         input,
         request,
+        rendered,
         interval,
         timeout,
     } = f;
@@ -115,7 +118,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
         record_planned: Some(&recorder),
         ..input
     };
-    let result = sync::sync(&input).await;
+    let result = sync::sync(&input, rendered).await;
     if result.is_err()
         && let Some(entries) = recorder.recorded()
     {
@@ -417,33 +420,40 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
 /// and no write to the cluster; drift and health are followed as for an applied revision.
 /// Only for Applications without a rollout strategy (whose history drives canaries),
 /// without hooks (which run at every sync) and without reported drift, after a sync that
-/// ended Ready. Returns whether it was.
+/// ended Ready.
+pub(super) enum SameSet {
+    /// Recorded as applied: the revision is up to date.
+    Recorded,
+    /// A sync is needed; the render made to compare, if any, for it to use.
+    Differs(Option<sync::Rendered>),
+}
+
 pub(super) async fn same_set_as_applied(
     ctx: &Context,
     app: &Application,
     status: &mut ApplicationStatus,
     revision: &str,
     input: &SyncInput<'_>,
-) -> bool {
+) -> SameSet {
     let Some(applied) = status.last_applied_revision.clone() else {
-        return false;
+        return SameSet::Differs(None);
     };
     let ready = conditions::find(&status.conditions, conditions::READY)
         .is_some_and(|c| c.status == "True" && c.reason == reasons::SUCCEEDED);
     // Drift that audit mode reports is left to the full sync (which applies what differs).
     let drifted = status.drift.as_ref().is_some_and(|d| !d.objects.is_empty());
     if applied == revision || !ready || drifted || app.spec.rollout.is_some() {
-        return false;
+        return SameSet::Differs(None);
     }
     let Some(before) = drift_check::cached(ctx, app, &applied) else {
-        return false;
+        return SameSet::Differs(None);
     };
     let (desired, hooks) = match sync::desired_and_hooks(input).await {
         Ok(rendered) => rendered,
-        Err(_) => return false, // the full sync reports it
+        Err(_) => return SameSet::Differs(None), // the full sync reports it
     };
     if !hooks.is_empty() || desired != *before {
-        return false;
+        return SameSet::Differs(Some((desired, hooks)));
     }
     // The history says the revision is applied; its objects are those of the last one, so
     // that one's health verdict carries over.
@@ -478,5 +488,5 @@ pub(super) async fn same_set_as_applied(
         app.metadata.generation,
     );
     tracing::debug!(namespace = ?app.metadata.namespace, name = ?app.metadata.name, revision, "same set as applied");
-    true
+    SameSet::Recorded
 }

@@ -187,12 +187,18 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     };
     let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
     // A new revision that renders the same objects (a commit elsewhere in the repository)
-    // is recorded without a dry-run: then it is up to date.
-    let step = if step == Step::Sync
-        && gathered.request.is_none()
-        && super::app_sync::same_set_as_applied(&ctx, &app, &mut status, &revision, &input).await
-    {
-        Step::UpToDate
+    // is recorded without a dry-run: then it is up to date. Otherwise the sync uses the
+    // render made to compare.
+    let mut rendered = None;
+    let step = if step == Step::Sync && gathered.request.is_none() {
+        use super::app_sync::{SameSet, same_set_as_applied};
+        match same_set_as_applied(&ctx, &app, &mut status, &revision, &input).await {
+            SameSet::Recorded => Step::UpToDate,
+            SameSet::Differs(r) => {
+                rendered = r;
+                step
+            }
+        }
     } else {
         step
     };
@@ -261,6 +267,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
                 revision,
                 input,
                 request: gathered.request,
+                rendered,
                 interval,
                 timeout,
             })

@@ -222,9 +222,7 @@ async fn fetch_chart(
 }
 
 /// The set and the hooks to run around it.
-pub async fn desired_and_hooks(
-    input: &SyncInput<'_>,
-) -> Result<(Vec<Desired>, Vec<hooks::Hook>), SyncError> {
+pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncError> {
     let app = input.app;
     let name = app.metadata.name.clone().unwrap_or_default();
     let ns = default_namespace(app);
@@ -334,8 +332,15 @@ impl BeforeWrite for Planned<'_> {
     }
 }
 
-/// Runs the whole pipeline for the artifact at `input.artifact_root`.
-pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
+/// A render of the artifact: the set and the hooks to run around it.
+pub type Rendered = (Vec<Desired>, Vec<hooks::Hook>);
+
+/// Runs the whole pipeline for the artifact at `input.artifact_root`; `rendered` is its
+/// render when the caller made it already.
+pub async fn sync(
+    input: &SyncInput<'_>,
+    rendered: Option<Rendered>,
+) -> Result<SyncOutcome, SyncError> {
     let app = input.app;
     let previous = app
         .status
@@ -343,7 +348,10 @@ pub async fn sync(input: &SyncInput<'_>) -> Result<SyncOutcome, SyncError> {
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let started = std::time::Instant::now();
-    let (desired, hooks) = desired_and_hooks(input).await?;
+    let (desired, hooks) = match rendered {
+        Some(r) => r,
+        None => desired_and_hooks(input).await?,
+    };
     let result = sync_rendered(input, &previous, started, desired, &hooks).await;
     if let Err(e) = &result
         && hooks.iter().any(|h| h.phase == hooks::Phase::Fail)

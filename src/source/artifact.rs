@@ -241,12 +241,10 @@ pub fn write_tree_entries(
     }
 
     std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
-    let mut hasher = Sha256::new();
     // Directories made so far (entries are sorted, so most files share their parent's).
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
     for (rel, mode, oid) in &entries {
         let mode = normal_mode(*mode);
-        hash_entry(&mut hasher, rel, mode, oid);
         let path: PathBuf = dest.join(rel);
         if let Some(parent) = path.parent()
             && !made.contains(parent)
@@ -273,14 +271,11 @@ pub fn write_tree_entries(
             set_mode(&path, perm)?;
         }
     }
-    let written = entries
+    let written: Entries = entries
         .into_iter()
         .map(|(rel, mode, oid)| (rel, normal_mode(mode), oid))
         .collect();
-    Ok((
-        format!("sha256:{}", hex::encode(hasher.finalize())),
-        written,
-    ))
+    Ok((digest_of_entries(&written), written))
 }
 
 const LINK_MODE: i32 = 0o120000;
@@ -379,14 +374,16 @@ pub fn digest_of_dir(dir: &Path) -> Result<String, ArtifactError> {
     Ok(digest_of_entries(&entries_under(dir, dir)?))
 }
 
-/// Whether `link` is a symlink's mode.
+/// Whether `mode` is a symlink's mode.
 pub fn is_link(mode: i32) -> bool {
     mode == LINK_MODE
 }
 
-/// Checks that the tree at `dir` is still what was written for `expected`.
-pub fn verify(dir: &Path, expected: &str) -> Result<(), ArtifactError> {
-    let found = digest_of_dir(dir)?;
+/// Checks that the tree at `dir` is still what was written for `expected`; its entries
+/// when it is.
+pub fn verified_entries(dir: &Path, expected: &str) -> Result<Entries, ArtifactError> {
+    let entries = entries_under(dir, dir)?;
+    let found = digest_of_entries(&entries);
     if found != expected {
         return Err(ArtifactError::DigestMismatch {
             path: dir.display().to_string(),
@@ -394,7 +391,12 @@ pub fn verify(dir: &Path, expected: &str) -> Result<(), ArtifactError> {
             found,
         });
     }
-    Ok(())
+    Ok(entries)
+}
+
+/// Checks that the tree at `dir` is still what was written for `expected`.
+pub fn verify(dir: &Path, expected: &str) -> Result<(), ArtifactError> {
+    verified_entries(dir, expected).map(|_| ())
 }
 
 /// Removes an artifact tree (its directories are read-only), ignoring "not found".

@@ -229,31 +229,13 @@ impl ArtifactStore {
         scope: Option<&Path>,
     ) -> Result<(), ArtifactError> {
         // Normal components only; anything else is checked as a whole tree.
-        let scope = scope
-            .filter(|s| {
-                s.components().all(|c| {
-                    matches!(
-                        c,
-                        std::path::Component::Normal(_) | std::path::Component::CurDir
-                    )
-                })
-            })
-            .map(|s| {
-                s.components()
-                    .filter_map(|c| match c {
-                        std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .filter(|s| !s.is_empty());
+        let scope = scope.and_then(scope_key);
         let Some(scope) = scope else {
-            return whole_tree(dir, digest).map(|_| ());
+            return artifact::verified_entries(dir, digest).map(|_| ());
         };
         let scoped = |known: &(String, artifact::Entries)| {
             check_scope(dir, &known.1, digest, &scope)
-                .unwrap_or_else(|| whole_tree(dir, digest).map(|_| ()))
+                .unwrap_or_else(|| artifact::verified_entries(dir, digest).map(|_| ()))
         };
         if let Some(known) = self.known(dir, digest) {
             return scoped(&known);
@@ -263,7 +245,7 @@ impl ArtifactStore {
         if let Some(known) = self.known(dir, digest) {
             return scoped(&known);
         }
-        let entries = whole_tree(dir, digest)?;
+        let entries = artifact::verified_entries(dir, digest)?;
         self.remember(dir, digest, entries);
         Ok(())
     }
@@ -305,18 +287,17 @@ impl ArtifactStore {
     }
 }
 
-/// Hashes the whole tree at `dir`; its entries when it matches `digest`.
-fn whole_tree(dir: &Path, digest: &str) -> Result<artifact::Entries, ArtifactError> {
-    let entries = artifact::entries_under(dir, dir)?;
-    let found = artifact::digest_of_entries(&entries);
-    if found != digest {
-        return Err(ArtifactError::DigestMismatch {
-            path: dir.display().to_string(),
-            expected: digest.to_string(),
-            found,
-        });
+/// `a/./b/` as `a/b`; `None` for an empty scope or one with `..` or a root.
+fn scope_key(scope: &Path) -> Option<String> {
+    let mut parts = vec![];
+    for c in scope.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
     }
-    Ok(entries)
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// Compares the files under `scope` with the known entries of the tree; `None` when the
