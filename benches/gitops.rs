@@ -19,7 +19,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use common::{
-    GROUPS, log_lines, median, peak_rss_mib, requests_since, runs, start_controller, write_objects,
+    GROUPS, log_lines, median, peak_rss_mib, requests_since, runs, start_controller, wait_for_app,
+    write_objects,
 };
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
@@ -268,18 +269,12 @@ async fn main() {
         .await;
         let apps: Api<Application> = Api::namespaced(client.clone(), &gns.name);
         // The source fetch is part of Gantry's work here (kubectl had the files locally).
-        loop {
-            if let Ok(app) = apps.get("bench").await
-                && condition(&app, "Ready").is_some_and(|c| c.status == "True")
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "gantry did not sync"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        // Watched, not polled: see wait_for_app.
+        let ready = wait_for_app(&apps, "bench", Duration::from_secs(600), |app| {
+            condition(app, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        assert!(ready, "gantry did not sync");
         let t = start.elapsed().as_secs_f64();
         eprintln!("run {run}: gantry sync of {} objects: {t:.2}s", GROUPS * 4);
         // Where the time went, from the controller's log (offsets from the Application's

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use common::{median, runs, start_controller, start_controller_as, write_objects};
+use common::{median, runs, start_controller, start_controller_as, wait_for_app, write_objects};
 use support::app::{condition, create_source_and_app};
 use support::cluster::{TestNamespace, client, install_crds, install_crds_into, kubeconfig_path};
 use support::git::GitServer;
@@ -165,28 +165,23 @@ async fn sync_once(
     let start = Instant::now();
     create_source_and_app(client, &ns.name, "bench", &server.file_url("bench"), spec).await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    loop {
-        if let Ok(app) = apps.get("bench").await
-            && let Some(ready) = condition(&app, "Ready")
-        {
-            if ready.status == "True" {
-                break;
-            }
-            assert!(
-                !matches!(
-                    ready.reason.as_str(),
-                    "ValidationFailed" | "ApplyFailed" | "ServiceAccountNotFound"
-                ),
-                "{kind:?}: {}",
-                ready.message
-            );
-        }
+    // Watched, not polled (see common::wait_for_app).
+    let ready = wait_for_app(&apps, "bench", Duration::from_secs(600), |app| {
+        let Some(ready) = condition(app, "Ready") else {
+            return false;
+        };
         assert!(
-            start.elapsed() < Duration::from_secs(600),
-            "{kind:?} did not sync"
+            !matches!(
+                ready.reason.as_str(),
+                "ValidationFailed" | "ApplyFailed" | "ServiceAccountNotFound"
+            ),
+            "{kind:?}: {}",
+            ready.message
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        ready.status == "True"
+    })
+    .await;
+    assert!(ready, "{kind:?} did not sync");
     let t = start.elapsed().as_secs_f64();
     eprintln!("run {run}: {kind:?}: {t:.2}s");
     let name = ns.name.clone();

@@ -159,3 +159,32 @@ pub fn log_lines(log: &Path) -> usize {
         .lines()
         .count()
 }
+
+/// Waits (at most `limit`) until the Application `name` satisfies `done`, from a watch of
+/// that one object: the bench sees each status write as it happens without asking the API
+/// server for the whole object 40 times a second (an Application's status holds its
+/// inventory, a large object to encode on every read for a large set, and such reads would
+/// compete with the applies being measured).
+pub async fn wait_for_app(
+    api: &kube::Api<gantry::api::Application>,
+    name: &str,
+    limit: std::time::Duration,
+    done: impl Fn(&gantry::api::Application) -> bool,
+) -> bool {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api.clone(), config).applied_objects().boxed();
+    tokio::time::timeout(limit, async {
+        while let Some(event) = stream.next().await {
+            if let Ok(app) = event
+                && done(&app)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
