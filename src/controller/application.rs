@@ -13,6 +13,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use super::app_drift::check_drift;
 use super::app_record::{set, write_if_changed};
 use super::app_status::{Follow, follow_health, health_condition};
+use super::app_sync::FullSync;
 use super::artifact::Checkout;
 use super::canary;
 use super::context::{Context, FINALIZER};
@@ -202,77 +203,99 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         step
     };
+    act(
+        step,
+        FullSync {
+            ctx: &ctx,
+            api: &api,
+            app: &app,
+            source: &source,
+            status,
+            revision,
+            input,
+            request: gathered.request,
+            rendered,
+            interval,
+            timeout,
+        },
+    )
+    .await
+}
+
+/// Carries out the decided step, once the early stops are behind: report, wait, check
+/// drift and health, drive a canary, or sync.
+async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
+    let (ctx, api, app, interval) = (f.ctx, f.api, f.app, f.interval);
+    let target = f.input.target;
+    let generation = app.metadata.generation;
+    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let revision = f.revision.clone();
     match step {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads
         // that run (the last healthy revision's) are doing.
         Step::RejectedRevision => {
-            report_rejected(&target, &api, &app, status, &revision, interval).await
+            report_rejected(target, api, app, f.status, &revision, interval).await
         }
         Step::ManualSyncRequired => {
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
             let why = reasons::MANUAL_SYNC_REQUIRED;
             set(
-                &mut status,
+                &mut f.status,
                 conditions::READY,
                 Status::Unknown,
                 why,
                 m,
                 generation,
             );
-            write_if_changed(&api, &app, &status).await?;
+            write_if_changed(api, app, &f.status).await?;
             Ok(Action::requeue(interval))
         }
         // A status write (the failure's own) or another event came before the backoff ran
         // out: the sync is not retried yet.
         Step::BackOff(wait) => {
-            write_if_changed(&api, &app, &status).await?;
+            write_if_changed(api, app, &f.status).await?;
             Ok(Action::requeue(wait))
         }
         Step::UpToDate => {
-            check_drift(&ctx, &app, &mut status, &revision, &input, interval, &[]).await;
+            check_drift(ctx, app, &mut f.status, &revision, &f.input, interval, &[]).await;
             let follow = Follow {
-                ctx: &ctx,
-                target: &target,
-                api: &api,
-                app: &app,
-                source: &source,
+                ctx,
+                target,
+                api,
+                app,
+                source: f.source,
                 interval,
-                timeout,
+                timeout: f.timeout,
             };
-            follow_health(&follow, status, false).await
+            follow_health(&follow, f.status, false).await
         }
         // A canary of this revision is running: carry it on. Drift checks go on for
         // everything but the stable Deployments, whose held template is expected to differ
         // from Git.
         Step::CarryOnCanary => {
-            let held = status
+            let held = f
+                .status
                 .rollout
                 .as_ref()
                 .map(|r| r.canaries.clone())
                 .unwrap_or_default();
-            check_drift(&ctx, &app, &mut status, &revision, &input, interval, &held).await;
+            check_drift(
+                ctx,
+                app,
+                &mut f.status,
+                &revision,
+                &f.input,
+                interval,
+                &held,
+            )
+            .await;
             canary::drive(
-                &ctx, &api, &app, &source, status, &revision, &input, interval,
+                ctx, api, app, f.source, f.status, &revision, &f.input, interval,
             )
             .await
         }
-        _ => {
-            super::app_sync::full_sync(super::app_sync::FullSync {
-                ctx: &ctx,
-                api: &api,
-                app: &app,
-                source: &source,
-                status,
-                revision,
-                input,
-                request: gathered.request,
-                rendered,
-                interval,
-                timeout,
-            })
-            .await
-        }
+        _ => super::app_sync::full_sync(f).await,
     }
 }
 
