@@ -227,17 +227,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
 async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
     let (ctx, api, app, interval) = (f.ctx, f.api, f.app, f.interval);
     let target = f.input.target;
-    let generation = app.metadata.generation;
-    let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
-    let revision = f.revision.clone();
+    let revision = &f.revision;
     match step {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads
         // that run (the last healthy revision's) are doing.
         Step::RejectedRevision => {
-            report_rejected(target, api, app, f.status, &revision, interval).await
+            report_rejected(target, api, app, f.status, revision, interval).await
         }
         Step::ManualSyncRequired => {
+            let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
             let why = reasons::MANUAL_SYNC_REQUIRED;
             set(
@@ -246,7 +245,7 @@ async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
                 Status::Unknown,
                 why,
                 m,
-                generation,
+                app.metadata.generation,
             );
             write_if_changed(api, app, &f.status).await?;
             Ok(Action::requeue(interval))
@@ -258,7 +257,7 @@ async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
             Ok(Action::requeue(wait))
         }
         Step::UpToDate => {
-            check_drift(ctx, app, &mut f.status, &revision, &f.input, interval, &[]).await;
+            check_drift(ctx, app, &mut f.status, revision, &f.input, interval, &[]).await;
             let follow = Follow {
                 ctx,
                 target,
@@ -280,18 +279,9 @@ async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
                 .as_ref()
                 .map(|r| r.canaries.clone())
                 .unwrap_or_default();
-            check_drift(
-                ctx,
-                app,
-                &mut f.status,
-                &revision,
-                &f.input,
-                interval,
-                &held,
-            )
-            .await;
+            check_drift(ctx, app, &mut f.status, revision, &f.input, interval, &held).await;
             canary::drive(
-                ctx, api, app, f.source, f.status, &revision, &f.input, interval,
+                ctx, api, app, f.source, f.status, revision, &f.input, interval,
             )
             .await
         }
