@@ -84,8 +84,10 @@ pub struct ApplicationSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s (the controller's --min-interval, 10s by default, applies on top)"))]
     pub interval: GoDuration,
 
-    /// Time limit of one sync, health wait included.
+    /// Time limit of one sync, hooks and health waits included; at most 1h (the
+    /// controller's `--max-timeout` may lower that). Waits do not hold a reconcile slot.
     #[serde(default = "default_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("timeout must be at most 1h"))]
     pub timeout: GoDuration,
 
     /// `automatic` applies each new revision; `manual` only on `gantry sync`.
@@ -116,8 +118,13 @@ pub struct ApplicationSpec {
     /// Health rules in CEL for kinds whose health Gantry cannot read by itself (custom
     /// resources without `Ready`/`Available`/`Stalled`/`Reconciling` conditions), or to
     /// replace the built-in check of a kind. A rule that does not compile stops the
-    /// Application (Ready=False, InvalidHealthCheck) before anything is applied.
+    /// Application (Ready=False, InvalidHealthCheck) before anything is applied. Each
+    /// expression is at most 2,048 bytes, nests at most 24 deep and at most two iterating
+    /// macros (`all`, `exists`, `map`, `filter`) deep; an expression that could take more
+    /// than 200,000 steps on an object (its size times the object's longest list to the
+    /// power of that nesting) is not evaluated and leaves the health Unknown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub health_checks: Vec<HealthCheck>,
 
     /// Stops all writes while true.
@@ -147,11 +154,13 @@ pub struct HealthCheck {
     #[schemars(length(min = 1))]
     pub kind: String,
     /// True when the object is healthy, e.g. `status.phase == 'Running'`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 2048))]
     pub current: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub in_progress: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub failed: Option<String>,
 }
 

@@ -144,7 +144,36 @@ pub struct HookError {
     pub phase: &'static str,
     pub hook: String,
     pub cause: String,
+    /// The hook's name is taken by an object of another Application (`OwnershipConflict`).
+    pub ownership_conflict: bool,
 }
+
+/// Why one hook did not run.
+enum HookFailure {
+    Failed(String),
+    /// Named like an object that belongs to another Application (the message names both).
+    Conflict(String),
+}
+
+impl From<String> for HookFailure {
+    fn from(s: String) -> Self {
+        HookFailure::Failed(s)
+    }
+}
+
+/// The owner a live object already has when it is not `owner` (`<namespace>.<name>`): the
+/// Application it is applied for, or whose hook it is. A hook never deletes nor overwrites
+/// such an object, whatever its delete policy, as a set never takes one over unasked.
+pub fn other_owner(live: &Value, owner: &str) -> Option<String> {
+    [super::APPLICATION_LABEL, HOOK_OF_LABEL]
+        .into_iter()
+        .filter_map(|l| live["metadata"]["labels"][l].as_str())
+        .find(|o| *o != owner)
+        .map(str::to_string)
+}
+
+/// Label on every hook object, naming its Application as `<namespace>.<name>`.
+pub const HOOK_OF_LABEL: &str = "gantry.dev/hook-of";
 
 /// The verdict on a hook's live object: done, failed (with why), or still running.
 fn finished(o: &Value) -> Option<Result<(), String>> {
@@ -192,11 +221,18 @@ impl Applier {
                 phase: name,
                 hook: hook.describe(),
                 cause,
+                ownership_conflict: false,
             };
             let live = self
                 .run_hook(hook, default_namespace, owner, timeout)
                 .await
-                .map_err(&fail)?;
+                .map_err(|f| match f {
+                    HookFailure::Failed(cause) => fail(cause),
+                    HookFailure::Conflict(cause) => HookError {
+                        ownership_conflict: true,
+                        ..fail(cause)
+                    },
+                })?;
             let (api, live_name) = live;
             let outcome = await_hook(&api, &hook.object, &live_name, timeout).await;
             let delete = match &outcome {
@@ -218,7 +254,7 @@ impl Applier {
         default_namespace: &str,
         owner: &str,
         timeout: Duration,
-    ) -> Result<(Api<DynamicObject>, String), String> {
+    ) -> Result<(Api<DynamicObject>, String), HookFailure> {
         let o = &hook.object;
         let (group, version) =
             super::normalize::split_api_version(o["apiVersion"].as_str().unwrap_or_default())
@@ -239,7 +275,8 @@ impl Applier {
         }
         // Marked as this Application's hook (never as a managed object: no inventory, no
         // drift watch, no prune).
-        object["metadata"]["labels"]["gantry.dev/hook-of"] = Value::String(owner.replace('/', "."));
+        let owner = owner.replace('/', ".");
+        object["metadata"]["labels"][HOOK_OF_LABEL] = Value::String(owner.clone());
         let api: Api<DynamicObject> = if resolved.namespaced {
             Api::namespaced_with(self.client().clone(), &ns, &resolved.resource)
         } else {
@@ -249,6 +286,21 @@ impl Applier {
             serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
         match o["metadata"]["name"].as_str() {
             Some(name) => {
+                let live = api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| super::applier::api_message(&e))?;
+                if let Some(other) = live
+                    .map(|l| serde_json::to_value(l).unwrap_or_default())
+                    .and_then(|l| other_owner(&l, &owner))
+                {
+                    return Err(HookFailure::Conflict(format!(
+                        "{} already exists and belongs to Application {other}, not to {owner}; \
+                         a hook never deletes or overwrites another Application's object \
+                         (rename the hook)",
+                        hook.describe()
+                    )));
+                }
                 if hook.delete_before {
                     delete_and_wait(&api, name, timeout).await?;
                 }

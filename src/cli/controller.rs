@@ -23,6 +23,20 @@ pub struct Args {
     #[arg(long, env = "GANTRY_CONCURRENT", default_value_t = 64)]
     pub concurrent: u16,
 
+    /// The longest Application `spec.timeout` honoured (the CRD allows at most 1h); a
+    /// longer one is cut to it. Hook, wave and health waits never hold a reconcile slot.
+    #[arg(long, env = "GANTRY_MAX_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub max_timeout: std::time::Duration,
+
+    /// Git fetches running at once, in all (each on a thread of its own).
+    #[arg(long, env = "GANTRY_MAX_FETCHES", default_value_t = 64)]
+    pub max_fetches: usize,
+
+    /// Git fetches of one namespace running at once: a tenant whose servers never answer
+    /// holds at most this many fetch threads, and every other namespace keeps fetching.
+    #[arg(long, env = "GANTRY_MAX_FETCHES_PER_NAMESPACE", default_value_t = 4)]
+    pub max_fetches_per_namespace: usize,
+
     /// Requests per second toward each API server, on average (0: no limit).
     #[arg(long, env = "GANTRY_KUBE_API_QPS", default_value_t = 500)]
     pub kube_api_qps: u32,
@@ -134,6 +148,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 burst: args.kube_api_burst,
             },
             reconcile_concurrency: args.concurrent,
+            max_timeout: args.max_timeout,
+            fetches: crate::source::fetch_gate::FetchGate::new(
+                args.max_fetches,
+                args.max_fetches_per_namespace,
+            ),
             shard,
             election,
             receiver_addr,

@@ -109,6 +109,11 @@ async fn app_desired(
         artifact_check: None,
         hold: None,
         record_planned: None,
+        timeout: app
+            .spec
+            .timeout
+            .parse()
+            .unwrap_or(std::time::Duration::from_secs(300)),
     };
     let desired = sync::desired_set(&input)
         .await

@@ -77,7 +77,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// Print the rendered, normalized manifests of a directory (no cluster needed).
     Render(render::Args),
     /// Show how Git differs from the cluster (exit 0: none, 1: differences, 2: error).
@@ -107,7 +107,7 @@ pub enum Command {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Controller(args) => controller::run(args).await,
+        Command::Controller(args) => controller::run(*args).await,
         Command::Render(args) => render::run(args).await,
         Command::Diff(args) => diff::run(args).await,
         Command::Get(args) => get::run(args).await,

@@ -164,6 +164,12 @@ impl Targets {
         Ok((targets, rx))
     }
 
+    /// Asks for a reconcile of `app` (as a drift event does); dropped when the queue is full,
+    /// where a reconcile is due anyway.
+    pub fn wake(&self, app: ObjectRef<Application>) {
+        let _ = self.tx.clone().try_send(app);
+    }
+
     /// The controller's own identity on its own cluster.
     pub fn local(&self) -> Arc<Target> {
         self.local

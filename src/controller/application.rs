@@ -152,6 +152,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let gathered = gather(&ctx, &api, &app, previous_generation).await?;
     let step = decide::next_step(&gathered.observations);
     let revision = gathered.revision;
+    ctx.detached.note_revision(&ns, &name, &revision);
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
     // A cluster that does not answer is looked at again with backoff.
     let unreachable = matches!(step, Step::NoTarget(..))
@@ -185,8 +186,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         artifact_check: Some((&ctx.artifacts, &artifact.digest)),
         hold: None,
         record_planned: None,
+        timeout: ctx.app_timeout(&app),
     };
-    let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+    let timeout = input.timeout;
     // A new revision that renders the same objects (a commit elsewhere in the repository)
     // is recorded without a dry-run: then it is up to date. Otherwise the sync uses the
     // render made to compare.
@@ -433,8 +435,12 @@ pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Resul
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, app, |event| async {
         match event {
-            Event::Apply(a) => apply(a, ctx.clone()).await,
-            Event::Cleanup(a) => super::app_cleanup::cleanup(a, ctx.clone()).await,
+            Event::Apply(a) => super::app_detach::bounded(a, ctx.clone(), apply).await,
+            Event::Cleanup(a) => {
+                ctx.detached
+                    .end(&a.namespace().unwrap_or_default(), &a.name_any());
+                super::app_cleanup::cleanup(a, ctx.clone()).await
+            }
         }
     })
     .await

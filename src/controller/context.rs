@@ -73,6 +73,12 @@ pub struct Context {
     pub shard: super::shard::Shard,
     /// Resources of each kind reconciled at once (0: no bound).
     pub reconcile_concurrency: u16,
+    /// The longest `spec.timeout` honoured (`--max-timeout`).
+    pub max_timeout: std::time::Duration,
+    /// Application reconciles that outlived their slot (waiting on hooks, waves, health).
+    pub detached: super::app_detach::Detached,
+    /// Git fetches allowed at once, in all and per namespace.
+    pub fetch_gate: crate::source::fetch_gate::FetchGate,
     /// Consecutive failures to reach an Application's cluster, for the backoff.
     pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
     /// Consecutive failed syncs of one revision per Application, for the backoff.
@@ -122,6 +128,9 @@ impl Context {
             file_sources_root: opts.file_sources_root.clone(),
             shard: opts.shard.clone(),
             reconcile_concurrency: opts.reconcile_concurrency,
+            fetch_gate: opts.fetches.clone(),
+            detached: Default::default(),
+            max_timeout: opts.max_timeout,
         };
         Ok((ctx, rx))
     }
@@ -223,6 +232,15 @@ impl Context {
             *n,
             std::time::Duration::from_secs(300),
         )))
+    }
+
+    /// An Application's `spec.timeout`, never above `--max-timeout` (5m when unparsable).
+    pub fn app_timeout(&self, app: &crate::api::Application) -> std::time::Duration {
+        app.spec
+            .timeout
+            .parse()
+            .unwrap_or(std::time::Duration::from_secs(300))
+            .min(self.max_timeout)
     }
 
     /// Refuses `file://` URLs outside `--file-sources-root` or inside the data directory.

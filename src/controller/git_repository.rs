@@ -19,6 +19,7 @@ use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::error::{Error, Result};
 use crate::source::artifact::ArtifactError;
+use crate::source::fetch_gate::Busy;
 use crate::source::git::{self, Credentials, GitError, Reference};
 
 /// Why a fetch produced no artifact.
@@ -33,6 +34,9 @@ pub enum SourceFailure {
     /// The fetch task itself failed (panicked or was cancelled).
     #[error("fetch task failed: {0}")]
     Task(String),
+    /// The fetch did not start (see [`crate::source::fetch_gate`]).
+    #[error(transparent)]
+    Busy(#[from] crate::source::fetch_gate::Busy),
 }
 
 impl SourceFailure {
@@ -42,11 +46,14 @@ impl SourceFailure {
             SourceFailure::Artifact(
                 ArtifactError::SymlinkEscapes { .. }
                 | ArtifactError::SymlinkLoop { .. }
-                | ArtifactError::UnsafePath(_),
+                | ArtifactError::UnsafePath(_)
+                | ArtifactError::Tree(_)
+                | ArtifactError::TooLarge { .. },
             ) => "UnsafeContent",
             SourceFailure::Artifact(_) => "StorageFailed",
             SourceFailure::Secret(_) => "SecretInvalid",
             SourceFailure::Task(_) => "FetchFailed",
+            SourceFailure::Busy(_) => "FetchStalled",
         }
     }
 }
@@ -198,7 +205,11 @@ fn fetch_and_store(
     }
 }
 
-/// Fetches the source and stores its artifact, in a blocking task bounded by `timeout`.
+/// Stack of a fetch thread.
+const FETCH_STACK_BYTES: usize = 64 << 20;
+
+/// Fetches the source and stores its artifact, on a thread of its own, bounded by
+/// `timeout` and by the fetch gate.
 async fn fetch(
     ctx: &Arc<Context>,
     repo: &GitRepository,
@@ -229,12 +240,27 @@ async fn fetch(
             }),
         rewrite,
     };
+    // Refused at once when this source's last fetch has not returned or its namespace has
+    // as many running as it may; the slot is freed when the fetch's thread returns.
+    let slot = ctx.fetch_gate.admit(&job.ns, &job.name, timeout).await?;
     let ctx2 = ctx.clone();
     let started = Instant::now();
-    let task = tokio::task::spawn_blocking(move || fetch_and_store(&ctx2, &job));
-    let result = match tokio::time::timeout(timeout + Duration::from_secs(5), task).await {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own with a large stack: libgit2 walks trees recursively while it
+    // packs and indexes, and a tenant's tree may nest deep (the artifact walk bounds it,
+    // but the fetch comes first). The stack is reserved, not committed.
+    std::thread::Builder::new()
+        .name("git-fetch".into())
+        .stack_size(FETCH_STACK_BYTES)
+        .spawn(move || {
+            let result = fetch_and_store(&ctx2, &job);
+            drop(slot);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| SourceFailure::Task(e.to_string()))?;
+    let result = match tokio::time::timeout(timeout + Duration::from_secs(5), rx).await {
         Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(SourceFailure::Task(join.to_string())),
+        Ok(Err(_)) => Err(SourceFailure::Task("the fetch thread stopped".into())),
         Err(_) => Err(GitError::Timeout {
             url: crate::source::url_policy::redact(&repo.spec.url),
         }
@@ -274,6 +300,13 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     let outcome = fetch(&ctx, &repo, timeout).await;
+    if let Err(SourceFailure::Busy(busy @ (Busy::NamespaceFull { .. } | Busy::Saturated(_)))) =
+        &outcome
+    {
+        // Not a failure of this source: its turn comes soon, and nothing in status changes.
+        tracing::debug!(namespace = %ns, name = %name, reason = %busy, "fetch deferred");
+        return Ok(Action::requeue(with_jitter(Duration::from_secs(3), &name)));
+    }
     let now = Timestamp::now();
     match outcome {
         Ok((fetched, digest)) => {

@@ -47,14 +47,37 @@ pub async fn assess(
             worst = (Health::Unknown, format!("cannot list {kind}"));
             continue;
         };
-        for entry in entries {
-            let verdict = match by_name.get(&entry.name) {
-                Some(live) => health::assess_with(rules, &entry.group, &entry.kind, live),
-                None => health::Verdict {
-                    health: Health::Degraded,
-                    message: "is missing".into(),
-                },
-            };
+        // Rules in CEL are the tenant's code: bounded in cost, and run off the async
+        // workers so that even a costly one never stalls another reconcile or a probe.
+        let verdicts: Vec<health::Verdict> = if rules.covers(&group, &kind) {
+            let rules = rules.clone();
+            let wanted: Vec<(String, String, String)> = entries
+                .iter()
+                .map(|e| (e.group.clone(), e.kind.clone(), e.name.clone()))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                wanted
+                    .iter()
+                    .map(|(g, k, name)| judge(&rules, g, k, by_name.get(name)))
+                    .collect()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                vec![
+                    health::Verdict {
+                        health: Health::Unknown,
+                        message: format!("health rules failed: {e}"),
+                    };
+                    entries.len()
+                ]
+            })
+        } else {
+            entries
+                .iter()
+                .map(|e| judge(rules, &e.group, &e.kind, by_name.get(&e.name)))
+                .collect()
+        };
+        for (entry, verdict) in entries.into_iter().zip(verdicts) {
             if rank(verdict.health) > rank(worst.0) {
                 worst = (
                     verdict.health,
@@ -64,4 +87,20 @@ pub async fn assess(
         }
     }
     worst
+}
+
+/// One object's verdict: missing, or judged by the rules and the built-in checks.
+fn judge(
+    rules: &Rules,
+    group: &str,
+    kind: &str,
+    live: Option<&serde_json::Value>,
+) -> health::Verdict {
+    match live {
+        Some(live) => health::assess_with(rules, group, kind, live),
+        None => health::Verdict {
+            health: Health::Degraded,
+            message: "is missing".into(),
+        },
+    }
 }

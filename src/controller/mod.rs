@@ -2,6 +2,7 @@
 
 pub mod app_cleanup;
 pub mod app_controller;
+pub mod app_detach;
 pub mod app_drift;
 pub mod app_record;
 pub mod app_status;
@@ -50,6 +51,10 @@ pub struct Options {
     pub limits: crate::cluster::ClientLimits,
     /// Resources of each kind reconciled at once (0: no bound).
     pub reconcile_concurrency: u16,
+    /// The longest `spec.timeout` of an Application honoured.
+    pub max_timeout: std::time::Duration,
+    /// Git fetches allowed at once, in all and per namespace.
+    pub fetches: crate::source::fetch_gate::FetchGate,
     /// The resources this controller reconciles (`--shard`).
     pub shard: shard::Shard,
     /// The Lease to hold before reconciling; every replica reconciles when `None`.

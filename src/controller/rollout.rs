@@ -50,6 +50,7 @@ async fn reapply_workloads(
         artifact_check: None,
         hold: None,
         record_planned: None,
+        timeout: ctx.app_timeout(app),
     };
     let desired = sync::desired_set(&input)
         .await

@@ -59,6 +59,7 @@ impl SyncError {
             }
             SyncError::EmptyRender(_) => reasons::EMPTY_RENDER,
             SyncError::Kube(_) => reasons::APPLY_FAILED,
+            SyncError::Hook(e) if e.ownership_conflict => reasons::OWNERSHIP_CONFLICT,
             SyncError::Hook(_) => reasons::HOOK_FAILED,
             SyncError::Chart(_) => reasons::CHART_FAILED,
             SyncError::PostHooksHeld(_) => reasons::HOOK_FAILED,
@@ -111,6 +112,8 @@ pub struct SyncInput<'a> {
     /// Records an inventory in the Application's status before the first write that may
     /// create objects not in the previous inventory (see [`sync`]).
     pub record_planned: Option<&'a dyn RecordPlanned>,
+    /// The sync's time limit (`spec.timeout`, capped by `--max-timeout`).
+    pub timeout: Duration,
 }
 
 /// The namespace given to namespaced objects without one.
@@ -358,7 +361,7 @@ pub async fn sync(
     {
         // Argo CD's SyncFail hooks: run once the sync has failed, best effort (their own
         // failure is logged; the sync's error is what the status reports).
-        let timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+        let timeout = input.timeout;
         if let Err(hook_error) = input
             .target
             .applier
@@ -401,7 +404,7 @@ async fn sync_rendered(
         guards::planned_inventory(previous, &desired).map(|entries| Planned { recorder, entries })
     });
     let owner = app_label(app);
-    let hook_timeout = app.spec.timeout.parse().unwrap_or(Duration::from_secs(300));
+    let hook_timeout = input.timeout;
     let namespace = default_namespace(app);
     // Pre hooks run (and are awaited) before anything of the set is written; hooks are not
     // in the inventory, so the planned one is recorded by the set's first write as before.

@@ -64,10 +64,13 @@ pub async fn render(
         (Some(_), Some(fetched)) => {
             let into = tmp.path().join(".gantry-chart");
             std::fs::create_dir(&into).map_err(|e| RenderError::io(&into, e))?;
-            Some(
-                crate::source::oci_chart::unpack(fetched, &into)
-                    .map_err(|e| RenderError::Refused(e.to_string()))?,
-            )
+            let fetched = fetched.clone();
+            let unpacked = tokio::task::spawn_blocking(move || {
+                crate::source::oci_chart::unpack(&fetched, &into)
+            })
+            .await
+            .map_err(|e| RenderError::Refused(format!("chart unpacking failed: {e}")))?;
+            Some(unpacked.map_err(|e| RenderError::Refused(e.to_string()))?)
         }
         (Some(c), None) => {
             return Err(RenderError::Refused(format!(

@@ -96,15 +96,44 @@ pub fn check_references(
             }
         }
     }
-    for p in doc
-        .get("patches")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(s) = p.get("path").and_then(Value::as_str) {
-            entries.push((s.to_string(), false));
+    // Plugins and their configuration: kustomize loads these entries as it loads
+    // resources (a directory, a file or a URL), or takes them inline as YAML text, whose
+    // own `path` fields it loads in turn.
+    for field in ["transformers", "generators", "validators", "configurations"] {
+        for v in doc
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match v.as_str() {
+                Some(inline) if inline.contains('\n') => {
+                    let config: Value = serde_yaml::from_str(inline).unwrap_or_default();
+                    for path in [&config["path"], &config["spec"]["path"]] {
+                        if let Some(p) = path.as_str() {
+                            entries.push((p.to_string(), false));
+                        }
+                    }
+                }
+                Some(entry) => entries.push((entry.to_string(), true)),
+                None => {}
+            }
         }
+    }
+    for field in ["patches", "patchesJson6902", "replacements"] {
+        for p in doc
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(s) = p.get("path").and_then(Value::as_str) {
+                entries.push((s.to_string(), false));
+            }
+        }
+    }
+    if let Some(s) = doc["openapi"]["path"].as_str() {
+        entries.push((s.to_string(), false));
     }
     for generator in ["configMapGenerator", "secretGenerator"] {
         for g in doc
@@ -356,6 +385,72 @@ mod tests {
                 "{entry}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn plugin_and_configuration_entries_are_checked_like_resources() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        let cases = [
+            (
+                "transformers:\n- http://127.0.0.1:9/t.yaml\n",
+                "kustomize would fetch it",
+            ),
+            (
+                "generators:\n- https://example.com/g.yaml\n",
+                "kustomize would fetch it",
+            ),
+            ("validators:\n- ../../../etc\n", "outside the repository"),
+            (
+                "transformers:\n- ../../../../etc/t.yaml\n",
+                "outside the repository",
+            ),
+            (
+                "configurations:\n- https://example.com/c.yaml\n",
+                "kustomize would fetch it",
+            ),
+            ("configurations:\n- /etc/passwd\n", "outside the repository"),
+            (
+                "transformers:\n- not-here.yaml\n",
+                "kustomize would fetch it",
+            ),
+            (
+                "transformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata: {name: p}\n  path: https://example.com/p.yaml\n",
+                "kustomize would fetch it",
+            ),
+            (
+                "patchesJson6902:\n- path: ../../x.yaml\n  target: {kind: A, name: a}\n",
+                "outside the repository",
+            ),
+            (
+                "replacements:\n- path: /etc/r.yaml\n",
+                "outside the repository",
+            ),
+            (
+                "openapi:\n  path: https://example.com/schema.json\n",
+                "kustomize would fetch it",
+            ),
+        ];
+        for (i, (text, expected)) in cases.iter().enumerate() {
+            let d = format!("p{i}");
+            write(&root_path, &format!("{d}/kustomization.yaml"), text);
+            let err = check_references(&root_path, &root_path.join(&d), false, &mut vec![])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        // A local transformer file is fine.
+        write(
+            &root_path,
+            "ok/t.yaml",
+            "apiVersion: builtin\nkind: LabelTransformer\n",
+        );
+        write(
+            &root_path,
+            "ok/kustomization.yaml",
+            "transformers: [t.yaml]\n",
+        );
+        check_references(&root_path, &root_path.join("ok"), false, &mut vec![]).unwrap();
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Repository};
+
+use super::tree::{TreeError, Visit};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,12 @@ pub enum ArtifactError {
     UnsafePath(String),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+    #[error("{0}")]
+    Tree(#[from] TreeError),
+    #[error(
+        "the repository's files add up to more than {limit} bytes (at {path:?}); refusing the source"
+    )]
+    TooLarge { path: String, limit: u64 },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -188,38 +196,21 @@ pub fn write_tree_entries(
     previous: Option<Previous<'_>>,
 ) -> Result<(String, Entries), ArtifactError> {
     let matcher = ignore_matcher(ignore)?;
-    let tree = repo.find_commit(commit)?.tree()?;
+    let tree = repo.find_commit(commit)?.tree_id();
     let mut entries: Vec<(String, i32, git2::Oid)> = vec![];
-    let mut walk_err: Option<ArtifactError> = None;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else {
-            walk_err = Some(ArtifactError::UnsafePath(format!("{dir}<non-utf8>")));
-            return TreeWalkResult::Abort;
-        };
-        let rel = format!("{dir}{name}");
-        if name == ".." || name == "." || name.contains('\\') {
-            walk_err = Some(ArtifactError::UnsafePath(rel));
-            return TreeWalkResult::Abort;
-        }
+    super::tree::walk(repo, tree, Default::default(), |rel, entry| {
         let is_dir = entry.kind() == Some(ObjectType::Tree);
         if matcher
-            .matched_path_or_any_parents(Path::new("/").join(&rel), is_dir)
+            .matched_path_or_any_parents(Path::new("/").join(rel), is_dir)
             .is_ignore()
         {
-            return if is_dir {
-                TreeWalkResult::Skip
-            } else {
-                TreeWalkResult::Ok
-            };
+            return Visit::Skip;
         }
         if entry.kind() == Some(ObjectType::Blob) {
-            entries.push((rel, entry.filemode(), entry.id()));
+            entries.push((rel.to_string(), entry.filemode(), entry.id()));
         }
-        TreeWalkResult::Ok
+        Visit::Enter
     })?;
-    if let Some(e) = walk_err {
-        return Err(e);
-    }
     entries.sort();
 
     // Every link is judged against the whole tree before anything is written.
@@ -241,6 +232,8 @@ pub fn write_tree_entries(
     }
 
     std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
+    let odb = repo.odb()?;
+    let mut written_bytes = 0u64;
     // Directories made so far (entries are sorted, so most files share their parent's).
     let mut made: std::collections::HashSet<PathBuf> = Default::default();
     for (rel, mode, oid) in &entries {
@@ -265,6 +258,20 @@ pub fn write_tree_entries(
         if mode == LINK_MODE {
             std::os::unix::fs::symlink(&links[rel], &path).map_err(|e| io(&path, e))?;
         } else {
+            // The size from the object's header, before its content is read into memory.
+            let (size, _) = odb.read_header(*oid)?;
+            let size = size as u64;
+            written_bytes = written_bytes.saturating_add(size);
+            if size > MAX_FILE_BYTES || written_bytes > MAX_TREE_BYTES {
+                return Err(ArtifactError::TooLarge {
+                    path: rel.clone(),
+                    limit: if size > MAX_FILE_BYTES {
+                        MAX_FILE_BYTES
+                    } else {
+                        MAX_TREE_BYTES
+                    },
+                });
+            }
             let blob = repo.find_blob(*oid)?;
             std::fs::write(&path, blob.content()).map_err(|e| io(&path, e))?;
             let perm = if mode == EXEC_MODE { 0o555 } else { 0o444 };
@@ -277,6 +284,11 @@ pub fn write_tree_entries(
         .collect();
     Ok((digest_of_entries(&written), written))
 }
+
+/// Largest file written into an artifact (a file is read whole into memory to be written).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Most bytes one artifact writes (files shared with the previous tree do not count).
+pub const MAX_TREE_BYTES: u64 = 1 << 30;
 
 const LINK_MODE: i32 = 0o120000;
 const EXEC_MODE: i32 = 0o100755;

@@ -2,6 +2,7 @@
 //! registries (tags, digests, tag policies).
 
 pub mod artifact;
+pub mod fetch_gate;
 pub mod git;
 pub mod known_hosts;
 pub mod oci_chart;
@@ -9,4 +10,5 @@ pub mod registry;
 pub mod registry_auth;
 pub mod store;
 pub mod tag_policy;
+pub mod tree;
 pub mod url_policy;

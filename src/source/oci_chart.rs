@@ -196,7 +196,9 @@ pub async fn fetch(
 
 /// Unpacks `chart` under `into`; returns the chart's directory (the archive's one top-level
 /// directory holding `Chart.yaml`). Anything but regular files and directories is refused,
-/// as are paths leaving `into` and archives beyond the limits.
+/// as are paths leaving `into` and archives beyond the limits. Files are streamed to disk
+/// (memory stays at the archive's size); blocking, so async callers run it on a blocking
+/// thread.
 pub fn unpack(chart: &FetchedChart, into: &Path) -> Result<PathBuf, ChartError> {
     let fail = |why: String| ChartError::Unpack {
         reference: chart.reference.clone(),
@@ -247,11 +249,20 @@ pub fn unpack(chart: &FetchedChart, into: &Path) -> Result<PathBuf, ChartError> 
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| fail(format!("{shown}: {e}")))?;
             }
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut bytes)
+            // Streamed to disk, never whole in memory; the bytes actually read are what
+            // counts (a header may understate them).
+            let mut file =
+                std::fs::File::create(&target).map_err(|e| fail(format!("{shown}: {e}")))?;
+            let budget = MAX_UNPACKED_BYTES - (total - entry.size());
+            let copied = std::io::copy(&mut (&mut entry).take(budget + 1), &mut file)
                 .map_err(|e| fail(format!("{shown}: {e}")))?;
-            std::fs::write(&target, bytes).map_err(|e| fail(format!("{shown}: {e}")))?;
+            if copied > budget {
+                return Err(ChartError::TooLarge {
+                    reference: chart.reference.clone(),
+                    limit: MAX_UNPACKED_BYTES,
+                });
+            }
+            total = total - entry.size() + copied;
         } else {
             return Err(fail(format!(
                 "{shown:?} is a {}; only files and directories are accepted",

@@ -28,6 +28,11 @@ pub enum UrlRefused {
     FileOutsideRoot { url: String, root: String },
     #[error("{0} is inside the controller's own data directory (caches of other sources)")]
     FileInsideDataDir(String),
+    #[error(
+        "file:// URL {0:?} holds a percent sign, a query, a fragment or a control character; \
+         write the path as it is on disk"
+    )]
+    FileEncoded(String),
 }
 
 /// The parts of a URL that matter for the policy.
@@ -96,6 +101,12 @@ pub fn check_file_root(
     let Some(root) = root else {
         return Err(UrlRefused::FileSourcesOff(url.to_string()));
     };
+    // libgit2 percent-decodes a file:// URL before it opens the path, so `%2e%2e` would
+    // climb after this check compared the raw text: such URLs are refused outright, and
+    // what is checked below is then exactly the path libgit2 opens.
+    if path.contains(['%', '?', '#']) || path.chars().any(char::is_control) {
+        return Err(UrlRefused::FileEncoded(url.to_string()));
+    }
     let resolved = resolve(std::path::Path::new(path));
     let inside = |dir: &std::path::Path| resolved.starts_with(resolve(dir));
     if !std::path::Path::new(path).is_absolute() || !inside(root) {
@@ -220,6 +231,30 @@ mod tests {
         assert!(matches!(
             check_file_root(&url(&data.join("git/team-b/app")), r, &data),
             Err(UrlRefused::FileInsideDataDir(_))
+        ));
+        // Percent-encoding (libgit2 decodes it), in any case, is refused before comparing.
+        for encoded in ["%2e%2e", "%2E%2E", "%2f", ".%2e", "%252e"] {
+            let sneaky = format!(
+                "file://{}/repos/{encoded}/{encoded}/etc",
+                root.path().display()
+            );
+            assert!(
+                matches!(
+                    check_file_root(&sneaky, r, &data),
+                    Err(UrlRefused::FileEncoded(_))
+                ),
+                "{sneaky}"
+            );
+        }
+        let query = format!("file://{}/repos/a.git?x=1", root.path().display());
+        assert!(matches!(
+            check_file_root(&query, r, &data),
+            Err(UrlRefused::FileEncoded(_))
+        ));
+        // Upper-case schemes are file URLs too.
+        assert!(matches!(
+            check_file_root("FILE:///etc", r, &data),
+            Err(UrlRefused::FileOutsideRoot { .. })
         ));
         // A link under the root into the data directory is followed before comparing.
         std::os::unix::fs::symlink(&data, root.path().join("repos/link")).unwrap();

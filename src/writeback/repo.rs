@@ -12,6 +12,7 @@ use regex::Regex;
 
 use super::edit::{self, Update};
 use crate::source::git::{self, Credentials, GitError, Reference};
+use crate::source::tree::Visit;
 use crate::source::url_policy;
 
 /// Files larger than this are not considered for edits.
@@ -92,6 +93,12 @@ pub enum WriteBackError {
         branch: String,
         attempts: u32,
     },
+}
+
+impl From<crate::source::tree::TreeError> for WriteBackError {
+    fn from(e: crate::source::tree::TreeError) -> Self {
+        WriteBackError::Commit(e.to_string())
+    }
 }
 
 impl From<git2::Error> for WriteBackError {
@@ -241,26 +248,26 @@ fn yaml_files(
         }
     };
     let mut out = Vec::new();
-    root.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+    crate::source::tree::walk(repo, root.id(), Default::default(), |rel, entry| {
         if entry.kind() != Some(ObjectType::Blob) {
-            return git2::TreeWalkResult::Ok;
+            return Visit::Enter;
         }
         let name = entry.name().unwrap_or_default();
         if !(name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization") {
-            return git2::TreeWalkResult::Ok;
+            return Visit::Enter;
         }
         if let Ok(blob) = repo.find_blob(entry.id())
             && (blob.size() as u64) <= MAX_FILE_BYTES
             && let Ok(text) = std::str::from_utf8(blob.content())
         {
             let full = if prefix.is_empty() {
-                format!("{dir}{name}")
+                rel.to_string()
             } else {
-                format!("{prefix}/{dir}{name}")
+                format!("{prefix}/{rel}")
             };
             out.push((full, text.to_string()));
         }
-        git2::TreeWalkResult::Ok
+        Visit::Enter
     })?;
     Ok(out)
 }

@@ -19,6 +19,7 @@ mod hooks;
 mod image_automation;
 mod image_policy;
 mod in_cluster;
+mod isolation;
 mod leader;
 mod oci_charts;
 mod ownership;

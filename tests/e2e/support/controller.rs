@@ -36,13 +36,25 @@ impl GantryController {
 
     /// A controller with extra flags (tenancy settings).
     pub fn start_with(namespace: &str, kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_scoped(&["--namespace", namespace], kubeconfig, extra)
+    }
+
+    /// A controller for every namespace that reconciles only the resources labelled
+    /// `gantry.dev/shard=<shard>` (so it never touches another test's).
+    pub fn start_sharded(shard: &str, extra: &[&str]) -> Self {
+        Self::start_scoped(&["--shard", shard], &kubeconfig_path(), extra)
+    }
+
+    fn start_scoped(scope: &[&str], kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let log_path = data_dir.path().join("controller.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let receiver_port = free_port();
         let metrics_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["controller", "--namespace", namespace, "--data-dir"])
+            .arg("controller")
+            .args(scope)
+            .arg("--data-dir")
             .arg(data_dir.path())
             .arg(format!("--receiver-addr=127.0.0.1:{receiver_port}"))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
@@ -69,6 +81,17 @@ impl GantryController {
             metrics_port,
             log_path,
         }
+    }
+
+    /// The controller's operating-system threads now.
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Everything the controller logged so far.

@@ -342,3 +342,49 @@ fn read_body(
     }
     Ok(body)
 }
+
+/// Commits `files` on `main` of a bare repository (a first commit); returns the commit.
+pub fn commit_files(repo: &git2::Repository, files: &[(&str, &str)]) -> git2::Oid {
+    let mut index = git2::Index::new().unwrap();
+    for (path, content) in files {
+        let blob = repo.blob(content.as_bytes()).unwrap();
+        let mut entry = git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            file_size: content.len() as u32,
+            id: blob,
+            flags: 0,
+            flags_extended: 0,
+            path: path.as_bytes().to_vec(),
+        };
+        entry.flags = (path.len() as u16) & 0xfff;
+        index.add(&entry).unwrap();
+    }
+    let tree = index.write_tree_to(repo).unwrap();
+    let tree = repo.find_tree(tree).unwrap();
+    let sig = git2::Signature::now("tests", "tests@example.com").unwrap();
+    repo.commit(Some("refs/heads/main"), &sig, &sig, "files", &tree, &[])
+        .unwrap()
+}
+
+/// A commit whose tree nests `depth` directories named `d` (a file at the bottom), built
+/// bottom-up with tree builders, as a hostile tenant would push it.
+pub fn deep_commit(repo: &git2::Repository, depth: usize) -> git2::Oid {
+    let blob = repo.blob(b"x").unwrap();
+    let mut b = repo.treebuilder(None).unwrap();
+    b.insert("f", blob, 0o100644).unwrap();
+    let mut tree = b.write().unwrap();
+    for _ in 0..depth {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("d", tree, 0o040000).unwrap();
+        tree = b.write().unwrap();
+    }
+    let tree = repo.find_tree(tree).unwrap();
+    let sig = git2::Signature::now("tests", "tests@example.com").unwrap();
+    repo.commit(None, &sig, &sig, "deep", &tree, &[]).unwrap()
+}
