@@ -110,6 +110,8 @@ struct FetchJob {
     current: Option<(String, String)>,
     /// Write the artifact again even when the commit is unchanged (the spec changed).
     rewrite: bool,
+    /// The proxy that cuts the fetch's HTTP(S) connections at its deadline.
+    proxy: Option<String>,
 }
 
 /// Whether a failure may come from a damaged Git cache (a corrupt pack or object
@@ -129,12 +131,13 @@ fn fetch_into(
     cache: &std::path::Path,
 ) -> Result<(git::Fetched, Option<String>), SourceFailure> {
     let started = Instant::now();
-    let fetched = git::fetch(
+    let fetched = git::fetch_via(
         cache,
         &job.url,
         &job.reference,
         job.creds.as_ref(),
         job.deadline,
+        job.proxy.as_deref(),
     )?;
     let fetch_ms = started.elapsed().as_millis() as u64;
     if !job.rewrite
@@ -222,7 +225,26 @@ async fn fetch(
     // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
     let rewrite =
         repo.status.as_ref().and_then(|s| s.observed_generation) != repo.metadata.generation;
+    // Refused at once when this source's last fetch has not returned or its namespace has
+    // as many running as it may; the slot is freed when the fetch's thread returns.
+    let slot = ctx.fetch_gate.admit(&ns, &name, timeout).await?;
+    // HTTP(S) goes through a loopback proxy that closes the connections at the deadline
+    // (libgit2 alone would wait on a silent server until the connection dies).
+    let proxy = match git::http_endpoint(&repo.spec.url) {
+        Some((host, port)) => Some(
+            crate::source::deadline_proxy::DeadlineProxy::start(
+                &host,
+                port,
+                tokio::time::Instant::now() + timeout,
+            )
+            .await
+            .map_err(|e| SourceFailure::Task(format!("cannot start the fetch proxy: {e}")))?
+            .url(),
+        ),
+        None => None,
+    };
     let job = FetchJob {
+        proxy,
         ns,
         name,
         url: repo.spec.url.clone(),
@@ -240,9 +262,6 @@ async fn fetch(
             }),
         rewrite,
     };
-    // Refused at once when this source's last fetch has not returned or its namespace has
-    // as many running as it may; the slot is freed when the fetch's thread returns.
-    let slot = ctx.fetch_gate.admit(&job.ns, &job.name, timeout).await?;
     let ctx2 = ctx.clone();
     let started = Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -243,6 +243,15 @@ pub(crate) fn callbacks<'a>(
     cb
 }
 
+/// Proxy options toward `proxy` (a [`super::deadline_proxy`]), or none.
+fn proxy_options(proxy: Option<&str>) -> Option<git2::ProxyOptions<'_>> {
+    proxy.map(|url| {
+        let mut p = git2::ProxyOptions::new();
+        p.url(url);
+        p
+    })
+}
+
 fn fetch_options<'a>(
     creds: Option<&'a Credentials>,
     deadline: Instant,
@@ -250,8 +259,12 @@ fn fetch_options<'a>(
     headers: &'a [String],
     port: u16,
     note: HostKeyNote,
+    proxy: Option<&'a str>,
 ) -> FetchOptions<'a> {
     let mut fo = FetchOptions::new();
+    if let Some(p) = proxy_options(proxy) {
+        fo.proxy_options(p);
+    }
     fo.remote_callbacks(callbacks(creds, deadline, port, note));
     fo.download_tags(AutotagOption::None);
     fo.custom_headers(&headers.iter().map(String::as_str).collect::<Vec<_>>());
@@ -270,7 +283,20 @@ pub fn fetch(
     creds: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Fetched, GitError> {
-    fetch_with_depth(cache, url, reference, creds, deadline, true)
+    fetch_with_depth(cache, url, reference, creds, deadline, true, None)
+}
+
+/// Like [`fetch`], with HTTP(S) connections through `proxy` (a loopback
+/// [`super::deadline_proxy`] that cuts them at the deadline).
+pub fn fetch_via(
+    cache: &Path,
+    url: &str,
+    reference: &Reference,
+    creds: Option<&Credentials>,
+    deadline: Instant,
+    proxy: Option<&str>,
+) -> Result<Fetched, GitError> {
+    fetch_with_depth(cache, url, reference, creds, deadline, true, proxy)
 }
 
 /// Like [`fetch`], with the whole history (write-back needs it to commit on top, to push,
@@ -282,7 +308,7 @@ pub fn fetch_full(
     creds: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Fetched, GitError> {
-    fetch_with_depth(cache, url, reference, creds, deadline, false)
+    fetch_with_depth(cache, url, reference, creds, deadline, false, None)
 }
 
 fn fetch_with_depth(
@@ -292,6 +318,7 @@ fn fetch_with_depth(
     creds: Option<&Credentials>,
     deadline: Instant,
     allow_shallow: bool,
+    proxy: Option<&str>,
 ) -> Result<Fetched, GitError> {
     let parsed = url_policy::check(url, matches!(creds, Some(Credentials::Basic { .. })))?;
     let shallow_ok = allow_shallow && parsed.scheme != "file";
@@ -339,7 +366,7 @@ fn fetch_with_depth(
             let conn_cb = callbacks(creds, deadline, port, note.clone());
             let tags: Vec<String> = {
                 let conn = remote
-                    .connect_auth(Direction::Fetch, Some(conn_cb), None)
+                    .connect_auth(Direction::Fetch, Some(conn_cb), proxy_options(proxy))
                     .map_err(|e| {
                         host_key_error(&note).unwrap_or_else(|| classify(url, deadline, e))
                     })?;
@@ -372,7 +399,15 @@ fn fetch_with_depth(
         }
     };
 
-    let mut fo = fetch_options(creds, deadline, shallow, &headers, port, note.clone());
+    let mut fo = fetch_options(
+        creds,
+        deadline,
+        shallow,
+        &headers,
+        port,
+        note.clone(),
+        proxy,
+    );
     if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
         if let Some(err) = host_key_error(&note) {
             return Err(err);
@@ -404,6 +439,33 @@ fn fetch_with_depth(
     })
 }
 
+/// Host and port of an `http://` or `https://` URL (80 and 443 when not given); `None` for
+/// other schemes.
+pub fn http_endpoint(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((hostport.to_string(), default)),
+    }
+}
+
 /// The port of an `ssh://` URL (22 when not given).
 pub(crate) fn ssh_port(url: &str) -> u16 {
     url.split_once("://")
@@ -421,6 +483,23 @@ pub(crate) fn ssh_port(url: &str) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_endpoints() {
+        assert_eq!(
+            http_endpoint("https://git.example.com/org/r.git"),
+            Some(("git.example.com".into(), 443))
+        );
+        assert_eq!(
+            http_endpoint("http://127.0.0.1:8080/r.git"),
+            Some(("127.0.0.1".into(), 8080))
+        );
+        assert_eq!(
+            http_endpoint("https://[::1]:9/r.git"),
+            Some(("::1".into(), 9))
+        );
+        assert_eq!(http_endpoint("ssh://git@h/r.git"), None);
+    }
 
     #[test]
     fn ssh_ports() {

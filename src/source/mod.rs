@@ -2,6 +2,7 @@
 //! registries (tags, digests, tag policies).
 
 pub mod artifact;
+pub mod deadline_proxy;
 pub mod fetch_gate;
 pub mod git;
 pub mod known_hosts;

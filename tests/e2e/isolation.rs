@@ -170,20 +170,39 @@ async fn a_tree_nested_60000_deep_is_refused_and_the_controller_lives_on() {
     );
 }
 
-/// A TCP server that accepts connections and never answers (the connections stay open).
-fn silent_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// What a silent server saw: connections accepted, open now, most open at once, closed by
+/// the client.
+#[derive(Default)]
+struct Silence {
+    accepted: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+    most_open: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
+}
+
+/// A TCP server that accepts connections and never answers; it notices when a client
+/// closes one.
+fn silent_server() -> (u16, std::sync::Arc<Silence>) {
+    use std::sync::atomic::Ordering::SeqCst;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
+    let seen = std::sync::Arc::new(Silence::default());
+    let s = seen.clone();
     std::thread::spawn(move || {
-        let mut held = vec![];
-        for stream in listener.incoming().flatten() {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(stream);
+        for mut stream in listener.incoming().flatten() {
+            s.accepted.fetch_add(1, SeqCst);
+            let open = s.open.fetch_add(1, SeqCst) + 1;
+            s.most_open.fetch_max(open, SeqCst);
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                s.open.fetch_sub(1, SeqCst);
+                s.closed.fetch_add(1, SeqCst);
+            });
         }
     });
-    (port, accepted)
+    (port, seen)
 }
 
 #[tokio::test]
@@ -198,7 +217,8 @@ async fn git_servers_that_never_answer_hold_a_few_threads_of_their_namespace_onl
     // Let the controller start its reconcilers, then count its threads.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = controller.threads();
-    let (port, accepted) = silent_server();
+    let (port, silence) = silent_server();
+    use std::sync::atomic::Ordering::SeqCst;
     let repos: Api<GitRepository> = Api::namespaced(client.clone(), &hostile.name);
     for i in 0..40 {
         repos
@@ -216,7 +236,7 @@ async fn git_servers_that_never_answer_hold_a_few_threads_of_their_namespace_onl
     eventually(
         "the silent server to be reached",
         Duration::from_secs(30),
-        || async { (accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4).then_some(()) },
+        || async { (silence.accepted.load(SeqCst) >= 4).then_some(()) },
     )
     .await;
     // A healthy tenant in another namespace fetches and deploys meanwhile.
@@ -246,10 +266,14 @@ async fn git_servers_that_never_answer_hold_a_few_threads_of_their_namespace_onl
         after <= before + 8,
         "threads grew from {before} to {after} with 40 stalled sources"
     );
-    let stalled = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // At most the namespace's 4 fetches talk to the silent server at once, and each is cut
+    // at its deadline (5 s) rather than waiting on the server forever.
+    let most_open = silence.most_open.load(SeqCst);
+    assert!(most_open <= 6, "{most_open} connections open at once");
     assert!(
-        stalled <= 8,
-        "{stalled} connections to the silent server: a source was fetched again before its last fetch returned"
+        silence.closed.load(SeqCst) >= 4,
+        "no stalled connection was closed at its deadline ({} accepted)",
+        silence.accepted.load(SeqCst)
     );
     let why = eventually(
         "a stalled source reported",
