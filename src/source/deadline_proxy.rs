@@ -5,7 +5,9 @@
 //! the host and port of the fetch's URL (a redirect elsewhere, to cloud metadata say, is
 //! refused), tunnels `https` untouched (`CONNECT`: TLS and its certificate checks stay
 //! end to end), and forwards plain `http` (loopback only, by the URL policy) one request per
-//! connection.
+//! connection. libgit2 does not send plain `http` through a proxy (it would dial the server
+//! itself), so for `http` the fetch's URL names the proxy, which passes each request on
+//! with the server's own `Host`.
 
 use std::net::SocketAddr;
 
@@ -43,7 +45,7 @@ impl DeadlineProxy {
         Ok(Self { addr })
     }
 
-    /// The proxy URL to give libgit2.
+    /// The proxy URL to give libgit2 (for `https`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -83,9 +85,12 @@ fn split_authority(authority: &str, default_port: u16) -> (&str, Option<u16>) {
 enum Ask {
     /// `CONNECT host:port`: a tunnel.
     Tunnel(String),
-    /// A plain request in absolute form, rewritten to origin form with `Connection: close`;
-    /// the authority it named.
-    Forward { authority: String, head: Vec<u8> },
+    /// A plain request, rewritten to origin form with `Connection: close` and the server's
+    /// `Host`; the authority it named when in absolute form.
+    Forward {
+        authority: Option<String>,
+        head: Vec<u8>,
+    },
 }
 
 /// Reads the request head from `client`: the bytes up to the blank line, and what follows.
@@ -110,8 +115,8 @@ async fn read_head(client: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)
     }
 }
 
-/// Parses a request head into what it asks (pure).
-fn parse_head(head: &[u8]) -> Option<Ask> {
+/// Parses a request head into what it asks, for a server at `host` (pure).
+fn parse_head(head: &[u8], host: &str) -> Option<Ask> {
     let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.split("\r\n");
     let request = lines.next()?;
@@ -120,15 +125,19 @@ fn parse_head(head: &[u8]) -> Option<Ask> {
     if method.eq_ignore_ascii_case("CONNECT") {
         return Some(Ask::Tunnel(target.to_string()));
     }
-    let rest = target.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let (authority, path) = match target.strip_prefix("http://") {
+        Some(rest) => match rest.find('/') {
+            Some(i) => (Some(rest[..i].to_string()), &rest[i..]),
+            None => (Some(rest.to_string()), "/"),
+        },
+        None if target.starts_with('/') => (None, target),
+        None => return None,
     };
-    let mut out = format!("{method} {path} {version}\r\n");
+    let mut out = format!("{method} {path} {version}\r\nHost: {host}\r\n");
     for line in lines.filter(|l| !l.is_empty()) {
         let name = line.split(':').next().unwrap_or_default().trim();
         if [
+            "host",
             "connection",
             "proxy-connection",
             "proxy-authorization",
@@ -144,7 +153,7 @@ fn parse_head(head: &[u8]) -> Option<Ask> {
     }
     out.push_str("Connection: close\r\n\r\n");
     Some(Ask::Forward {
-        authority: authority.to_string(),
+        authority,
         head: out.into_bytes(),
     })
 }
@@ -157,7 +166,12 @@ async fn serve(mut client: TcpStream, upstream: &Upstream) -> std::io::Result<()
             why.len()
         )
     };
-    match parse_head(&head) {
+    let host = if upstream.host.contains(':') {
+        format!("[{}]:{}", upstream.host, upstream.port)
+    } else {
+        format!("{}:{}", upstream.host, upstream.port)
+    };
+    match parse_head(&head, &host) {
         Some(Ask::Tunnel(authority)) if upstream.is(&authority, 443) => {
             let mut server = TcpStream::connect((upstream.host.as_str(), upstream.port)).await?;
             client
@@ -168,7 +182,9 @@ async fn serve(mut client: TcpStream, upstream: &Upstream) -> std::io::Result<()
             }
             tokio::io::copy_bidirectional(&mut client, &mut server).await?;
         }
-        Some(Ask::Forward { authority, head }) if upstream.is(&authority, 80) => {
+        Some(Ask::Forward { authority, head })
+            if authority.as_deref().is_none_or(|a| upstream.is(a, 80)) =>
+        {
             let mut server = TcpStream::connect((upstream.host.as_str(), upstream.port)).await?;
             server.write_all(&head).await?;
             server.write_all(&rest).await?;
@@ -190,25 +206,41 @@ mod tests {
     fn heads_are_parsed_and_rewritten() {
         assert_eq!(
             parse_head(
-                b"CONNECT git.example.com:443 HTTP/1.1\r\nHost: git.example.com:443\r\n\r\n"
+                b"CONNECT git.example.com:443 HTTP/1.1\r\nHost: git.example.com:443\r\n\r\n",
+                "x"
             ),
             Some(Ask::Tunnel("git.example.com:443".into()))
         );
         let Some(Ask::Forward { authority, head }) = parse_head(
             b"GET http://127.0.0.1:8080/r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: keep-alive\r\nProxy-Connection: keep-alive\r\n\r\n",
+            "127.0.0.1:8080",
         ) else {
             panic!("not a forward");
         };
-        assert_eq!(authority, "127.0.0.1:8080");
+        assert_eq!(authority.as_deref(), Some("127.0.0.1:8080"));
         let head = String::from_utf8(head).unwrap();
         assert!(
             head.starts_with("GET /r.git/info/refs?service=git-upload-pack HTTP/1.1\r\n"),
             "{head}"
         );
+        assert_eq!(head.matches("Host:").count(), 1, "{head}");
         assert!(head.contains("Host: 127.0.0.1:8080\r\n"));
         assert!(!head.to_ascii_lowercase().contains("keep-alive"), "{head}");
         assert!(head.ends_with("Connection: close\r\n\r\n"));
-        assert_eq!(parse_head(b"GET /origin-form HTTP/1.1\r\n\r\n"), None);
+        // Origin form (the fetch's URL named the proxy): the server's Host is put back.
+        let Some(Ask::Forward { authority, head }) = parse_head(
+            b"GET /r.git/info/refs HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n",
+            "127.0.0.1:8080",
+        ) else {
+            panic!("not a forward");
+        };
+        assert_eq!(authority, None);
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains("Host: 127.0.0.1:8080\r\n") && !head.contains("9999"),
+            "{head}"
+        );
+        assert_eq!(parse_head(b"GET relative HTTP/1.1\r\n\r\n", "x"), None);
     }
 
     #[test]

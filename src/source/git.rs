@@ -287,7 +287,9 @@ pub fn fetch(
 }
 
 /// Like [`fetch`], with HTTP(S) connections through `proxy` (a loopback
-/// [`super::deadline_proxy`] that cuts them at the deadline).
+/// [`super::deadline_proxy`] that cuts them at the deadline): `https` through it as a
+/// proxy, plain `http` by naming it in the URL libgit2 dials (libgit2 sends plain `http`
+/// to the server itself even with a proxy set).
 pub fn fetch_via(
     cache: &Path,
     url: &str,
@@ -341,8 +343,17 @@ fn fetch_with_depth(
         Some(Credentials::Bearer { token }) => vec![format!("Authorization: Bearer {token}")],
         _ => vec![],
     };
+    let rewritten = proxy.and_then(|p| {
+        (parsed.scheme == "http").then(|| {
+            let addr = p.trim_start_matches("http://");
+            let rest = url.split_once("://").map_or("", |(_, r)| r);
+            let path = rest.find('/').map_or("/", |i| &rest[i..]);
+            format!("http://{addr}{path}")
+        })
+    });
+    let proxy = if rewritten.is_some() { None } else { proxy };
     let mut remote = repo
-        .remote_anonymous(url)
+        .remote_anonymous(rewritten.as_deref().unwrap_or(url))
         .map_err(|e| classify(url, deadline, e))?;
     let not_found = |reference: &str| GitError::RefNotFound {
         url: url_policy::redact(url),
