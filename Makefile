@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -84,7 +84,7 @@ demo: deps
 # Benchmarks: RESULT lines, side by side with kubectl on the same cluster (see BENCHMARKS.md).
 bench: tools
 	$(CARGO) build --release --benches
-	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover && $(CARGO) bench --bench monorepo' && $(MAKE) bench-fleet
+	$(CLUSTER)/with-cluster.sh sh -c '$(CARGO) bench --bench gitops && $(CARGO) bench --bench images && $(CARGO) bench --bench rollouts && $(CARGO) bench --bench targets && $(CARGO) bench --bench failover && $(CARGO) bench --bench monorepo && $(CARGO) bench --bench isolation' && $(MAKE) bench-fleet
 
 # Only the rollout benchmarks (canary abort, rollback vs kubectl rollout undo).
 bench-rollouts: tools
@@ -98,6 +98,11 @@ bench-fleet: tools
 # Only the monorepo fetch benchmark (50,000 files, 5,000 commits; against git clone/fetch/pull).
 bench-monorepo: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench monorepo
+
+# Only the noisy-neighbour benchmark: a well-behaved tenant's push-to-Ready time alone and
+# while a hostile tenant runs every isolation case at once (target: ≤ 2× alone).
+bench-isolation: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench isolation
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools
