@@ -47,9 +47,12 @@ async fn create_source(client: &kube::Client, ns: &str, name: &str, url: &str, s
                "spec": {"url": url, "interval": "1s", "timeout": "10s", "ref": {"branch": "main"}}}),
         shard,
     );
-    api.create(&PostParams::default(), &serde_json::from_value(repo).unwrap())
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(repo).unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 async fn create_app(
@@ -70,9 +73,12 @@ async fn create_app(
                "metadata": {"name": name}, "spec": full}),
         shard,
     );
-    api.create(&PostParams::default(), &serde_json::from_value(app).unwrap())
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(app).unwrap(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Push one change and wait for the well-behaved Application to be Ready at it; ms.
@@ -88,7 +94,10 @@ async fn push_to_ready(ws: &Workspace, apps: &Api<Application>, n: usize) -> f64
                 .is_some_and(|r| r.ends_with(&commit))
     })
     .await;
-    assert!(ok, "the well-behaved Application did not become Ready at {commit}");
+    assert!(
+        ok,
+        "the well-behaved Application did not become Ready at {commit}"
+    );
     started.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -99,7 +108,8 @@ async fn start_hostile(client: &kube::Client, ns: &str, shard: &str, server: &Gi
     {
         let repo = git2::Repository::open_bare(server.bare_path("deep")).unwrap();
         let commit = support::git::deep_commit(&repo, 60_000);
-        repo.reference("refs/heads/main", commit, true, "deep").unwrap();
+        repo.reference("refs/heads/main", commit, true, "deep")
+            .unwrap();
     }
     create_source(client, ns, "deep", &server.file_url("deep"), shard).await;
     // 40 sources on a server that accepts and never answers.
@@ -138,7 +148,10 @@ async fn start_hostile(client: &kube::Client, ns: &str, shard: &str, server: &Gi
         let name = format!("stuck-{i}");
         server.create_repo(
             &name,
-            &[("deploy/hook.yaml", stuck), ("deploy/cm.yaml", &cm(&name, "1"))],
+            &[
+                ("deploy/hook.yaml", stuck),
+                ("deploy/cm.yaml", &cm(&name, "1")),
+            ],
         );
         create_source(client, ns, &name, &server.file_url(&name), shard).await;
         create_app(client, ns, &name, &name, json!({"path": "deploy"}), shard).await;
@@ -163,10 +176,28 @@ async fn main() {
         "deploy/web.yaml".into(),
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.example.com/web:1.0.0\n".into(),
     ));
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
     server.create_repo("good", &refs);
-    create_source(&client, &good.name, "good", &server.http_url("good"), &shard).await;
-    create_app(&client, &good.name, "good", "good", json!({"path": "deploy"}), &shard).await;
+    create_source(
+        &client,
+        &good.name,
+        "good",
+        &server.http_url("good"),
+        &shard,
+    )
+    .await;
+    create_app(
+        &client,
+        &good.name,
+        "good",
+        "good",
+        json!({"path": "deploy"}),
+        &shard,
+    )
+    .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &good.name);
     let ws = Workspace::clone_from(&server, "good");
     // Warm up: the first sync.
@@ -218,8 +249,14 @@ async fn main() {
     println!("RESULT isolation_push_to_ready_alone_ms={a:.0}");
     println!("RESULT isolation_push_to_ready_noisy_ms={b:.0}");
     println!("RESULT isolation_noisy_over_alone={:.2}", b / a);
-    println!("RESULT isolation_healthz_slowest_ms={:.0}", slowest.as_secs_f64() * 1000.0);
+    println!(
+        "RESULT isolation_healthz_slowest_ms={:.0}",
+        slowest.as_secs_f64() * 1000.0
+    );
     println!("RESULT isolation_healthz_failed={failed}/{probes}");
     println!("RESULT isolation_controller_exited={restarted}");
-    println!("RESULT isolation_controller_threads={}", controller.threads());
+    println!(
+        "RESULT isolation_controller_threads={}",
+        controller.threads()
+    );
 }

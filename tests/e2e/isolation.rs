@@ -349,7 +349,9 @@ async fn cel_rules_that_nest_or_cost_without_bound_never_stall_the_controller() 
                      {"apiVersion": "v1", "kind": "Secret", "current": lists}]}
     }))
     .unwrap();
-    apps.create(&PostParams::default(), &deep_app).await.unwrap();
+    apps.create(&PostParams::default(), &deep_app)
+        .await
+        .unwrap();
     let message = eventually("InvalidHealthCheck", Duration::from_secs(60), || async {
         let a = apps.get("deep").await.ok()?;
         let c = condition(&a, "Ready")?;

@@ -12,7 +12,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::support::app::{Workspace, condition, create_source_and_app, wait_synced_healthy};
+use crate::support::app::{
+    Workspace, condition, create_source_and_app, wait_ready_reason, wait_synced_healthy,
+};
 use crate::support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
 use crate::support::controller::GantryController;
 use crate::support::git::GitServer;
@@ -461,4 +463,124 @@ async fn references_stay_in_the_namespace_and_file_sources_under_the_root() {
         )
         .await;
     }
+}
+
+/// An impersonated Application was once seen applying what its ServiceAccount may not,
+/// 2 s after a kube-apiserver restart. Here the API server of a private control plane is
+/// restarted while new revisions arrive, in a loop, and its audit log (who made each
+/// write, as whom) must show every write for the Application made as its ServiceAccount,
+/// and no ClusterRoleBinding ever created by anyone.
+#[tokio::test]
+async fn restarts_of_the_api_server_never_let_an_impersonated_application_escalate() {
+    use crate::support::private_cluster::PrivateCluster;
+    let cluster = PrivateCluster::start();
+    let client = cluster.client().await;
+    crate::support::cluster::install_crds_into(&client).await;
+    let ns = "tenant";
+    let post = |v: serde_json::Value| v;
+    for (path, body) in [
+        (
+            "/api/v1/namespaces",
+            post(json!({"metadata": {"name": ns}})),
+        ),
+        (
+            "/api/v1/namespaces/tenant/serviceaccounts",
+            post(json!({"metadata": {"name": "limited"}})),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant/roles",
+            post(json!({"metadata": {"name": "configmaps"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]})),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/tenant/rolebindings",
+            post(json!({"metadata": {"name": "configmaps"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+                "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": ns}]})),
+        ),
+    ] {
+        let req = http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        client
+            .request::<serde_json::Value>(req)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    // The controller as an audited user (a system:masters member, as a cluster-admin install).
+    let _controller = GantryController::start_on(ns, &cluster.replica_kubeconfig('a'));
+    let server = GitServer::start();
+    let escalate = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: escalate\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n- kind: ServiceAccount\n  name: limited\n  namespace: tenant\n";
+    let cm = |v: usize| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  v: \"{v}\"\n"
+        )
+    };
+    let head = server.create_repo(
+        "app",
+        &[("deploy/crb.yaml", escalate), ("deploy/cm.yaml", &cm(0))],
+    );
+    create_source_and_app(
+        &client,
+        ns,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "serviceAccountName": "limited"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
+    wait_ready_reason(&apps, "app", "ValidationFailed", &head).await;
+    let ws = Workspace::clone_from(&server, "app");
+    for round in 1..=3 {
+        ws.write("deploy/cm.yaml", &cm(round));
+        let commit = ws.commit_and_push(&format!("round {round}"));
+        // The restart lands while the controller fetches and syncs the new revision.
+        tokio::time::sleep(Duration::from_millis(300 * round as u64)).await;
+        cluster.restart_apiserver(2);
+        let app = wait_ready_reason(&apps, "app", "ValidationFailed", &commit).await;
+        let message = condition(&app, "Ready").unwrap().message;
+        assert!(
+            message.contains("ClusterRoleBinding") && message.contains("forbidden"),
+            "round {round}: {message}"
+        );
+    }
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    assert!(crbs.get_opt("escalate").await.unwrap().is_none());
+    // From the audit log: who wrote what, as whom.
+    let events = cluster.audit_events();
+    let mut as_tenant = 0;
+    for e in &events {
+        let resource = e["objectRef"]["resource"].as_str().unwrap_or_default();
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+        let uri = e["requestURI"].as_str().unwrap_or_default();
+        let impersonated = e["impersonatedUser"]["username"].as_str();
+        if resource == "clusterrolebindings" {
+            assert!(
+                code >= 400 || uri.contains("dryRun"),
+                "a ClusterRoleBinding was written: {e}"
+            );
+            assert_eq!(
+                impersonated,
+                Some("system:serviceaccount:tenant:limited"),
+                "{e}"
+            );
+        }
+        if resource == "configmaps" && e["objectRef"]["namespace"] == ns {
+            assert_eq!(
+                impersonated,
+                Some("system:serviceaccount:tenant:limited"),
+                "a write for the Application not made as its ServiceAccount: {e}"
+            );
+            as_tenant += 1;
+        }
+    }
+    assert!(
+        as_tenant > 0,
+        "no write of the Application's objects was audited"
+    );
+    eprintln!(
+        "{} audited writes over 3 restarts; {as_tenant} of the Application's ConfigMap, all as its ServiceAccount; no ClusterRoleBinding written",
+        events.len()
+    );
 }

@@ -57,6 +57,21 @@ impl PrivateCluster {
         self.state.path().join("kubeconfig")
     }
 
+    /// A kubeconfig for the user `gantry-replica-<r>` (`a`, `b` or `c`), whose writes the
+    /// audit log records.
+    pub fn replica_kubeconfig(&self, r: char) -> PathBuf {
+        self.state.path().join(format!("replica-{r}.kubeconfig"))
+    }
+
+    /// The audit log's events (writes by the replica users), one JSON object each.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.path().join("audit/audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
