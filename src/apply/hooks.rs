@@ -82,36 +82,40 @@ pub struct Split {
 pub fn split(objects: Vec<Value>, installing: bool) -> Split {
     let mut out = Split::default();
     for mut o in objects {
-        let phase = if let Some(h) = annotation(&o, HELM_HOOK) {
+        // Every phase the hook names (Helm runs a hook in each of them).
+        let phases: Vec<Phase> = if let Some(h) = annotation(&o, HELM_HOOK) {
             let kinds = list(h);
             let has = |k: &str| kinds.iter().any(|x| x == k);
+            let mut p = vec![];
             if (installing && has("pre-install")) || (!installing && has("pre-upgrade")) {
-                Some(Phase::Pre)
-            } else if (installing && has("post-install")) || (!installing && has("post-upgrade")) {
-                Some(Phase::Post)
-            } else {
-                None
+                p.push(Phase::Pre);
             }
+            if (installing && has("post-install")) || (!installing && has("post-upgrade")) {
+                p.push(Phase::Post);
+            }
+            p
         } else if let Some(h) = annotation(&o, ARGO_HOOK) {
             let kinds = list(h);
             let has = |k: &str| kinds.iter().any(|x| x == k);
+            let mut p = vec![];
             if has("presync") {
-                Some(Phase::Pre)
-            } else if has("sync") || has("postsync") {
-                Some(Phase::Post)
-            } else if has("syncfail") {
-                Some(Phase::Fail)
-            } else {
-                None
+                p.push(Phase::Pre);
             }
+            if has("sync") || has("postsync") {
+                p.push(Phase::Post);
+            }
+            if has("syncfail") {
+                p.push(Phase::Fail);
+            }
+            p
         } else {
             out.objects.push(o);
             continue;
         };
-        let Some(phase) = phase else {
+        if phases.is_empty() {
             out.skipped += 1;
             continue;
-        };
+        }
         // Hooks are not normalized: the render's origin note is taken out here.
         crate::render::take_origin(&mut o);
         let weight = annotation(&o, HELM_WEIGHT)
@@ -123,15 +127,18 @@ pub fn split(objects: Vec<Value>, installing: bool) -> Split {
             .map(list)
             .unwrap_or_default();
         let has = |a: &str, b: &str| policies.iter().any(|p| p == a || p == b);
-        out.hooks.push(Hook {
-            phase,
-            weight,
-            // Both tools delete a hook's previous object before creating it by default.
-            delete_before: policies.is_empty() || has("before-hook-creation", "beforehookcreation"),
-            delete_on_success: has("hook-succeeded", "hooksucceeded"),
-            delete_on_failure: has("hook-failed", "hookfailed"),
-            object: o,
-        });
+        for phase in phases {
+            out.hooks.push(Hook {
+                phase,
+                weight,
+                // Both tools delete a hook's previous object before creating it by default.
+                delete_before: policies.is_empty()
+                    || has("before-hook-creation", "beforehookcreation"),
+                delete_on_success: has("hook-succeeded", "hooksucceeded"),
+                delete_on_failure: has("hook-failed", "hookfailed"),
+                object: o.clone(),
+            });
+        }
     }
     out.hooks.sort_by_key(|h| (h.phase, h.weight));
     out
@@ -216,6 +223,10 @@ impl Applier {
             Phase::Fail => "SyncFail",
         };
         let mut ran = 0;
+        // As Helm does: `hook-succeeded` hooks are deleted once the whole phase succeeded
+        // (a ServiceAccount hook must outlive the Job hook of a higher weight that uses it);
+        // a failure deletes the failed hook when its policy says `hook-failed`.
+        let mut succeeded: Vec<(Api<DynamicObject>, String)> = vec![];
         for hook in hooks.iter().filter(|h| h.phase == phase) {
             let fail = |cause: String| HookError {
                 phase: name,
@@ -234,16 +245,19 @@ impl Applier {
                     },
                 })?;
             let (api, live_name) = live;
-            let outcome = await_hook(&api, &hook.object, &live_name, timeout).await;
-            let delete = match &outcome {
-                Ok(()) => hook.delete_on_success,
-                Err(_) => hook.delete_on_failure,
-            };
-            if delete {
-                let _ = api.delete(&live_name, &DeleteParams::background()).await;
+            if let Err(cause) = await_hook(&api, &hook.object, &live_name, timeout).await {
+                if hook.delete_on_failure {
+                    let _ = api.delete(&live_name, &DeleteParams::background()).await;
+                }
+                return Err(fail(cause));
             }
-            outcome.map_err(fail)?;
+            if hook.delete_on_success {
+                succeeded.push((api, live_name));
+            }
             ran += 1;
+        }
+        for (api, live_name) in succeeded {
+            let _ = api.delete(&live_name, &DeleteParams::background()).await;
         }
         Ok(ran)
     }
@@ -439,6 +453,37 @@ mod tests {
         );
         let notify = &upgrade.hooks[1];
         assert!(notify.delete_on_success && !notify.delete_before && !notify.delete_on_failure);
+    }
+
+    #[test]
+    fn a_hook_runs_in_every_phase_it_names() {
+        let webhook_rbac = obj(
+            "ServiceAccount",
+            "admission",
+            json!({HELM_HOOK: "pre-install,pre-upgrade,post-install,post-upgrade", HELM_WEIGHT: "-1",
+                   HELM_DELETE: "before-hook-creation,hook-succeeded"}),
+        );
+        for installing in [true, false] {
+            let s = split(vec![webhook_rbac.clone()], installing);
+            let phases: Vec<_> = s.hooks.iter().map(|h| h.phase).collect();
+            assert_eq!(
+                phases,
+                [Phase::Pre, Phase::Post],
+                "installing: {installing}"
+            );
+            assert!(
+                s.hooks
+                    .iter()
+                    .all(|h| h.delete_before && h.delete_on_success)
+            );
+        }
+        let argo = obj("Job", "x", json!({ARGO_HOOK: "PreSync,PostSync"}));
+        let phases: Vec<_> = split(vec![argo], true)
+            .hooks
+            .iter()
+            .map(|h| h.phase)
+            .collect();
+        assert_eq!(phases, [Phase::Pre, Phase::Post]);
     }
 
     #[test]

@@ -289,3 +289,48 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
         "the PostSync hook ran while the set was unhealthy"
     );
 }
+
+/// The admission-webhook setup of many charts: a ServiceAccount hook of a lower weight and
+/// a Job hook that runs as it, both `hook-succeeded`. Helm deletes `hook-succeeded` hooks
+/// once the whole phase succeeded, so the ServiceAccount outlives the Job's pods.
+#[tokio::test]
+async fn hook_succeeded_hooks_are_deleted_after_the_whole_phase() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "hooks-sa").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let sa = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: hook-sa\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade,post-install,post-upgrade\n    helm.sh/hook-weight: \"-1\"\n    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded\n";
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: create-secret\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade\n    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      serviceAccountName: hook-sa\n      restartPolicy: Never\n      containers:\n      - name: create\n        image: registry.example.com/certgen:1.0.0\n";
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/sa.yaml", sa),
+            ("deploy/job.yaml", job),
+            (
+                "deploy/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    // The post-install phase ran the ServiceAccount hook again; every hook is gone after.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    eventually("hooks deleted", Duration::from_secs(60), || async {
+        (sas.get_opt("hook-sa").await.ok()?.is_none()
+            && jobs.get_opt("create-secret").await.ok()?.is_none())
+        .then_some(())
+    })
+    .await;
+}
