@@ -194,6 +194,7 @@ async fn succeeded(
         app,
         revision,
         Arc::new(std::mem::take(&mut outcome.desired)),
+        outcome.hooks_digest,
     );
     matches_git(ctx, target, app, &mut status).await;
     let mut message = format!("applied revision {revision}: {summary}");
@@ -445,14 +446,20 @@ pub(super) async fn same_set_as_applied(
     if applied == revision || !ready || drifted || app.spec.rollout.is_some() {
         return SameSet::Differs(None);
     }
-    let Some(before) = drift_check::cached(ctx, app, &applied) else {
+    let (Some(before), Some(hooks_before)) = (
+        drift_check::cached(ctx, app, &applied),
+        drift_check::cached_hooks(ctx, app, &applied),
+    ) else {
         return SameSet::Differs(None);
     };
     let (desired, hooks) = match sync::desired_and_hooks(input).await {
         Ok(rendered) => rendered,
         Err(_) => return SameSet::Differs(None), // the full sync reports it
     };
-    if !hooks.is_empty() || desired != *before {
+    // Hooks run when what the Application renders changed (objects or hooks), as Helm and
+    // Argo CD run them on a sync of a change; a commit elsewhere in the repository runs none.
+    let hooks_now = sync::hooks_digest(&hooks);
+    if hooks_now != hooks_before || desired != *before {
         return SameSet::Differs(Some((desired, hooks)));
     }
     // The history says the revision is applied; its objects are those of the last one, so
@@ -474,7 +481,7 @@ pub(super) async fn same_set_as_applied(
             healthy: status.history.first().and_then(|h| h.healthy),
         },
     );
-    drift_check::remember(ctx, app, revision, Arc::new(desired));
+    drift_check::remember(ctx, app, revision, Arc::new(desired), hooks_now);
     status.last_attempted_revision = Some(revision.to_string());
     status.last_applied_revision = Some(revision.to_string());
     status.running_revision = Some(revision.to_string());

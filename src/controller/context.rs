@@ -13,7 +13,7 @@ type AppKey = (String, String);
 /// The rendered set of an Application at (revision, generation), kept between reconciles so
 /// drift checks need no re-render.
 pub type DesiredCache = std::sync::Mutex<
-    std::collections::HashMap<AppKey, (String, Option<i64>, std::sync::Arc<Vec<Desired>>)>,
+    std::collections::HashMap<AppKey, (String, Option<i64>, std::sync::Arc<Vec<Desired>>, u64)>,
 >;
 
 /// The default of `--min-interval`.

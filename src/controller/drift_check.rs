@@ -39,9 +39,9 @@ pub async fn desired_for(
     if let Some(set) = cached(ctx, app, revision) {
         return Ok(set);
     }
-    let desired = sync::desired_set(input).await?;
+    let (desired, hooks) = sync::desired_and_hooks(input).await?;
     let set = Arc::new(desired);
-    remember(ctx, app, revision, set.clone());
+    remember(ctx, app, revision, set.clone(), sync::hooks_digest(&hooks));
     Ok(set)
 }
 
@@ -59,16 +59,33 @@ pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Ve
         .lock()
         .expect("desired cache")
         .get(&key)
-        .filter(|(rev, generation, _)| rev == revision && *generation == app.metadata.generation)
-        .map(|(_, _, set)| set.clone())
+        .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
+        .map(|(_, _, set, _)| set.clone())
 }
 
-pub fn remember(ctx: &Context, app: &Application, revision: &str, set: Arc<Vec<Desired>>) {
+/// The digest of the hooks of `revision`'s render, when that render is remembered.
+pub fn cached_hooks(ctx: &Context, app: &Application, revision: &str) -> Option<u64> {
     let key = cache_key(app);
     ctx.desired_cache
         .lock()
         .expect("desired cache")
-        .insert(key, (revision.to_string(), app.metadata.generation, set));
+        .get(&key)
+        .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
+        .map(|(.., hooks)| *hooks)
+}
+
+pub fn remember(
+    ctx: &Context,
+    app: &Application,
+    revision: &str,
+    set: Arc<Vec<Desired>>,
+    hooks: u64,
+) {
+    let key = cache_key(app);
+    ctx.desired_cache.lock().expect("desired cache").insert(
+        key,
+        (revision.to_string(), app.metadata.generation, set, hooks),
+    );
 }
 
 /// Compares the candidates with the cluster through the Application's target. Reads only,

@@ -93,6 +93,20 @@ pub struct SyncOutcome {
     pub desired: Vec<Desired>,
     /// Objects held back by `SyncInput::hold`.
     pub held: Vec<InventoryEntry>,
+    /// The digest of the hooks this sync ran (see [`hooks_digest`]).
+    pub hooks_digest: u64,
+}
+
+/// A digest of a render's hooks (their objects and phases), so that a new revision whose
+/// objects and hooks are both unchanged runs no hook again.
+pub fn hooks_digest(hooks: &[hooks::Hook]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for hook in hooks {
+        (hook.phase as u8).hash(&mut h);
+        hook.object.to_string().hash(&mut h);
+    }
+    h.finish()
 }
 
 pub struct SyncInput<'a> {
@@ -485,5 +499,6 @@ async fn sync_rendered(
     inventory_entries.dedup();
     outcome.inventory = inventory_entries;
     outcome.desired = desired;
+    outcome.hooks_digest = hooks_digest(hooks);
     Ok(outcome)
 }

@@ -334,3 +334,66 @@ async fn hook_succeeded_hooks_are_deleted_after_the_whole_phase() {
     })
     .await;
 }
+
+/// Hooks run when what the Application renders changed, not on every commit of a shared
+/// repository (migrations would pile up).
+#[tokio::test]
+async fn a_commit_elsewhere_in_the_repository_runs_no_hook() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "hooks-elsewhere").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    server.create_repo("app", &[("README.md", "shared\n")]);
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v\n",
+    );
+    ws.write(
+        "deploy/migrate.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: registry.example.com/migrate:1.0.0\n",
+    );
+    let first = ws.commit_and_push("app with a migration hook");
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &first).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let migrations = || async {
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|j| {
+                j.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("migrate-"))
+            })
+            .count()
+    };
+    assert_eq!(migrations().await, 1);
+    ws.write("other/notes.md", "another team's change\n");
+    let elsewhere = ws.commit_and_push("a change elsewhere");
+    wait_synced_healthy(&apps, "app", &elsewhere).await;
+    assert_eq!(
+        migrations().await,
+        1,
+        "a commit elsewhere ran the hook again"
+    );
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v2\n",
+    );
+    let changed = ws.commit_and_push("the Application's own change");
+    wait_synced_healthy(&apps, "app", &changed).await;
+    assert_eq!(migrations().await, 2, "its own change runs the hook");
+}
