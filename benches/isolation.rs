@@ -26,6 +26,7 @@ use support::app::{Workspace, condition};
 use support::cluster::{TestNamespace, client, install_crds};
 use support::controller::GantryController;
 use support::git::GitServer;
+use support::hostile::{COSTLY_RULE, STUCK_PRESYNC_JOB, big_configmap, silent_server};
 use support::random_suffix;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -113,26 +114,16 @@ async fn start_hostile(client: &kube::Client, ns: &str, shard: &str, server: &Gi
     }
     create_source(client, ns, "deep", &server.file_url("deep"), shard).await;
     // 40 sources on a server that accepts and never answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = vec![];
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let (port, _silence) = silent_server();
     for i in 0..40 {
         let url = format!("http://127.0.0.1:{port}/r{i}.git");
         create_source(client, ns, &format!("stall-{i}"), &url, shard).await;
     }
     // A costly CEL rule over a 5,000-key ConfigMap.
-    let mut big = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n");
-    for i in 0..5000 {
-        big.push_str(&format!("  k{i}: v\n"));
-    }
+    let big = big_configmap(5000);
     server.create_repo("cel", &[("deploy/big.yaml", &big)]);
     create_source(client, ns, "cel", &server.file_url("cel"), shard).await;
-    let costly = "data.all(a, data.all(b, a != b || a == b))";
+    let costly = COSTLY_RULE;
     create_app(
         client,
         ns,
@@ -143,7 +134,7 @@ async fn start_hostile(client: &kube::Client, ns: &str, shard: &str, server: &Gi
     )
     .await;
     // 8 Applications whose PreSync hooks never finish.
-    let stuck = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: wait-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\nspec:\n  suspend: true\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: w\n        image: registry.example.com/wait:1\n";
+    let stuck = STUCK_PRESYNC_JOB;
     for i in 0..8 {
         let name = format!("stuck-{i}");
         server.create_repo(

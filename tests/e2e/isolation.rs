@@ -18,6 +18,7 @@ use crate::support::cluster::{TestNamespace, client, install_crds};
 use crate::support::controller::GantryController;
 use crate::support::eventually;
 use crate::support::git::GitServer;
+use crate::support::hostile::{COSTLY_RULE, STUCK_PRESYNC_JOB, big_configmap, silent_server};
 use crate::support::random_suffix;
 
 fn cm(name: &str, value: &str) -> String {
@@ -164,41 +165,6 @@ async fn a_tree_nested_60000_deep_is_refused_and_the_controller_lives_on() {
     );
 }
 
-/// What a silent server saw: connections accepted, open now, most open at once, closed by
-/// the client.
-#[derive(Default)]
-struct Silence {
-    accepted: std::sync::atomic::AtomicUsize,
-    open: std::sync::atomic::AtomicUsize,
-    most_open: std::sync::atomic::AtomicUsize,
-    closed: std::sync::atomic::AtomicUsize,
-}
-
-/// A TCP server that accepts connections and never answers; it notices when a client
-/// closes one.
-fn silent_server() -> (u16, std::sync::Arc<Silence>) {
-    use std::sync::atomic::Ordering::SeqCst;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(Silence::default());
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            s.accepted.fetch_add(1, SeqCst);
-            let open = s.open.fetch_add(1, SeqCst) + 1;
-            s.most_open.fetch_max(open, SeqCst);
-            let s = s.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-                s.open.fetch_sub(1, SeqCst);
-                s.closed.fetch_add(1, SeqCst);
-            });
-        }
-    });
-    (port, seen)
-}
-
 #[tokio::test]
 async fn git_servers_that_never_answer_hold_a_few_threads_of_their_namespace_only() {
     let client = client().await;
@@ -304,15 +270,12 @@ async fn cel_rules_that_nest_or_cost_without_bound_never_stall_the_controller() 
     let mut controller = GantryController::start(&ns.name);
     let server = GitServer::start();
     // A ConfigMap with 5,000 keys, judged by a rule that nests two macros over them.
-    let mut big = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n");
-    for i in 0..5000 {
-        big.push_str(&format!("  k{i}: v\n"));
-    }
+    let big = big_configmap(5000);
     server.create_repo(
         "app",
         &[("deploy/big.yaml", &big), ("other/cm.yaml", &cm("ok", "1"))],
     );
-    let costly = "data.all(a, data.all(b, a != b || a == b))";
+    let costly = COSTLY_RULE;
     let deep = format!("{}true{}", "(".repeat(1000), ")".repeat(1000));
     // The schema refuses an over-long rule before the controller sees it.
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
@@ -391,7 +354,7 @@ async fn hooks_that_never_finish_do_not_hold_the_reconcile_slots() {
         &["--concurrent=2"],
     );
     let server = GitServer::start();
-    let stuck = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: wait-\n  annotations:\n    argocd.argoproj.io/hook: PreSync\nspec:\n  suspend: true\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: w\n        image: registry.example.com/wait:1\n";
+    let stuck = STUCK_PRESYNC_JOB;
     for i in 0..4 {
         let name = format!("stuck-{i}");
         server.create_repo(

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cluster;
 pub mod controller;
 pub mod git;
+pub mod hostile;
 pub mod http_stub;
 pub mod private_cluster;
 pub mod process;
