@@ -3,8 +3,8 @@
 //! Deployment, one value changed per commit) and its time from push to Ready is measured,
 //! first alone, then while a hostile tenant in another namespace runs every case at once:
 //! a Git tree nested 60,000 deep, 40 sources on a server that accepts and never answers, a
-//! CEL rule nesting two macros over a 5,000-key ConfigMap, and 8 Applications whose PreSync
-//! hooks never finish (with `--concurrent=4`, fewer slots than stuck Applications). Meanwhile
+//! CEL rule nesting two macros over a 5,000-key ConfigMap, and 12 Applications whose PreSync
+//! hooks never finish (with `--concurrent=8`, fewer slots than stuck Applications). Meanwhile
 //! `/healthz` is probed every 200 ms. Prints medians of `GANTRY_BENCH_RUNS` (5) pushes each,
 //! their ratio (target ≤ 2), the slowest probe, and whether the controller restarted.
 
@@ -133,9 +133,9 @@ async fn start_hostile(client: &kube::Client, ns: &str, shard: &str, server: &Gi
         shard,
     )
     .await;
-    // 8 Applications whose PreSync hooks never finish.
+    // 12 Applications whose PreSync hooks never finish.
     let stuck = STUCK_PRESYNC_JOB;
-    for i in 0..8 {
+    for i in 0..12 {
         let name = format!("stuck-{i}");
         server.create_repo(
             &name,
@@ -156,7 +156,9 @@ async fn main() {
     let shard = format!("bench-iso-{}", random_suffix());
     let good = TestNamespace::new(&client, "bench-iso-good").await;
     let bad = TestNamespace::new(&client, "bench-iso-bad").await;
-    let mut controller = GantryController::start_sharded(&shard, &["--concurrent=4"]);
+    // Fewer reconcile slots than stuck Applications; a namespace's fetches (4) stay below
+    // the slots of the GitRepository reconciler, as with the defaults (64).
+    let mut controller = GantryController::start_sharded(&shard, &["--concurrent=8"]);
     let runs = env_or("GANTRY_BENCH_RUNS", 5);
 
     let server = GitServer::start();
