@@ -304,6 +304,7 @@ impl Applier {
                     .get_opt(name)
                     .await
                     .map_err(|e| super::applier::api_message(&e))?;
+                let exists = live.is_some();
                 if let Some(other) = live
                     .map(|l| serde_json::to_value(l).unwrap_or_default())
                     .and_then(|l| other_owner(&l, &owner))
@@ -315,7 +316,7 @@ impl Applier {
                         hook.describe()
                     )));
                 }
-                if hook.delete_before {
+                if hook.delete_before && exists {
                     delete_and_wait(&api, name, timeout).await?;
                 }
                 let params = kube::api::PatchParams::apply(self.field_manager()).force();
@@ -361,19 +362,12 @@ async fn await_hook(
     }
 }
 
+/// Deletes the hook's previous object (which the caller found) and waits until it is gone.
 async fn delete_and_wait(
     api: &Api<DynamicObject>,
     name: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    if api
-        .get_opt(name)
-        .await
-        .map_err(|e| super::applier::api_message(&e))?
-        .is_none()
-    {
-        return Ok(());
-    }
     let _ = api.delete(name, &DeleteParams::background()).await;
     let start = Instant::now();
     while api

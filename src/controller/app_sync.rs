@@ -446,10 +446,7 @@ pub(super) async fn same_set_as_applied(
     if applied == revision || !ready || drifted || app.spec.rollout.is_some() {
         return SameSet::Differs(None);
     }
-    let (Some(before), Some(hooks_before)) = (
-        drift_check::cached(ctx, app, &applied),
-        drift_check::cached_hooks(ctx, app, &applied),
-    ) else {
+    let Some((before, hooks_before)) = drift_check::cached_with_hooks(ctx, app, &applied) else {
         return SameSet::Differs(None);
     };
     let (desired, hooks) = match sync::desired_and_hooks(input).await {

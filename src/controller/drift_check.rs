@@ -54,24 +54,22 @@ fn cache_key(app: &Application) -> (String, String) {
 
 /// The rendered set remembered for `revision`, if any (no render).
 pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
-    let key = cache_key(app);
-    ctx.desired_cache
-        .lock()
-        .expect("desired cache")
-        .get(&key)
-        .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
-        .map(|(_, _, set, _)| set.clone())
+    cached_with_hooks(ctx, app, revision).map(|(set, _)| set)
 }
 
-/// The digest of the hooks of `revision`'s render, when that render is remembered.
-pub fn cached_hooks(ctx: &Context, app: &Application, revision: &str) -> Option<u64> {
+/// The rendered set remembered for `revision` and the digest of its hooks.
+pub fn cached_with_hooks(
+    ctx: &Context,
+    app: &Application,
+    revision: &str,
+) -> Option<(Arc<Vec<Desired>>, u64)> {
     let key = cache_key(app);
     ctx.desired_cache
         .lock()
         .expect("desired cache")
         .get(&key)
         .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
-        .map(|(.., hooks)| *hooks)
+        .map(|(_, _, set, hooks)| (set.clone(), *hooks))
 }
 
 pub fn remember(

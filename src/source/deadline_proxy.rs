@@ -64,8 +64,9 @@ impl Upstream {
     }
 }
 
-/// `host[:port]` (IPv6 in brackets) → (host, port).
-fn split_authority(authority: &str, default_port: u16) -> (&str, Option<u16>) {
+/// `host[:port]` (IPv6 in brackets) → (host, port); `default_port` when none is given, no
+/// port when it does not parse.
+pub(crate) fn split_authority(authority: &str, default_port: u16) -> (&str, Option<u16>) {
     if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
         let port = match after.strip_prefix(':') {

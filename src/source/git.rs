@@ -464,17 +464,8 @@ pub fn http_endpoint(url: &str) -> Option<(String, u16)> {
         .rsplit_once('@')
         .map(|(_, h)| h)
         .unwrap_or(authority);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        let port = after
-            .strip_prefix(':')
-            .map_or(Some(default), |p| p.parse().ok())?;
-        return Some((host.to_string(), port));
-    }
-    match hostport.rsplit_once(':') {
-        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
-        None => Some((hostport.to_string(), default)),
-    }
+    let (host, port) = super::deadline_proxy::split_authority(hostport, default);
+    Some((host.to_string(), port?))
 }
 
 /// The port of an `ssh://` URL (22 when not given).
