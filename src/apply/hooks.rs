@@ -24,6 +24,9 @@ const ARGO_DELETE: &str = "argocd.argoproj.io/hook-delete-policy";
 pub enum Phase {
     /// Before the set is applied; the set waits for it.
     Pre,
+    /// Between the set's sync waves (Argo CD's `Sync`): a hook of wave W runs once the
+    /// objects of waves up to W are applied and healthy, before any object of a later wave.
+    Sync,
     /// After the set is applied.
     Post,
     /// After a sync that failed once its hooks were known (Argo CD's `SyncFail`).
@@ -101,7 +104,10 @@ pub fn split(objects: Vec<Value>, installing: bool) -> Split {
             if has("presync") {
                 p.push(Phase::Pre);
             }
-            if has("sync") || has("postsync") {
+            if has("sync") {
+                p.push(Phase::Sync);
+            }
+            if has("postsync") {
                 p.push(Phase::Post);
             }
             if has("syncfail") {
@@ -142,6 +148,16 @@ pub fn split(objects: Vec<Value>, installing: bool) -> Split {
     }
     out.hooks.sort_by_key(|h| (h.phase, h.weight));
     out
+}
+
+/// The sync waves that have `Sync` hooks, in order.
+pub fn sync_waves(hooks: &[Hook]) -> Vec<i64> {
+    let waves: std::collections::BTreeSet<i64> = hooks
+        .iter()
+        .filter(|h| h.phase == Phase::Sync)
+        .map(|h| h.weight)
+        .collect();
+    waves.into_iter().collect()
 }
 
 /// Where a hook failed, for the Application's condition.
@@ -207,18 +223,21 @@ fn finished(o: &Value) -> Option<Result<(), String>> {
 }
 
 impl Applier {
-    /// Runs the hooks of one phase in order, each awaited (Jobs until complete, Pods until
-    /// succeeded, anything else once created) within `timeout`; the first failure stops.
+    /// Runs the hooks of one phase (of one sync wave, for `Sync` hooks: `wave`) in order,
+    /// each awaited (Jobs until complete, Pods until succeeded, anything else once created)
+    /// within `timeout`; the first failure stops.
     pub async fn run_hooks(
         &self,
         hooks: &[Hook],
         phase: Phase,
+        wave: Option<i64>,
         default_namespace: &str,
         owner: &str,
         timeout: Duration,
     ) -> Result<usize, HookError> {
         let name = match phase {
             Phase::Pre => "pre",
+            Phase::Sync => "Sync",
             Phase::Post => "post",
             Phase::Fail => "SyncFail",
         };
@@ -227,7 +246,10 @@ impl Applier {
         // (a ServiceAccount hook must outlive the Job hook of a higher weight that uses it);
         // a failure deletes the failed hook when its policy says `hook-failed`.
         let mut succeeded: Vec<(Api<DynamicObject>, String)> = vec![];
-        for hook in hooks.iter().filter(|h| h.phase == phase) {
+        for hook in hooks
+            .iter()
+            .filter(|h| h.phase == phase && wave.is_none_or(|w| h.weight == w))
+        {
             let fail = |cause: String| HookError {
                 phase: name,
                 hook: hook.describe(),
@@ -506,6 +528,15 @@ mod tests {
             (split.hooks[2].describe().as_str(), split.hooks[2].phase),
             ("Job page", Phase::Fail)
         );
+        // A `Sync` hook keeps its wave: it runs between the set's waves, not after them.
+        let maintenance = obj(
+            "Job",
+            "maintenance-page",
+            json!({ARGO_HOOK: "Sync", ARGO_WAVE: "1"}),
+        );
+        let sync = &super::split(vec![maintenance], false).hooks[0];
+        assert_eq!((sync.phase, sync.weight), (Phase::Sync, 1));
+        assert_eq!(sync_waves(std::slice::from_ref(sync)), [1]);
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub trait WaveGate: Send + Sync {
         wave: i64,
         objects: &'a [InventoryEntry],
     ) -> futures::future::BoxFuture<'a, Result<(), String>>;
+
+    /// The waves that have work of their own once their objects are applied (Argo CD's
+    /// `Sync` hooks), in order; such a wave is visited even when none of its objects
+    /// changed, or it has none.
+    fn hook_waves(&self) -> Vec<i64> {
+        vec![]
+    }
+
+    /// Called once the objects of `wave` are applied, for a wave of [`Self::hook_waves`];
+    /// `objects` are those of this wave and the waves before it.
+    fn after_wave<'a>(
+        &'a self,
+        _wave: i64,
+        _objects: &'a [InventoryEntry],
+    ) -> futures::future::BoxFuture<'a, Result<(), SetError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// How a set is applied.
@@ -212,17 +229,33 @@ impl Applier {
             .map(|d| d.key.clone())
             .collect();
         let mut errors = vec![];
+        let hook_waves = opts.wave_gate.map(|g| g.hook_waves()).unwrap_or_default();
+        let applied_waves = |pick: &dyn Fn(i64) -> bool| -> Vec<InventoryEntry> {
+            desired
+                .iter()
+                .filter(|d| !held(d) && pick(super::stage::wave(d)))
+                .map(|d| d.key.clone())
+                .collect()
+        };
         // Waves already known healthy (or without objects) are below this one.
         let mut open_from = desired
             .iter()
             .filter(|d| !held(d))
             .map(super::stage::wave)
+            .chain(hook_waves.iter().copied())
             .min()
             .unwrap_or(0);
+        let mut waves: std::collections::BTreeMap<i64, Vec<Vec<&Desired>>> = Default::default();
         for group in ranked(desired, &deferred, &set.changes, held) {
-            let first = group[0];
-            let rank = super::order::rank(&first.key.group, &first.key.kind, first.namespaced);
-            let wave = super::stage::wave(first);
+            waves
+                .entry(super::stage::wave(group[0]))
+                .or_default()
+                .push(group);
+        }
+        for w in &hook_waves {
+            waves.entry(*w).or_default();
+        }
+        for (wave, groups) in waves {
             if wave > open_from {
                 // A wave that failed, or is not healthy, holds back the waves after it;
                 // earlier waves count whether or not this sync changed them.
@@ -230,12 +263,7 @@ impl Applier {
                     return Err(SetError::Apply(errors));
                 }
                 if let Some(gate) = opts.wave_gate {
-                    let objects: Vec<InventoryEntry> = desired
-                        .iter()
-                        .filter(|d| !held(d))
-                        .filter(|d| (open_from..wave).contains(&super::stage::wave(d)))
-                        .map(|d| d.key.clone())
-                        .collect();
+                    let objects = applied_waves(&|w| (open_from..wave).contains(&w));
                     gate.before_wave(wave, &objects).await.map_err(|message| {
                         SetError::WaveNotHealthy {
                             next: wave,
@@ -245,18 +273,31 @@ impl Applier {
                 }
                 open_from = wave;
             }
-            let phase = std::time::Instant::now();
-            let mut failed = self
-                .apply_group(&group, &resolved, opts.force, &mut set.applied)
-                .await;
-            errors.append(&mut failed);
-            tracing::debug!(
-                wave,
-                rank,
-                objects = group.len(),
-                ms = phase.elapsed().as_millis() as u64,
-                "applied rank"
-            );
+            for group in groups {
+                let first = group[0];
+                let rank = super::order::rank(&first.key.group, &first.key.kind, first.namespaced);
+                let phase = std::time::Instant::now();
+                let mut failed = self
+                    .apply_group(&group, &resolved, opts.force, &mut set.applied)
+                    .await;
+                errors.append(&mut failed);
+                tracing::debug!(
+                    wave,
+                    rank,
+                    objects = group.len(),
+                    ms = phase.elapsed().as_millis() as u64,
+                    "applied rank"
+                );
+            }
+            if let Some(gate) = opts.wave_gate
+                && hook_waves.contains(&wave)
+            {
+                if !errors.is_empty() {
+                    return Err(SetError::Apply(errors));
+                }
+                let objects = applied_waves(&|w| w <= wave);
+                gate.after_wave(wave, &objects).await?;
+            }
         }
         if !errors.is_empty() {
             return Err(SetError::Apply(errors));

@@ -40,6 +40,9 @@ pub enum SetError {
     WaveNotHealthy { next: i64, message: String },
     #[error("{}", super::join_errors(.0))]
     Apply(Vec<ObjectError>),
+    /// A `Sync` hook between the set's waves failed; the waves after it were not applied.
+    #[error("{0}; the sync waves after it were not applied")]
+    Hook(#[from] super::hooks::HookError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }

@@ -59,8 +59,10 @@ impl SyncError {
             }
             SyncError::EmptyRender(_) => reasons::EMPTY_RENDER,
             SyncError::Kube(_) => reasons::APPLY_FAILED,
-            SyncError::Hook(e) if e.ownership_conflict => reasons::OWNERSHIP_CONFLICT,
-            SyncError::Hook(_) => reasons::HOOK_FAILED,
+            SyncError::Hook(e) | SyncError::Set(SetError::Hook(e)) if e.ownership_conflict => {
+                reasons::OWNERSHIP_CONFLICT
+            }
+            SyncError::Hook(_) | SyncError::Set(SetError::Hook(_)) => reasons::HOOK_FAILED,
             SyncError::Chart(_) => reasons::CHART_FAILED,
             SyncError::PostHooksHeld(_) => reasons::HOOK_FAILED,
         }
@@ -163,6 +165,10 @@ struct HealthGate<'a> {
     target: &'a Target,
     rules: Rules,
     timeout: Duration,
+    /// The render's hooks (its `Sync` hooks run between waves), and whose they are.
+    hooks: &'a [hooks::Hook],
+    namespace: &'a str,
+    owner: &'a str,
 }
 
 impl HealthGate<'_> {
@@ -205,6 +211,38 @@ impl WaveGate for HealthGate<'_> {
                 "awaiting the health of the waves before"
             );
             self.healthy(objects).await
+        })
+    }
+
+    fn hook_waves(&self) -> Vec<i64> {
+        hooks::sync_waves(self.hooks)
+    }
+
+    /// Argo CD's `Sync` hooks of `wave`: once this wave and the ones before it are healthy.
+    fn after_wave<'a>(
+        &'a self,
+        wave: i64,
+        objects: &'a [InventoryEntry],
+    ) -> futures::future::BoxFuture<'a, Result<(), SetError>> {
+        Box::pin(async move {
+            self.healthy(objects)
+                .await
+                .map_err(|message| SetError::WaveNotHealthy {
+                    next: wave + 1,
+                    message: format!("(before the Sync hooks of wave {wave}) {message}"),
+                })?;
+            self.target
+                .applier
+                .run_hooks(
+                    self.hooks,
+                    hooks::Phase::Sync,
+                    Some(wave),
+                    self.namespace,
+                    self.owner,
+                    self.timeout,
+                )
+                .await?;
+            Ok(())
         })
     }
 }
@@ -382,6 +420,7 @@ pub async fn sync(
             .run_hooks(
                 &hooks,
                 hooks::Phase::Fail,
+                None,
                 &default_namespace(app),
                 &app_label(app),
                 timeout,
@@ -425,12 +464,22 @@ async fn sync_rendered(
     input
         .target
         .applier
-        .run_hooks(hooks, hooks::Phase::Pre, &namespace, &owner, hook_timeout)
+        .run_hooks(
+            hooks,
+            hooks::Phase::Pre,
+            None,
+            &namespace,
+            &owner,
+            hook_timeout,
+        )
         .await?;
     let gate = HealthGate {
         target: input.target,
         rules: Rules::compile(&app.spec.health_checks).unwrap_or_default(),
         timeout: hook_timeout,
+        hooks,
+        namespace: &namespace,
+        owner: &owner,
     };
     let set = input
         .target
@@ -493,7 +542,14 @@ async fn sync_rendered(
     input
         .target
         .applier
-        .run_hooks(hooks, hooks::Phase::Post, &namespace, &owner, hook_timeout)
+        .run_hooks(
+            hooks,
+            hooks::Phase::Post,
+            None,
+            &namespace,
+            &owner,
+            hook_timeout,
+        )
         .await?;
     inventory_entries.sort();
     inventory_entries.dedup();

@@ -397,3 +397,87 @@ async fn a_commit_elsewhere_in_the_repository_runs_no_hook() {
     wait_synced_healthy(&apps, "app", &changed).await;
     assert_eq!(migrations().await, 2, "its own change runs the hook");
 }
+
+/// Argo CD's `Sync` hooks run in their own wave (the maintenance-page pattern): a hook of
+/// wave 1 runs after wave 0 is applied and healthy, and wave 2 waits for it.
+#[tokio::test]
+async fn an_argo_sync_hook_runs_between_the_waves_around_it() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "hooks-sync").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let cm = |name: &str, wave: i64, hook: bool| {
+        let hook = if hook {
+            "\n    argocd.argoproj.io/hook: Sync"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/sync-wave: \"{wave}\"{hook}\ndata:\n  k: v\n"
+        )
+    };
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: maintenance-page\n  annotations:\n    argocd.argoproj.io/hook: Sync\n    argocd.argoproj.io/sync-wave: \"1\"\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: page\n        image: registry.example.com/maintenance:1.0.0\n";
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/before.yaml", &cm("before", 0, false)),
+            ("deploy/hook.yaml", &cm("sync-hook", 1, true)),
+            ("deploy/job.yaml", job),
+            ("deploy/after.yaml", &cm("after", 2, false)),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    // Each ConfigMap was written once: its resourceVersion is the write's place in etcd.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let written = |name: &'static str| {
+        let cms = cms.clone();
+        async move {
+            let c = cms.get(name).await.unwrap();
+            let rv: u64 = c.metadata.resource_version.unwrap().parse().unwrap();
+            (rv, c.metadata.creation_timestamp.unwrap().0)
+        }
+    };
+    let (before, _) = written("before").await;
+    let (hook, _) = written("sync-hook").await;
+    let (after, after_created) = written("after").await;
+    assert!(
+        before < hook && hook < after,
+        "the Sync hook of wave 1 did not run between wave 0 and wave 2: {before} {hook} {after}"
+    );
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let done = jobs
+        .get("maintenance-page")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.completion_time)
+        .expect("the Sync hook Job completed")
+        .0;
+    assert!(
+        done <= after_created,
+        "wave 2 was applied before the Sync hook finished ({done} > {after_created})"
+    );
+    let app = apps.get("app").await.unwrap();
+    let inventory: Vec<String> = app
+        .status
+        .unwrap()
+        .inventory
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(
+        inventory,
+        ["after", "before"],
+        "hooks stay out of the inventory"
+    );
+}
