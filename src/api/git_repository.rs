@@ -96,6 +96,10 @@ pub struct GitRepositoryStatus {
     /// The last artifact produced; kept when a later fetch fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Artifact>,
+    /// Value of the `gantry.dev/requested-at` annotation whose fetch is done (`gantry
+    /// sync` fetches the source first and waits for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_request: Option<String>,
 }
 
 /// A checked-out tree of one commit.

@@ -267,7 +267,17 @@ impl Applier {
                     },
                 })?;
             let (api, live_name) = live;
-            if let Err(cause) = await_hook(&api, &hook.object, &live_name, timeout).await {
+            if let Err(mut cause) = await_hook(&api, &hook.object, &live_name, timeout).await {
+                // What the cluster says about it, before a `hook-failed` policy deletes it.
+                let kind = hook.object["kind"].as_str().unwrap_or_default();
+                let ns = hook.object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(default_namespace);
+                if let Some(why) =
+                    super::hook_cause::gather(self.client(), ns, kind, &live_name).await
+                {
+                    cause = format!("{cause}: {why}");
+                }
                 if hook.delete_on_failure {
                     let _ = api.delete(&live_name, &DeleteParams::background()).await;
                 }

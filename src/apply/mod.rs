@@ -4,6 +4,7 @@
 pub mod applier;
 pub mod concurrent;
 pub mod discovery;
+pub mod hook_cause;
 pub mod hooks;
 pub mod inventory;
 pub mod normalize;

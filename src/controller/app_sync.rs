@@ -111,7 +111,13 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
             )
     };
     // The planned inventory is written before anything is applied, and kept on failure.
-    let recorder = super::guards::StatusRecorder::new(api, &name, status.clone());
+    let recorder = super::guards::StatusRecorder::new(
+        api,
+        &name,
+        status.clone(),
+        &revision,
+        app.metadata.generation,
+    );
     let target = input.target;
     let input = SyncInput {
         hold: Some(&hold),
@@ -124,11 +130,29 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
     {
         status.inventory = entries;
     }
+    // What the API server holds now, when the sync reported its progress: the outcome is
+    // compared with (and written over) that.
+    let ready_before = app
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+        .map(|c| c.message.clone());
+    let seen;
+    let app = match recorder.progress_written() {
+        Some(written) => {
+            let mut now = app.clone();
+            now.status = Some(written);
+            seen = now;
+            &seen
+        }
+        None => app,
+    };
     let run = Run {
         ctx,
         target,
         api,
         app,
+        ready_before,
         source,
         revision,
         interval,
@@ -148,6 +172,8 @@ struct Run<'a> {
     target: &'a Target,
     api: &'a Api<Application>,
     app: &'a Application,
+    /// Ready's message before the sync (a failure that repeats it is not announced again).
+    ready_before: Option<String>,
     source: &'a GitRepository,
     revision: String,
     interval: Duration,
@@ -174,6 +200,7 @@ async fn succeeded(
         timeout,
         ref started,
         ref previous_canaries,
+        ..
     } = *run;
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     let source_name = &app.spec.source_ref.name;
@@ -293,8 +320,9 @@ async fn matches_git(
         .insert((ns, name), std::time::Instant::now());
     // (Also after an aborted revision, whose Drifted said that Git's workloads did not run.)
     if status.drift.as_ref().is_some_and(|d| !d.objects.is_empty())
-        || conditions::find(&status.conditions, conditions::DRIFTED)
-            .is_none_or(|c| c.reason == reasons::ROLLOUT_ABORTED)
+        || conditions::find(&status.conditions, conditions::DRIFTED).is_none_or(|c| {
+            c.reason == reasons::ROLLOUT_ABORTED || c.reason == reasons::REVISION_NOT_APPLIED
+        })
     {
         status.drift = None;
         let m = "the cluster matches Git";
@@ -361,6 +389,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
         ref revision,
         interval,
         ref started,
+        ref ready_before,
         ..
     } = *run;
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
@@ -393,12 +422,23 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
             healthy: None,
         },
     );
-    if app
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
-        .is_none_or(|c| c.message != message)
-    {
+    // Git's revision is not what the cluster has (whatever the drift check of the last
+    // applied revision says).
+    if status.last_applied_revision.as_deref() != Some(revision.as_str()) {
+        let has = match &status.last_applied_revision {
+            Some(applied) => format!("the cluster has revision {applied}"),
+            None => "nothing of it is applied".to_string(),
+        };
+        set(
+            &mut status,
+            conditions::DRIFTED,
+            Status::True,
+            reasons::REVISION_NOT_APPLIED,
+            format!("Git's revision {revision} is not applied ({reason}); {has}"),
+            generation,
+        );
+    }
+    if ready_before.as_deref() != Some(message.as_str()) {
         publish(ctx, app, EventType::Warning, reason, message).await;
     }
     write_if_changed(api, app, &status).await?;

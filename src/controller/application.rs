@@ -123,6 +123,13 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
         // The source controller writes it again (e.g. after a restart); come back soon,
         // writing nothing.
         Step::ArtifactNotYet => (Status::Unknown, "", String::new(), None),
+        // Not a failure: the source's first fetch is under way.
+        Step::ArtifactWaiting(m) => (
+            Status::Unknown,
+            reasons::PROGRESSING,
+            m.clone(),
+            Some(Action::requeue(Duration::from_secs(5))),
+        ),
         Step::ArtifactFailed(m) => (
             Status::False,
             reasons::ARTIFACT_FAILED,
@@ -339,14 +346,20 @@ async fn find_artifact(
         return Ok((ArtifactSeen::Failed(m), None));
     }
     let Some(artifact) = source.status.as_ref().and_then(|s| s.artifact.clone()) else {
-        let why = source
+        let ready = source
             .status
             .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, conditions::READY))
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| "not fetched yet".into());
-        let m = format!("GitRepository {source_name} has no artifact: {why}");
-        return Ok((ArtifactSeen::Failed(m), None));
+            .and_then(|s| conditions::find(&s.conditions, conditions::READY));
+        return Ok(match ready {
+            Some(c) if c.status == "False" => {
+                let m = format!("GitRepository {source_name} has no artifact: {}", c.message);
+                (ArtifactSeen::Failed(m), None)
+            }
+            _ => {
+                let m = format!("waiting for the first artifact of GitRepository {source_name}");
+                (ArtifactSeen::Waiting(m), None)
+            }
+        });
     };
     Ok(
         match super::artifact::checkout(ctx, ns, &source, &artifact).await {

@@ -8,6 +8,8 @@ pub enum ArtifactSeen {
     Ready { revision: String },
     /// Not on disk yet (the source controller writes it): come back soon.
     NotYet,
+    /// The source has not produced its first artifact yet, and has not failed either.
+    Waiting(String),
     /// No source, no artifact, or a tree that cannot be checked out.
     Failed(String),
 }
@@ -49,6 +51,8 @@ pub enum Step {
     NoTarget(&'static str, String),
     WaitForDependency(String),
     ArtifactNotYet,
+    /// The source has no artifact yet and is still fetching it (Ready=Unknown).
+    ArtifactWaiting(String),
     ArtifactFailed(String),
     /// Report the health of the last healthy revision's workloads; apply nothing.
     RejectedRevision,
@@ -103,6 +107,7 @@ pub fn next_step(o: &Observations) -> Step {
     }
     let revision = match &o.artifact {
         ArtifactSeen::NotYet => return Step::ArtifactNotYet,
+        ArtifactSeen::Waiting(m) => return Step::ArtifactWaiting(m.clone()),
         ArtifactSeen::Failed(m) => return Step::ArtifactFailed(m.clone()),
         ArtifactSeen::Ready { revision } => revision,
     };
@@ -184,6 +189,8 @@ mod tests {
         o.artifact = ArtifactSeen::NotYet;
         assert_eq!(next_step(&o), Step::ArtifactNotYet);
         assert!(!Step::ArtifactNotYet.has_artifact());
+        o.artifact = ArtifactSeen::Waiting("first fetch".into());
+        assert_eq!(next_step(&o), Step::ArtifactWaiting("first fetch".into()));
     }
 
     #[test]

@@ -371,6 +371,10 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
             );
         }
     }
+    status.last_handled_request = repo
+        .annotations()
+        .get(super::trigger::REQUEST_ANNOTATION)
+        .cloned();
     if Some(&status) != repo.status.as_ref() {
         apply_status(&api, &name, &status).await?;
     }

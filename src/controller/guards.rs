@@ -44,36 +44,63 @@ pub fn planned_inventory(
     Some(all.into_iter().collect())
 }
 
-/// Writes a planned inventory before the first write of a sync.
+/// What a sync writes into status while it runs: the planned inventory before its first
+/// write, and where it is when it waits (hooks, waves, health).
 pub trait RecordPlanned: Send + Sync {
     fn record(
         &self,
         entries: Vec<InventoryEntry>,
     ) -> futures::future::BoxFuture<'_, Result<(), String>>;
+
+    /// The sync is about to wait on `what` (e.g. "running 2 pre hooks"): Ready says so.
+    fn progress(&self, _what: String) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Records the planned inventory in the Application's status (the status of this
-/// reconcile, with that inventory) and remembers it, so a failed sync keeps it.
+/// reconcile, with that inventory) and remembers it, so a failed sync keeps it; reports
+/// the sync's progress as Ready=Unknown/Progressing on the same status.
 pub struct StatusRecorder<'a> {
-    pub api: &'a Api<Application>,
-    pub name: &'a str,
-    pub status: ApplicationStatus,
+    api: &'a Api<Application>,
+    name: &'a str,
+    revision: String,
+    generation: Option<i64>,
+    /// The status as last written by this sync (or as the reconcile started).
+    status: std::sync::Mutex<ApplicationStatus>,
     recorded: std::sync::Mutex<Option<Vec<InventoryEntry>>>,
+    progressed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> StatusRecorder<'a> {
-    pub fn new(api: &'a Api<Application>, name: &'a str, status: ApplicationStatus) -> Self {
+    pub fn new(
+        api: &'a Api<Application>,
+        name: &'a str,
+        status: ApplicationStatus,
+        revision: &str,
+        generation: Option<i64>,
+    ) -> Self {
         Self {
             api,
             name,
-            status,
+            revision: revision.to_string(),
+            generation,
+            status: std::sync::Mutex::new(status),
             recorded: Default::default(),
+            progressed: Default::default(),
         }
     }
 
     /// The inventory recorded, if any (a sync that failed after it keeps it).
     pub fn recorded(&self) -> Option<Vec<InventoryEntry>> {
         self.recorded.lock().expect("planned inventory").clone()
+    }
+
+    /// The status progress wrote last, if it wrote any (what the API server now holds).
+    pub fn progress_written(&self) -> Option<ApplicationStatus> {
+        self.progressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.status.lock().expect("sync status").clone())
     }
 }
 
@@ -82,13 +109,40 @@ impl RecordPlanned for StatusRecorder<'_> {
         &self,
         entries: Vec<InventoryEntry>,
     ) -> futures::future::BoxFuture<'_, Result<(), String>> {
-        let mut status = self.status.clone();
-        status.inventory = entries.clone();
+        let status = {
+            let mut status = self.status.lock().expect("sync status");
+            status.inventory = entries.clone();
+            status.clone()
+        };
         *self.recorded.lock().expect("planned inventory") = Some(entries);
         Box::pin(async move {
             super::status::apply_status(self.api, self.name, &status)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn progress(&self, what: String) -> futures::future::BoxFuture<'_, ()> {
+        let status = {
+            let mut status = self.status.lock().expect("sync status");
+            super::app_record::set(
+                &mut status,
+                crate::api::conditions::READY,
+                crate::api::conditions::Status::Unknown,
+                super::reasons::PROGRESSING,
+                format!("syncing revision {}: {what}", self.revision),
+                self.generation,
+            );
+            status.clone()
+        };
+        Box::pin(async move {
+            // Best effort: the sync goes on whether or not its progress could be shown.
+            match super::status::apply_status(self.api, self.name, &status).await {
+                Ok(()) => self
+                    .progressed
+                    .store(true, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => tracing::debug!(error = %e, "progress not written"),
+            }
         })
     }
 }

@@ -44,6 +44,8 @@ pub const DRIFT_HEAL_FAILED: &str = "DriftHealFailed";
 pub const DRIFT_CLEARED: &str = "DriftCleared";
 pub const NO_DRIFT: &str = "NoDrift";
 pub const DRIFT_DETECTED: &str = "DriftDetected";
+/// Drifted=True: the last sync of Git's revision failed, so the cluster does not have it.
+pub const REVISION_NOT_APPLIED: &str = "RevisionNotApplied";
 
 // Rollouts.
 pub const ROLLOUT_ABORTED: &str = "RolloutAborted";

@@ -169,9 +169,17 @@ struct HealthGate<'a> {
     hooks: &'a [hooks::Hook],
     namespace: &'a str,
     owner: &'a str,
+    /// Where the sync's waits are reported (Ready=Unknown/Progressing).
+    progress: Option<&'a dyn RecordPlanned>,
 }
 
 impl HealthGate<'_> {
+    async fn report(&self, what: String) {
+        if let Some(p) = self.progress {
+            p.progress(what).await;
+        }
+    }
+
     /// `Ok` once every object is healthy (or suspended, or of unknown health: nothing tells
     /// when that would change); `Err` with the cause when one is degraded or the timeout
     /// passes.
@@ -210,6 +218,10 @@ impl WaveGate for HealthGate<'_> {
                 objects = objects.len(),
                 "awaiting the health of the waves before"
             );
+            self.report(format!(
+                "waiting for the sync waves before wave {wave} to be healthy"
+            ))
+            .await;
             self.healthy(objects).await
         })
     }
@@ -225,6 +237,8 @@ impl WaveGate for HealthGate<'_> {
         objects: &'a [InventoryEntry],
     ) -> futures::future::BoxFuture<'a, Result<(), SetError>> {
         Box::pin(async move {
+            self.report(format!("running the Sync hooks of wave {wave}"))
+                .await;
             self.healthy(objects)
                 .await
                 .map_err(|message| SetError::WaveNotHealthy {
@@ -459,8 +473,20 @@ async fn sync_rendered(
     let owner = app_label(app);
     let hook_timeout = input.timeout;
     let namespace = default_namespace(app);
+    let report = |what: String| async move {
+        if let Some(p) = input.record_planned {
+            p.progress(what).await;
+        }
+    };
     // Pre hooks run (and are awaited) before anything of the set is written; hooks are not
     // in the inventory, so the planned one is recorded by the set's first write as before.
+    let pre = hooks
+        .iter()
+        .filter(|h| h.phase == hooks::Phase::Pre)
+        .count();
+    if pre > 0 {
+        report(format!("running {pre} pre hooks")).await;
+    }
     input
         .target
         .applier
@@ -480,6 +506,7 @@ async fn sync_rendered(
         hooks,
         namespace: &namespace,
         owner: &owner,
+        progress: input.record_planned,
     };
     let set = input
         .target
@@ -529,7 +556,15 @@ async fn sync_rendered(
         }
     }
     // Post hooks run once the set is healthy (Helm with --wait, Argo CD's PostSync).
-    if hooks.iter().any(|h| h.phase == hooks::Phase::Post) {
+    let post = hooks
+        .iter()
+        .filter(|h| h.phase == hooks::Phase::Post)
+        .count();
+    if post > 0 {
+        report(format!(
+            "waiting for the set to be healthy, then running {post} post hooks"
+        ))
+        .await;
         let settled: Vec<InventoryEntry> = desired_keys
             .iter()
             .filter(|k| !outcome.held.contains(k))

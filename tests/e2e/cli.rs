@@ -257,6 +257,32 @@ async fn diff_get_history_sync_and_suspend() {
         stdout(&out)
     );
 
+    // `gantry sync` right after a push applies the push: the source is fetched first
+    // (it would otherwise wait an hour for its next fetch).
+    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    let patched = repos
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "1h"}})),
+        )
+        .await
+        .unwrap();
+    let generation = patched.metadata.generation;
+    eventually(
+        "the hourly interval observed",
+        Duration::from_secs(30),
+        || async {
+            let r = repos.get("app").await.ok()?;
+            (r.status?.observed_generation == generation).then_some(())
+        },
+    )
+    .await;
+    checkout.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"pushed\"\n",
+    );
+    let pushed = checkout.commit_and_push("a push right before gantry sync");
     let out = gantry(&["sync", &target, "--wait", "--timeout", "60s"]);
     assert!(
         out.status.success(),
@@ -264,9 +290,10 @@ async fn diff_get_history_sync_and_suspend() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout(&out).contains("applied revision"),
-        "{}",
-        stdout(&out)
+        stdout(&out).contains("applied revision") && stdout(&out).contains(&pushed),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     assert!(gantry(&["suspend", &target]).status.success());

@@ -481,3 +481,68 @@ async fn an_argo_sync_hook_runs_between_the_waves_around_it() {
         "hooks stay out of the inventory"
     );
 }
+
+/// While a hook is awaited the Application says so (Ready=Unknown/Progressing, with the
+/// phase); when it fails, the condition names the cause the cluster reports, and Drifted
+/// says that Git's revision is not applied.
+#[tokio::test]
+async fn a_hook_wait_shows_progress_and_its_failure_names_the_cause() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "hooks-cause").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: create-secret\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      serviceAccountName: admission-sa\n      restartPolicy: Never\n      containers:\n      - name: create\n        image: registry.example.com/certgen:1.0.0\n";
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/job.yaml", job),
+            (
+                "deploy/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "timeout": "20s"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let progress = eventually("Progressing", Duration::from_secs(60), || async {
+        let app = apps.get("app").await.ok()?;
+        let c = condition(&app, "Ready")?;
+        (c.reason == "Progressing" && c.status == "Unknown").then_some(c.message)
+    })
+    .await;
+    assert!(
+        progress.contains(&head) && progress.contains("running 1 pre hooks"),
+        "{progress}"
+    );
+    let app = eventually("HookFailed", Duration::from_secs(120), || async {
+        let app = apps.get("app").await.ok()?;
+        (condition(&app, "Ready")?.reason == "HookFailed").then_some(app)
+    })
+    .await;
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(
+        message.contains("pre hook Job create-secret")
+            && message.contains("FailedCreate")
+            && message.contains("serviceaccount \"admission-sa\" not found"),
+        "{message}"
+    );
+    let drifted = condition(&app, "Drifted").expect("Drifted");
+    assert_eq!(
+        (drifted.status.as_str(), drifted.reason.as_str()),
+        ("True", "RevisionNotApplied"),
+        "{drifted:?}"
+    );
+    assert!(
+        drifted.message.contains(&head) && drifted.message.contains("nothing of it is applied"),
+        "{}",
+        drifted.message
+    );
+}
