@@ -26,6 +26,9 @@ pub struct ObjectError {
     pub object: String,
     /// The API server's message (its cause, not the whole status).
     pub message: String,
+    /// A server-side apply conflict: fields of the object are owned by another manager
+    /// (a hand edit, another tool); the message names the manager and the fields.
+    pub conflict: bool,
 }
 
 impl ObjectError {
@@ -33,6 +36,16 @@ impl ObjectError {
         Self {
             object: describe(key),
             message: api_message(e),
+            conflict: matches!(e, kube::Error::Api(s) if s.code == 409),
+        }
+    }
+
+    /// An error of Gantry's own (no API server answer behind it).
+    pub fn other(object: String, message: impl Into<String>) -> Self {
+        Self {
+            object,
+            message: message.into(),
+            conflict: false,
         }
     }
 }

@@ -60,12 +60,10 @@ impl Applier {
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await
                     }
                     Ok(Some(_)) => {
-                        errors.push(ObjectError {
-                            object: describe(key),
-                            message:
-                                "deleted to be recreated, but still there after 60s (a finalizer?)"
-                                    .into(),
-                        });
+                        errors.push(ObjectError::other(
+                            describe(key),
+                            "deleted to be recreated, but still there after 60s (a finalizer?)",
+                        ));
                         break;
                     }
                     Err(e) => {
@@ -111,10 +109,10 @@ mod tests {
             false,
             &object(json!({RECREATE_ANNOTATION: "false"}))
         ));
-        let refused = ObjectError {
-            object: "Job ns/migrate".into(),
-            message: "Job.batch \"migrate\" is invalid: spec.template: field is immutable".into(),
-        };
+        let refused = ObjectError::other(
+            "Job ns/migrate".into(),
+            "Job.batch \"migrate\" is invalid: spec.template: field is immutable",
+        );
         assert!(immutable(&refused));
     }
 }

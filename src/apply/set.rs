@@ -69,6 +69,9 @@ pub struct SetOptions<'a> {
     pub recreate_on_immutable: bool,
     /// Awaited between sync waves (none: waves are only ordered).
     pub wave_gate: Option<&'a dyn WaveGate>,
+    /// Without `force`: fields other managers took (hand edits) are taken back, and the
+    /// objects are reported in [`ChangeSet::overwritten`] instead of failing the set.
+    pub overwrite_hand_edits: bool,
 }
 
 impl SetOptions<'_> {
@@ -88,6 +91,9 @@ pub struct ChangeSet {
     pub held: Vec<InventoryEntry>,
     /// Objects deleted and created again because an immutable field changed.
     pub recreated: Vec<InventoryEntry>,
+    /// Objects whose fields another manager had taken (hand edits), taken back for the
+    /// set ([`SetOptions::overwrite_hand_edits`]): the conflict the API server reported.
+    pub overwritten: Vec<ObjectError>,
 }
 
 /// How many objects an applied set created, configured and left unchanged.
@@ -158,14 +164,17 @@ impl Applier {
             .iter()
             .filter(|d| !deferred.contains(&d.key))
             .collect();
+        let mut overwritten = vec![];
         let (changes, recreate) = self
-            .validate(&now, &resolved, opts, true, desired.len())
+            .validate(&now, &resolved, opts, true, desired.len(), &mut overwritten)
             .await?;
         let mut set = ChangeSet {
             changes,
             recreated: recreate,
             ..ChangeSet::default()
         };
+        // Objects whose hand edits are taken back are applied with force (and so the set).
+        let mut force = opts.force || !overwritten.is_empty();
 
         if let Some(hook) = opts.before_write {
             hook.before_write().await.map_err(SetError::BeforeWrite)?;
@@ -174,7 +183,7 @@ impl Applier {
         // 2. Stage 0: CRDs and Namespaces, applied and awaited.
         let stage0 = first_stage(desired, &deferred, &set.changes);
         let failed = self
-            .apply_group(&stage0, &resolved, opts.force, &mut set.applied)
+            .apply_group(&stage0, &resolved, force, &mut set.applied)
             .await;
         if !failed.is_empty() {
             return Err(SetError::Apply(failed));
@@ -209,8 +218,17 @@ impl Applier {
             }
         }
         let (later_changes, later_recreate) = self
-            .validate(&later, &resolved, opts, false, later.len())
+            .validate(
+                &later,
+                &resolved,
+                opts,
+                false,
+                later.len(),
+                &mut overwritten,
+            )
             .await?;
+        force = opts.force || !overwritten.is_empty();
+        set.overwritten = overwritten;
         set.changes.extend(later_changes);
         set.recreated.extend(later_recreate);
         if !set.recreated.is_empty() {
@@ -278,7 +296,7 @@ impl Applier {
                 let rank = super::order::rank(&first.key.group, &first.key.kind, first.namespaced);
                 let phase = std::time::Instant::now();
                 let mut failed = self
-                    .apply_group(&group, &resolved, opts.force, &mut set.applied)
+                    .apply_group(&group, &resolved, force, &mut set.applied)
                     .await;
                 errors.append(&mut failed);
                 tracing::debug!(
@@ -314,6 +332,7 @@ impl Applier {
         opts: &SetOptions<'_>,
         first: bool,
         total: usize,
+        overwritten: &mut Vec<ObjectError>,
     ) -> Result<(HashMap<InventoryEntry, Change>, Vec<InventoryEntry>), SetError> {
         let items: Vec<(&Desired, &Resolved)> = objects
             .iter()
@@ -321,6 +340,22 @@ impl Applier {
             .collect();
         let phase = std::time::Instant::now();
         let mut checked = self.dry_run(&items, opts.force).await;
+        if opts.overwrite_hand_edits && !opts.force {
+            // Conflicts with other managers: checked again as the forced apply would be.
+            let conflicted: Vec<usize> = (0..checked.len())
+                .filter(|&i| matches!(&checked[i], Err(e) if e.conflict))
+                .collect();
+            if !conflicted.is_empty() {
+                let again: Vec<(&Desired, &Resolved)> =
+                    conflicted.iter().map(|&i| items[i]).collect();
+                let forced = self.dry_run(&again, true).await;
+                for (i, result) in conflicted.into_iter().zip(forced) {
+                    if let Err(e) = std::mem::replace(&mut checked[i], result) {
+                        overwritten.push(e);
+                    }
+                }
+            }
+        }
         // Opted-in objects refused for an immutable field, and owned by this Application,
         // are recreated instead of failing the set.
         let mut recreate = vec![];
@@ -546,10 +581,7 @@ mod tests {
 
     #[test]
     fn messages_name_the_objects_and_say_what_was_applied() {
-        let failed = vec![ObjectError {
-            object: "ConfigMap a/b".into(),
-            message: "bad".into(),
-        }];
+        let failed = vec![ObjectError::other("ConfigMap a/b".into(), "bad")];
         let first = SetError::Validation {
             failed: failed.clone(),
             total: 3,

@@ -206,10 +206,23 @@ async fn succeeded(
     let source_name = &app.spec.source_ref.name;
     let generation = app.metadata.generation;
     let started = started.clone();
-    let summary = format!(
+    let mut summary = format!(
         "{} created, {} configured, {} unchanged, {} pruned",
         outcome.created, outcome.configured, outcome.unchanged, outcome.pruned
     );
+    if !outcome.overwritten.is_empty() {
+        const NAMED: usize = 10;
+        let more = outcome.overwritten.len().saturating_sub(NAMED);
+        summary.push_str(&format!(
+            "; overwrote hand edits: {}{}",
+            outcome.overwritten[..outcome.overwritten.len().min(NAMED)].join("; "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
     status.inventory = outcome.inventory.clone();
     status.last_applied_revision = Some(revision.clone());
     status.running_revision = Some(revision.clone());

@@ -97,6 +97,19 @@ pub struct SyncOutcome {
     pub held: Vec<InventoryEntry>,
     /// The digest of the hooks this sync ran (see [`hooks_digest`]).
     pub hooks_digest: u64,
+    /// Hand edits the revision overwrote: `Kind ns/name (the conflict)`.
+    pub overwritten: Vec<String>,
+}
+
+/// The fields and manager of a server-side apply conflict, without the API server's
+/// preamble ("Apply failed with 1 conflict: conflict with \"kubectl-set\" …").
+fn overwritten_fields(message: &str) -> &str {
+    message
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("Apply failed with"))
+        .map(|(_, rest)| rest)
+        .unwrap_or(message)
+        .trim()
 }
 
 /// A digest of a render's hooks (their objects and phases), so that a new revision whose
@@ -521,6 +534,10 @@ async fn sync_rendered(
                 before_write: planned.as_ref().map(|p| p as &dyn BeforeWrite),
                 recreate_on_immutable: app.spec.recreate_on_immutable,
                 wave_gate: Some(&gate),
+                // A sync applies Git's revision (new, or asked for): it is the team's
+                // decision and wins over hand edits, which it reports. Between revisions,
+                // audit mode's drift checks still only report them.
+                overwrite_hand_edits: true,
             },
         )
         .await?;
@@ -536,6 +553,11 @@ async fn sync_rendered(
         unchanged: counts.unchanged,
         applied: set.applied,
         held: set.held,
+        overwritten: set
+            .overwritten
+            .iter()
+            .map(|e| format!("{} ({})", e.object, overwritten_fields(&e.message)))
+            .collect(),
         ..SyncOutcome::default()
     };
 

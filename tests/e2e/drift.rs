@@ -298,3 +298,47 @@ async fn rewritten_quantities_are_not_reported_as_drift() {
     assert!(healed.contains("containers/0/image"), "{healed}");
     assert!(!healed.contains("resources"), "{healed}");
 }
+
+/// Audit mode does not block Git: a new revision is the team's decision, so it is applied
+/// over hand edits, and the sync says which hand edits it overwrote.
+#[tokio::test]
+async fn a_new_revision_in_audit_mode_overwrites_hand_edits_and_names_them() {
+    let (client, ns, _c, server, apps) = setup("drift-audit-git", "audit").await;
+    hand_edit(&client, &ns.name).await;
+    eventually("Drifted=True", Duration::from_secs(15), || async {
+        let app = apps.get("app").await.ok()?;
+        (condition(&app, "Drifted")?.status == "True").then_some(())
+    })
+    .await;
+    let ws = crate::support::app::Workspace::clone_from(&server, "app");
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: \"safe\"\n  owner: \"team-a\"\n",
+    );
+    let next = ws.commit_and_push("a new revision over a hand edit");
+    wait_synced_healthy(&apps, "app", &next).await;
+    assert_eq!(
+        image(&client, &ns.name).await,
+        "registry.example.com/web:1.0.0"
+    );
+    assert_eq!(mode(&client, &ns.name).await, "safe");
+    let app = apps.get("app").await.unwrap();
+    let ready = condition(&app, "Ready").unwrap();
+    let last = app.status.unwrap().history.first().cloned().unwrap();
+    let said = last.message.unwrap_or_default();
+    for text in [&ready.message, &said] {
+        assert!(
+            text.contains("overwrote hand edits")
+                && text.contains("Deployment")
+                && text.contains("kubectl-edit")
+                && text.contains(".image"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        condition(&apps.get("app").await.unwrap(), "Drifted")
+            .unwrap()
+            .status,
+        "False"
+    );
+}
