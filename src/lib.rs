@@ -13,4 +13,5 @@ pub mod render;
 pub mod rollout;
 pub mod server;
 pub mod source;
+pub mod text;
 pub mod writeback;

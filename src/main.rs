@@ -30,10 +30,10 @@ async fn main() -> ExitCode {
     match cli::run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            gantry::errln!("error: {err}");
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                gantry::errln!("  caused by: {cause}");
                 source = cause.source();
             }
             // 2, so that `gantry diff` can use 1 for "differences found".

@@ -134,7 +134,10 @@ pub fn normalize(
         if !labels.is_object() {
             *labels = json!({});
         }
-        labels[MANAGED_BY_LABEL] = json!(MANAGED_BY_VALUE);
+        // A chart's own `managed-by` (Helm) is kept: ownership is Gantry's own label.
+        if labels.get(MANAGED_BY_LABEL).is_none_or(Value::is_null) {
+            labels[MANAGED_BY_LABEL] = json!(MANAGED_BY_VALUE);
+        }
         labels[APPLICATION_LABEL] = json!(app_label);
         let key = InventoryEntry {
             group,
@@ -213,6 +216,13 @@ mod tests {
             out[1].object["metadata"].get("namespace").is_none(),
             "cluster-scoped keeps no namespace"
         );
+        // A chart's own `managed-by: Helm` is kept; ownership is Gantry's label.
+        let chart = vec![json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"app.kubernetes.io/managed-by": "Helm"}}})];
+        let chart_out = normalize(chart, "team", "apps.web", discovery).unwrap();
+        let labels = &chart_out[0].object["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+        assert_eq!(labels["gantry.dev/application"], "apps.web");
     }
 
     #[test]

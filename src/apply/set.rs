@@ -598,7 +598,7 @@ mod tests {
         };
         assert_eq!(
             later.to_string(),
-            "1 objects failed validation: ConfigMap a/b: bad"
+            "1 object failed validation: ConfigMap a/b: bad"
         );
         let owned = SetError::Ownership {
             owner: "a.web".into(),

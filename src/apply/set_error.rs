@@ -23,9 +23,10 @@ pub enum SetError {
     },
     /// Objects labelled for another owner: (object, other owner).
     #[error(
-        "{} objects are labelled for another Application and are not taken over (set \
+        "{} {} labelled for another Application and not taken over (set \
          spec.takeOwnership on Application {owner} to take them), nothing was applied: {}",
-        .conflicts.len(),
+        crate::text::counted(.conflicts.len(), "object"),
+        crate::text::agree(.conflicts.len(), "is", "are"),
         super::join_errors(.conflicts.iter().map(|(o, other)| format!("{o} belongs to Application {other}")))
     )]
     Ownership {
@@ -56,9 +57,24 @@ fn validation_message(failed: &[ObjectError], total: usize, nothing_applied: boo
         )
     } else {
         format!(
-            "{} objects failed validation: {}",
-            failed.len(),
+            "{} failed validation: {}",
+            crate::text::counted(failed.len(), "object"),
             super::join_errors(failed)
         )
+    }
+    .to_string()
+        + &immutable_hint(failed)
+}
+
+/// What to do about a change to an immutable field (the API server only says it is one).
+fn immutable_hint(failed: &[ObjectError]) -> String {
+    if failed.iter().any(super::recreate::immutable) {
+        format!(
+            " (to delete and recreate an object whose immutable fields changed, set \
+             spec.recreateOnImmutable on the Application or annotate the object {}: \"true\")",
+            super::recreate::RECREATE_ANNOTATION
+        )
+    } else {
+        String::new()
     }
 }

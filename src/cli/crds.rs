@@ -32,7 +32,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 let path = dir.join(api::crd_file_name(&crd));
                 std::fs::write(&path, api::crd_yaml(&crd)?)
                     .map_err(|e| Error::io(path.display().to_string(), e))?;
-                eprintln!("wrote {}", path.display());
+                crate::errln!("wrote {}", path.display());
             }
         }
     }

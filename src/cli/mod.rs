@@ -14,6 +14,16 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// `eprintln!` that never panics: a closed or full stderr (`gantry diff 2>&1 | head`)
+/// loses the line instead of ending the command with a panic.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// Writes to stdout; exits 0 on a closed pipe, 2 on any other write error.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
@@ -22,7 +32,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: writing to stdout: {e}");
+        crate::errln!("error: writing to stdout: {e}");
         std::process::exit(2);
     }
 }

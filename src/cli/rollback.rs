@@ -103,7 +103,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     .map_err(|e| Error::Usage(format!("rollback of {ns}/{name}: {e}")))?;
 
     if result.commits.is_empty() {
-        eprintln!(
+        crate::errln!(
             "nothing to revert: no commit after {to} touched {}",
             app.spec.path
         );
@@ -143,7 +143,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_default()
         );
         if line != last {
-            eprintln!("{line}");
+            crate::errln!("{line}");
             last = line;
         }
         let at_revert = st

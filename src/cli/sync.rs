@@ -37,7 +37,7 @@ async fn fetch_source(
 ) -> Result<()> {
     let repos: Api<GitRepository> = Api::namespaced(client.clone(), ns);
     let stamp = request_reconcile(&repos, source).await?;
-    eprintln!("fetching GitRepository {ns}/{source}");
+    crate::errln!("fetching GitRepository {ns}/{source}");
     loop {
         let repo = repos.get(source).await?;
         let st = repo.status.unwrap_or_default();
@@ -45,11 +45,12 @@ async fn fetch_source(
             let ready = conditions::find(&st.conditions, conditions::READY);
             match (ready, &st.artifact) {
                 (Some(r), Some(a)) if r.status == "True" => {
-                    eprintln!("  fetched {}", a.revision)
+                    crate::errln!("  fetched {}", a.revision)
                 }
-                (Some(r), _) => eprintln!(
+                (Some(r), _) => crate::errln!(
                     "  warning: the fetch failed ({}: {}); syncing the last artifact",
-                    r.reason, r.message
+                    r.reason,
+                    r.message
                 ),
                 _ => {}
             }
@@ -75,7 +76,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         fetch_source(&client, &ns, &app.spec.source_ref.name, deadline).await?;
     }
     let stamp = request_reconcile(&api, &name).await?;
-    eprintln!("sync of {ns}/{name} requested");
+    crate::errln!("sync of {ns}/{name} requested");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -93,7 +94,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             st.last_applied_revision.as_deref().unwrap_or("-")
         );
         if line != last {
-            eprintln!("  {line}");
+            crate::errln!("  {line}");
             last = line;
         }
         if st.last_handled_request.as_deref() == Some(stamp.as_str()) {

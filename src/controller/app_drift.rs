@@ -168,7 +168,11 @@ async fn audit(
         all.clone(),
     )
     .await;
-    let m = format!("{} objects differ from Git: {all}", objects.len());
+    let m = format!(
+        "{} {} from Git: {all}",
+        crate::text::counted(objects.len(), "object"),
+        crate::text::agree(objects.len(), "differs", "differ")
+    );
     set(
         status,
         conditions::DRIFTED,

@@ -386,8 +386,8 @@ async fn announce(
     }
     if outcome.pruned > 0 {
         let note = format!(
-            "pruned {} objects no longer in revision {revision}",
-            outcome.pruned
+            "pruned {} no longer in revision {revision}",
+            crate::text::counted(outcome.pruned as usize, "object")
         );
         publish(ctx, app, EventType::Normal, reasons::PRUNED, note).await;
     }

@@ -459,6 +459,10 @@ async fn promote(
     status.rollout = Some(rollout);
     let hashes = template::template_hashes(desired);
     if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
+        // The sync held the stable Deployments back; the promotion configured them.
+        if rec.result != SyncResult::Promoted {
+            rec.configured += stable_objects.len() as u32;
+        }
         rec.result = SyncResult::Promoted;
         rec.healthy = Some(true);
         rec.template_hashes = hashes;
@@ -526,8 +530,9 @@ async fn abort(
         rec.finished_at = Some(Time(Timestamp::now()));
     }
     let mut message = format!(
-        "canary of {revision} aborted: {reason}; {} keep the last healthy template; not retried until Git changes",
-        canaries.join(", ")
+        "canary of {revision} aborted: {reason}; {} {} the last healthy template; not retried until Git changes",
+        canaries.join(", "),
+        crate::text::agree(canaries.len(), "keeps", "keep")
     );
     let wants_revert = app
         .spec

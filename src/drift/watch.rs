@@ -13,8 +13,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 
 use crate::api::application::{Application, InventoryEntry};
+use crate::apply::APPLICATION_LABEL;
 use crate::apply::own_writes::OwnWrites;
-use crate::apply::{APPLICATION_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 type AppKey = (String, String);
 
@@ -118,7 +118,9 @@ async fn watch_kind(
     let (group, kind) = (ar.group.clone(), ar.kind.clone());
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &ar);
     let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        // Every object an Application applied carries its label (a chart may keep its
+        // own `managed-by`).
+        watcher::Config::default().labels(APPLICATION_LABEL);
     // Last seen (generation, resourceVersion) per uid: status-only updates of objects with a
     // generation do not count as changes.
     let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();

@@ -135,6 +135,21 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `gantry diff … 2>&1 | head`: an error written to a closed stderr is lost, the exit code
+/// stays the command's own (2), not a panic's (101).
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["render", "/nonexistent/path"])
+        .env("KUBECONFIG", "/nonexistent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+}
+
 #[tokio::test]
 async fn diff_get_history_sync_and_suspend() {
     let client = client().await;

@@ -469,6 +469,10 @@ async fn a_good_canary_walks_its_steps_and_is_promoted() {
         .find(|r| r.revision.ends_with(&v2))
         .unwrap();
     assert_eq!(rec.result, SyncResult::Promoted);
+    assert!(
+        rec.configured >= 1,
+        "the promotion configured the stable Deployment: {rec:?}"
+    );
     let history = gantry(&["history", &format!("{}/web", ns.name)]);
     assert!(String::from_utf8_lossy(&history.stdout).contains("Promoted"));
 }

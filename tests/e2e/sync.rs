@@ -491,10 +491,11 @@ async fn an_immutable_field_change_is_reported_briefly() {
     let app = wait_ready_reason(&apps, "app", "ValidationFailed", &changed).await;
     let message = condition(&app, "Ready").unwrap().message;
     assert!(
-        message.contains("spec.template: field is immutable"),
+        message.contains("spec.template: field is immutable")
+            && message.contains("spec.recreateOnImmutable"),
         "{message}"
     );
-    assert!(message.len() < 600, "{} bytes: {message}", message.len());
+    assert!(message.len() < 800, "{} bytes: {message}", message.len());
 
     // Opting the object in (annotation) recreates it: the new Job runs the new image.
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
