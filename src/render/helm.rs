@@ -6,48 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{RenderError, RenderRequest, plain, sandbox, tool};
-
-/// Dependencies of `Chart.yaml` that are not vendored under `charts/`.
-pub fn missing_dependencies(chart_dir: &Path) -> Result<Vec<String>, RenderError> {
-    let file = chart_dir.join("Chart.yaml");
-    let text = std::fs::read_to_string(&file).map_err(|e| RenderError::io(&file, e))?;
-    let chart: Value = serde_yaml::from_str(&text).map_err(|e| RenderError::Parse {
-        source_name: "Chart.yaml".into(),
-        message: e.to_string(),
-    })?;
-    let mut missing = vec![];
-    for dep in chart
-        .get("dependencies")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = dep.get("name").and_then(Value::as_str).unwrap_or_default();
-        let repo = dep
-            .get("repository")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if repo.starts_with("file://") || repo.is_empty() {
-            continue;
-        }
-        let charts = chart_dir.join("charts");
-        let vendored = charts.join(name).is_dir()
-            || std::fs::read_dir(&charts)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(&format!("{name}-"))
-                });
-        if !vendored {
-            missing.push(format!("{name} from {repo}"));
-        }
-    }
-    Ok(missing)
-}
+use super::{RenderError, RenderRequest, chart_deps, plain, sandbox, tool};
 
 pub async fn render(
     root: &Path,
@@ -79,15 +38,6 @@ pub async fn render(
             )));
         }
     };
-    let chart_dir = registry_chart.clone().unwrap_or_else(|| dir.to_path_buf());
-    let missing = missing_dependencies(&chart_dir)?;
-    if !missing.is_empty() && !helm_spec.allow_network_dependencies {
-        return Err(RenderError::Refused(format!(
-            "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
-             or set spec.render.helm.allowNetworkDependencies",
-            missing.join(", ")
-        )));
-    }
     let program = tool::find("GANTRY_HELM", &["helm"]).ok_or(RenderError::ToolMissing {
         tool: "helm",
         hint: "install `helm` (v3) on the controller's PATH or set GANTRY_HELM",
@@ -116,23 +66,41 @@ pub async fn render(
             )
         })
         .collect();
-    let chart_arg = registry_chart
-        .unwrap_or_else(|| tmp.path().join(&rel_chart))
-        .display()
-        .to_string();
-    if !missing.is_empty() {
+    let chart_dir = registry_chart.unwrap_or_else(|| tmp.path().join(&rel_chart));
+    // Dependencies: those in the repository (`file://`) are built from it, offline and
+    // depth first; those from chart repositories only when the Application allows the
+    // network.
+    let order = chart_deps::build_order(tmp.path(), &chart_dir)?;
+    let mut network = vec![];
+    for c in &order {
+        network.extend(chart_deps::network(&chart_deps::dependencies(c)?));
+    }
+    if !network.is_empty() && !helm_spec.allow_network_dependencies {
+        return Err(RenderError::Refused(format!(
+            "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
+             or set spec.render.helm.allowNetworkDependencies",
+            network.join(", ")
+        )));
+    }
+    for c in &order {
+        let needs_network = !chart_deps::network(&chart_deps::dependencies(c)?).is_empty();
         tool::run(
             "helm",
             &program,
-            &["dependency".into(), "build".into(), chart_arg.clone()],
+            &["dependency".into(), "build".into(), c.display().to_string()],
             tmp.path(),
             &env,
-            tool::Network::Allowed,
+            if needs_network {
+                tool::Network::Allowed
+            } else {
+                tool::Network::Denied
+            },
             req.limits.timeout,
             req.limits.max_total_bytes,
         )
         .await?;
     }
+    let chart_arg = chart_dir.display().to_string();
     let mut args = vec![
         "template".to_string(),
         req.release_name.to_string(),
@@ -176,25 +144,4 @@ pub async fn render(
     let mut objects = vec![];
     plain::parse_documents("helm template output", &out, &req.limits, &mut objects)?;
     Ok(objects)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn network_dependencies_are_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("Chart.yaml"),
-            "apiVersion: v2\nname: a\nversion: 0.1.0\ndependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n- name: local\n  version: 0.1.0\n  repository: file://../local\n",
-        )
-        .unwrap();
-        assert_eq!(
-            missing_dependencies(dir.path()).unwrap(),
-            vec!["redis from https://charts.example.com"]
-        );
-        std::fs::create_dir_all(dir.path().join("charts/redis")).unwrap();
-        assert!(missing_dependencies(dir.path()).unwrap().is_empty());
-    }
 }

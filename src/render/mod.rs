@@ -2,6 +2,7 @@
 //! Plain YAML/JSON, kustomize (`kubectl kustomize`/`kustomize build`) or Helm (`helm template`),
 //! auto-detected, each in a fresh temporary directory with limits and path checks.
 
+pub mod chart_deps;
 pub mod helm;
 pub mod kustomize;
 pub mod plain;

@@ -258,3 +258,73 @@ async fn a_failing_render_has_a_stable_message_and_does_not_retrigger_itself() {
     let fixed = ws.commit_and_push("fix");
     wait_synced_healthy(&apps, "app", &fixed).await;
 }
+
+/// An umbrella chart naming sibling charts of the repository (`file://`, nested two deep)
+/// renders and applies offline; a dependency from an unreachable chart repository says
+/// what Helm saw (the URL and the connection error), not a cache error.
+#[tokio::test]
+async fn an_umbrella_chart_with_file_dependencies_applies_offline() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "helm-umbrella").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let cm = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}-{name}\ndata:\n  from: {name}\n"
+        )
+    };
+    let head = server.create_repo(
+        "app",
+        &[
+            ("charts/base/Chart.yaml", "apiVersion: v2\nname: base\nversion: 0.3.0\n"),
+            ("charts/base/templates/cm.yaml", &cm("base")),
+            (
+                "charts/common/Chart.yaml",
+                "apiVersion: v2\nname: common\nversion: 0.2.0\ndependencies:\n- name: base\n  version: \">=0.1.0\"\n  repository: file://../base\n",
+            ),
+            ("charts/common/templates/cm.yaml", &cm("common")),
+            (
+                "apps/shop/Chart.yaml",
+                "apiVersion: v2\nname: shop\nversion: 1.0.0\ndependencies:\n- name: common\n  version: \"~0.2.0\"\n  repository: file://../../charts/common\n",
+            ),
+            ("apps/shop/templates/cm.yaml", &cm("shop")),
+            (
+                "apps/net/Chart.yaml",
+                "apiVersion: v2\nname: net\nversion: 1.0.0\ndependencies:\n- name: redis\n  version: 1.0.0\n  repository: http://127.0.0.1:9/charts\n",
+            ),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "shop",
+        &server.file_url("app"),
+        json!({"path": "apps/shop"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "shop", &head).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns.name);
+    for part in ["shop", "common", "base"] {
+        let c = cms.get(&format!("shop-{part}")).await.unwrap();
+        assert_eq!(c.data.unwrap()["from"], part);
+    }
+
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "net", "namespace": ns.name},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "shop"}, "path": "apps/net",
+                 "render": {"helm": {"allowNetworkDependencies": true}}}
+    }))
+    .unwrap();
+    apps.create(&Default::default(), &app).await.unwrap();
+    let app = wait_ready_reason(&apps, "net", "RenderFailed", &head).await;
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(
+        message.contains("http://127.0.0.1:9/charts")
+            && message.contains("connection refused")
+            && message.find("Unable to get an update") < message.find("no cached repository"),
+        "{message}"
+    );
+}
