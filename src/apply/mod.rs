@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod order;
 pub mod own_writes;
 pub mod plan;
+pub mod prepare;
 pub mod prune;
 pub mod recreate;
 pub mod set;

@@ -35,6 +35,15 @@ pub struct Args {
     /// Colour: auto (on a terminal), always or never.
     #[arg(long, default_value = "auto")]
     pub color: String,
+    /// The repository root (DIR mode): files DIR refers to must be under it, as under a
+    /// source's root for the controller. Default: DIR itself.
+    #[arg(long, requires = "dir")]
+    pub root: Option<PathBuf>,
+    /// Release name for Helm charts (DIR mode).
+    #[arg(long, default_value = "release", requires = "dir")]
+    pub release_name: String,
+    #[command(flatten)]
+    pub render: super::render_flags::RenderFlags,
 }
 
 fn colorize(diff: &str, on: bool) -> String {
@@ -124,9 +133,28 @@ async fn app_desired(
 async fn dir_desired(
     applier: &Applier,
     dir: &std::path::Path,
-    namespace: &str,
+    args: &Args,
 ) -> Result<Vec<Desired>> {
-    let local = super::render::render_dir(dir, namespace, "local.diff", "release").await?;
+    let (root, path) = super::render::root_and_path(dir, args.root.as_deref())?;
+    // Helm renders against this cluster, as the controller renders against its target.
+    let cluster = if super::render_flags::RenderFlags::wants_capabilities(&root.join(&path)) {
+        Some(applier.capabilities().await?)
+    } else {
+        None
+    };
+    let prepared = super::render::render_in(
+        &root,
+        &path,
+        &super::render::Local {
+            namespace: &args.namespace,
+            app_label: "local.diff",
+            release: &args.release_name,
+            flags: &args.render,
+            capabilities: cluster.as_deref(),
+        },
+    )
+    .await?;
+    let local = prepared.desired;
     let mut out = vec![];
     for d in local {
         let Some(r) = applier.resolve_key(&d.key).await? else {
@@ -200,7 +228,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         (None, Some(dir)) => {
             let target = targets.local();
-            let d = dir_desired(&target.applier, dir, &args.namespace).await?;
+            let d = dir_desired(&target.applier, dir, &args).await?;
             (d, None, target)
         }
         _ => return Err(Error::Usage("give a DIR or --app NS/NAME".into())),

@@ -44,6 +44,7 @@ pub mod diff;
 pub mod get;
 pub mod history;
 pub mod render;
+pub mod render_flags;
 pub mod rollback;
 pub mod rollout_action;
 pub mod suspend;

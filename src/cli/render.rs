@@ -1,13 +1,15 @@
-//! `gantry render DIR`: the rendered, normalized set, without a cluster.
+//! `gantry render DIR`: the rendered, normalized set, without a cluster: the render, hook
+//! split and normalization of the controller (apply/prepare.rs), with the Helm options an
+//! Application's spec would give (values files, inline values, capabilities).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::common::cluster_scoped;
-use crate::api::application::{RenderKind, RenderSpec};
-use crate::apply::normalize;
+use super::render_flags::RenderFlags;
+use crate::apply::prepare::{Prepared, prepare};
 use crate::error::{Error, Result};
-use crate::render::{self, Limits, RenderRequest};
+use crate::render::{self, Capabilities, Limits, RenderRequest};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,6 +30,8 @@ pub struct Args {
     /// Default: DIR itself.
     #[arg(long)]
     pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub render: RenderFlags,
 }
 
 /// The release name the controller would use: the Application's name, the part of the
@@ -39,51 +43,76 @@ fn release_of(app_label: &str) -> &str {
         .unwrap_or(app_label)
 }
 
-/// Renders a local directory and normalizes it with the built-in scope table.
-pub async fn render_dir(
-    dir: &std::path::Path,
-    namespace: &str,
-    app_label: &str,
-    release: &str,
-) -> Result<Vec<normalize::Desired>> {
-    render_in(
-        dir,
-        std::path::Path::new("."),
-        namespace,
-        app_label,
-        release,
-    )
-    .await
+/// What a local render is made with, besides the files.
+pub struct Local<'a> {
+    pub namespace: &'a str,
+    pub app_label: &'a str,
+    pub release: &'a str,
+    pub flags: &'a RenderFlags,
+    /// The cluster's (`gantry diff`), or none (Helm's defaults), before the flags.
+    pub capabilities: Option<&'a Capabilities>,
 }
 
-/// Renders `path` (relative to `root`, which bounds what the render may read).
+/// Renders `path` (relative to `root`, which bounds what the render may read) as the
+/// controller would render it for an Application installing it, and normalizes it with the
+/// built-in scope table.
 pub async fn render_in(
     root: &std::path::Path,
     path: &std::path::Path,
-    namespace: &str,
-    app_label: &str,
-    release: &str,
-) -> Result<Vec<normalize::Desired>> {
-    let spec = RenderSpec {
-        kind: RenderKind::Auto,
-        ..Default::default()
-    };
+    local: &Local<'_>,
+) -> Result<Prepared> {
+    let spec = local.flags.spec(local.release)?;
+    let capabilities = local.flags.capabilities(local.capabilities);
     let req = RenderRequest {
-        release_name: release,
-        namespace,
+        release_name: local.release,
+        namespace: local.namespace,
         spec: Some(&spec),
         limits: Limits::default(),
-        // No cluster: Helm's own defaults.
-        capabilities: None,
+        capabilities: capabilities.as_ref(),
         chart: None,
     };
     let objects = render::render(root, &path.to_string_lossy(), &req)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
-    normalize::normalize(objects, namespace, app_label, |g, _, k| {
-        Some(!cluster_scoped(g, k))
-    })
+    prepare(
+        objects,
+        true,
+        local.namespace,
+        local.app_label,
+        |g, _, k| Some(!cluster_scoped(g, k)),
+    )
     .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// `DIR` and `--root` as (root, path inside it).
+pub fn root_and_path(
+    dir: &std::path::Path,
+    root: Option<&std::path::Path>,
+) -> Result<(PathBuf, PathBuf)> {
+    let Some(root) = root else {
+        return Ok((dir.to_path_buf(), PathBuf::from(".")));
+    };
+    let (root_real, dir_real) = (root.canonicalize(), dir.canonicalize());
+    let (Ok(root_real), Ok(dir_real)) = (root_real, dir_real) else {
+        return Err(Error::Usage(format!(
+            "{} or {} does not exist",
+            root.display(),
+            dir.display()
+        )));
+    };
+    let rel = dir_real.strip_prefix(&root_real).map_err(|_| {
+        Error::Usage(format!(
+            "{} is not under --root {}",
+            dir.display(),
+            root.display()
+        ))
+    })?;
+    let rel = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.to_path_buf()
+    };
+    Ok((root_real, rel))
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -91,33 +120,25 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .release_name
         .clone()
         .unwrap_or_else(|| release_of(&args.app_label).to_string());
-    let (root, path) = match &args.root {
-        None => (args.dir.clone(), PathBuf::from(".")),
-        Some(root) => {
-            let (root_real, dir_real) = (root.canonicalize(), args.dir.canonicalize());
-            let (Ok(root_real), Ok(dir_real)) = (root_real, dir_real) else {
-                return Err(Error::Usage(format!(
-                    "{} or {} does not exist",
-                    root.display(),
-                    args.dir.display()
-                )));
-            };
-            let rel = dir_real.strip_prefix(&root_real).map_err(|_| {
-                Error::Usage(format!(
-                    "{} is not under --root {}",
-                    args.dir.display(),
-                    root.display()
-                ))
-            })?;
-            let rel = if rel.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                rel.to_path_buf()
-            };
-            (root_real, rel)
-        }
+    let (root, path) = root_and_path(&args.dir, args.root.as_deref())?;
+    let local = Local {
+        namespace: &args.namespace,
+        app_label: &args.app_label,
+        release: &release,
+        flags: &args.render,
+        capabilities: None,
     };
-    let set = render_in(&root, &path, &args.namespace, &args.app_label, &release).await?;
+    let prepared = render_in(&root, &path, &local).await?;
+    // Hooks are not part of the set (the controller runs them around it).
+    for h in &prepared.hooks {
+        crate::errln!(
+            "hook ({:?}, weight {}): {}",
+            h.phase,
+            h.weight,
+            h.describe()
+        );
+    }
+    let set = prepared.desired;
     for d in set {
         crate::outln!("---");
         crate::out!("{}", serde_yaml::to_string(&d.object)?);

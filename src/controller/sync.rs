@@ -11,7 +11,7 @@ use super::reasons;
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions, WaveGate};
-use crate::apply::{hooks, inventory};
+use crate::apply::{hooks, inventory, prepare};
 use crate::cluster::Target;
 use crate::health::Health;
 use crate::health::rules::Rules;
@@ -374,15 +374,8 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
         .status
         .as_ref()
         .is_none_or(|s| s.inventory.is_empty() && s.last_applied_revision.is_none());
-    let hooks::Split {
-        objects,
-        hooks,
-        skipped,
-    } = hooks::split(objects, installing);
-    if skipped > 0 {
-        tracing::debug!(skipped, "hooks not applied (test, delete, rollback, Skip)");
-    }
-
+    // Every kind the render names (hooks too) is resolved first, so the split and the
+    // normalization are the CLI's own (apply/prepare.rs).
     let mut gvks: BTreeSet<(String, String, String)> = BTreeSet::new();
     for o in &objects {
         let (g, v) = normalize::split_api_version(o["apiVersion"].as_str().unwrap_or_default())?;
@@ -394,12 +387,18 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
             namespaced.insert((g, v, k), r.namespaced);
         }
     }
-    let desired = normalize::normalize(objects, &ns, &app_label(app), |g, v, k| {
+    let prepared = prepare::prepare(objects, installing, &ns, &app_label(app), |g, v, k| {
         namespaced
             .get(&(g.to_string(), v.to_string(), k.to_string()))
             .copied()
     })?;
-    Ok((desired, hooks))
+    if prepared.skipped > 0 {
+        tracing::debug!(
+            skipped = prepared.skipped,
+            "hooks not applied (test, delete, rollback, Skip)"
+        );
+    }
+    Ok((prepared.desired, prepared.hooks))
 }
 
 /// The planned inventory, written by a [`RecordPlanned`] before the set's first write.

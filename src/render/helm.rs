@@ -112,8 +112,10 @@ pub async fn render(
     // The target cluster, so `kubeVersion` constraints and `.Capabilities` see it (helm's
     // default is an old Kubernetes version and only the built-in API versions).
     if let Some(caps) = req.capabilities {
-        args.push("--kube-version".into());
-        args.push(caps.kube_version.clone());
+        if !caps.kube_version.is_empty() {
+            args.push("--kube-version".into());
+            args.push(caps.kube_version.clone());
+        }
         if !caps.api_versions.is_empty() {
             args.push("--api-versions".into());
             args.push(caps.api_versions.join(","));

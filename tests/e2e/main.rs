@@ -26,6 +26,7 @@ mod ownership;
 mod policies;
 mod receivers;
 mod registry;
+mod render_parity;
 mod render_tools;
 mod restarts;
 mod rollouts;

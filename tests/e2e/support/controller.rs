@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use super::cluster::kubeconfig_path;
 use super::process::{ChildGuard, free_port, tool_dir};
 
-fn path_with_tools() -> std::ffi::OsString {
+pub fn path_with_tools() -> std::ffi::OsString {
     let mut paths = vec![tool_dir()];
     paths.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
