@@ -219,27 +219,42 @@ pub struct HelmRender {
     /// Allow chart dependencies to be fetched from the network.
     #[serde(default)]
     pub allow_network_dependencies: bool,
-    /// A chart from an OCI registry instead of the one at `path`; `path` then holds only
-    /// the values files (if any).
+    /// A chart from an OCI registry or a Helm chart repository instead of the one at
+    /// `path`; `path` then holds only the values files (if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chart: Option<OciChart>,
+    pub chart: Option<RemoteChart>,
 }
 
-/// A Helm chart stored in an OCI registry (`helm push`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// A Helm chart stored in an OCI registry (`url: oci://…`, as `helm push` stores it) or
+/// in a Helm chart repository (`repository: https://…` and `name`, an `index.yaml`).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.repository)").message("set either url (oci://…) or repository (https://…, with name)"))]
+#[x_kube(validation = Rule::new("has(self.repository) == has(self.name)").message("name goes with repository (an OCI url names its chart itself)"))]
 #[serde(rename_all = "camelCase")]
-pub struct OciChart {
+pub struct RemoteChart {
     /// `oci://registry/repository/chart`, without a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 7, max = 1024))]
-    pub url: String,
-    /// The chart version, an exact tag such as `1.4.2`.
+    pub url: Option<String>,
+    /// A Helm chart repository: the URL its `index.yaml` is under (`https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 1024))]
+    pub repository: Option<String>,
+    /// The chart's name in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// An exact version (`1.4.2`) or a semver range (`~1.4`, `>=1.4 <2`, `^1 || ^2`): the
+    /// highest version in the range is deployed, and a newer one in the range when it is
+    /// published.
     #[schemars(length(min = 1, max = 128))]
     pub version: String,
-    /// A `kubernetes.io/dockerconfigjson` Secret in the Application's namespace with
-    /// credentials for the registry.
+    /// A Secret in the Application's namespace: for a registry a
+    /// `kubernetes.io/dockerconfigjson` one; for a repository `username` and `password`
+    /// (basic auth) and/or `ca.crt` (a CA to trust besides the system's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<super::refs::SecretRef>,
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// Allow plain HTTP to a registry or repository that is not on loopback.
     #[serde(default)]
     pub insecure: bool,
 }
@@ -382,6 +397,21 @@ pub struct ApplicationStatus {
     /// Value of the `gantry.dev/requested-at` annotation last handled (manual sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
+    /// The chart of `spec.render.helm.chart` last applied: the version its range resolved
+    /// to and the archive's digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartStatus>,
+}
+
+/// A chart as resolved and verified for a sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartStatus {
+    /// Where it came from: `oci://…` or the repository URL and the chart's name.
+    pub source: String,
+    pub version: String,
+    /// `sha256:…` of the archive (a repository) or of the manifest (a registry).
+    pub digest: String,
 }
 
 /// One applied object: enough to find and delete it.
@@ -442,6 +472,9 @@ pub struct SyncRecord {
     /// Whether the workloads became healthy at this revision (unset while unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The chart version of `spec.render.helm.chart` this sync applied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_version: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -237,6 +237,15 @@ async fn succeeded(
         outcome.hooks_digest,
     );
     matches_git(ctx, target, app, &mut status).await;
+    if let Some(chart) = &outcome.chart {
+        let before = status.chart.as_ref().map(|c| c.version.as_str());
+        summary.push_str(&match before {
+            Some(v) if v != chart.version => {
+                format!("; chart {} {v} → {}", chart.source, chart.version)
+            }
+            _ => format!("; chart {} {}", chart.source, chart.version),
+        });
+    }
     let mut message = format!("applied revision {revision}: {summary}");
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
@@ -261,8 +270,10 @@ async fn succeeded(
             pruned: outcome.pruned,
             template_hashes: hashes,
             healthy: None,
+            chart_version: outcome.chart.as_ref().map(|c| c.version.clone()),
         },
     );
+    status.chart = outcome.chart.clone();
     let held: Vec<String> = outcome.held.iter().map(|k| k.name.clone()).collect();
     if canary::after_sync(
         ctx,
@@ -433,6 +444,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
             pruned: 0,
             template_hashes: Default::default(),
             healthy: None,
+            chart_version: None,
         },
     );
     // Git's revision is not what the cluster has (whatever the drift check of the last
@@ -502,7 +514,7 @@ pub(super) async fn same_set_as_applied(
     let Some((before, hooks_before)) = drift_check::cached_with_hooks(ctx, app, &applied) else {
         return SameSet::Differs(None);
     };
-    let (desired, hooks) = match sync::desired_and_hooks(input).await {
+    let (desired, hooks, chart) = match sync::desired_and_hooks(input).await {
         Ok(rendered) => rendered,
         Err(_) => return SameSet::Differs(None), // the full sync reports it
     };
@@ -510,8 +522,9 @@ pub(super) async fn same_set_as_applied(
     // Argo CD run them on a sync of a change; a commit elsewhere in the repository runs none.
     let hooks_now = sync::hooks_digest(&hooks);
     if hooks_now != hooks_before || desired != *before {
-        return SameSet::Differs(Some((desired, hooks)));
+        return SameSet::Differs(Some((desired, hooks, chart)));
     }
+    status.chart = chart;
     // The history says the revision is applied; its objects are those of the last one, so
     // that one's health verdict carries over.
     let now = Time(Timestamp::now());
@@ -529,6 +542,7 @@ pub(super) async fn same_set_as_applied(
             pruned: 0,
             template_hashes: crate::rollout::template::template_hashes(&desired),
             healthy: status.history.first().and_then(|h| h.healthy),
+            chart_version: status.chart.as_ref().map(|c| c.version.clone()),
         },
     );
     drift_check::remember(ctx, app, revision, Arc::new(desired), hooks_now);

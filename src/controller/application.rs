@@ -157,7 +157,15 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
 
     // Gather what the decision needs, then decide (controller/decide.rs), then act.
     let gathered = gather(&ctx, &api, &app, previous_generation).await?;
-    let step = decide::next_step(&gathered.observations);
+    let mut step = decide::next_step(&gathered.observations);
+    // A chart version published inside `spec.render.helm.chart.version`'s range is a new
+    // revision of the Application although Git did not change.
+    if step == Step::UpToDate
+        && let Some(version) = super::sync::chart_moved(&ctx.client, &app).await
+    {
+        tracing::info!(namespace = %ns, name = %name, version, "a new chart version in range");
+        step = Step::Sync;
+    }
     let revision = gathered.revision;
     ctx.detached.note_revision(&ns, &name, &revision);
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");

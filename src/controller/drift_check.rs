@@ -39,7 +39,7 @@ pub async fn desired_for(
     if let Some(set) = cached(ctx, app, revision) {
         return Ok(set);
     }
-    let (desired, hooks) = sync::desired_and_hooks(input).await?;
+    let (desired, hooks, _) = sync::desired_and_hooks(input).await?;
     let set = Arc::new(desired);
     remember(ctx, app, revision, set.clone(), sync::hooks_digest(&hooks));
     Ok(set)

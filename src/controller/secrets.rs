@@ -21,6 +21,37 @@ pub async fn read(
     Ok(secret.data.unwrap_or_default())
 }
 
+/// The credentials of a Helm chart repository in Secret `name` in `ns`: `username` and
+/// `password` (basic auth), `ca.crt` (a CA to trust); at least one of them.
+pub async fn repository_auth(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<crate::source::helm_repo::RepoAuth, String> {
+    let data = read(client, ns, name).await?;
+    let text = |k: &str| -> Result<Option<String>, String> {
+        data.get(k)
+            .map(|v| {
+                String::from_utf8(v.0.clone())
+                    .map(|s| s.trim_end_matches('\n').to_string())
+                    .map_err(|_| format!("Secret {name}: {k} is not UTF-8"))
+            })
+            .transpose()
+    };
+    let basic = match (text("username")?, text("password")?) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => None,
+        _ => return Err(format!("Secret {name}: username and password go together")),
+    };
+    let ca_pem = data.get("ca.crt").map(|v| v.0.clone());
+    if basic.is_none() && ca_pem.is_none() {
+        return Err(format!(
+            "Secret {name} has none of username/password and ca.crt"
+        ));
+    }
+    Ok(crate::source::helm_repo::RepoAuth { basic, ca_pem })
+}
+
 /// The registry credentials for `registry` in the `kubernetes.io/dockerconfigjson` Secret
 /// `name` in `ns` (anonymous when it has no entry for that registry).
 pub async fn registry_credentials(

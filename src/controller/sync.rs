@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::guards::{self, RecordPlanned};
 use super::reasons;
-use crate::api::application::{Application, InventoryEntry};
+use crate::api::application::{Application, ChartStatus, InventoryEntry, RemoteChart};
 use crate::apply::normalize::{self, Desired, NormalizeError};
 use crate::apply::set::{BeforeWrite, SetError, SetOptions, WaveGate};
 use crate::apply::{hooks, inventory, prepare};
@@ -16,7 +16,7 @@ use crate::cluster::Target;
 use crate::health::Health;
 use crate::health::rules::Rules;
 use crate::render::{self, Capabilities, Limits, RenderRequest};
-use crate::source::oci_chart;
+use crate::source::{helm_repo, oci_chart};
 
 /// Why a sync stopped, with the condition reason for each stage.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,8 @@ pub struct SyncOutcome {
     pub hooks_digest: u64,
     /// Hand edits the revision overwrote: `Kind ns/name (the conflict)`.
     pub overwritten: Vec<String>,
+    /// The remote chart this sync rendered, if any.
+    pub chart: Option<ChartStatus>,
 }
 
 /// The fields and manager of a server-side apply conflict, without the API server's
@@ -274,33 +276,141 @@ impl WaveGate for HealthGate<'_> {
     }
 }
 
-/// The chart of `spec.render.helm.chart` from its registry, with the credentials of its
-/// Secret (read in the Application's namespace on the Application's own cluster).
-async fn fetch_chart(
-    local: &kube::Client,
-    app: &Application,
-    spec: &crate::api::application::OciChart,
-) -> Result<oci_chart::FetchedChart, oci_chart::ChartError> {
-    use oci_chart::ChartError;
-    let chart = oci_chart::ChartRef::parse(&spec.url, &spec.version)?;
-    let creds = match &spec.secret_ref {
-        None => crate::source::registry::Credentials::Anonymous,
-        Some(secret) => {
-            let ns = app.metadata.namespace.as_deref().unwrap_or("default");
-            super::secrets::registry_credentials(local, ns, &secret.name, &chart.image.registry)
-                .await
-                .map_err(ChartError::Secret)?
+/// Where the chart of `spec.render.helm.chart` is, with the credentials of its Secret
+/// (read in the Application's namespace on the Application's own cluster).
+enum Located {
+    Registry {
+        chart: oci_chart::ChartRef,
+        creds: crate::source::registry::Credentials,
+    },
+    Repository {
+        resolved: helm_repo::Resolved,
+        auth: helm_repo::RepoAuth,
+    },
+}
+
+impl Located {
+    fn version(&self) -> String {
+        match self {
+            Located::Registry { chart, .. } => chart.tag.replace('_', "+"),
+            Located::Repository { resolved, .. } => resolved.version.clone(),
         }
-    };
-    let timeout = app
-        .spec
+    }
+}
+
+fn chart_timeout(app: &Application) -> Duration {
+    app.spec
         .timeout
         .parse()
         .unwrap_or(Duration::from_secs(60))
-        .min(Duration::from_secs(300));
-    let fetched = oci_chart::fetch(&chart, &creds, spec.insecure, timeout).await?;
+        .min(Duration::from_secs(300))
+}
+
+/// Resolves the chart's version (an exact one, or the highest in its range).
+async fn locate_chart(
+    local: &kube::Client,
+    app: &Application,
+    spec: &RemoteChart,
+) -> Result<Located, oci_chart::ChartError> {
+    use oci_chart::ChartError;
+    let ns = app.metadata.namespace.as_deref().unwrap_or("default");
+    let timeout = chart_timeout(app);
+    match (&spec.url, &spec.repository, &spec.name) {
+        (Some(url), None, None) => {
+            let image = oci_chart::ChartRef::image_of(url)?;
+            let creds = match &spec.secret_ref {
+                None => crate::source::registry::Credentials::Anonymous,
+                Some(secret) => {
+                    super::secrets::registry_credentials(local, ns, &secret.name, &image.registry)
+                        .await
+                        .map_err(ChartError::Secret)?
+                }
+            };
+            let version =
+                oci_chart::resolve_version(url, &spec.version, &creds, spec.insecure, timeout)
+                    .await?;
+            let chart = oci_chart::ChartRef::parse(url, &version)?;
+            Ok(Located::Registry { chart, creds })
+        }
+        (None, Some(repository), Some(name)) => {
+            let auth = match &spec.secret_ref {
+                None => helm_repo::RepoAuth::default(),
+                Some(secret) => super::secrets::repository_auth(local, ns, &secret.name)
+                    .await
+                    .map_err(ChartError::Secret)?,
+            };
+            let resolved = helm_repo::resolve(
+                repository,
+                name,
+                &spec.version,
+                &auth,
+                spec.insecure,
+                timeout,
+            )
+            .await?;
+            Ok(Located::Repository { resolved, auth })
+        }
+        _ => Err(ChartError::BadUrl {
+            url: spec
+                .url
+                .clone()
+                .or(spec.repository.clone())
+                .unwrap_or_default(),
+            why: "set either url (oci://…) or repository (https://…) with name".into(),
+        }),
+    }
+}
+
+/// The chart of `spec.render.helm.chart`, read and verified, and what status records of it.
+async fn fetch_chart(
+    local: &kube::Client,
+    app: &Application,
+    spec: &RemoteChart,
+) -> Result<(oci_chart::FetchedChart, ChartStatus), oci_chart::ChartError> {
+    let timeout = chart_timeout(app);
+    let located = locate_chart(local, app, spec).await?;
+    let version = located.version();
+    let (fetched, source) = match located {
+        Located::Registry { chart, creds } => {
+            let source = format!("oci://{}/{}", chart.image.registry, chart.image.repository);
+            (
+                oci_chart::fetch(&chart, &creds, spec.insecure, timeout).await?,
+                source,
+            )
+        }
+        Located::Repository { resolved, auth } => (
+            helm_repo::download(&resolved, &auth, timeout).await?,
+            resolved.source(),
+        ),
+    };
     tracing::debug!(chart = %fetched.reference, digest = %fetched.digest, "fetched chart");
-    Ok(fetched)
+    let status = ChartStatus {
+        source,
+        version,
+        digest: fetched.digest.clone(),
+    };
+    Ok((fetched, status))
+}
+
+/// A chart version in `spec.render.helm.chart`'s range newer than the one applied (a new
+/// version was published): the Application syncs it although Git did not change.
+pub async fn chart_moved(local: &kube::Client, app: &Application) -> Option<String> {
+    let spec = render::oci_chart(app.spec.render.as_ref())?;
+    let applied = app.status.as_ref()?.chart.as_ref()?;
+    if !crate::source::chart_version::Wanted::parse(&spec.version)
+        .ok()?
+        .is_range()
+    {
+        return None; // an exact version changes only with the spec
+    }
+    match locate_chart(local, app, spec).await {
+        Ok(located) if located.version() != applied.version => Some(located.version()),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "chart version not checked");
+            None
+        }
+    }
 }
 
 /// The set and the hooks to run around it.
@@ -324,9 +434,12 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
     } else {
         None
     };
-    let chart = match render::oci_chart(app.spec.render.as_ref()) {
-        Some(spec) => Some(fetch_chart(input.local, app, spec).await?),
-        None => None,
+    let (chart, chart_status) = match render::oci_chart(app.spec.render.as_ref()) {
+        Some(spec) => {
+            let (fetched, status) = fetch_chart(input.local, app, spec).await?;
+            (Some(fetched), Some(status))
+        }
+        None => (None, None),
     };
     let req = RenderRequest {
         release_name: app
@@ -398,7 +511,7 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
             "hooks not applied (test, delete, rollback, Skip)"
         );
     }
-    Ok((prepared.desired, prepared.hooks))
+    Ok((prepared.desired, prepared.hooks, chart_status))
 }
 
 /// The planned inventory, written by a [`RecordPlanned`] before the set's first write.
@@ -413,8 +526,9 @@ impl BeforeWrite for Planned<'_> {
     }
 }
 
-/// A render of the artifact: the set and the hooks to run around it.
-pub type Rendered = (Vec<Desired>, Vec<hooks::Hook>);
+/// A render of the artifact: the set, the hooks to run around it, and the remote chart it
+/// used (if any).
+pub type Rendered = (Vec<Desired>, Vec<hooks::Hook>, Option<ChartStatus>);
 
 /// Runs the whole pipeline for the artifact at `input.artifact_root`; `rendered` is its
 /// render when the caller made it already.
@@ -429,11 +543,16 @@ pub async fn sync(
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let started = std::time::Instant::now();
-    let (desired, hooks) = match rendered {
+    let (desired, hooks, chart) = match rendered {
         Some(r) => r,
         None => desired_and_hooks(input).await?,
     };
-    let result = sync_rendered(input, &previous, started, desired, &hooks).await;
+    let result = sync_rendered(input, &previous, started, desired, &hooks)
+        .await
+        .map(|mut outcome| {
+            outcome.chart = chart;
+            outcome
+        });
     if let Err(e) = &result
         && hooks.iter().any(|h| h.phase == hooks::Phase::Fail)
     {

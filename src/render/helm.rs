@@ -35,6 +35,9 @@ pub async fn render(
             return Err(RenderError::Refused(format!(
                 "the chart {} was not fetched before the render",
                 c.url
+                    .as_deref()
+                    .or(c.repository.as_deref())
+                    .unwrap_or_default()
             )));
         }
     };

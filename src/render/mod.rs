@@ -124,8 +124,8 @@ impl Capabilities {
     }
 }
 
-/// The registry chart of a render spec, if any.
-pub fn oci_chart(spec: Option<&RenderSpec>) -> Option<&crate::api::application::OciChart> {
+/// The remote chart (registry or repository) of a render spec, if any.
+pub fn oci_chart(spec: Option<&RenderSpec>) -> Option<&crate::api::application::RemoteChart> {
     spec.and_then(|s| s.helm.as_ref())
         .and_then(|h| h.chart.as_ref())
 }

@@ -283,6 +283,7 @@ mod tests {
             pruned: 0,
             template_hashes: Default::default(),
             healthy,
+            chart_version: None,
         }
     }
 

@@ -2,9 +2,11 @@
 //! registries (tags, digests, tag policies).
 
 pub mod artifact;
+pub mod chart_version;
 pub mod deadline_proxy;
 pub mod fetch_gate;
 pub mod git;
+pub mod helm_repo;
 pub mod known_hosts;
 pub mod oci_chart;
 pub mod registry;

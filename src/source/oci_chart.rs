@@ -23,7 +23,7 @@ pub const MAX_ENTRIES: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
-    #[error("spec.render.helm.chart.url {url:?}: {why}")]
+    #[error("spec.render.helm.chart {url:?}: {why}")]
     BadUrl { url: String, why: String },
     #[error("spec.render.helm.chart.version {version:?}: {why}")]
     BadVersion { version: String, why: String },
@@ -41,6 +41,17 @@ pub enum ChartError {
     Unpack { reference: String, why: String },
     #[error("{0}")]
     Secret(String),
+    /// A Helm chart repository could not be read, or does not have the chart.
+    #[error("chart {reference}: {why}")]
+    Repository { reference: String, why: String },
+    #[error(
+        "chart {reference}: the archive's digest is {got}, the repository's index says {expected}; refused, nothing applied"
+    )]
+    DigestMismatch {
+        reference: String,
+        expected: String,
+        got: String,
+    },
 }
 
 impl ChartError {
@@ -48,7 +59,7 @@ impl ChartError {
     pub fn is_transient(&self) -> bool {
         match self {
             ChartError::Registry { source, .. } => source.is_transient(),
-            ChartError::Secret(_) => true,
+            ChartError::Secret(_) | ChartError::Repository { .. } => true,
             _ => false,
         }
     }
@@ -64,6 +75,28 @@ pub struct ChartRef {
 impl ChartRef {
     /// `oci://127.0.0.1:5000/charts/web` and `1.2.0` (Helm stores `+` of a version as `_`).
     pub fn parse(url: &str, version: &str) -> Result<Self, ChartError> {
+        let image = Self::image_of(url)?;
+        let bad_version = |why: &str| ChartError::BadVersion {
+            version: version.to_string(),
+            why: why.to_string(),
+        };
+        if version.is_empty() || version.len() > 128 {
+            return Err(bad_version("a version of 1 to 128 characters is needed"));
+        }
+        if !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+        {
+            return Err(bad_version("an exact version such as 1.4.2 is needed"));
+        }
+        Ok(ChartRef {
+            image,
+            tag: version.replace('+', "_"),
+        })
+    }
+
+    /// The repository of an `oci://` chart URL.
+    pub fn image_of(url: &str) -> Result<ImageName, ChartError> {
         let bad_url = |why: &str| ChartError::BadUrl {
             url: url.to_string(),
             why: why.to_string(),
@@ -80,25 +113,7 @@ impl ChartRef {
                 "name the registry host, e.g. oci://ghcr.io/org/chart",
             ));
         }
-        let bad_version = |why: &str| ChartError::BadVersion {
-            version: version.to_string(),
-            why: why.to_string(),
-        };
-        if version.is_empty() || version.len() > 128 {
-            return Err(bad_version("a version of 1 to 128 characters is needed"));
-        }
-        if !version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
-        {
-            return Err(bad_version(
-                "an exact version such as 1.4.2 is needed (ranges are not supported)",
-            ));
-        }
-        Ok(ChartRef {
-            image,
-            tag: version.replace('+', "_"),
-        })
+        Ok(image)
     }
 }
 
@@ -110,6 +125,40 @@ impl std::fmt::Display for ChartRef {
             self.image.registry, self.image.repository, self.tag
         )
     }
+}
+
+/// The version `version` (exact or a range) asks for among the tags of the `oci://`
+/// chart `url` (Helm stores a version's `+` as `_` in its tag).
+pub async fn resolve_version(
+    url: &str,
+    version: &str,
+    creds: &Credentials,
+    insecure: bool,
+    timeout: Duration,
+) -> Result<String, ChartError> {
+    let wanted =
+        super::chart_version::Wanted::parse(version).map_err(|why| ChartError::BadVersion {
+            version: version.to_string(),
+            why,
+        })?;
+    if !wanted.is_range() {
+        return Ok(version.to_string());
+    }
+    let image = ChartRef::image_of(url)?;
+    let tags = registry::list_tags(&image, creds, insecure, timeout)
+        .await
+        .map_err(|source| ChartError::Registry {
+            reference: url.to_string(),
+            source,
+        })?;
+    let versions: Vec<String> = tags.iter().map(|t| t.replace('_', "+")).collect();
+    wanted
+        .select(versions.iter().map(String::as_str))
+        .map(str::to_string)
+        .ok_or_else(|| ChartError::Repository {
+            reference: url.to_string(),
+            why: format!("no tag matches {version:?}"),
+        })
 }
 
 /// A chart archive as read from the registry.

@@ -355,6 +355,22 @@ pub fn new_client(image: &ImageName, insecure: bool, timeout: Duration) -> Clien
 
 /// Follows the pagination (`n` and `last`, which is what the `Link` header of a
 /// distribution registry encodes) until a short page.
+/// Every tag of `image`, listed once (no shared scan), within `timeout`.
+pub async fn list_tags(
+    image: &ImageName,
+    creds: &Credentials,
+    insecure: bool,
+    timeout: Duration,
+) -> Result<Vec<String>, RegistryError> {
+    let client = new_client(image, insecure, timeout);
+    tokio::time::timeout(timeout, list_all(&client, image, &creds.auth()))
+        .await
+        .map_err(|_| RegistryError::Timeout {
+            registry: image.registry.clone(),
+            timeout,
+        })?
+}
+
 async fn list_all(
     client: &Client,
     image: &ImageName,
