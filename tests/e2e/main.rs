@@ -15,6 +15,7 @@ mod faults;
 mod git_server;
 mod git_source;
 mod health_rules;
+mod helm_repos;
 mod hooks;
 mod image_automation;
 mod image_policy;

@@ -1,7 +1,7 @@
 //! Helm charts from an OCI registry (issue 14): a chart pushed with the real `helm push` to
 //! the test registry behind basic auth, rendered with values files from Git; a new chart
-//! version is picked up from the spec; wrong credentials and version ranges fail with the
-//! reference named and nothing applied.
+//! version is picked up from the spec; wrong credentials fail with the reference named and
+//! nothing applied; a version range picks the highest tag in it.
 
 use gantry::api::Application;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -151,23 +151,34 @@ async fn a_chart_from_an_oci_registry_renders_with_values_from_git() {
     assert!(!message.contains("chartpass"), "{message}");
     assert!(cms.get_opt("anon-settings").await.unwrap().is_none());
 
-    // A version range is refused before the registry is asked.
+    // A version range picks the highest tag inside it (with credentials).
     apps.patch(
         "anon",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"render": {"helm": {"chart": {"version": ">=0.1.0"}}}}})),
+        &Patch::Merge(json!({"spec": {"render": {"helm": {"chart": {
+            "version": ">=0.1.0 <1", "secretRef": {"name": "regcred"}}}}}})),
     )
     .await
     .unwrap();
-    eventually(
-        "the range refused",
+    let data = eventually(
+        "the range resolved to 0.2.0",
         std::time::Duration::from_secs(60),
         || async {
-            let app = apps.get("anon").await.ok()?;
-            let c = condition(&app, "Ready")?;
-            (c.reason == "ChartFailed" && c.message.contains("exact version")).then_some(())
+            cms.get_opt("anon-settings")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.data)
         },
     )
     .await;
-    assert!(cms.get_opt("anon-settings").await.unwrap().is_none());
+    assert_eq!(data["chart"], "0.2.0");
+    let chart = eventually(
+        "status.chart",
+        std::time::Duration::from_secs(30),
+        || async { apps.get("anon").await.ok()?.status?.chart },
+    )
+    .await;
+    assert_eq!(chart.version, "0.2.0");
+    assert!(chart.digest.starts_with("sha256:"), "{chart:?}");
 }
