@@ -50,6 +50,10 @@ async fn examples_of_every_kind_are_accepted() {
             dynamic_api::<Application>(&client, &ns.name),
         ),
         ("receiver.yaml", dynamic_api::<Receiver>(&client, &ns.name)),
+        (
+            "helm-application.yaml",
+            dynamic_api::<Application>(&client, &ns.name),
+        ),
     ] {
         let created = create(&api, example(file))
             .await
@@ -113,6 +117,19 @@ async fn invalid_objects_are_refused_with_a_clear_message() {
     repo["metadata"]["name"] = json!("no-url");
     repo["spec"].as_object_mut().unwrap().remove("url");
     assert_refused(&repos, repo, &["spec.url", "Required value"]).await;
+
+    // A chart is either in a registry (url) or in a repository (repository + name).
+    let mut app = example("helm-application.yaml");
+    app["metadata"]["name"] = json!("both-chart-sources");
+    app["spec"]["render"]["helm"]["chart"]["url"] = json!("oci://ghcr.io/org/podinfo");
+    assert_refused(&apps, app, &["set either url", "or repository"]).await;
+    let mut app = example("helm-application.yaml");
+    app["metadata"]["name"] = json!("repository-without-name");
+    app["spec"]["render"]["helm"]["chart"]
+        .as_object_mut()
+        .unwrap()
+        .remove("name");
+    assert_refused(&apps, app, &["name goes with repository"]).await;
 
     // Enum values that do not exist.
     let mut app = example("application.yaml");
