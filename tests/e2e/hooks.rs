@@ -515,7 +515,8 @@ async fn a_hook_wait_shows_progress_and_its_failure_names_the_cause() {
     let progress = eventually("Progressing", Duration::from_secs(60), || async {
         let app = apps.get("app").await.ok()?;
         let c = condition(&app, "Ready")?;
-        (c.reason == "Progressing" && c.status == "Unknown").then_some(c.message)
+        (c.reason == "Progressing" && c.status == "Unknown" && c.message.contains("pre hooks"))
+            .then_some(c.message)
     })
     .await;
     assert!(
