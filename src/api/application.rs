@@ -216,13 +216,31 @@ pub struct HelmRender {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]
     pub values: Option<serde_json::Value>,
-    /// Allow chart dependencies to be fetched from the network.
+    /// Allow chart dependencies to be fetched from the network (chart repositories and
+    /// OCI registries; Gantry fetches them, with the same caps and digest checks as
+    /// `chart`).
     #[serde(default)]
     pub allow_network_dependencies: bool,
+    /// Credentials for the chart repositories dependencies come from: the entry whose `url`
+    /// is the longest prefix of a dependency's repository is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repository_credentials: Vec<RepositoryCredentials>,
     /// A chart from an OCI registry or a Helm chart repository instead of the one at
     /// `path`; `path` then holds only the values files (if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart: Option<RemoteChart>,
+}
+
+/// A Secret for the chart repositories under `url`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryCredentials {
+    /// A repository URL, or a prefix of several (`https://charts.example.com/`).
+    #[schemars(length(min = 8, max = 1024))]
+    pub url: String,
+    /// `username` and `password` (basic auth) and/or `ca.crt`, in the Application's
+    /// namespace.
+    pub secret_ref: super::refs::SecretRef,
 }
 
 /// A Helm chart stored in an OCI registry (`url: oci://…`, as `helm push` stores it) or

@@ -70,6 +70,7 @@ pub async fn render_in(
         limits: Limits::default(),
         capabilities: capabilities.as_ref(),
         chart: None,
+        repository_auth: &[],
     };
     let objects = render::render(root, &path.to_string_lossy(), &req)
         .await

@@ -434,6 +434,21 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
     } else {
         None
     };
+    let mut repository_auth = vec![];
+    for c in app
+        .spec
+        .render
+        .as_ref()
+        .and_then(|r| r.helm.as_ref())
+        .map(|h| h.repository_credentials.as_slice())
+        .unwrap_or_default()
+    {
+        let ns = app.metadata.namespace.as_deref().unwrap_or("default");
+        let auth = super::secrets::repository_auth(input.local, ns, &c.secret_ref.name)
+            .await
+            .map_err(oci_chart::ChartError::Secret)?;
+        repository_auth.push((c.url.clone(), auth));
+    }
     let (chart, chart_status) = match render::oci_chart(app.spec.render.as_ref()) {
         Some(spec) => {
             let (fetched, status) = fetch_chart(input.local, app, spec).await?;
@@ -462,6 +477,7 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
         },
         capabilities: capabilities.as_deref(),
         chart: chart.as_ref(),
+        repository_auth: &repository_auth,
     };
     if let Some((store, digest)) = input.artifact_check {
         let scope = render::plain_scope(

@@ -1,10 +1,11 @@
-//! A chart's dependencies, as `helm dependency build` would gather them, but offline for
-//! what the repository holds: `file://` dependencies (an umbrella chart naming a sibling
-//! chart) are built from the copy of the repository, depth first, with no network; only
-//! dependencies from a chart repository need the network, and only when the Application
-//! allows it.
+//! A chart's dependencies, gathered as `helm dependency build` would, but by Gantry and
+//! under Gantry's rules, so `helm` itself never needs the network: `file://` dependencies
+//! (an umbrella chart naming sibling charts) are copied from the repository into `charts/`,
+//! depth first, never from outside it; dependencies from chart repositories and OCI
+//! registries (only when the Application allows the network) are resolved like
+//! `spec.render.helm.chart` — ranges, size caps, the index's digest verified — and written
+//! into `charts/` as archives.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -75,86 +76,177 @@ pub fn dependencies(chart_dir: &Path) -> Result<Vec<Dependency>, RenderError> {
     Ok(out)
 }
 
-/// Dependencies that are neither vendored nor in the repository: fetched from the network.
-pub fn network(deps: &[Dependency]) -> Vec<String> {
-    deps.iter()
-        .filter(|d| !d.vendored && d.local_path().is_none() && !d.repository.is_empty())
-        .map(|d| format!("{} from {}", d.name, d.repository))
-        .collect()
+/// One entry of `Chart.yaml`'s `dependencies` with its version constraint.
+fn constraint(chart_dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(chart_dir.join("Chart.yaml")).ok()?;
+    let chart: Value = serde_yaml::from_str(&text).ok()?;
+    chart["dependencies"]
+        .as_array()?
+        .iter()
+        .find(|d| d["name"] == name)?
+        .get("version")?
+        .as_str()
+        .map(str::to_string)
 }
 
-/// The charts whose dependencies must be built before `chart_dir` renders, in the order to
-/// build them (dependencies first, `chart_dir` last; empty when nothing is missing). Every
-/// `file://` path must stay inside `root` (the copy of the repository).
-pub fn build_order(root: &Path, chart_dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
-    let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
-    let mut order = vec![];
-    let mut visiting = BTreeSet::new();
-    visit(&root, chart_dir, 0, &mut visiting, &mut order)?;
-    if order.len() > MAX_BUILDS {
-        return Err(RenderError::TooLarge(format!(
-            "more than {MAX_BUILDS} charts with dependencies to build"
-        )));
-    }
-    Ok(order)
-}
-
-/// Adds `chart_dir` (after the local charts it needs) to `order` when something of it is
-/// missing; `true` when it was added.
-fn visit(
+/// Puts every missing dependency of the chart at `chart_dir` (inside `root`, the copy of
+/// the repository) under its `charts/`, and theirs under theirs.
+pub async fn vendor(
     root: &Path,
     chart_dir: &Path,
-    depth: usize,
-    visiting: &mut BTreeSet<PathBuf>,
-    order: &mut Vec<PathBuf>,
-) -> Result<bool, RenderError> {
-    let real = chart_dir
+    allow_network: bool,
+    auth: &[(String, crate::source::helm_repo::RepoAuth)],
+    timeout: std::time::Duration,
+) -> Result<(), RenderError> {
+    let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
+    let start = chart_dir
         .canonicalize()
         .map_err(|e| RenderError::io(chart_dir, e))?;
-    if order.contains(&real) {
-        return Ok(true);
+    // (where the chart is now, where it came from in the repository, the chain of sources)
+    let mut work: Vec<(PathBuf, PathBuf, Vec<PathBuf>)> =
+        vec![(start.clone(), start.clone(), vec![start])];
+    let mut built = 0;
+    let mut network = vec![];
+    while let Some((dir, source, chain)) = work.pop() {
+        for d in dependencies(&dir)?.into_iter().filter(|d| !d.vendored) {
+            built += 1;
+            if built > MAX_BUILDS {
+                return Err(RenderError::TooLarge(format!(
+                    "more than {MAX_BUILDS} chart dependencies to gather"
+                )));
+            }
+            let field = format!("dependency {} of {}", d.name, shown(&root, &source));
+            let Some(path) = d.local_path() else {
+                network.push((dir.clone(), d));
+                continue;
+            };
+            if chain.len() > MAX_DEPTH {
+                return Err(RenderError::TooLarge(format!(
+                    "file:// chart dependencies nested more than {MAX_DEPTH} deep"
+                )));
+            }
+            let from = source
+                .join(path)
+                .canonicalize()
+                .map_err(|_| RenderError::NotFound {
+                    field: field.clone(),
+                    path: d.repository.clone(),
+                })?;
+            if !from.starts_with(&root) {
+                return Err(RenderError::UnsafePath {
+                    field,
+                    path: d.repository.clone(),
+                    why: "it resolves outside the repository".into(),
+                });
+            }
+            if chain.contains(&from) {
+                return Err(RenderError::Refused(format!(
+                    "chart dependencies form a cycle at {}",
+                    shown(&root, &from)
+                )));
+            }
+            check_local_version(&dir, &d.name, &from)?;
+            let into = dir.join("charts").join(&d.name);
+            std::fs::create_dir_all(&into).map_err(|e| RenderError::io(&into, e))?;
+            super::tool::copy_tree(&root, &from, &into)?;
+            let mut chain = chain.clone();
+            chain.push(from.clone());
+            work.push((into, from, chain));
+        }
     }
-    if !visiting.insert(real.clone()) {
+    if network.is_empty() {
+        return Ok(());
+    }
+    if !allow_network {
+        let names: Vec<String> = network
+            .iter()
+            .map(|(_, d)| format!("{} from {}", d.name, d.repository))
+            .collect();
         return Err(RenderError::Refused(format!(
-            "chart dependencies form a cycle at {}",
-            shown(root, &real)
+            "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
+             or set spec.render.helm.allowNetworkDependencies",
+            names.join(", ")
         )));
     }
-    let deps = dependencies(&real)?;
-    let mut missing = false;
-    for d in deps.iter().filter(|d| !d.vendored) {
-        missing = true;
-        let Some(path) = d.local_path() else { continue };
-        if depth + 1 > MAX_DEPTH {
-            return Err(RenderError::TooLarge(format!(
-                "file:// chart dependencies nested more than {MAX_DEPTH} deep"
-            )));
-        }
-        let dir = real.join(path);
-        let dep_real = dir.canonicalize().map_err(|_| RenderError::NotFound {
-            field: format!("dependency {} of {}", d.name, shown(root, &real)),
-            path: d.repository.clone(),
-        })?;
-        if !dep_real.starts_with(root) {
-            return Err(RenderError::UnsafePath {
-                field: format!("dependency {} of {}", d.name, shown(root, &real)),
-                path: d.repository.clone(),
-                why: "it resolves outside the repository".into(),
-            });
-        }
-        if !dep_real.join("Chart.yaml").is_file() {
-            return Err(RenderError::NotFound {
-                field: format!("Chart.yaml of dependency {}", d.name),
-                path: d.repository.clone(),
-            });
-        }
-        visit(root, &dep_real, depth + 1, visiting, order)?;
+    for (dir, d) in network {
+        let version = constraint(&dir, &d.name).unwrap_or_else(|| "*".into());
+        let creds = auth
+            .iter()
+            .filter(|(prefix, _)| d.repository.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default();
+        let fetched = fetch_remote(&d, &version, &creds, timeout).await?;
+        let file = dir
+            .join("charts")
+            .join(format!("{}-{}.tgz", d.name, fetched.0));
+        std::fs::create_dir_all(dir.join("charts")).map_err(|e| RenderError::io(&dir, e))?;
+        std::fs::write(&file, &fetched.1.archive).map_err(|e| RenderError::io(&file, e))?;
     }
-    visiting.remove(&real);
-    if missing {
-        order.push(real);
+    Ok(())
+}
+
+/// A local dependency's version must meet the constraint its parent names (as `helm
+/// dependency build` checks it).
+fn check_local_version(parent: &Path, name: &str, from: &Path) -> Result<(), RenderError> {
+    let Some(wanted) = constraint(parent, name) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(from.join("Chart.yaml"))
+        .map_err(|e| RenderError::io(&from.join("Chart.yaml"), e))?;
+    let chart: Value = serde_yaml::from_str(&text).map_err(|e| RenderError::Parse {
+        source_name: format!("Chart.yaml of dependency {name}"),
+        message: e.to_string(),
+    })?;
+    let have = chart["version"].as_str().unwrap_or_default();
+    let ok = crate::source::chart_version::Wanted::parse(&wanted)
+        .map(|w| w.select([have]).is_some())
+        .unwrap_or(true);
+    if ok {
+        Ok(())
+    } else {
+        Err(RenderError::Refused(format!(
+            "dependency {name} is version {have}, which does not satisfy {wanted:?}"
+        )))
     }
-    Ok(missing)
+}
+
+/// A dependency from a chart repository (`https://…`) or a registry (`oci://…`), at the
+/// highest version `version` allows, verified: (version, archive).
+async fn fetch_remote(
+    d: &Dependency,
+    version: &str,
+    auth: &crate::source::helm_repo::RepoAuth,
+    timeout: std::time::Duration,
+) -> Result<(String, crate::source::oci_chart::FetchedChart), RenderError> {
+    use crate::source::{helm_repo, oci_chart, registry::Credentials};
+    let failed =
+        |e: oci_chart::ChartError| RenderError::Refused(format!("dependency {}: {e}", d.name));
+    if d.repository.starts_with("oci://") {
+        let url = format!("{}/{}", d.repository.trim_end_matches('/'), d.name);
+        let creds = Credentials::Anonymous;
+        let exact = oci_chart::resolve_version(&url, version, &creds, false, timeout)
+            .await
+            .map_err(failed)?;
+        let chart = oci_chart::ChartRef::parse(&url, &exact).map_err(failed)?;
+        let fetched = oci_chart::fetch(&chart, &creds, false, timeout)
+            .await
+            .map_err(failed)?;
+        return Ok((exact, fetched));
+    }
+    if d.repository.starts_with('@') || d.repository.starts_with("alias:") {
+        return Err(RenderError::Refused(format!(
+            "dependency {}: repository {} names a `helm repo add` alias; name its URL",
+            d.name, d.repository
+        )));
+    }
+    let resolved = helm_repo::resolve(&d.repository, &d.name, version, auth, false, timeout)
+        .await
+        .map_err(failed)?;
+    let fetched = helm_repo::download(&resolved, auth, timeout)
+        .await
+        .map_err(failed)?;
+    Ok((resolved.version, fetched))
 }
 
 fn shown(root: &Path, p: &Path) -> String {
@@ -169,73 +261,109 @@ fn shown(root: &Path, p: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn chart(dir: &Path, name: &str, deps: &[(&str, &str)]) {
+    fn chart(dir: &Path, name: &str, version: &str, deps: &[(&str, &str, &str)]) {
         std::fs::create_dir_all(dir).unwrap();
-        let mut text = format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n");
+        let mut text = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
         if !deps.is_empty() {
             text.push_str("dependencies:\n");
-            for (n, repo) in deps {
+            for (n, v, repo) in deps {
                 text.push_str(&format!(
-                    "- name: {n}\n  version: \">=0.1.0\"\n  repository: {repo}\n"
+                    "- name: {n}\n  version: \"{v}\"\n  repository: {repo}\n"
                 ));
             }
         }
         std::fs::write(dir.join("Chart.yaml"), text).unwrap();
     }
 
+    fn vendor_now(root: &Path, chart: &Path, network: bool) -> Result<(), RenderError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(vendor(
+                root,
+                chart,
+                network,
+                &[],
+                std::time::Duration::from_secs(2),
+            ))
+    }
+
     #[test]
-    fn local_dependencies_are_built_depth_first() {
+    fn local_dependencies_are_copied_depth_first_from_their_own_place() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        chart(&r.join("charts/base"), "base", &[]);
+        chart(&r.join("charts/base"), "base", "0.3.0", &[]);
         chart(
             &r.join("charts/common"),
             "common",
-            &[("base", "file://../base")],
+            "0.2.0",
+            &[("base", ">=0.1.0", "file://../base")],
         );
         chart(
             &r.join("apps/shop"),
             "shop",
-            &[
-                ("common", "file://../../charts/common"),
-                ("redis", "https://charts.example.com"),
-            ],
+            "1.0.0",
+            &[("common", "~0.2.0", "file://../../charts/common")],
         );
-        let order = build_order(r, &r.join("apps/shop")).unwrap();
-        let real = r.canonicalize().unwrap();
-        assert_eq!(
-            order,
-            [real.join("charts/common"), real.join("apps/shop")],
-            "base needs nothing; common needs base; shop needs both"
+        vendor_now(r, &r.join("apps/shop"), false).unwrap();
+        assert!(r.join("apps/shop/charts/common/Chart.yaml").is_file());
+        assert!(
+            r.join("apps/shop/charts/common/charts/base/Chart.yaml")
+                .is_file(),
+            "common's own dependency, resolved from where common is in the repository"
         );
-        assert_eq!(
-            network(&dependencies(&r.join("apps/shop")).unwrap()),
-            ["redis from https://charts.example.com"]
+        // The network is needed only for what is not in the repository.
+        chart(
+            &r.join("apps/net"),
+            "net",
+            "1.0.0",
+            &[("redis", "1.0.0", "https://charts.example.com")],
         );
-        // A vendored dependency needs nothing.
-        std::fs::create_dir_all(r.join("charts/common/charts/base")).unwrap();
-        std::fs::create_dir_all(r.join("apps/shop/charts")).unwrap();
-        std::fs::write(r.join("apps/shop/charts/common-0.1.0.tgz"), b"").unwrap();
-        std::fs::write(r.join("apps/shop/charts/redis-1.0.0.tgz"), b"").unwrap();
-        assert!(build_order(r, &r.join("apps/shop")).unwrap().is_empty());
+        let e = vendor_now(r, &r.join("apps/net"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis from https://charts.example.com"), "{e}");
     }
 
     #[test]
-    fn paths_outside_the_repository_and_cycles_are_refused() {
+    fn paths_outside_the_repository_cycles_and_wrong_versions_are_refused() {
         let outer = tempfile::tempdir().unwrap();
         let r = outer.path().join("repo");
-        chart(&outer.path().join("secret"), "secret", &[]);
-        chart(&r.join("app"), "app", &[("secret", "file://../../secret")]);
-        let e = build_order(&r, &r.join("app")).unwrap_err().to_string();
+        chart(&outer.path().join("secret"), "secret", "0.1.0", &[]);
+        chart(
+            &r.join("app"),
+            "app",
+            "0.1.0",
+            &[("secret", "*", "file://../../secret")],
+        );
+        let e = vendor_now(&r, &r.join("app"), false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside the repository"), "{e}");
 
-        chart(&r.join("a"), "a", &[("b", "file://../b")]);
-        chart(&r.join("b"), "b", &[("a", "file://../a")]);
-        let e = build_order(&r, &r.join("a")).unwrap_err().to_string();
+        chart(&r.join("a"), "a", "0.1.0", &[("b", "*", "file://../b")]);
+        chart(&r.join("b"), "b", "0.1.0", &[("a", "*", "file://../a")]);
+        let e = vendor_now(&r, &r.join("a"), false).unwrap_err().to_string();
         assert!(e.contains("cycle"), "{e}");
 
-        chart(&r.join("c"), "c", &[("gone", "file://../gone")]);
-        let e = build_order(&r, &r.join("c")).unwrap_err().to_string();
+        chart(
+            &r.join("c"),
+            "c",
+            "0.1.0",
+            &[("gone", "*", "file://../gone")],
+        );
+        let e = vendor_now(&r, &r.join("c"), false).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
+
+        chart(&r.join("lib"), "lib", "0.1.0", &[]);
+        chart(
+            &r.join("d"),
+            "d",
+            "0.1.0",
+            &[("lib", "^2.0.0", "file://../lib")],
+        );
+        let e = vendor_now(&r, &r.join("d"), false).unwrap_err().to_string();
+        assert!(e.contains("does not satisfy"), "{e}");
     }
 }

@@ -70,39 +70,15 @@ pub async fn render(
         })
         .collect();
     let chart_dir = registry_chart.unwrap_or_else(|| tmp.path().join(&rel_chart));
-    // Dependencies: those in the repository (`file://`) are built from it, offline and
-    // depth first; those from chart repositories only when the Application allows the
-    // network.
-    let order = chart_deps::build_order(tmp.path(), &chart_dir)?;
-    let mut network = vec![];
-    for c in &order {
-        network.extend(chart_deps::network(&chart_deps::dependencies(c)?));
-    }
-    if !network.is_empty() && !helm_spec.allow_network_dependencies {
-        return Err(RenderError::Refused(format!(
-            "chart dependencies would be fetched from the network ({}); vendor them under charts/ \
-             or set spec.render.helm.allowNetworkDependencies",
-            network.join(", ")
-        )));
-    }
-    for c in &order {
-        let needs_network = !chart_deps::network(&chart_deps::dependencies(c)?).is_empty();
-        tool::run(
-            "helm",
-            &program,
-            &["dependency".into(), "build".into(), c.display().to_string()],
-            tmp.path(),
-            &env,
-            if needs_network {
-                tool::Network::Allowed
-            } else {
-                tool::Network::Denied
-            },
-            req.limits.timeout,
-            req.limits.max_total_bytes,
-        )
-        .await?;
-    }
+    // Dependencies are gathered by Gantry (chart_deps.rs), so helm never needs the network.
+    chart_deps::vendor(
+        tmp.path(),
+        &chart_dir,
+        helm_spec.allow_network_dependencies,
+        req.repository_auth,
+        req.limits.timeout,
+    )
+    .await?;
     let chart_arg = chart_dir.display().to_string();
     let mut args = vec![
         "template".to_string(),

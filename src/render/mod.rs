@@ -98,6 +98,8 @@ pub struct RenderRequest<'a> {
     /// The chart of `spec.render.helm.chart`, fetched from its registry; the path then holds
     /// only values files.
     pub chart: Option<&'a crate::source::oci_chart::FetchedChart>,
+    /// Credentials for the chart repositories of dependencies, by URL prefix.
+    pub repository_auth: &'a [(String, crate::source::helm_repo::RepoAuth)],
 }
 
 /// A cluster's version and API versions, for Helm's `--kube-version` and `--api-versions`.

@@ -140,12 +140,7 @@ pub async fn run(
                 let text = if err.trim().is_empty() {
                     out.into_owned()
                 } else {
-                    // Helm reports why a chart repository could not be read on stdout,
-                    // then fails with a cache error on stderr: the cause comes first.
-                    match repository_failures(&out) {
-                        Some(cause) => format!("{cause}\n{err}"),
-                        None => err.into_owned(),
-                    }
+                    err.into_owned()
                 };
                 return Err(RenderError::ToolFailed {
                     tool,
@@ -158,24 +153,6 @@ pub async fn run(
             })
         }
     }
-}
-
-/// Helm's notes of chart repositories it could not read (`...Unable to get an update from
-/// "URL" chart repository:` and the indented cause: host, status), if any.
-fn repository_failures(stdout: &str) -> Option<String> {
-    let mut notes = vec![];
-    let mut inside = false;
-    for line in stdout.lines() {
-        if line.contains("Unable to get an update from") {
-            inside = true;
-            notes.push(line.trim_start_matches('.').trim());
-        } else if inside && line.starts_with(char::is_whitespace) && !line.trim().is_empty() {
-            notes.push(line.trim());
-        } else {
-            inside = false;
-        }
-    }
-    (!notes.is_empty()).then(|| notes.join(" "))
 }
 
 /// The first 20 lines of a tool's message, with paths inside the temporary directory `cwd`
@@ -224,7 +201,7 @@ pub fn copy_to_temp(root: &Path) -> Result<tempfile::TempDir, RenderError> {
     Ok(tmp)
 }
 
-fn copy_tree(root: &Path, from: &Path, to: &Path) -> Result<(), RenderError> {
+pub(crate) fn copy_tree(root: &Path, from: &Path, to: &Path) -> Result<(), RenderError> {
     for entry in std::fs::read_dir(from).map_err(|e| RenderError::io(from, e))? {
         let entry = entry.map_err(|e| RenderError::io(from, e))?;
         let target = to.join(entry.file_name());
@@ -337,15 +314,5 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, RenderError::TooLarge(_)), "{err}");
-    }
-
-    #[test]
-    fn helm_repository_failures_come_before_its_cache_error() {
-        let stdout = "Getting updates for unmanaged Helm repositories...\n...Unable to get an update from the \"http://127.0.0.1:9/charts\" chart repository:\n\tGet \"http://127.0.0.1:9/charts/index.yaml\": dial tcp 127.0.0.1:9: connect: connection refused\nSaving 1 charts\n";
-        assert_eq!(
-            repository_failures(stdout).unwrap(),
-            "Unable to get an update from the \"http://127.0.0.1:9/charts\" chart repository: Get \"http://127.0.0.1:9/charts/index.yaml\": dial tcp 127.0.0.1:9: connect: connection refused"
-        );
-        assert_eq!(repository_failures("Saving 1 charts\n"), None);
     }
 }

@@ -180,3 +180,56 @@ async fn an_endless_index_and_wrong_credentials_fail_clearly() {
     )
     .await;
 }
+
+/// A chart in Git whose dependency comes from a chart repository: Gantry fetches it (with
+/// the credentials of `repositoryCredentials`, the highest version of the range, the
+/// index's digest verified), and `helm` renders offline; a tampered archive stops the sync.
+#[tokio::test]
+async fn a_dependency_from_a_repository_is_fetched_and_verified_by_gantry() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "helm-repo-dep").await;
+    let _controller = GantryController::start(&ns.name);
+    let repo = ChartRepo::start();
+    for v in ["1.0.0", "1.1.0"] {
+        repo.publish("web", v);
+    }
+    repo_secret(&client, &ns.name, "charts", PASSWORD, &repo.ca_pem).await;
+    let server = GitServer::start();
+    let chart = format!(
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n- name: web\n  version: \">=1.0.0 <2\"\n  repository: {}\n",
+        repo.url()
+    );
+    let head = server.create_repo(
+        "app",
+        &[
+            ("shop/Chart.yaml", chart.as_str()),
+            (
+                "shop/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-umbrella\ndata:\n  k: v\n",
+            ),
+        ],
+    );
+    let spec = json!({"path": "shop", "render": {"helm": {
+        "allowNetworkDependencies": true,
+        "repositoryCredentials": [{"url": repo.url(), "secretRef": {"name": "charts"}}]}}});
+    create_source_and_app(&client, &ns.name, "shop", &server.file_url("app"), spec).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    crate::support::app::wait_synced_healthy(&apps, "shop", &head).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(chart_version(&cms, "shop-chart").await.unwrap(), "1.1.0");
+
+    // A newer version in range whose archive was tampered with: nothing of it applied.
+    repo.publish("web", "1.2.0");
+    repo.tamper("web", "1.2.0");
+    let ws = crate::support::app::Workspace::clone_from(&server, "app");
+    ws.write("shop/values.yaml", "touched: true\n");
+    let next = ws.commit_and_push("a commit that renders again");
+    let app = wait_ready_reason(&apps, "shop", "RenderFailed", &next).await;
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(
+        message.contains("dependency web") && message.contains("digest"),
+        "{message}"
+    );
+    assert_eq!(chart_version(&cms, "shop-chart").await.unwrap(), "1.1.0");
+}
