@@ -121,6 +121,15 @@ pub fn check_url(repository: &str, insecure: bool) -> Result<http_client::Url, C
         }
         _ => return Err(bad_url(repository, "a chart repository URL is https://…")),
     }
+    if url
+        .host_str()
+        .is_some_and(super::url_policy::is_metadata_host)
+    {
+        return Err(bad_url(
+            repository,
+            "a link-local or cloud metadata address is never a chart repository",
+        ));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad_url(
             repository,
@@ -228,7 +237,14 @@ async fn index(
     let parsed = tokio::task::spawn_blocking(move || serde_yaml::from_slice::<Index>(&body))
         .await
         .map_err(|e| failed(&url, format!("parsing stopped: {e}")))?
-        .map_err(|e| failed(&url, format!("not a chart repository index: {e}")))?;
+        // Where, not what: the answer of a wrong URL is never quoted into a status.
+        .map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" (YAML error at line {}, column {})", l.line(), l.column()))
+                .unwrap_or_default();
+            failed(&url, format!("not a chart repository index{at}"))
+        })?;
     let parsed = Arc::new(parsed);
     if let Some(tag) = etag {
         let mut cache = INDEXES.lock().expect("index cache");
@@ -365,6 +381,15 @@ mod tests {
         assert!(e.to_string().contains("plain HTTP"), "{e}");
         assert!(check_url("http://charts.example.com", true).is_ok());
         assert!(check_url("ftp://charts.example.com", true).is_err());
+        for metadata in [
+            "http://169.254.169.254/latest/meta-data",
+            "https://[fd00:ec2::254]/",
+            "http://metadata.google.internal/computeMetadata/v1",
+            "https://[fe80::1]/charts",
+        ] {
+            let e = check_url(metadata, true).unwrap_err();
+            assert!(e.to_string().contains("metadata"), "{metadata}: {e}");
+        }
         let e = check_url("https://user:pw@charts.example.com", false).unwrap_err();
         assert!(
             e.to_string().contains("secretRef") && !e.to_string().contains("pw@"),

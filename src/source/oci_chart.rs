@@ -113,6 +113,11 @@ impl ChartRef {
                 "name the registry host, e.g. oci://ghcr.io/org/chart",
             ));
         }
+        if super::url_policy::is_metadata_host(image.host()) {
+            return Err(bad_url(
+                "a link-local or cloud metadata address is never a chart registry",
+            ));
+        }
         Ok(image)
     }
 }

@@ -70,7 +70,7 @@ impl ImageName {
         })
     }
 
-    fn host(&self) -> &str {
+    pub fn host(&self) -> &str {
         self.registry
             .rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))

@@ -83,6 +83,32 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A cloud metadata endpoint or another link-local address (`169.254.0.0/16`, `fe80::/10`,
+/// `fd00:ec2::254`, `metadata.google.internal`): never a chart repository or a registry a
+/// tenant may name, since its answers hold the node's credentials.
+pub fn is_metadata_host(host: &str) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host == "metadata.google.internal" || host == "metadata" {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return ip.is_link_local();
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv6Addr>() {
+        let s = ip.segments();
+        return (s[0] & 0xffc0) == 0xfe80
+            || ip
+                == "fd00:ec2::254"
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("an address")
+            || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local());
+    }
+    false
+}
+
 /// A `file://` URL is allowed only under `root` (when the operator gave one) and never
 /// inside the controller's `data_dir`, whatever links or `..` the path takes: the path is
 /// resolved as far as it exists before it is compared. Other schemes pass.

@@ -2,7 +2,8 @@
 //! the real `helm package` and `helm repo index`): a version range deploys the highest
 //! version in it and follows a newly published one without a Git change; a tampered
 //! archive is refused with nothing applied; an endless `index.yaml` is cut off; wrong
-//! credentials are named without the password.
+//! credentials are named without the password; a repository at the cloud metadata address
+//! is refused.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,6 +86,14 @@ async fn a_range_deploys_the_highest_version_and_follows_new_ones() {
     let chart = app.status.as_ref().unwrap().chart.clone().unwrap();
     assert_eq!(chart.version, "1.1.0");
     assert!(chart.digest.starts_with("sha256:"), "{chart:?}");
+    // Later checks of the range revalidate the index by its ETag (304, no body).
+    eventually("an index revalidated", Duration::from_secs(30), || async {
+        repo.index_requests()
+            .iter()
+            .any(|l| l == "304 /index.yaml")
+            .then_some(())
+    })
+    .await;
 
     // A version published inside the range is deployed without a Git change.
     repo.publish("web", "1.2.0");
@@ -161,6 +170,20 @@ async fn an_endless_index_and_wrong_credentials_fail_clearly() {
     let message = condition(&app, "Ready").unwrap().message;
     assert!(message.contains("401"), "{message}");
     assert!(!message.contains("not-the-password"), "{message}");
+
+    // A repository at the cloud metadata address is refused before any request.
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "metadata", "namespace": ns.name},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "endless"}, "path": "values",
+                 "render": {"helm": {"chart": {"repository": "http://169.254.169.254/latest",
+                 "name": "web", "version": "1.0.0", "insecure": true}}}}
+    }))
+    .unwrap();
+    apps.create(&PostParams::default(), &app).await.unwrap();
+    let app = wait_ready_reason(&apps, "metadata", "ChartFailed", &head).await;
+    let message = condition(&app, "Ready").unwrap().message;
+    assert!(message.contains("cloud metadata"), "{message}");
 
     // Fixing the Secret reference deploys it.
     apps.patch(

@@ -2,12 +2,18 @@
 basic auth, as `helm repo index` leaves it. `/endless/index.yaml` never ends (for the size
 cap). Prints the port on its first line."""
 import base64
+import hashlib
 import http.server
 import os
 import ssl
 import sys
 
-root, cert, key, user, password = sys.argv[1:6]
+root, cert, key, user, password, log = sys.argv[1:7]
+
+
+def record(path, status):
+    with open(log, "a") as f:
+        f.write(f"{status} {path}\n")
 expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
@@ -35,6 +41,29 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                     self.wfile.write(line * 64)
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
                 return
+        # index.yaml with an ETag (its content's hash), answering 304 to If-None-Match.
+        if self.path.endswith("/index.yaml") or self.path == "/index.yaml":
+            try:
+                with open(os.path.join(root, "index.yaml"), "rb") as f:
+                    body = f.read()
+            except FileNotFoundError:
+                self.send_response(404)
+                self.end_headers()
+                return
+            tag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+            if self.headers.get("If-None-Match") == tag:
+                record(self.path, 304)
+                self.send_response(304)
+                self.send_header("ETag", tag)
+                self.end_headers()
+                return
+            record(self.path, 200)
+            self.send_response(200)
+            self.send_header("ETag", tag)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         super().do_GET()
 
 

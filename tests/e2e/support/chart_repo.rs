@@ -89,6 +89,7 @@ impl ChartRepo {
             .arg(d.join("srv.crt"))
             .arg(d.join("srv.key"))
             .args([USER, PASSWORD])
+            .arg(d.join("requests.log"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -109,6 +110,15 @@ impl ChartRepo {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The index requests the server answered, as `status path` lines.
+    pub fn index_requests(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("requests.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn repo(&self) -> PathBuf {
