@@ -161,7 +161,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     // A chart version published inside `spec.render.helm.chart.version`'s range is a new
     // revision of the Application although Git did not change.
     if step == Step::UpToDate
-        && let Some(version) = super::sync::chart_moved(&ctx.client, &app).await
+        && let Some(version) = super::chart::chart_moved(&ctx.client, &app).await
     {
         tracing::info!(namespace = %ns, name = %name, version, "a new chart version in range");
         step = Step::Sync;

@@ -11,6 +11,7 @@ pub mod application;
 pub mod artifact;
 pub mod canary;
 pub mod canary_owner;
+pub mod chart;
 pub mod context;
 pub mod crd_check;
 pub mod decide;

@@ -293,6 +293,8 @@ async fn an_unhealthy_wave_holds_back_later_waves_and_post_hooks() {
 /// The admission-webhook setup of many charts: a ServiceAccount hook of a lower weight and
 /// a Job hook that runs as it, both `hook-succeeded`. Helm deletes `hook-succeeded` hooks
 /// once the whole phase succeeded, so the ServiceAccount outlives the Job's pods.
+/// The admission-webhook pattern of a common ingress chart installs, upgrades and
+/// installs again.
 #[tokio::test]
 async fn hook_succeeded_hooks_are_deleted_after_the_whole_phase() {
     let client = client().await;
@@ -327,12 +329,44 @@ async fn hook_succeeded_hooks_are_deleted_after_the_whole_phase() {
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(client.clone(), &ns.name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
-    eventually("hooks deleted", Duration::from_secs(60), || async {
-        (sas.get_opt("hook-sa").await.ok()?.is_none()
-            && jobs.get_opt("create-secret").await.ok()?.is_none())
-        .then_some(())
+    let gone = || async {
+        eventually("hooks deleted", Duration::from_secs(60), || async {
+            (sas.get_opt("hook-sa").await.ok()?.is_none()
+                && jobs.get_opt("create-secret").await.ok()?.is_none())
+            .then_some(())
+        })
+        .await
+    };
+    gone().await;
+
+    // An upgrade runs the pre-upgrade hooks (the ServiceAccount before the Job that uses
+    // it) and deletes them again.
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write(
+        "deploy/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  k: v2\n",
+    );
+    let upgraded = ws.commit_and_push("an upgrade");
+    wait_synced_healthy(&apps, "app", &upgraded).await;
+    gone().await;
+    let app = apps.get("app").await.unwrap();
+    assert_eq!(condition(&app, "Ready").unwrap().reason, "Succeeded");
+
+    // Deleted and created again: an install again, whose hooks succeed as the first did.
+    apps.delete("app", &Default::default()).await.unwrap();
+    eventually("the Application gone", Duration::from_secs(60), || async {
+        apps.get_opt("app").await.ok()?.is_none().then_some(())
     })
     .await;
+    let again: Application = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+        "metadata": {"name": "app", "namespace": ns.name},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "app"}, "path": "deploy"}
+    }))
+    .unwrap();
+    apps.create(&Default::default(), &again).await.unwrap();
+    wait_synced_healthy(&apps, "app", &upgraded).await;
+    gone().await;
 }
 
 /// Hooks run when what the Application renders changed, not on every commit of a shared
