@@ -20,42 +20,29 @@ pub async fn gather(
     kind: &str,
     name: &str,
 ) -> Option<String> {
+    if !matches!(kind, "Job" | "Pod") {
+        return None;
+    }
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let (own_events, pods) = match kind {
-        "Job" => {
-            let fields = format!("involvedObject.kind=Job,involvedObject.name={name}");
-            let events = events
-                .list(&ListParams::default().fields(&fields))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            let labels = format!("job-name={name}");
-            let pods = pods
-                .list(&ListParams::default().labels(&labels))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            (events, pods)
-        }
-        "Pod" => {
-            let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
-            let events = events
-                .list(&ListParams::default().fields(&fields))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            (
-                events,
-                pods.get_opt(name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .into_iter()
-                    .collect(),
-            )
-        }
-        _ => return None,
+    let fields = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let own_events = events
+        .list(&ListParams::default().fields(&fields))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let pods = if kind == "Job" {
+        pods.list(&ListParams::default().labels(&format!("job-name={name}")))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    } else {
+        pods.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .into_iter()
+            .collect()
     };
     describe(&own_events, &pods)
 }

@@ -137,7 +137,7 @@ async fn dir_desired(
 ) -> Result<Vec<Desired>> {
     let (root, path) = super::render::root_and_path(dir, args.root.as_deref())?;
     // Helm renders against this cluster, as the controller renders against its target.
-    let cluster = if super::render_flags::RenderFlags::wants_capabilities(&root.join(&path)) {
+    let cluster = if crate::render::Capabilities::wanted(&root.join(&path), None) {
         Some(applier.capabilities().await?)
     } else {
         None

@@ -2,8 +2,6 @@
 //! Application's spec would say (`spec.render.helm`), so the CLI renders through the same
 //! path as the controller.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::api::application::{HelmRender, RenderKind, RenderSpec};
@@ -62,11 +60,6 @@ impl RenderFlags {
             c.api_versions.extend(self.api_versions.iter().cloned());
         }
         caps
-    }
-
-    /// Whether the render of `dir` reads Helm capabilities (only then is the cluster asked).
-    pub fn wants_capabilities(dir: &Path) -> bool {
-        Capabilities::wanted(dir, None)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod decide;
 pub mod drift_check;
 pub mod git_repository;
 pub mod guards;
+mod health_gate;
 pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;

@@ -10,10 +10,9 @@ use super::guards::{self, RecordPlanned};
 use super::reasons;
 use crate::api::application::{Application, ChartStatus, InventoryEntry};
 use crate::apply::normalize::{self, Desired, NormalizeError};
-use crate::apply::set::{BeforeWrite, SetError, SetOptions, WaveGate};
+use crate::apply::set::{BeforeWrite, SetError, SetOptions};
 use crate::apply::{hooks, inventory, prepare};
 use crate::cluster::Target;
-use crate::health::Health;
 use crate::health::rules::Rules;
 use crate::render::{self, Capabilities, Limits, RenderRequest};
 use crate::source::oci_chart;
@@ -167,113 +166,10 @@ pub fn app_label(app: &Application) -> String {
     crate::apply::owner_label(app)
 }
 
-/// Renders and normalizes the desired set; kinds are resolved through the Applier's
-/// discovery.
-/// The objects of the set, normalized (hooks left out: they are never part of it).
+/// The objects of the set, rendered and normalized (hooks left out: they are never part
+/// of it).
 pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncError> {
     Ok(desired_and_hooks(input).await?.0)
-}
-
-/// Waits for objects to be healthy by the Application's health checks, between sync waves
-/// and before post hooks.
-struct HealthGate<'a> {
-    target: &'a Target,
-    rules: Rules,
-    timeout: Duration,
-    /// The render's hooks (its `Sync` hooks run between waves), and whose they are.
-    hooks: &'a [hooks::Hook],
-    namespace: &'a str,
-    owner: &'a str,
-    /// Where the sync's waits are reported (Ready=Unknown/Progressing).
-    progress: Option<&'a dyn RecordPlanned>,
-}
-
-impl HealthGate<'_> {
-    async fn report(&self, what: String) {
-        if let Some(p) = self.progress {
-            p.progress(what).await;
-        }
-    }
-
-    /// `Ok` once every object is healthy (or suspended, or of unknown health: nothing tells
-    /// when that would change); `Err` with the cause when one is degraded or the timeout
-    /// passes.
-    async fn healthy(&self, objects: &[InventoryEntry]) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(250);
-        loop {
-            let (health, message) =
-                super::live_health::assess(&self.target.applier, objects, &self.rules).await;
-            match health {
-                Health::Healthy | Health::Suspended | Health::Unknown => return Ok(()),
-                Health::Degraded => return Err(message),
-                Health::Progressing if tokio::time::Instant::now() >= deadline => {
-                    return Err(format!(
-                        "still progressing after {}s: {message}",
-                        self.timeout.as_secs()
-                    ));
-                }
-                Health::Progressing => {}
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
-    }
-}
-
-impl WaveGate for HealthGate<'_> {
-    fn before_wave<'a>(
-        &'a self,
-        wave: i64,
-        objects: &'a [InventoryEntry],
-    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            tracing::debug!(
-                wave,
-                objects = objects.len(),
-                "awaiting the health of the waves before"
-            );
-            self.report(format!(
-                "waiting for the sync waves before wave {wave} to be healthy"
-            ))
-            .await;
-            self.healthy(objects).await
-        })
-    }
-
-    fn hook_waves(&self) -> Vec<i64> {
-        hooks::sync_waves(self.hooks)
-    }
-
-    /// Argo CD's `Sync` hooks of `wave`: once this wave and the ones before it are healthy.
-    fn after_wave<'a>(
-        &'a self,
-        wave: i64,
-        objects: &'a [InventoryEntry],
-    ) -> futures::future::BoxFuture<'a, Result<(), SetError>> {
-        Box::pin(async move {
-            self.report(format!("running the Sync hooks of wave {wave}"))
-                .await;
-            self.healthy(objects)
-                .await
-                .map_err(|message| SetError::WaveNotHealthy {
-                    next: wave + 1,
-                    message: format!("(before the Sync hooks of wave {wave}) {message}"),
-                })?;
-            self.target
-                .applier
-                .run_hooks(
-                    self.hooks,
-                    hooks::Phase::Sync,
-                    Some(wave),
-                    self.namespace,
-                    self.owner,
-                    self.timeout,
-                )
-                .await?;
-            Ok(())
-        })
-    }
 }
 
 /// The set and the hooks to run around it.
@@ -483,10 +379,14 @@ async fn sync_rendered(
     let owner = app_label(app);
     let hook_timeout = input.timeout;
     let namespace = default_namespace(app);
-    let report = |what: String| async move {
-        if let Some(p) = input.record_planned {
-            p.progress(what).await;
-        }
+    let gate = super::health_gate::HealthGate {
+        target: input.target,
+        rules: Rules::compile(&app.spec.health_checks).unwrap_or_default(),
+        timeout: hook_timeout,
+        hooks,
+        namespace: &namespace,
+        owner: &owner,
+        progress: input.record_planned,
     };
     // Pre hooks run (and are awaited) before anything of the set is written; hooks are not
     // in the inventory, so the planned one is recorded by the set's first write as before.
@@ -495,7 +395,7 @@ async fn sync_rendered(
         .filter(|h| h.phase == hooks::Phase::Pre)
         .count();
     if pre > 0 {
-        report(format!("running {pre} pre hooks")).await;
+        gate.report(format!("running {pre} pre hooks")).await;
     }
     input
         .target
@@ -509,15 +409,6 @@ async fn sync_rendered(
             hook_timeout,
         )
         .await?;
-    let gate = HealthGate {
-        target: input.target,
-        rules: Rules::compile(&app.spec.health_checks).unwrap_or_default(),
-        timeout: hook_timeout,
-        hooks,
-        namespace: &namespace,
-        owner: &owner,
-        progress: input.record_planned,
-    };
     let set = input
         .target
         .applier
@@ -580,7 +471,7 @@ async fn sync_rendered(
         .filter(|h| h.phase == hooks::Phase::Post)
         .count();
     if post > 0 {
-        report(format!(
+        gate.report(format!(
             "waiting for the set to be healthy, then running {post} post hooks"
         ))
         .await;

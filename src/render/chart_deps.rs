@@ -22,6 +22,8 @@ const MAX_BUILDS: usize = 16;
 pub struct Dependency {
     pub name: String,
     pub repository: String,
+    /// The version constraint (`version:`), if any.
+    pub version: Option<String>,
     /// Already under `charts/` (a directory or an archive): nothing to build.
     pub vendored: bool,
 }
@@ -70,23 +72,14 @@ pub fn dependencies(chart_dir: &Path) -> Result<Vec<Dependency>, RenderError> {
         out.push(Dependency {
             name: name.to_string(),
             repository: repository.to_string(),
+            version: dep
+                .get("version")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             vendored,
         });
     }
     Ok(out)
-}
-
-/// One entry of `Chart.yaml`'s `dependencies` with its version constraint.
-fn constraint(chart_dir: &Path, name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(chart_dir.join("Chart.yaml")).ok()?;
-    let chart: Value = serde_yaml::from_str(&text).ok()?;
-    chart["dependencies"]
-        .as_array()?
-        .iter()
-        .find(|d| d["name"] == name)?
-        .get("version")?
-        .as_str()
-        .map(str::to_string)
 }
 
 /// Puts every missing dependency of the chart at `chart_dir` (inside `root`, the copy of
@@ -145,7 +138,7 @@ pub async fn vendor(
                     shown(&root, &from)
                 )));
             }
-            check_local_version(&dir, &d.name, &from)?;
+            check_local_version(&d, &from)?;
             let into = dir.join("charts").join(&d.name);
             std::fs::create_dir_all(&into).map_err(|e| RenderError::io(&into, e))?;
             super::tool::copy_tree(&root, &from, &into)?;
@@ -169,7 +162,7 @@ pub async fn vendor(
         )));
     }
     for (dir, d) in network {
-        let version = constraint(&dir, &d.name).unwrap_or_else(|| "*".into());
+        let version = d.version.clone().unwrap_or_else(|| "*".into());
         let creds = auth
             .iter()
             .filter(|(prefix, _)| d.repository.starts_with(prefix.as_str()))
@@ -188,10 +181,11 @@ pub async fn vendor(
 
 /// A local dependency's version must meet the constraint its parent names (as `helm
 /// dependency build` checks it).
-fn check_local_version(parent: &Path, name: &str, from: &Path) -> Result<(), RenderError> {
-    let Some(wanted) = constraint(parent, name) else {
+fn check_local_version(d: &Dependency, from: &Path) -> Result<(), RenderError> {
+    let Some(wanted) = &d.version else {
         return Ok(());
     };
+    let name = &d.name;
     let text = std::fs::read_to_string(from.join("Chart.yaml"))
         .map_err(|e| RenderError::io(&from.join("Chart.yaml"), e))?;
     let chart: Value = serde_yaml::from_str(&text).map_err(|e| RenderError::Parse {
@@ -199,7 +193,7 @@ fn check_local_version(parent: &Path, name: &str, from: &Path) -> Result<(), Ren
         message: e.to_string(),
     })?;
     let have = chart["version"].as_str().unwrap_or_default();
-    let ok = crate::source::chart_version::Wanted::parse(&wanted)
+    let ok = crate::source::chart_version::Wanted::parse(wanted)
         .map(|w| w.select([have]).is_some())
         .unwrap_or(true);
     if ok {
