@@ -1,4 +1,5 @@
-//! `ImagePolicy`: watches one image repository and selects the newest acceptable tag.
+//! `ImagePolicy`: watches one image repository (or the versions of one Helm chart) and
+//! selects the newest acceptable tag.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
@@ -9,7 +10,8 @@ use super::conditions::Condition;
 use super::duration::GoDuration;
 use super::refs::SecretRef;
 
-/// Watches an image repository in a registry and selects the newest acceptable tag.
+/// Watches an image repository in a registry (or a Helm chart's versions) and selects the
+/// newest acceptable tag.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "gantry.dev",
@@ -19,19 +21,30 @@ use super::refs::SecretRef;
     status = "ImagePolicyStatus",
     shortname = "imgpol",
     category = "gantry",
-    doc = "Watches an image repository in a registry and selects the newest acceptable tag.",
+    doc = "Watches an image repository in a registry, or the versions of a Helm chart, and selects the newest acceptable tag or version.",
     printcolumn = r#"{"name": "Image", "type": "string", "jsonPath": ".spec.image"}"#,
+    printcolumn = r#"{"name": "Chart", "type": "string", "jsonPath": ".spec.chart.name", "priority": 1}"#,
     printcolumn = r#"{"name": "Latest", "type": "string", "jsonPath": ".status.latestImage"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.image) != has(self.chart)").message("set either image or chart"))]
+#[x_kube(validation = Rule::new("!has(self.chart) || !has(self.digest) || self.digest != 'pin'").message("digest pinning is for images; a chart's archive is verified against its repository's digest whenever it is fetched"))]
 #[serde(rename_all = "camelCase")]
 pub struct ImagePolicySpec {
     /// Image repository without tag or digest, e.g. `registry.example.com/team/web`.
     #[x_kube(validation = Rule::new("!self.contains('@') && !self.matches(':[^/]*$')").message("image must not carry a tag or digest"))]
     #[schemars(length(min = 1, max = 1024))]
-    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// A Helm chart instead of an image: its published versions take the place of tags, and
+    /// image automation writes the selected version to Git (the `version:` of a chart
+    /// dependency in `Chart.yaml` or of an Application's `spec.render.helm.chart`, and lines
+    /// marked `# gantry:chart <policy>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<PolicyChart>,
 
     /// How often to list the tags.
     /// At least 1s; periodic runs are never closer than the controller's `--min-interval`
@@ -44,11 +57,13 @@ pub struct ImagePolicySpec {
     #[serde(default = "default_timeout")]
     pub timeout: GoDuration,
 
-    /// A `kubernetes.io/dockerconfigjson` Secret with credentials for the registry.
+    /// Credentials: for a registry (an image, or an `oci://` chart) a
+    /// `kubernetes.io/dockerconfigjson` Secret; for a Helm chart repository `username` and
+    /// `password` (basic auth) and/or `ca.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
 
-    /// Allow plain HTTP to a registry that is not on loopback.
+    /// Allow plain HTTP to a registry or chart repository that is not on loopback.
     #[serde(default)]
     pub insecure: bool,
 
@@ -68,6 +83,53 @@ pub struct ImagePolicySpec {
     /// Stops scanning while true; the last selection stays.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// A Helm chart whose versions a policy orders: `url: oci://registry/repository/chart`, or
+/// `repository: https://…` (where its `index.yaml` is) with `name`, as in an Application's
+/// `spec.render.helm.chart`.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.repository)").message("set either url (oci://…) or repository (https://…, with name)"))]
+#[x_kube(validation = Rule::new("has(self.repository) == has(self.name)").message("name goes with repository (an OCI url names its chart itself)"))]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyChart {
+    /// `oci://registry/repository/chart`, without a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('oci://') && !self.contains('@') && !self.matches('^oci://.*/[^/]*:[^/]*$')").message("url is oci://registry/repository/chart, without a tag or digest"))]
+    #[schemars(length(min = 7, max = 1024))]
+    pub url: Option<String>,
+    /// A Helm chart repository: the URL its `index.yaml` is under (`https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 1024))]
+    pub repository: Option<String>,
+    /// The chart's name in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+}
+
+impl PolicyChart {
+    /// `<repository>/<name>` or the `oci://` url: what the selected version is appended to
+    /// (`…:<version>`) in the policy's status.
+    pub fn subject(&self) -> String {
+        match (&self.url, &self.repository, &self.name) {
+            (Some(url), _, _) => url.trim_end_matches('/').to_string(),
+            (None, Some(repo), Some(name)) => format!("{}/{name}", repo.trim_end_matches('/')),
+            _ => String::new(),
+        }
+    }
+}
+
+impl ImagePolicySpec {
+    /// What the policy selects among: the image repository, or the chart's
+    /// [`PolicyChart::subject`].
+    pub fn subject(&self) -> String {
+        match (&self.image, &self.chart) {
+            (Some(image), _) => image.clone(),
+            (None, Some(chart)) => chart.subject(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// Exactly one ordering.
@@ -140,7 +202,8 @@ pub struct ImagePolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// The selected image, `repo:tag`.
+    /// The selected image, `repo:tag`; for a chart `<repository>/<name>:<version>` (or the
+    /// `oci://` url with `:<version>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_image: Option<String>,
     /// Digest of the selected tag, `sha256:…` (with `digest: pin`).

@@ -172,7 +172,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                         vec![
                             p.namespace().unwrap_or_default(),
                             p.name_any(),
-                            p.spec.image.clone(),
+                            p.spec.subject(),
                             st.latest_image.unwrap_or_else(|| "-".into()),
                             ready(&st.conditions),
                             age(p.metadata.creation_timestamp.as_ref()),
@@ -180,7 +180,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     })
                     .collect();
                 print_table(
-                    &["NAMESPACE", "NAME", "IMAGE", "LATEST", "READY", "AGE"],
+                    &["NAMESPACE", "NAME", "IMAGE/CHART", "LATEST", "READY", "AGE"],
                     &rows,
                 );
             }

@@ -18,10 +18,10 @@ use super::git_repository::credentials;
 use super::trigger::request_reconcile;
 use crate::api::application::{ApplicationStatus, WriteBack};
 use crate::api::conditions::Status;
-use crate::api::image_policy::HeldTag;
+use crate::api::image_policy::{HeldTag, PolicyChart};
 use crate::api::{Application, GitRepository, ImagePolicy};
 use crate::source::git::Reference;
-use crate::writeback::edit::{self, Update};
+use crate::writeback::edit::{self, ChartName, Update};
 use crate::writeback::repo::{self, Author, Target};
 
 /// The Application condition that reports image automation.
@@ -72,11 +72,13 @@ async fn plan(
             held.push(format!("{name}:{tag}"));
             continue;
         }
+        let chart = policy.spec.chart.as_ref().and_then(chart_name);
         updates.push(Update {
             policy: name.clone(),
-            repository: policy.spec.image.clone(),
+            repository: policy.spec.subject(),
             tag,
-            digest: status.latest_digest.clone(),
+            digest: status.latest_digest.clone().filter(|_| chart.is_none()),
+            chart,
         });
     }
     let files = read_yaml_files(&artifact_root.join(&app.spec.path));
@@ -98,6 +100,18 @@ async fn plan(
         waiting,
         held,
     })
+}
+
+/// The chart of a policy as `Chart.yaml` dependencies name it.
+fn chart_name(chart: &PolicyChart) -> Option<ChartName> {
+    match (&chart.url, &chart.repository, &chart.name) {
+        (Some(url), _, _) => ChartName::from_oci_url(url),
+        (None, Some(repository), Some(name)) => Some(ChartName {
+            repository: repository.clone(),
+            name: name.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// The YAML files under `dir` of the artifact (the fast check before any Git work).
@@ -146,7 +160,7 @@ fn settled(plan: &Plan, path: &str) -> (Status, &'static str, String) {
             Status::False,
             reason::NOT_REFERENCED,
             format!(
-                "no file under {path} refers to the image of {}; nothing to update",
+                "no file under {path} refers to the image or chart of {}; nothing to update",
                 plan.unreferenced.join(", ")
             ),
         )
@@ -178,7 +192,7 @@ fn unpushed(report: &repo::Report, path: &str, branch: &str) -> (Status, &'stati
             Status::False,
             reason::NOT_REFERENCED,
             format!(
-                "no file under {path} refers to the image of {} any more; nothing to update",
+                "no file under {path} refers to the image or chart of {} any more; nothing to update",
                 report.unreferenced.join(", ")
             ),
         )

@@ -19,6 +19,8 @@ use crate::api::ImagePolicy;
 use crate::api::conditions::{self, Status};
 use crate::api::image_policy::{DigestMode, ImagePolicyStatus};
 use crate::error::{Error, Result};
+use crate::source::helm_repo::{self, RepoAuth};
+use crate::source::oci_chart::ChartError;
 use crate::source::registry::{Credentials, ImageName, RegistryError};
 use crate::source::tag_policy::Policy;
 
@@ -31,8 +33,21 @@ enum Failure {
     Policy(String),
     #[error("{0}")]
     Secret(String),
+    #[error("{0}")]
+    Chart(String),
     #[error("none of the {count} tags of {image} matches the policy")]
     NoMatch { count: usize, image: String },
+}
+
+impl From<ChartError> for Failure {
+    fn from(e: ChartError) -> Self {
+        match e {
+            ChartError::Registry { source, .. } => Failure::Registry(source),
+            // The chart error names `spec.render.helm.chart`; here it is `spec.chart`.
+            ChartError::BadUrl { url, why } => Failure::Chart(format!("spec.chart {url:?}: {why}")),
+            other => Failure::Chart(other.to_string()),
+        }
+    }
 }
 
 impl Failure {
@@ -41,6 +56,7 @@ impl Failure {
             Failure::Registry(e) => e.reason(),
             Failure::Policy(_) => "InvalidPolicy",
             Failure::Secret(_) => "SecretInvalid",
+            Failure::Chart(_) => "ChartRepositoryFailed",
             Failure::NoMatch { .. } => "NoMatchingTag",
         }
     }
@@ -49,7 +65,7 @@ impl Failure {
     fn retry_soon(&self) -> bool {
         match self {
             Failure::Registry(e) => e.is_transient(),
-            Failure::Secret(_) => true,
+            Failure::Secret(_) | Failure::Chart(_) => true,
             _ => false,
         }
     }
@@ -85,13 +101,42 @@ async fn scan(
 ) -> Result<Selection, Failure> {
     let compiled = Policy::compile(&policy.spec.policy, policy.spec.filter_tags.as_ref())
         .map_err(|e| Failure::Policy(e.to_string()))?;
-    let image = ImageName::parse(&policy.spec.image)?;
-    let creds = credentials(&ctx.client, ns, policy, &image.registry).await?;
     let timeout = policy
         .spec
         .timeout
         .parse()
         .unwrap_or(Duration::from_secs(30));
+    let subject = policy.spec.subject();
+    let (image, registry) = match (&policy.spec.image, &policy.spec.chart) {
+        (Some(image), _) => (ImageName::parse(image)?, Registry::Image),
+        (None, Some(chart)) => match (&chart.url, &chart.repository, &chart.name) {
+            (Some(url), _, _) => {
+                let repo = url.strip_prefix("oci://").ok_or_else(|| {
+                    Failure::Chart(format!("spec.chart.url {url:?} is not oci://…"))
+                })?;
+                (ImageName::parse(repo)?, Registry::Chart)
+            }
+            (None, Some(repository), Some(name)) => {
+                let auth = match &policy.spec.secret_ref {
+                    None => RepoAuth::default(),
+                    Some(secret) => super::secrets::repository_auth(&ctx.client, ns, &secret.name)
+                        .await
+                        .map_err(Failure::Secret)?,
+                };
+                let versions =
+                    helm_repo::versions(repository, name, &auth, policy.spec.insecure, timeout)
+                        .await?;
+                return select(&compiled, &versions, &subject, None);
+            }
+            _ => {
+                return Err(Failure::Chart(
+                    "spec.chart: set url, or repository and name".into(),
+                ));
+            }
+        },
+        (None, None) => return Err(Failure::Chart("set spec.image or spec.chart".into())),
+    };
+    let creds = credentials(&ctx.client, ns, policy, &image.registry).await?;
     // A scan by another policy on the same image within half an interval is reused, unless
     // someone (a Receiver, `gantry`) asked for a fresh look after it.
     let mut not_before = SystemTime::now() - interval / 2;
@@ -103,28 +148,48 @@ async fn scan(
         .scanner
         .tags(&image, &creds, policy.spec.insecure, timeout, not_before)
         .await?;
-    let tag = compiled
-        .select(listing.tags.iter().map(String::as_str))
+    if registry == Registry::Chart {
+        // Helm stores a version's `+` as `_` in its tag.
+        let versions: Vec<String> = listing.tags.iter().map(|t| t.replace('_', "+")).collect();
+        return select(&compiled, &versions, &subject, None);
+    }
+    let mut sel = select(&compiled, &listing.tags, &subject, None)?;
+    if policy.spec.digest == DigestMode::Pin {
+        // A tag can be re-pushed, so the digest is looked up on every scan.
+        sel.digest = Some(
+            ctx.scanner
+                .digest(&image, &sel.tag, &creds, policy.spec.insecure, timeout)
+                .await?,
+        );
+    }
+    Ok(sel)
+}
+
+/// What a policy's registry repository holds.
+#[derive(PartialEq, Eq)]
+enum Registry {
+    Image,
+    Chart,
+}
+
+/// The newest of `tags` by the policy (pure).
+fn select(
+    policy: &Policy,
+    tags: &[String],
+    subject: &str,
+    digest: Option<String>,
+) -> Result<Selection, Failure> {
+    let tag = policy
+        .select(tags.iter().map(String::as_str))
         .ok_or_else(|| Failure::NoMatch {
-            count: listing.tags.len(),
-            image: policy.spec.image.clone(),
+            count: tags.len(),
+            image: subject.to_string(),
         })?
         .to_string();
-    let digest = match policy.spec.digest {
-        DigestMode::None => None,
-        DigestMode::Pin => {
-            // A tag can be re-pushed, so the digest is looked up on every scan.
-            Some(
-                ctx.scanner
-                    .digest(&image, &tag, &creds, policy.spec.insecure, timeout)
-                    .await?,
-            )
-        }
-    };
     Ok(Selection {
         tag,
         digest,
-        count: listing.tags.len(),
+        count: tags.len(),
     })
 }
 
@@ -169,13 +234,14 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                 .lock()
                 .expect("registry failures")
                 .remove(&key);
-            let latest = format!("{}:{}", policy.spec.image, sel.tag);
+            let subject = policy.spec.subject();
+            let latest = format!("{subject}:{}", sel.tag);
             if status.latest_image.as_deref() != Some(latest.as_str())
                 || status.latest_digest != sel.digest
             {
                 tracing::info!(namespace = %ns, name = %name, image = %latest, digest = ?sel.digest, "selected a new image");
             }
-            selected(&mut status, &policy.spec.image, sel, generation, now);
+            selected(&mut status, &subject, sel, generation, now);
             Action::requeue(with_jitter(interval, &name))
         }
         Err(failure) => {

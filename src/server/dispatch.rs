@@ -99,8 +99,9 @@ async fn resolve(client: &Client, t: &Trigger) -> Vec<Key> {
                     .into_iter()
                     .filter(|p| match &t.images {
                         None => true,
-                        Some(repos) => ImageName::parse(&p.spec.image)
-                            .is_ok_and(|i| repos.contains(&i.repository)),
+                        Some(repos) => registry_repository(&p.spec)
+                            .and_then(|r| ImageName::parse(r).ok())
+                            .is_some_and(|i| repos.contains(&i.repository)),
                     })
                     .map(|p| p.name_any())
                     .collect()
@@ -180,6 +181,16 @@ pub async fn run(client: Client, mut queue: mpsc::Receiver<Trigger>) {
                 tokio::spawn(fire(client.clone(), key));
             }
         }
+    }
+}
+
+/// The registry repository a policy lists tags of: its image, or its `oci://` chart (a
+/// push of either to the registry concerns it); `None` for a chart repository.
+fn registry_repository(spec: &crate::api::image_policy::ImagePolicySpec) -> Option<&str> {
+    match (&spec.image, &spec.chart) {
+        (Some(image), _) => Some(image),
+        (None, Some(chart)) => chart.url.as_deref().and_then(|u| u.strip_prefix("oci://")),
+        (None, None) => None,
     }
 }
 

@@ -256,6 +256,24 @@ async fn index(
     Ok(parsed)
 }
 
+/// Every version of chart `name` that `repository`'s index lists (for a policy to order).
+pub async fn versions(
+    repository: &str,
+    name: &str,
+    auth: &RepoAuth,
+    insecure: bool,
+    timeout: Duration,
+) -> Result<Vec<String>, ChartError> {
+    let index = index(repository, auth, insecure, timeout).await?;
+    let entries = index.entries.get(name).ok_or_else(|| {
+        failed(
+            &format!("{repository} {name}"),
+            "the repository's index has no chart of that name",
+        )
+    })?;
+    Ok(entries.iter().map(|e| e.version.clone()).collect())
+}
+
 /// The version of chart `name` that `version` asks for, as `repository`'s index lists it.
 pub async fn resolve(
     repository: &str,

@@ -1,7 +1,8 @@
-//! Image edits in YAML text, pure. Line-level and minimal: comments, key order, quoting and
-//! indentation stay as they are; only the image reference (or tag) changes.
+//! Image and chart-version edits in YAML text, pure. Line-level and minimal: comments, key
+//! order, quoting and indentation stay as they are; only the image reference (or tag, or
+//! chart version) changes.
 //!
-//! Three places are recognised:
+//! For an image, three places are recognised:
 //! - `image:` fields of containers and init containers in workload documents (Deployment,
 //!   StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod) whose repository is the policy's;
 //! - `images:` entries of a `kustomization.yaml` whose `name` (or `newName`) is the
@@ -10,6 +11,10 @@
 //!   may name what to write: `<policy>:tag`, `<policy>:name`, `<policy>:digest`,
 //!   `<policy>:image`; without it, a value that looks like an image reference gets the full
 //!   reference and anything else the tag.
+//!
+//! For a chart (a policy on a chart's versions), the `version:` of every mapping that names
+//! the chart (see [`super::chart_edit`]) and lines marked `# gantry:chart <policy>` (or
+//! `# gantry:image <policy>`) get the version.
 
 use std::sync::LazyLock;
 
@@ -24,9 +29,45 @@ pub struct Update {
     pub tag: String,
     /// `sha256:…` when the policy pins digests.
     pub digest: Option<String>,
+    /// Set when the policy orders a chart's versions (`tag` is then the version).
+    pub chart: Option<ChartName>,
+}
+
+/// A Helm chart as `Chart.yaml` dependencies name it: the repository (`https://…`, or the
+/// `oci://` path above the chart) and the chart's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartName {
+    pub repository: String,
+    pub name: String,
+}
+
+impl ChartName {
+    /// From an `oci://registry/path/chart` url.
+    pub fn from_oci_url(url: &str) -> Option<Self> {
+        let url = url.trim_end_matches('/');
+        let (repository, name) = url.rsplit_once('/')?;
+        (repository.len() > "oci://".len() && !name.is_empty()).then(|| ChartName {
+            repository: repository.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// `<repository>/<name>`.
+    pub fn subject(&self) -> String {
+        format!("{}/{}", self.repository.trim_end_matches('/'), self.name)
+    }
 }
 
 impl Update {
+    /// What the commit message calls the new value: the image reference, or the chart's
+    /// version.
+    pub fn written(&self) -> String {
+        match self.chart {
+            Some(_) => self.tag.clone(),
+            None => self.image(),
+        }
+    }
+
     /// `repo:tag` or `repo:tag@sha256:…`.
     pub fn image(&self) -> String {
         match &self.digest {
@@ -92,7 +133,7 @@ static IMAGE_LINE: LazyLock<Regex> = LazyLock::new(|| {
 static KIND_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"^kind:\s*["']?(?P<kind>[A-Za-z]+)"#).expect("kind regex"));
 static MARKER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"#\s*gantry:image\s+(?P<policy>[a-z0-9][a-z0-9.-]*)(?::(?P<field>tag|name|digest|image))?\s*$")
+    Regex::new(r"#\s*gantry:(?P<kind>image|chart)\s+(?P<policy>[a-z0-9][a-z0-9.-]*)(?::(?P<field>tag|name|digest|image|version))?\s*$")
         .expect("marker regex")
 });
 static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
@@ -144,7 +185,9 @@ pub fn edit_file(path: &str, text: &str, update: &Update) -> Option<(String, Vec
     );
 
     edit_markers(&mut lines, update, &mut changes);
-    if is_kustomization {
+    if let Some(chart) = &update.chart {
+        super::chart_edit::edit_versions(&mut lines, chart, &update.tag, &mut changes);
+    } else if is_kustomization {
         edit_kustomize_images(&mut lines, update, &mut changes);
     } else {
         edit_workload_images(&mut lines, update, &mut changes);
@@ -178,7 +221,12 @@ fn edit_markers(lines: &mut [String], update: &Update, changes: &mut Vec<Change>
         if &m["policy"] != update.policy.as_str() {
             continue;
         }
-        let field = m.name("field").map(|f| f.as_str().to_string());
+        let field = match (&m["kind"], m.name("field").map(|f| f.as_str())) {
+            // A chart marker (or a chart policy) writes the version.
+            ("chart", _) | (_, Some("version")) => Some("tag".to_string()),
+            (_, _) if update.chart.is_some() => Some("tag".to_string()),
+            (_, f) => f.map(str::to_string),
+        };
         let Some(kv) = KEY_VALUE.captures(line) else {
             continue;
         };
@@ -233,7 +281,7 @@ fn edit_workload_images(lines: &mut [String], update: &Update, changes: &mut Vec
         });
         if workload {
             for (i, line) in lines.iter_mut().enumerate().take(end).skip(start) {
-                if line.contains("gantry:image") {
+                if MARKER.is_match(line) {
                     continue; // handled by the marker rule
                 }
                 let Some(c) = IMAGE_LINE.captures(line) else {
@@ -390,6 +438,7 @@ mod tests {
             repository: "127.0.0.1:5000/team/web".into(),
             tag: "1.4.0".into(),
             digest: digest.map(str::to_string),
+            chart: None,
         }
     }
 
@@ -555,5 +604,33 @@ version: \"1.4.0\"   # gantry:image web:tag
         let v = "kind: Pod\r\nspec:\r\n  containers:\r\n  - image: 127.0.0.1:5000/team/web:1.3.0";
         let (out, _) = edit_file("pod.yaml", v, &update(None)).unwrap();
         assert_eq!(out, v.replace("1.3.0", "1.4.0"));
+    }
+
+    #[test]
+    fn a_chart_policy_writes_its_version_on_marked_lines_and_in_chart_mappings() {
+        let u = Update {
+            policy: "web-chart".into(),
+            repository: "oci://127.0.0.1:5000/charts/web".into(),
+            tag: "1.2.0".into(),
+            digest: None,
+            chart: ChartName::from_oci_url("oci://127.0.0.1:5000/charts/web"),
+        };
+        let text = "\
+chartVersion: 1.0.0 # gantry:chart web-chart
+other: 1.0.0 # gantry:chart api-chart
+image: 127.0.0.1:5000/charts/web:1.0.0
+chart:
+  url: oci://127.0.0.1:5000/charts/web
+  version: \"1.0.0\"
+";
+        let (out, changes) = edit_file("apps/web.yaml", text, &u).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(
+            out,
+            text.replace("chartVersion: 1.0.0", "chartVersion: 1.2.0")
+                .replace("\"1.0.0\"", "\"1.2.0\"")
+        );
+        assert_eq!(u.written(), "1.2.0");
+        assert_eq!(u.image(), "oci://127.0.0.1:5000/charts/web:1.2.0");
     }
 }

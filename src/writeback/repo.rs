@@ -26,6 +26,9 @@ const HISTORY_DEPTH: usize = 500;
 pub const POLICY_TRAILER: &str = "Gantry-Policy";
 /// Trailer naming the image a Gantry image-bump commit wrote.
 pub const IMAGE_TRAILER: &str = "Gantry-Image";
+/// Trailer naming the chart and version a Gantry chart-bump commit wrote
+/// (`<repository>/<name>:<version>`).
+pub const CHART_TRAILER: &str = "Gantry-Chart";
 
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
@@ -194,12 +197,17 @@ fn build_commits(
             .map(|c| c.old_value.clone())
             .find(|v| !v.is_empty())
             .unwrap_or_default();
-        let new = update.image();
+        let new = update.written();
+        let trailer = if update.chart.is_some() {
+            CHART_TRAILER
+        } else {
+            IMAGE_TRAILER
+        };
         let message = format!(
-            "{}\n\n{POLICY_TRAILER}: {}\n{IMAGE_TRAILER}: {}\n",
+            "{}\n\n{POLICY_TRAILER}: {}\n{trailer}: {}\n",
             render_message(author.message_template, &update.policy, &old, &new).trim_end(),
             update.policy,
-            new
+            update.image()
         );
         let sig = Signature::now(author.name, author.email)?;
         let tree = repo.find_tree(new_tree)?;
@@ -350,6 +358,7 @@ fn held_by_revert(
             return Ok(None);
         }
         let tag = trailer(original_message, IMAGE_TRAILER)
+            .or_else(|| trailer(original_message, CHART_TRAILER))
             .and_then(|image| edit::split_image(image).tag.map(str::to_string));
         return Ok(tag.filter(|t| *t == update.tag).map(|tag| Held {
             policy: update.policy.clone(),
@@ -465,6 +474,7 @@ mod tests {
             repository: "127.0.0.1:5000/team/web".into(),
             tag: tag.into(),
             digest: None,
+            chart: None,
         }
     }
 
@@ -561,5 +571,113 @@ mod tests {
         assert_eq!(trailer(m, IMAGE_TRAILER), Some("r/web:1.4.0"));
         assert_eq!(normalize_path("./apps//web/"), "apps/web");
         assert_eq!(normalize_path("."), "");
+    }
+
+    const UMBRELLA: &str = "apiVersion: v2\nname: shop\nversion: 0.1.0\ndependencies:\n  - name: web\n    repository: https://charts.example.com\n    version: 1.0.0 # gantry bumps this\n";
+
+    fn chart_update(version: &str) -> Update {
+        Update {
+            policy: "web-chart".into(),
+            repository: "https://charts.example.com/web".into(),
+            tag: version.into(),
+            digest: None,
+            chart: Some(edit::ChartName {
+                repository: "https://charts.example.com".into(),
+                name: "web".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_chart_bump_names_its_version_and_a_revert_of_it_holds_that_version() {
+        let (remote, url) = remote_with(&[("shop/Chart.yaml", UMBRELLA)]);
+        let cache = tempfile::tempdir().unwrap();
+        let target = Target {
+            url: &url,
+            branch: "main",
+            creds: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        };
+        let report = write_back(
+            &cache.path().join("c"),
+            &target,
+            "shop",
+            &[chart_update("1.1.0")],
+            &author(),
+        )
+        .unwrap();
+        let bump = report.pushed.clone().expect("pushed");
+        assert_eq!(
+            (report.bumps[0].old.as_str(), report.bumps[0].new.as_str()),
+            ("1.0.0", "1.1.0")
+        );
+        assert_eq!(
+            head_file(remote.path(), "shop/Chart.yaml"),
+            UMBRELLA.replace("1.0.0 #", "1.1.0 #")
+        );
+        let repo = Repository::open_bare(remote.path()).unwrap();
+        let message = repo
+            .find_commit(Oid::from_str(&bump).unwrap())
+            .unwrap()
+            .message()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.starts_with("Update web-chart from 1.0.0 to 1.1.0"),
+            "{message}"
+        );
+        assert_eq!(
+            trailer(&message, CHART_TRAILER),
+            Some("https://charts.example.com/web:1.1.0")
+        );
+
+        // `git revert` of the bump, as a team would do it.
+        let commit = repo.find_commit(Oid::from_str(&bump).unwrap()).unwrap();
+        let mut index = repo.revert_commit(&commit, &commit, 0, None).unwrap();
+        let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+        let sig = Signature::now("t", "t@t").unwrap();
+        let revert = repo
+            .commit(
+                Some("refs/heads/main"),
+                &sig,
+                &sig,
+                &format!("Revert\n\nThis reverts commit {bump}.\n"),
+                &tree,
+                &[&commit],
+            )
+            .unwrap();
+        let again = write_back(
+            &cache.path().join("c"),
+            &target,
+            "shop",
+            &[chart_update("1.1.0")],
+            &author(),
+        )
+        .unwrap();
+        assert_eq!(
+            again.pushed, None,
+            "a reverted version is not written again"
+        );
+        assert_eq!(
+            again.held,
+            vec![Held {
+                policy: "web-chart".into(),
+                tag: "1.1.0".into(),
+                revert: revert.to_string()
+            }]
+        );
+        let newer = write_back(
+            &cache.path().join("c"),
+            &target,
+            "shop",
+            &[chart_update("1.2.0")],
+            &author(),
+        )
+        .unwrap();
+        assert!(newer.pushed.is_some(), "a newer version is written");
+        assert_eq!(
+            head_file(remote.path(), "shop/Chart.yaml"),
+            UMBRELLA.replace("1.0.0 #", "1.2.0 #")
+        );
     }
 }

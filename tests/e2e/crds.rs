@@ -54,6 +54,10 @@ async fn examples_of_every_kind_are_accepted() {
             "helm-application.yaml",
             dynamic_api::<Application>(&client, &ns.name),
         ),
+        (
+            "chart-policy.yaml",
+            dynamic_api::<ImagePolicy>(&client, &ns.name),
+        ),
     ] {
         let created = create(&api, example(file))
             .await
@@ -146,6 +150,20 @@ async fn invalid_objects_are_refused_with_a_clear_message() {
     policy["metadata"]["name"] = json!("bad-digest");
     policy["spec"]["digest"] = json!("sometimes");
     assert_refused(&policies, policy, &["spec.digest", "Unsupported value"]).await;
+
+    // A policy orders the tags of an image or the versions of a chart, not both.
+    let mut policy = example("chart-policy.yaml");
+    policy["metadata"]["name"] = json!("image-and-chart");
+    policy["spec"]["image"] = json!("registry.example.com/team/web");
+    assert_refused(&policies, policy, &["set either image or chart"]).await;
+    let mut policy = example("chart-policy.yaml");
+    policy["metadata"]["name"] = json!("pinned-chart");
+    policy["spec"]["digest"] = json!("pin");
+    assert_refused(&policies, policy, &["digest pinning is for images"]).await;
+    let mut policy = example("chart-policy.yaml");
+    policy["metadata"]["name"] = json!("tagged-oci-chart");
+    policy["spec"]["chart"] = json!({"url": "oci://registry.example.com/charts/web:1.0.0"});
+    assert_refused(&policies, policy, &["without a tag or digest"]).await;
 
     let mut receiver = example("receiver.yaml");
     receiver["metadata"]["name"] = json!("bad-type");

@@ -6,6 +6,7 @@ mod support;
 
 mod boundaries;
 mod chart;
+mod chart_automation;
 mod cli;
 mod clusters;
 mod controller;

@@ -181,4 +181,29 @@ async fn a_chart_from_an_oci_registry_renders_with_values_from_git() {
     .await;
     assert_eq!(chart.version, "0.2.0");
     assert!(chart.digest.starts_with("sha256:"), "{chart:?}");
+
+    // An ImagePolicy on the chart orders its versions (Helm's `_` in a tag is read as `+`).
+    push_chart(&registry, "0.3.0+build.7");
+    let policies: Api<gantry::api::ImagePolicy> = Api::namespaced(client.clone(), &ns.name);
+    let policy = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "ImagePolicy",
+        "metadata": {"name": "web-chart"},
+        "spec": {"chart": {"url": url}, "secretRef": {"name": "regcred"},
+                 "policy": {"semver": {"range": ">=0.1.0 <1"}}}
+    }))
+    .unwrap();
+    policies
+        .create(&kube::api::PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let expected = format!("{url}:0.3.0+build.7");
+    eventually(
+        "the chart policy selects 0.3.0+build.7",
+        std::time::Duration::from_secs(30),
+        || async {
+            let s = policies.get("web-chart").await.ok()?.status?;
+            (s.latest_image.as_deref() == Some(expected.as_str())).then_some(())
+        },
+    )
+    .await;
 }
