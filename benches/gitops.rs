@@ -255,7 +255,7 @@ async fn main() {
             data.path(),
             &log,
             "off",
-            "info,kube_client::client::builder=debug,gantry::controller::sync=debug,gantry::apply::set=debug,gantry::controller::application=debug",
+            "info,kube_client::client::builder=debug,gantry::controller::application::pipeline=debug,gantry::apply::set=debug,gantry::controller::application::reconcile=debug",
         );
         let start = Instant::now();
         let start_wall = chrono::Utc::now();

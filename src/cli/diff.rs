@@ -15,8 +15,8 @@ use crate::api::{Application, GitRepository};
 use crate::apply::applier::Applier;
 use crate::apply::normalize::{Desired, describe};
 use crate::cluster::{Target, Targets};
+use crate::controller::application::pipeline::{self, SyncInput};
 use crate::controller::context::revision_commit;
-use crate::controller::sync::{self, SyncInput};
 use crate::drift::diff::{mask, unified};
 use crate::error::{Error, Result};
 use crate::source::{artifact, git};
@@ -124,7 +124,7 @@ async fn app_desired(
             .parse()
             .unwrap_or(std::time::Duration::from_secs(300)),
     };
-    let desired = sync::desired_set(&input)
+    let desired = pipeline::desired_set(&input)
         .await
         .map_err(|e| Error::Usage(e.to_string()))?;
     Ok((desired, app, target))

@@ -94,7 +94,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         author: (args.author_name.clone(), args.author_email.clone()),
         note: format!(
             "{} {ns}/{name}` to {to}.",
-            crate::controller::rollout::ROLLBACK_NOTE
+            crate::controller::application::rolling_abort::ROLLBACK_NOTE
         ),
         dry_run,
         timeout: Duration::from_secs(120),

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::common::parse_target;
 use crate::api::Application;
 use crate::api::rollout::RolloutPhase;
-use crate::controller::canary::ROLLOUT_ACTION_ANNOTATION;
+use crate::controller::application::canary::ROLLOUT_ACTION_ANNOTATION;
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]

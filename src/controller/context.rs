@@ -5,16 +5,9 @@ use std::path::{Path, PathBuf};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::apply::normalize::Desired;
 use crate::cluster::Targets;
 
 type AppKey = (String, String);
-
-/// The rendered set of an Application at (revision, generation), kept between reconciles so
-/// drift checks need no re-render.
-pub type DesiredCache = std::sync::Mutex<
-    std::collections::HashMap<AppKey, (String, Option<i64>, std::sync::Arc<Vec<Desired>>, u64)>,
->;
 
 /// The default of `--min-interval`.
 pub const DEFAULT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -32,15 +25,6 @@ pub fn backoff(
     base.saturating_mul(1u32 << doublings).min(cap)
 }
 
-/// Consecutive failed syncs of one revision at one generation, and when to try again.
-#[derive(Debug, Clone)]
-pub struct SyncFailures {
-    revision: String,
-    generation: Option<i64>,
-    count: u32,
-    retry_at: std::time::Instant,
-}
-
 pub struct Context {
     pub client: Client,
     /// Root of the Git caches and artifacts.
@@ -53,10 +37,6 @@ pub struct Context {
     /// counts up its series while a new note is a new Event (kube's recorder keys series by
     /// reason alone and would keep showing the first note).
     pub recorders: EventRecorders,
-    pub desired_cache: DesiredCache,
-    /// When each Application's inventory was last compared in full (in memory only, so a
-    /// no-op check writes nothing).
-    pub last_full_check: std::sync::Mutex<std::collections::HashMap<AppKey, std::time::Instant>>,
     /// Registry clients and shared tag scans.
     pub scanner: crate::source::registry::Scanner,
     /// Webhook endpoints of the Receivers, shared with the HTTP server.
@@ -75,16 +55,16 @@ pub struct Context {
     pub reconcile_concurrency: u16,
     /// The longest `spec.timeout` honoured (`--max-timeout`).
     pub max_timeout: std::time::Duration,
-    /// Application reconciles that outlived their slot (waiting on hooks, waves, health).
-    pub detached: super::app_detach::Detached,
     /// Git fetches allowed at once, in all and per namespace.
     pub fetch_gate: crate::source::fetch_gate::FetchGate,
-    /// Consecutive failures to reach an Application's cluster, for the backoff.
-    pub target_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
-    /// Consecutive failed syncs of one revision per Application, for the backoff.
-    pub sync_failures: std::sync::Mutex<std::collections::HashMap<AppKey, SyncFailures>>,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
+}
+
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
 }
 
 impl Context {
@@ -115,12 +95,8 @@ impl Context {
             artifacts: crate::source::store::ArtifactStore::new(data_dir.join("artifacts")),
             data_dir,
             targets,
-            desired_cache: Default::default(),
-            last_full_check: Default::default(),
             scanner: Default::default(),
             registry_failures: Default::default(),
-            target_failures: Default::default(),
-            sync_failures: Default::default(),
             endpoints: Default::default(),
             metrics: Default::default(),
             receivers_enabled: false,
@@ -129,7 +105,6 @@ impl Context {
             shard: opts.shard.clone(),
             reconcile_concurrency: opts.reconcile_concurrency,
             fetch_gate: opts.fetches.clone(),
-            detached: Default::default(),
             max_timeout: opts.max_timeout,
         };
         Ok((ctx, rx))
@@ -152,86 +127,6 @@ impl Context {
         default: std::time::Duration,
     ) -> std::time::Duration {
         spec.parse().unwrap_or(default).max(self.min_interval)
-    }
-
-    /// The wait before the next attempt at `revision` after a failed sync: `base`, doubled
-    /// with every consecutive failure of the same revision, at most 5 minutes. A new
-    /// revision starts again at `base`.
-    pub fn sync_backoff(
-        &self,
-        namespace: &str,
-        name: &str,
-        revision: &str,
-        generation: Option<i64>,
-        base: std::time::Duration,
-    ) -> std::time::Duration {
-        let key = (namespace.to_string(), name.to_string());
-        let now = std::time::Instant::now();
-        let mut failures = self.sync_failures.lock().expect("sync failures");
-        let entry = failures.entry(key).or_insert_with(|| SyncFailures {
-            revision: revision.to_string(),
-            generation,
-            count: 0,
-            retry_at: now,
-        });
-        if entry.revision != revision || entry.generation != generation {
-            entry.revision = revision.to_string();
-            entry.generation = generation;
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        let wait = backoff(base, entry.count, std::time::Duration::from_secs(300));
-        entry.retry_at = now + wait;
-        wait
-    }
-
-    /// How long a sync of `revision` at `generation` that failed is still backing off
-    /// (status writes and other events reconcile the Application earlier; they do not
-    /// retry the sync).
-    pub fn sync_retry_in(
-        &self,
-        namespace: &str,
-        name: &str,
-        revision: &str,
-        generation: Option<i64>,
-    ) -> Option<std::time::Duration> {
-        let failures = self.sync_failures.lock().expect("sync failures");
-        let f = failures.get(&(namespace.to_string(), name.to_string()))?;
-        (f.revision == revision && f.generation == generation)
-            .then(|| f.retry_at.checked_duration_since(std::time::Instant::now()))
-            .flatten()
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Forgets the failed syncs of an Application (it synced).
-    pub fn forget_sync_failures(&self, namespace: &str, name: &str) {
-        self.sync_failures
-            .lock()
-            .expect("sync failures")
-            .remove(&(namespace.to_string(), name.to_string()));
-    }
-
-    /// With `unreachable`, the backoff before the next look at an Application whose cluster
-    /// did not answer (5 s, doubling, at most 5 min); otherwise forgets its failures.
-    pub fn target_backoff(
-        &self,
-        namespace: &str,
-        name: &str,
-        unreachable: bool,
-    ) -> Option<kube::runtime::controller::Action> {
-        let key = (namespace.to_string(), name.to_string());
-        let mut failures = self.target_failures.lock().expect("target failures");
-        if !unreachable {
-            failures.remove(&key);
-            return None;
-        }
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        Some(kube::runtime::controller::Action::requeue(backoff(
-            std::time::Duration::from_secs(5),
-            *n,
-            std::time::Duration::from_secs(300),
-        )))
     }
 
     /// An Application's `spec.timeout`, never above `--max-timeout` (5m when unparsable).

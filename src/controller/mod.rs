@@ -1,36 +1,16 @@
 //! The operator: one reconciler per kind, sharing a `Context`.
 
-pub mod app_cleanup;
-pub mod app_controller;
-pub mod app_detach;
-pub mod app_drift;
-pub mod app_record;
-pub mod app_status;
-pub mod app_sync;
 pub mod application;
-pub mod artifact;
-pub mod canary;
-pub mod canary_owner;
-pub mod chart;
 pub mod context;
 pub mod crd_check;
-pub mod decide;
-pub mod drift_check;
 pub mod git_repository;
-pub mod guards;
-mod health_gate;
-pub mod image_automation;
 pub mod image_policy;
 pub mod kinds;
 pub mod leader;
-pub mod live_health;
-pub mod reasons;
 pub mod receiver;
-pub mod rollout;
 pub mod secrets;
 pub mod shard;
 pub mod status;
-pub mod sync;
 pub mod trigger;
 
 use std::sync::Arc;
@@ -184,8 +164,8 @@ async fn reconcile_all(
     tokio::join!(
         git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, opts)),
         image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, opts)),
-        app_controller::run(
-            ctx.clone(),
+        application::watch::run(
+            Arc::new(application::memory::AppContext::new(ctx.clone())),
             api_for::<Application>(&client, opts),
             api_for::<GitRepository>(&client, opts),
             api_for::<ImagePolicy>(&client, opts),
@@ -224,30 +204,31 @@ pub async fn shutdown_signal() {
 
 /// Runs one reconcile of `obj`, counted and timed by kind (the timer observes on drop, so
 /// every exit is measured); failures are counted by their bounded category.
-pub async fn measured<K, F, Fut>(
+pub async fn measured<K, C, F, Fut>(
     obj: Arc<K>,
-    ctx: Arc<Context>,
+    ctx: Arc<C>,
     reconcile: F,
 ) -> Result<kube::runtime::controller::Action>
 where
     K: GantryKind,
-    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    C: AsRef<Context>,
+    F: FnOnce(Arc<K>, Arc<C>) -> Fut,
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>>,
 {
     let kind = K::kind(&()).to_string();
-    let _timer = ctx
-        .metrics
+    let metrics = (*ctx).as_ref().metrics.clone();
+    let _timer = metrics
         .reconcile_seconds
         .with_label_values(&[kind.as_str()])
         .start_timer();
-    let result = reconcile(obj, ctx.clone()).await;
+    let result = reconcile(obj, ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
+    metrics
         .reconciles
         .with_label_values(&[kind.as_str(), outcome])
         .inc();
     if let Err(e) = &result {
-        ctx.metrics
+        metrics
             .reconcile_errors
             .with_label_values(&[kind.as_str(), e.category()])
             .inc();
@@ -257,10 +238,10 @@ where
 
 /// The error policy of every Gantry reconciler: log with the object and a bounded category,
 /// retry in 5 s.
-pub fn error_policy<K: GantryKind>(
+pub fn error_policy<K: GantryKind, C>(
     obj: std::sync::Arc<K>,
     err: &crate::error::Error,
-    _ctx: std::sync::Arc<context::Context>,
+    _ctx: std::sync::Arc<C>,
 ) -> kube::runtime::controller::Action {
     use kube::ResourceExt;
     tracing::warn!(

@@ -1,5 +1,5 @@
 //! Rollouts: pure decisions (`plan`); the I/O that carries them out lives with the
-//! Application reconciler (`controller::rollout`).
+//! Application reconciler (`controller::application::rolling_abort` and `canary`).
 
 pub mod analysis;
 pub mod plan;

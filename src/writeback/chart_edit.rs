@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::edit::{Change, ChartName};
+use super::update::{Change, ChartName};
 
 static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"^(?P<indent> *)(?P<dash>-\s+)?(?P<key>[A-Za-z][A-Za-z0-9_-]*):(?:[ \t]+(?P<q>["']?)(?P<val>[^"'#]*?)["']?)?[ \t]*(?:#.*)?$"#)

@@ -6,3 +6,4 @@ pub mod chart_edit;
 pub mod edit;
 pub mod repo;
 pub mod revert;
+pub mod update;

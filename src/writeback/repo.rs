@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use git2::{ErrorCode, ObjectType, Oid, PushOptions, Repository, Signature, Sort};
 use regex::Regex;
 
-use super::edit::{self, Update};
+use super::edit;
+use super::update::{self, Update};
 use crate::source::git::{self, Credentials, GitError, Reference};
 use crate::source::tree::Visit;
 use crate::source::url_policy;
@@ -164,7 +165,7 @@ fn build_commits(
     for update in updates {
         let tree = tip.tree()?;
         let files = yaml_files(repo, &tree, &prefix)?;
-        let mut edits: Vec<(String, String, Vec<edit::Change>)> = Vec::new();
+        let mut edits: Vec<(String, String, Vec<update::Change>)> = Vec::new();
         let mut referenced = false;
         for (file, text) in &files {
             if let Some((new_text, changes)) = edit::edit_file(file, text, update) {
@@ -581,7 +582,7 @@ mod tests {
             repository: "https://charts.example.com/web".into(),
             tag: version.into(),
             digest: None,
-            chart: Some(edit::ChartName {
+            chart: Some(update::ChartName {
                 repository: "https://charts.example.com".into(),
                 name: "web".into(),
             }),

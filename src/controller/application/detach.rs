@@ -9,81 +9,30 @@
 //! ended between writes is a controller killed there, which the planned inventory covers)
 //! — and when it ends it asks for a reconcile, which reports and follows up.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::Context;
+use super::memory::{AppContext, Running};
 use crate::api::{Application, GitRepository};
 use crate::error::{Error, Result};
 
 /// How long a reconcile slot waits for an Application's task before letting go.
 pub const IN_SLOT: Duration = Duration::from_secs(3);
 
-type AppKey = (String, String);
-
-struct Running {
-    id: u64,
-    abort: tokio::task::AbortHandle,
-    generation: Option<i64>,
-    /// The source revision the task is syncing, once it knows it.
-    revision: Option<String>,
-}
-
-/// The Applications whose reconcile task outlived its slot.
-#[derive(Default)]
-pub struct Detached {
-    running: Mutex<HashMap<AppKey, Running>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-impl Detached {
-    /// Notes the revision the running task of `ns/name` works on.
-    pub fn note_revision(&self, ns: &str, name: &str, revision: &str) {
-        if revision.is_empty() {
-            return;
-        }
-        let key = (ns.to_string(), name.to_string());
-        if let Some(r) = self.running.lock().expect("detached").get_mut(&key) {
-            r.revision = Some(revision.to_string());
-        }
-    }
-
-    /// Whether a task of `ns/name` is running.
-    pub fn is_running(&self, ns: &str, name: &str) -> bool {
-        let key = (ns.to_string(), name.to_string());
-        self.running.lock().expect("detached").contains_key(&key)
-    }
-
-    /// Ends the running task of `ns/name`, if any (before the Application is deleted).
-    pub fn end(&self, ns: &str, name: &str) {
-        let key = (ns.to_string(), name.to_string());
-        if let Some(r) = self.running.lock().expect("detached").remove(&key) {
-            r.abort.abort();
-        }
-    }
-
-    fn forget(&self, key: &AppKey, id: u64) {
-        let mut running = self.running.lock().expect("detached");
-        if running.get(key).is_some_and(|r| r.id == id) {
-            running.remove(key);
-        }
-    }
-}
-
 /// Runs `work` (one reconcile of `app`) as a task, waiting for it at most [`IN_SLOT`].
-pub async fn bounded<F, Fut>(app: Arc<Application>, ctx: Arc<Context>, work: F) -> Result<Action>
+pub async fn bounded<F, Fut>(app: Arc<Application>, ctx: Arc<AppContext>, work: F) -> Result<Action>
 where
-    F: FnOnce(Arc<Application>, Arc<Context>) -> Fut,
+    F: FnOnce(Arc<Application>, Arc<AppContext>) -> Fut,
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
     let key = (app.namespace().unwrap_or_default(), app.name_any());
     let busy = ctx
+        .memory
         .detached
         .running
         .lock()
@@ -97,25 +46,31 @@ where
         }
         tracing::info!(namespace = %key.0, name = %key.1,
             "the spec or the source changed while a sync waited; ending that sync for the newer one");
-        ctx.detached.end(&key.0, &key.1);
+        ctx.memory.detached.end(&key.0, &key.1);
     }
     let id = ctx
+        .memory
         .detached
         .next_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut task = tokio::spawn(work(app.clone(), ctx.clone()));
-    ctx.detached.running.lock().expect("detached").insert(
-        key.clone(),
-        Running {
-            id,
-            abort: task.abort_handle(),
-            generation: app.metadata.generation,
-            revision: None,
-        },
-    );
+    ctx.memory
+        .detached
+        .running
+        .lock()
+        .expect("detached")
+        .insert(
+            key.clone(),
+            Running {
+                id,
+                abort: task.abort_handle(),
+                generation: app.metadata.generation,
+                revision: None,
+            },
+        );
     match tokio::time::timeout(IN_SLOT, &mut task).await {
         Ok(done) => {
-            ctx.detached.forget(&key, id);
+            ctx.memory.detached.forget(&key, id);
             done.map_err(|e| Error::Usage(format!("reconcile task: {e}")))?
         }
         Err(_) => {
@@ -123,7 +78,7 @@ where
             let wake = ObjectRef::from_obj(app.as_ref());
             tokio::spawn(async move {
                 let outcome = task.await;
-                ctx.detached.forget(&key, id);
+                ctx.memory.detached.forget(&key, id);
                 match outcome {
                     Ok(Err(e)) => {
                         tracing::warn!(namespace = %key.0, name = %key.1, error = %e, "reconcile failed")
@@ -142,7 +97,7 @@ where
 
 /// Whether the Application's source now has another revision than `revision` (the one its
 /// running task syncs).
-async fn source_moved(ctx: &Context, app: &Application, revision: Option<String>) -> bool {
+async fn source_moved(ctx: &AppContext, app: &Application, revision: Option<String>) -> bool {
     let Some(revision) = revision else {
         return false;
     };

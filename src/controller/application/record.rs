@@ -7,10 +7,10 @@ use kube::api::Api;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 
-use super::context::Context;
-use super::status::apply_status;
+use super::memory::AppContext;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord};
 use crate::api::conditions::{self, Status};
+use crate::controller::status::apply_status;
 use crate::error::Result;
 
 const HISTORY_LIMIT: usize = 10;
@@ -45,7 +45,7 @@ pub(super) fn record(status: &mut ApplicationStatus, rec: SyncRecord) {
 }
 
 pub(super) async fn publish(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     type_: EventType,
     reason: &str,

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::context::Context;
-use super::sync;
+use super::memory::AppContext;
+use super::pipeline;
 use crate::api::application::Application;
 use crate::apply::inventory;
 use crate::error::{Error, Result};
 
 /// Deleting an Application with prune on removes what it applied.
-pub async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
-    super::context::remove_dir(
+pub async fn cleanup(app: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action> {
+    crate::controller::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
     );
     // Objects are deleted as the Application's identity on its cluster, never with the
@@ -49,7 +49,10 @@ pub async fn cleanup(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action>
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
     let stale = inventory::stale(&entries, &[]);
-    let result = target.applier.prune(&stale, &sync::app_label(&app)).await;
+    let result = target
+        .applier
+        .prune(&stale, &pipeline::app_label(&app))
+        .await;
     if !result.failed.is_empty() {
         return Err(Error::Cleanup(crate::apply::join_errors(
             result.failed.iter().map(|(_, m)| m),

@@ -116,7 +116,7 @@ impl RecordPlanned for StatusRecorder<'_> {
         };
         *self.recorded.lock().expect("planned inventory") = Some(entries);
         Box::pin(async move {
-            super::status::apply_status(self.api, self.name, &status)
+            crate::controller::status::apply_status(self.api, self.name, &status)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -125,7 +125,7 @@ impl RecordPlanned for StatusRecorder<'_> {
     fn progress(&self, what: String) -> futures::future::BoxFuture<'_, ()> {
         let status = {
             let mut status = self.status.lock().expect("sync status");
-            super::app_record::set(
+            super::record::set(
                 &mut status,
                 crate::api::conditions::READY,
                 crate::api::conditions::Status::Unknown,
@@ -137,7 +137,7 @@ impl RecordPlanned for StatusRecorder<'_> {
         };
         Box::pin(async move {
             // Best effort: the sync goes on whether or not its progress could be shown.
-            match super::status::apply_status(self.api, self.name, &status).await {
+            match crate::controller::status::apply_status(self.api, self.name, &status).await {
                 Ok(()) => self
                     .progressed
                     .store(true, std::sync::atomic::Ordering::Relaxed),

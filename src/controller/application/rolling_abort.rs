@@ -8,15 +8,16 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
-use super::app_record::{publish, set};
-use super::context::{Context, revision_commit};
+use super::memory::AppContext;
+use super::pipeline::{self, SyncInput};
 use super::reasons;
-use super::sync::{self, SyncInput};
+use super::record::{publish, set};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
 use crate::cluster::Target;
+use crate::controller::context::revision_commit;
 use crate::rollout::plan;
 use crate::source::artifact;
 use crate::source::git::Reference;
@@ -27,7 +28,7 @@ const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 /// Renders `revision` from the Git cache of the Application's source and re-applies its
 /// workloads. Returns the workloads applied.
 async fn reapply_workloads(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     source: &GitRepository,
@@ -52,7 +53,7 @@ async fn reapply_workloads(
         record_planned: None,
         timeout: ctx.app_timeout(app),
     };
-    let desired = sync::desired_set(&input)
+    let desired = pipeline::desired_set(&input)
         .await
         .map_err(|e| format!("cannot render {revision}: {e}"))?;
     let applier = &target.applier;
@@ -91,7 +92,7 @@ pub const ROLLBACK_NOTE: &str = "Rolled back by `gantry rollback";
 /// Application `ns/app` (read from the source's Git cache); another Application on the same
 /// source only sees a new revision.
 pub(super) async fn is_rollback(
-    ctx: &Context,
+    ctx: &AppContext,
     ns: &str,
     app: &str,
     source: &str,
@@ -115,7 +116,7 @@ pub(super) async fn is_rollback(
 
 /// Aborts the rollout of `revision`: back to the last healthy revision's workloads.
 pub(super) async fn abort(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     source: &GitRepository,
@@ -190,7 +191,7 @@ pub(super) async fn abort(
 
 /// `git revert` of the commits after the last healthy revision that touched the path.
 pub(super) async fn revert_in_git(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     source: &GitRepository,
     status: &ApplicationStatus,
@@ -205,7 +206,7 @@ pub(super) async fn revert_in_git(
     let ns = app.namespace().unwrap_or_default();
     ctx.check_file_url(&source.spec.url)
         .map_err(|e| e.to_string())?;
-    let creds = super::git_repository::credentials(&ctx.client, &ns, source)
+    let creds = crate::controller::git_repository::credentials(&ctx.client, &ns, source)
         .await
         .map_err(|e| e.to_string())?;
     let branch = Reference::from_spec(source.spec.git_ref.as_ref())
@@ -228,7 +229,7 @@ pub(super) async fn revert_in_git(
     .map_err(|e| e.to_string())?;
     if result.pushed.is_some() {
         let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-        let _ = super::trigger::request_reconcile(&repos, &source.name_any()).await;
+        let _ = crate::controller::trigger::request_reconcile(&repos, &source.name_any()).await;
     }
     Ok(result.pushed)
 }

@@ -8,11 +8,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use super::app_record::{publish, set};
-use super::context::Context;
 use super::drift_check;
+use super::memory::AppContext;
+use super::pipeline::SyncInput;
 use super::reasons;
-use super::sync::SyncInput;
+use super::record::{publish, set};
 use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
@@ -55,7 +55,7 @@ fn describe_all(objs: &[DriftedObject]) -> String {
 
 /// Heals or reports drift and updates status (written by the caller only when it changed).
 pub(super) async fn report_drift(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
@@ -89,7 +89,7 @@ pub(super) async fn report_drift(
 
 /// Re-applies what drifted and says so.
 async fn heal(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
@@ -138,7 +138,7 @@ async fn heal(
 
 /// Reports the drifted objects (audit mode); `objects` differ from what status says.
 async fn audit(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     status: &mut ApplicationStatus,
     objects: Vec<DriftedObject>,
@@ -191,7 +191,7 @@ async fn audit(
 /// in between. Deployments named in `held` (their template is held back by a canary) are
 /// left out.
 pub(super) async fn check_drift(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     status: &mut ApplicationStatus,
     revision: &str,
@@ -205,6 +205,7 @@ pub(super) async fn check_drift(
     ensure_watches(target, &status.inventory).await;
     let key = (ns.clone(), name.clone());
     let full = ctx
+        .memory
         .last_full_check
         .lock()
         .expect("full check map")
@@ -221,7 +222,8 @@ pub(super) async fn check_drift(
         .cloned()
         .collect();
     if full {
-        ctx.last_full_check
+        ctx.memory
+            .last_full_check
             .lock()
             .expect("full check map")
             .insert(key, std::time::Instant::now());

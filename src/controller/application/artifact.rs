@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use super::context::{Context, revision_commit};
+use super::memory::AppContext;
 use crate::api::GitRepository;
 use crate::api::git_repository::Artifact;
+use crate::controller::context::revision_commit;
 use crate::source::store::Lease;
 
 /// What an Application finds of its source's artifact.
@@ -22,7 +23,7 @@ pub enum Checkout {
 /// The leased tree of `artifact`. A tree removed after a digest mismatch is written again
 /// from the source's Git cache; one not written yet is `NotYet`.
 pub async fn checkout(
-    ctx: &Arc<Context>,
+    ctx: &Arc<AppContext>,
     ns: &str,
     source: &GitRepository,
     artifact: &Artifact,
@@ -35,7 +36,7 @@ pub async fn checkout(
 }
 
 async fn checkout_inner(
-    ctx: &Arc<Context>,
+    ctx: &Arc<AppContext>,
     ns: &str,
     source: &GitRepository,
     artifact: &Artifact,

@@ -1,5 +1,5 @@
 //! A full sync of one revision: open its rollout record, hold the Deployments that start
-//! as canaries, run the pipeline (controller/sync.rs), then write the outcome: inventory,
+//! as canaries, run the `pipeline`, then write the outcome: inventory,
 //! history, conditions, Events, and the health follow-up.
 
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::app_drift::ensure_watches;
-use super::app_record::{publish, record, set, write_if_changed};
-use super::app_status::{Follow, follow_health};
 use super::canary;
-use super::context::Context;
+use super::drift::ensure_watches;
 use super::drift_check;
+use super::follow::{Follow, follow_health};
+use super::memory::AppContext;
+use super::pipeline::{self, SyncError, SyncInput};
 use super::reasons;
-use super::sync::{self, SyncError, SyncInput};
+use super::record::{publish, record, set, write_if_changed};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
@@ -31,7 +31,7 @@ const EARLY_READY_ABOVE: usize = 50;
 
 /// What a full sync starts from.
 pub(super) struct FullSync<'a> {
-    pub ctx: &'a Arc<Context>,
+    pub ctx: &'a Arc<AppContext>,
     pub api: &'a Api<Application>,
     pub app: &'a Application,
     pub source: &'a GitRepository,
@@ -41,7 +41,7 @@ pub(super) struct FullSync<'a> {
     /// The `gantry sync` request this sync handles.
     pub request: Option<String>,
     /// The revision's render, when the reconcile made it already.
-    pub rendered: Option<sync::Rendered>,
+    pub rendered: Option<pipeline::Rendered>,
     pub interval: Duration,
     pub timeout: Duration,
 }
@@ -124,7 +124,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
         record_planned: Some(&recorder),
         ..input
     };
-    let result = sync::sync(&input, rendered).await;
+    let result = pipeline::sync(&input, rendered).await;
     if result.is_err()
         && let Some(entries) = recorder.recorded()
     {
@@ -168,7 +168,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
 
 /// What a sync's outcome is written with.
 struct Run<'a> {
-    ctx: &'a Arc<Context>,
+    ctx: &'a Arc<AppContext>,
     target: &'a Target,
     api: &'a Api<Application>,
     app: &'a Application,
@@ -187,7 +187,7 @@ struct Run<'a> {
 async fn succeeded(
     run: &Run<'_>,
     mut status: ApplicationStatus,
-    mut outcome: sync::SyncOutcome,
+    mut outcome: pipeline::SyncOutcome,
 ) -> Result<Action> {
     let Run {
         ctx,
@@ -250,8 +250,9 @@ async fn succeeded(
     if !outcome.prune_messages.is_empty() {
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
     }
-    ctx.forget_sync_failures(&ns, &name);
-    let result = if super::rollout::is_rollback(ctx, &ns, &name, source_name, revision).await {
+    ctx.memory.forget_sync_failures(&ns, &name);
+    let result = if super::rolling_abort::is_rollback(ctx, &ns, &name, source_name, revision).await
+    {
         SyncResult::RolledBack
     } else {
         SyncResult::Succeeded
@@ -330,7 +331,7 @@ async fn succeeded(
 /// A revision just applied matches Git: the drift watches cover its inventory, what they
 /// saw before is dropped, the next full check is an interval away, and Drifted is False.
 async fn matches_git(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
@@ -338,7 +339,8 @@ async fn matches_git(
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     ensure_watches(target, &status.inventory).await;
     target.drift.take_dirty(&ns, &name);
-    ctx.last_full_check
+    ctx.memory
+        .last_full_check
         .lock()
         .expect("full check map")
         .insert((ns, name), std::time::Instant::now());
@@ -364,10 +366,10 @@ async fn matches_git(
 
 /// Ready and the Events of an applied revision.
 async fn announce(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     status: &mut ApplicationStatus,
-    outcome: &sync::SyncOutcome,
+    outcome: &pipeline::SyncOutcome,
     revision: &str,
     message: String,
 ) {
@@ -477,7 +479,9 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     };
     // Failures of the same revision back off (a new commit or a spec change is reconciled
     // at once through the watches, whatever the wait).
-    let retry = ctx.sync_backoff(&ns, &name, revision, app.metadata.generation, base);
+    let retry = ctx
+        .memory
+        .sync_backoff(&ns, &name, revision, app.metadata.generation, base);
     Ok(Action::requeue(retry.min(interval.max(base))))
 }
 
@@ -491,11 +495,11 @@ pub(super) enum SameSet {
     /// Recorded as applied: the revision is up to date.
     Recorded,
     /// A sync is needed; the render made to compare, if any, for it to use.
-    Differs(Option<sync::Rendered>),
+    Differs(Option<pipeline::Rendered>),
 }
 
 pub(super) async fn same_set_as_applied(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     status: &mut ApplicationStatus,
     revision: &str,
@@ -514,13 +518,13 @@ pub(super) async fn same_set_as_applied(
     let Some((before, hooks_before)) = drift_check::cached_with_hooks(ctx, app, &applied) else {
         return SameSet::Differs(None);
     };
-    let (desired, hooks, chart) = match sync::desired_and_hooks(input).await {
+    let (desired, hooks, chart) = match pipeline::desired_and_hooks(input).await {
         Ok(rendered) => rendered,
         Err(_) => return SameSet::Differs(None), // the full sync reports it
     };
     // Hooks run when what the Application renders changed (objects or hooks), as Helm and
     // Argo CD run them on a sync of a change; a commit elsewhere in the repository runs none.
-    let hooks_now = sync::hooks_digest(&hooks);
+    let hooks_now = pipeline::hooks_digest(&hooks);
     if hooks_now != hooks_before || desired != *before {
         return SameSet::Differs(Some((desired, hooks, chart)));
     }

@@ -10,16 +10,16 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 
-use super::app_record::{set, write_if_changed};
-use super::context::Context;
 use super::live_health;
+use super::memory::AppContext;
 use super::reasons;
-use super::status::with_jitter;
+use super::record::{set, write_if_changed};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{Analysis, RolloutPhase, RolloutStrategy};
 use crate::cluster::Target;
+use crate::controller::status::with_jitter;
 use crate::error::Result;
 use crate::health::Health;
 use crate::rollout::plan::{self, Analysed};
@@ -59,7 +59,7 @@ pub fn health_condition(
 
 /// What the follow-up of one revision works with.
 pub(super) struct Follow<'a> {
-    pub ctx: &'a Context,
+    pub ctx: &'a AppContext,
     pub target: &'a Target,
     pub api: &'a Api<Application>,
     pub app: &'a Application,
@@ -137,7 +137,8 @@ pub(super) async fn follow_health(
         if let plan::Verdict::Abort { reason } =
             plan::rolling_update(health, &message, waited, deadline)
         {
-            super::rollout::abort(ctx, target, app, source, &mut status, &revision, &reason).await;
+            super::rolling_abort::abort(ctx, target, app, source, &mut status, &revision, &reason)
+                .await;
             write_if_changed(api, app, &status).await?;
             return Ok(Action::requeue(AFTER_ABORT));
         }
@@ -213,7 +214,7 @@ async fn analyse(
     let action = match plan::count_analysis(state, &verdict, spec.failure_limit) {
         Analysed::Passed => return Ok(None),
         Analysed::Abort { reason } => {
-            super::rollout::abort(ctx, target, app, source, status, revision, &reason).await;
+            super::rolling_abort::abort(ctx, target, app, source, status, revision, &reason).await;
             Action::requeue(AFTER_ABORT)
         }
         Analysed::Failed { failures } => {
@@ -237,7 +238,12 @@ async fn analyse(
 
 /// The revision just became healthy: its history record says so, with the templates that
 /// ran healthy (the canary fast path compares against them), and its rollout succeeded.
-fn mark_healthy(ctx: &Context, app: &Application, status: &mut ApplicationStatus, revision: &str) {
+fn mark_healthy(
+    ctx: &AppContext,
+    app: &Application,
+    status: &mut ApplicationStatus,
+    revision: &str,
+) {
     let Some(rec) = status.history.first_mut() else {
         return;
     };

@@ -12,17 +12,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
 
-use super::app_record::{publish, set};
-use super::context::Context;
-use super::git_repository::credentials;
-use super::trigger::request_reconcile;
+use super::memory::AppContext;
+use super::record::{publish, set};
 use crate::api::application::{ApplicationStatus, WriteBack};
 use crate::api::conditions::Status;
 use crate::api::image_policy::{HeldTag, PolicyChart};
 use crate::api::{Application, GitRepository, ImagePolicy};
+use crate::controller::git_repository::credentials;
+use crate::controller::trigger::request_reconcile;
 use crate::source::git::Reference;
-use crate::writeback::edit::{self, ChartName, Update};
+use crate::writeback::edit;
 use crate::writeback::repo::{self, Author, Target};
+use crate::writeback::update::{ChartName, Update};
 
 /// The Application condition that reports image automation.
 pub const IMAGE_AUTOMATION: &str = "ImageAutomation";
@@ -40,7 +41,7 @@ struct Plan {
 }
 
 async fn plan(
-    ctx: &Context,
+    ctx: &AppContext,
     ns: &str,
     app: &Application,
     artifact_root: &Path,
@@ -238,7 +239,7 @@ fn pushed_message(report: &repo::Report, commit: &str, branch: &str) -> String {
 /// Runs the write-back for `app` and reports in its status. Never fails the sync: problems
 /// are reported in the `ImageAutomation` condition and as Events.
 pub(super) async fn run(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     source: &GitRepository,
     artifact_root: &Path,
@@ -317,7 +318,7 @@ pub(super) async fn run(
 /// Commits the updates to `branch` and pushes them (in a blocking task, bounded by the
 /// source's timeout).
 async fn write_back(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     source: &GitRepository,
     write_back: &WriteBack,
@@ -370,7 +371,7 @@ async fn write_back(
 /// Reports a write-back that ran: held tags, the pushed commit (and fetches it at once), or
 /// why nothing was pushed.
 async fn reported(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     source: &GitRepository,
     status: &mut ApplicationStatus,
@@ -425,7 +426,7 @@ async fn reported(
 }
 
 /// Records a held tag in the ImagePolicy's status.
-async fn hold(ctx: &Context, ns: &str, held: &repo::Held) {
+async fn hold(ctx: &AppContext, ns: &str, held: &repo::Held) {
     let api: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), ns);
     let Ok(Some(policy)) = api.get_opt(&held.policy).await else {
         return;

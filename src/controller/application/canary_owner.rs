@@ -26,7 +26,7 @@ pub fn canary_namespaces(app: &Application) -> Vec<String> {
         .filter(|e| e.group == "apps" && e.kind == "Deployment")
         .filter_map(|e| e.namespace.clone())
         .collect();
-    out.insert(super::sync::default_namespace(app));
+    out.insert(super::pipeline::default_namespace(app));
     out.into_iter().collect()
 }
 
@@ -58,7 +58,7 @@ pub async fn delete_canaries(
     namespaces: &[String],
     stables: &[String],
 ) {
-    let app_label = super::sync::app_label(app);
+    let app_label = super::pipeline::app_label(app);
     let selector = format!(
         "{}=canary,{}={}",
         template::TRACK_LABEL,
@@ -114,7 +114,7 @@ pub async fn check_canary_ownership(
     app: &Application,
     stables: &[&Desired],
 ) -> std::result::Result<(), CanaryConflict> {
-    let app_label = super::sync::app_label(app);
+    let app_label = super::pipeline::app_label(app);
     for d in stables {
         let ns = namespace_of(d);
         let name = template::canary_name(&d.key.name);

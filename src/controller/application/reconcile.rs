@@ -10,28 +10,29 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 
-use super::app_drift::check_drift;
-use super::app_record::{set, write_if_changed};
-use super::app_status::{Follow, follow_health, health_condition};
-use super::app_sync::FullSync;
 use super::artifact::Checkout;
 use super::canary;
-use super::context::{Context, FINALIZER};
 use super::decide::{self, ArtifactSeen, Observations, Step};
-use super::image_automation;
+use super::drift::check_drift;
+use super::follow::{Follow, follow_health, health_condition};
+use super::full_sync::FullSync;
 use super::live_health;
+use super::memory::AppContext;
+use super::pipeline::SyncInput;
 use super::reasons;
-use super::sync::SyncInput;
+use super::record::{set, write_if_changed};
+use super::write_back;
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::cluster::{Target, TargetError};
+use crate::controller::context::FINALIZER;
 use crate::error::{Error, Result};
 use crate::health::Health;
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
-pub use super::trigger::REQUEST_ANNOTATION;
+pub use crate::controller::trigger::REQUEST_ANNOTATION;
 
 /// What one reconcile of an Application found before deciding.
 struct Gathered {
@@ -44,7 +45,7 @@ struct Gathered {
 }
 
 async fn gather(
-    ctx: &Arc<Context>,
+    ctx: &Arc<AppContext>,
     api: &Api<Application>,
     app: &Application,
     previous_generation: Option<i64>,
@@ -78,7 +79,12 @@ async fn gather(
             .map(|c| (c.status.clone(), c.reason.clone())),
         rejected: crate::rollout::plan::is_rejected(&status, &revision),
         canary_active: canary::active(status.rollout.as_ref(), &revision),
-        retry_in: ctx.sync_retry_in(&ns, &app.name_any(), &revision, app.metadata.generation),
+        retry_in: ctx.memory.sync_retry_in(
+            &ns,
+            &app.name_any(),
+            &revision,
+            app.metadata.generation,
+        ),
     };
     Ok(Gathered {
         observations,
@@ -140,7 +146,7 @@ fn stop_early(step: &Step) -> Option<(Status, &'static str, String, Option<Actio
     })
 }
 
-async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action> {
     let ns = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
@@ -155,7 +161,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     let previous_generation = status.observed_generation;
     status.observed_generation = generation;
 
-    // Gather what the decision needs, then decide (controller/decide.rs), then act.
+    // Gather what the decision needs, then `decide`, then act.
     let gathered = gather(&ctx, &api, &app, previous_generation).await?;
     let mut step = decide::next_step(&gathered.observations);
     // A chart version published inside `spec.render.helm.chart.version`'s range is a new
@@ -167,12 +173,12 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
         step = Step::Sync;
     }
     let revision = gathered.revision;
-    ctx.detached.note_revision(&ns, &name, &revision);
+    ctx.memory.detached.note_revision(&ns, &name, &revision);
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
     // A cluster that does not answer is looked at again with backoff.
     let unreachable = matches!(step, Step::NoTarget(..))
         && gathered.target.as_ref().is_err_and(|e| e.is_transient());
-    let action = ctx.target_backoff(&ns, &name, unreachable);
+    let action = ctx.memory.target_backoff(&ns, &name, unreachable);
     if let Some((s, why, message, step_action)) = stop_early(&step) {
         let Some(step_action) = step_action else {
             return Ok(Action::requeue(Duration::from_secs(2)));
@@ -190,7 +196,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     status.cluster = Some(target.cluster.clone());
 
     // Image automation first: a new image goes to Git, and from there to the cluster.
-    image_automation::run(&ctx, &app, &source, &artifact_root, &mut status).await;
+    write_back::run(&ctx, &app, &source, &artifact_root, &mut status).await;
 
     // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
     let input = SyncInput {
@@ -209,7 +215,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
     // render made to compare.
     let mut rendered = None;
     let step = if step == Step::Sync && gathered.request.is_none() {
-        use super::app_sync::{SameSet, same_set_as_applied};
+        use super::full_sync::{SameSet, same_set_as_applied};
         match same_set_as_applied(&ctx, &app, &mut status, &revision, &input).await {
             SameSet::Recorded => Step::UpToDate,
             SameSet::Differs(r) => {
@@ -302,7 +308,7 @@ async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
             )
             .await
         }
-        _ => super::app_sync::full_sync(f).await,
+        _ => super::full_sync::full_sync(f).await,
     }
 }
 
@@ -332,7 +338,7 @@ type Found = (GitRepository, Artifact, crate::source::store::Lease);
 
 /// The source, its artifact and the leased tree, or why there is none.
 async fn find_artifact(
-    ctx: &Arc<Context>,
+    ctx: &Arc<AppContext>,
     ns: &str,
     app: &Application,
 ) -> Result<(ArtifactSeen, Option<Found>)> {
@@ -347,9 +353,9 @@ async fn find_artifact(
     if !ctx.shard.owns(source.labels()) {
         let m = format!(
             "GitRepository {source_name} belongs to {}, this Application to {}: give both the same {} label",
-            super::shard::Shard::describe(source.labels()),
+            crate::controller::shard::Shard::describe(source.labels()),
             ctx.shard,
-            super::shard::SHARD_LABEL,
+            crate::controller::shard::SHARD_LABEL,
         );
         return Ok((ArtifactSeen::Failed(m), None));
     }
@@ -451,16 +457,17 @@ fn o_gen(app: Option<&Application>) -> Option<i64> {
     app.and_then(|a| a.metadata.generation)
 }
 
-pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action> {
+pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action> {
     let ns = app.namespace().unwrap_or_default();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, app, |event| async {
         match event {
-            Event::Apply(a) => super::app_detach::bounded(a, ctx.clone(), apply).await,
+            Event::Apply(a) => super::detach::bounded(a, ctx.clone(), apply).await,
             Event::Cleanup(a) => {
-                ctx.detached
+                ctx.memory
+                    .detached
                     .end(&a.namespace().unwrap_or_default(), &a.name_any());
-                super::app_cleanup::cleanup(a, ctx.clone()).await
+                super::cleanup::cleanup(a, ctx.clone()).await
             }
         }
     })

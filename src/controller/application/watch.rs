@@ -11,14 +11,14 @@ use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::application::reconcile;
-use super::context::Context;
+use super::memory::AppContext;
+use super::reconcile::reconcile;
 use crate::api::application::Application;
 use crate::api::conditions;
 use crate::api::{GitRepository, ImagePolicy};
 
 pub async fn run(
-    ctx: Arc<Context>,
+    ctx: Arc<AppContext>,
     apps: Api<Application>,
     repos: Api<GitRepository>,
     policies: Api<ImagePolicy>,
@@ -131,10 +131,10 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .reconcile_on(drift_events)
-        .graceful_shutdown_on(super::shutdown_signal())
+        .graceful_shutdown_on(crate::controller::shutdown_signal())
         .run(
-            |obj, ctx| super::measured(obj, ctx, reconcile),
-            super::error_policy,
+            |obj, ctx| crate::controller::measured(obj, ctx, reconcile),
+            crate::controller::error_policy,
             ctx,
         )
         .for_each(|_| futures::future::ready(()))

@@ -15,14 +15,14 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::app_record::{publish, set, write_if_changed};
 use super::canary_owner::{
     CanaryConflict, canary_namespaces, check_canary_ownership, delete_canaries,
 };
-use super::context::Context;
 use super::drift_check;
+use super::memory::AppContext;
+use super::pipeline::SyncInput;
 use super::reasons;
-use super::sync::SyncInput;
+use super::record::{publish, set, write_if_changed};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
@@ -60,7 +60,7 @@ pub fn active(rollout: Option<&RolloutStatus>, revision: &str) -> bool {
 /// canary started.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn after_sync(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     status: &mut ApplicationStatus,
@@ -267,7 +267,7 @@ async fn analyse_if_due(
 /// Carries the canary of `revision` one step further.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn drive(
-    ctx: &Context,
+    ctx: &AppContext,
     api: &Api<Application>,
     app: &Application,
     source: &GitRepository,
@@ -381,7 +381,7 @@ pub(super) async fn drive(
             status.rollout = Some(rollout);
             abort(ctx, target, app, source, &mut status, revision, &reason).await;
             write_if_changed(api, app, &status).await?;
-            Ok(Action::requeue(super::app_status::AFTER_ABORT))
+            Ok(Action::requeue(super::follow::AFTER_ABORT))
         }
     }
 }
@@ -390,7 +390,7 @@ pub(super) async fn drive(
 /// canaries.
 #[allow(clippy::too_many_arguments)]
 async fn promote(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     api: &Api<Application>,
     app: &Application,
@@ -503,7 +503,7 @@ async fn promote(
 /// Deletes the canaries, rejects the revision and, with `onFailure: revert`, reverts it in
 /// Git.
 async fn abort(
-    ctx: &Context,
+    ctx: &AppContext,
     target: &Target,
     app: &Application,
     source: &GitRepository,
@@ -544,7 +544,8 @@ async fn abort(
         .with_label_values(&["canary", "aborted"])
         .inc();
     if wants_revert {
-        match super::rollout::revert_in_git(ctx, app, source, status, revision, reason).await {
+        match super::rolling_abort::revert_in_git(ctx, app, source, status, revision, reason).await
+        {
             Ok(Some(commit)) => {
                 ctx.metrics
                     .rollouts

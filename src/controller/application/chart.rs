@@ -53,11 +53,14 @@ async fn locate_chart(
             let image = oci_chart::ChartRef::image_of(url)?;
             let creds = match &spec.secret_ref {
                 None => crate::source::registry::Credentials::Anonymous,
-                Some(secret) => {
-                    super::secrets::registry_credentials(local, ns, &secret.name, &image.registry)
-                        .await
-                        .map_err(ChartError::Secret)?
-                }
+                Some(secret) => crate::controller::secrets::registry_credentials(
+                    local,
+                    ns,
+                    &secret.name,
+                    &image.registry,
+                )
+                .await
+                .map_err(ChartError::Secret)?,
             };
             let version =
                 oci_chart::resolve_version(url, &spec.version, &creds, spec.insecure, timeout)
@@ -68,9 +71,11 @@ async fn locate_chart(
         (None, Some(repository), Some(name)) => {
             let auth = match &spec.secret_ref {
                 None => helm_repo::RepoAuth::default(),
-                Some(secret) => super::secrets::repository_auth(local, ns, &secret.name)
-                    .await
-                    .map_err(ChartError::Secret)?,
+                Some(secret) => {
+                    crate::controller::secrets::repository_auth(local, ns, &secret.name)
+                        .await
+                        .map_err(ChartError::Secret)?
+                }
             };
             let resolved = helm_repo::resolve(
                 repository,

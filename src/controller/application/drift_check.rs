@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use super::context::Context;
-use super::sync::{self, SyncError, SyncInput};
+use super::memory::AppContext;
+use super::pipeline::{self, SyncError, SyncInput};
 use crate::api::application::{Application, DriftedObject, InventoryEntry};
 use crate::apply::applier::ObjectError;
 use crate::apply::normalize::Desired;
@@ -31,7 +31,7 @@ impl Finding {
 
 /// The desired set at the applied revision: from the cache, or rendered again (no writes).
 pub async fn desired_for(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     revision: &str,
     input: &SyncInput<'_>,
@@ -39,9 +39,15 @@ pub async fn desired_for(
     if let Some(set) = cached(ctx, app, revision) {
         return Ok(set);
     }
-    let (desired, hooks, _) = sync::desired_and_hooks(input).await?;
+    let (desired, hooks, _) = pipeline::desired_and_hooks(input).await?;
     let set = Arc::new(desired);
-    remember(ctx, app, revision, set.clone(), sync::hooks_digest(&hooks));
+    remember(
+        ctx,
+        app,
+        revision,
+        set.clone(),
+        pipeline::hooks_digest(&hooks),
+    );
     Ok(set)
 }
 
@@ -53,18 +59,19 @@ fn cache_key(app: &Application) -> (String, String) {
 }
 
 /// The rendered set remembered for `revision`, if any (no render).
-pub fn cached(ctx: &Context, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
+pub fn cached(ctx: &AppContext, app: &Application, revision: &str) -> Option<Arc<Vec<Desired>>> {
     cached_with_hooks(ctx, app, revision).map(|(set, _)| set)
 }
 
 /// The rendered set remembered for `revision` and the digest of its hooks.
 pub fn cached_with_hooks(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     revision: &str,
 ) -> Option<(Arc<Vec<Desired>>, u64)> {
     let key = cache_key(app);
-    ctx.desired_cache
+    ctx.memory
+        .desired
         .lock()
         .expect("desired cache")
         .get(&key)
@@ -73,14 +80,14 @@ pub fn cached_with_hooks(
 }
 
 pub fn remember(
-    ctx: &Context,
+    ctx: &AppContext,
     app: &Application,
     revision: &str,
     set: Arc<Vec<Desired>>,
     hooks: u64,
 ) {
     let key = cache_key(app);
-    ctx.desired_cache.lock().expect("desired cache").insert(
+    ctx.memory.desired.lock().expect("desired cache").insert(
         key,
         (revision.to_string(), app.metadata.generation, set, hooks),
     );
@@ -131,7 +138,7 @@ pub async fn check(
         // another manager took fields Gantry declares (409), that is drift too; the local
         // comparison found the differing fields.
         let confirmed = match applier
-            .dry_apply(&resolved, d, sync::force_conflicts(app))
+            .dry_apply(&resolved, d, pipeline::force_conflicts(app))
             .await
         {
             Ok(dry) => classify(Some(&live), &dry) != Change::Unchanged,
@@ -157,7 +164,7 @@ pub async fn heal(target: &Target, app: &Application, findings: &[Finding]) -> V
             continue;
         };
         let items = [(&f.desired, &resolved)];
-        for r in applier.apply(&items, sync::force_conflicts(app)).await {
+        for r in applier.apply(&items, pipeline::force_conflicts(app)).await {
             if let Err(e) = r {
                 errors.push(e);
             }

@@ -203,7 +203,7 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
         .unwrap_or_default()
     {
         let ns = app.metadata.namespace.as_deref().unwrap_or("default");
-        let auth = super::secrets::repository_auth(input.local, ns, &c.secret_ref.name)
+        let auth = crate::controller::secrets::repository_auth(input.local, ns, &c.secret_ref.name)
             .await
             .map_err(oci_chart::ChartError::Secret)?;
         repository_auth.push((c.url.clone(), auth));

@@ -1,0 +1,230 @@
+//! What the Application reconciler remembers between reconciles, in memory only (a restart
+//! forgets it and loses nothing but time): the rendered set per revision, when the inventory
+//! was last compared in full, the syncs that outlived their slot, and the consecutive
+//! failures its backoffs count. Owned here and reached through [`AppContext`], beside the
+//! state every reconciler shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+
+use crate::apply::normalize::Desired;
+use crate::controller::context::{Context, backoff};
+
+type AppKey = (String, String);
+
+/// The rendered set of an Application at (revision, generation, set, hooks digest), kept
+/// between reconciles so drift checks need no re-render.
+pub type DesiredCache = Mutex<HashMap<AppKey, (String, Option<i64>, Arc<Vec<Desired>>, u64)>>;
+
+/// The Application reconciler's context: the shared one, and its own memory.
+pub struct AppContext {
+    shared: Arc<Context>,
+    pub memory: Memory,
+}
+
+impl AppContext {
+    pub fn new(shared: Arc<Context>) -> Self {
+        Self {
+            shared,
+            memory: Memory::default(),
+        }
+    }
+}
+
+impl AsRef<Context> for AppContext {
+    fn as_ref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+impl std::ops::Deref for AppContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+/// Consecutive failed syncs of one revision at one generation, and when to try again.
+#[derive(Debug, Clone)]
+struct SyncFailures {
+    revision: String,
+    generation: Option<i64>,
+    count: u32,
+    retry_at: Instant,
+}
+
+#[derive(Default)]
+pub struct Memory {
+    pub desired: DesiredCache,
+    /// When each Application's inventory was last compared in full (so a no-op check
+    /// writes nothing).
+    pub last_full_check: Mutex<HashMap<AppKey, Instant>>,
+    /// Reconciles that outlived their slot (waiting on hooks, waves, health).
+    pub detached: Detached,
+    /// Consecutive failures to reach an Application's cluster, for the backoff.
+    target_failures: Mutex<HashMap<AppKey, u32>>,
+    /// Consecutive failed syncs of one revision per Application, for the backoff.
+    sync_failures: Mutex<HashMap<AppKey, SyncFailures>>,
+}
+
+fn key(namespace: &str, name: &str) -> AppKey {
+    (namespace.to_string(), name.to_string())
+}
+
+impl Memory {
+    /// The wait before the next attempt at `revision` after a failed sync: `base`, doubled
+    /// with every consecutive failure of the same revision, at most 5 minutes. A new
+    /// revision starts again at `base`.
+    pub fn sync_backoff(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        generation: Option<i64>,
+        base: Duration,
+    ) -> Duration {
+        let now = Instant::now();
+        let mut failures = self.sync_failures.lock().expect("sync failures");
+        let entry = failures
+            .entry(key(namespace, name))
+            .or_insert_with(|| SyncFailures {
+                revision: revision.to_string(),
+                generation,
+                count: 0,
+                retry_at: now,
+            });
+        if entry.revision != revision || entry.generation != generation {
+            entry.revision = revision.to_string();
+            entry.generation = generation;
+            entry.count = 0;
+        }
+        entry.count = entry.count.saturating_add(1);
+        let wait = backoff(base, entry.count, Duration::from_secs(300));
+        entry.retry_at = now + wait;
+        wait
+    }
+
+    /// How long a sync of `revision` at `generation` that failed is still backing off
+    /// (status writes and other events reconcile the Application earlier; they do not
+    /// retry the sync).
+    pub fn sync_retry_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        generation: Option<i64>,
+    ) -> Option<Duration> {
+        let failures = self.sync_failures.lock().expect("sync failures");
+        let f = failures.get(&key(namespace, name))?;
+        (f.revision == revision && f.generation == generation)
+            .then(|| f.retry_at.checked_duration_since(Instant::now()))
+            .flatten()
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Forgets the failed syncs of an Application (it synced).
+    pub fn forget_sync_failures(&self, namespace: &str, name: &str) {
+        self.sync_failures
+            .lock()
+            .expect("sync failures")
+            .remove(&key(namespace, name));
+    }
+
+    /// With `unreachable`, the backoff before the next look at an Application whose cluster
+    /// did not answer (5 s, doubling, at most 5 min); otherwise forgets its failures.
+    pub fn target_backoff(&self, namespace: &str, name: &str, unreachable: bool) -> Option<Action> {
+        let mut failures = self.target_failures.lock().expect("target failures");
+        if !unreachable {
+            failures.remove(&key(namespace, name));
+            return None;
+        }
+        let n = failures.entry(key(namespace, name)).or_insert(0);
+        *n = n.saturating_add(1);
+        Some(Action::requeue(backoff(
+            Duration::from_secs(5),
+            *n,
+            Duration::from_secs(300),
+        )))
+    }
+}
+
+/// A reconcile task that outlived its slot.
+pub(super) struct Running {
+    pub(super) id: u64,
+    pub(super) abort: tokio::task::AbortHandle,
+    pub(super) generation: Option<i64>,
+    /// The source revision the task is syncing, once it knows it.
+    pub(super) revision: Option<String>,
+}
+
+/// The Applications whose reconcile task outlived its slot (see `detach`).
+#[derive(Default)]
+pub struct Detached {
+    pub(super) running: Mutex<HashMap<AppKey, Running>>,
+    pub(super) next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Detached {
+    /// Notes the revision the running task of `ns/name` works on.
+    pub fn note_revision(&self, ns: &str, name: &str, revision: &str) {
+        if revision.is_empty() {
+            return;
+        }
+        let key = (ns.to_string(), name.to_string());
+        if let Some(r) = self.running.lock().expect("detached").get_mut(&key) {
+            r.revision = Some(revision.to_string());
+        }
+    }
+
+    /// Whether a task of `ns/name` is running.
+    pub fn is_running(&self, ns: &str, name: &str) -> bool {
+        let key = (ns.to_string(), name.to_string());
+        self.running.lock().expect("detached").contains_key(&key)
+    }
+
+    /// Ends the running task of `ns/name`, if any (before the Application is deleted).
+    pub fn end(&self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(r) = self.running.lock().expect("detached").remove(&key) {
+            r.abort.abort();
+        }
+    }
+
+    pub(super) fn forget(&self, key: &AppKey, id: u64) {
+        let mut running = self.running.lock().expect("detached");
+        if running.get(key).is_some_and(|r| r.id == id) {
+            running.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_backs_off_until_it_synced_or_another_came() {
+        let m = Memory::default();
+        let base = Duration::from_secs(2);
+        assert_eq!(m.sync_backoff("ns", "a", "r1", Some(1), base), base);
+        assert_eq!(m.sync_backoff("ns", "a", "r1", Some(1), base), base * 2);
+        assert!(m.sync_retry_in("ns", "a", "r1", Some(1)).is_some());
+        assert!(
+            m.sync_retry_in("ns", "a", "r2", Some(1)).is_none(),
+            "a new revision is not held"
+        );
+        assert_eq!(
+            m.sync_backoff("ns", "a", "r2", Some(1), base),
+            base,
+            "and starts again"
+        );
+        m.forget_sync_failures("ns", "a");
+        assert!(m.sync_retry_in("ns", "a", "r2", Some(1)).is_none());
+        assert!(m.target_backoff("ns", "a", false).is_none());
+        assert!(m.target_backoff("ns", "a", true).is_some());
+    }
+}

@@ -1,0 +1,40 @@
+//! The Application reconciler, one file per stage, listed here in the order data flows
+//! through them:
+//!
+//! 1. **watch** — what wakes a reconcile (changes by others, a new artifact, a new image
+//!    selection, drift) and the cache it reads from.
+//! 2. **reconcile** — one reconcile: gather the observations (the source's `artifact`, the
+//!    `chart` version), `decide` the step (pure), run it.
+//! 3. **full_sync** — a sync of one revision: its rollout record, the `canary` holds, the
+//!    `pipeline` (render → hooks → apply in waves → prune), with its `guards` (the planned
+//!    inventory before the first write) and its `health_gate` waits, `detach`ed from the
+//!    reconcile slot when they are long.
+//! 4. **follow** — the health follow-up after a sync (`live_health`), the rolling update's
+//!    abort (`rolling_abort`) and the canary's steps (`canary`, `canary_owner`); `drift`
+//!    and `drift_check` between revisions; `write_back` of image and chart selections.
+//! 5. **record** — conditions (`reasons`), history, Events and the status patch.
+//!
+//! `cleanup` runs instead of all of this when the Application is being deleted.
+
+pub mod artifact;
+pub mod canary;
+pub mod canary_owner;
+pub mod chart;
+pub mod cleanup;
+pub mod decide;
+pub mod detach;
+pub mod drift;
+pub mod drift_check;
+pub mod follow;
+pub mod full_sync;
+pub mod guards;
+mod health_gate;
+pub mod live_health;
+pub mod memory;
+pub mod pipeline;
+pub mod reasons;
+pub mod reconcile;
+pub mod record;
+pub mod rolling_abort;
+pub mod watch;
+pub mod write_back;
