@@ -1,5 +1,6 @@
 //! The custom resources of the `gantry.dev` API group. Types only: no I/O here.
 
+pub mod annotations;
 pub mod application;
 pub mod conditions;
 pub mod duration;

@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use crate::controller::context::Context;
 use crate::controller::{self, Options};
 use crate::error::Result;
+use crate::server::dispatch;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -137,7 +141,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             duration: args.leader_election_lease_duration,
         });
     let config = kube::Config::infer().await?;
-    controller::run(
+    start(
         config,
         Options {
             namespace: args.namespace,
@@ -167,4 +171,51 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The composition root: checks the CRDs, serves health, metrics and webhooks (the server
+/// queues webhook triggers for the dispatcher), and (once it holds the Lease, with leader
+/// election) runs every reconciler until SIGTERM or Ctrl-C.
+async fn start(config: kube::Config, opts: Options) -> Result<()> {
+    use crate::controller::shutdown_signal;
+    // One client for everything the controller does as itself (built by the targets).
+    let (mut ctx, drift_events) = Context::new(config, &opts)?;
+    let client = ctx.client.clone();
+    crate::controller::crd_check::ensure_installed(&client).await?;
+    ctx.receivers_enabled = opts.receiver_addr.is_some();
+    ctx.min_interval = opts.min_interval;
+    let ctx = Arc::new(ctx);
+    let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(dispatch::QUEUE);
+    let server = {
+        let endpoints = ctx.endpoints.clone();
+        let metrics = ctx.metrics.clone();
+        let (hooks, ops) = (opts.receiver_addr, opts.metrics_addr);
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::server::serve(hooks, ops, endpoints, queue_tx, metrics, shutdown_signal())
+                    .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+    // Webhook triggers are queued only while this replica leads (a standby answers 503),
+    // and the dispatcher ends when the server (the queue's sender) is gone.
+    let dispatcher = tokio::spawn(dispatch::run(client, queue_rx));
+    tracing::info!(
+        namespace = opts.namespace.as_deref().unwrap_or("<all>"),
+        shard = %opts.shard,
+        "controller started"
+    );
+    let result = controller::lead(&ctx, &opts, drift_events).await;
+    if result.is_err() {
+        // A lost Lease: stop serving at once, the process exits (and is restarted as a
+        // standby).
+        server.abort();
+    } else {
+        let _ = server.await;
+    }
+    dispatcher.abort();
+    tracing::info!("controller stopped");
+    result
 }

@@ -12,10 +12,10 @@ use super::common::parse_target;
 use crate::api::conditions;
 use crate::api::{Application, GitRepository};
 use crate::controller::context::revision_commit;
-use crate::controller::trigger::request_reconcile;
 use crate::error::{Error, Result};
 use crate::rollout::plan;
 use crate::source::git::Reference;
+use crate::trigger::request_reconcile;
 use crate::writeback::revert;
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +94,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         author: (args.author_name.clone(), args.author_email.clone()),
         note: format!(
             "{} {ns}/{name}` to {to}.",
-            crate::controller::application::rolling_abort::ROLLBACK_NOTE
+            crate::api::annotations::ROLLBACK_NOTE
         ),
         dry_run,
         timeout: Duration::from_secs(120),

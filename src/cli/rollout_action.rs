@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::common::parse_target;
 use crate::api::Application;
+use crate::api::annotations::ROLLOUT_ACTION_ANNOTATION;
 use crate::api::rollout::RolloutPhase;
-use crate::controller::application::canary::ROLLOUT_ACTION_ANNOTATION;
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]

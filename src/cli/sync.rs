@@ -9,8 +9,8 @@ use kube::api::Api;
 use super::common::parse_target;
 use crate::api::conditions;
 use crate::api::{Application, GitRepository};
-use crate::controller::trigger::request_reconcile;
 use crate::error::{Error, Result};
+use crate::trigger::request_reconcile;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -42,7 +42,7 @@ pub struct Context {
     /// Webhook endpoints of the Receivers, shared with the HTTP server.
     pub endpoints: std::sync::Arc<crate::server::Endpoints>,
     /// Prometheus metrics (served by the receiver server on `/metrics`).
-    pub metrics: std::sync::Arc<crate::server::metrics::Metrics>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Whether the HTTP server for receivers runs.
     pub receivers_enabled: bool,
     /// The shortest time between two periodic runs of any resource (`--min-interval`).

@@ -373,7 +373,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     }
     status.last_handled_request = repo
         .annotations()
-        .get(super::trigger::REQUEST_ANNOTATION)
+        .get(crate::api::annotations::REQUEST_ANNOTATION)
         .cloned();
     if Some(&status) != repo.status.as_ref() {
         apply_status(&api, &name, &status).await?;

@@ -14,7 +14,6 @@ use kube::runtime::controller::{Action, Controller};
 
 use super::context::Context;
 use super::status::{apply_status, with_jitter};
-use super::trigger::requested_at;
 use crate::api::ImagePolicy;
 use crate::api::conditions::{self, Status};
 use crate::api::image_policy::{DigestMode, ImagePolicyStatus};
@@ -23,6 +22,7 @@ use crate::source::helm_repo::{self, RepoAuth};
 use crate::source::oci_chart::ChartError;
 use crate::source::registry::{Credentials, ImageName, RegistryError};
 use crate::source::tag_policy::Policy;
+use crate::trigger::requested_at;
 
 /// Why a reconcile produced no selection.
 #[derive(Debug, thiserror::Error)]

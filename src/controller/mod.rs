@@ -11,7 +11,6 @@ pub mod receiver;
 pub mod secrets;
 pub mod shard;
 pub mod status;
-pub mod trigger;
 
 use std::sync::Arc;
 
@@ -60,57 +59,15 @@ fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
     }
 }
 
-/// Checks the CRDs, serves health, metrics and webhooks, and (once it holds the Lease, with
-/// leader election) runs every reconciler until SIGTERM or Ctrl-C.
-pub async fn run(config: kube::Config, opts: Options) -> Result<()> {
-    // One client for everything the controller does as itself (built by the targets).
-    let (mut ctx, drift_events) = Context::new(config, &opts)?;
-    let client = ctx.client.clone();
-    crd_check::ensure_installed(&client).await?;
-    ctx.receivers_enabled = opts.receiver_addr.is_some();
-    ctx.min_interval = opts.min_interval;
-    let ctx = Arc::new(ctx);
-    let (queue_tx, queue_rx) = tokio::sync::mpsc::channel(crate::server::dispatch::QUEUE);
-    let server = {
-        let endpoints = ctx.endpoints.clone();
-        let metrics = ctx.metrics.clone();
-        let (hooks, ops) = (opts.receiver_addr, opts.metrics_addr);
-        tokio::spawn(async move {
-            if let Err(e) =
-                crate::server::serve(hooks, ops, endpoints, queue_tx, metrics, shutdown_signal())
-                    .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        })
-    };
-    tracing::info!(
-        namespace = opts.namespace.as_deref().unwrap_or("<all>"),
-        shard = %opts.shard,
-        "controller started"
-    );
-    let result = lead(&ctx, &opts, drift_events, queue_rx).await;
-    if result.is_err() {
-        // A lost Lease: stop serving at once, the process exits (and is restarted as a
-        // standby).
-        server.abort();
-    } else {
-        let _ = server.await;
-    }
-    tracing::info!("controller stopped");
-    result
-}
-
 /// Waits for the Lease (with leader election), then reconciles until SIGTERM, and releases
 /// the Lease after the in-flight reconciles finished. Returns an error when the Lease is
 /// lost: every reconciler is dropped at that moment.
-async fn lead(
+pub async fn lead(
     ctx: &Arc<Context>,
     opts: &Options,
     drift_events: futures::channel::mpsc::Receiver<
         kube::runtime::reflector::ObjectRef<Application>,
     >,
-    queue_rx: tokio::sync::mpsc::Receiver<crate::server::dispatch::Trigger>,
 ) -> Result<()> {
     let leadership = match &opts.election {
         None => None,
@@ -132,7 +89,7 @@ async fn lead(
     };
     ctx.endpoints.set_active(true);
     ctx.metrics.leader.set(1);
-    let reconcilers = reconcile_all(ctx.clone(), opts, drift_events, queue_rx);
+    let reconcilers = reconcile_all(ctx.clone(), opts, drift_events);
     let Some(leadership) = leadership else {
         reconcilers.await;
         return Ok(());
@@ -150,17 +107,15 @@ async fn lead(
     }
 }
 
-/// Every reconciler and the webhook dispatcher, until SIGTERM or Ctrl-C.
+/// Every reconciler, until SIGTERM or Ctrl-C.
 async fn reconcile_all(
     ctx: Arc<Context>,
     opts: &Options,
     drift_events: futures::channel::mpsc::Receiver<
         kube::runtime::reflector::ObjectRef<Application>,
     >,
-    queue_rx: tokio::sync::mpsc::Receiver<crate::server::dispatch::Trigger>,
 ) {
     let client = ctx.client.clone();
-    let dispatcher = crate::server::dispatch::run(client.clone(), queue_rx);
     tokio::join!(
         git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, opts)),
         image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, opts)),
@@ -172,13 +127,6 @@ async fn reconcile_all(
             drift_events,
         ),
         receiver::run(ctx.clone(), api_for::<Receiver>(&client, opts)),
-        async {
-            // The dispatcher ends when the server (the queue's sender) is gone.
-            tokio::select! {
-                _ = dispatcher => {},
-                _ = shutdown_signal() => {},
-            }
-        },
     );
 }
 

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::api::receiver::{ReceiverTarget, TargetKind};
 use crate::api::{Application, GitRepository, ImagePolicy};
-use crate::controller::trigger::request_reconcile;
 use crate::source::registry::ImageName;
+use crate::trigger::request_reconcile;
 
 /// Queue length between the HTTP handlers and the dispatcher; a full queue answers 503.
 pub const QUEUE: usize = 256;

@@ -4,7 +4,6 @@
 //! queue between the handlers and the reconcilers (503 when full).
 
 pub mod dispatch;
-pub mod metrics;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -94,7 +93,7 @@ impl Endpoints {
 struct AppState {
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
-    metrics: Arc<metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn reply(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
@@ -188,7 +187,7 @@ async fn handle(
 fn hooks_router(
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
-    metrics: Arc<metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Router {
     Router::new()
         .route("/hook/{token}", post(hook))
@@ -201,18 +200,20 @@ fn hooks_router(
 
 /// Health and metrics (their own listener, so a flood of webhook connections never makes
 /// a probe fail).
-fn ops_router(metrics: Arc<metrics::Metrics>) -> Router {
+fn ops_router(metrics: Arc<crate::metrics::Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|State(metrics): State<Arc<metrics::Metrics>>| async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    metrics.render(),
-                )
-            }),
+            get(
+                |State(metrics): State<Arc<crate::metrics::Metrics>>| async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                },
+            ),
         )
         .with_state(metrics)
 }
@@ -283,7 +284,7 @@ pub async fn serve(
     ops: Option<SocketAddr>,
     endpoints: Arc<Endpoints>,
     queue: tokio::sync::mpsc::Sender<Trigger>,
-    metrics: Arc<metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let hooks_listener = match hooks {

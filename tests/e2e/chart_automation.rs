@@ -228,7 +228,7 @@ async fn a_chart_version_is_written_to_git_deployed_and_held_after_a_revert() {
 
     // A newer version in range releases the hold and is deployed.
     repo.publish("web", "1.2.0");
-    gantry::controller::trigger::request_reconcile(&policies, "web-chart")
+    gantry::trigger::request_reconcile(&policies, "web-chart")
         .await
         .unwrap();
     wait_new_head(&server, &revert).await;

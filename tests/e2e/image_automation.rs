@@ -143,7 +143,7 @@ impl Fixture {
             .map(|t| self.registry.push_image("team/web", t))
             .collect();
         let policies: Api<ImagePolicy> = Api::namespaced(self.client.clone(), &self.ns.name);
-        gantry::controller::trigger::request_reconcile(&policies, "web")
+        gantry::trigger::request_reconcile(&policies, "web")
             .await
             .unwrap();
         digests

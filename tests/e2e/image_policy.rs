@@ -111,7 +111,7 @@ async fn selects_the_newest_tag_in_range_with_basic_auth_and_pins_its_digest() {
     // A new tag, and a request to look now (what a Receiver does): selected at once even
     // though the interval is an hour.
     let d141 = registry.push_image("team/web", "1.4.1");
-    gantry::controller::trigger::request_reconcile(&api, "web")
+    gantry::trigger::request_reconcile(&api, "web")
         .await
         .unwrap();
     let p = wait_latest(&api, "web", &format!("{image}:1.4.1")).await;
@@ -190,7 +190,7 @@ async fn a_registry_outage_keeps_the_last_selection_and_recovers_by_itself() {
     wait_latest(&api, "db", &format!("{image}:3.1.0")).await;
 
     registry.stop();
-    gantry::controller::trigger::request_reconcile(&api, "db")
+    gantry::trigger::request_reconcile(&api, "db")
         .await
         .unwrap();
     let p = wait_reason(&api, "db", "RegistryUnavailable").await;

@@ -369,7 +369,7 @@ async fn the_story(client: &kube::Client, ns: &str, pod: &Pod, service_account: 
 
     // An image push becomes a commit, and the commit a canary that is promoted.
     registry.push_image("team/web", "1.4.0");
-    gantry::controller::trigger::request_reconcile(&policies, "web")
+    gantry::trigger::request_reconcile(&policies, "web")
         .await
         .unwrap();
     let bare = server.bare_path("config");

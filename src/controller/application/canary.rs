@@ -24,6 +24,7 @@ use super::pipeline::SyncInput;
 use super::reasons;
 use super::record::{publish, set, write_if_changed};
 use crate::api::GitRepository;
+use crate::api::annotations::ROLLOUT_ACTION_ANNOTATION;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{OnFailure, RolloutPhase, RolloutStatus};
@@ -37,9 +38,6 @@ use crate::rollout::{analysis, template};
 /// Analysis never runs more often than this, whatever `analysis.interval` says.
 const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Annotation set by `gantry promote` / `gantry abort` (value `promote@<time>` /
-/// `abort@<time>`).
-pub const ROLLOUT_ACTION_ANNOTATION: &str = "gantry.dev/rollout-action";
 /// Check results kept in status.
 const MAX_CHECKS: usize = 20;
 

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::health::Health;
 
 /// Annotation set by `gantry sync` to ask for a sync (value: a timestamp).
-pub use crate::controller::trigger::REQUEST_ANNOTATION;
+use crate::api::annotations::REQUEST_ANNOTATION;
 
 /// What one reconcile of an Application found before deciding.
 struct Gathered {

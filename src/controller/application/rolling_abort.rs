@@ -13,6 +13,7 @@ use super::pipeline::{self, SyncInput};
 use super::reasons;
 use super::record::{publish, set};
 use crate::api::GitRepository;
+use crate::api::annotations::ROLLBACK_NOTE;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
@@ -84,9 +85,6 @@ async fn reapply_workloads(
         Err(crate::apply::join_errors(errors))
     }
 }
-
-/// The trailer-like line `gantry rollback` puts in its revert commits.
-pub const ROLLBACK_NOTE: &str = "Rolled back by `gantry rollback";
 
 /// Whether the commit of `revision` is a revert made by `gantry rollback` of the
 /// Application `ns/app` (read from the source's Git cache); another Application on the same
@@ -229,7 +227,7 @@ pub(super) async fn revert_in_git(
     .map_err(|e| e.to_string())?;
     if result.pushed.is_some() {
         let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-        let _ = crate::controller::trigger::request_reconcile(&repos, &source.name_any()).await;
+        let _ = crate::trigger::request_reconcile(&repos, &source.name_any()).await;
     }
     Ok(result.pushed)
 }

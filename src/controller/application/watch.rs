@@ -60,7 +60,7 @@ pub async fn run(
             .state()
             .iter()
             .map(|a| {
-                crate::server::metrics::APPLICATION_CONDITIONS.map(|c| {
+                crate::metrics::APPLICATION_CONDITIONS.map(|c| {
                     a.status
                         .as_ref()
                         .and_then(|s| conditions::find(&s.conditions, c))

@@ -7,15 +7,15 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::kinds::GantryKind;
+use crate::api::annotations::REQUEST_ANNOTATION;
 use crate::error::Result;
-
-/// Annotation set to ask for a reconcile (value: an RFC 3339 timestamp).
-pub const REQUEST_ANNOTATION: &str = "gantry.dev/requested-at";
 
 /// Stamps `name` with the current time (a merge patch of metadata only); returns the stamp,
 /// which an Application reports as `lastHandledRequest` once it acted on it.
-pub async fn request_reconcile<K: GantryKind>(api: &Api<K>, name: &str) -> Result<String> {
+pub async fn request_reconcile<K>(api: &Api<K>, name: &str) -> Result<String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let stamp = Timestamp::now().to_string();
     api.patch(
         name,
@@ -27,7 +27,7 @@ pub async fn request_reconcile<K: GantryKind>(api: &Api<K>, name: &str) -> Resul
 }
 
 /// When a reconcile was last asked for.
-pub fn requested_at<K: GantryKind>(obj: &K) -> Option<Timestamp> {
+pub fn requested_at<K: kube::Resource>(obj: &K) -> Option<Timestamp> {
     obj.annotations()
         .get(REQUEST_ANNOTATION)
         .and_then(|v| v.parse().ok())
