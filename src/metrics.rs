@@ -10,13 +10,46 @@ use prometheus::{
 /// The conditions counted by `gantry_applications`.
 pub const APPLICATION_CONDITIONS: [&str; 3] = ["Ready", "Healthy", "Drifted"];
 
+/// A rollout strategy, as `gantry_rollouts_total` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RollingUpdate,
+    Canary,
+}
+
+/// How a rollout ended: the new revision became the stable one (`promoted`: a rolling
+/// update that became healthy, a promoted canary), or it was `aborted` (and, with
+/// `onFailure: revert`, also `reverted` in Git).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutResult {
+    Promoted,
+    Aborted,
+    Reverted,
+}
+
+/// What an image or chart write-back did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateResult {
+    Pushed,
+    Held,
+    Failed,
+}
+
+/// How a sync of a revision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncResult {
+    Succeeded,
+    Failed,
+}
+
 pub struct Metrics {
     registry: Registry,
-    /// Rollouts by strategy (`rollingupdate`, `canary`) and result (`promoted`, `aborted`,
-    /// `reverted`).
-    pub rollouts: IntCounterVec,
-    /// Image write-backs by result (`pushed`, `held`, `failed`).
-    pub image_updates: IntCounterVec,
+    /// Rollouts by strategy and result.
+    rollouts: IntCounterVec,
+    /// Image write-backs by result.
+    image_updates: IntCounterVec,
+    /// Syncs by result and reason (a reason constant of the Application's conditions).
+    syncs: IntCounterVec,
     /// Webhooks by receiver type and HTTP status.
     pub webhooks: IntCounterVec,
     /// Registry tag listings, seconds, by result (`ok`, `error`).
@@ -95,13 +128,18 @@ impl Metrics {
             leader,
             rollouts: counter(
                 "rollouts_total",
-                "Rollouts that ended, by strategy and result.",
+                "Rollouts that ended, by strategy (rollingupdate, canary) and result (promoted, aborted, reverted).",
                 &["strategy", "result"],
             ),
             image_updates: counter(
                 "image_updates_total",
-                "Image write-backs to Git, by result.",
+                "Image and chart-version write-backs to Git, by result (pushed, held, failed).",
                 &["result"],
+            ),
+            syncs: counter(
+                "syncs_total",
+                "Syncs of an Application revision, by result (succeeded, failed) and reason.",
+                &["result", "reason"],
             ),
             webhooks: counter(
                 "webhooks_total",
@@ -132,6 +170,39 @@ impl Metrics {
             application_states: Default::default(),
             registry,
         }
+    }
+
+    /// Counts a rollout that ended.
+    pub fn rollout(&self, strategy: Strategy, result: RolloutResult) {
+        let strategy = match strategy {
+            Strategy::RollingUpdate => "rollingupdate",
+            Strategy::Canary => "canary",
+        };
+        let result = match result {
+            RolloutResult::Promoted => "promoted",
+            RolloutResult::Aborted => "aborted",
+            RolloutResult::Reverted => "reverted",
+        };
+        self.rollouts.with_label_values(&[strategy, result]).inc();
+    }
+
+    /// Counts `n` write-backs with one result.
+    pub fn image_updates(&self, result: UpdateResult, n: u64) {
+        let result = match result {
+            UpdateResult::Pushed => "pushed",
+            UpdateResult::Held => "held",
+            UpdateResult::Failed => "failed",
+        };
+        self.image_updates.with_label_values(&[result]).inc_by(n);
+    }
+
+    /// Counts a sync that ended; `reason` is one of the reason constants (a fixed set).
+    pub fn sync(&self, result: SyncResult, reason: &'static str) {
+        let result = match result {
+            SyncResult::Succeeded => "succeeded",
+            SyncResult::Failed => "failed",
+        };
+        self.syncs.with_label_values(&[result, reason]).inc();
     }
 
     /// Where `gantry_applications` reads the Applications from.
@@ -169,7 +240,8 @@ mod tests {
     #[test]
     fn renders_counters_with_bounded_labels() {
         let m = Metrics::new();
-        m.rollouts.with_label_values(&["canary", "aborted"]).inc();
+        m.rollout(Strategy::Canary, RolloutResult::Aborted);
+        m.sync(SyncResult::Failed, "HookFailed");
         m.webhooks.with_label_values(&["github", "401"]).inc();
         m.git_fetches.with_label_values(&["ok"]).observe(0.2);
         let text = m.render();
@@ -178,6 +250,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"gantry_webhooks_total{code="401",type="github"} 1"#));
+        assert!(
+            text.contains(r#"gantry_syncs_total{reason="HookFailed",result="failed"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("gantry_git_fetch_seconds_bucket"));
     }
 

@@ -29,6 +29,20 @@ impl Status {
             Status::Unknown => "Unknown",
         }
     }
+
+    /// The status a condition carries (anything but `True` or `False` is `Unknown`).
+    pub fn of(condition: &Condition) -> Status {
+        match condition.status.as_str() {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        }
+    }
+}
+
+/// Whether `condition` has `status` (compared as a type, never as a string).
+pub fn is(condition: &Condition, status: Status) -> bool {
+    Status::of(condition) == status
 }
 
 /// Builds a condition stamped with `now`.

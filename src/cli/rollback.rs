@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::common::parse_target;
-use crate::api::conditions;
+use crate::api::conditions::{self, Status, is};
 use crate::api::{Application, GitRepository};
 use crate::controller::context::revision_commit;
 use crate::error::{Error, Result};
@@ -151,8 +151,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             .as_deref()
             .is_some_and(|r| r.ends_with(&pushed));
         let healthy = conditions::find(&st.conditions, conditions::HEALTHY)
-            .is_some_and(|c| c.status == "True");
-        if at_revert && ready.is_some_and(|c| c.status == "True") && healthy {
+            .is_some_and(|c| is(c, Status::True));
+        if at_revert && ready.is_some_and(|c| is(c, Status::True)) && healthy {
             crate::outln!("{ns}/{name} is Ready at {pushed}");
             return Ok(ExitCode::SUCCESS);
         }

@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::Api;
 
 use super::common::parse_target;
-use crate::api::conditions;
+use crate::api::conditions::{self, Status, is};
 use crate::api::{Application, GitRepository};
 use crate::error::{Error, Result};
 use crate::trigger::request_reconcile;
@@ -44,7 +44,7 @@ async fn fetch_source(
         if st.last_handled_request.as_deref() == Some(stamp.as_str()) {
             let ready = conditions::find(&st.conditions, conditions::READY);
             match (ready, &st.artifact) {
-                (Some(r), Some(a)) if r.status == "True" => {
+                (Some(r), Some(a)) if is(r, Status::True) => {
                     crate::errln!("  fetched {}", a.revision)
                 }
                 (Some(r), _) => crate::errln!(
@@ -99,11 +99,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         if st.last_handled_request.as_deref() == Some(stamp.as_str()) {
             match (ready, healthy) {
-                (Some(r), Some(h)) if r.status == "True" && h.status == "True" => {
+                (Some(r), Some(h)) if is(&r, Status::True) && is(&h, Status::True) => {
                     crate::outln!("{ns}/{name}: {}", r.message);
                     return Ok(ExitCode::SUCCESS);
                 }
-                (Some(r), _) if r.status == "False" => {
+                (Some(r), _) if is(&r, Status::False) => {
                     return Err(Error::Usage(format!(
                         "{ns}/{name}: {}: {}",
                         r.reason, r.message

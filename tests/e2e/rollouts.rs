@@ -599,6 +599,68 @@ async fn a_crash_looping_canary_is_aborted_and_the_stable_version_never_wavers()
 }
 
 #[tokio::test]
+async fn an_aborted_rolling_update_with_on_failure_revert_is_reverted_in_git() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "ro-rolling-rev").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let good = server.create_repo(
+        "app",
+        &[("app/deploy.yaml", &deployment("example.test/web:good-1"))],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "web",
+        &server.http_url("app"),
+        json!({
+            "path": "app", "targetNamespace": ns.name,
+            "rollout": {"strategy": "RollingUpdate", "progressDeadline": "10s", "onFailure": "revert"}
+        }),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &good).await;
+    let ws = Workspace::clone_from(&server, "app");
+    ws.write("app/deploy.yaml", &deployment("example.test/web:bad-2"));
+    let bad = ws.commit_and_push("bad image");
+    let bare = server.bare_path("app");
+    let revert = eventually(
+        "a revert commit in Git",
+        Duration::from_secs(90),
+        || async {
+            let subject = crate::support::git::git(&bare, &["log", "-1", "--format=%s", "main"]);
+            subject.starts_with("Revert \"bad image\"").then(|| {
+                crate::support::git::git(&bare, &["rev-parse", "main"])
+                    .trim()
+                    .to_string()
+            })
+        },
+    )
+    .await;
+    let body = crate::support::git::git(&bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(
+        body.contains(&bad) && body.contains("aborted the rollout"),
+        "{body}"
+    );
+    // The revert is deployed and Git and cluster agree on the good template.
+    wait_synced_healthy(&apps, "web", &revert).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get("web").await.unwrap();
+    assert_eq!(template_image(&d).unwrap(), "example.test/web:good-1");
+    let app = apps.get("web").await.unwrap();
+    let record = app
+        .status
+        .unwrap()
+        .history
+        .into_iter()
+        .find(|r| r.revision.ends_with(&bad))
+        .unwrap();
+    assert_eq!(record.result, SyncResult::Aborted);
+}
+
+#[tokio::test]
 async fn an_aborted_canary_with_on_failure_revert_is_reverted_in_git() {
     let client = client().await;
     install_crds(&client).await;

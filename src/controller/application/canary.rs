@@ -27,7 +27,7 @@ use crate::api::GitRepository;
 use crate::api::annotations::ROLLOUT_ACTION_ANNOTATION;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
-use crate::api::rollout::{OnFailure, RolloutPhase, RolloutStatus};
+use crate::api::rollout::{RolloutPhase, RolloutStatus};
 use crate::apply::normalize::Desired;
 use crate::cluster::Target;
 use crate::error::Result;
@@ -474,10 +474,10 @@ async fn promote(
         message.clone(),
     )
     .await;
-    ctx.metrics
-        .rollouts
-        .with_label_values(&["canary", "promoted"])
-        .inc();
+    ctx.metrics.rollout(
+        crate::metrics::Strategy::Canary,
+        crate::metrics::RolloutResult::Promoted,
+    );
     set(
         &mut status,
         conditions::READY,
@@ -498,8 +498,8 @@ async fn promote(
     Ok(Action::requeue(interval))
 }
 
-/// Deletes the canaries, rejects the revision and, with `onFailure: revert`, reverts it in
-/// Git.
+/// Deletes the canaries, then the abort shared with rolling updates (which rejects the
+/// revision and, with `onFailure: revert`, reverts it in Git).
 async fn abort(
     ctx: &AppContext,
     target: &Target,
@@ -509,67 +509,21 @@ async fn abort(
     revision: &str,
     reason: &str,
 ) {
-    let generation = app.metadata.generation;
-    let mut rollout = status.rollout.clone().unwrap_or_default();
+    let rollout = status.rollout.get_or_insert_with(Default::default);
     delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
-    // The stable Deployments kept the last healthy revision's templates.
-    if let Some(good) = plan::last_healthy(&status.history, revision) {
-        status.running_revision = Some(good.revision.clone());
-    }
-    plan::reject(&mut rollout.failed_revisions, revision);
-    rollout.phase = RolloutPhase::Aborted;
-    rollout.message = Some(reason.chars().take(500).collect());
     let canaries = std::mem::take(&mut rollout.canaries);
-    status.rollout = Some(rollout);
-    if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
-        rec.result = SyncResult::Aborted;
-        rec.healthy = Some(false);
-        rec.message = Some(reason.chars().take(500).collect());
-        rec.finished_at = Some(Time(Timestamp::now()));
-    }
-    let mut message = format!(
+    // The stable Deployments kept the last healthy revision's templates.
+    let running = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
+    let message = format!(
         "canary of {revision} aborted: {reason}; {} {} the last healthy template; not retried until Git changes",
         canaries.join(", "),
         crate::text::agree(canaries.len(), "keeps", "keep")
     );
-    let wants_revert = app
-        .spec
-        .rollout
-        .as_ref()
-        .is_some_and(|r| r.on_failure == OnFailure::Revert);
-    ctx.metrics
-        .rollouts
-        .with_label_values(&["canary", "aborted"])
-        .inc();
-    if wants_revert {
-        match super::rolling_abort::revert_in_git(ctx, app, source, status, revision, reason).await
-        {
-            Ok(Some(commit)) => {
-                ctx.metrics
-                    .rollouts
-                    .with_label_values(&["canary", "reverted"])
-                    .inc();
-                message.push_str(&format!("; reverted in Git as {}", &commit[..12]))
-            }
-            Ok(None) => message.push_str("; nothing to revert in Git"),
-            Err(e) => message.push_str(&format!("; the Git revert failed: {e}")),
-        }
-    }
-    tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), %message, "canary aborted");
-    publish(
-        ctx,
-        app,
-        EventType::Warning,
-        reasons::ROLLOUT_ABORTED,
-        message.clone(),
-    )
-    .await;
-    set(
-        status,
-        conditions::READY,
-        Status::False,
-        reasons::ROLLOUT_ABORTED,
+    let returned = super::abort::Returned {
+        strategy: crate::metrics::Strategy::Canary,
         message,
-        generation,
-    );
+        running,
+        unhealthy: false,
+    };
+    super::abort::aborted(ctx, app, source, status, revision, reason, returned).await;
 }

@@ -16,7 +16,7 @@ use super::reasons;
 use super::record::{set, write_if_changed};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus};
-use crate::api::conditions::{self, Status};
+use crate::api::conditions::{self, Status, is};
 use crate::api::rollout::{Analysis, RolloutPhase, RolloutStrategy};
 use crate::cluster::Target;
 use crate::controller::status::with_jitter;
@@ -91,7 +91,7 @@ pub(super) async fn follow_health(
     } = *f;
     let generation = app.metadata.generation;
     let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
-        .is_some_and(|c| c.status == "True");
+        .is_some_and(|c| is(c, Status::True));
     if healthy_already && !after_sync {
         write_if_changed(api, app, &status).await?;
         return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
@@ -249,10 +249,10 @@ fn mark_healthy(
     };
     rec.healthy = Some(true);
     if app.spec.rollout.is_some() {
-        ctx.metrics
-            .rollouts
-            .with_label_values(&["rollingupdate", "succeeded"])
-            .inc();
+        ctx.metrics.rollout(
+            crate::metrics::Strategy::RollingUpdate,
+            crate::metrics::RolloutResult::Promoted,
+        );
     }
     // Recorded at sync time; filled from the rendered set for records written before that.
     if rec.template_hashes.is_empty()

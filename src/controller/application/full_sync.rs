@@ -22,7 +22,7 @@ use super::reasons;
 use super::record::{publish, record, set, write_if_changed};
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
-use crate::api::conditions::{self, Status};
+use crate::api::conditions::{self, Status, is};
 use crate::cluster::Target;
 use crate::error::Result;
 
@@ -251,6 +251,8 @@ async fn succeeded(
         message.push_str(&format!("; prune: {}", outcome.prune_messages.join("; ")));
     }
     ctx.memory.forget_sync_failures(&ns, &name);
+    ctx.metrics
+        .sync(crate::metrics::SyncResult::Succeeded, reasons::SUCCEEDED);
     let result = if super::rolling_abort::is_rollback(ctx, &ns, &name, source_name, revision).await
     {
         SyncResult::RolledBack
@@ -424,6 +426,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     let reason = e.reason();
     let message = format!("revision {revision}: {e}");
     tracing::warn!(namespace = %ns, name = %name, reason, error = %e, "sync failed");
+    ctx.metrics.sync(crate::metrics::SyncResult::Failed, reason);
     set(
         &mut status,
         conditions::READY,
@@ -509,7 +512,7 @@ pub(super) async fn same_set_as_applied(
         return SameSet::Differs(None);
     };
     let ready = conditions::find(&status.conditions, conditions::READY)
-        .is_some_and(|c| c.status == "True" && c.reason == reasons::SUCCEEDED);
+        .is_some_and(|c| is(c, Status::True) && c.reason == reasons::SUCCEEDED);
     // Drift that audit mode reports is left to the full sync (which applies what differs).
     let drifted = status.drift.as_ref().is_some_and(|d| !d.objects.is_empty());
     if applied == revision || !ready || drifted || app.spec.rollout.is_some() {

@@ -10,12 +10,14 @@
 //!    inventory before the first write) and its `health_gate` waits, `detach`ed from the
 //!    reconcile slot when they are long.
 //! 4. **follow** — the health follow-up after a sync (`live_health`), the rolling update's
-//!    abort (`rolling_abort`) and the canary's steps (`canary`, `canary_owner`); `drift`
+//!    abort (`rolling_abort`) and the canary's steps (`canary`, `canary_owner`), both ending
+//!    a failed revision through one `abort` (reject, record, revert in Git); `drift`
 //!    and `drift_check` between revisions; `write_back` of image and chart selections.
 //! 5. **record** — conditions (`reasons`), history, Events and the status patch.
 //!
 //! `cleanup` runs instead of all of this when the Application is being deleted.
 
+mod abort;
 pub mod artifact;
 pub mod canary;
 pub mod canary_owner;

@@ -1,28 +1,20 @@
 //! RollingUpdate abort: when a revision's workloads do not become healthy, re-apply the
 //! workload templates of the last healthy revision (rendered again from the source's Git
-//! cache), record the revision as failed, and say why.
-
-use std::time::Duration;
+//! cache), then the abort shared with canaries (`abort`); and whether a revision is a
+//! `gantry rollback`.
 
 use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::events::EventType;
 
+use super::abort::{Returned, aborted};
 use super::memory::AppContext;
 use super::pipeline::{self, SyncInput};
-use super::reasons;
-use super::record::{publish, set};
 use crate::api::GitRepository;
 use crate::api::annotations::ROLLBACK_NOTE;
-use crate::api::application::{Application, ApplicationStatus, SyncResult};
-use crate::api::conditions::{self, Status};
-use crate::api::rollout::{RolloutPhase, RolloutStatus};
+use crate::api::application::{Application, ApplicationStatus};
 use crate::cluster::Target;
 use crate::controller::context::revision_commit;
 use crate::rollout::plan;
 use crate::source::artifact;
-use crate::source::git::Reference;
-use crate::writeback::revert;
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 
@@ -112,7 +104,8 @@ pub(super) async fn is_rollback(
     .unwrap_or(false)
 }
 
-/// Aborts the rollout of `revision`: back to the last healthy revision's workloads.
+/// Aborts the rollout of `revision`: back to the last healthy revision's workloads, then
+/// the abort shared with canaries.
 pub(super) async fn abort(
     ctx: &AppContext,
     target: &Target,
@@ -122,15 +115,11 @@ pub(super) async fn abort(
     revision: &str,
     reason: &str,
 ) {
-    let generation = app.metadata.generation;
     let good = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
     let outcome = match &good {
         None => Err("no earlier healthy revision to return to".to_string()),
         Some(good) => reapply_workloads(ctx, target, app, source, good).await,
     };
-    if let (Some(good), Ok(_)) = (&good, &outcome) {
-        status.running_revision = Some(good.clone());
-    }
     let message = match (&good, &outcome) {
         (Some(good), Ok(workloads)) => format!(
             "revision {revision} aborted: {reason}; returned {} to revision {good}; not retried until Git changes",
@@ -141,93 +130,12 @@ pub(super) async fn abort(
         ),
         (None, Ok(_)) => unreachable!("no target means an error outcome"),
     };
-    tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), %message, "rollout aborted");
-    ctx.metrics
-        .rollouts
-        .with_label_values(&["rollingupdate", "aborted"])
-        .inc();
-    publish(
-        ctx,
-        app,
-        EventType::Warning,
-        reasons::ROLLOUT_ABORTED,
-        message.clone(),
-    )
-    .await;
-    if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
-        rec.result = SyncResult::Aborted;
-        rec.healthy = Some(false);
-        rec.message = Some(reason.chars().take(500).collect());
-    }
-    let mut rollout = status.rollout.clone().unwrap_or_default();
-    plan::reject(&mut rollout.failed_revisions, revision);
-    status.rollout = Some(RolloutStatus {
-        phase: RolloutPhase::Aborted,
-        revision: Some(revision.to_string()),
-        message: Some(reason.chars().take(500).collect()),
-        started_at: rollout.started_at.clone(),
-        step_started_at: None,
-        ..rollout
-    });
-    set(
-        status,
-        conditions::READY,
-        Status::False,
-        reasons::ROLLOUT_ABORTED,
-        message.clone(),
-        generation,
-    );
-    set(
-        status,
-        conditions::HEALTHY,
-        Status::False,
-        reasons::ROLLOUT_ABORTED,
-        reason.to_string(),
-        generation,
-    );
-}
-
-/// `git revert` of the commits after the last healthy revision that touched the path.
-pub(super) async fn revert_in_git(
-    ctx: &AppContext,
-    app: &Application,
-    source: &GitRepository,
-    status: &ApplicationStatus,
-    revision: &str,
-    reason: &str,
-) -> std::result::Result<Option<String>, String> {
-    let good = plan::last_healthy(&status.history, revision)
-        .ok_or("no earlier healthy revision to revert to")?;
-    let to = revision_commit(&good.revision)
-        .ok_or("the last healthy revision names no commit")?
-        .to_string();
-    let ns = app.namespace().unwrap_or_default();
-    ctx.check_file_url(&source.spec.url)
-        .map_err(|e| e.to_string())?;
-    let creds = crate::controller::git_repository::credentials(&ctx.client, &ns, source)
-        .await
-        .map_err(|e| e.to_string())?;
-    let branch = Reference::from_spec(source.spec.git_ref.as_ref())
-        .branch()
-        .unwrap_or("main")
-        .to_string();
-    let result = revert::run(revert::Request {
-        cache: ctx.data_dir.join("revert").join(&ns).join(app.name_any()),
-        url: source.spec.url.clone(),
-        branch,
-        creds,
-        path: app.spec.path.clone(),
-        to,
-        author: ("Gantry".into(), "gantry@localhost".into()),
-        note: format!("Gantry aborted the canary of {revision}: {reason}"),
-        dry_run: false,
-        timeout: Duration::from_secs(60),
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    if result.pushed.is_some() {
-        let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-        let _ = crate::trigger::request_reconcile(&repos, &source.name_any()).await;
-    }
-    Ok(result.pushed)
+    let running = good.filter(|_| outcome.is_ok());
+    let returned = Returned {
+        strategy: crate::metrics::Strategy::RollingUpdate,
+        message,
+        running,
+        unhealthy: true,
+    };
+    aborted(ctx, app, source, status, revision, reason, returned).await;
 }

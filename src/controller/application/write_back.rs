@@ -297,9 +297,7 @@ pub(super) async fn run(
         Err(message) => {
             tracing::warn!(namespace = %ns, name = %app.name_any(), error = %message, "image write-back failed");
             ctx.metrics
-                .image_updates
-                .with_label_values(&["failed"])
-                .inc();
+                .image_updates(crate::metrics::UpdateResult::Failed, 1);
             let why = reason::WRITE_BACK_FAILED;
             publish(ctx, app, EventType::Warning, why, message.clone()).await;
             set(
@@ -381,7 +379,8 @@ async fn reported(
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     let generation = app.metadata.generation;
     for held in &report.held {
-        ctx.metrics.image_updates.with_label_values(&["held"]).inc();
+        ctx.metrics
+            .image_updates(crate::metrics::UpdateResult::Held, 1);
         hold(ctx, &ns, held).await;
         let note = format!(
             "not writing {} tag {} again: commit {} reverted it",
@@ -398,10 +397,10 @@ async fn reported(
     };
     let message = pushed_message(report, commit, branch);
     tracing::info!(namespace = %ns, name = %name, %message, "image write-back");
-    ctx.metrics
-        .image_updates
-        .with_label_values(&["pushed"])
-        .inc_by(report.bumps.len() as u64);
+    ctx.metrics.image_updates(
+        crate::metrics::UpdateResult::Pushed,
+        report.bumps.len() as u64,
+    );
     publish(
         ctx,
         app,
