@@ -10,6 +10,7 @@ pub mod drift;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod render;
 pub mod rollout;
 pub mod server;

@@ -50,6 +50,8 @@ pub struct Metrics {
     image_updates: IntCounterVec,
     /// Syncs by result and reason (a reason constant of the Application's conditions).
     syncs: IntCounterVec,
+    /// Notifications by Notifier type, event and result.
+    notifications: IntCounterVec,
     /// Webhooks by receiver type and HTTP status.
     pub webhooks: IntCounterVec,
     /// Registry tag listings, seconds, by result (`ok`, `error`).
@@ -136,6 +138,11 @@ impl Metrics {
                 "Image and chart-version write-backs to Git, by result (pushed, held, failed).",
                 &["result"],
             ),
+            notifications: counter(
+                "notifications_total",
+                "Reports of Notifiers, by type (gitea, github, gitlab, webhook, slack), event and result (delivered, rejected, unreachable, refused).",
+                &["type", "event", "result"],
+            ),
             syncs: counter(
                 "syncs_total",
                 "Syncs of an Application revision, by result (succeeded, failed) and reason.",
@@ -203,6 +210,14 @@ impl Metrics {
             SyncResult::Failed => "failed",
         };
         self.syncs.with_label_values(&[result, reason]).inc();
+    }
+
+    /// Counts a report; every label comes from a fixed set (the Notifier types, the report
+    /// events, the send results).
+    pub fn notification(&self, kind: &'static str, event: &'static str, result: &'static str) {
+        self.notifications
+            .with_label_values(&[kind, event, result])
+            .inc();
     }
 
     /// Where `gantry_applications` reads the Applications from.

@@ -48,7 +48,13 @@ fn gantry_crds_prints_every_kind() {
         .collect();
     assert_eq!(
         kinds,
-        ["GitRepository", "ImagePolicy", "Application", "Receiver"]
+        [
+            "GitRepository",
+            "ImagePolicy",
+            "Application",
+            "Receiver",
+            "Notifier"
+        ]
     );
     for d in &docs {
         assert_eq!(d["spec"]["group"].as_str(), Some("gantry.dev"));

@@ -493,6 +493,9 @@ pub struct SyncRecord {
     /// The chart version of `spec.render.helm.chart` this sync applied, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chart_version: Option<String>,
+    /// The commit Gantry pushed to revert this revision (`onFailure: revert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_by: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

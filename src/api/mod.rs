@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod duration;
 pub mod git_repository;
 pub mod image_policy;
+pub mod notifier;
 pub mod receiver;
 pub mod refs;
 pub mod rollout;
@@ -16,6 +17,7 @@ use kube::CustomResourceExt;
 pub use application::Application;
 pub use git_repository::GitRepository;
 pub use image_policy::ImagePolicy;
+pub use notifier::Notifier;
 pub use receiver::Receiver;
 
 /// The API group of every Gantry kind.
@@ -28,6 +30,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ImagePolicy::crd(),
         Application::crd(),
         Receiver::crd(),
+        Notifier::crd(),
     ]
     .into_iter()
     .map(bound_integers)

@@ -1,4 +1,4 @@
-//! `gantry get apps|sources|images`: tables of Gantry resources, or YAML/JSON.
+//! `gantry get apps|sources|images|notifiers`: tables of Gantry resources, or YAML/JSON.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use kube::{Client, ResourceExt};
 
 use super::common::{age, print_table};
 use crate::api::conditions::{self, Condition};
-use crate::api::{Application, GitRepository, ImagePolicy};
+use crate::api::{Application, GitRepository, ImagePolicy, Notifier};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -15,6 +15,7 @@ pub enum What {
     Apps,
     Sources,
     Images,
+    Notifiers,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -181,6 +182,61 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     .collect();
                 print_table(
                     &["NAMESPACE", "NAME", "IMAGE/CHART", "LATEST", "READY", "AGE"],
+                    &rows,
+                );
+            }
+        }
+        What::Notifiers => {
+            let items = api::<Notifier>(&client, &args)
+                .list(&ListParams::default())
+                .await?
+                .items;
+            if !emit(&items, args.output)? {
+                let describe = |d: &Option<crate::api::notifier::Delivery>| match d {
+                    None => "-".to_string(),
+                    Some(d) => {
+                        let commit = d.revision.rsplit("@sha1:").next().unwrap_or(&d.revision);
+                        let mut s = format!(
+                            "{} {} {} ({} ago)",
+                            d.application,
+                            &commit[..12.min(commit.len())],
+                            d.state,
+                            age(Some(&d.at))
+                        );
+                        if let Some(e) = &d.error {
+                            s.push_str(&format!(": {e}"));
+                        }
+                        s
+                    }
+                };
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|n| {
+                        let st = n.status.clone().unwrap_or_default();
+                        vec![
+                            n.namespace().unwrap_or_default(),
+                            n.name_any(),
+                            serde_json::to_value(n.spec.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            ready(&st.conditions),
+                            describe(&st.last_delivery),
+                            describe(&st.last_failure),
+                            age(n.metadata.creation_timestamp.as_ref()),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "NAMESPACE",
+                        "NAME",
+                        "TYPE",
+                        "READY",
+                        "LAST DELIVERY",
+                        "LAST FAILURE",
+                        "AGE",
+                    ],
                     &rows,
                 );
             }

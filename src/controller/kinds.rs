@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::conditions::Condition;
-use crate::api::{Application, GitRepository, ImagePolicy, Receiver};
+use crate::api::{Application, GitRepository, ImagePolicy, Notifier, Receiver};
 
 /// A namespaced Gantry resource with standard status conditions.
 pub trait GantryKind:
@@ -40,4 +40,4 @@ macro_rules! gantry_kind {
     )*};
 }
 
-gantry_kind!(GitRepository, ImagePolicy, Application, Receiver);
+gantry_kind!(GitRepository, ImagePolicy, Application, Receiver, Notifier);

@@ -7,6 +7,7 @@ pub mod git_repository;
 pub mod image_policy;
 pub mod kinds;
 pub mod leader;
+pub mod notifier;
 pub mod receiver;
 pub mod secrets;
 pub mod shard;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use kube::{Api, Client};
 
-use crate::api::{Application, GitRepository, ImagePolicy, Receiver};
+use crate::api::{Application, GitRepository, ImagePolicy, Notifier, Receiver};
 use crate::error::Result;
 use context::Context;
 use kinds::GantryKind;
@@ -127,6 +128,11 @@ async fn reconcile_all(
             drift_events,
         ),
         receiver::run(ctx.clone(), api_for::<Receiver>(&client, opts)),
+        notifier::run(
+            ctx.clone(),
+            api_for::<Notifier>(&client, opts),
+            api_for::<Application>(&client, opts),
+        ),
     );
 }
 

@@ -284,6 +284,7 @@ mod tests {
             template_hashes: Default::default(),
             healthy,
             chart_version: None,
+            reverted_by: None,
         }
     }
 

@@ -27,7 +27,7 @@ cp -r "$src" "$work/src"
 chmod -R u+w "$work/src"
 log "building gitea $GITEA_VERSION (several minutes, once)"
 (cd "$work/src" && go build -trimpath -tags "sqlite sqlite_unlock_notify" \
-  -ldflags "-s -w -X code.gitea.io/gitea/modules/setting.AppVer=${GITEA_VERSION#v}" \
+  -ldflags "-s -w -X main.Version=${GITEA_VERSION#v}" \
   -o "$out/bin/gitea.tmp" .)
 mv "$out/bin/gitea.tmp" "$out/bin/gitea"
 rm -rf "$out/share/templates" "$out/share/options" "$out/share/public"

@@ -9,7 +9,10 @@
 #       with `go install <module>@<version>`;
 #   prometheus (canary analysis tests)
 #       from the wrapper module in prometheus/ (pinned there: Prometheus v3.0.1, module
-#       v0.300.1; newer releases need pseudo-versions the module proxy refuses with 403).
+#       v0.300.1; newer releases need pseudo-versions the module proxy refuses with 403);
+#   gitea (the forge of the notification tests)
+#       by build-gitea.sh into a cache of its own, linked here as bin/gitea and its
+#       templates and options as bin/gitea-share.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/versions.env"
@@ -21,7 +24,7 @@ bin="$out/bin"
 
 log() { echo "build.sh: $*" >&2; }
 
-if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" ]]; then
+if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" && -x "$bin/gitea" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -101,6 +104,12 @@ if [[ ! -x "$bin/sshd" ]]; then
 LD_LIBRARY_PATH="$libdir" exec "$out/sshd-root/usr/sbin/sshd" "\$@"
 SSHD
   chmod +x "$bin/sshd"
+fi
+
+if [[ ! -x "$bin/gitea" ]]; then
+  gitea_dir="$("$here/build-gitea.sh")"
+  ln -sfn "$gitea_dir/share" "$bin/gitea-share"
+  ln -sfn "$gitea_dir/bin/gitea" "$bin/gitea"
 fi
 
 touch "$out/.complete"

@@ -23,6 +23,7 @@ mod image_policy;
 mod in_cluster;
 mod isolation;
 mod leader;
+mod notifications;
 mod oci_charts;
 mod ownership;
 mod policies;

@@ -82,6 +82,9 @@ pub(super) async fn aborted(
                 ctx.metrics
                     .rollout(returned.strategy, RolloutResult::Reverted);
                 message.push_str(&format!("; reverted in Git as {}", &commit[..12]));
+                if let Some(rec) = status.history.iter_mut().find(|r| r.revision == revision) {
+                    rec.reverted_by = Some(commit);
+                }
             }
             Ok(None) => message.push_str("; nothing to revert in Git"),
             Err(e) => message.push_str(&format!("; the Git revert failed: {e}")),

@@ -274,6 +274,7 @@ async fn succeeded(
             template_hashes: hashes,
             healthy: None,
             chart_version: outcome.chart.as_ref().map(|c| c.version.clone()),
+            reverted_by: None,
         },
     );
     status.chart = outcome.chart.clone();
@@ -450,6 +451,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
             template_hashes: Default::default(),
             healthy: None,
             chart_version: None,
+            reverted_by: None,
         },
     );
     // Git's revision is not what the cluster has (whatever the drift check of the last
@@ -550,6 +552,7 @@ pub(super) async fn same_set_as_applied(
             template_hashes: crate::rollout::template::template_hashes(&desired),
             healthy: status.history.first().and_then(|h| h.healthy),
             chart_version: status.chart.as_ref().map(|c| c.version.clone()),
+            reverted_by: None,
         },
     );
     drift_check::remember(ctx, app, revision, Arc::new(desired), hooks_now);

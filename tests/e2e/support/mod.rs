@@ -6,6 +6,7 @@ pub mod chart_repo;
 pub mod cluster;
 pub mod controller;
 pub mod git;
+pub mod gitea;
 pub mod hostile;
 pub mod http_stub;
 pub mod private_cluster;
@@ -13,6 +14,7 @@ pub mod process;
 pub mod prometheus;
 pub mod registry;
 pub mod ssh;
+pub mod webhook_sink;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,144 @@
+//! `Notifier`: reports what the Applications of its namespace did, where the team looks: a
+//! commit status on the forge that holds their source, or a message to a webhook or chat.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::refs::SecretRef;
+
+/// Reports the deployments of the Applications of its namespace: commit statuses on a forge,
+/// or messages to a webhook or chat.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "Notifier",
+    namespaced,
+    status = "NotifierStatus",
+    shortname = "gnotify",
+    category = "gantry",
+    doc = "Reports the deployments of the Applications of its namespace: commit statuses on a forge, or messages to a webhook or chat.",
+    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.type"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Last delivery", "type": "date", "jsonPath": ".status.lastDelivery.at"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("!(self.type in ['webhook', 'slack']) || !has(self.repository)").message("repository is for commit statuses (gitea, github, gitlab)"))]
+#[serde(rename_all = "camelCase")]
+pub struct NotifierSpec {
+    /// Where reports go: a commit status on `gitea` (and Forgejo), `github` or `gitlab`;
+    /// a signed JSON `webhook`; a `slack` incoming webhook.
+    #[serde(rename = "type")]
+    pub kind: NotifierType,
+    /// A Secret in the Notifier's namespace: `token` (the forge's API token, or the key a
+    /// webhook's body is signed with), `address` (the webhook or Slack URL: a secret, as
+    /// anyone who has it can post), and optionally `ca.crt` (a CA to trust instead of the
+    /// system's).
+    pub secret_ref: SecretRef,
+    /// The forge's API base when it is not derived: `https://gitea.example.com` (Gitea's
+    /// `/api/v1` is added), `https://api.github.com`, `https://gitlab.com`. By default the
+    /// scheme and host of the source's URL (GitHub: `api.github.com` for `github.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 1024))]
+    pub address: Option<String>,
+    /// `owner/name` of the repository on the forge; by default derived from each
+    /// Application's GitRepository URL (https and ssh forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 512))]
+    pub repository: Option<String>,
+    /// Which Applications of the namespace are reported (by label); all when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// Which reports: `info` (everything) or `error` (failures only: a failed sync, an
+    /// unhealthy revision, an aborted rollout).
+    #[serde(default)]
+    pub severity: Severity,
+    /// The commit status's context; `{cluster}`, `{namespace}` and `{name}` are replaced.
+    #[serde(default = "default_context")]
+    #[schemars(length(min = 1, max = 255))]
+    pub context: String,
+    /// Allow plain HTTP to an address that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Stops reporting while true; what happened meanwhile is reported on resume (the
+    /// last syncs each Application keeps in its history).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifierType {
+    /// Commit status through Gitea's (and Forgejo's) API.
+    Gitea,
+    /// Commit status through GitHub's API.
+    Github,
+    /// Commit status through GitLab's API.
+    Gitlab,
+    /// A JSON body, signed with HMAC-SHA256 in `X-Gantry-Signature`.
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Error,
+}
+
+fn default_context() -> String {
+    "gantry/{cluster}/{namespace}/{name}".to_string()
+}
+
+/// Observed state of a Notifier.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifierStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The last report delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<Delivery>,
+    /// The last report that could not be delivered, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Delivery>,
+    /// What was delivered per Application and revision (the delivery cursor: a restart or
+    /// another replica taking over sends neither less nor again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<Delivered>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `namespace/name` of the Application.
+    pub application: String,
+    pub revision: String,
+    /// `pending`, `success` or `failure`.
+    pub state: String,
+    pub at: Time,
+    /// Why it failed (never a token or an address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivered {
+    /// Name of the Application (in the Notifier's namespace).
+    pub application: String,
+    pub revision: String,
+    pub state: String,
+}

@@ -1,0 +1,174 @@
+//! Sending one request to a provider, within bounds: https (plain http only to loopback or
+//! with `insecure`), never to a link-local or cloud-metadata address (checked on the name
+//! and on every address it resolves to, and the connection pinned to the checked address),
+//! TLS verified (against the Notifier's CA when it gives one), 10 s per request, 64 KiB of
+//! answer read at most. Errors name the host, never the path or a token: a webhook's URL is
+//! a secret.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::provider::Request;
+use crate::source::url_policy::{is_loopback, is_metadata_host};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_ANSWER: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The address is not one Gantry sends to.
+    #[error("{0}")]
+    Refused(String),
+    /// The provider answered with an error status.
+    #[error("{host} answered {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        host: String,
+        status: u16,
+        /// `Retry-After` of a 429 or 503.
+        retry_after: Option<Duration>,
+        detail: Option<String>,
+    },
+    /// No answer: connection, TLS, time limit, or an answer larger than the cap.
+    #[error("{host}: {why}")]
+    Transport { host: String, why: String },
+}
+
+impl SendError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether a retry can help (a refused address or a 4xx other than 408/429 needs a
+    /// change first; they are still retried, at the long interval).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::Refused(_) => false,
+            SendError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            SendError::Transport { .. } => true,
+        }
+    }
+
+    /// The bounded label of `gantry_notifications_total{result}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SendError::Refused(_) => "refused",
+            SendError::Status { .. } => "rejected",
+            SendError::Transport { .. } => "unreachable",
+        }
+    }
+}
+
+/// Sends `req`; `Ok` on a 2xx answer.
+pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Result<(), SendError> {
+    let url = http_client::Url::parse(&req.url)
+        .map_err(|_| SendError::Refused("the address is not a URL".into()))?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    match url.scheme() {
+        "https" => {}
+        "http" if insecure || is_loopback(&host) => {}
+        _ => {
+            return Err(SendError::Refused(format!(
+                "{host}: only https (plain http to loopback or with insecure: true)"
+            )));
+        }
+    }
+    if is_metadata_host(&host) {
+        return Err(SendError::Refused(format!(
+            "{host} is a link-local or cloud metadata address; never a notification target"
+        )));
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<SocketAddr> =
+        tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| SendError::Transport {
+                host: host.clone(),
+                why: "name lookup timed out".into(),
+            })?
+            .map_err(|e| SendError::Transport {
+                host: host.clone(),
+                why: format!("name lookup failed: {e}"),
+            })?
+            .collect();
+    if let Some(bad) = addrs.iter().find(|a| is_metadata_host(&a.ip().to_string())) {
+        return Err(SendError::Refused(format!(
+            "{host} resolves to {}, a link-local or cloud metadata address; never a notification target",
+            bad.ip()
+        )));
+    }
+    let Some(addr) = addrs.first().copied() else {
+        return Err(SendError::Transport {
+            host,
+            why: "the name has no address".into(),
+        });
+    };
+    let mut builder = http_client::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(http_client::redirect::Policy::none())
+        .resolve(&host, addr);
+    if let Some(pem) = ca_pem {
+        let ca = http_client::Certificate::from_pem(pem)
+            .map_err(|e| SendError::Refused(format!("ca.crt is not a PEM certificate: {e}")))?;
+        builder = builder.tls_certs_only([ca]);
+    }
+    let client = builder.build().map_err(|e| SendError::Transport {
+        host: host.clone(),
+        why: format!("cannot build the HTTP client: {e}"),
+    })?;
+    let mut request = client.post(url).body(req.body.clone());
+    for (k, v) in &req.headers {
+        request = request.header(*k, v);
+    }
+    let transport = |e: http_client::Error| SendError::Transport {
+        host: host.clone(),
+        // Without the URL (a webhook's path is a secret).
+        why: describe(&e.without_url()),
+    };
+    let mut resp = request.send().await.map_err(transport)?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(3600)));
+    let mut answer = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if answer.len() + chunk.len() > MAX_ANSWER {
+            if status.is_success() {
+                return Ok(()); // accepted; the rest of its answer is not needed
+            }
+            break;
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    if status.is_success() {
+        return Ok(());
+    }
+    // The provider's own words, one short line (it may quote the request; never a token, as
+    // tokens travel in headers, which providers do not echo).
+    let detail = String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .map(|l| l.chars().take(200).collect::<String>())
+        .filter(|l| !l.trim().is_empty());
+    Err(SendError::Status {
+        host,
+        status: status.as_u16(),
+        retry_after,
+        detail,
+    })
+}
+
+fn describe(e: &http_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,527 @@
+//! Gantry answers back. On a real forge (Gitea, built from its Go module): a push becomes a
+//! sync and the commit gets `success` under `gantry/<cluster>/<namespace>/<app>`; a revision
+//! the API server refuses gets `failure` naming why; a token rotated in the Secret is used
+//! without a restart; a forge that is down gets every status afterwards, in order, none
+//! twice. A signed webhook (the signature checked with Python's `hmac`), a Notifier in
+//! another namespace that sees nothing, and an address at the cloud metadata endpoint that
+//! is refused with the Application unaffected.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gantry::api::{Application, Notifier};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::support::app::{condition, wait_synced_healthy};
+use crate::support::cluster::{TestNamespace, client, install_crds};
+use crate::support::controller::GantryController;
+use crate::support::eventually;
+use crate::support::git::{GitServer, git};
+use crate::support::gitea::Gitea;
+use crate::support::random_suffix;
+use crate::support::webhook_sink::WebhookSink;
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+/// A GitRepository and an Application of `url`, both labelled for `shard`.
+async fn source_and_app(client: &kube::Client, ns: &str, shard: &str, name: &str, url: &str) {
+    let labels = json!({"gantry.dev/shard": shard});
+    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), ns);
+    repos
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"url": url, "interval": "1s", "ref": {"branch": "main"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
+    apps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"sourceRef": {"kind": "GitRepository", "name": name}, "path": "app",
+                     "interval": "10m", "timeout": "1m"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn notifier(
+    client: &kube::Client,
+    ns: &str,
+    shard: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let api: Api<Notifier> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Notifier",
+            "metadata": {"name": name, "labels": {"gantry.dev/shard": shard}},
+            "spec": spec
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The commit-status context of Application `web`: `gantry/<cluster>/<namespace>/web`, the
+/// cluster as its status names it (the API server's host:port).
+async fn context_of(client: &kube::Client, ns: &str) -> String {
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
+    let cluster = eventually("status.cluster", Duration::from_secs(60), || async {
+        apps.get("web").await.ok()?.status?.cluster
+    })
+    .await;
+    format!("gantry/{cluster}/{ns}/web")
+}
+
+/// The states Gitea holds for `commit` under `context`, oldest first.
+fn states(forge: &Gitea, repo: &str, commit: &str, context: &str) -> Vec<(String, String)> {
+    forge
+        .statuses(repo, commit)
+        .into_iter()
+        .filter(|(c, _, _)| c == context)
+        .map(|(_, s, d)| (s, d))
+        .collect()
+}
+
+async fn wait_state(forge: &Gitea, repo: &str, commit: &str, context: &str, state: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((_, d)) = states(forge, repo, commit, context)
+            .last()
+            .filter(|(s, _)| s == state)
+        {
+            return d.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            let client = client().await;
+            let notifiers: Api<Notifier> = Api::all(client);
+            let list = notifiers.list(&Default::default()).await.unwrap();
+            let status: Vec<_> = list
+                .items
+                .iter()
+                .filter(|n| context.contains(n.metadata.namespace.as_deref().unwrap_or("?")))
+                .map(|n| serde_json::to_string(&n.status).unwrap())
+                .collect();
+            panic!(
+                "no {state} on {commit} under {context}: the forge has {:?}; Notifier status {status:?}",
+                forge.statuses(repo, commit)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn commits_on_gitea_show_success_and_failure_and_a_rotated_token_is_used() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-gitea").await;
+    let shard = format!("notify-{}", random_suffix());
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    let mut forge = Gitea::start();
+    let c1 = forge.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    secret(&client, &ns.name, "forge", &[("token", &forge.token)]).await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "commits",
+        json!({"type": "gitea", "secretRef": {"name": "forge"}}),
+    )
+    .await;
+    source_and_app(&client, &ns.name, &shard, "web", &forge.clone_url("app")).await;
+    let context = context_of(&client, &ns.name).await;
+
+    let description = wait_state(&forge, "app", &c1, &context, "success").await;
+    assert!(
+        description.contains("deployed and healthy"),
+        "{description}"
+    );
+    let seen = states(&forge, "app", &c1, &context);
+    assert_eq!(
+        seen.iter().filter(|(s, _)| s == "success").count(),
+        1,
+        "{seen:?}"
+    );
+
+    // A revision the API server refuses: failure, saying why, on that commit.
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\ndata: {}\n";
+    let c2 = forge.push("app", &[("app/bad.yaml", bad)], "a bad name");
+    let description = wait_state(&forge, "app", &c2, &context, "failure").await;
+    assert!(description.contains("sync failed"), "{description}");
+    assert!(description.contains("Not_A_Valid_Name"), "{description}");
+
+    // A rotated token: the old one is deleted on the forge, the Secret holds a new one.
+    // (Gitea makes tokens with basic auth only: a token cannot make another.)
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-u",
+            "gantry:Gantry-Forge-Pass-1",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"name":"rotated","scopes":["all"]}"#,
+            &format!("{}/api/v1/users/gantry/tokens", forge.url()),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = v["sha1"].as_str().expect("a new token").to_string();
+    secret(&client, &ns.name, "forge", &[("token", &new)]).await;
+    std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "DELETE",
+            "-u",
+            "gantry:Gantry-Forge-Pass-1",
+            &format!("{}/api/v1/users/gantry/tokens/gantry-tests", forge.url()),
+        ])
+        .status()
+        .unwrap();
+    let old = std::mem::replace(&mut forge.token, new.clone());
+    let c3 = {
+        let work = tempfile::tempdir().unwrap();
+        git(work.path(), &["clone", "-q", &forge.clone_url("app"), "."]);
+        git(work.path(), &["rm", "-q", "app/bad.yaml"]);
+        std::fs::write(work.path().join("app/cm.yaml"), config_map("web", "three")).unwrap();
+        git(
+            work.path(),
+            &[
+                "-c",
+                "user.name=Dev",
+                "-c",
+                "user.email=dev@example.test",
+                "commit",
+                "-q",
+                "-am",
+                "fix",
+            ],
+        );
+        git(
+            work.path(),
+            &[
+                "push",
+                "-q",
+                &format!(
+                    "http://gantry:{new}@127.0.0.1:{}/gantry/app.git",
+                    forge.port
+                ),
+                "HEAD:main",
+            ],
+        );
+        git(work.path(), &["rev-parse", "HEAD"]).trim().to_string()
+    };
+    wait_state(&forge, "app", &c3, &context, "success").await;
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    let n = notifiers.get("commits").await.unwrap();
+    let status = n.status.unwrap();
+    let last = status.last_delivery.unwrap();
+    assert!(last.revision.ends_with(&c3), "{last:?}");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "True", "{ready:?}");
+    // The token is never in the Notifier's status.
+    let text = serde_json::to_string(&notifiers.get("commits").await.unwrap()).unwrap();
+    assert!(!text.contains(&new) && !text.contains(&old));
+}
+
+#[tokio::test]
+async fn statuses_missed_while_the_forge_was_down_arrive_afterwards_in_order_once() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-down").await;
+    let shard = format!("notify-{}", random_suffix());
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    let mut forge = Gitea::start();
+    // Gantry reads the source from another Git server; Gitea mirrors the same commits (as a
+    // forge that Gantry reports to but does not fetch from).
+    let server = GitServer::start();
+    let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "0"))]);
+    forge
+        .api(
+            "POST",
+            "/user/repos",
+            Some(json!({"name": "app", "private": false})),
+        )
+        .unwrap();
+    let mirror = tempfile::tempdir().unwrap();
+    git(
+        mirror.path(),
+        &["clone", "-q", &server.http_url("app"), "."],
+    );
+    let push_mirror = |forge: &Gitea| {
+        git(
+            mirror.path(),
+            &["pull", "-q", "--ff-only", "origin", "main"],
+        );
+        git(
+            mirror.path(),
+            &[
+                "push",
+                "-q",
+                &format!(
+                    "http://gantry:{}@127.0.0.1:{}/gantry/app.git",
+                    forge.token, forge.port
+                ),
+                "HEAD:main",
+            ],
+        );
+    };
+    push_mirror(&forge);
+    secret(&client, &ns.name, "forge", &[("token", &forge.token)]).await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "commits",
+        json!({
+            "type": "gitea", "secretRef": {"name": "forge"},
+            "address": forge.url(), "repository": "gantry/app",
+        }),
+    )
+    .await;
+    source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
+    let context = context_of(&client, &ns.name).await;
+    wait_state(&forge, "app", &c1, &context, "success").await;
+
+    // The forge is down while three revisions deploy.
+    forge.stop();
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let ws = crate::support::app::Workspace::clone_from(&server, "app");
+    let mut commits = Vec::new();
+    for i in 1..=3 {
+        ws.write("app/cm.yaml", &config_map("web", &i.to_string()));
+        let c = ws.commit_and_push(&format!("revision {i}"));
+        wait_synced_healthy(&apps, "web", &c).await;
+        commits.push(c);
+    }
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    let n = eventually(
+        "the Notifier reports the forge down",
+        Duration::from_secs(60),
+        || async {
+            let n = notifiers.get("commits").await.ok()?;
+            let ready = n
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .clone();
+            (ready.status == "False").then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(n.reason, "DeliveryFailed", "{n:?}");
+    assert!(!n.message.contains(&forge.token), "{n:?}");
+
+    forge.restart();
+    push_mirror(&forge);
+    for c in &commits {
+        wait_state(&forge, "app", c, &context, "success").await;
+    }
+    // Once each, and in order: the forge's creation times do not go back, and the cursor
+    // ends at the newest commit (delivery stops at the first failure and resumes there).
+    let mut times = Vec::new();
+    for c in &commits {
+        let v = forge
+            .api(
+                "GET",
+                &format!("/repos/gantry/app/statuses/{c}?limit=50"),
+                None,
+            )
+            .unwrap();
+        let ours: Vec<&serde_json::Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["context"] == context.as_str() && s["status"] == "success")
+            .collect();
+        assert_eq!(ours.len(), 1, "once: {ours:?}");
+        times.push(ours[0]["created_at"].as_str().unwrap().to_string());
+    }
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "in order: {times:?}"
+    );
+    let n = notifiers.get("commits").await.unwrap().status.unwrap();
+    assert!(
+        n.last_delivery
+            .unwrap()
+            .revision
+            .ends_with(commits.last().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-hook").await;
+    let other = TestNamespace::new(&client, "notify-other").await;
+    let shard = format!("notify-{}", random_suffix());
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    let sink = WebhookSink::start();
+    let server = GitServer::start();
+    let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    secret(
+        &client,
+        &ns.name,
+        "hook",
+        &[
+            ("token", "hmac-K3y"),
+            ("address", &sink.url("/gantry/secret-path")),
+        ],
+    )
+    .await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "hook",
+        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
+    )
+    .await;
+    // Another namespace's Notifier to the same sink: it must see nothing of this one.
+    secret(
+        &client,
+        &other.name,
+        "hook",
+        &[("token", "other"), ("address", &sink.url("/other"))],
+    )
+    .await;
+    notifier(
+        &client,
+        &other.name,
+        &shard,
+        "hook",
+        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
+    )
+    .await;
+    // A Notifier whose address is the cloud metadata endpoint.
+    secret(
+        &client,
+        &ns.name,
+        "metadata",
+        &[("address", "http://169.254.169.254/latest/meta-data/")],
+    )
+    .await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "metadata",
+        json!({"type": "slack", "secretRef": {"name": "metadata"}, "insecure": true}),
+    )
+    .await;
+    source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &c1).await;
+
+    let request = eventually("a success webhook", Duration::from_secs(60), || async {
+        sink.requests().into_iter().find(|r| {
+            r.path == "/gantry/secret-path"
+                && serde_json::from_slice::<serde_json::Value>(&r.body)
+                    .is_ok_and(|b| b["state"] == "success")
+        })
+    })
+    .await;
+    assert_eq!(request.method, "POST");
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["application"]["name"], "web");
+    assert_eq!(body["application"]["namespace"], ns.name.as_str());
+    assert_eq!(body["commit"], c1.as_str());
+    assert!(request.headers.contains_key("x-gantry-delivery"));
+    // The signature, checked by an independent HMAC implementation.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body"), &request.body).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import hmac,hashlib,sys; print('sha256='+hmac.new(b'hmac-K3y', open(sys.argv[1],'rb').read(), hashlib.sha256).hexdigest())"])
+        .arg(dir.path().join("body"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        request.headers["x-gantry-signature"],
+        String::from_utf8(out.stdout).unwrap().trim()
+    );
+
+    // The metadata address is refused, named, and the Application is unaffected.
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    let refused = eventually("AddressRefused", Duration::from_secs(60), || async {
+        let n = notifiers.get("metadata").await.ok()?;
+        let ready = n
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .clone();
+        (ready.reason == "AddressRefused").then_some(ready)
+    })
+    .await;
+    assert!(refused.message.contains("169.254.169.254"), "{refused:?}");
+    assert!(
+        !refused.message.contains("meta-data"),
+        "the path is not quoted: {refused:?}"
+    );
+    let app = apps.get("web").await.unwrap();
+    assert_eq!(condition(&app, "Ready").unwrap().status, "True");
+
+    // The other namespace's Notifier saw nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        sink.requests().iter().all(|r| r.path != "/other"),
+        "{:?}",
+        sink.requests()
+    );
+    let others: Api<Notifier> = Api::namespaced(client.clone(), &other.name);
+    let o = others.get("hook").await.unwrap().status.unwrap_or_default();
+    assert!(o.delivered.is_empty() && o.last_delivery.is_none(), "{o:?}");
+}
