@@ -42,6 +42,8 @@ pub enum ReceiverType {
     Github,
     /// GitLab push events, `X-Gitlab-Token`.
     Gitlab,
+    /// Gitea and Forgejo push events, `X-Gitea-Signature` (HMAC-SHA256 of the body).
+    Gitea,
     /// HMAC-SHA256 of the body in `X-Signature`.
     GenericHmac,
     /// CNCF distribution notifications with a bearer token.

@@ -112,6 +112,7 @@ async fn hook(
         Some(ReceiverType::Github) => "github",
         Some(ReceiverType::Gitlab) => "gitlab",
         Some(ReceiverType::GenericHmac) => "generic-hmac",
+        Some(ReceiverType::Gitea) => "gitea",
         Some(ReceiverType::Registry) => "registry",
         None => "unknown",
     };

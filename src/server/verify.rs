@@ -129,6 +129,23 @@ pub fn verify(
                 other => Ok(Verdict::Ignore(format!("event {other} is not a push"))),
             }
         }
+        ReceiverType::Gitea => {
+            // Gitea (and Forgejo) sign the body with HMAC-SHA256, hex, no prefix.
+            let sig = header(headers, "x-gitea-signature")
+                .or_else(|| header(headers, "x-forgejo-signature"))
+                .ok_or(Rejection::MissingSignature("X-Gitea-Signature"))?;
+            if !hmac_ok(secret, body, sig) {
+                return Err(Rejection::BadSignature);
+            }
+            json(body)?;
+            let event = header(headers, "x-gitea-event")
+                .or_else(|| header(headers, "x-forgejo-event"))
+                .unwrap_or("push");
+            match event {
+                "push" | "create" => Ok(Verdict::Trigger),
+                other => Ok(Verdict::Ignore(format!("event {other} is not a push"))),
+            }
+        }
         ReceiverType::GenericHmac => {
             let sig =
                 header(headers, "x-signature").ok_or(Rejection::MissingSignature("X-Signature"))?;
@@ -253,6 +270,31 @@ mod tests {
         assert_eq!(
             verify(ReceiverType::Github, s, &h, PUSH),
             Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn gitea_signs_the_body_in_hex_without_a_prefix() {
+        let s = b"gitea-secret";
+        let bare = sign(s, PUSH).trim_start_matches("sha256=").to_string();
+        let h = headers(&[("x-gitea-signature", &bare), ("x-gitea-event", "push")]);
+        assert_eq!(
+            verify(ReceiverType::Gitea, s, &h, PUSH),
+            Ok(Verdict::Trigger)
+        );
+        let h = headers(&[("x-gitea-signature", &bare), ("x-gitea-event", "issues")]);
+        assert!(matches!(
+            verify(ReceiverType::Gitea, s, &h, PUSH),
+            Ok(Verdict::Ignore(_))
+        ));
+        let h = headers(&[("x-gitea-signature", &bare)]);
+        assert_eq!(
+            verify(ReceiverType::Gitea, b"other", &h, PUSH),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            verify(ReceiverType::Gitea, s, &headers(&[]), PUSH),
+            Err(Rejection::MissingSignature("X-Gitea-Signature"))
         );
     }
 

@@ -68,6 +68,25 @@ async fn examples_of_every_kind_are_accepted() {
         );
     }
 
+    // Every Notifier of examples/notify/ (each file also holds its Secret).
+    let notifiers = dynamic_api::<gantry::api::Notifier>(&client, &ns.name);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/notify");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v["kind"] == "Notifier" {
+                create(&notifiers, v)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} was refused: {e}", path.display()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 4, "{seen} Notifier examples");
+
     // Defaults from the schema are filled in by the API server.
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     let app = apps.get("web").await.unwrap();

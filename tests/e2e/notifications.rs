@@ -525,3 +525,73 @@ async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
     let o = others.get("hook").await.unwrap().status.unwrap_or_default();
     assert!(o.delivered.is_empty() && o.last_delivery.is_none(), "{o:?}");
 }
+
+#[tokio::test]
+async fn a_push_on_gitea_is_fetched_at_once_through_a_gitea_receiver() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-hook-in").await;
+    let controller = GantryController::start(&ns.name);
+    let forge = Gitea::start();
+    let c1 = forge.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    crate::receivers::token_secret(&client, &ns.name).await;
+    // The source is polled once an hour: only the webhook can bring the push in time.
+    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    repos
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+                "metadata": {"name": "web"},
+                "spec": {"url": forge.clone_url("app"), "interval": "1h", "ref": {"branch": "main"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    apps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+            "metadata": {"name": "web"},
+            "spec": {"sourceRef": {"kind": "GitRepository", "name": "web"}, "path": "app", "interval": "1h"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    wait_synced_healthy(&apps, "web", &c1).await;
+    let url = crate::receivers::receiver(
+        &client,
+        &ns.name,
+        &controller,
+        "forge",
+        "gitea",
+        ("GitRepository", "web"),
+    )
+    .await;
+    // Gitea's own webhook, signed with the Receiver's token.
+    forge
+        .api(
+            "POST",
+            "/repos/gantry/app/hooks",
+            Some(json!({
+                "type": "gitea", "active": true, "events": ["push"],
+                "config": {"url": url, "content_type": "json", "secret": crate::receivers::TOKEN}
+            })),
+        )
+        .expect("create the Gitea webhook");
+    let c2 = forge.push("app", &[("app/cm.yaml", &config_map("web", "two"))], "two");
+    let started = std::time::Instant::now();
+    wait_synced_healthy(&apps, "web", &c2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "fetched by the webhook, not the hourly poll"
+    );
+    let log = controller.log();
+    assert!(
+        !log.contains(crate::receivers::TOKEN),
+        "the token is never logged"
+    );
+}

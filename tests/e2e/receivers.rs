@@ -19,9 +19,9 @@ use crate::support::eventually;
 use crate::support::git::{GitServer, git};
 use crate::support::registry::Registry;
 
-const TOKEN: &str = "a-long-random-webhook-token-0123";
+pub(crate) const TOKEN: &str = "a-long-random-webhook-token-0123";
 
-async fn token_secret(client: &kube::Client, ns: &str) {
+pub(crate) async fn token_secret(client: &kube::Client, ns: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
         .create(
@@ -37,7 +37,7 @@ async fn token_secret(client: &kube::Client, ns: &str) {
 }
 
 /// Creates a Receiver and returns its URL once it is Ready.
-async fn receiver(
+pub(crate) async fn receiver(
     client: &kube::Client,
     ns: &str,
     controller: &GantryController,
