@@ -257,10 +257,20 @@ async fn commits_on_gitea_show_success_and_failure_and_a_rotated_token_is_used()
     };
     wait_state(&forge, "app", &c3, &context, "success").await;
     let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
-    let n = notifiers.get("commits").await.unwrap();
-    let status = n.status.unwrap();
-    let last = status.last_delivery.unwrap();
-    assert!(last.revision.ends_with(&c3), "{last:?}");
+    // The cursor is written after the request: wait for it rather than race it.
+    let status = eventually(
+        "the cursor at the third commit",
+        Duration::from_secs(30),
+        || async {
+            let status = notifiers.get("commits").await.ok()?.status?;
+            status
+                .last_delivery
+                .as_ref()
+                .is_some_and(|d| d.revision.ends_with(&c3))
+                .then_some(status)
+        },
+    )
+    .await;
     let ready = status
         .conditions
         .iter()
@@ -391,13 +401,19 @@ async fn statuses_missed_while_the_forge_was_down_arrive_afterwards_in_order_onc
         times.windows(2).all(|w| w[0] <= w[1]),
         "in order: {times:?}"
     );
-    let n = notifiers.get("commits").await.unwrap().status.unwrap();
-    assert!(
-        n.last_delivery
-            .unwrap()
-            .revision
-            .ends_with(commits.last().unwrap())
-    );
+    let newest = commits.last().unwrap();
+    eventually(
+        "the cursor at the newest commit",
+        Duration::from_secs(30),
+        || async {
+            let n = notifiers.get("commits").await.ok()?.status?;
+            n.last_delivery?
+                .revision
+                .ends_with(newest.as_str())
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
