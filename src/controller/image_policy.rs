@@ -126,7 +126,7 @@ async fn scan(
                 let versions =
                     helm_repo::versions(repository, name, &auth, policy.spec.insecure, timeout)
                         .await?;
-                return select(&compiled, &versions, &subject, None);
+                return select(&compiled, &versions, &subject);
             }
             _ => {
                 return Err(Failure::Chart(
@@ -151,9 +151,9 @@ async fn scan(
     if registry == Registry::Chart {
         // Helm stores a version's `+` as `_` in its tag.
         let versions: Vec<String> = listing.tags.iter().map(|t| t.replace('_', "+")).collect();
-        return select(&compiled, &versions, &subject, None);
+        return select(&compiled, &versions, &subject);
     }
-    let mut sel = select(&compiled, &listing.tags, &subject, None)?;
+    let mut sel = select(&compiled, &listing.tags, &subject)?;
     if policy.spec.digest == DigestMode::Pin {
         // A tag can be re-pushed, so the digest is looked up on every scan.
         sel.digest = Some(
@@ -173,12 +173,7 @@ enum Registry {
 }
 
 /// The newest of `tags` by the policy (pure).
-fn select(
-    policy: &Policy,
-    tags: &[String],
-    subject: &str,
-    digest: Option<String>,
-) -> Result<Selection, Failure> {
+fn select(policy: &Policy, tags: &[String], subject: &str) -> Result<Selection, Failure> {
     let tag = policy
         .select(tags.iter().map(String::as_str))
         .ok_or_else(|| Failure::NoMatch {
@@ -188,7 +183,7 @@ fn select(
         .to_string();
     Ok(Selection {
         tag,
-        digest,
+        digest: None,
         count: tags.len(),
     })
 }

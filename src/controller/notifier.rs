@@ -166,14 +166,6 @@ fn delivery(app: &str, ns: &str, report: &Report, error: Option<String>) -> Deli
     }
 }
 
-/// How one reconcile went.
-#[derive(Default)]
-struct Round {
-    sent: usize,
-    /// The first failure: (reason, message, retry after).
-    failed: Option<(&'static str, String, Option<Duration>)>,
-}
-
 async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result<Action> {
     let ns = notifier.namespace().unwrap_or_default();
     let name = notifier.name_any();
@@ -246,7 +238,8 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     );
     let sources: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let mut source_cache: HashMap<String, Option<GitRepository>> = HashMap::new();
-    let mut round = Round::default();
+    // The first failure of this round: (reason, message, retry after). Delivery stops there.
+    let mut failed: Option<(&'static str, String, Option<Duration>)> = None;
     let kind_label = type_label(notifier.spec.kind);
     let mut cursors: Vec<Delivered> = Vec::new();
 
@@ -260,7 +253,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         let app_status = app.status.clone().unwrap_or_default();
         let reports = report::reports(&app_status);
         let due = report::due(&reports, cursor.as_ref()).to_vec();
-        if !due.is_empty() && round.failed.is_none() {
+        if !due.is_empty() && failed.is_none() {
             let target = if forge {
                 let source_name = app.spec.source_ref.name.clone();
                 if !source_cache.contains_key(&source_name) {
@@ -270,7 +263,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
                 match forge_target(&notifier, source_cache[&source_name].as_ref()) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        round.failed = Some((
+                        failed = Some((
                             "RepositoryUnknown",
                             format!("Application {app_name}: {e}"),
                             None,
@@ -288,20 +281,16 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
                 cluster: &cluster,
             };
             for report in &due {
-                if round.failed.is_some() {
+                if failed.is_some() {
                     break;
                 }
                 let wanted =
                     notifier.spec.severity == Severity::Info || report.state == State::Failure;
-                let req = if forge && target.is_none() {
-                    break;
-                } else {
-                    request(&notifier, &creds, target.as_ref(), subject, report)
-                };
+                // (A forge without a target failed above, which ended the loop already.)
+                let req = request(&notifier, &creds, target.as_ref(), subject, report);
                 if let (true, Some(req)) = (wanted, req) {
                     match send::send(&req, creds.ca_pem.as_deref(), notifier.spec.insecure).await {
                         Ok(()) => {
-                            round.sent += 1;
                             ctx.metrics
                                 .notification(kind_label, report.event, "delivered");
                             status.last_delivery = Some(delivery(&app_name, &ns, report, None));
@@ -316,7 +305,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
                                 SendError::Refused(_) => "AddressRefused",
                                 _ => "DeliveryFailed",
                             };
-                            round.failed = Some((
+                            failed = Some((
                                 reason,
                                 format!(
                                     "Application {app_name}, revision {}: {e}",
@@ -343,7 +332,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     status.delivered = cursors;
 
     let key = (ns.clone(), name.clone());
-    let action = match &round.failed {
+    let action = match &failed {
         None => {
             ctx.failures.lock().expect("notifier failures").remove(&key);
             let message = format!(

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::provider::Request;
+use crate::source::helm_repo::describe;
 use crate::source::url_policy::{is_loopback, is_metadata_host};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,14 +162,4 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
         retry_after,
         detail,
     })
-}
-
-fn describe(e: &http_client::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }

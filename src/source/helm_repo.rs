@@ -200,7 +200,7 @@ async fn get_capped(
 }
 
 /// The cause of a failed request, with its sources (host, connection, TLS).
-fn describe(e: &http_client::Error) -> String {
+pub(crate) fn describe(e: &http_client::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -194,34 +194,9 @@ async fn commits_on_gitea_show_success_and_failure_and_a_rotated_token_is_used()
     assert!(description.contains("Not_A_Valid_Name"), "{description}");
 
     // A rotated token: the old one is deleted on the forge, the Secret holds a new one.
-    // (Gitea makes tokens with basic auth only: a token cannot make another.)
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            "-u",
-            "gantry:Gantry-Forge-Pass-1",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            r#"{"name":"rotated","scopes":["all"]}"#,
-            &format!("{}/api/v1/users/gantry/tokens", forge.url()),
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let new = v["sha1"].as_str().expect("a new token").to_string();
+    let new = forge.create_token("rotated");
     secret(&client, &ns.name, "forge", &[("token", &new)]).await;
-    std::process::Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "DELETE",
-            "-u",
-            "gantry:Gantry-Forge-Pass-1",
-            &format!("{}/api/v1/users/gantry/tokens/gantry-tests", forge.url()),
-        ])
-        .status()
-        .unwrap();
+    forge.delete_token("gantry-tests");
     let old = std::mem::replace(&mut forge.token, new.clone());
     let c3 = {
         let work = tempfile::tempdir().unwrap();

@@ -89,7 +89,7 @@ impl Gitea {
             server: None,
         };
         gitea.serve();
-        gitea.token = gitea.create_token();
+        gitea.token = gitea.create_token("gantry-tests");
         gitea
     }
 
@@ -142,8 +142,10 @@ impl Gitea {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn create_token(&self) -> String {
-        let body = json!({"name": "gantry-tests", "scopes": ["all"]}).to_string();
+    /// A new API token of the admin user named `name` (Gitea makes tokens with basic auth
+    /// only: a token cannot make another).
+    pub fn create_token(&self, name: &str) -> String {
+        let body = json!({"name": name, "scopes": ["all"]}).to_string();
         let out = curl(&[
             "-sf",
             "-u",
@@ -157,6 +159,19 @@ impl Gitea {
         .expect("create a Gitea token");
         let v: Value = serde_json::from_str(&out).unwrap();
         v["sha1"].as_str().expect("token").to_string()
+    }
+
+    /// Deletes the admin user's token `name`.
+    pub fn delete_token(&self, name: &str) {
+        curl(&[
+            "-sf",
+            "-X",
+            "DELETE",
+            "-u",
+            &format!("{USER}:{PASSWORD}"),
+            &format!("{}/api/v1/users/{USER}/tokens/{name}", self.url()),
+        ])
+        .expect("delete a Gitea token");
     }
 
     /// `GET`/`POST` on the API with the admin token.
