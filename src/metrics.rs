@@ -52,6 +52,10 @@ pub struct Metrics {
     syncs: IntCounterVec,
     /// Notifications by Notifier type, event and result.
     notifications: IntCounterVec,
+    /// Reports owed and not delivered yet, by Notifier type (summed over Notifiers).
+    notification_queue: IntGaugeVec,
+    /// Seconds from the state a report says to its delivery, by Notifier type.
+    notification_latency: HistogramVec,
     /// Webhooks by receiver type and HTTP status.
     pub webhooks: IntCounterVec,
     /// Registry tag listings, seconds, by result (`ok`, `error`).
@@ -126,7 +130,24 @@ impl Metrics {
         registry
             .register(Box::new(leader.clone()))
             .expect("register gauge");
+        let notification_queue = IntGaugeVec::new(
+            Opts::new(
+                "notification_queue_depth",
+                "Reports owed by Notifiers and not delivered yet, by type.",
+            ),
+            &["type"],
+        )
+        .expect("gauge");
+        registry
+            .register(Box::new(notification_queue.clone()))
+            .expect("register gauge");
         Metrics {
+            notification_queue,
+            notification_latency: histogram_by(
+                "notification_delivery_seconds",
+                "Seconds from the state a report says (a sync's end, a condition's change) to its delivery, by Notifier type.",
+                "type",
+            ),
             leader,
             rollouts: counter(
                 "rollouts_total",
@@ -140,7 +161,7 @@ impl Metrics {
             ),
             notifications: counter(
                 "notifications_total",
-                "Reports of Notifiers, by type (gitea, github, gitlab, webhook, slack), event and result (delivered, rejected, unreachable, refused).",
+                "Reports of Notifiers, by type (gitea, github, gitlab, bitbucket-server, github-deployment, webhook, cloudevents, slack, msteams, discord, googlechat), event and result (delivered, rejected, unreachable, refused, dropped).",
                 &["type", "event", "result"],
             ),
             syncs: counter(
@@ -218,6 +239,20 @@ impl Metrics {
         self.notifications
             .with_label_values(&[kind, event, result])
             .inc();
+    }
+
+    /// Sets the reports owed by the Notifiers of one type.
+    pub fn notification_queue(&self, kind: &'static str, depth: usize) {
+        self.notification_queue
+            .with_label_values(&[kind])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Observes the time from a report's state to its delivery.
+    pub fn notification_latency(&self, kind: &'static str, seconds: f64) {
+        self.notification_latency
+            .with_label_values(&[kind])
+            .observe(seconds.max(0.0));
     }
 
     /// Where `gantry_applications` reads the Applications from.

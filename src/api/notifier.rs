@@ -29,26 +29,30 @@ use super::refs::SecretRef;
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].message", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("!(self.type in ['webhook', 'slack']) || !has(self.repository)").message("repository is for commit statuses (gitea, github, gitlab)"))]
+#[x_kube(validation = Rule::new("self.type in ['gitea', 'github', 'gitlab', 'bitbucket-server', 'github-deployment'] || !has(self.repository)").message("repository is for forges (gitea, github, gitlab, bitbucket-server, github-deployment)"))]
+#[x_kube(validation = Rule::new("self.type == 'github-deployment' || !has(self.environment)").message("environment is for github-deployment"))]
 #[serde(rename_all = "camelCase")]
 pub struct NotifierSpec {
-    /// Where reports go: a commit status on `gitea` (and Forgejo), `github` or `gitlab`;
-    /// a signed JSON `webhook`; a `slack` incoming webhook.
+    /// Where reports go: a commit status on `gitea` (and Forgejo), `github`, `gitlab` or
+    /// `bitbucket-server`; a GitHub deployment (`github-deployment`); a signed JSON
+    /// `webhook` or a `cloudevents` event; a `slack`, `msteams`, `discord` or `googlechat`
+    /// incoming webhook.
     #[serde(rename = "type")]
     pub kind: NotifierType,
     /// A Secret in the Notifier's namespace: `token` (the forge's API token, or the key a
-    /// webhook's body is signed with), `address` (the webhook or Slack URL: a secret, as
-    /// anyone who has it can post), and optionally `ca.crt` (a CA to trust instead of the
-    /// system's).
+    /// webhook's or CloudEvent's body is signed with), `address` (the webhook, CloudEvents
+    /// or chat URL: a secret, as anyone who has it can post), and optionally `ca.crt` (a CA
+    /// to trust instead of the system's).
     pub secret_ref: SecretRef,
     /// The forge's API base when it is not derived: `https://gitea.example.com` (Gitea's
-    /// `/api/v1` is added), `https://api.github.com`, `https://gitlab.com`. By default the
-    /// scheme and host of the source's URL (GitHub: `api.github.com` for `github.com`).
+    /// `/api/v1` is added), `https://api.github.com`, `https://gitlab.com`,
+    /// `https://bitbucket.example.com`. By default the scheme and host of the source's URL
+    /// (GitHub: `api.github.com` for `github.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 1024))]
     pub address: Option<String>,
-    /// `owner/name` of the repository on the forge; by default derived from each
-    /// Application's GitRepository URL (https and ssh forms).
+    /// `owner/name` of the repository on the forge (Bitbucket Server: `PROJECT/slug`); by
+    /// default derived from each Application's GitRepository URL (https and ssh forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 512))]
     pub repository: Option<String>,
@@ -63,6 +67,11 @@ pub struct NotifierSpec {
     #[serde(default = "default_context")]
     #[schemars(length(min = 1, max = 255))]
     pub context: String,
+    /// The GitHub environment of `github-deployment`; `{cluster}`, `{namespace}` and
+    /// `{name}` are replaced (default `{namespace}/{name}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub environment: Option<String>,
     /// Allow plain HTTP to an address that is not on loopback.
     #[serde(default)]
     pub insecure: bool,
@@ -81,10 +90,54 @@ pub enum NotifierType {
     Github,
     /// Commit status through GitLab's API.
     Gitlab,
+    /// Build status through Bitbucket Server's (Data Center's) API.
+    BitbucketServer,
+    /// A GitHub deployment per revision and environment, with its statuses.
+    GithubDeployment,
     /// A JSON body, signed with HMAC-SHA256 in `X-Gantry-Signature`.
     Webhook,
+    /// A CloudEvent (structured mode), signed as the webhook when the Secret has a token.
+    Cloudevents,
     /// A Slack incoming webhook.
     Slack,
+    /// A Microsoft Teams (Workflows) webhook: an Adaptive Card.
+    Msteams,
+    /// A Discord webhook.
+    Discord,
+    /// A Google Chat space webhook.
+    Googlechat,
+}
+
+impl NotifierType {
+    /// The bounded label of the notification metrics: the type as written.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotifierType::Gitea => "gitea",
+            NotifierType::Github => "github",
+            NotifierType::Gitlab => "gitlab",
+            NotifierType::BitbucketServer => "bitbucket-server",
+            NotifierType::GithubDeployment => "github-deployment",
+            NotifierType::Webhook => "webhook",
+            NotifierType::Cloudevents => "cloudevents",
+            NotifierType::Slack => "slack",
+            NotifierType::Msteams => "msteams",
+            NotifierType::Discord => "discord",
+            NotifierType::Googlechat => "googlechat",
+        }
+    }
+
+    /// Whether it reports on the forge that holds the source (and needs a token and a
+    /// repository); the others post to the Secret's `address`.
+    pub fn is_forge(self) -> bool {
+        matches!(
+            self,
+            NotifierType::Gitea
+                | NotifierType::Github
+                | NotifierType::Gitlab
+                | NotifierType::BitbucketServer
+                | NotifierType::GithubDeployment
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -109,6 +109,22 @@ pub struct Args {
     /// --data-dir); without it, `file://` sources are refused.
     #[arg(long, env = "GANTRY_FILE_SOURCES_ROOT")]
     pub file_sources_root: Option<std::path::PathBuf>,
+
+    /// Let Notifiers send to the cluster's Service network (--service-cidr) and in-cluster
+    /// names (`*.svc`, `*.cluster.local`); refused by default, as a tenant could otherwise
+    /// reach Services it has no rights to. Link-local and cloud metadata addresses are
+    /// refused always.
+    #[arg(long, env = "GANTRY_ALLOW_PRIVATE_NOTIFY_TARGETS")]
+    pub allow_private_notify_targets: bool,
+
+    /// The cluster's Service network(s), refused as notification targets.
+    #[arg(
+        long,
+        env = "GANTRY_SERVICE_CIDR",
+        value_delimiter = ',',
+        default_value = "10.96.0.0/12"
+    )]
+    pub service_cidr: Vec<ipnet::IpNet>,
 }
 
 fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
@@ -167,6 +183,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 require_service_account: args.require_service_account,
             },
             file_sources_root: args.file_sources_root,
+            notify_targets: crate::notify::send::Targets {
+                allow_private: args.allow_private_notify_targets,
+                service_networks: args.service_cidr,
+            },
         },
     )
     .await?;

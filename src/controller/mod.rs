@@ -51,6 +51,8 @@ pub struct Options {
     pub tenancy: crate::cluster::Tenancy,
     /// The directory `file://` sources must be under; `file://` is refused without it.
     pub file_sources_root: Option<std::path::PathBuf>,
+    /// The addresses Notifiers may send to.
+    pub notify_targets: crate::notify::send::Targets,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -130,6 +132,7 @@ async fn reconcile_all(
         receiver::run(ctx.clone(), api_for::<Receiver>(&client, opts)),
         notifier::run(
             ctx.clone(),
+            opts.notify_targets.clone(),
             api_for::<Notifier>(&client, opts),
             api_for::<Application>(&client, opts),
         ),

@@ -1,18 +1,17 @@
 //! Notifier reconciler: for each Application of its namespace it selects, what that
 //! Application's status says to report (notify/report.rs) and is not delivered yet is sent,
-//! oldest first, and the delivery cursor (one per Application) is written to the Notifier's
-//! status. State is derived from status, never from logs or memory: a restart or a new
+//! oldest first, and the delivery cursors (per Application, one for its revisions and one
+//! per stream beside them: drift, source, deletion) are written to the Notifier's status. State is derived from status, never from logs or memory: a restart or a new
 //! leader reads the cursor and sends neither less nor again (a request that was sent but
 //! whose cursor write was lost is sent once more, which forges treat as the same status and
 //! webhooks see with the same `X-Gantry-Delivery`). A provider that is down is retried with
 //! backoff (honouring `Retry-After`); what happened meanwhile goes out in order afterwards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -27,16 +26,20 @@ use crate::api::conditions::{self, Status};
 use crate::api::notifier::{Delivered, Delivery, NotifierStatus, NotifierType, Severity};
 use crate::api::{Application, GitRepository, Notifier};
 use crate::error::Result;
-use crate::notify::provider::{self, Request, Subject};
+use crate::notify::deliver::{self, Credentials, Outcome, Target};
+use crate::notify::provider::{self, Subject};
 use crate::notify::report::{self, Report, State};
-use crate::notify::send::{self, SendError};
+use crate::notify::send::{SendError, Targets};
 
-/// The Notifier reconciler's context: the shared one, the Applications (a watch cache) and
-/// the consecutive failures of each Notifier.
+/// The Notifier reconciler's context: the shared one, the operator's target rules, the
+/// Applications (a watch cache), the consecutive failures of each Notifier and the reports
+/// each still owes (for the queue-depth gauge).
 pub struct NotifierContext {
     shared: Arc<Context>,
+    targets: Targets,
     apps: Store<Application>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    owed: Mutex<HashMap<(String, String), (NotifierType, usize)>>,
 }
 
 impl AsRef<Context> for NotifierContext {
@@ -45,19 +48,9 @@ impl AsRef<Context> for NotifierContext {
     }
 }
 
-/// What a Notifier needs from its Secret.
-struct Credentials {
-    token: Option<String>,
-    address: Option<String>,
-    ca_pem: Option<Vec<u8>>,
-}
-
-fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
-    data.get(key)
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
+/// The most reports one Notifier keeps owing; beyond it the oldest are dropped (counted,
+/// and said on its Ready condition).
+pub const MAX_OWED: usize = 4096;
 
 async fn credentials(
     client: &kube::Client,
@@ -66,35 +59,19 @@ async fn credentials(
 ) -> Result<Credentials, String> {
     let name = &notifier.spec.secret_ref.name;
     let data = super::secrets::read(client, ns, name).await?;
-    let creds = Credentials {
-        token: text(&data, "token"),
-        address: text(&data, "address"),
-        ca_pem: data.get("ca.crt").map(|v| v.0.clone()),
-    };
-    match notifier.spec.kind {
-        NotifierType::Webhook | NotifierType::Slack if creds.address.is_none() => Err(format!(
-            "Secret {name} has no key address (the URL to post to)"
-        )),
-        NotifierType::Gitea | NotifierType::Github | NotifierType::Gitlab
-            if creds.token.is_none() =>
-        {
-            Err(format!(
-                "Secret {name} has no key token (the forge's API token)"
-            ))
-        }
-        _ => Ok(creds),
-    }
+    Credentials::from_secret(notifier.spec.kind, name, &data)
 }
 
-/// Where a forge's statuses for `app` go: (API base, `owner/name`).
+/// Where a forge's reports for an Application go: (API base, repository).
 fn forge_target(
     notifier: &Notifier,
     source: Option<&GitRepository>,
 ) -> Result<(String, String), String> {
+    let kind = notifier.spec.kind;
     let derived = source.and_then(|s| provider::forge_of(&s.spec.url));
     let repository = match (&notifier.spec.repository, &derived) {
         (Some(r), _) => r.clone(),
-        (None, Some((_, r))) => r.clone(),
+        (None, Some((_, r))) => provider::forge::repository_of(kind, r),
         (None, None) => {
             return Err(match source {
                 Some(s) => format!(
@@ -110,50 +87,7 @@ fn forge_target(
         (None, Some((o, _))) => o.clone(),
         (None, None) => return Err("no forge address: set spec.address".into()),
     };
-    Ok((provider::api_base(notifier.spec.kind, &origin), repository))
-}
-
-/// The request reporting `report` about `app`.
-fn request(
-    notifier: &Notifier,
-    creds: &Credentials,
-    forge: Option<&(String, String)>,
-    subject: Subject<'_>,
-    report: &Report,
-) -> Option<Request> {
-    match notifier.spec.kind {
-        NotifierType::Webhook => Some(provider::webhook(
-            creds.address.as_deref()?,
-            subject,
-            report,
-            creds.token.as_deref().unwrap_or_default(),
-            &Timestamp::now().to_string(),
-        )),
-        NotifierType::Slack => Some(provider::slack(creds.address.as_deref()?, subject, report)),
-        kind => {
-            let (api, repository) = forge?;
-            let context = provider::context(&notifier.spec.context, subject);
-            Some(provider::commit_status(
-                kind,
-                api,
-                repository,
-                report.commit.as_deref()?,
-                report,
-                &context,
-                creds.token.as_deref()?,
-            ))
-        }
-    }
-}
-
-fn type_label(kind: NotifierType) -> &'static str {
-    match kind {
-        NotifierType::Gitea => "gitea",
-        NotifierType::Github => "github",
-        NotifierType::Gitlab => "gitlab",
-        NotifierType::Webhook => "webhook",
-        NotifierType::Slack => "slack",
-    }
+    Ok((provider::api_base(kind, &origin), repository))
 }
 
 fn delivery(app: &str, ns: &str, report: &Report, error: Option<String>) -> Delivery {
@@ -166,15 +100,133 @@ fn delivery(app: &str, ns: &str, report: &Report, error: Option<String>) -> Deli
     }
 }
 
+/// One report owed about one Application.
+struct Owed {
+    app: String,
+    /// The Application's index in the round (its source, its cluster).
+    index: Option<usize>,
+    report: Report,
+    dropped: bool,
+}
+
+/// What each selected Application (and each one gone since a report about it was
+/// delivered) is still owed, oldest first per Application; `cursors` keeps the cursors of
+/// the Applications still selected, and loses those of the others.
+fn owed(
+    apps: &[Arc<Application>],
+    all_names: &[String],
+    cursors: &mut Vec<Delivered>,
+) -> Vec<Owed> {
+    let mut out = Vec::new();
+    for (index, app) in apps.iter().enumerate() {
+        let name = app.name_any();
+        let cursor = |stream: &str| {
+            cursors
+                .iter()
+                .find(|d| d.application == name && report::stream_of(&d.revision) == stream)
+        };
+        let status = app.status.clone().unwrap_or_default();
+        let reports = report::reports(&status);
+        let mut mine: Vec<Report> = report::due(&reports, cursor("")).to_vec();
+        for event in report::events(&status) {
+            let stream = report::stream_of(&event.report.revision);
+            if report::event_due(&event, cursor(stream)) {
+                mine.push(event.report);
+            }
+        }
+        if app.metadata.deletion_timestamp.is_some() && cursor(report::DELETED).is_none() {
+            let last = reports
+                .last()
+                .map(|r| r.revision.as_str())
+                .unwrap_or("none");
+            mine.push(report::deleted(Some(app), last));
+        }
+        out.extend(mine.into_iter().map(|report| Owed {
+            app: name.clone(),
+            index: Some(index),
+            report,
+            dropped: false,
+        }));
+    }
+    // Applications gone: their deletion, when it was not said while they were deleted.
+    let selected: Vec<String> = apps.iter().map(|a| a.name_any()).collect();
+    let mut gone: Vec<String> = cursors
+        .iter()
+        .filter(|d| !all_names.contains(&d.application))
+        .map(|d| d.application.clone())
+        .collect();
+    gone.sort();
+    gone.dedup();
+    for app in gone {
+        let said = cursors
+            .iter()
+            .any(|d| d.application == app && report::stream_of(&d.revision) == report::DELETED);
+        if !said && let Some(last) = cursors.iter().find(|d| d.application == app) {
+            out.push(Owed {
+                report: report::deleted(None, &last.revision),
+                app: app.clone(),
+                index: None,
+                dropped: false,
+            });
+        }
+        cursors.retain(|d| d.application != app);
+    }
+    // Applications no longer selected (a label changed): forgotten.
+    cursors.retain(|d| {
+        selected.contains(&d.application) || out.iter().any(|o| o.app == d.application)
+    });
+    out
+}
+
+/// Marks the oldest reports beyond `max` dropped; returns how many.
+fn drop_oldest(owed: &mut [Owed], max: usize) -> usize {
+    let excess = owed.len().saturating_sub(max);
+    if excess == 0 {
+        return 0;
+    }
+    let mut order: Vec<usize> = (0..owed.len()).collect();
+    // Unknown times count as newest.
+    order.sort_by_key(|&i| (owed[i].report.at.is_none(), owed[i].report.at));
+    for &i in order.iter().take(excess) {
+        owed[i].dropped = true;
+    }
+    excess
+}
+
+/// Moves an Application's cursor of the report's stream to it.
+fn advance(cursors: &mut Vec<Delivered>, app: &str, report: &Report) {
+    let stream = report::stream_of(&report.revision);
+    let entry = Delivered {
+        application: app.to_string(),
+        revision: report.revision.clone(),
+        state: report.state.as_str().to_string(),
+    };
+    match cursors
+        .iter_mut()
+        .find(|d| d.application == app && report::stream_of(&d.revision) == stream)
+    {
+        Some(d) => *d = entry,
+        None => cursors.push(entry),
+    }
+}
+
 async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result<Action> {
     let ns = notifier.namespace().unwrap_or_default();
     let name = notifier.name_any();
+    let key = (ns.clone(), name.clone());
     let api: Api<Notifier> = Api::namespaced(ctx.client.clone(), &ns);
     // The cursor as last written, not as the watch cache may still have it: a reconcile
     // right after a delivery must not send it again.
     let Some(notifier) = api.get_opt(&name).await? else {
+        ctx.failures.lock().expect("notifier failures").remove(&key);
+        set_owed(&ctx, key, None);
         return Ok(Action::await_change());
     };
+    // Until the Applications are listed, every cursor would look like a deleted one.
+    if ctx.apps.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let kind = notifier.spec.kind;
     let generation = notifier.metadata.generation;
     let before = notifier.status.clone().unwrap_or_default();
     let mut status = before.clone();
@@ -216,11 +268,15 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         }
     };
 
-    let mut apps: Vec<Arc<Application>> = ctx
+    let in_namespace: Vec<Arc<Application>> = ctx
         .apps
         .state()
         .into_iter()
         .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
+        .collect();
+    let all_names: Vec<String> = in_namespace.iter().map(|a| a.name_any()).collect();
+    let mut apps: Vec<Arc<Application>> = in_namespace
+        .into_iter()
         .filter(|a| {
             let labels = a.labels();
             notifier
@@ -232,115 +288,137 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         .collect();
     apps.sort_by_key(|a| a.name_any());
 
-    let forge = matches!(
-        notifier.spec.kind,
-        NotifierType::Gitea | NotifierType::Github | NotifierType::Gitlab
-    );
+    let mut cursors = status.delivered.clone();
+    let mut queue = owed(&apps, &all_names, &mut cursors);
+    let dropped = drop_oldest(&mut queue, MAX_OWED);
+
     let sources: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
     let mut source_cache: HashMap<String, Option<GitRepository>> = HashMap::new();
-    // The first failure of this round: (reason, message, retry after). Delivery stops there.
+    let mut forges: HashMap<String, Result<(String, String), String>> = HashMap::new();
+    // The first failure of this round: (reason, message, retry after). Delivery stops there,
+    // so that what follows goes out in order once it works again.
     let mut failed: Option<(&'static str, String, Option<Duration>)> = None;
-    let kind_label = type_label(notifier.spec.kind);
-    let mut cursors: Vec<Delivered> = Vec::new();
+    let mut remaining = 0usize;
+    let context_template = notifier.spec.context.clone();
+    let environment = notifier
+        .spec
+        .environment
+        .clone()
+        .unwrap_or_else(|| "{namespace}/{name}".into());
 
-    for app in &apps {
-        let app_name = app.name_any();
-        let mut cursor = status
-            .delivered
-            .iter()
-            .find(|d| d.application == app_name)
-            .cloned();
-        let app_status = app.status.clone().unwrap_or_default();
-        let reports = report::reports(&app_status);
-        let due = report::due(&reports, cursor.as_ref()).to_vec();
-        if !due.is_empty() && failed.is_none() {
-            let target = if forge {
+    for item in &queue {
+        if failed.is_some() {
+            remaining += 1;
+            continue;
+        }
+        let report = &item.report;
+        if item.dropped {
+            ctx.metrics
+                .notification(kind.label(), report.event, "dropped");
+            advance(&mut cursors, &item.app, report);
+            continue;
+        }
+        let wanted = notifier.spec.severity == Severity::Info || report.state == State::Failure;
+        if !wanted {
+            advance(&mut cursors, &item.app, report);
+            continue;
+        }
+        let app = item.index.map(|i| &apps[i]);
+        let forge = match (kind.is_forge(), app, report.commit.is_some()) {
+            (true, Some(app), true) => {
                 let source_name = app.spec.source_ref.name.clone();
                 if !source_cache.contains_key(&source_name) {
                     let s = sources.get_opt(&source_name).await.ok().flatten();
                     source_cache.insert(source_name.clone(), s);
                 }
-                match forge_target(&notifier, source_cache[&source_name].as_ref()) {
-                    Ok(t) => Some(t),
+                let target = forges.entry(source_name.clone()).or_insert_with(|| {
+                    forge_target(&notifier, source_cache[&source_name].as_ref())
+                });
+                match target {
+                    Ok(t) => Some(t.clone()),
                     Err(e) => {
                         failed = Some((
                             "RepositoryUnknown",
-                            format!("Application {app_name}: {e}"),
+                            format!("Application {}: {e}", item.app),
                             None,
                         ));
-                        None
+                        remaining += 1;
+                        continue;
                     }
                 }
-            } else {
-                None
-            };
-            let cluster = app_status.cluster.clone().unwrap_or_else(|| "local".into());
-            let subject = Subject {
-                namespace: &ns,
-                name: &app_name,
-                cluster: &cluster,
-            };
-            for report in &due {
-                if failed.is_some() {
-                    break;
-                }
-                let wanted =
-                    notifier.spec.severity == Severity::Info || report.state == State::Failure;
-                // (A forge without a target failed above, which ended the loop already.)
-                let req = request(&notifier, &creds, target.as_ref(), subject, report);
-                if let (true, Some(req)) = (wanted, req) {
-                    match send::send(&req, creds.ca_pem.as_deref(), notifier.spec.insecure).await {
-                        Ok(()) => {
-                            ctx.metrics
-                                .notification(kind_label, report.event, "delivered");
-                            status.last_delivery = Some(delivery(&app_name, &ns, report, None));
-                        }
-                        Err(e) => {
-                            ctx.metrics
-                                .notification(kind_label, report.event, e.label());
-                            tracing::warn!(namespace = %ns, name = %name, application = %app_name, error = %e, "notification not delivered");
-                            status.last_failure =
-                                Some(delivery(&app_name, &ns, report, Some(e.to_string())));
-                            let reason = match e {
-                                SendError::Refused(_) => "AddressRefused",
-                                _ => "DeliveryFailed",
-                            };
-                            failed = Some((
-                                reason,
-                                format!(
-                                    "Application {app_name}, revision {}: {e}",
-                                    report.revision
-                                ),
-                                e.retry_after(),
-                            ));
-                            break;
-                        }
-                    }
-                }
-                // Delivered, filtered out by severity, or nothing to say (no commit): done.
-                cursor = Some(Delivered {
-                    application: app_name.clone(),
-                    revision: report.revision.clone(),
-                    state: report.state.as_str().to_string(),
-                });
             }
-        }
-        if let Some(c) = cursor {
-            cursors.push(c);
+            _ => None,
+        };
+        let cluster = app
+            .and_then(|a| a.status.as_ref())
+            .and_then(|s| s.cluster.clone())
+            .unwrap_or_else(|| "local".into());
+        let subject = Subject {
+            namespace: &ns,
+            name: &item.app,
+            cluster: &cluster,
+        };
+        let target = Target {
+            kind,
+            creds: &creds,
+            forge: forge.as_ref(),
+            context: &context_template,
+            environment: &environment,
+            insecure: notifier.spec.insecure,
+            targets: &ctx.targets,
+        };
+        match deliver::deliver(&target, subject, report, &Timestamp::now().to_string()).await {
+            Ok(Outcome::Sent) => {
+                ctx.metrics
+                    .notification(kind.label(), report.event, "delivered");
+                if let Some(at) = report.at {
+                    let waited = Timestamp::now().duration_since(at).as_secs_f64();
+                    ctx.metrics.notification_latency(kind.label(), waited);
+                }
+                status.last_delivery = Some(delivery(&item.app, &ns, report, None));
+                advance(&mut cursors, &item.app, report);
+            }
+            // Nothing to say on this target (no commit): done.
+            Ok(Outcome::NothingToSay) => advance(&mut cursors, &item.app, report),
+            Err(e) => {
+                ctx.metrics
+                    .notification(kind.label(), report.event, e.label());
+                tracing::warn!(namespace = %ns, name = %name, application = %item.app, error = %e, "notification not delivered");
+                status.last_failure = Some(delivery(&item.app, &ns, report, Some(e.to_string())));
+                let reason = match e {
+                    SendError::Refused(_) => "AddressRefused",
+                    _ => "DeliveryFailed",
+                };
+                failed = Some((
+                    reason,
+                    format!(
+                        "Application {}, revision {}: {e}",
+                        item.app, report.revision
+                    ),
+                    e.retry_after(),
+                ));
+                remaining += 1;
+            }
         }
     }
     status.delivered = cursors;
+    set_owed(&ctx, key.clone(), Some((kind, remaining)));
 
-    let key = (ns.clone(), name.clone());
     let action = match &failed {
         None => {
             ctx.failures.lock().expect("notifier failures").remove(&key);
-            let message = format!(
-                "reporting {} {}",
-                apps.len(),
-                crate::text::agree(apps.len(), "Application", "Applications")
-            );
-            set_ready(&mut status, Status::True, "Succeeded", message);
+            if dropped > 0 {
+                let message =
+                    format!("{dropped} oldest reports dropped: more than {MAX_OWED} were owed");
+                set_ready(&mut status, Status::False, "Dropping", message);
+            } else {
+                let message = format!(
+                    "reporting {} {}",
+                    apps.len(),
+                    crate::text::agree(apps.len(), "Application", "Applications")
+                );
+                set_ready(&mut status, Status::True, "Succeeded", message);
+            }
             Action::requeue(Duration::from_secs(600))
         }
         Some((reason, message, retry_after)) => {
@@ -366,7 +444,28 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     Ok(action)
 }
 
-pub async fn run(ctx: Arc<Context>, api: Api<Notifier>, apps: Api<Application>) {
+/// Records what one Notifier still owes (`None`: it is gone) and sets the gauge of its type.
+fn set_owed(ctx: &NotifierContext, key: (String, String), owed: Option<(NotifierType, usize)>) {
+    let mut all = ctx.owed.lock().expect("notifier queue");
+    let kind = match owed {
+        Some((kind, n)) => {
+            all.insert(key, (kind, n));
+            kind
+        }
+        None => match all.remove(&key) {
+            Some((kind, _)) => kind,
+            None => return,
+        },
+    };
+    let total = all
+        .values()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, n)| n)
+        .sum();
+    ctx.metrics.notification_queue(kind.label(), total);
+}
+
+pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: Api<Application>) {
     let (reader, writer) = reflector::store();
     let app_events = watcher(apps, ctx.watch())
         .default_backoff()
@@ -374,8 +473,10 @@ pub async fn run(ctx: Arc<Context>, api: Api<Notifier>, apps: Api<Application>) 
         .applied_objects();
     let nctx = Arc::new(NotifierContext {
         shared: ctx.clone(),
+        targets,
         apps: reader,
         failures: Default::default(),
+        owed: Default::default(),
     });
     let controller = Controller::new(api, ctx.watch()).with_config(ctx.controller_config());
     let notifiers = controller.store();
@@ -404,5 +505,102 @@ impl std::ops::Deref for NotifierContext {
 
     fn deref(&self) -> &Context {
         &self.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, history: &[(&str, bool)]) -> Arc<Application> {
+        let records: Vec<serde_json::Value> = history
+            .iter()
+            .map(|(commit, healthy)| {
+                serde_json::json!({
+                    "revision": format!("main@sha1:{commit}"),
+                    "startedAt": "2026-12-02T10:00:00Z",
+                    "result": "Succeeded",
+                    "created": 1, "configured": 0, "unchanged": 0, "pruned": 0,
+                    "healthy": healthy,
+                })
+            })
+            .collect();
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+                "metadata": {"name": name, "namespace": "team-a"},
+                "spec": {"sourceRef": {"name": "s"}},
+                "status": {"history": records},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn cursor(app: &str, revision: &str, state: &str) -> Delivered {
+        Delivered {
+            application: app.into(),
+            revision: revision.into(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn owed_reports_follow_the_cursors_and_a_gone_application_is_said_deleted_once() {
+        let apps = vec![app("web", &[("c2", true), ("c1", true)])];
+        let mut cursors = vec![
+            cursor("web", "main@sha1:c1", "success"),
+            cursor("gone", "main@sha1:c9", "success"),
+            cursor("gone", "main@sha1:c9#drift", "failure"),
+            cursor("unselected", "main@sha1:c5", "success"),
+        ];
+        let names = vec!["web".to_string(), "unselected".to_string()];
+        let queue = owed(&apps, &names, &mut cursors);
+        let said: Vec<(&str, &str)> = queue
+            .iter()
+            .map(|o| (o.app.as_str(), o.report.revision.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [("web", "main@sha1:c2"), ("gone", "main@sha1:c9#deleted")]
+        );
+        // The gone Application's and the unselected one's cursors are forgotten.
+        assert_eq!(
+            cursors
+                .iter()
+                .map(|c| c.application.as_str())
+                .collect::<Vec<_>>(),
+            ["web"]
+        );
+    }
+
+    #[test]
+    fn beyond_the_bound_the_oldest_reports_are_dropped() {
+        let report = |commit: &str, secs: i64| Owed {
+            app: "web".into(),
+            index: Some(0),
+            report: Report {
+                revision: format!("main@sha1:{commit}"),
+                commit: Some(commit.into()),
+                state: State::Success,
+                event: "deployed",
+                description: String::new(),
+                at: Some(Timestamp::from_second(secs).unwrap()),
+            },
+            dropped: false,
+        };
+        let mut queue = vec![report("c3", 30), report("c1", 10), report("c2", 20)];
+        assert_eq!(drop_oldest(&mut queue, 5), 0);
+        assert_eq!(drop_oldest(&mut queue, 1), 2);
+        let kept: Vec<_> = queue
+            .iter()
+            .filter(|o| !o.dropped)
+            .map(|o| o.report.revision.as_str())
+            .collect();
+        assert_eq!(kept, ["main@sha1:c3"]);
+        let mut cursors = vec![];
+        advance(&mut cursors, "web", &queue[1].report);
+        advance(&mut cursors, "web", &queue[0].report);
+        assert_eq!(cursors.len(), 1, "one cursor per stream");
+        assert_eq!(cursors[0].revision, "main@sha1:c3");
     }
 }

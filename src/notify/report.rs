@@ -1,8 +1,12 @@
 //! What an Application's status says to report, pure: one report per revision in its
-//! history (oldest first), in the state that revision reached, and which of them a
-//! Notifier still owes, given what it delivered last (its cursor).
+//! history (oldest first), in the state that revision reached; beside them, reports of the
+//! Application's current state that concern no revision (drift, its source, its deletion),
+//! each a stream of its own; and which of them a Notifier still owes, given what it
+//! delivered last on each stream (its cursors).
 
-use crate::api::application::{ApplicationStatus, SyncRecord, SyncResult};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::notifier::Delivered;
 use crate::api::rollout::RolloutPhase;
@@ -40,6 +44,18 @@ pub struct Report {
     pub event: &'static str,
     /// One line saying why.
     pub description: String,
+    /// When the state was reached, when known (for the delivery latency).
+    pub at: Option<Timestamp>,
+}
+
+/// The streams of reports beside the revisions': a report's key is `<revision>#<stream>`.
+pub const DRIFT: &str = "drift";
+pub const SOURCE: &str = "source";
+pub const DELETED: &str = "deleted";
+
+/// The stream a key (a report's `revision`, a cursor's) belongs to; `""` for revisions.
+pub fn stream_of(key: &str) -> &str {
+    key.split_once('#').map(|(_, s)| s).unwrap_or("")
 }
 
 /// The longest description a forge shows (GitHub cuts at 140 characters).
@@ -105,14 +121,27 @@ fn of_record(rec: &SyncRecord, status: &ApplicationStatus, latest: bool) -> Repo
         ),
         _ => pending_or_current(status, latest),
     };
+    let event = if event == "sync-failed" && message.starts_with(HOOK_FAILED) {
+        "hook-failed"
+    } else {
+        event
+    };
     Report {
         revision: rec.revision.clone(),
         commit: commit_of(&rec.revision),
         state,
         event,
         description: one_line(&description),
+        at: Some(rec.finished_at.as_ref().unwrap_or(&rec.started_at).0),
     }
 }
+
+/// The condition reasons these reports read (written by the Application reconciler).
+const HOOK_FAILED: &str = "HookFailed";
+const ARTIFACT_FAILED: &str = "ArtifactFailed";
+const DRIFT_DETECTED: &str = "DriftDetected";
+const DRIFT_HEAL_FAILED: &str = "DriftHealFailed";
+const DRIFT_HEALED: &str = "DriftHealed";
 
 /// A synced revision whose health is not decided yet: the conditions say where it is.
 fn pending_or_current(status: &ApplicationStatus, latest: bool) -> (State, &'static str, String) {
@@ -171,12 +200,17 @@ pub fn reports(status: &ApplicationStatus) -> Vec<Report> {
     {
         let ready = conditions::find(&status.conditions, conditions::READY);
         let report = match ready {
-            Some(c) if conditions::is(c, Status::False) => Report {
+            Some(c) if conditions::is(c, Status::False) && c.reason != ARTIFACT_FAILED => Report {
                 revision: attempted.to_string(),
                 commit: commit_of(attempted),
                 state: State::Failure,
-                event: "sync-failed",
+                event: if c.reason == HOOK_FAILED {
+                    "hook-failed"
+                } else {
+                    "sync-failed"
+                },
                 description: one_line(&format!("sync failed: {}", c.message)),
+                at: Some(c.last_transition_time.0),
             },
             _ => Report {
                 revision: attempted.to_string(),
@@ -184,11 +218,124 @@ pub fn reports(status: &ApplicationStatus) -> Vec<Report> {
                 state: State::Pending,
                 event: "progressing",
                 description: "syncing".into(),
+                at: None,
             },
         };
         out.push(report);
     }
     out
+}
+
+/// One report of a stream beside the revisions.
+pub struct Event {
+    pub report: Report,
+    /// Worth saying only after the failure it ends was said (a drift cleared, a source
+    /// that works again): never the first report of its stream.
+    pub quiet: bool,
+}
+
+fn key(status: &ApplicationStatus, stream: &str) -> String {
+    let base = status
+        .history
+        .first()
+        .map(|r| r.revision.as_str())
+        .unwrap_or("none");
+    format!("{base}#{stream}")
+}
+
+/// The reports of the Application's current state that concern no revision: its drift (in
+/// audit mode: detected and cleared; in heal mode: healed, or a heal that failed) and its
+/// source (failed, working again).
+pub fn events(status: &ApplicationStatus) -> Vec<Event> {
+    let mut out = Vec::new();
+    if let Some(c) = conditions::find(&status.conditions, conditions::DRIFTED) {
+        let (state, event, quiet) = match c.reason.as_str() {
+            DRIFT_DETECTED => (State::Failure, "drift-detected", false),
+            DRIFT_HEAL_FAILED => (State::Failure, "drift-heal-failed", false),
+            DRIFT_HEALED => (State::Success, "drift-healed", false),
+            _ => (State::Success, "drift-cleared", true),
+        };
+        out.push(Event {
+            report: Report {
+                revision: key(status, DRIFT),
+                commit: None,
+                state,
+                event,
+                description: one_line(&c.message),
+                at: Some(c.last_transition_time.0),
+            },
+            quiet,
+        });
+    }
+    if let Some(c) = conditions::find(&status.conditions, conditions::READY) {
+        let failed = c.reason == ARTIFACT_FAILED;
+        out.push(Event {
+            report: Report {
+                revision: key(status, SOURCE),
+                commit: None,
+                state: if failed {
+                    State::Failure
+                } else {
+                    State::Success
+                },
+                event: if failed {
+                    "source-failed"
+                } else {
+                    "source-recovered"
+                },
+                description: one_line(&if failed {
+                    format!("source failed: {}", c.message)
+                } else {
+                    "the source works again".to_string()
+                }),
+                at: Some(c.last_transition_time.0),
+            },
+            quiet: !failed,
+        });
+    }
+    out
+}
+
+/// The report of an Application deleted (`app` while it is being deleted, `None` once it
+/// is gone): whether its objects are pruned or left.
+pub fn deleted(app: Option<&Application>, last_revision: &str) -> Report {
+    let base = last_revision
+        .split_once('#')
+        .map(|(b, _)| b)
+        .unwrap_or(last_revision);
+    let description = match app {
+        Some(a) if a.spec.prune && !a.spec.suspend => {
+            "Application deleted; the objects it applied are pruned"
+        }
+        Some(_) => "Application deleted; the objects it applied are left in place",
+        None => "Application deleted",
+    };
+    Report {
+        revision: format!("{base}#{DELETED}"),
+        commit: None,
+        state: State::Success,
+        event: "deleted",
+        description: description.into(),
+        at: app
+            .and_then(|a| a.metadata.deletion_timestamp.as_ref())
+            .map(|t| t.0),
+    }
+}
+
+/// Whether a report of a stream beside the revisions is owed after `cursor` (what that
+/// stream delivered last): a new key or a changed state; a quiet one only when it follows
+/// its own stream's failure.
+pub fn event_due(event: &Event, cursor: Option<&Delivered>) -> bool {
+    let report = &event.report;
+    match cursor {
+        Some(c) if c.revision == report.revision => c.state != report.state.as_str(),
+        Some(c) if event.quiet => {
+            // A new revision: the cleared drift of the earlier one is said once.
+            c.state == State::Failure.as_str() && report.state != State::Failure
+        }
+        Some(_) => true,
+        None => !event.quiet,
+    }
 }
 
 /// The reports still owed after `cursor` (what was delivered last for this Application):
@@ -229,6 +376,73 @@ mod tests {
             chart_version: None,
             reverted_by: None,
         }
+    }
+
+    fn condition(type_: &str, status: Status, reason: &str) -> conditions::Condition {
+        conditions::new_condition(type_, status, reason, "m", None, Timestamp::now())
+    }
+
+    #[test]
+    fn drift_and_source_are_streams_of_their_own_and_recoveries_follow_failures() {
+        let mut status = ApplicationStatus {
+            history: vec![rec("c1", SyncResult::Succeeded, Some(true), "")],
+            conditions: vec![
+                condition(conditions::DRIFTED, Status::True, DRIFT_DETECTED),
+                condition(conditions::READY, Status::True, "Synced"),
+            ],
+            ..Default::default()
+        };
+        let ev = events(&status);
+        assert_eq!(ev[0].report.revision, "main@sha1:c1#drift");
+        assert_eq!(ev[0].report.event, "drift-detected");
+        assert!(event_due(&ev[0], None));
+        assert!(!event_due(&ev[1], None), "a working source is not news");
+        let said = Delivered {
+            application: "web".into(),
+            revision: ev[0].report.revision.clone(),
+            state: "failure".into(),
+        };
+        assert!(!event_due(&ev[0], Some(&said)), "said once");
+        status.conditions[0] = condition(conditions::DRIFTED, Status::False, "NoDrift");
+        let cleared = &events(&status)[0];
+        assert_eq!(cleared.report.event, "drift-cleared");
+        assert!(event_due(cleared, Some(&said)), "cleared after detected");
+        status.conditions[1] = condition(conditions::READY, Status::False, ARTIFACT_FAILED);
+        let source = &events(&status)[1];
+        assert_eq!(
+            (source.report.event, source.report.state),
+            ("source-failed", State::Failure)
+        );
+        assert!(event_due(source, None));
+        // The failed fetch is not a failed sync of the revision being attempted.
+        status.last_attempted_revision = Some("main@sha1:c2".into());
+        assert_eq!(reports(&status).last().unwrap().state, State::Pending);
+        assert_eq!(stream_of("main@sha1:c1#source"), SOURCE);
+        assert_eq!(stream_of("main@sha1:c1"), "");
+    }
+
+    #[test]
+    fn a_failed_hook_is_its_own_event_and_a_deletion_says_what_became_of_the_objects() {
+        let status = ApplicationStatus {
+            history: vec![rec(
+                "c1",
+                SyncResult::Failed,
+                None,
+                "HookFailed: Job migrate failed",
+            )],
+            ..Default::default()
+        };
+        assert_eq!(reports(&status)[0].event, "hook-failed");
+        let app: Application = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+            "metadata": {"name": "web", "namespace": "team-a"},
+            "spec": {"sourceRef": {"name": "s"}, "prune": false},
+        }))
+        .unwrap();
+        let r = deleted(Some(&app), "main@sha1:c1#drift");
+        assert_eq!(r.revision, "main@sha1:c1#deleted");
+        assert!(r.description.contains("left in place"), "{}", r.description);
+        assert_eq!(deleted(None, "x").description, "Application deleted");
     }
 
     fn cursor(commit: &str, state: &str) -> Delivered {

@@ -1,14 +1,17 @@
 //! Sending one request to a provider, within bounds: https (plain http only to loopback or
-//! with `insecure`), never to a link-local or cloud-metadata address (checked on the name
-//! and on every address it resolves to, and the connection pinned to the checked address),
-//! TLS verified (against the Notifier's CA when it gives one), 10 s per request, 64 KiB of
-//! answer read at most. Errors name the host, never the path or a token: a webhook's URL is
+//! with `insecure`), never to a link-local or cloud-metadata address, nor (unless the
+//! operator allows private targets) to the cluster's own Service network or an in-cluster
+//! DNS name (checked on the name and on every address it resolves to, and the connection
+//! pinned to the checked address), TLS verified (against the Notifier's CA when it gives
+//! one), 10 s per request, 64 KiB of answer read at most. Errors name the host, never the path or a token: a webhook's URL is
 //! a secret.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::provider::Request;
+use ipnet::IpNet;
+
+use super::provider::{Method, Request};
 use crate::source::helm_repo::describe;
 use crate::source::url_policy::{is_loopback, is_metadata_host};
 
@@ -62,8 +65,69 @@ impl SendError {
     }
 }
 
-/// Sends `req`; `Ok` on a 2xx answer.
-pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Result<(), SendError> {
+/// Which addresses the operator lets Notifiers send to (`--allow-private-notify-targets`,
+/// `--service-cidr`).
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Allow the Service network and in-cluster names.
+    pub allow_private: bool,
+    /// The cluster's Service networks.
+    pub service_networks: Vec<IpNet>,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            allow_private: false,
+            service_networks: vec!["10.96.0.0/12".parse().expect("a network")],
+        }
+    }
+}
+
+impl Targets {
+    /// Why `host` (a name or an address) is not a target, if it is not.
+    pub fn refusal(&self, host: &str) -> Option<String> {
+        if is_metadata_host(host) {
+            return Some(format!(
+                "{host} is a link-local or cloud metadata address; never a notification target"
+            ));
+        }
+        if self.allow_private {
+            return None;
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if name.ends_with(".svc") || name.ends_with(".cluster.local") {
+            return Some(format!(
+                "{host} is a Service of the cluster; allowed only with --allow-private-notify-targets"
+            ));
+        }
+        let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
+        self.service_networks
+            .iter()
+            .find(|n| n.contains(&ip))
+            .map(|n| {
+                format!(
+                    "{host} is in the cluster's Service network {n}; allowed only with --allow-private-notify-targets"
+                )
+            })
+    }
+}
+
+/// How to send: the Notifier's CA and `insecure`, and the operator's target rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub ca_pem: Option<&'a [u8]>,
+    pub insecure: bool,
+    pub targets: &'a Targets,
+}
+
+/// Sends `req`; on a 2xx answer, the answer's first 64 KiB.
+pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError> {
+    let Options {
+        ca_pem,
+        insecure,
+        targets,
+    } = opts;
     let url = http_client::Url::parse(&req.url)
         .map_err(|_| SendError::Refused("the address is not a URL".into()))?;
     let host = url.host_str().unwrap_or_default().to_string();
@@ -76,10 +140,8 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
             )));
         }
     }
-    if is_metadata_host(&host) {
-        return Err(SendError::Refused(format!(
-            "{host} is a link-local or cloud metadata address; never a notification target"
-        )));
+    if let Some(why) = targets.refusal(&host) {
+        return Err(SendError::Refused(why));
     }
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> =
@@ -94,11 +156,11 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
                 why: format!("name lookup failed: {e}"),
             })?
             .collect();
-    if let Some(bad) = addrs.iter().find(|a| is_metadata_host(&a.ip().to_string())) {
-        return Err(SendError::Refused(format!(
-            "{host} resolves to {}, a link-local or cloud metadata address; never a notification target",
-            bad.ip()
-        )));
+    if let Some(why) = addrs
+        .iter()
+        .find_map(|a| targets.refusal(&a.ip().to_string()))
+    {
+        return Err(SendError::Refused(format!("{host} resolves to {why}")));
     }
     let Some(addr) = addrs.first().copied() else {
         return Err(SendError::Transport {
@@ -119,7 +181,10 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
         host: host.clone(),
         why: format!("cannot build the HTTP client: {e}"),
     })?;
-    let mut request = client.post(url).body(req.body.clone());
+    let mut request = match req.method {
+        Method::Get => client.get(url),
+        Method::Post => client.post(url).body(req.body.clone()),
+    };
     for (k, v) in &req.headers {
         request = request.header(*k, v);
     }
@@ -139,15 +204,15 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
     let mut answer = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport)? {
         if answer.len() + chunk.len() > MAX_ANSWER {
-            if status.is_success() {
-                return Ok(()); // accepted; the rest of its answer is not needed
-            }
+            // Accepted or not, the rest of the answer is not needed (and not read).
+            let room = MAX_ANSWER - answer.len();
+            answer.extend_from_slice(&chunk[..room]);
             break;
         }
         answer.extend_from_slice(&chunk);
     }
     if status.is_success() {
-        return Ok(());
+        return Ok(answer);
     }
     // The provider's own words, one short line (it may quote the request; never a token, as
     // tokens travel in headers, which providers do not echo).
@@ -162,4 +227,38 @@ pub async fn send(req: &Request, ca_pem: Option<&[u8]>, insecure: bool) -> Resul
         retry_after,
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_never_a_target_and_the_service_network_only_when_allowed() {
+        let strict = Targets::default();
+        let open = Targets {
+            allow_private: true,
+            ..Targets::default()
+        };
+        for host in ["169.254.169.254", "metadata.google.internal", "[fe80::1]"] {
+            assert!(strict.refusal(host).is_some(), "{host}");
+            assert!(open.refusal(host).is_some(), "{host}");
+        }
+        for host in [
+            "10.96.0.1",
+            "10.100.3.4",
+            "web.team-a.svc",
+            "x.team-a.svc.cluster.local.",
+        ] {
+            let why = strict.refusal(host).unwrap_or_default();
+            assert!(
+                why.contains("--allow-private-notify-targets"),
+                "{host}: {why}"
+            );
+            assert_eq!(open.refusal(host), None, "{host}");
+        }
+        for host in ["127.0.0.1", "10.0.0.5", "gitea.example.com", "192.168.1.10"] {
+            assert_eq!(strict.refusal(host), None, "{host}");
+        }
+    }
 }

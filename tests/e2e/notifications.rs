@@ -3,8 +3,10 @@
 //! the API server refuses gets `failure` naming why; a token rotated in the Secret is used
 //! without a restart; a forge that is down gets every status afterwards, in order, none
 //! twice. A signed webhook (the signature checked with Python's `hmac`), a Notifier in
-//! another namespace that sees nothing, and an address at the cloud metadata endpoint that
-//! is refused with the Application unaffected.
+//! another namespace that sees nothing, and addresses at the cloud metadata endpoint and in
+//! the Service network that are refused with the Application unaffected. A healed drift and
+//! a deletion reach the webhook; a controller killed while a report is in flight sends it
+//! again after the restart under the same delivery key, and never a third time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use crate::support::eventually;
 use crate::support::git::{GitServer, git};
 use crate::support::gitea::Gitea;
 use crate::support::random_suffix;
-use crate::support::webhook_sink::WebhookSink;
+use crate::support::webhook_sink::{Answer, Recorded, WebhookSink};
 
 fn config_map(name: &str, value: &str) -> String {
     format!(
@@ -436,6 +438,23 @@ async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
         json!({"type": "webhook", "secretRef": {"name": "hook"}}),
     )
     .await;
+    // A Notifier whose address is in the cluster's Service network (refused before any
+    // connection is made).
+    secret(
+        &client,
+        &ns.name,
+        "service-net",
+        &[("address", "http://10.96.0.10/hook")],
+    )
+    .await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "service-net",
+        json!({"type": "discord", "secretRef": {"name": "service-net"}, "insecure": true}),
+    )
+    .await;
     // A Notifier whose address is the cloud metadata endpoint.
     secret(
         &client,
@@ -504,6 +523,23 @@ async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
     );
     let app = apps.get("web").await.unwrap();
     assert_eq!(condition(&app, "Ready").unwrap().status, "True");
+    let service_net = eventually("AddressRefused", Duration::from_secs(60), || async {
+        let n = notifiers.get("service-net").await.ok()?;
+        let ready = n
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.reason == "AddressRefused").then_some(ready)
+    })
+    .await;
+    assert!(
+        service_net.message.contains("10.96.0.10")
+            && service_net
+                .message
+                .contains("--allow-private-notify-targets"),
+        "{service_net:?}"
+    );
 
     // The other namespace's Notifier saw nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -584,5 +620,215 @@ async fn a_push_on_gitea_is_fetched_at_once_through_a_gitea_receiver() {
     assert!(
         !log.contains(crate::receivers::TOKEN),
         "the token is never logged"
+    );
+}
+
+/// The webhook bodies the sink received on `path`, as (event, state, delivery key).
+fn events(sink: &WebhookSink, path: &str) -> Vec<(String, String, String)> {
+    sink.requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| {
+            let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (
+                b["event"].as_str().unwrap_or_default().to_string(),
+                b["state"].as_str().unwrap_or_default().to_string(),
+                r.headers
+                    .get("x-gantry-delivery")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_healed_drift_and_the_deletion_reach_the_webhook() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-events").await;
+    let shard = format!("notify-{}", random_suffix());
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    let sink = WebhookSink::start();
+    let server = GitServer::start();
+    let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    secret(
+        &client,
+        &ns.name,
+        "hook",
+        &[("token", "k"), ("address", &sink.url("/events"))],
+    )
+    .await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "hook",
+        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
+    )
+    .await;
+    source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &c1).await;
+    eventually("deployed", Duration::from_secs(60), || async {
+        events(&sink, "/events")
+            .iter()
+            .any(|(e, s, _)| e == "deployed" && s == "success")
+            .then_some(())
+    })
+    .await;
+
+    // Someone edits the ConfigMap by hand: Gantry heals it and says so.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    cms.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"value": "by hand"}})),
+    )
+    .await
+    .unwrap();
+    eventually("drift-healed", Duration::from_secs(90), || async {
+        events(&sink, "/events")
+            .iter()
+            .any(|(e, s, _)| e == "drift-healed" && s == "success")
+            .then_some(())
+    })
+    .await;
+    let healed = sink
+        .requests()
+        .into_iter()
+        .find(|r| r.headers.get("x-gantry-event").map(String::as_str) == Some("drift-healed"))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&healed.body).unwrap();
+    assert!(
+        body["description"].as_str().unwrap().contains("re-applied"),
+        "{body}"
+    );
+    assert_eq!(body["commit"], serde_json::Value::Null, "no commit: {body}");
+
+    // The Application is deleted: the webhook hears it, with what became of its objects.
+    apps.delete("web", &Default::default()).await.unwrap();
+    let deleted = eventually("deleted", Duration::from_secs(90), || async {
+        sink.requests()
+            .into_iter()
+            .find(|r| r.headers.get("x-gantry-event").map(String::as_str) == Some("deleted"))
+    })
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&deleted.body).unwrap();
+    assert!(
+        body["description"]
+            .as_str()
+            .unwrap()
+            .contains("Application deleted"),
+        "{body}"
+    );
+    // Said once, and the Notifier forgets the Application.
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    eventually("the cursor dropped", Duration::from_secs(60), || async {
+        let st = notifiers.get("hook").await.ok()?.status?;
+        st.delivered
+            .iter()
+            .all(|d| d.application != "web")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = events(&sink, "/events")
+        .iter()
+        .filter(|(e, _, _)| e == "deleted")
+        .count();
+    assert_eq!(n, 1, "{:?}", events(&sink, "/events"));
+}
+
+#[tokio::test]
+async fn a_report_in_flight_when_the_controller_is_killed_is_sent_again_once_after_restart() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-kill").await;
+    let shard = format!("notify-{}", random_suffix());
+    let controller = GantryController::start_sharded(&shard, &[]);
+    // The first `success` report is held unanswered (the provider got it, Gantry does not
+    // know): the controller is killed meanwhile.
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = held.clone();
+    let sink = WebhookSink::start_with(move |r: &Recorded| {
+        let success = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .is_ok_and(|b| b["state"] == "success");
+        if success && !h.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Answer {
+                delay: Duration::from_secs(8),
+                ..Answer::ok("late")
+            }
+        } else {
+            Answer::ok("ok")
+        }
+    });
+    let server = GitServer::start();
+    let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    secret(
+        &client,
+        &ns.name,
+        "hook",
+        &[("token", "k"), ("address", &sink.url("/events"))],
+    )
+    .await;
+    notifier(
+        &client,
+        &ns.name,
+        &shard,
+        "hook",
+        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
+    )
+    .await;
+    source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
+    let successes = || {
+        events(&sink, "/events")
+            .into_iter()
+            .filter(|(_, s, _)| s == "success")
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        "the success report in flight",
+        Duration::from_secs(90),
+        || async { (!successes().is_empty()).then_some(()) },
+    )
+    .await;
+    // SIGKILL, between the request and the cursor write.
+    drop(controller);
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    let status = notifiers
+        .get("hook")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert!(
+        !status
+            .delivered
+            .iter()
+            .any(|d| d.revision.ends_with(c1.as_str()) && d.state == "success"),
+        "the cursor was not written before the kill: {status:?}"
+    );
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    eventually("the cursor at success", Duration::from_secs(90), || async {
+        let st = notifiers.get("hook").await.ok()?.status?;
+        st.delivered
+            .iter()
+            .any(|d| {
+                d.application == "web" && d.revision.ends_with(c1.as_str()) && d.state == "success"
+            })
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sent = successes();
+    assert_eq!(
+        sent.len(),
+        2,
+        "sent again once, never a third time: {sent:?}"
+    );
+    assert_eq!(
+        sent[0].2, sent[1].2,
+        "under the same delivery key: {sent:?}"
     );
 }
