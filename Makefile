@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -103,6 +103,12 @@ bench-monorepo: tools
 # while a hostile tenant runs every isolation case at once (target: ≤ 2× alone).
 bench-isolation: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench isolation
+
+# Only the notification benchmark: 500 Applications, a commit-status Notifier on a real
+# Gitea and a webhook Notifier; time to every status `success` vs. time to all Ready
+# without Notifiers (target ≤ 1.2×), forge requests per Application, memory added.
+bench-notify: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench notify
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools

@@ -2,7 +2,8 @@
 # The demo, end to end on the local control plane: sync of examples/, a hand edit healed,
 # audit mode and `gantry diff`, an image push that becomes a Git commit and a canary that
 # is promoted, a bad image whose canary aborts and whose commit is reverted in Git,
-# `gantry rollback`, and `gantry history`.
+# `gantry rollback`, `gantry history`, and what a Notifier told the team's webhook about
+# each commit along the way.
 # Expects KUBECONFIG and GANTRY_TEST_BIN (set by `make demo`).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -116,6 +117,58 @@ kubectl -n "$ns" patch gapp web --type merge -p '{"spec":{
     "writeBack":{"author":{"name":"Gantry","email":"gantry@demo.test"}}}}}' >/dev/null
 kubectl -n "$ns" get gapp,gitrepo,imagepolicy
 
+hook_port="$(free_port)"
+step "A webhook for the team on 127.0.0.1:$hook_port, and a Notifier that reports to it" \
+  "examples/notify/webhook.yaml: a signed JSON body per revision and event"
+mkdir -p "$work/hook"
+python3 - "$hook_port" "$work/hook/received.jsonl" > "$work/hook/log" 2>&1 <<'PY' &
+import http.server, json, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(out, "a") as f:
+            f.write(json.dumps({"signature": self.headers.get("X-Gantry-Signature"),
+                                "body": json.loads(body)}) + "\n")
+        self.send_response(200); self.end_headers()
+    def log_message(self, *args): pass
+http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
+PY
+pids+=($!)
+kubectl -n "$ns" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Secret
+metadata:
+  name: team-webhook
+stringData:
+  address: "http://127.0.0.1:$hook_port/gantry"
+  token: "demo-signing-key"
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Notifier
+metadata:
+  name: team-webhook
+spec:
+  type: webhook
+  secretRef:
+    name: team-webhook
+EOF
+# received: one line per report the webhook got: short commit, state, event, description.
+received() {
+  python3 - "$work/hook/received.jsonl" <<'PY'
+import json, sys
+try:
+    lines = open(sys.argv[1]).read().splitlines()
+except FileNotFoundError:
+    lines = []
+for line in lines:
+    b = json.loads(line)["body"]
+    commit = (b.get("commit") or b["revision"])[:12]
+    print(f'  {commit:<12}  {b["state"]:<8} {b["event"]:<16} {b["description"]}')
+PY
+}
+has_report() { grep -q "$1" "$work/hook/received.jsonl" 2>/dev/null; }
+
 step "Running the controller (gantry controller --leader-elect ...)" "log: $work/controller.log"
 "$gantry" controller --namespace "$ns" --data-dir "$work/data" --file-sources-root "$work/git" \
   --receiver-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --min-interval 1s \
@@ -183,6 +236,13 @@ git -C "$work/git/web.git" log -2 --format='%h %an: %s' main
 
 step "gantry history $ns/web"
 "$gantry" history "$ns/web"
+
+step "What the team's webhook heard (oldest first)" \
+  "a report per revision as it went pending, deployed, aborted and reverted; drift healed"
+wait_for "the rollback's report" 60 has_report "rolled back and healthy"
+received
+echo "each body is signed: X-Gantry-Signature: $(head -n 1 "$work/hook/received.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["signature"][:30])')…"
+"$gantry" get notifiers -n "$ns"
 
 cleanup
 trap - EXIT

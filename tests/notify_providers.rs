@@ -27,7 +27,7 @@ use gantry::api::notifier::NotifierType;
 use gantry::notify::deliver::{self, Credentials, Outcome, Target};
 use gantry::notify::provider::{self, Subject};
 use gantry::notify::report::{Report, State};
-use gantry::notify::send::{SendError, Targets};
+use gantry::notify::send::{Pace, SendError, Targets};
 use serde_json::Value;
 use webhook_sink::{Answer, Recorded, WebhookSink};
 
@@ -74,6 +74,7 @@ async fn send(
     // As the binary does at start.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let targets = Targets::default();
+    let pace = Pace::new(None);
     let target = Target {
         kind,
         creds,
@@ -82,6 +83,7 @@ async fn send(
         environment: "{namespace}/{name}",
         insecure: false,
         targets: &targets,
+        pace: &pace,
     };
     deliver::deliver(&target, SUBJECT, report, "2026-12-02T10:00:00Z").await
 }

@@ -126,6 +126,27 @@ impl NotifierType {
         }
     }
 
+    /// The rate a provider documents for one webhook or token, as (requests, per seconds,
+    /// burst); `None` for self-hosted forges and Gantry's own webhooks. GitHub: at most 80
+    /// content-creating requests a minute (its secondary rate limits); Slack: one message a
+    /// second per webhook; Discord: 30 a minute per webhook; Google Chat: 60 a minute per
+    /// space; Teams (Workflows): a conservative one a second; GitLab.com: 2,000 a minute
+    /// per user, kept well below.
+    pub fn rate_limit(self) -> Option<(u32, u32, u32)> {
+        match self {
+            NotifierType::Github | NotifierType::GithubDeployment => Some((80, 60, 10)),
+            NotifierType::Slack | NotifierType::Msteams | NotifierType::Googlechat => {
+                Some((1, 1, 5))
+            }
+            NotifierType::Discord => Some((30, 60, 5)),
+            NotifierType::Gitlab => Some((10, 1, 20)),
+            NotifierType::Gitea
+            | NotifierType::BitbucketServer
+            | NotifierType::Webhook
+            | NotifierType::Cloudevents => None,
+        }
+    }
+
     /// Whether it reports on the forge that holds the source (and needs a token and a
     /// repository); the others post to the Secret's `address`.
     pub fn is_forge(self) -> bool {

@@ -29,7 +29,7 @@ use crate::error::Result;
 use crate::notify::deliver::{self, Credentials, Outcome, Target};
 use crate::notify::provider::{self, Subject};
 use crate::notify::report::{self, Report, State};
-use crate::notify::send::{SendError, Targets};
+use crate::notify::send::{Pace, SendError, Targets};
 
 /// The Notifier reconciler's context: the shared one, the operator's target rules, the
 /// Applications (a watch cache), the consecutive failures of each Notifier and the reports
@@ -38,9 +38,14 @@ pub struct NotifierContext {
     shared: Arc<Context>,
     targets: Targets,
     apps: Store<Application>,
-    failures: Mutex<HashMap<(String, String), u32>>,
-    owed: Mutex<HashMap<(String, String), (NotifierType, usize)>>,
+    failures: Mutex<HashMap<Key, u32>>,
+    owed: Mutex<HashMap<Key, (NotifierType, usize)>>,
+    /// Each Notifier's pace toward its provider (kept across rounds).
+    paces: Mutex<HashMap<Key, (NotifierType, Arc<Pace>)>>,
 }
+
+/// A Notifier's namespace and name.
+type Key = (String, String);
 
 impl AsRef<Context> for NotifierContext {
     fn as_ref(&self) -> &Context {
@@ -210,6 +215,145 @@ fn advance(cursors: &mut Vec<Delivered>, app: &str, report: &Report) {
     }
 }
 
+/// Applications delivered to at once by one Notifier.
+const DELIVERIES_AT_ONCE: usize = 8;
+
+/// What one round of a Notifier shares.
+struct Round<'a> {
+    ctx: &'a NotifierContext,
+    notifier: &'a Notifier,
+    ns: &'a str,
+    apps: &'a [Arc<Application>],
+    queue: &'a [Owed],
+    creds: &'a Credentials,
+    pace: &'a Pace,
+    forges: &'a HashMap<String, Result<(String, String), String>>,
+    environment: &'a str,
+    /// Set at the first transient failure: the Applications not started yet wait for the
+    /// next round (a provider that is down is not asked once per Application; one that
+    /// refuses one repository still gets the others).
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// What became of one Application's reports in a round.
+#[derive(Default)]
+struct AppRound {
+    /// Reports done with (delivered, filtered, dropped, nothing to say), in order.
+    advanced: Vec<(String, Report)>,
+    last_delivery: Option<Delivery>,
+    /// Reports left for a later round.
+    remaining: usize,
+    /// (reason, message, retry after, the failed delivery).
+    failure: Option<(&'static str, String, Option<Duration>, Delivery)>,
+}
+
+impl Round<'_> {
+    /// Delivers one Application's reports in order, stopping at the first failure (what
+    /// follows waits, so that it arrives in order once the provider answers again).
+    async fn deliver(&self, items: Vec<usize>) -> AppRound {
+        let kind = self.notifier.spec.kind;
+        let mut out = AppRound::default();
+        for (i, item) in items.iter().map(|&k| &self.queue[k]).enumerate() {
+            if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                out.remaining = items.len() - i;
+                return out;
+            }
+            let report = &item.report;
+            let done = |out: &mut AppRound| out.advanced.push((item.app.clone(), report.clone()));
+            if item.dropped {
+                self.ctx
+                    .metrics
+                    .notification(kind.label(), report.event, "dropped");
+                done(&mut out);
+                continue;
+            }
+            let wanted =
+                self.notifier.spec.severity == Severity::Info || report.state == State::Failure;
+            if !wanted {
+                done(&mut out);
+                continue;
+            }
+            let app = item.index.map(|i| &self.apps[i]);
+            let forge = match (kind.is_forge(), app, report.commit.is_some()) {
+                (true, Some(app), true) => match &self.forges[&app.spec.source_ref.name] {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        out.remaining = items.len() - i;
+                        out.failure = Some((
+                            "RepositoryUnknown",
+                            format!("Application {}: {e}", item.app),
+                            None,
+                            delivery(&item.app, self.ns, report, Some(e.clone())),
+                        ));
+                        return out;
+                    }
+                },
+                _ => None,
+            };
+            let cluster = app
+                .and_then(|a| a.status.as_ref())
+                .and_then(|s| s.cluster.clone())
+                .unwrap_or_else(|| "local".into());
+            let subject = Subject {
+                namespace: self.ns,
+                name: &item.app,
+                cluster: &cluster,
+            };
+            let target = Target {
+                kind,
+                creds: self.creds,
+                forge,
+                context: &self.notifier.spec.context,
+                environment: self.environment,
+                insecure: self.notifier.spec.insecure,
+                targets: &self.ctx.targets,
+                pace: self.pace,
+            };
+            let now = Timestamp::now();
+            match deliver::deliver(&target, subject, report, &now.to_string()).await {
+                Ok(Outcome::Sent) => {
+                    let metrics = &self.ctx.metrics;
+                    metrics.notification(kind.label(), report.event, "delivered");
+                    if let Some(at) = report.at {
+                        let waited = Timestamp::now().duration_since(at).as_secs_f64();
+                        metrics.notification_latency(kind.label(), waited);
+                    }
+                    out.last_delivery = Some(delivery(&item.app, self.ns, report, None));
+                    done(&mut out);
+                }
+                // Nothing to say on this target (no commit): done.
+                Ok(Outcome::NothingToSay) => done(&mut out),
+                Err(e) => {
+                    self.ctx
+                        .metrics
+                        .notification(kind.label(), report.event, e.label());
+                    tracing::warn!(namespace = %self.ns, name = %self.notifier.name_any(), application = %item.app, error = %e, "notification not delivered");
+                    let reason = match e {
+                        SendError::Refused(_) => "AddressRefused",
+                        _ => "DeliveryFailed",
+                    };
+                    if e.is_transient() {
+                        self.stopped
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    out.remaining = items.len() - i;
+                    out.failure = Some((
+                        reason,
+                        format!(
+                            "Application {}, revision {}: {e}",
+                            item.app, report.revision
+                        ),
+                        e.retry_after(),
+                        delivery(&item.app, self.ns, report, Some(e.to_string())),
+                    ));
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
 async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result<Action> {
     let ns = notifier.namespace().unwrap_or_default();
     let name = notifier.name_any();
@@ -219,6 +363,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     // right after a delivery must not send it again.
     let Some(notifier) = api.get_opt(&name).await? else {
         ctx.failures.lock().expect("notifier failures").remove(&key);
+        ctx.paces.lock().expect("notifier paces").remove(&key);
         set_owed(&ctx, key, None);
         return Ok(Action::await_change());
     };
@@ -292,112 +437,77 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     let mut queue = owed(&apps, &all_names, &mut cursors);
     let dropped = drop_oldest(&mut queue, MAX_OWED);
 
-    let sources: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut source_cache: HashMap<String, Option<GitRepository>> = HashMap::new();
+    // Each selected Application's forge target (one read per GitRepository).
     let mut forges: HashMap<String, Result<(String, String), String>> = HashMap::new();
-    // The first failure of this round: (reason, message, retry after). Delivery stops there,
-    // so that what follows goes out in order once it works again.
-    let mut failed: Option<(&'static str, String, Option<Duration>)> = None;
-    let mut remaining = 0usize;
-    let context_template = notifier.spec.context.clone();
+    if kind.is_forge() {
+        let sources: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
+        for item in queue.iter().filter(|o| o.report.commit.is_some()) {
+            let Some(app) = item.index.map(|i| &apps[i]) else {
+                continue;
+            };
+            let source = &app.spec.source_ref.name;
+            if !forges.contains_key(source) {
+                let found = sources.get_opt(source).await.ok().flatten();
+                forges.insert(source.clone(), forge_target(&notifier, found.as_ref()));
+            }
+        }
+    }
     let environment = notifier
         .spec
         .environment
         .clone()
         .unwrap_or_else(|| "{namespace}/{name}".into());
-
-    for item in &queue {
-        if failed.is_some() {
-            remaining += 1;
-            continue;
-        }
-        let report = &item.report;
-        if item.dropped {
-            ctx.metrics
-                .notification(kind.label(), report.event, "dropped");
-            advance(&mut cursors, &item.app, report);
-            continue;
-        }
-        let wanted = notifier.spec.severity == Severity::Info || report.state == State::Failure;
-        if !wanted {
-            advance(&mut cursors, &item.app, report);
-            continue;
-        }
-        let app = item.index.map(|i| &apps[i]);
-        let forge = match (kind.is_forge(), app, report.commit.is_some()) {
-            (true, Some(app), true) => {
-                let source_name = app.spec.source_ref.name.clone();
-                if !source_cache.contains_key(&source_name) {
-                    let s = sources.get_opt(&source_name).await.ok().flatten();
-                    source_cache.insert(source_name.clone(), s);
-                }
-                let target = forges.entry(source_name.clone()).or_insert_with(|| {
-                    forge_target(&notifier, source_cache[&source_name].as_ref())
-                });
-                match target {
-                    Ok(t) => Some(t.clone()),
-                    Err(e) => {
-                        failed = Some((
-                            "RepositoryUnknown",
-                            format!("Application {}: {e}", item.app),
-                            None,
-                        ));
-                        remaining += 1;
-                        continue;
-                    }
-                }
+    let pace = {
+        let mut paces = ctx.paces.lock().expect("notifier paces");
+        match paces.get(&key) {
+            Some((k, p)) if *k == kind => p.clone(),
+            _ => {
+                let p = Arc::new(Pace::new(kind.rate_limit()));
+                paces.insert(key.clone(), (kind, p.clone()));
+                p
             }
-            _ => None,
-        };
-        let cluster = app
-            .and_then(|a| a.status.as_ref())
-            .and_then(|s| s.cluster.clone())
-            .unwrap_or_else(|| "local".into());
-        let subject = Subject {
-            namespace: &ns,
-            name: &item.app,
-            cluster: &cluster,
-        };
-        let target = Target {
-            kind,
-            creds: &creds,
-            forge: forge.as_ref(),
-            context: &context_template,
-            environment: &environment,
-            insecure: notifier.spec.insecure,
-            targets: &ctx.targets,
-        };
-        match deliver::deliver(&target, subject, report, &Timestamp::now().to_string()).await {
-            Ok(Outcome::Sent) => {
-                ctx.metrics
-                    .notification(kind.label(), report.event, "delivered");
-                if let Some(at) = report.at {
-                    let waited = Timestamp::now().duration_since(at).as_secs_f64();
-                    ctx.metrics.notification_latency(kind.label(), waited);
-                }
-                status.last_delivery = Some(delivery(&item.app, &ns, report, None));
-                advance(&mut cursors, &item.app, report);
-            }
-            // Nothing to say on this target (no commit): done.
-            Ok(Outcome::NothingToSay) => advance(&mut cursors, &item.app, report),
-            Err(e) => {
-                ctx.metrics
-                    .notification(kind.label(), report.event, e.label());
-                tracing::warn!(namespace = %ns, name = %name, application = %item.app, error = %e, "notification not delivered");
-                status.last_failure = Some(delivery(&item.app, &ns, report, Some(e.to_string())));
-                let reason = match e {
-                    SendError::Refused(_) => "AddressRefused",
-                    _ => "DeliveryFailed",
-                };
-                failed = Some((
-                    reason,
-                    format!(
-                        "Application {}, revision {}: {e}",
-                        item.app, report.revision
-                    ),
-                    e.retry_after(),
-                ));
-                remaining += 1;
+        }
+    };
+    let round = Round {
+        ctx: &ctx,
+        pace: &pace,
+        notifier: &notifier,
+        ns: &ns,
+        apps: &apps,
+        queue: &queue,
+        creds: &creds,
+        forges: &forges,
+        environment: &environment,
+        stopped: Default::default(),
+    };
+    // Applications are delivered to at once (a few at a time), each one's reports in order.
+    let mut by_app: Vec<Vec<usize>> = Vec::new();
+    for (k, item) in queue.iter().enumerate() {
+        match by_app.last_mut() {
+            Some(group) if queue[group[0]].app == item.app => group.push(k),
+            _ => by_app.push(vec![k]),
+        }
+    }
+    let results: Vec<AppRound> = futures::stream::iter(by_app)
+        .map(|items| round.deliver(items))
+        .buffered(DELIVERIES_AT_ONCE)
+        .collect()
+        .await;
+    // The first failure (in Application order) says why on the Notifier.
+    let mut failed: Option<(&'static str, String, Option<Duration>)> = None;
+    let mut remaining = 0usize;
+    for r in results {
+        for (app, report) in &r.advanced {
+            advance(&mut cursors, app, report);
+        }
+        if let Some(d) = r.last_delivery {
+            status.last_delivery = Some(d);
+        }
+        remaining += r.remaining;
+        if let Some((reason, message, retry_after, delivery)) = r.failure {
+            status.last_failure = Some(delivery);
+            if failed.is_none() {
+                failed = Some((reason, message, retry_after));
             }
         }
     }
@@ -445,7 +555,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
 }
 
 /// Records what one Notifier still owes (`None`: it is gone) and sets the gauge of its type.
-fn set_owed(ctx: &NotifierContext, key: (String, String), owed: Option<(NotifierType, usize)>) {
+fn set_owed(ctx: &NotifierContext, key: Key, owed: Option<(NotifierType, usize)>) {
     let mut all = ctx.owed.lock().expect("notifier queue");
     let kind = match owed {
         Some((kind, n)) => {
@@ -477,6 +587,7 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
         apps: reader,
         failures: Default::default(),
         owed: Default::default(),
+        paces: Default::default(),
     });
     let controller = Controller::new(api, ctx.watch()).with_config(ctx.controller_config());
     let notifiers = controller.store();

@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 
 use super::provider::{self, Subject, chat, forge, hook};
 use super::report::Report;
-use super::send::{self, SendError, Targets};
+use super::send::{self, Pace, SendError, Targets};
 use crate::api::notifier::NotifierType;
 
 /// What a Notifier takes from its Secret.
@@ -62,6 +62,7 @@ pub struct Target<'a> {
     pub environment: &'a str,
     pub insecure: bool,
     pub targets: &'a Targets,
+    pub pace: &'a Pace,
 }
 
 /// What became of a report.
@@ -84,6 +85,7 @@ pub async fn deliver(
         ca_pem: target.creds.ca_pem.as_deref(),
         insecure: target.insecure,
         targets: target.targets,
+        pace: target.pace,
     };
     let token = target.creds.token.as_deref().unwrap_or_default();
     if target.kind.is_forge() {

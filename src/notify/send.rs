@@ -113,12 +113,38 @@ impl Targets {
     }
 }
 
-/// How to send: the Notifier's CA and `insecure`, and the operator's target rules.
-#[derive(Debug, Clone, Copy)]
+/// The pace one Notifier keeps toward its provider (`NotifierType::rate_limit`).
+pub struct Pace(Option<governor::DefaultDirectRateLimiter>);
+
+impl Pace {
+    pub fn new(limit: Option<(u32, u32, u32)>) -> Self {
+        use governor::{Quota, RateLimiter};
+        use std::num::NonZeroU32;
+        let quota = limit.and_then(|(n, per_s, burst)| {
+            let n = NonZeroU32::new(n)?;
+            let period = Duration::from_secs(u64::from(per_s)) / n.get();
+            Quota::with_period(period)
+                .map(|q| q.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
+        });
+        Pace(quota.map(RateLimiter::direct))
+    }
+
+    /// Waits for the next request's turn.
+    pub async fn turn(&self) {
+        if let Some(limiter) = &self.0 {
+            limiter.until_ready().await;
+        }
+    }
+}
+
+/// How to send: the Notifier's CA and `insecure`, the operator's target rules and the
+/// Notifier's pace.
+#[derive(Clone, Copy)]
 pub struct Options<'a> {
     pub ca_pem: Option<&'a [u8]>,
     pub insecure: bool,
     pub targets: &'a Targets,
+    pub pace: &'a Pace,
 }
 
 /// Sends `req`; on a 2xx answer, the answer's first 64 KiB.
@@ -127,6 +153,7 @@ pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError
         ca_pem,
         insecure,
         targets,
+        pace,
     } = opts;
     let url = http_client::Url::parse(&req.url)
         .map_err(|_| SendError::Refused("the address is not a URL".into()))?;
@@ -181,6 +208,7 @@ pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError
         host: host.clone(),
         why: format!("cannot build the HTTP client: {e}"),
     })?;
+    pace.turn().await;
     let mut request = match req.method {
         Method::Get => client.get(url),
         Method::Post => client.post(url).body(req.body.clone()),
@@ -232,6 +260,23 @@ pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_paced_provider_gets_its_burst_at_once_and_the_rest_at_its_rate() {
+        let pace = Pace::new(Some((10, 1, 2)));
+        let start = std::time::Instant::now();
+        for _ in 0..4 {
+            pace.turn().await;
+        }
+        // Two at once, then one every 100 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            start.elapsed()
+        );
+        let free = Pace::new(None);
+        free.turn().await;
+    }
 
     #[test]
     fn metadata_is_never_a_target_and_the_service_network_only_when_allowed() {

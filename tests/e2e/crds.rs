@@ -85,7 +85,32 @@ async fn examples_of_every_kind_are_accepted() {
             }
         }
     }
-    assert!(seen >= 4, "{seen} Notifier examples");
+    assert!(seen >= 7, "{seen} Notifier examples");
+    // A repository on a chat, an environment on a commit status: refused by the schema.
+    let notifier = |name: &str, spec: Value| {
+        serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Notifier",
+            "metadata": {"name": name}, "spec": spec,
+        })
+    };
+    assert_refused(
+        &notifiers,
+        notifier(
+            "chat-with-repository",
+            serde_json::json!({"type": "discord", "secretRef": {"name": "s"}, "repository": "o/r"}),
+        ),
+        &["repository is for forges"],
+    )
+    .await;
+    assert_refused(
+        &notifiers,
+        notifier(
+            "status-with-environment",
+            serde_json::json!({"type": "github", "secretRef": {"name": "s"}, "environment": "prod"}),
+        ),
+        &["environment is for github-deployment"],
+    )
+    .await;
 
     // Defaults from the schema are filled in by the API server.
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
