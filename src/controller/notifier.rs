@@ -53,6 +53,58 @@ impl AsRef<Context> for NotifierContext {
     }
 }
 
+/// The reasons of a Notifier's Ready condition.
+pub mod reasons {
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const SUSPENDED: &str = "Suspended";
+    /// The Secret is missing or lacks the key the type needs.
+    pub const SECRET_INVALID: &str = "SecretInvalid";
+    /// A forge's repository cannot be derived from the Application's source.
+    pub const REPOSITORY_UNKNOWN: &str = "RepositoryUnknown";
+    /// The address is one Gantry never sends to (metadata, the Service network, plain http).
+    pub const ADDRESS_REFUSED: &str = "AddressRefused";
+    /// The provider answered an error or did not answer.
+    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    /// More reports were owed than a Notifier keeps; the oldest were dropped.
+    pub const DROPPING: &str = "Dropping";
+}
+
+/// Why a Notifier could not deliver.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("{0}")]
+    Secret(String),
+    #[error("Application {app}: {why}")]
+    Repository { app: String, why: String },
+    #[error("Application {app}, revision {revision}: {error}")]
+    Send {
+        app: String,
+        revision: String,
+        error: SendError,
+    },
+}
+
+impl Problem {
+    fn reason(&self) -> &'static str {
+        match self {
+            Problem::Secret(_) => reasons::SECRET_INVALID,
+            Problem::Repository { .. } => reasons::REPOSITORY_UNKNOWN,
+            Problem::Send {
+                error: SendError::Refused(_),
+                ..
+            } => reasons::ADDRESS_REFUSED,
+            Problem::Send { .. } => reasons::DELIVERY_FAILED,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Problem::Send { error, .. } => error.retry_after(),
+            _ => None,
+        }
+    }
+}
+
 /// The most reports one Notifier keeps owing; beyond it the oldest are dropped (counted,
 /// and said on its Ready condition).
 pub const MAX_OWED: usize = 4096;
@@ -61,10 +113,12 @@ async fn credentials(
     client: &kube::Client,
     ns: &str,
     notifier: &Notifier,
-) -> Result<Credentials, String> {
+) -> Result<Credentials, Problem> {
     let name = &notifier.spec.secret_ref.name;
-    let data = super::secrets::read(client, ns, name).await?;
-    Credentials::from_secret(notifier.spec.kind, name, &data)
+    let data = super::secrets::read(client, ns, name)
+        .await
+        .map_err(Problem::Secret)?;
+    Credentials::from_secret(notifier.spec.kind, name, &data).map_err(Problem::Secret)
 }
 
 /// Where a forge's reports for an Application go: (API base, repository).
@@ -243,8 +297,8 @@ struct AppRound {
     last_delivery: Option<Delivery>,
     /// Reports left for a later round.
     remaining: usize,
-    /// (reason, message, retry after, the failed delivery).
-    failure: Option<(&'static str, String, Option<Duration>, Delivery)>,
+    /// Why it stopped, and the failed delivery.
+    failure: Option<(Problem, Delivery)>,
 }
 
 impl Round<'_> {
@@ -280,9 +334,10 @@ impl Round<'_> {
                     Err(e) => {
                         out.remaining = items.len() - i;
                         out.failure = Some((
-                            "RepositoryUnknown",
-                            format!("Application {}: {e}", item.app),
-                            None,
+                            Problem::Repository {
+                                app: item.app.clone(),
+                                why: e.clone(),
+                            },
                             delivery(&item.app, self.ns, report, Some(e.clone())),
                         ));
                         return out;
@@ -328,23 +383,19 @@ impl Round<'_> {
                         .metrics
                         .notification(kind.label(), report.event, e.label());
                     tracing::warn!(namespace = %self.ns, name = %self.notifier.name_any(), application = %item.app, error = %e, "notification not delivered");
-                    let reason = match e {
-                        SendError::Refused(_) => "AddressRefused",
-                        _ => "DeliveryFailed",
-                    };
                     if e.is_transient() {
                         self.stopped
                             .store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     out.remaining = items.len() - i;
+                    let failed = delivery(&item.app, self.ns, report, Some(e.to_string()));
                     out.failure = Some((
-                        reason,
-                        format!(
-                            "Application {}, revision {}: {e}",
-                            item.app, report.revision
-                        ),
-                        e.retry_after(),
-                        delivery(&item.app, self.ns, report, Some(e.to_string())),
+                        Problem::Send {
+                            app: item.app.clone(),
+                            revision: report.revision.clone(),
+                            error: e,
+                        },
+                        failed,
                     ));
                     return out;
                 }
@@ -393,7 +444,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         set_ready(
             &mut status,
             Status::Unknown,
-            "Suspended",
+            reasons::SUSPENDED,
             "reporting is suspended".into(),
         );
         if status != before {
@@ -404,8 +455,13 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
 
     let creds = match credentials(&ctx.client, &ns, &notifier).await {
         Ok(c) => c,
-        Err(message) => {
-            set_ready(&mut status, Status::False, "SecretInvalid", message);
+        Err(problem) => {
+            set_ready(
+                &mut status,
+                Status::False,
+                problem.reason(),
+                problem.to_string(),
+            );
             if status != before {
                 apply_status(&api, &name, &status).await?;
             }
@@ -494,7 +550,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         .collect()
         .await;
     // The first failure (in Application order) says why on the Notifier.
-    let mut failed: Option<(&'static str, String, Option<Duration>)> = None;
+    let mut failed: Option<Problem> = None;
     let mut remaining = 0usize;
     for r in results {
         for (app, report) in &r.advanced {
@@ -504,10 +560,10 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
             status.last_delivery = Some(d);
         }
         remaining += r.remaining;
-        if let Some((reason, message, retry_after, delivery)) = r.failure {
+        if let Some((problem, delivery)) = r.failure {
             status.last_failure = Some(delivery);
             if failed.is_none() {
-                failed = Some((reason, message, retry_after));
+                failed = Some(problem);
             }
         }
     }
@@ -520,19 +576,24 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
             if dropped > 0 {
                 let message =
                     format!("{dropped} oldest reports dropped: more than {MAX_OWED} were owed");
-                set_ready(&mut status, Status::False, "Dropping", message);
+                set_ready(&mut status, Status::False, reasons::DROPPING, message);
             } else {
                 let message = format!(
                     "reporting {} {}",
                     apps.len(),
                     crate::text::agree(apps.len(), "Application", "Applications")
                 );
-                set_ready(&mut status, Status::True, "Succeeded", message);
+                set_ready(&mut status, Status::True, reasons::SUCCEEDED, message);
             }
             Action::requeue(Duration::from_secs(600))
         }
-        Some((reason, message, retry_after)) => {
-            set_ready(&mut status, Status::False, reason, message.clone());
+        Some(problem) => {
+            set_ready(
+                &mut status,
+                Status::False,
+                problem.reason(),
+                problem.to_string(),
+            );
             let n = {
                 let mut failures = ctx.failures.lock().expect("notifier failures");
                 let n = failures.entry(key).or_insert(0);
@@ -545,7 +606,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
                 backoff(Duration::from_secs(2), n, Duration::from_secs(60)),
                 &name,
             );
-            Action::requeue(retry_after.map(|r| r.max(wait)).unwrap_or(wait))
+            Action::requeue(problem.retry_after().map(|r| r.max(wait)).unwrap_or(wait))
         }
     };
     if status != before {
