@@ -6,8 +6,11 @@
 //! (time until all N are Ready, and until both Notifiers have delivered `success` for all
 //! N: their cursors, written after each delivery). Figures: the medians and their ratio
 //! (target ≤ 1.2), the forge requests per Application and commit (pending + success) and
-//! how many were repeats, and the controller's resident memory with the Notifiers minus
-//! without (target < 10 MiB at 500).
+//! how many were repeats, the controller's resident memory with the Notifiers minus
+//! without (target < 10 MiB at 500), and the CPU seconds the controller and the forge
+//! spent on each commit (on a small machine the forge shares the cores with the cluster:
+//! its work for the statuses slows the syncs too). `GANTRY_NOTIFY_ONLY=webhook` (or
+//! `gitea`) runs one Notifier.
 
 #[path = "../tests/e2e/support/mod.rs"]
 #[allow(dead_code)]
@@ -39,6 +42,20 @@ fn file(i: usize, round: &str) -> (String, String) {
 
 fn files(n: usize, round: &str) -> Vec<(String, String)> {
     (0..n).map(|i| file(i, round)).collect()
+}
+
+/// CPU seconds (user + system) a process used so far.
+fn cpu_s(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -209,10 +226,19 @@ async fn main() {
             .unwrap();
     }
     let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    // `GANTRY_NOTIFY_ONLY=webhook` or `=gitea` runs one Notifier (to see what each costs).
+    let only = std::env::var("GANTRY_NOTIFY_ONLY").unwrap_or_default();
+    let kinds: Vec<(&str, &str, &str)> = [("forge", "gitea", "forge"), ("hook", "webhook", "hook")]
+        .into_iter()
+        .filter(|(_, kind, _)| only.is_empty() || only == *kind)
+        .collect();
+    let with_forge = kinds.iter().any(|(name, _, _)| *name == "forge");
 
     let (mut ready_without, mut ready_with, mut delivered_with) = (vec![], vec![], vec![]);
     let (mut rss_without, mut rss_with) = (vec![], vec![]);
     let (mut per_app, mut repeats) = (vec![], vec![]);
+    let (mut forge_cpu_without, mut forge_cpu_with) = (vec![], vec![]);
+    let (mut cpu_without, mut cpu_with) = (vec![], vec![]);
     for round in 0..runs() {
         // Without Notifiers.
         let changed = files(n, &format!("{round}a"));
@@ -221,13 +247,16 @@ async fn main() {
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
         let start = Instant::now();
+        let (forge_cpu, own_cpu) = (cpu_s(forge.pid()), cpu_s(Some(pid)));
         commit = forge.push("fleet", &refs, &format!("round {round}: without"));
         ready_without.push(all_ready(&apps, n, &commit, start).await);
+        forge_cpu_without.push(cpu_s(forge.pid()) - forge_cpu);
+        cpu_without.push(cpu_s(Some(pid)) - own_cpu);
         tokio::time::sleep(Duration::from_secs(2)).await;
         rss_without.push(rss_mib(pid));
 
         // With a commit-status Notifier and a webhook Notifier, each caught up first.
-        for (name, kind, secret) in [("forge", "gitea", "forge"), ("hook", "webhook", "hook")] {
+        for (name, kind, secret) in kinds.clone() {
             notifiers
                 .create(
                     &PostParams::default(),
@@ -241,7 +270,7 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        for name in ["forge", "hook"] {
+        for (name, _, _) in kinds.clone() {
             all_delivered(&notifiers, name, n, &commit, "success", Instant::now()).await;
         }
         let changed = files(n, &format!("{round}b"));
@@ -250,14 +279,31 @@ async fn main() {
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
         let start = Instant::now();
+        let (forge_cpu, own_cpu) = (cpu_s(forge.pid()), cpu_s(Some(pid)));
         commit = forge.push("fleet", &refs, &format!("round {round}: with"));
         let ready = all_ready(&apps, n, &commit, start).await;
-        let forge_done = all_delivered(&notifiers, "forge", n, &commit, "success", start).await;
-        let hook_done = all_delivered(&notifiers, "hook", n, &commit, "success", start).await;
+        let mut forge_done = 0.0;
+        let mut hook_done = 0.0;
+        for (name, _, _) in kinds.clone() {
+            let t = all_delivered(&notifiers, name, n, &commit, "success", start).await;
+            if name == "forge" {
+                forge_done = t;
+            } else {
+                hook_done = t;
+            }
+        }
+        forge_cpu_with.push(cpu_s(forge.pid()) - forge_cpu);
+        cpu_with.push(cpu_s(Some(pid)) - own_cpu);
         ready_with.push(ready);
         delivered_with.push(forge_done.max(hook_done));
         rss_with.push(rss_mib(pid));
-        let statuses = forge_statuses(&forge, "fleet", &commit);
+        let statuses = if with_forge {
+            forge_statuses(&forge, "fleet", &commit)
+        } else {
+            (0..n)
+                .map(|i| (format!("a{i}"), "success".to_string()))
+                .collect()
+        };
         let mut distinct = statuses.clone();
         distinct.sort();
         distinct.dedup();
@@ -273,7 +319,7 @@ async fn main() {
             ready_without[round],
             statuses.len()
         );
-        for name in ["forge", "hook"] {
+        for (name, _, _) in kinds.clone() {
             notifiers
                 .delete(name, &DeleteParams::default())
                 .await
@@ -298,5 +344,21 @@ async fn main() {
         median(rss_with) - median(rss_without)
     );
     println!("RESULT notify_webhook_requests={}", sink.requests().len());
+    println!(
+        "RESULT notify_controller_cpu_s_without={:.1}",
+        median(cpu_without)
+    );
+    println!(
+        "RESULT notify_controller_cpu_s_with={:.1}",
+        median(cpu_with)
+    );
+    println!(
+        "RESULT notify_forge_cpu_s_without={:.1}",
+        median(forge_cpu_without)
+    );
+    println!(
+        "RESULT notify_forge_cpu_s_with={:.1}",
+        median(forge_cpu_with)
+    );
     drop(controller);
 }

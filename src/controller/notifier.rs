@@ -22,6 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::context::{Context, backoff};
 use super::status::apply_status;
+use crate::api::application::ApplicationStatus;
 use crate::api::conditions::{self, Status};
 use crate::api::notifier::{Delivered, Delivery, NotifierStatus, NotifierType, Severity};
 use crate::api::{Application, GitRepository, Notifier};
@@ -42,7 +43,14 @@ pub struct NotifierContext {
     owed: Mutex<HashMap<Key, (NotifierType, usize)>>,
     /// Each Notifier's pace toward its provider (kept across rounds).
     paces: Mutex<HashMap<Key, (NotifierType, Arc<Pace>)>>,
+    /// When each Notifier's next round may start.
+    rounds: Mutex<HashMap<Key, tokio::time::Instant>>,
 }
+
+/// The least time between two rounds of one Notifier: the changes of a fleet's sync arrive
+/// over seconds, and each round reads the Notifier and writes its cursors, so rounds are
+/// spaced (changes that arrive meanwhile are one pending round) rather than one per change.
+const ROUND_SPACING: Duration = Duration::from_secs(1);
 
 /// A Notifier's namespace and name.
 type Key = (String, String);
@@ -184,10 +192,11 @@ fn owed(
                 .iter()
                 .find(|d| d.application == name && report::stream_of(&d.revision) == stream)
         };
-        let status = app.status.clone().unwrap_or_default();
-        let reports = report::reports(&status);
+        let empty = ApplicationStatus::default();
+        let status = app.status.as_ref().unwrap_or(&empty);
+        let reports = report::reports(status);
         let mut mine: Vec<Report> = report::due(&reports, cursor("")).to_vec();
-        for event in report::events(&status) {
+        for event in report::events(status) {
             let stream = report::stream_of(&event.report.revision);
             if report::event_due(&event, cursor(stream)) {
                 mine.push(event.report);
@@ -410,11 +419,25 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     let name = notifier.name_any();
     let key = (ns.clone(), name.clone());
     let api: Api<Notifier> = Api::namespaced(ctx.client.clone(), &ns);
+    let last_round = ctx
+        .rounds
+        .lock()
+        .expect("notifier rounds")
+        .insert(key.clone(), tokio::time::Instant::now() + ROUND_SPACING);
+    if let Some(at) = last_round {
+        // (The entry holds when the next round may start.)
+        tokio::time::sleep_until(at).await;
+        ctx.rounds
+            .lock()
+            .expect("notifier rounds")
+            .insert(key.clone(), tokio::time::Instant::now() + ROUND_SPACING);
+    }
     // The cursor as last written, not as the watch cache may still have it: a reconcile
     // right after a delivery must not send it again.
     let Some(notifier) = api.get_opt(&name).await? else {
         ctx.failures.lock().expect("notifier failures").remove(&key);
         ctx.paces.lock().expect("notifier paces").remove(&key);
+        ctx.rounds.lock().expect("notifier rounds").remove(&key);
         set_owed(&ctx, key, None);
         return Ok(Action::await_change());
     };
@@ -638,8 +661,22 @@ fn set_owed(ctx: &NotifierContext, key: Key, owed: Option<(NotifierType, usize)>
 
 pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: Api<Application>) {
     let (reader, writer) = reflector::store();
+    // This cache holds what reports are made of (labels, spec, conditions, history), not
+    // what the Application reconciler needs besides (the inventory, drift details, managed
+    // fields, annotations): a fleet costs the Notifiers little memory.
     let app_events = watcher(apps, ctx.watch())
         .default_backoff()
+        .modify(|a: &mut Application| {
+            a.managed_fields_mut().clear();
+            a.annotations_mut().clear();
+            if let Some(s) = a.status.as_mut() {
+                s.inventory = Vec::new();
+                s.drift = None;
+                for record in &mut s.history {
+                    record.template_hashes = Default::default();
+                }
+            }
+        })
         .reflect(writer)
         .applied_objects();
     let nctx = Arc::new(NotifierContext {
@@ -649,7 +686,10 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
         failures: Default::default(),
         owed: Default::default(),
         paces: Default::default(),
+        rounds: Default::default(),
     });
+    // No debounce: it would postpone a round for as long as a fleet keeps changing. Changes
+    // that arrive while a round runs are one pending round.
     let controller = Controller::new(api, ctx.watch()).with_config(ctx.controller_config());
     let notifiers = controller.store();
     controller

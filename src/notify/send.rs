@@ -6,6 +6,7 @@
 //! one), 10 s per request, 64 KiB of answer read at most. Errors name the host, never the path or a token: a webhook's URL is
 //! a secret.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -147,6 +148,50 @@ pub struct Options<'a> {
     pub pace: &'a Pace,
 }
 
+/// Clients (connection pools, TLS set-up) kept per (host, checked address, CA): a fleet's
+/// reports to one provider reuse connections, and a client is never used for an address
+/// it was not checked for.
+type ClientKey = (String, SocketAddr, Option<[u8; 32]>);
+static CLIENTS: std::sync::LazyLock<std::sync::Mutex<HashMap<ClientKey, http_client::Client>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Kept clients at most (then all are dropped and built again as needed).
+const MAX_CLIENTS: usize = 256;
+
+fn client_for(
+    host: &str,
+    addr: SocketAddr,
+    ca_pem: Option<&[u8]>,
+) -> Result<http_client::Client, SendError> {
+    use sha2::{Digest, Sha256};
+    let key = (
+        host.to_string(),
+        addr,
+        ca_pem.map(|p| Sha256::digest(p).into()),
+    );
+    if let Some(c) = CLIENTS.lock().expect("notify clients").get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = http_client::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(http_client::redirect::Policy::none())
+        .resolve(host, addr);
+    if let Some(pem) = ca_pem {
+        let ca = http_client::Certificate::from_pem(pem)
+            .map_err(|e| SendError::Refused(format!("ca.crt is not a PEM certificate: {e}")))?;
+        builder = builder.tls_certs_only([ca]);
+    }
+    let client = builder.build().map_err(|e| SendError::Transport {
+        host: host.to_string(),
+        why: format!("cannot build the HTTP client: {e}"),
+    })?;
+    let mut clients = CLIENTS.lock().expect("notify clients");
+    if clients.len() >= MAX_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
 /// Sends `req`; on a 2xx answer, the answer's first 64 KiB.
 pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError> {
     let Options {
@@ -195,19 +240,7 @@ pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError
             why: "the name has no address".into(),
         });
     };
-    let mut builder = http_client::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(http_client::redirect::Policy::none())
-        .resolve(&host, addr);
-    if let Some(pem) = ca_pem {
-        let ca = http_client::Certificate::from_pem(pem)
-            .map_err(|e| SendError::Refused(format!("ca.crt is not a PEM certificate: {e}")))?;
-        builder = builder.tls_certs_only([ca]);
-    }
-    let client = builder.build().map_err(|e| SendError::Transport {
-        host: host.clone(),
-        why: format!("cannot build the HTTP client: {e}"),
-    })?;
+    let client = client_for(&host, addr, ca_pem)?;
     pace.turn().await;
     let mut request = match req.method {
         Method::Get => client.get(url),

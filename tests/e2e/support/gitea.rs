@@ -122,6 +122,12 @@ impl Gitea {
         }
     }
 
+    /// The server's process id, while it runs (for the notification benchmark).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.child.id())
+    }
+
     /// Stops the server (its data stays); [`Gitea::restart`] starts it again.
     pub fn stop(&mut self) {
         if let Some(mut s) = self.server.take() {
