@@ -163,7 +163,7 @@ except FileNotFoundError:
     lines = []
 for line in lines:
     b = json.loads(line)["body"]
-    commit = (b.get("commit") or b["revision"])[:12]
+    commit = b["revision"].split("@sha1:")[-1].split("#")[0][:12]
     print(f'  {commit:<12}  {b["state"]:<8} {b["event"]:<16} {b["description"]}')
 PY
 }
@@ -239,7 +239,7 @@ step "gantry history $ns/web"
 
 step "What the team's webhook heard (oldest first)" \
   "a report per revision as it went pending, deployed, aborted and reverted; drift healed"
-wait_for "the rollback's report" 60 has_report "rolled back and healthy"
+wait_for "the rollback's report" 60 has_report rolled-back
 received
 echo "each body is signed: X-Gantry-Signature: $(head -n 1 "$work/hook/received.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["signature"][:30])')…"
 "$gantry" get notifiers -n "$ns"

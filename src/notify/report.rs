@@ -95,10 +95,10 @@ fn of_record(rec: &SyncRecord, status: &ApplicationStatus, latest: bool) -> Repo
             (State::Failure, "rollout-aborted", d)
         }
         _ if rec.healthy == Some(true) => {
-            let event = if rec.result == SyncResult::Promoted {
-                "canary-promoted"
-            } else {
-                "deployed"
+            let event = match rec.result {
+                SyncResult::Promoted => "canary-promoted",
+                SyncResult::RolledBack => "rolled-back",
+                _ => "deployed",
             };
             let what = match rec.result {
                 SyncResult::Promoted => "promoted and healthy",
