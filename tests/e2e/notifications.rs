@@ -6,7 +6,9 @@
 //! another namespace that sees nothing, and addresses at the cloud metadata endpoint and in
 //! the Service network that are refused with the Application unaffected. A healed drift and
 //! a deletion reach the webhook; a controller killed while a report is in flight sends it
-//! again after the restart under the same delivery key, and never a third time.
+//! again after the restart under the same delivery key, and never a third time. Notifiers
+//! with a missing Secret, no repository to derive, a provider answering 401, 500 with 10 MB
+//! or too late each say why on their condition, and the Application never notices.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -831,4 +833,112 @@ async fn a_report_in_flight_when_the_controller_is_killed_is_sent_again_once_aft
         sent[0].2, sent[1].2,
         "under the same delivery key: {sent:?}"
     );
+}
+
+#[tokio::test]
+async fn bad_notifiers_say_why_on_their_condition_and_leave_the_application_alone() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "notify-bad").await;
+    let shard = format!("notify-{}", random_suffix());
+    let _controller = GantryController::start_sharded(&shard, &[]);
+    // One provider, answering by path: 401, 500 with 10 MB, and too late.
+    let huge = "x".repeat(10 << 20);
+    let sink = WebhookSink::start_with(move |r: &Recorded| match r.path.as_str() {
+        p if p.starts_with("/api/v1/repos/") => {
+            Answer::status(401, r#"{"message": "token is required"}"#)
+        }
+        "/huge" => Answer::status(500, &huge),
+        "/slow" => Answer {
+            delay: Duration::from_secs(15),
+            ..Answer::ok("late")
+        },
+        _ => Answer::ok("ok"),
+    });
+    let server = GitServer::start();
+    // One path segment: no owner/name to derive a forge repository from.
+    let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
+    secret(&client, &ns.name, "token", &[("token", "t0ken-value")]).await;
+    secret(
+        &client,
+        &ns.name,
+        "huge",
+        &[("address", &sink.url("/huge"))],
+    )
+    .await;
+    secret(
+        &client,
+        &ns.name,
+        "slow",
+        &[("address", &sink.url("/slow"))],
+    )
+    .await;
+    let cases = [
+        (
+            "missing-secret",
+            json!({"type": "webhook", "secretRef": {"name": "nope"}}),
+            "SecretInvalid",
+            "Secret nope not found",
+        ),
+        (
+            "no-repository",
+            json!({"type": "github", "secretRef": {"name": "token"}}),
+            "RepositoryUnknown",
+            "cannot derive the repository",
+        ),
+        (
+            "unauthorized",
+            json!({"type": "gitea", "secretRef": {"name": "token"},
+                   "address": sink.url(""), "repository": "team/app"}),
+            "DeliveryFailed",
+            "answered 401",
+        ),
+        (
+            "huge",
+            json!({"type": "slack", "secretRef": {"name": "huge"}}),
+            "DeliveryFailed",
+            "answered 500",
+        ),
+        (
+            "slow",
+            json!({"type": "googlechat", "secretRef": {"name": "slow"}}),
+            "DeliveryFailed",
+            "127.0.0.1",
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        notifier(&client, &ns.name, &shard, name, spec.clone()).await;
+    }
+    source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "web", &c1).await;
+
+    let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
+    for (name, _, reason, needle) in cases {
+        let ready = eventually(reason, Duration::from_secs(90), || async {
+            let n = notifiers.get(name).await.ok()?;
+            let ready = n
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == reason && ready.status == "False").then_some(ready)
+        })
+        .await;
+        assert!(ready.message.contains(needle), "{name}: {ready:?}");
+        assert!(
+            !ready.message.contains("t0ken-value") && ready.message.len() < 600,
+            "{name}: no token, no 10 MB answer: {} bytes",
+            ready.message.len()
+        );
+        let status = notifiers.get(name).await.unwrap().status.unwrap();
+        if reason == "DeliveryFailed" {
+            let failure = status.last_failure.expect("lastFailure");
+            assert!(failure.revision.ends_with(c1.as_str()), "{failure:?}");
+        }
+    }
+    // The Application never noticed.
+    let app = apps.get("web").await.unwrap();
+    assert_eq!(condition(&app, "Ready").unwrap().status, "True");
+    assert_eq!(condition(&app, "Healthy").unwrap().status, "True");
 }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -20,16 +19,21 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+mod queue;
+mod round;
+
+pub use queue::MAX_OWED;
+use queue::{advance, drop_oldest, owed};
+use round::{AppRound, DELIVERIES_AT_ONCE, Round};
+
 use super::context::{Context, backoff};
 use super::status::apply_status;
-use crate::api::application::ApplicationStatus;
 use crate::api::conditions::{self, Status};
-use crate::api::notifier::{Delivered, Delivery, NotifierStatus, NotifierType, Severity};
+use crate::api::notifier::{NotifierStatus, NotifierType};
 use crate::api::{Application, GitRepository, Notifier};
 use crate::error::Result;
-use crate::notify::deliver::{self, Credentials, Outcome, Target};
-use crate::notify::provider::{self, Subject};
-use crate::notify::report::{self, Report, State};
+use crate::notify::deliver::Credentials;
+use crate::notify::provider;
 use crate::notify::send::{Pace, SendError, Targets};
 
 /// The Notifier reconciler's context: the shared one, the operator's target rules, the
@@ -113,10 +117,6 @@ impl Problem {
     }
 }
 
-/// The most reports one Notifier keeps owing; beyond it the oldest are dropped (counted,
-/// and said on its Ready condition).
-pub const MAX_OWED: usize = 4096;
-
 async fn credentials(
     client: &kube::Client,
     ns: &str,
@@ -155,263 +155,6 @@ fn forge_target(
         (None, None) => return Err("no forge address: set spec.address".into()),
     };
     Ok((provider::api_base(kind, &origin), repository))
-}
-
-fn delivery(app: &str, ns: &str, report: &Report, error: Option<String>) -> Delivery {
-    Delivery {
-        application: format!("{ns}/{app}"),
-        revision: report.revision.clone(),
-        state: report.state.as_str().to_string(),
-        at: Time(Timestamp::now()),
-        error,
-    }
-}
-
-/// One report owed about one Application.
-struct Owed {
-    app: String,
-    /// The Application's index in the round (its source, its cluster).
-    index: Option<usize>,
-    report: Report,
-    dropped: bool,
-}
-
-/// What each selected Application (and each one gone since a report about it was
-/// delivered) is still owed, oldest first per Application; `cursors` keeps the cursors of
-/// the Applications still selected, and loses those of the others.
-fn owed(
-    apps: &[Arc<Application>],
-    all_names: &[String],
-    cursors: &mut Vec<Delivered>,
-) -> Vec<Owed> {
-    let mut out = Vec::new();
-    for (index, app) in apps.iter().enumerate() {
-        let name = app.name_any();
-        let cursor = |stream: &str| {
-            cursors
-                .iter()
-                .find(|d| d.application == name && report::stream_of(&d.revision) == stream)
-        };
-        let empty = ApplicationStatus::default();
-        let status = app.status.as_ref().unwrap_or(&empty);
-        let reports = report::reports(status);
-        let mut mine: Vec<Report> = report::due(&reports, cursor("")).to_vec();
-        for event in report::events(status) {
-            let stream = report::stream_of(&event.report.revision);
-            if report::event_due(&event, cursor(stream)) {
-                mine.push(event.report);
-            }
-        }
-        if app.metadata.deletion_timestamp.is_some() && cursor(report::DELETED).is_none() {
-            let last = reports
-                .last()
-                .map(|r| r.revision.as_str())
-                .unwrap_or("none");
-            mine.push(report::deleted(Some(app), last));
-        }
-        out.extend(mine.into_iter().map(|report| Owed {
-            app: name.clone(),
-            index: Some(index),
-            report,
-            dropped: false,
-        }));
-    }
-    // Applications gone: their deletion, when it was not said while they were deleted.
-    let selected: Vec<String> = apps.iter().map(|a| a.name_any()).collect();
-    let mut gone: Vec<String> = cursors
-        .iter()
-        .filter(|d| !all_names.contains(&d.application))
-        .map(|d| d.application.clone())
-        .collect();
-    gone.sort();
-    gone.dedup();
-    for app in gone {
-        let said = cursors
-            .iter()
-            .any(|d| d.application == app && report::stream_of(&d.revision) == report::DELETED);
-        if !said && let Some(last) = cursors.iter().find(|d| d.application == app) {
-            out.push(Owed {
-                report: report::deleted(None, &last.revision),
-                app: app.clone(),
-                index: None,
-                dropped: false,
-            });
-        }
-        cursors.retain(|d| d.application != app);
-    }
-    // Applications no longer selected (a label changed): forgotten.
-    cursors.retain(|d| {
-        selected.contains(&d.application) || out.iter().any(|o| o.app == d.application)
-    });
-    out
-}
-
-/// Marks the oldest reports beyond `max` dropped; returns how many.
-fn drop_oldest(owed: &mut [Owed], max: usize) -> usize {
-    let excess = owed.len().saturating_sub(max);
-    if excess == 0 {
-        return 0;
-    }
-    let mut order: Vec<usize> = (0..owed.len()).collect();
-    // Unknown times count as newest.
-    order.sort_by_key(|&i| (owed[i].report.at.is_none(), owed[i].report.at));
-    for &i in order.iter().take(excess) {
-        owed[i].dropped = true;
-    }
-    excess
-}
-
-/// Moves an Application's cursor of the report's stream to it.
-fn advance(cursors: &mut Vec<Delivered>, app: &str, report: &Report) {
-    let stream = report::stream_of(&report.revision);
-    let entry = Delivered {
-        application: app.to_string(),
-        revision: report.revision.clone(),
-        state: report.state.as_str().to_string(),
-    };
-    match cursors
-        .iter_mut()
-        .find(|d| d.application == app && report::stream_of(&d.revision) == stream)
-    {
-        Some(d) => *d = entry,
-        None => cursors.push(entry),
-    }
-}
-
-/// Applications delivered to at once by one Notifier.
-const DELIVERIES_AT_ONCE: usize = 8;
-
-/// What one round of a Notifier shares.
-struct Round<'a> {
-    ctx: &'a NotifierContext,
-    notifier: &'a Notifier,
-    ns: &'a str,
-    apps: &'a [Arc<Application>],
-    queue: &'a [Owed],
-    creds: &'a Credentials,
-    pace: &'a Pace,
-    forges: &'a HashMap<String, Result<(String, String), String>>,
-    environment: &'a str,
-    /// Set at the first transient failure: the Applications not started yet wait for the
-    /// next round (a provider that is down is not asked once per Application; one that
-    /// refuses one repository still gets the others).
-    stopped: std::sync::atomic::AtomicBool,
-}
-
-/// What became of one Application's reports in a round.
-#[derive(Default)]
-struct AppRound {
-    /// Reports done with (delivered, filtered, dropped, nothing to say), in order.
-    advanced: Vec<(String, Report)>,
-    last_delivery: Option<Delivery>,
-    /// Reports left for a later round.
-    remaining: usize,
-    /// Why it stopped, and the failed delivery.
-    failure: Option<(Problem, Delivery)>,
-}
-
-impl Round<'_> {
-    /// Delivers one Application's reports in order, stopping at the first failure (what
-    /// follows waits, so that it arrives in order once the provider answers again).
-    async fn deliver(&self, items: Vec<usize>) -> AppRound {
-        let kind = self.notifier.spec.kind;
-        let mut out = AppRound::default();
-        for (i, item) in items.iter().map(|&k| &self.queue[k]).enumerate() {
-            if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                out.remaining = items.len() - i;
-                return out;
-            }
-            let report = &item.report;
-            let done = |out: &mut AppRound| out.advanced.push((item.app.clone(), report.clone()));
-            if item.dropped {
-                self.ctx
-                    .metrics
-                    .notification(kind.label(), report.event, "dropped");
-                done(&mut out);
-                continue;
-            }
-            let wanted =
-                self.notifier.spec.severity == Severity::Info || report.state == State::Failure;
-            if !wanted {
-                done(&mut out);
-                continue;
-            }
-            let app = item.index.map(|i| &self.apps[i]);
-            let forge = match (kind.is_forge(), app, report.commit.is_some()) {
-                (true, Some(app), true) => match &self.forges[&app.spec.source_ref.name] {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        out.remaining = items.len() - i;
-                        out.failure = Some((
-                            Problem::Repository {
-                                app: item.app.clone(),
-                                why: e.clone(),
-                            },
-                            delivery(&item.app, self.ns, report, Some(e.clone())),
-                        ));
-                        return out;
-                    }
-                },
-                _ => None,
-            };
-            let cluster = app
-                .and_then(|a| a.status.as_ref())
-                .and_then(|s| s.cluster.clone())
-                .unwrap_or_else(|| "local".into());
-            let subject = Subject {
-                namespace: self.ns,
-                name: &item.app,
-                cluster: &cluster,
-            };
-            let target = Target {
-                kind,
-                creds: self.creds,
-                forge,
-                context: &self.notifier.spec.context,
-                environment: self.environment,
-                insecure: self.notifier.spec.insecure,
-                targets: &self.ctx.targets,
-                pace: self.pace,
-            };
-            let now = Timestamp::now();
-            match deliver::deliver(&target, subject, report, &now.to_string()).await {
-                Ok(Outcome::Sent) => {
-                    let metrics = &self.ctx.metrics;
-                    metrics.notification(kind.label(), report.event, "delivered");
-                    if let Some(at) = report.at {
-                        let waited = Timestamp::now().duration_since(at).as_secs_f64();
-                        metrics.notification_latency(kind.label(), waited);
-                    }
-                    out.last_delivery = Some(delivery(&item.app, self.ns, report, None));
-                    done(&mut out);
-                }
-                // Nothing to say on this target (no commit): done.
-                Ok(Outcome::NothingToSay) => done(&mut out),
-                Err(e) => {
-                    self.ctx
-                        .metrics
-                        .notification(kind.label(), report.event, e.label());
-                    tracing::warn!(namespace = %self.ns, name = %self.notifier.name_any(), application = %item.app, error = %e, "notification not delivered");
-                    if e.is_transient() {
-                        self.stopped
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    out.remaining = items.len() - i;
-                    let failed = delivery(&item.app, self.ns, report, Some(e.to_string()));
-                    out.failure = Some((
-                        Problem::Send {
-                            app: item.app.clone(),
-                            revision: report.revision.clone(),
-                            error: e,
-                        },
-                        failed,
-                    ));
-                    return out;
-                }
-            }
-        }
-        out
-    }
 }
 
 async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result<Action> {
@@ -717,102 +460,5 @@ impl std::ops::Deref for NotifierContext {
 
     fn deref(&self) -> &Context {
         &self.shared
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app(name: &str, history: &[(&str, bool)]) -> Arc<Application> {
-        let records: Vec<serde_json::Value> = history
-            .iter()
-            .map(|(commit, healthy)| {
-                serde_json::json!({
-                    "revision": format!("main@sha1:{commit}"),
-                    "startedAt": "2026-12-02T10:00:00Z",
-                    "result": "Succeeded",
-                    "created": 1, "configured": 0, "unchanged": 0, "pruned": 0,
-                    "healthy": healthy,
-                })
-            })
-            .collect();
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
-                "metadata": {"name": name, "namespace": "team-a"},
-                "spec": {"sourceRef": {"name": "s"}},
-                "status": {"history": records},
-            }))
-            .unwrap(),
-        )
-    }
-
-    fn cursor(app: &str, revision: &str, state: &str) -> Delivered {
-        Delivered {
-            application: app.into(),
-            revision: revision.into(),
-            state: state.into(),
-        }
-    }
-
-    #[test]
-    fn owed_reports_follow_the_cursors_and_a_gone_application_is_said_deleted_once() {
-        let apps = vec![app("web", &[("c2", true), ("c1", true)])];
-        let mut cursors = vec![
-            cursor("web", "main@sha1:c1", "success"),
-            cursor("gone", "main@sha1:c9", "success"),
-            cursor("gone", "main@sha1:c9#drift", "failure"),
-            cursor("unselected", "main@sha1:c5", "success"),
-        ];
-        let names = vec!["web".to_string(), "unselected".to_string()];
-        let queue = owed(&apps, &names, &mut cursors);
-        let said: Vec<(&str, &str)> = queue
-            .iter()
-            .map(|o| (o.app.as_str(), o.report.revision.as_str()))
-            .collect();
-        assert_eq!(
-            said,
-            [("web", "main@sha1:c2"), ("gone", "main@sha1:c9#deleted")]
-        );
-        // The gone Application's and the unselected one's cursors are forgotten.
-        assert_eq!(
-            cursors
-                .iter()
-                .map(|c| c.application.as_str())
-                .collect::<Vec<_>>(),
-            ["web"]
-        );
-    }
-
-    #[test]
-    fn beyond_the_bound_the_oldest_reports_are_dropped() {
-        let report = |commit: &str, secs: i64| Owed {
-            app: "web".into(),
-            index: Some(0),
-            report: Report {
-                revision: format!("main@sha1:{commit}"),
-                commit: Some(commit.into()),
-                state: State::Success,
-                event: "deployed",
-                description: String::new(),
-                at: Some(Timestamp::from_second(secs).unwrap()),
-            },
-            dropped: false,
-        };
-        let mut queue = vec![report("c3", 30), report("c1", 10), report("c2", 20)];
-        assert_eq!(drop_oldest(&mut queue, 5), 0);
-        assert_eq!(drop_oldest(&mut queue, 1), 2);
-        let kept: Vec<_> = queue
-            .iter()
-            .filter(|o| !o.dropped)
-            .map(|o| o.report.revision.as_str())
-            .collect();
-        assert_eq!(kept, ["main@sha1:c3"]);
-        let mut cursors = vec![];
-        advance(&mut cursors, "web", &queue[1].report);
-        advance(&mut cursors, "web", &queue[0].report);
-        assert_eq!(cursors.len(), 1, "one cursor per stream");
-        assert_eq!(cursors[0].revision, "main@sha1:c3");
     }
 }
