@@ -52,6 +52,8 @@ pub struct Report {
 pub const DRIFT: &str = "drift";
 pub const SOURCE: &str = "source";
 pub const DELETED: &str = "deleted";
+/// Canary streams are `canary-<step>` and `canary-<step>-paused`.
+pub const CANARY: &str = "canary";
 
 /// The stream a key (a report's `revision`, a cursor's) belongs to; `""` for revisions.
 pub fn stream_of(key: &str) -> &str {
@@ -243,9 +245,10 @@ fn key(status: &ApplicationStatus, stream: &str) -> String {
     format!("{base}#{stream}")
 }
 
-/// The reports of the Application's current state that concern no revision: its drift (in
-/// audit mode: detected and cleared; in heal mode: healed, or a heal that failed) and its
-/// source (failed, working again).
+/// The reports of the Application's current state beside its revisions': its drift (in
+/// audit mode: detected and cleared; in heal mode: healed, or a heal that failed), its
+/// canary (started, each step reached, paused for promotion) and its source (failed,
+/// working again).
 pub fn events(status: &ApplicationStatus) -> Vec<Event> {
     let mut out = Vec::new();
     if let Some(c) = conditions::find(&status.conditions, conditions::DRIFTED) {
@@ -265,6 +268,38 @@ pub fn events(status: &ApplicationStatus) -> Vec<Event> {
                 at: Some(c.last_transition_time.0),
             },
             quiet,
+        });
+    }
+    if let Some(r) = &status.rollout
+        && matches!(r.phase, RolloutPhase::Progressing | RolloutPhase::Paused)
+        && let Some(revision) = &r.revision
+    {
+        // One stream per step (and per pause for promotion): each is said once.
+        let paused = r.phase == RolloutPhase::Paused;
+        let (event, stream) = match (paused, r.step) {
+            (true, step) => ("canary-paused", format!("{CANARY}-{step}-paused")),
+            (false, 0) => ("canary-started", format!("{CANARY}-0")),
+            (false, step) => ("canary-step", format!("{CANARY}-{step}")),
+        };
+        let at = r
+            .step_started_at
+            .as_ref()
+            .or(r.started_at.as_ref())
+            .map(|t| t.0);
+        out.push(Event {
+            report: Report {
+                revision: format!("{revision}#{stream}"),
+                commit: None,
+                state: State::Pending,
+                event,
+                description: one_line(&format!(
+                    "canary step {}: {}",
+                    r.step + 1,
+                    r.message.as_deref().unwrap_or("in progress")
+                )),
+                at,
+            },
+            quiet: false,
         });
     }
     if let Some(c) = conditions::find(&status.conditions, conditions::READY) {
@@ -419,6 +454,50 @@ mod tests {
         assert_eq!(reports(&status).last().unwrap().state, State::Pending);
         assert_eq!(stream_of("main@sha1:c1#source"), SOURCE);
         assert_eq!(stream_of("main@sha1:c1"), "");
+    }
+
+    #[test]
+    fn each_canary_step_and_pause_is_said_once() {
+        use crate::api::rollout::RolloutStatus;
+        let mut status = ApplicationStatus {
+            history: vec![rec("c1", SyncResult::Succeeded, Some(true), "")],
+            rollout: Some(RolloutStatus {
+                phase: RolloutPhase::Progressing,
+                revision: Some("main@sha1:c2".into()),
+                step: 0,
+                message: Some("10% of the stable replicas".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let canary = |status: &ApplicationStatus| {
+            events(status)
+                .into_iter()
+                .find(|e| stream_of(&e.report.revision).starts_with(CANARY))
+                .unwrap()
+        };
+        let started = canary(&status);
+        assert_eq!(started.report.event, "canary-started");
+        assert_eq!(started.report.revision, "main@sha1:c2#canary-0");
+        let said = Delivered {
+            application: "web".into(),
+            revision: started.report.revision.clone(),
+            state: "pending".into(),
+        };
+        assert!(!event_due(&started, Some(&said)));
+        let rollout = status.rollout.as_mut().unwrap();
+        rollout.step = 1;
+        let step = canary(&status);
+        assert_eq!(step.report.event, "canary-step");
+        assert!(event_due(&step, None), "a stream of its own");
+        status.rollout.as_mut().unwrap().phase = RolloutPhase::Paused;
+        assert_eq!(canary(&status).report.event, "canary-paused");
+        status.rollout.as_mut().unwrap().phase = RolloutPhase::Succeeded;
+        assert!(
+            events(&status)
+                .iter()
+                .all(|e| !stream_of(&e.report.revision).starts_with(CANARY))
+        );
     }
 
     #[test]

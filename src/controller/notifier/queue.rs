@@ -34,6 +34,27 @@ pub(super) fn owed(
     let mut out = Vec::new();
     for (index, app) in apps.iter().enumerate() {
         let name = app.name_any();
+        // Canary cursors matter while that canary runs: the others are let go (a new
+        // canary's keys name its own revision).
+        let canary = app
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .filter(|r| {
+                matches!(
+                    r.phase,
+                    crate::api::rollout::RolloutPhase::Progressing
+                        | crate::api::rollout::RolloutPhase::Paused
+                )
+            })
+            .and_then(|r| r.revision.clone());
+        cursors.retain(|d| {
+            d.application != name
+                || !report::stream_of(&d.revision).starts_with(report::CANARY)
+                || canary
+                    .as_deref()
+                    .is_some_and(|r| d.revision.starts_with(&format!("{r}#")))
+        });
         let cursor = |stream: &str| {
             cursors
                 .iter()
