@@ -79,6 +79,8 @@ async fn chart_installs_and_its_deployment_becomes_available() {
             "--leader-elect",
             &fullname,
             "--leader-election-lease-duration=15s",
+            // Notifiers never send to the Service network (notify.serviceCIDR).
+            "--service-cidr=10.96.0.0/12",
         ]
     );
     // Receivers are reachable through a Service on the named container port.
