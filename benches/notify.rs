@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use common::{env_or, median, runs, start_controller};
+use common::{env_or, median, rss_mib, runs, start_controller};
 use support::cluster::{TestNamespace, client, install_crds};
 use support::gitea::Gitea;
 use support::webhook_sink::WebhookSink;
@@ -44,6 +44,14 @@ fn files(n: usize, round: &str) -> Vec<(String, String)> {
     (0..n).map(|i| file(i, round)).collect()
 }
 
+/// `files` as the Gitea harness takes them.
+fn refs(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect()
+}
+
 /// CPU seconds (user + system) a process used so far.
 fn cpu_s(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return 0.0 };
@@ -56,17 +64,6 @@ fn cpu_s(pid: Option<u32>) -> f64 {
         .collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command.
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Seconds from `start` until every Application is Ready at `commit`.
@@ -164,13 +161,8 @@ async fn main() {
     let ns = TestNamespace::new(&client, "bench-notify").await;
     let forge = Gitea::start();
     let sink = WebhookSink::start();
-    let owned = |v: &[(String, String)]| v.to_vec();
-    let initial = owned(&files(n, "0"));
-    let refs: Vec<(&str, &str)> = initial
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    let mut commit = forge.create_repo("fleet", &refs);
+    let initial = files(n, "0");
+    let mut commit = forge.create_repo("fleet", &refs(&initial));
 
     let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
     repos
@@ -242,13 +234,9 @@ async fn main() {
     for round in 0..runs() {
         // Without Notifiers.
         let changed = files(n, &format!("{round}a"));
-        let refs: Vec<(&str, &str)> = changed
-            .iter()
-            .map(|(p, t)| (p.as_str(), t.as_str()))
-            .collect();
         let start = Instant::now();
         let (forge_cpu, own_cpu) = (cpu_s(forge.pid()), cpu_s(Some(pid)));
-        commit = forge.push("fleet", &refs, &format!("round {round}: without"));
+        commit = forge.push("fleet", &refs(&changed), &format!("round {round}: without"));
         ready_without.push(all_ready(&apps, n, &commit, start).await);
         forge_cpu_without.push(cpu_s(forge.pid()) - forge_cpu);
         cpu_without.push(cpu_s(Some(pid)) - own_cpu);
@@ -274,13 +262,9 @@ async fn main() {
             all_delivered(&notifiers, name, n, &commit, "success", Instant::now()).await;
         }
         let changed = files(n, &format!("{round}b"));
-        let refs: Vec<(&str, &str)> = changed
-            .iter()
-            .map(|(p, t)| (p.as_str(), t.as_str()))
-            .collect();
         let start = Instant::now();
         let (forge_cpu, own_cpu) = (cpu_s(forge.pid()), cpu_s(Some(pid)));
-        commit = forge.push("fleet", &refs, &format!("round {round}: with"));
+        commit = forge.push("fleet", &refs(&changed), &format!("round {round}: with"));
         let ready = all_ready(&apps, n, &commit, start).await;
         let mut forge_done = 0.0;
         let mut hook_done = 0.0;

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod git_repository;
 pub mod image_policy;
 pub mod notifier;
+pub mod reasons;
 pub mod receiver;
 pub mod refs;
 pub mod rollout;

@@ -9,6 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status};
 use crate::api::notifier::Delivered;
+use crate::api::reasons::{
+    ARTIFACT_FAILED, DRIFT_DETECTED, DRIFT_HEAL_FAILED, DRIFT_HEALED, HOOK_FAILED,
+};
 use crate::api::rollout::RolloutPhase;
 
 /// The state of a revision, as commit statuses name it.
@@ -137,13 +140,6 @@ fn of_record(rec: &SyncRecord, status: &ApplicationStatus, latest: bool) -> Repo
         at: Some(rec.finished_at.as_ref().unwrap_or(&rec.started_at).0),
     }
 }
-
-/// The condition reasons these reports read (written by the Application reconciler).
-const HOOK_FAILED: &str = "HookFailed";
-const ARTIFACT_FAILED: &str = "ArtifactFailed";
-const DRIFT_DETECTED: &str = "DriftDetected";
-const DRIFT_HEAL_FAILED: &str = "DriftHealFailed";
-const DRIFT_HEALED: &str = "DriftHealed";
 
 /// A synced revision whose health is not decided yet: the conditions say where it is.
 fn pending_or_current(status: &ApplicationStatus, latest: bool) -> (State, &'static str, String) {

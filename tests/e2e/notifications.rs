@@ -625,6 +625,19 @@ async fn a_push_on_gitea_is_fetched_at_once_through_a_gitea_receiver() {
     );
 }
 
+/// A webhook Notifier `hook` posting to `address`, with its Secret.
+async fn webhook_notifier(client: &kube::Client, ns: &str, shard: &str, address: &str) {
+    secret(client, ns, "hook", &[("token", "k"), ("address", address)]).await;
+    notifier(
+        client,
+        ns,
+        shard,
+        "hook",
+        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
+    )
+    .await;
+}
+
 /// The webhook bodies the sink received on `path`, as (event, state, delivery key).
 fn events(sink: &WebhookSink, path: &str) -> Vec<(String, String, String)> {
     sink.requests()
@@ -654,21 +667,7 @@ async fn a_healed_drift_and_the_deletion_reach_the_webhook() {
     let sink = WebhookSink::start();
     let server = GitServer::start();
     let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
-    secret(
-        &client,
-        &ns.name,
-        "hook",
-        &[("token", "k"), ("address", &sink.url("/events"))],
-    )
-    .await;
-    notifier(
-        &client,
-        &ns.name,
-        &shard,
-        "hook",
-        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
-    )
-    .await;
+    webhook_notifier(&client, &ns.name, &shard, &sink.url("/events")).await;
     source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     wait_synced_healthy(&apps, "web", &c1).await;
@@ -767,21 +766,7 @@ async fn a_report_in_flight_when_the_controller_is_killed_is_sent_again_once_aft
     });
     let server = GitServer::start();
     let c1 = server.create_repo("app", &[("app/cm.yaml", &config_map("web", "one"))]);
-    secret(
-        &client,
-        &ns.name,
-        "hook",
-        &[("token", "k"), ("address", &sink.url("/events"))],
-    )
-    .await;
-    notifier(
-        &client,
-        &ns.name,
-        &shard,
-        "hook",
-        json!({"type": "webhook", "secretRef": {"name": "hook"}}),
-    )
-    .await;
+    webhook_notifier(&client, &ns.name, &shard, &sink.url("/events")).await;
     source_and_app(&client, &ns.name, &shard, "web", &server.http_url("app")).await;
     let successes = || {
         events(&sink, "/events")

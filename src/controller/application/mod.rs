@@ -34,7 +34,8 @@ mod health_gate;
 pub mod live_health;
 pub mod memory;
 pub mod pipeline;
-pub mod reasons;
+/// The condition reasons are part of the API (Notifiers read them too).
+pub use crate::api::reasons;
 pub mod reconcile;
 pub mod record;
 pub mod rolling_abort;

@@ -183,22 +183,23 @@ pub fn find_deployment(
     environment: &str,
     token: &str,
 ) -> Request {
-    let env: String = environment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let base = format!(
+        "{}/repos/{repository}/deployments",
+        api.trim_end_matches('/')
+    );
+    let query = [
+        ("sha", commit),
+        ("environment", environment),
+        ("per_page", "1"),
+    ];
+    // (An address that is not a URL stays as it is: sending it says so.)
+    let url = http_client::Url::parse_with_params(&base, query)
+        .map(String::from)
+        .unwrap_or(base);
     github(
         Request {
             method: super::Method::Get,
-            url: format!(
-                "{}/repos/{repository}/deployments?sha={commit}&environment={env}&per_page=1",
-                api.trim_end_matches('/')
-            ),
+            url,
             headers: Vec::new(),
             body: Vec::new(),
         },

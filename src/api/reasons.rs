@@ -1,5 +1,6 @@
 //! The reasons of an Application's conditions and Events, in one place: logic that
-//! branches on a reason and the code that writes it name the same constant.
+//! branches on a reason (the reconciler's own, a Notifier's reports) and the code that
+//! writes it name the same constant.
 
 // A sync that stopped, one per stage.
 pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
@@ -25,7 +26,7 @@ pub const PRUNED: &str = "Pruned";
 pub const SUSPENDED: &str = "Suspended";
 pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 pub const MANUAL_SYNC_REQUIRED: &str = "ManualSyncRequired";
-// A target (cluster, identity) the controller cannot act as: cluster::reason.
+// A target (cluster, identity) the controller cannot act as: see the cluster module.
 
 // Health (HEALTH_CHECK_FAILED is also a reason of Ready).
 pub const HEALTHY: &str = "Healthy";
