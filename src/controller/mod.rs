@@ -211,3 +211,12 @@ pub fn error_policy<K: GantryKind, C>(
     );
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
 }
+
+/// A hash of what a watch event must have changed to wake a reconcile (for
+/// `predicate_filter`).
+pub(crate) fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}

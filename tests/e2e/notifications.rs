@@ -56,6 +56,32 @@ async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str
         .unwrap();
 }
 
+/// Waits for Notifier `name`'s Ready condition to be False with `reason`; on timeout the
+/// panic shows the Notifier's last status (what it said instead).
+async fn wait_notifier_reason(
+    notifiers: &Api<Notifier>,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = notifiers.get(name).await.ok().and_then(|n| n.status);
+        let ready = status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        if let Some(ready) = ready.filter(|c| c.reason == reason && c.status == "False") {
+            return ready.clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "Notifier {name}: no Ready=False/{reason} after {timeout:?}; last status: {status:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A GitRepository and an Application of `url`, both labelled for `shard`.
 async fn source_and_app(client: &kube::Client, ns: &str, shard: &str, name: &str, url: &str) {
     let labels = json!({"gantry.dev/shard": shard});
@@ -506,17 +532,12 @@ async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
 
     // The metadata address is refused, named, and the Application is unaffected.
     let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
-    let refused = eventually("AddressRefused", Duration::from_secs(60), || async {
-        let n = notifiers.get("metadata").await.ok()?;
-        let ready = n
-            .status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")?
-            .clone();
-        (ready.reason == "AddressRefused").then_some(ready)
-    })
+    let refused = wait_notifier_reason(
+        &notifiers,
+        "metadata",
+        "AddressRefused",
+        Duration::from_secs(90),
+    )
     .await;
     assert!(refused.message.contains("169.254.169.254"), "{refused:?}");
     assert!(
@@ -525,15 +546,12 @@ async fn a_signed_webhook_another_namespace_and_a_metadata_address() {
     );
     let app = apps.get("web").await.unwrap();
     assert_eq!(condition(&app, "Ready").unwrap().status, "True");
-    let service_net = eventually("AddressRefused", Duration::from_secs(60), || async {
-        let n = notifiers.get("service-net").await.ok()?;
-        let ready = n
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.reason == "AddressRefused").then_some(ready)
-    })
+    let service_net = wait_notifier_reason(
+        &notifiers,
+        "service-net",
+        "AddressRefused",
+        Duration::from_secs(90),
+    )
     .await;
     assert!(
         service_net.message.contains("10.96.0.10")
@@ -900,16 +918,7 @@ async fn bad_notifiers_say_why_on_their_condition_and_leave_the_application_alon
 
     let notifiers: Api<Notifier> = Api::namespaced(client.clone(), &ns.name);
     for (name, _, reason, needle) in cases {
-        let ready = eventually(reason, Duration::from_secs(90), || async {
-            let n = notifiers.get(name).await.ok()?;
-            let ready = n
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Ready")?;
-            (ready.reason == reason && ready.status == "False").then_some(ready)
-        })
-        .await;
+        let ready = wait_notifier_reason(&notifiers, name, reason, Duration::from_secs(90)).await;
         assert!(ready.message.contains(needle), "{name}: {ready:?}");
         assert!(
             !ready.message.contains("t0ken-value") && ready.message.len() < 600,
@@ -922,6 +931,22 @@ async fn bad_notifiers_say_why_on_their_condition_and_leave_the_application_alon
             assert!(failure.revision.ends_with(c1.as_str()), "{failure:?}");
         }
     }
+    // A provider that keeps refusing is retried with backoff (2 s doubling), not at every
+    // status write of the Notifier's own rounds: over 10 s, at most 4 more attempts.
+    let attempts = || {
+        sink.requests()
+            .iter()
+            .filter(|r| r.path.contains("/repos/team/app/statuses"))
+            .count()
+    };
+    let before = attempts();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let more = attempts() - before;
+    assert!(
+        more <= 4,
+        "{more} attempts in 10 s: the refusing forge is not backed off"
+    );
+
     // The Application never noticed.
     let app = apps.get("web").await.unwrap();
     assert_eq!(condition(&app, "Ready").unwrap().status, "True");

@@ -16,6 +16,7 @@ use super::reconcile::reconcile;
 use crate::api::application::Application;
 use crate::api::conditions;
 use crate::api::{GitRepository, ImagePolicy};
+use crate::controller::hash_of;
 
 pub async fn run(
     ctx: Arc<AppContext>,
@@ -139,12 +140,4 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-/// A hash of what a watch event must have changed to wake a reconcile.
-fn hash_of(v: &impl std::hash::Hash) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
 }

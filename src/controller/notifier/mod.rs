@@ -431,9 +431,29 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
         paces: Default::default(),
         rounds: Default::default(),
     });
+    // A round is due when someone changes the Notifier (spec, labels, annotations), not when
+    // a round writes its status: a failing round writes its last failure, and waking on that
+    // write would retry a refused or down provider every second instead of backing off.
+    let (notifier_reader, notifier_writer) = reflector::store();
+    let notifier_changes = watcher(api, ctx.watch())
+        .modify(|n: &mut Notifier| n.managed_fields_mut().clear())
+        .reflect(notifier_writer)
+        .applied_objects()
+        .predicate_filter(
+            |n: &Notifier| {
+                Some(super::hash_of(&(
+                    &n.metadata.uid,
+                    n.metadata.generation,
+                    &n.metadata.annotations,
+                    &n.metadata.labels,
+                )))
+            },
+            Default::default(),
+        );
     // No debounce: it would postpone a round for as long as a fleet keeps changing. Changes
     // that arrive while a round runs are one pending round.
-    let controller = Controller::new(api, ctx.watch()).with_config(ctx.controller_config());
+    let controller = Controller::for_stream(notifier_changes, notifier_reader)
+        .with_config(ctx.controller_config());
     let notifiers = controller.store();
     controller
         .watches_stream(app_events, move |app: Application| {
