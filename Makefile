@@ -50,6 +50,7 @@ lint:
 crds:
 	$(CARGO) run --quiet -- crds --out-dir crds
 	$(CARGO) run --quiet -- crds --out-dir charts/gantry/crds
+	$(CARGO) run --quiet -- plan --schema > docs/plan.schema.json
 
 unit:
 	$(CARGO) test --lib --bins

@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod notify;
+pub mod plan;
 pub mod render;
 pub mod rollout;
 pub mod server;

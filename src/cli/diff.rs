@@ -15,11 +15,11 @@ use crate::api::{Application, GitRepository};
 use crate::apply::applier::Applier;
 use crate::apply::normalize::{Desired, describe};
 use crate::cluster::{Target, Targets};
-use crate::controller::application::pipeline::{self, SyncInput};
+use crate::controller::application::pipeline;
 use crate::controller::context::revision_commit;
 use crate::drift::diff::{mask, unified};
 use crate::error::{Error, Result};
-use crate::source::{artifact, git};
+use crate::source::git;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -93,7 +93,7 @@ async fn app_desired(
         })?;
     let commit = revision_commit(&revision).unwrap_or_default().to_string();
     let work = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
-    let (cache, tree) = (work.path().join("repo"), work.path().join("tree"));
+    let cache = work.path().join("repo");
     let url = repo.spec.url.clone();
     let reference = git::Reference::Commit {
         branch: repo.spec.git_ref.as_ref().and_then(|r| r.branch.clone()),
@@ -107,26 +107,19 @@ async fn app_desired(
     .await
     .map_err(|e| Error::Usage(e.to_string()))?
     .map_err(|e| Error::Usage(format!("cannot fetch {revision}: {e}")))?;
-    artifact::checkout_commit(&cache, &commit, &tree, &repo.spec.ignore)
-        .await
-        .map_err(|e| Error::Usage(format!("cannot check out {revision}: {e}")))?;
-    let input = SyncInput {
-        target: &target,
-        local: client,
-        app: &app,
-        artifact_root: &tree,
-        artifact_check: None,
-        hold: None,
-        record_planned: None,
-        timeout: app
-            .spec
-            .timeout
-            .parse()
-            .unwrap_or(std::time::Duration::from_secs(300)),
+    let at = pipeline::CachedCommit {
+        cache: &cache,
+        commit: &commit,
+        ignore: &repo.spec.ignore,
     };
-    let desired = pipeline::desired_set(&input)
+    let timeout = app
+        .spec
+        .timeout
+        .parse()
+        .unwrap_or(std::time::Duration::from_secs(300));
+    let (desired, _, _) = pipeline::render_commit(at, work.path(), &target, client, &app, timeout)
         .await
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Usage(format!("{revision}: {e}")))?;
     Ok((desired, app, target))
 }
 

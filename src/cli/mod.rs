@@ -43,6 +43,7 @@ pub mod crds;
 pub mod diff;
 pub mod get;
 pub mod history;
+pub mod plan;
 pub mod render;
 pub mod render_flags;
 pub mod rollback;
@@ -93,6 +94,10 @@ pub enum Command {
     Render(render::Args),
     /// Show how Git differs from the cluster (exit 0: none, 1: differences, 2: error).
     Diff(diff::Args),
+    /// What merging a Git revision would do to each Application of a source, checked by
+    /// the live API server as each Application's identity (exit 0: no change, 1: changes,
+    /// 2: something would be refused, or an error).
+    Plan(plan::Args),
     /// List Applications, sources or image policies.
     Get(get::Args),
     /// Sync an Application now (also with syncPolicy: manual).
@@ -121,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Controller(args) => controller::run(*args).await,
         Command::Render(args) => render::run(args).await,
         Command::Diff(args) => diff::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
         Command::Get(args) => get::run(args).await,
         Command::Sync(args) => sync::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,

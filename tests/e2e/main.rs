@@ -26,6 +26,7 @@ mod leader;
 mod notifications;
 mod oci_charts;
 mod ownership;
+mod plan;
 mod policies;
 mod receivers;
 mod registry;

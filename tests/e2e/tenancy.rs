@@ -7,15 +7,17 @@
 use std::time::Duration;
 
 use gantry::api::Application;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::support::app::{
     Workspace, condition, create_source_and_app, wait_ready_reason, wait_synced_healthy,
 };
-use crate::support::cluster::{TestNamespace, client, install_crds, kubeconfig_path};
+use crate::support::cluster::{
+    TestNamespace, client, install_crds, kubeconfig_path, namespace_admin,
+};
 use crate::support::controller::GantryController;
 use crate::support::git::GitServer;
 use crate::support::{eventually, random_suffix};
@@ -25,31 +27,6 @@ fn config_map(name: &str, namespace: Option<&str>) -> String {
         .map(|n| format!("  namespace: {n}\n"))
         .unwrap_or_default();
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n{ns}data:\n  k: v\n")
-}
-
-/// A ServiceAccount in `ns`, admin of `ns` only (the built-in `admin` ClusterRole bound by
-/// a RoleBinding).
-async fn namespace_admin(client: &kube::Client, ns: &str, name: &str) {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-    bindings
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": format!("{name}-admin")},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
 }
 
 async fn wait_reason(api: &Api<Application>, name: &str, reason: &str) -> Application {

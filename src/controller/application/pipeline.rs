@@ -172,6 +172,62 @@ pub async fn desired_set(input: &SyncInput<'_>) -> Result<Vec<Desired>, SyncErro
     Ok(desired_and_hooks(input).await?.0)
 }
 
+/// Why a revision could not be rendered from a Git cache.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderCommitError {
+    #[error("cannot create a scratch directory: {0}")]
+    Scratch(std::io::Error),
+    #[error("cannot check out {commit} from the Git cache: {error}")]
+    Checkout {
+        commit: String,
+        error: crate::source::artifact::ArtifactError,
+    },
+    #[error("cannot render {commit}: {error}")]
+    Render { commit: String, error: SyncError },
+}
+
+/// A commit in a Git cache, and the source's `ignore` patterns.
+pub struct CachedCommit<'a> {
+    pub cache: &'a Path,
+    pub commit: &'a str,
+    pub ignore: &'a [String],
+}
+
+/// `at`, checked out into a scratch directory under `scratch_in` (removed afterwards) and
+/// rendered exactly as a sync renders it: the set and its hooks. The one "render revision
+/// X" of the controller's re-apply after an abort and of `gantry diff`.
+pub async fn render_commit(
+    at: CachedCommit<'_>,
+    scratch_in: &Path,
+    target: &Target,
+    local: &kube::Client,
+    app: &Application,
+    timeout: Duration,
+) -> Result<Rendered, RenderCommitError> {
+    let commit = at.commit.to_string();
+    let scratch = tempfile::tempdir_in(scratch_in).map_err(RenderCommitError::Scratch)?;
+    let tree = scratch.path().join("tree");
+    crate::source::artifact::checkout_commit(at.cache, at.commit, &tree, at.ignore)
+        .await
+        .map_err(|error| RenderCommitError::Checkout {
+            commit: commit.clone(),
+            error,
+        })?;
+    let input = SyncInput {
+        target,
+        local,
+        app,
+        artifact_root: &tree,
+        artifact_check: None,
+        hold: None,
+        record_planned: None,
+        timeout,
+    };
+    desired_and_hooks(&input)
+        .await
+        .map_err(|error| RenderCommitError::Render { commit, error })
+}
+
 /// The set and the hooks to run around it.
 pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncError> {
     let app = input.app;

@@ -7,19 +7,19 @@ use kube::ResourceExt;
 
 use super::abort::{Returned, aborted};
 use super::memory::AppContext;
-use super::pipeline::{self, SyncInput};
+use super::pipeline;
 use crate::api::GitRepository;
 use crate::api::annotations::ROLLBACK_NOTE;
 use crate::api::application::{Application, ApplicationStatus};
+use crate::apply::set::SetOptions;
 use crate::cluster::Target;
 use crate::controller::context::revision_commit;
 use crate::rollout::plan;
-use crate::source::artifact;
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 
 /// Renders `revision` from the Git cache of the Application's source and re-applies its
-/// workloads. Returns the workloads applied.
+/// workloads through the staged apply. Returns the workloads applied.
 async fn reapply_workloads(
     ctx: &AppContext,
     target: &Target,
@@ -30,52 +30,44 @@ async fn reapply_workloads(
     let ns = app.namespace().unwrap_or_default();
     let commit =
         revision_commit(revision).ok_or_else(|| format!("revision {revision} names no commit"))?;
-    let cache = ctx.git_cache(&ns, &source.name_any());
-    let scratch = tempfile::tempdir_in(&ctx.data_dir).map_err(|e| e.to_string())?;
-    let tree = scratch.path().join("tree");
-    artifact::checkout_commit(&cache, commit, &tree, &source.spec.ignore)
-        .await
-        .map_err(|e| format!("cannot check out {commit} from the Git cache: {e}"))?;
-    let input = SyncInput {
-        target,
-        local: &ctx.client,
-        app,
-        artifact_root: &tree,
-        artifact_check: None,
-        hold: None,
-        record_planned: None,
-        timeout: ctx.app_timeout(app),
+    let at = pipeline::CachedCommit {
+        cache: &ctx.git_cache(&ns, &source.name_any()),
+        commit,
+        ignore: &source.spec.ignore,
     };
-    let desired = pipeline::desired_set(&input)
-        .await
-        .map_err(|e| format!("cannot render {revision}: {e}"))?;
-    let applier = &target.applier;
-    let mut items = vec![];
-    for d in desired
-        .iter()
-        .filter(|d| WORKLOAD_KINDS.contains(&d.key.kind.as_str()))
-    {
-        if let Ok(Some(r)) = applier.resolve_key(&d.key).await {
-            items.push((d, r));
-        }
-    }
-    let names: Vec<String> = items
-        .iter()
-        .map(|(d, _)| format!("{} {}", d.key.kind, d.key.name))
-        .collect();
-    let items: Vec<_> = items.iter().map(|(d, r)| (*d, r)).collect();
-    // Forced: the failed revision's apply owns these fields now.
-    let errors: Vec<_> = applier
-        .apply(&items, true)
-        .await
+    let timeout = ctx.app_timeout(app);
+    let (desired, _, _) =
+        pipeline::render_commit(at, &ctx.data_dir, target, &ctx.client, app, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+    let workloads: Vec<_> = desired
         .into_iter()
-        .filter_map(|r| r.err())
+        .filter(|d| WORKLOAD_KINDS.contains(&d.key.kind.as_str()))
         .collect();
-    if errors.is_empty() {
-        Ok(names)
-    } else {
-        Err(crate::apply::join_errors(errors))
-    }
+    let names: Vec<String> = workloads
+        .iter()
+        .map(|d| format!("{} {}", d.key.kind, d.key.name))
+        .collect();
+    // Through the staged apply and its guards, as a sync: the whole subset is validated by
+    // dry-run first (nothing is written when one is refused), and an object labelled for
+    // another Application is not taken unless the spec allows it. Forced: the failed
+    // revision's apply owns these fields now.
+    let owner = pipeline::app_label(app);
+    target
+        .applier
+        .apply_set(
+            &workloads,
+            &SetOptions {
+                force: true,
+                take_ownership: app.spec.take_ownership,
+                owner: &owner,
+                recreate_on_immutable: app.spec.recreate_on_immutable,
+                ..SetOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(names)
 }
 
 /// Whether the commit of `revision` is a revert made by `gantry rollback` of the

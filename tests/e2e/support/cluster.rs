@@ -206,3 +206,29 @@ pub async fn is_leader(metrics_port: u16) -> Option<bool> {
     let line = text.lines().find(|l| l.starts_with("gantry_leader "))?;
     Some(line.ends_with(" 1"))
 }
+
+/// A ServiceAccount in `ns`, admin of `ns` only (the built-in `admin` ClusterRole bound by
+/// a RoleBinding).
+pub async fn namespace_admin(client: &kube::Client, ns: &str, name: &str) {
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), ns);
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}-admin")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
