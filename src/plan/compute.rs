@@ -328,7 +328,18 @@ async fn objects(target: &Target, app: &Application, desired: &[Desired]) -> Vec
             d.object["apiVersion"].as_str().unwrap_or_default(),
             crate::apply::normalize::describe(&d.key).replace(' ', "/")
         );
-        match target.applier.diff(d, true).await {
+        let applier = &target.applier;
+        // The write first: its refusal is the one a sync would meet (a read may be refused
+        // for other reasons); then the live object, for the diff.
+        let checked = match applier.resolve_key(&d.key).await {
+            Ok(Some(r)) => match applier.dry_apply(&r, d, true).await {
+                Ok(after) => Ok(Some((applier.live(&r, &d.key).await, after))),
+                Err(e) => Err(ObjectError::new(&d.key, &e)),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(ObjectError::new(&d.key, &e)),
+        };
+        match checked {
             Ok(None) => match created_first(d, desired, None) {
                 Some(note) => ObjectPlan {
                     note: Some(note),
@@ -340,9 +351,13 @@ async fn objects(target: &Target, app: &Application, desired: &[Desired]) -> Vec
                     format!("the cluster has no kind {} in {}", d.key.kind, title),
                 ),
             },
-            Ok(Some(diffed)) => {
-                let owner = diffed
-                    .live
+            Ok(Some((Err(e), _))) => refused(
+                d,
+                cause_of(None, &crate::apply::applier::api_message(&e)),
+                format!("cannot read it: {}", crate::apply::applier::api_message(&e)),
+            ),
+            Ok(Some((Ok(live), after))) => {
+                let owner = live
                     .as_ref()
                     .and_then(|l| crate::apply::foreign_owner(&d.object, l));
                 if let Some(owner) = owner.filter(|_| !app.spec.take_ownership) {
@@ -352,8 +367,8 @@ async fn objects(target: &Target, app: &Application, desired: &[Desired]) -> Vec
                         format!("labelled for Application {owner}; set spec.takeOwnership to take it"),
                     );
                 }
-                let diff = unified(&title, diffed.live.as_ref(), Some(&diffed.after));
-                let action = match (&diffed.live, &diff) {
+                let diff = unified(&title, live.as_ref(), Some(&after));
+                let action = match (&live, &diff) {
                     (None, _) => Action::Create,
                     (Some(_), Some(_)) => Action::Change,
                     (Some(_), None) => Action::Unchanged,
@@ -411,9 +426,13 @@ async fn pruned(target: &Target, app: &Application, desired: &[Desired]) -> Vec<
         let Ok(Some(live)) = target.applier.live(&r, &e).await else {
             continue;
         };
-        let title = crate::apply::normalize::describe(&e).replace(' ', "/");
+        let api_version = live["apiVersion"].as_str().unwrap_or_default().to_string();
+        let title = format!(
+            "{api_version}/{}",
+            crate::apply::normalize::describe(&e).replace(' ', "/")
+        );
         out.push(ObjectPlan {
-            api_version: live["apiVersion"].as_str().unwrap_or_default().to_string(),
+            api_version,
             kind: e.kind.clone(),
             namespace: e.namespace.clone(),
             name: e.name.clone(),

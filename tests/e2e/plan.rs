@@ -145,6 +145,7 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
         ws.remove("web/service.yaml");
     });
     let (code, text, err) = plan(&["--source", &source, "--ref", "feature-ok"]);
+    eprintln!("gantry plan --source {source} --ref feature-ok\n{text}");
     assert_eq!(code, 1, "{text}\n{err}");
     assert!(text.contains(&ok[..12]), "{text}");
     assert!(
@@ -229,6 +230,7 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
         );
     });
     let (code, text, err) = plan(&["--source", &source, "--ref", "feature-bad"]);
+    eprintln!("gantry plan --source {source} --ref feature-bad\n{text}");
     assert_eq!(code, 2, "{text}\n{err}");
     assert!(
         text.contains(&format!("! refused   ClusterRoleBinding {binding}: RBAC:")),
