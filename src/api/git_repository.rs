@@ -58,6 +58,25 @@ pub struct GitRepositorySpec {
     /// Stops fetching while true; the last artifact stays available.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Deploy plans of pull requests: a Receiver's pull request events for the branch this
+    /// source tracks are planned (`gantry plan`) and the plan is posted on the pull request
+    /// through the namespace's commit-status Notifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSpec>,
+}
+
+/// Which pull requests are planned.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSpec {
+    /// Plan the pull requests that target the tracked branch.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Also plan pull requests whose head is in a fork. Off by default: a plan shows live
+    /// state (object fields, refusals) to the pull request's author.
+    #[serde(default)]
+    pub from_forks: bool,
 }
 
 /// The reference to check out: one of branch, tag, semver or commit.
@@ -100,6 +119,30 @@ pub struct GitRepositoryStatus {
     /// sync` fetches the source first and waits for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_request: Option<String>,
+    /// The plans of open pull requests (written by the plan reconciler, under its own
+    /// field manager).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<PlanRecord>,
+}
+
+/// The plan of one pull request's head.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRecord {
+    /// The pull request's number.
+    pub number: u64,
+    /// The head commit planned.
+    pub head: String,
+    /// `success` (applies cleanly), `failure` (something would be refused), `skipped`
+    /// (not planned, see message) or `error` (the plan could not be made or posted).
+    pub result: String,
+    /// One line: the counts, or why.
+    #[serde(default)]
+    pub message: String,
+    /// The forge's id of the plan comment, edited on every push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment_id: Option<String>,
+    pub planned_at: Time,
 }
 
 /// A checked-out tree of one commit.

@@ -110,6 +110,11 @@ pub struct Args {
     #[arg(long, env = "GANTRY_FILE_SOURCES_ROOT")]
     pub file_sources_root: Option<std::path::PathBuf>,
 
+    /// Pull request plans computed at once (GitRepositories with `spec.plan.enabled`); each
+    /// is bounded by --max-timeout, and 0 turns plans off.
+    #[arg(long, env = "GANTRY_MAX_PLANS", default_value_t = 2)]
+    pub max_plans: usize,
+
     /// Let Notifiers send to the cluster's Service network (--service-cidr) and in-cluster
     /// names (`*.svc`, `*.cluster.local`); refused by default, as a tenant could otherwise
     /// reach Services it has no rights to. Link-local and cloud metadata addresses are
@@ -187,6 +192,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 allow_private: args.allow_private_notify_targets,
                 service_networks: args.service_cidr,
             },
+            max_plans: args.max_plans,
         },
     )
     .await?;

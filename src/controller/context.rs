@@ -33,6 +33,10 @@ pub struct Context {
     pub artifacts: crate::source::store::ArtifactStore,
     /// Where and as whom each Application's requests go.
     pub targets: Targets,
+    /// The same clusters and identities for pull request plans, with a budget of their own.
+    pub plan_targets: Targets,
+    /// Pull request plans computed at once (`--max-plans`; 0: none).
+    pub max_plans: usize,
     /// Kubernetes Events: one recorder per (object, reason) and note, so a repeated note
     /// counts up its series while a new note is a new Event (kube's recorder keys series by
     /// reason alone and would keep showing the first note).
@@ -61,6 +65,9 @@ pub struct Context {
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
 }
 
+/// Requests per second of all pull request plans toward one API server.
+pub const PLAN_QPS: u32 = 10;
+
 impl AsRef<Context> for Context {
     fn as_ref(&self) -> &Context {
         self
@@ -78,8 +85,20 @@ impl Context {
         >,
     )> {
         let (targets, rx) = Targets::new(
-            config,
+            config.clone(),
             opts.limits,
+            opts.namespace.clone(),
+            opts.tenancy.clone(),
+        )?;
+        // Plans of pull requests have their own clients and request budget per API server:
+        // a burst of plans never slows the syncs.
+        let (plan_targets, _) = Targets::new(
+            config,
+            crate::cluster::ClientLimits {
+                concurrency: 8,
+                qps: PLAN_QPS,
+                burst: PLAN_QPS * 2,
+            },
             opts.namespace.clone(),
             opts.tenancy.clone(),
         )?;
@@ -95,6 +114,8 @@ impl Context {
             artifacts: crate::source::store::ArtifactStore::new(data_dir.join("artifacts")),
             data_dir,
             targets,
+            plan_targets,
+            max_plans: opts.max_plans,
             scanner: Default::default(),
             registry_failures: Default::default(),
             endpoints: Default::default(),

@@ -301,6 +301,13 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     let generation = repo.metadata.generation;
     let mut status = repo.status.clone().unwrap_or_default();
     status.observed_generation = generation;
+    // The plans are the plan reconciler's (its own field manager): never written here, so
+    // an older copy never undoes its writes.
+    status.plans.clear();
+    let mut before = repo.status.clone();
+    if let Some(b) = before.as_mut() {
+        b.plans.clear();
+    }
 
     if repo.spec.suspend {
         conditions::set_condition(
@@ -375,7 +382,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         .annotations()
         .get(crate::api::annotations::REQUEST_ANNOTATION)
         .cloned();
-    if Some(&status) != repo.status.as_ref() {
+    if Some(&status) != before.as_ref() {
         apply_status(&api, &name, &status).await?;
     }
     Ok(Action::requeue(with_jitter(interval, &name)))

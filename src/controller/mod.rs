@@ -8,6 +8,7 @@ pub mod image_policy;
 pub mod kinds;
 pub mod leader;
 pub mod notifier;
+pub mod pull_requests;
 pub mod receiver;
 pub mod secrets;
 pub mod shard;
@@ -53,6 +54,8 @@ pub struct Options {
     pub file_sources_root: Option<std::path::PathBuf>,
     /// The addresses Notifiers may send to.
     pub notify_targets: crate::notify::send::Targets,
+    /// Pull request plans computed at once (0: pull requests are not planned).
+    pub max_plans: usize,
 }
 
 fn api_for<K: GantryKind>(client: &Client, opts: &Options) -> Api<K> {
@@ -135,6 +138,11 @@ async fn reconcile_all(
             opts.notify_targets.clone(),
             api_for::<Notifier>(&client, opts),
             api_for::<Application>(&client, opts),
+        ),
+        pull_requests::run(
+            ctx.clone(),
+            opts.notify_targets.clone(),
+            api_for::<GitRepository>(&client, opts),
         ),
     );
 }

@@ -245,6 +245,8 @@ pub async fn send(req: &Request, opts: Options<'_>) -> Result<Vec<u8>, SendError
     let mut request = match req.method {
         Method::Get => client.get(url),
         Method::Post => client.post(url).body(req.body.clone()),
+        Method::Patch => client.patch(url).body(req.body.clone()),
+        Method::Put => client.put(url).body(req.body.clone()),
     };
     for (k, v) in &req.headers {
         request = request.header(*k, v);

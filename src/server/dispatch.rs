@@ -30,6 +30,9 @@ pub struct Trigger {
     pub targets: Vec<ReceiverTarget>,
     /// For registry events: the pushed repositories.
     pub images: Option<Vec<String>>,
+    /// For pull request events: the request to plan or forget (the GitRepositories are not
+    /// reconciled: their branch did not move).
+    pub pull_request: Option<super::pull_request::Event>,
 }
 
 type Key = (TargetKind, String, String);
@@ -150,6 +153,67 @@ async fn fire(client: Client, key: Key) {
     }
 }
 
+/// Records a pull request event on each targeted GitRepository that plans the branch it
+/// targets: a plan request annotation (see `PLAN_REQUEST_PREFIX`), or its removal.
+async fn record_plan_request(client: Client, keys: Vec<Key>, event: super::pull_request::Event) {
+    use super::pull_request::Event;
+    use crate::api::annotations::{PLAN_REQUEST_PREFIX, PlanRequest, plan_request_annotation};
+    let (number, base_ref) = match &event {
+        Event::Plan(pr) => (pr.number, pr.base_ref.as_str()),
+        Event::Closed { number, base_ref } => (*number, base_ref.as_str()),
+        Event::Ignore(_) => return,
+    };
+    for (kind, ns, name) in keys {
+        if kind != TargetKind::GitRepository {
+            continue;
+        }
+        let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns);
+        let Ok(Some(repo)) = api.get_opt(&name).await else {
+            continue;
+        };
+        let plans = repo.spec.plan.as_ref().is_some_and(|p| p.enabled);
+        let branch = crate::source::git::Reference::from_spec(repo.spec.git_ref.as_ref());
+        if !plans || branch.branch() != Some(base_ref) {
+            continue;
+        }
+        let key = format!("{PLAN_REQUEST_PREFIX}{number}");
+        let value = match &event {
+            Event::Plan(pr) => {
+                let open = repo
+                    .annotations()
+                    .keys()
+                    .filter(|k| k.starts_with(PLAN_REQUEST_PREFIX) && **k != key)
+                    .count();
+                if open >= crate::api::annotations::MAX_PLAN_REQUESTS {
+                    tracing::warn!(namespace = %ns, %name, number, "too many open pull requests to plan; not recorded");
+                    continue;
+                }
+                let request = PlanRequest {
+                    number,
+                    head: pr.head.clone(),
+                    from_fork: pr.from_fork,
+                };
+                serde_json::Value::String(plan_request_annotation(&request).1)
+            }
+            _ => serde_json::Value::Null,
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        match api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(namespace = %ns, %name, number, "pull request plan requested"),
+            Err(e) => {
+                tracing::warn!(namespace = %ns, %name, number, error = %e, "cannot record the plan request")
+            }
+        }
+    }
+}
+
 /// Runs until the queue closes.
 pub async fn run(client: Client, mut queue: mpsc::Receiver<Trigger>) {
     let mut coalescer = Coalescer::default();
@@ -158,6 +222,11 @@ pub async fn run(client: Client, mut queue: mpsc::Receiver<Trigger>) {
         tokio::select! {
             t = queue.recv() => {
                 let Some(t) = t else { return };
+                if let Some(event) = t.pull_request.clone() {
+                    let keys = resolve(&client, &t).await;
+                    tokio::spawn(record_plan_request(client.clone(), keys, event));
+                    continue;
+                }
                 let keys = resolve(&client, &t).await;
                 tracing::info!(namespace = %t.namespace, receiver = %t.receiver, resources = keys.len(), "webhook accepted");
                 for key in keys {

@@ -4,6 +4,7 @@
 //! queue between the handlers and the reconcilers (503 when full).
 
 pub mod dispatch;
+pub mod pull_request;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -167,16 +168,18 @@ async fn handle(
             return reply(status, rejection.to_string());
         }
     };
-    let images = match verdict {
+    let (images, pull_request) = match verdict {
         verify::Verdict::Ignore(why) => return reply(StatusCode::OK, format!("ignored: {why}")),
-        verify::Verdict::Trigger => None,
-        verify::Verdict::TriggerImages(repos) => Some(repos),
+        verify::Verdict::Trigger => (None, None),
+        verify::Verdict::TriggerImages(repos) => (Some(repos), None),
+        verify::Verdict::PullRequest(event) => (None, Some(event)),
     };
     let trigger = Trigger {
         namespace: endpoint.namespace.clone(),
         receiver: endpoint.name.clone(),
         targets: endpoint.targets.clone(),
         images,
+        pull_request,
     };
     match state.queue.try_send(trigger) {
         Ok(()) => reply(StatusCode::ACCEPTED, "accepted"),

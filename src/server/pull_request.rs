@@ -65,7 +65,11 @@ pub fn github_like(payload: &Value) -> Result<Event, String> {
     let head_ref = str_at(payload, "/pull_request/head/ref")
         .ok_or_else(|| malformed("`pull_request.head.ref`"))?
         .to_string();
-    let repo_id = |side: &str| payload.pointer(&format!("/pull_request/{side}/repo/id")).cloned();
+    let repo_id = |side: &str| {
+        payload
+            .pointer(&format!("/pull_request/{side}/repo/id"))
+            .cloned()
+    };
     let from_fork = match (repo_id("head"), repo_id("base")) {
         (Some(h), Some(b)) => h != b,
         // Without both repositories, assume the worst.
@@ -106,7 +110,10 @@ pub fn gitlab(payload: &Value) -> Result<Event, String> {
     let head_ref = str_at(attrs, "/source_branch")
         .ok_or_else(|| malformed("`object_attributes.source_branch`"))?
         .to_string();
-    let from_fork = match (attrs.get("source_project_id"), attrs.get("target_project_id")) {
+    let from_fork = match (
+        attrs.get("source_project_id"),
+        attrs.get("target_project_id"),
+    ) {
         (Some(s), Some(t)) => s != t,
         _ => true,
     };
@@ -158,7 +165,10 @@ mod tests {
                 base_ref: "main".into()
             })
         );
-        assert!(matches!(github_like(&github("labeled", 1)), Ok(Event::Ignore(_))));
+        assert!(matches!(
+            github_like(&github("labeled", 1)),
+            Ok(Event::Ignore(_))
+        ));
     }
 
     #[test]
@@ -195,8 +205,14 @@ mod tests {
         };
         assert_eq!((pr.number, pr.from_fork), (3, false));
         assert!(matches!(gitlab(&mr("update", 1, true)), Ok(Event::Plan(_))));
-        assert!(matches!(gitlab(&mr("update", 1, false)), Ok(Event::Ignore(_))));
-        assert!(matches!(gitlab(&mr("merge", 1, false)), Ok(Event::Closed { number: 3, .. })));
+        assert!(matches!(
+            gitlab(&mr("update", 1, false)),
+            Ok(Event::Ignore(_))
+        ));
+        assert!(matches!(
+            gitlab(&mr("merge", 1, false)),
+            Ok(Event::Closed { number: 3, .. })
+        ));
         let Ok(Event::Plan(fork)) = gitlab(&mr("open", 9, false)) else {
             panic!("a plan");
         };

@@ -41,8 +41,18 @@ pub enum Verdict {
     /// Reconcile the Receiver's ImagePolicies whose repository is one of these
     /// (registry push events).
     TriggerImages(Vec<String>),
+    /// A pull (merge) request was opened, pushed to, reopened or closed: plan it, or forget
+    /// its plan.
+    PullRequest(super::pull_request::Event),
     /// Valid, but nothing to do (a ping, a non-push event).
     Ignore(String),
+}
+
+fn pull_request(event: Result<super::pull_request::Event, String>) -> Result<Verdict, Rejection> {
+    match event.map_err(Rejection::Malformed)? {
+        super::pull_request::Event::Ignore(why) => Ok(Verdict::Ignore(why)),
+        e => Ok(Verdict::PullRequest(e)),
+    }
 }
 
 /// The path token of a Receiver: derived from its secret and identity, so it changes when
@@ -114,6 +124,7 @@ pub fn verify(
                     Ok(Verdict::Trigger)
                 }
                 "ping" => Ok(Verdict::Ignore("ping".into())),
+                "pull_request" => pull_request(super::pull_request::github_like(&payload)),
                 other => Ok(Verdict::Ignore(format!("event {other} is not a push"))),
             }
         }
@@ -123,9 +134,10 @@ pub fn verify(
             if !token_ok(secret, token) {
                 return Err(Rejection::BadSignature);
             }
-            json(body)?;
+            let payload = json(body)?;
             match header(headers, "x-gitlab-event").unwrap_or("Push Hook") {
                 "Push Hook" | "Tag Push Hook" => Ok(Verdict::Trigger),
+                "Merge Request Hook" => pull_request(super::pull_request::gitlab(&payload)),
                 other => Ok(Verdict::Ignore(format!("event {other} is not a push"))),
             }
         }
@@ -137,12 +149,13 @@ pub fn verify(
             if !hmac_ok(secret, body, sig) {
                 return Err(Rejection::BadSignature);
             }
-            json(body)?;
+            let payload = json(body)?;
             let event = header(headers, "x-gitea-event")
                 .or_else(|| header(headers, "x-forgejo-event"))
                 .unwrap_or("push");
             match event {
                 "push" | "create" => Ok(Verdict::Trigger),
+                "pull_request" => pull_request(super::pull_request::github_like(&payload)),
                 other => Ok(Verdict::Ignore(format!("event {other} is not a push"))),
             }
         }

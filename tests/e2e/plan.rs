@@ -22,7 +22,9 @@ use crate::support::cluster::{
 };
 use crate::support::controller::GantryController;
 use crate::support::git::{GitServer, git};
-use crate::support::random_suffix;
+use crate::support::gitea::Gitea;
+use crate::support::{eventually, random_suffix};
+use std::time::Duration;
 
 fn config_map(name: &str, value: &str, immutable: bool) -> String {
     let frozen = if immutable { "immutable: true\n" } else { "" };
@@ -330,4 +332,263 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
         })
         .collect();
     assert!(writes.is_empty(), "the plan wrote: {writes:?}");
+}
+
+/// Plans on pull requests, by the controller, on a real forge: Gitea's own webhook reaches
+/// a Receiver, the plan is one comment on the pull request (edited in place on the next
+/// push, never a second comment) and a `gantry/plan` status on each head; a head that
+/// would be refused gets `failure` naming the RBAC refusal and the ServiceAccount; a pull
+/// request from a fork is not planned and gets a neutral status saying why.
+#[tokio::test]
+async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_a_status() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "plan-pr").await;
+    namespace_admin(&client, &ns.name, "deployer").await;
+    let controller = GantryController::start(&ns.name);
+    let forge = Gitea::start();
+    let main = forge.create_repo(
+        "app",
+        &[
+            ("web/settings.yaml", &config_map("settings", "v1", false)),
+            ("web/service.yaml", SERVICE),
+            ("other/other.yaml", &config_map("other", "v1", false)),
+        ],
+    );
+    crate::receivers::token_secret(&client, &ns.name).await;
+    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    repos
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+                "metadata": {"name": "repo"},
+                "spec": {"url": forge.clone_url("app"), "interval": "1h", "ref": {"branch": "main"},
+                         "plan": {"enabled": true}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    for (name, extra) in [
+        (
+            "web",
+            json!({"serviceAccountName": "deployer", "prune": true}),
+        ),
+        ("other", json!({})),
+    ] {
+        let mut spec = json!({"sourceRef": {"kind": "GitRepository", "name": "repo"},
+                              "path": name, "interval": "10m", "timeout": "2m"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        apps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+                "metadata": {"name": name}, "spec": spec
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    wait_synced_healthy(&apps, "web", &main).await;
+    wait_synced_healthy(&apps, "other", &main).await;
+    // The commit-status Notifier the plans are posted through.
+    let token = forge.create_token("plans");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "forge"}, "stringData": {"token": token}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let notifiers: Api<gantry::api::Notifier> = Api::namespaced(client.clone(), &ns.name);
+    notifiers
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "Notifier",
+                "metadata": {"name": "forge"},
+                "spec": {"type": "gitea", "secretRef": {"name": "forge"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let url = crate::receivers::receiver(
+        &client,
+        &ns.name,
+        &controller,
+        "forge",
+        "gitea",
+        ("GitRepository", "repo"),
+    )
+    .await;
+    forge
+        .api(
+            "POST",
+            "/repos/gantry/app/hooks",
+            Some(json!({
+                "type": "gitea", "active": true,
+                "events": ["pull_request", "pull_request_sync"],
+                "config": {"url": url, "content_type": "json", "secret": crate::receivers::TOKEN}
+            })),
+        )
+        .expect("create the Gitea webhook");
+
+    // 1. A pull request that changes a ConfigMap, adds a Deployment and removes a Service.
+    let head1 = forge.push_branch(
+        "app",
+        "feature",
+        &[
+            ("web/settings.yaml", &config_map("settings", "v2", false)),
+            ("web/deployment.yaml", DEPLOYMENT),
+        ],
+        &["web/service.yaml"],
+        "three changes",
+    );
+    let number = forge.open_pull("app", "feature", "main");
+    let plan_comments = || {
+        forge
+            .comments("app", number)
+            .into_iter()
+            .filter(|(_, body)| body.contains("gantry-plan"))
+            .collect::<Vec<_>>()
+    };
+    let (id, body) = eventually("the plan comment", Duration::from_secs(120), || async {
+        plan_comments()
+            .into_iter()
+            .find(|(_, b)| b.contains(&head1[..12]))
+    })
+    .await;
+    eprintln!("the plan comment on pull request {number}:\n{body}");
+    assert!(body.contains("applies cleanly"), "{body}");
+    assert!(
+        body.contains(&format!("| change | ConfigMap {}/settings |", ns.name)),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("| create | Deployment {}/api |", ns.name)),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("| prune | Service {}/old |", ns.name)),
+        "{body}"
+    );
+    assert!(body.contains("+  value: v2"), "the diff: {body}");
+    assert!(
+        !body.contains("/other on cluster"),
+        "only the Application that changes: {body}"
+    );
+    let status = |commit: &str| {
+        forge
+            .statuses("app", commit)
+            .into_iter()
+            .filter(|(context, _, _)| context == "gantry/plan")
+            .next_back()
+    };
+    let (_, state, _) = eventually("the plan status", Duration::from_secs(30), || async {
+        status(&head1)
+    })
+    .await;
+    assert_eq!(state, "success");
+
+    // 2. Another push to the pull request: the same comment, edited; a refusal.
+    let binding = format!("plan-pr-{}", random_suffix());
+    let head2 = forge.push_branch(
+        "app",
+        "feature",
+        &[(
+            "web/binding.yaml",
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {binding}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: cluster-admin\nsubjects:\n- kind: ServiceAccount\n  name: deployer\n  namespace: {}\n",
+                ns.name
+            ),
+        )],
+        &[],
+        "escalate",
+    );
+    let body = eventually(
+        "the edited plan comment",
+        Duration::from_secs(120),
+        || async {
+            let comments = plan_comments();
+            comments
+                .iter()
+                .find(|(_, b)| b.contains(&head2[..12]))
+                .map(|(cid, b)| (comments.len(), *cid, b.clone()))
+        },
+    )
+    .await;
+    let (count, edited_id, body) = body;
+    assert_eq!((count, edited_id), (1, id), "one comment, edited in place");
+    assert!(body.contains("would be refused"), "{body}");
+    assert!(
+        body.contains(&format!("ClusterRoleBinding {binding}"))
+            && body.contains("RBAC")
+            && body.contains(&format!("system:serviceaccount:{}:deployer", ns.name)),
+        "{body}"
+    );
+    let (_, state, description) =
+        eventually("the failure status", Duration::from_secs(30), || async {
+            status(&head2)
+        })
+        .await;
+    assert_eq!(state, "failure", "{description}");
+    let repo = repos.get("repo").await.unwrap();
+    let plans = repo.status.unwrap().plans;
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    assert_eq!(
+        (
+            plans[0].number,
+            plans[0].head.as_str(),
+            plans[0].result.as_str()
+        ),
+        (number, head2.as_str(), "failure")
+    );
+
+    // 3. A pull request from a fork (as the Receiver records it): not planned, a neutral
+    // status saying why.
+    let forked = forge.push_branch(
+        "app",
+        "from-a-fork",
+        &[("web/settings.yaml", &config_map("settings", "v3", false))],
+        &[],
+        "fork",
+    );
+    repos
+        .patch(
+            "repo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "plan.gantry.dev/pr-99": format!("{forked} fork")}}})),
+        )
+        .await
+        .unwrap();
+    let (_, state, description) =
+        eventually("the fork's status", Duration::from_secs(60), || async {
+            status(&forked)
+        })
+        .await;
+    assert_eq!(state, "warning", "{description}");
+    assert!(description.contains("fork"), "{description}");
+
+    // Planning wrote nothing to the cluster.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["value"],
+        "v1"
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    assert!(services.get_opt("old").await.unwrap().is_some());
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    assert!(crbs.get_opt(&binding).await.unwrap().is_none());
 }

@@ -130,7 +130,7 @@ async fn credentials(
 }
 
 /// Where a forge's reports for an Application go: (API base, repository).
-fn forge_target(
+pub(super) fn forge_target(
     notifier: &Notifier,
     source: Option<&GitRepository>,
 ) -> Result<(String, String), String> {

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod forge;
 pub mod hook;
+pub mod pull_request;
 
 use sha2::{Digest, Sha256};
 
@@ -18,6 +19,8 @@ pub use forge::{api_base, forge_of};
 pub enum Method {
     Get,
     Post,
+    Patch,
+    Put,
 }
 
 /// One request to send.

@@ -257,6 +257,91 @@ impl Gitea {
         git(work, &["rev-parse", "HEAD"]).trim().to_string()
     }
 
+    /// Commits `files` (written) and `removed` (deleted) on `branch` (made from main when
+    /// new) and pushes it; returns the commit.
+    pub fn push_branch(
+        &self,
+        repo: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        removed: &[&str],
+        message: &str,
+    ) -> String {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        git(w, &["clone", "-q", &self.clone_url(repo), "."]);
+        let exists = git(w, &["ls-remote", "--heads", "origin", branch]);
+        let from = if exists.trim().is_empty() {
+            "origin/main".to_string()
+        } else {
+            format!("origin/{branch}")
+        };
+        git(w, &["checkout", "-q", "-B", branch, &from]);
+        for path in removed {
+            std::fs::remove_file(w.join(path)).unwrap();
+        }
+        for (path, text) in files {
+            let p = w.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(w, &["add", "-A"]);
+        git(
+            w,
+            &[
+                "-c",
+                "user.name=Dev",
+                "-c",
+                "user.email=dev@example.test",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        );
+        git(
+            w,
+            &[
+                "push",
+                "-q",
+                &self.push_url(repo),
+                &format!("HEAD:{branch}"),
+            ],
+        );
+        git(w, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    /// Opens a pull request of `head` into `base`; returns its number.
+    pub fn open_pull(&self, repo: &str, head: &str, base: &str) -> u64 {
+        let pr = self
+            .api(
+                "POST",
+                &format!("/repos/{USER}/{repo}/pulls"),
+                Some(json!({"head": head, "base": base, "title": format!("Change {head}")})),
+            )
+            .expect("open the pull request");
+        pr["number"].as_u64().expect("a pull request number")
+    }
+
+    /// The comments of issue or pull request `number`: (id, body), oldest first.
+    pub fn comments(&self, repo: &str, number: u64) -> Vec<(u64, String)> {
+        self.api(
+            "GET",
+            &format!("/repos/{USER}/{repo}/issues/{number}/comments"),
+            None,
+        )
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap_or_default(),
+                c["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+    }
+
     /// Every status of `commit` as the forge lists it, oldest first: (context, state,
     /// description).
     pub fn statuses(&self, repo: &str, commit: &str) -> Vec<(String, String, String)> {
