@@ -492,8 +492,7 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
         forge
             .statuses("app", commit)
             .into_iter()
-            .filter(|(context, _, _)| context == "gantry/plan")
-            .next_back()
+            .rfind(|(context, _, _)| context == "gantry/plan")
     };
     let (_, state, _) = eventually("the plan status", Duration::from_secs(30), || async {
         status(&head1)
