@@ -38,6 +38,22 @@ struct PlanContext {
     shared: Arc<Context>,
     notify: Targets,
     permits: tokio::sync::Semaphore,
+    /// The GitRepositories as watched: a plan whose request a newer push replaced is
+    /// cancelled as soon as the watch shows it.
+    sources: kube::runtime::reflector::Store<GitRepository>,
+}
+
+/// Resolves once `req` is no longer among the requests of `ns/name` (a newer push, the pull
+/// request closed), as the watch cache shows it.
+async fn superseded(ctx: &PlanContext, ns: &str, name: &str, req: &PlanRequest) {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(ns);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let current = ctx.sources.get(&key);
+        if !current.is_some_and(|r| plan_requests(r.annotations()).contains(req)) {
+            return;
+        }
+    }
 }
 
 /// Where plans of a namespace are posted: a Notifier's forge, repository and credentials.
@@ -170,7 +186,7 @@ async fn plan_one(
     let timeout = ctx.shared.max_timeout;
     let fetch_timeout = repo.spec.timeout.parse().unwrap_or(Duration::from_secs(60));
     let started = std::time::Instant::now();
-    let planned = tokio::time::timeout(
+    let compute = tokio::time::timeout(
         timeout,
         compute::plan(compute::Request {
             client: &ctx.shared.client,
@@ -182,8 +198,14 @@ async fn plan_one(
             work: work.path(),
             timeout: fetch_timeout,
         }),
-    )
-    .await;
+    );
+    let planned = tokio::select! {
+        planned = compute => planned,
+        _ = superseded(ctx, &ns, &name, req) => {
+            tracing::info!(namespace = %ns, %name, number = req.number, head = %req.head, "plan cancelled: a newer push or the pull request closed");
+            return None;
+        }
+    };
     tracing::info!(namespace = %ns, %name, number = req.number, head = %req.head, seconds = started.elapsed().as_secs_f64(), "pull request planned");
     let (body, state, description) = match planned {
         Ok(Ok(plan)) => {
@@ -348,12 +370,14 @@ pub async fn run(ctx: Arc<Context>, notify: Targets, api: Api<GitRepository>) {
             },
             Default::default(),
         );
+    let controller = Controller::for_stream(changes, reader);
     let pctx = Arc::new(PlanContext {
         permits: tokio::sync::Semaphore::new(ctx.max_plans.max(1)),
         shared: ctx.clone(),
         notify,
+        sources: controller.store(),
     });
-    Controller::for_stream(changes, reader)
+    controller
         .with_config(ctx.controller_config())
         .graceful_shutdown_on(super::shutdown_signal())
         .run(
