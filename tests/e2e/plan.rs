@@ -146,6 +146,22 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
         ws.write("web/deployment.yaml", DEPLOYMENT);
         ws.remove("web/service.yaml");
     });
+    // A Secret in the branch: the plan says it is created, never what it holds.
+    let secret_branch = push_branch(&ws, "feature-secret", |ws| {
+        ws.write(
+            "web/secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: pl4n-s3cr3t-value\n",
+        );
+    });
+    for output in ["text", "markdown", "json"] {
+        let (code, out, err) = plan(&["--source", &source, "--ref", &secret_branch, "-o", output]);
+        assert_eq!(code, 1, "{out}\n{err}");
+        assert!(out.contains("creds"), "{out}");
+        assert!(
+            !out.contains("pl4n-s3cr3t-value") && !out.contains("cGw0bi1zM2NyM3QtdmFsdWU"),
+            "the Secret's value leaked into -o {output}: {out}"
+        );
+    }
     let (code, text, err) = plan(&["--source", &source, "--ref", "feature-ok"]);
     eprintln!("gantry plan --source {source} --ref feature-ok\n{text}");
     assert_eq!(code, 1, "{text}\n{err}");
