@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify bench-plan image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -110,6 +110,13 @@ bench-isolation: tools
 # without Notifiers (target ≤ 1.2×), forge requests per Application, memory added.
 bench-notify: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench notify
+
+# Only the pull request plan benchmark: 500 Applications on a real Gitea, a pull request
+# changing 50 → time from the webhook to the plan comment vs. the time to sync those 50
+# (target ≤ 2×), API requests per planned Application, and the other 450's time to Ready
+# beside a plan vs. alone (target < 1.1×).
+bench-plan: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench plan
 
 # Only the leader failover benchmark (time from a stopped leader to the standby's first write).
 bench-failover: tools

@@ -86,3 +86,21 @@ mod tests {
         }
     }
 }
+
+/// The client of the current kubeconfig and the controller's targets built from it: each
+/// Application is then read and dry-run on its own cluster as its own identity, as the
+/// controller acts (`gantry diff --app`, `gantry plan`).
+pub async fn client_and_targets() -> Result<(kube::Client, crate::cluster::Targets)> {
+    let config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(config.clone())?;
+    let (targets, _) = crate::cluster::Targets::new(
+        config,
+        crate::cluster::ClientLimits {
+            concurrency: 8,
+            ..Default::default()
+        },
+        None,
+        Default::default(),
+    )?;
+    Ok((client, targets))
+}

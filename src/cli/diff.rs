@@ -200,19 +200,9 @@ async fn dir_desired(
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let config = kube::Config::infer().await?;
-    let client = Client::try_from(config.clone())?;
     // The same targets as the controller's: `--app` diffs as the Application's identity on
     // its cluster.
-    let (targets, _) = Targets::new(
-        config,
-        crate::cluster::ClientLimits {
-            concurrency: 8,
-            ..Default::default()
-        },
-        None,
-        Default::default(),
-    )?;
+    let (client, targets) = super::common::client_and_targets().await?;
     let (desired, app, target) = match (&args.app, &args.dir) {
         (Some(target), _) => {
             let (ns, name) = parse_target(target)?;

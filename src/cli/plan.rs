@@ -4,12 +4,10 @@
 
 use std::process::ExitCode;
 
-use kube::Client;
 use kube::api::Api;
 
 use super::common::parse_target;
 use crate::api::GitRepository;
-use crate::cluster::Targets;
 use crate::error::{Error, Result};
 use crate::plan::compute::{self, Request};
 use crate::plan::{Plan, format};
@@ -72,19 +70,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
         only.push(app_name);
     }
-    let config = kube::Config::infer().await?;
-    let client = Client::try_from(config.clone())?;
     // The controller's targets: each Application is dry-run on its own cluster as its own
     // identity.
-    let (targets, _) = Targets::new(
-        config,
-        crate::cluster::ClientLimits {
-            concurrency: 8,
-            ..Default::default()
-        },
-        None,
-        Default::default(),
-    )?;
+    let (client, targets) = super::common::client_and_targets().await?;
     let repo = Api::<GitRepository>::namespaced(client.clone(), &ns)
         .get_opt(&name)
         .await?

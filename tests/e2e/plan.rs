@@ -79,37 +79,26 @@ fn push_branch(ws: &Workspace, name: &str, change: impl FnOnce(&Workspace)) -> S
     git(ws.path(), &["rev-parse", "HEAD"]).trim().to_string()
 }
 
-#[tokio::test]
-async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes_nothing() {
-    let client = client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "plan").await;
-    namespace_admin(&client, &ns.name, "deployer").await;
-    let _controller = GantryController::start(&ns.name);
-    let server = GitServer::start();
-    let main = server.create_repo(
-        "repo",
-        &[
-            ("web/settings.yaml", &config_map("settings", "v1", false)),
-            ("web/frozen.yaml", &config_map("frozen", "v1", true)),
-            ("web/service.yaml", SERVICE),
-            ("other/other.yaml", &config_map("other", "v1", false)),
-        ],
-    );
-    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
+/// GitRepository `repo` with `spec`, and two Applications on it: `web` (path `web/`, the
+/// tenant: ServiceAccount `deployer`, prune) and `other` (path `other/`).
+async fn source_and_two_apps(
+    client: &kube::Client,
+    ns: &str,
+    spec: serde_json::Value,
+) -> (Api<gantry::api::GitRepository>, Api<Application>) {
+    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), ns);
     repos
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
-                "metadata": {"name": "repo"},
-                "spec": {"url": server.file_url("repo"), "interval": "1s", "ref": {"branch": "main"}}
+                "metadata": {"name": "repo"}, "spec": spec
             }))
             .unwrap(),
         )
         .await
         .unwrap();
-    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    let apps: Api<Application> = Api::namespaced(client.clone(), ns);
     for (name, extra) in [
         (
             "web",
@@ -133,6 +122,32 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
         .await
         .unwrap();
     }
+    (repos, apps)
+}
+
+#[tokio::test]
+async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes_nothing() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "plan").await;
+    namespace_admin(&client, &ns.name, "deployer").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let main = server.create_repo(
+        "repo",
+        &[
+            ("web/settings.yaml", &config_map("settings", "v1", false)),
+            ("web/frozen.yaml", &config_map("frozen", "v1", true)),
+            ("web/service.yaml", SERVICE),
+            ("other/other.yaml", &config_map("other", "v1", false)),
+        ],
+    );
+    let (_repos, apps) = source_and_two_apps(
+        &client,
+        &ns.name,
+        json!({"url": server.file_url("repo"), "interval": "1s", "ref": {"branch": "main"}}),
+    )
+    .await;
     wait_synced_healthy(&apps, "web", &main).await;
     wait_synced_healthy(&apps, "other", &main).await;
 
@@ -372,44 +387,13 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
         ],
     );
     crate::receivers::token_secret(&client, &ns.name).await;
-    let repos: Api<gantry::api::GitRepository> = Api::namespaced(client.clone(), &ns.name);
-    repos
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
-                "metadata": {"name": "repo"},
-                "spec": {"url": forge.clone_url("app"), "interval": "1h", "ref": {"branch": "main"},
-                         "plan": {"enabled": true}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    for (name, extra) in [
-        (
-            "web",
-            json!({"serviceAccountName": "deployer", "prune": true}),
-        ),
-        ("other", json!({})),
-    ] {
-        let mut spec = json!({"sourceRef": {"kind": "GitRepository", "name": "repo"},
-                              "path": name, "interval": "10m", "timeout": "2m"});
-        for (k, v) in extra.as_object().unwrap() {
-            spec[k] = v.clone();
-        }
-        apps.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
-                "metadata": {"name": name}, "spec": spec
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    }
+    let (repos, apps) = source_and_two_apps(
+        &client,
+        &ns.name,
+        json!({"url": forge.clone_url("app"), "interval": "1h", "ref": {"branch": "main"},
+               "plan": {"enabled": true}}),
+    )
+    .await;
     wait_synced_healthy(&apps, "web", &main).await;
     wait_synced_healthy(&apps, "other", &main).await;
     // The commit-status Notifier the plans are posted through.

@@ -234,6 +234,18 @@ impl Gitea {
     }
 
     fn commit(&self, work: &Path, files: &[(&str, &str)], message: &str, repo: &str) -> String {
+        self.commit_on(work, files, message, repo, "main")
+    }
+
+    /// Writes `files` in `work`, commits them and pushes to `branch`; returns the commit.
+    fn commit_on(
+        &self,
+        work: &Path,
+        files: &[(&str, &str)],
+        message: &str,
+        repo: &str,
+        branch: &str,
+    ) -> String {
         for (path, text) in files {
             let p = work.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -253,7 +265,15 @@ impl Gitea {
                 message,
             ],
         );
-        git(work, &["push", "-q", &self.push_url(repo), "HEAD:main"]);
+        git(
+            work,
+            &[
+                "push",
+                "-q",
+                &self.push_url(repo),
+                &format!("HEAD:{branch}"),
+            ],
+        );
         git(work, &["rev-parse", "HEAD"]).trim().to_string()
     }
 
@@ -280,35 +300,7 @@ impl Gitea {
         for path in removed {
             std::fs::remove_file(w.join(path)).unwrap();
         }
-        for (path, text) in files {
-            let p = w.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-        git(w, &["add", "-A"]);
-        git(
-            w,
-            &[
-                "-c",
-                "user.name=Dev",
-                "-c",
-                "user.email=dev@example.test",
-                "commit",
-                "-q",
-                "-m",
-                message,
-            ],
-        );
-        git(
-            w,
-            &[
-                "push",
-                "-q",
-                &self.push_url(repo),
-                &format!("HEAD:{branch}"),
-            ],
-        );
-        git(w, &["rev-parse", "HEAD"]).trim().to_string()
+        self.commit_on(w, files, message, repo, branch)
     }
 
     /// Opens a pull request of `head` into `base`; returns its number.
