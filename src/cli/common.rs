@@ -71,22 +71,6 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            parse_target("team/web").unwrap(),
-            ("team".into(), "web".into())
-        );
-        for bad in ["web", "/web", "team/", "a/b/c"] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// The client of the current kubeconfig and the controller's targets built from it: each
 /// Application is then read and dry-run on its own cluster as its own identity, as the
 /// controller acts (`gantry diff --app`, `gantry plan`).
@@ -103,4 +87,20 @@ pub async fn client_and_targets() -> Result<(kube::Client, crate::cluster::Targe
         Default::default(),
     )?;
     Ok((client, targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("team/web").unwrap(),
+            ("team".into(), "web".into())
+        );
+        for bad in ["web", "/web", "team/", "a/b/c"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 }
