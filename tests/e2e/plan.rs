@@ -376,7 +376,12 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "plan-pr").await;
     namespace_admin(&client, &ns.name, "deployer").await;
-    let controller = GantryController::start(&ns.name);
+    // The controller as an audited user: its writes during the plans are in the audit log.
+    let audited = kubeconfig_path()
+        .parent()
+        .unwrap()
+        .join("replica-b.kubeconfig");
+    let controller = GantryController::start_on(&ns.name, &audited);
     let forge = Gitea::start();
     let main = forge.create_repo(
         "app",
@@ -455,6 +460,7 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
         &["web/service.yaml"],
         "three changes",
     );
+    let planning = k8s_openapi::jiff::Timestamp::now();
     let number = forge.open_pull("app", "feature", "main");
     let plan_comments = || {
         forge
@@ -580,7 +586,45 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
     assert_eq!(state, "warning", "{description}");
     assert!(description.contains("fork"), "{description}");
 
-    // Planning wrote nothing to the cluster.
+    // Planning wrote nothing to the cluster: the controller's audited writes since the pull
+    // request was opened are its GitRepository's (the plan requests, status.plans) and
+    // Events; every other one was a dry-run.
+    let writes: Vec<serde_json::Value> = audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == "gantry-replica-b")
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .is_some_and(|t| t >= planning)
+        })
+        .filter(|e| {
+            e["objectRef"]["namespace"] == ns.name.as_str()
+                || e["objectRef"]["name"] == binding.as_str()
+        })
+        .collect();
+    assert!(
+        writes.iter().any(|e| e["requestURI"]
+            .as_str()
+            .is_some_and(|u| u.contains("dryRun=All"))),
+        "the plans' dry-runs are audited: {writes:?}"
+    );
+    let real: Vec<_> = writes
+        .iter()
+        .filter(|e| {
+            !e["requestURI"]
+                .as_str()
+                .is_some_and(|u| u.contains("dryRun=All"))
+        })
+        .filter(|e| {
+            !["gitrepositories", "events"]
+                .contains(&e["objectRef"]["resource"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        real.is_empty(),
+        "the controller wrote while planning: {real:?}"
+    );
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(
         cms.get("settings").await.unwrap().data.unwrap()["value"],
