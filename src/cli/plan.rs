@@ -84,6 +84,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         source: &repo,
         reference,
         base: args.base.as_deref(),
+        also_fetch: &[],
         only: &only,
         work: work.path(),
         timeout: args.timeout,

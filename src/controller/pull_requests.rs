@@ -186,6 +186,15 @@ async fn plan_one(
     let timeout = ctx.shared.max_timeout;
     let fetch_timeout = repo.spec.timeout.parse().unwrap_or(Duration::from_secs(60));
     let started = std::time::Instant::now();
+    // A fork's head is on no branch of the repository: its pull request's ref.
+    let pull_refs = if req.from_fork {
+        vec![
+            format!("refs/pull/{}/head", req.number),
+            format!("refs/merge-requests/{}/head", req.number),
+        ]
+    } else {
+        vec![]
+    };
     let compute = tokio::time::timeout(
         timeout,
         compute::plan(compute::Request {
@@ -194,6 +203,7 @@ async fn plan_one(
             source: repo,
             reference: &req.head,
             base: None,
+            also_fetch: &pull_refs,
             only: &[],
             work: work.path(),
             timeout: fetch_timeout,

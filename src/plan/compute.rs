@@ -40,6 +40,9 @@ pub struct Request<'a> {
     pub reference: &'a str,
     /// Compare with this reference instead of what each Application last applied.
     pub base: Option<&'a str>,
+    /// Full refs fetched first where they exist (a fork's pull request head is under
+    /// `refs/pull/<n>/head` or `refs/merge-requests/<n>/head`, on no branch).
+    pub also_fetch: &'a [String],
     /// Only these Applications (names in the source's namespace); empty: every one whose
     /// objects change. Named ones are planned even when nothing changes.
     pub only: &'a [String],
@@ -119,6 +122,19 @@ pub async fn plan(req: Request<'_>) -> Result<Plan, PlanError> {
         reference: reference.to_string(),
         why,
     };
+    for r in req.also_fetch {
+        if let Err(why) = fetch(
+            &cache,
+            req.source,
+            Reference::Full(r.clone()),
+            creds.clone(),
+            req.timeout,
+        )
+        .await
+        {
+            tracing::debug!(source = %full, reference = %r, error = %why, "not fetched");
+        }
+    }
     let commit = fetch(
         &cache,
         req.source,

@@ -23,6 +23,9 @@ pub enum Reference {
         branch: Option<String>,
         commit: String,
     },
+    /// A full ref name outside branches and tags, e.g. a pull request's head
+    /// (`refs/pull/7/head`, `refs/merge-requests/7/head`).
+    Full(String),
 }
 
 impl Reference {
@@ -399,6 +402,12 @@ fn fetch_with_depth(
                 shallow_ok,
             )
         }
+        Reference::Full(r) => (
+            format!("+{r}:refs/gantry/{}", r.trim_start_matches("refs/")),
+            format!("refs/gantry/{}", r.trim_start_matches("refs/")),
+            r.clone(),
+            shallow_ok,
+        ),
         Reference::Commit { branch, .. } => {
             let b = branch.clone().unwrap_or_else(|| "*".into());
             (
@@ -526,6 +535,56 @@ mod tests {
         assert_eq!(newest_matching_tag(tags, "^2").unwrap(), Some("v2.0.0"));
         assert_eq!(newest_matching_tag(tags, ">=3").unwrap(), None);
         assert!(newest_matching_tag(tags, "not a range").is_err());
+    }
+
+    #[test]
+    fn a_commit_on_no_branch_is_fetched_through_its_full_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Repository::init_bare(dir.path().join("origin.git")).unwrap();
+        let sig = git2::Signature::now("t", "t@example.test").unwrap();
+        let tree = origin
+            .find_tree(origin.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let main = origin
+            .commit(Some("refs/heads/main"), &sig, &sig, "main", &tree, &[])
+            .unwrap();
+        let main_commit = origin.find_commit(main).unwrap();
+        // A fork's pull request head: under refs/pull/, on no branch.
+        let head = origin
+            .commit(
+                Some("refs/pull/7/head"),
+                &sig,
+                &sig,
+                "fork",
+                &tree,
+                &[&main_commit],
+            )
+            .unwrap();
+        let url = format!("file://{}", dir.path().join("origin.git").display());
+        let cache = dir.path().join("cache");
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let by_commit = Reference::Commit {
+            branch: None,
+            commit: head.to_string(),
+        };
+        let full = Reference::Full("refs/pull/7/head".into());
+        assert_eq!(
+            fetch_full(&cache, &url, &full, None, deadline)
+                .unwrap()
+                .commit,
+            head.to_string()
+        );
+        let cached = Repository::open_bare(&cache).unwrap();
+        assert_eq!(
+            cached.refname_to_id("refs/gantry/pull/7/head").unwrap(),
+            head
+        );
+        assert_eq!(
+            fetch_full(&cache, &url, &by_commit, None, deadline)
+                .unwrap()
+                .commit,
+            head.to_string()
+        );
     }
 
     #[test]
