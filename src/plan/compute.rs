@@ -21,7 +21,7 @@ use crate::api::rollout::{OnFailure, RolloutStrategy};
 use crate::apply::applier::ObjectError;
 use crate::apply::normalize::Desired;
 use crate::cluster::{Target, Targets};
-use crate::controller::application::pipeline::{self, CachedCommit, Rendered};
+use crate::controller::application::pipeline::{self, Rendered};
 use crate::controller::context::revision_commit;
 use crate::drift::diff::unified;
 use crate::source::git::{self, Reference};
@@ -105,6 +105,35 @@ async fn fetch(
     .map_err(|e| e.to_string())?
 }
 
+/// The checked-out trees of a plan, one per commit (every Application of the source is
+/// rendered from the same tree, as the controller renders from one artifact).
+struct Trees<'a> {
+    cache: &'a Path,
+    ignore: &'a [String],
+    root: std::path::PathBuf,
+    done: tokio::sync::Mutex<std::collections::HashMap<String, Result<std::path::PathBuf, String>>>,
+}
+
+impl Trees<'_> {
+    /// The tree of `commit`, checked out on first use.
+    async fn of(&self, commit: &str) -> Result<std::path::PathBuf, String> {
+        let mut done = self.done.lock().await;
+        if let Some(t) = done.get(commit) {
+            return t.clone();
+        }
+        let dest = self.root.join(commit);
+        let tree = crate::source::artifact::checkout_commit(self.cache, commit, &dest, self.ignore)
+            .await
+            .map(|_| dest)
+            .map_err(|e| format!("cannot check out {commit}: {e}"));
+        done.insert(commit.to_string(), tree.clone());
+        tree
+    }
+}
+
+/// Applications planned at once.
+const APPS_AT_ONCE: usize = 4;
+
 /// Plans `req.reference` for the Applications of `req.source`.
 pub async fn plan(req: Request<'_>) -> Result<Plan, PlanError> {
     let ns = req.source.namespace().unwrap_or_default();
@@ -172,20 +201,29 @@ pub async fn plan(req: Request<'_>) -> Result<Plan, PlanError> {
             return Err(PlanError::NotOnSource(format!("{ns}/{name}")));
         }
     }
-    let mut applications = vec![];
-    for app in apps
-        .iter()
-        .filter(|a| req.only.is_empty() || req.only.contains(&a.name_any()))
-    {
+    let trees = Trees {
+        cache: &cache,
+        ignore: &req.source.spec.ignore,
+        root: req.work.join("trees"),
+        done: Default::default(),
+    };
+    let named = !req.only.is_empty();
+    let mut jobs = vec![];
+    for app in &apps {
+        if !req.only.is_empty() && !req.only.contains(&app.name_any()) {
+            continue;
+        }
         let base = base.clone().or_else(|| {
             let status = app.status.as_ref()?;
             revision_commit(status.last_applied_revision.as_deref()?).map(str::to_string)
         });
-        let named = !req.only.is_empty();
-        if let Some(p) = plan_app(&req, &cache, app, &commit, base, named).await {
-            applications.push(p);
-        }
+        jobs.push(plan_app(&req, &trees, app, &commit, base, named));
     }
+    let mut applications: Vec<AppPlan> = crate::apply::concurrent::run(jobs, APPS_AT_ONCE)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     applications.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(Plan {
         source: full,
@@ -212,24 +250,32 @@ fn same_render(a: &Rendered, b: &Rendered) -> bool {
 
 async fn render_at(
     req: &Request<'_>,
-    cache: &Path,
+    trees: &Trees<'_>,
     target: &Target,
     app: &Application,
     commit: &str,
-) -> Result<Rendered, pipeline::RenderCommitError> {
-    let at = CachedCommit {
-        cache,
-        commit,
-        ignore: &req.source.spec.ignore,
+) -> Result<Rendered, String> {
+    let tree = trees.of(commit).await?;
+    let input = pipeline::SyncInput {
+        target,
+        local: req.client,
+        app,
+        artifact_root: &tree,
+        artifact_check: None,
+        hold: None,
+        record_planned: None,
+        timeout: req.timeout,
     };
-    pipeline::render_commit(at, req.work, target, req.client, app, req.timeout).await
+    pipeline::desired_and_hooks(&input)
+        .await
+        .map_err(|e| format!("cannot render {commit}: {e}"))
 }
 
 /// The plan of one Application; `None` when its render is the base's (and it was not
 /// named).
 async fn plan_app(
     req: &Request<'_>,
-    cache: &Path,
+    trees: &Trees<'_>,
     app: &Application,
     commit: &str,
     base: Option<String>,
@@ -259,15 +305,15 @@ async fn plan_app(
         }
     };
     out.cluster = target.cluster.clone();
-    let rendered = match render_at(req, cache, &target, app, commit).await {
+    let rendered = match render_at(req, trees, &target, app, commit).await {
         Ok(r) => r,
         Err(e) => {
-            out.error = Some(e.to_string());
+            out.error = Some(e);
             return Some(out);
         }
     };
     if let Some(b) = &base {
-        match render_at(req, cache, &target, app, b).await {
+        match render_at(req, trees, &target, app, b).await {
             Ok(before) => {
                 if same_render(&before, &rendered) && !named {
                     return None;
