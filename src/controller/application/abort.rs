@@ -119,6 +119,19 @@ pub(super) async fn aborted(
     }
 }
 
+/// Why an aborted revision could not be reverted in Git.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RevertFailure {
+    #[error("no earlier healthy revision to revert to")]
+    NoHealthyRevision,
+    #[error("the last healthy revision names no commit")]
+    NoCommit,
+    #[error("{0}")]
+    Source(String),
+    #[error(transparent)]
+    Revert(#[from] revert::RevertError),
+}
+
 /// `git revert` of the commits after the last healthy revision that touched the path.
 async fn revert_in_git(
     ctx: &AppContext,
@@ -127,18 +140,18 @@ async fn revert_in_git(
     status: &ApplicationStatus,
     revision: &str,
     reason: &str,
-) -> std::result::Result<Option<String>, String> {
-    let good = plan::last_healthy(&status.history, revision)
-        .ok_or("no earlier healthy revision to revert to")?;
+) -> std::result::Result<Option<String>, RevertFailure> {
+    let good =
+        plan::last_healthy(&status.history, revision).ok_or(RevertFailure::NoHealthyRevision)?;
     let to = revision_commit(&good.revision)
-        .ok_or("the last healthy revision names no commit")?
+        .ok_or(RevertFailure::NoCommit)?
         .to_string();
     let ns = app.namespace().unwrap_or_default();
     ctx.check_file_url(&source.spec.url)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RevertFailure::Source(e.to_string()))?;
     let creds = crate::controller::git_repository::credentials(&ctx.client, &ns, source)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RevertFailure::Source(e.to_string()))?;
     let branch = Reference::from_spec(source.spec.git_ref.as_ref())
         .branch()
         .unwrap_or("main")
@@ -159,8 +172,7 @@ async fn revert_in_git(
         dry_run: false,
         timeout: Duration::from_secs(60),
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if result.pushed.is_some() {
         let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
         let _ = crate::trigger::request_reconcile(&repos, &source.name_any()).await;

@@ -18,6 +18,19 @@ use crate::rollout::plan;
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 
+/// Why the last healthy revision's workloads could not be re-applied.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReapplyFailure {
+    #[error("no earlier healthy revision to return to")]
+    NoHealthyRevision,
+    #[error("revision {0} names no commit")]
+    NoCommit(String),
+    #[error(transparent)]
+    Render(#[from] pipeline::RenderCommitError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::set::SetError),
+}
+
 /// Renders `revision` from the Git cache of the Application's source and re-applies its
 /// workloads through the staged apply. Returns the workloads applied.
 async fn reapply_workloads(
@@ -26,10 +39,10 @@ async fn reapply_workloads(
     app: &Application,
     source: &GitRepository,
     revision: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, ReapplyFailure> {
     let ns = app.namespace().unwrap_or_default();
     let commit =
-        revision_commit(revision).ok_or_else(|| format!("revision {revision} names no commit"))?;
+        revision_commit(revision).ok_or_else(|| ReapplyFailure::NoCommit(revision.to_string()))?;
     let at = pipeline::CachedCommit {
         cache: &ctx.git_cache(&ns, &source.name_any()),
         commit,
@@ -37,9 +50,7 @@ async fn reapply_workloads(
     };
     let timeout = ctx.app_timeout(app);
     let (desired, _, _) =
-        pipeline::render_commit(at, &ctx.data_dir, target, &ctx.client, app, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        pipeline::render_commit(at, &ctx.data_dir, target, &ctx.client, app, timeout).await?;
     let workloads: Vec<_> = desired
         .into_iter()
         .filter(|d| WORKLOAD_KINDS.contains(&d.key.kind.as_str()))
@@ -65,8 +76,7 @@ async fn reapply_workloads(
                 ..SetOptions::default()
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(names)
 }
 
@@ -109,7 +119,7 @@ pub(super) async fn abort(
 ) {
     let good = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
     let outcome = match &good {
-        None => Err("no earlier healthy revision to return to".to_string()),
+        None => Err(ReapplyFailure::NoHealthyRevision),
         Some(good) => reapply_workloads(ctx, target, app, source, good).await,
     };
     let message = match (&good, &outcome) {
