@@ -8,8 +8,8 @@ use kube::api::Api;
 
 use super::common::parse_target;
 use crate::api::GitRepository;
+use crate::controller::revision_plan::{self, Request};
 use crate::error::{Error, Result};
-use crate::plan::compute::{self, Request};
 use crate::plan::{Plan, format};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .await?
         .ok_or_else(|| Error::Usage(format!("GitRepository {ns}/{name} not found")))?;
     let work = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
-    let plan = compute::plan(Request {
+    let plan = revision_plan::plan(Request {
         client: &client,
         targets: &targets,
         source: &repo,

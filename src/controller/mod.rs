@@ -10,6 +10,7 @@ pub mod leader;
 pub mod notifier;
 pub mod pull_requests;
 pub mod receiver;
+pub mod revision_plan;
 pub mod secrets;
 pub mod shard;
 pub mod status;

@@ -20,6 +20,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::context::Context;
+use super::revision_plan;
 use crate::api::annotations::{PlanRequest, plan_requests};
 use crate::api::git_repository::PlanRecord;
 use crate::api::{GitRepository, Notifier};
@@ -27,7 +28,7 @@ use crate::error::Result;
 use crate::notify::deliver::Credentials;
 use crate::notify::provider::pull_request::{self as forge, PlanState};
 use crate::notify::send::{self, Pace, SendError, Targets};
-use crate::plan::{Verdict, compute, format};
+use crate::plan::{Verdict, format};
 
 /// The field manager of `status.plans`.
 const FIELD_MANAGER: &str = "gantry-plan";
@@ -197,7 +198,7 @@ async fn plan_one(
     };
     let compute = tokio::time::timeout(
         timeout,
-        compute::plan(compute::Request {
+        revision_plan::plan(revision_plan::Request {
             client: &ctx.shared.client,
             targets: &ctx.shared.plan_targets,
             source: repo,

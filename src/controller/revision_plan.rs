@@ -1,4 +1,4 @@
-//! Computing a plan: the revision fetched into a scratch Git cache, each Application of the
+//! Computing a plan (the model and its formats are `crate::plan`): the revision fetched into a scratch Git cache, each Application of the
 //! source rendered there exactly as a sync renders it (pipeline::render_commit: the same
 //! sandbox, Helm capabilities and hooks split), compared with its base, and every object of
 //! a changed set dry-run by the API server of the Application's own cluster as the
@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::model::{
-    Action, AppPlan, Cause, HookPlan, ObjectPlan, Plan, Refusal, RolloutPlan, cause_of,
-    describe_steps,
-};
 use crate::api::GitRepository;
 use crate::api::application::Application;
 use crate::api::rollout::{OnFailure, RolloutStrategy};
@@ -24,6 +20,10 @@ use crate::cluster::{Target, Targets};
 use crate::controller::application::pipeline::{self, Rendered};
 use crate::controller::context::revision_commit;
 use crate::drift::diff::unified;
+use crate::plan::model::{
+    Action, AppPlan, Cause, HookPlan, ObjectPlan, Plan, Refusal, RolloutPlan, cause_of,
+    describe_steps,
+};
 use crate::source::git::{self, Reference};
 
 /// Objects dry-run at once for one Application.
