@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The demo, end to end on the local control plane: sync of examples/, a hand edit healed,
-# audit mode and `gantry diff`, an image push that becomes a Git commit and a canary that
-# is promoted, a bad image whose canary aborts and whose commit is reverted in Git,
-# `gantry rollback`, `gantry history`, and what a Notifier told the team's webhook about
-# each commit along the way.
+# audit mode and `gantry diff`, `gantry plan` of a branch, an image push that becomes a Git
+# commit and a canary that is promoted, a bad image whose canary aborts and whose commit is
+# reverted in Git, `gantry rollback`, `gantry history`, and what a Notifier told the team's
+# webhook about each commit along the way.
 # Expects KUBECONFIG and GANTRY_TEST_BIN (set by `make demo`).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -198,6 +198,25 @@ echo "gantry diff exit code: $code"
 kubectl -n "$ns" patch gapp web --type merge -p '{"spec":{"drift":{"mode":"heal"}}}' >/dev/null
 wait_for "the heal after audit" 30 image_is build-13
 echo "back to heal mode: the hand edit is gone"
+
+step "A branch for review: gantry plan says what merging it would do" \
+  "gantry plan --source $ns/web --ref more-ports (exit 0 none, 1 changes, 2 refused)"
+(
+  cd "$work/src"
+  git checkout --quiet -b more-ports
+  sed -i 's/targetPort: 8080/targetPort: 8081/' apps/web/service.yaml
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-settings\ndata:\n  greeting: hello\n' \
+    > apps/web/settings.yaml
+  git add -A
+  git -c user.name=Demo -c user.email=demo@gantry.dev commit --quiet -m "web: port 8081, settings"
+  git push --quiet "$work/git/web.git" HEAD:more-ports
+  git checkout --quiet main
+)
+set +e
+"$gantry" plan --source "$ns/web" --ref more-ports
+code=$?
+set -e
+echo "gantry plan exit code: $code (the branch is not merged: the cluster is unchanged)"
 
 step "CI pushes build-14: a Git commit, then a canary that is promoted" \
   "ImagePolicy → commit in Git → sync → web-canary at 50% → analysis → promotion"
