@@ -27,6 +27,8 @@ pub mod decide;
 pub mod detach;
 pub mod drift;
 pub mod drift_check;
+#[cfg(test)]
+mod fixtures;
 pub mod follow;
 pub mod full_sync;
 pub mod guards;

@@ -504,3 +504,172 @@ mod tests {
         }
     }
 }
+
+/// One test per early outcome of a reconcile, against a fake API server: what it reads,
+/// the one status write (its Ready condition) and when it looks again.
+#[cfg(test)]
+mod outcomes {
+    use super::super::fixtures::FakeApi;
+    use super::*;
+    use serde_json::{Value, json};
+
+    const APPS: &str = "/apis/gantry.dev/v1alpha1/namespaces/team/applications";
+    const SOURCES: &str = "/apis/gantry.dev/v1alpha1/namespaces/team/gitrepositories";
+
+    fn app(name: &str, spec: Value) -> Value {
+        let mut s = json!({"sourceRef": {"kind": "GitRepository", "name": "repo"}, "path": "."});
+        for (k, v) in spec.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        json!({"apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
+               "metadata": {"name": name, "namespace": "team", "generation": 1, "uid": format!("uid-{name}")},
+               "spec": s})
+    }
+
+    fn source(status: Value) -> Value {
+        json!({"apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+               "metadata": {"name": "repo", "namespace": "team"},
+               "spec": {"url": "https://git.example/team/app.git"}, "status": status})
+    }
+
+    async fn context(api: &FakeApi, data: &std::path::Path) -> Arc<AppContext> {
+        let opts = crate::controller::Options {
+            namespace: Some("team".into()),
+            data_dir: data.to_path_buf(),
+            limits: Default::default(),
+            reconcile_concurrency: 4,
+            max_timeout: Duration::from_secs(60),
+            fetches: crate::source::fetch_gate::FetchGate::new(4, 4),
+            shard: crate::controller::shard::Shard::new(None).unwrap(),
+            election: None,
+            receiver_addr: None,
+            metrics_addr: None,
+            min_interval: Duration::from_secs(1),
+            tenancy: Default::default(),
+            file_sources_root: None,
+            notify_targets: crate::notify::send::Targets {
+                allow_private: false,
+                service_networks: vec![],
+            },
+            max_plans: 0,
+        };
+        let (ctx, _) = crate::controller::context::Context::new(api.config(), &opts).unwrap();
+        Arc::new(AppContext::new(Arc::new(ctx)))
+    }
+
+    /// Reconciles `name` once; the action and the Ready condition of the one status write.
+    async fn outcome(api: &FakeApi, name: &str) -> (Action, Option<Value>) {
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(api, data.path()).await;
+        let cached: Application = serde_json::from_value(app(name, json!({}))).unwrap();
+        let action = apply(Arc::new(cached), ctx).await.expect("a reconcile");
+        let writes = api.writes();
+        assert!(writes.len() <= 1, "one status write at most: {writes:?}");
+        let ready = writes.first().map(|w| {
+            assert_eq!(w.method, "PATCH");
+            assert_eq!(w.path, format!("{APPS}/{name}/status"));
+            w.body["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+                .expect("a Ready condition")
+        });
+        (action, ready)
+    }
+
+    #[tokio::test]
+    async fn a_suspended_application_says_so_and_waits_for_a_change() {
+        let api = FakeApi::start().await;
+        api.put(&format!("{APPS}/web"), app("web", json!({"suspend": true})));
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::await_change());
+        let ready = ready.unwrap();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("Unknown"), Some(reasons::SUSPENDED))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_health_rule_that_does_not_compile_stops_until_the_spec_changes() {
+        let api = FakeApi::start().await;
+        let checks = json!({"healthChecks": [{"apiVersion": "v1", "kind": "ConfigMap", "current": "this is not CEL ((("}]});
+        api.put(&format!("{APPS}/web"), app("web", checks));
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::await_change());
+        assert_eq!(ready.unwrap()["reason"], reasons::INVALID_HEALTH_CHECK);
+    }
+
+    #[tokio::test]
+    async fn a_missing_source_fails_and_a_source_without_artifact_waits() {
+        let api = FakeApi::start().await;
+        api.put(&format!("{APPS}/web"), app("web", json!({})));
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        let ready = ready.unwrap();
+        assert_eq!(ready["reason"], reasons::ARTIFACT_FAILED);
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("GitRepository repo not found")
+        );
+
+        let api = FakeApi::start().await;
+        api.put(&format!("{APPS}/web"), app("web", json!({})));
+        api.put(&format!("{SOURCES}/repo"), source(json!({})));
+        let (_, ready) = outcome(&api, "web").await;
+        let ready = ready.unwrap();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("Unknown"), Some(reasons::PROGRESSING))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dependency_not_ready_holds_the_application() {
+        let api = FakeApi::start().await;
+        api.put(
+            &format!("{APPS}/web"),
+            app("web", json!({"dependsOn": [{"name": "db"}]})),
+        );
+        api.put(&format!("{APPS}/db"), app("db", json!({})));
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        let ready = ready.unwrap();
+        assert_eq!(ready["reason"], reasons::DEPENDENCY_NOT_READY);
+        assert!(ready["message"].as_str().unwrap().contains("db"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_service_account_is_never_replaced_by_the_controllers_rights() {
+        let api = FakeApi::start().await;
+        api.put(
+            &format!("{APPS}/web"),
+            app("web", json!({"serviceAccountName": "deployer"})),
+        );
+        api.put(&format!("{SOURCES}/repo"), source(json!({})));
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+        let ready = ready.unwrap();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(
+            ready["reason"],
+            crate::cluster::reason::SERVICE_ACCOUNT_NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_outcome_writes_nothing() {
+        let api = FakeApi::start().await;
+        let mut suspended = app("web", json!({"suspend": true}));
+        // The status a first reconcile wrote.
+        suspended["status"] = json!({"observedGeneration": 1, "conditions": [{
+            "type": "Ready", "status": "Unknown", "reason": reasons::SUSPENDED,
+            "message": "reconciliation is suspended", "observedGeneration": 1,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        api.put(&format!("{APPS}/web"), suspended);
+        let (action, ready) = outcome(&api, "web").await;
+        assert_eq!(action, Action::await_change());
+        assert_eq!(ready, None, "no write");
+    }
+}
