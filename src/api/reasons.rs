@@ -1,6 +1,7 @@
-//! The reasons of an Application's conditions and Events, in one place: logic that
-//! branches on a reason (the reconciler's own, a Notifier's reports) and the code that
-//! writes it name the same constant.
+//! The reasons of every kind's conditions and Events, in one place: logic that branches on
+//! a reason (the reconciler's own, a Notifier's reports) and the code that writes it name
+//! the same constant. The Application's are at the top; the other kinds' in their modules
+//! below (a target the controller cannot act as: `cluster::reason`).
 
 // A sync that stopped, one per stage.
 pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
@@ -57,3 +58,64 @@ pub const ROLLOUT_PROGRESSING: &str = "RolloutProgressing";
 pub const ROLLOUT_PROMOTING: &str = "RolloutPromoting";
 pub const ROLLOUT_PROMOTED: &str = "RolloutPromoted";
 pub const PROMOTED: &str = "Promoted";
+
+/// A source's and an image policy's failures, named the same for both kinds.
+pub mod fetch {
+    pub const URL_REFUSED: &str = "URLRefused";
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    pub const TIMEOUT: &str = "Timeout";
+    pub const SECRET_INVALID: &str = "SecretInvalid";
+}
+
+/// A GitRepository's Ready condition.
+pub mod git_repository {
+    pub use super::fetch::{AUTHENTICATION_FAILED, SECRET_INVALID, TIMEOUT, URL_REFUSED};
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const REF_NOT_FOUND: &str = "RefNotFound";
+    pub const FETCH_FAILED: &str = "FetchFailed";
+    /// One source's fetch waited for a slot longer than its timeout.
+    pub const FETCH_STALLED: &str = "FetchStalled";
+    pub const HOST_KEY_REJECTED: &str = "HostKeyRejected";
+    /// A link out of the tree, a path that is not safe, a tree over the limits.
+    pub const UNSAFE_CONTENT: &str = "UnsafeContent";
+    pub const STORAGE_FAILED: &str = "StorageFailed";
+}
+
+/// An ImagePolicy's Ready condition.
+pub mod image_policy {
+    pub use super::fetch::{AUTHENTICATION_FAILED, SECRET_INVALID, TIMEOUT, URL_REFUSED};
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const INVALID_IMAGE: &str = "InvalidImage";
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    pub const RATE_LIMITED: &str = "RateLimited";
+    pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
+    pub const TOO_MANY_TAGS: &str = "TooManyTags";
+    pub const CHART_REPOSITORY_FAILED: &str = "ChartRepositoryFailed";
+    pub const NO_MATCHING_TAG: &str = "NoMatchingTag";
+}
+
+/// A Receiver's Ready condition.
+pub mod receiver {
+    pub use super::fetch::SECRET_INVALID;
+    pub const READY: &str = "Ready";
+    /// The controller runs without `--receiver-addr`.
+    pub const SERVER_DISABLED: &str = "ServerDisabled";
+}
+
+/// A Notifier's Ready condition.
+pub mod notifier {
+    pub use super::fetch::SECRET_INVALID;
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const SUSPENDED: &str = "Suspended";
+    /// A forge's repository cannot be derived from the Application's source.
+    pub const REPOSITORY_UNKNOWN: &str = "RepositoryUnknown";
+    /// The address is one Gantry never sends to (metadata, the Service network, plain http).
+    pub const ADDRESS_REFUSED: &str = "AddressRefused";
+    /// The provider answered an error or did not answer.
+    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
+    /// More reports were owed than a Notifier keeps; the oldest were dropped.
+    pub const DROPPING: &str = "Dropping";
+}

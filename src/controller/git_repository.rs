@@ -17,6 +17,7 @@ use super::status::{apply_status, with_jitter};
 use crate::api::GitRepository;
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
+use crate::api::reasons::git_repository as reasons;
 use crate::error::{Error, Result};
 use crate::source::artifact::ArtifactError;
 use crate::source::fetch_gate::Busy;
@@ -49,11 +50,11 @@ impl SourceFailure {
                 | ArtifactError::UnsafePath(_)
                 | ArtifactError::Tree(_)
                 | ArtifactError::TooLarge { .. },
-            ) => "UnsafeContent",
-            SourceFailure::Artifact(_) => "StorageFailed",
-            SourceFailure::Secret(_) => "SecretInvalid",
-            SourceFailure::Task(_) => "FetchFailed",
-            SourceFailure::Busy(_) => "FetchStalled",
+            ) => reasons::UNSAFE_CONTENT,
+            SourceFailure::Artifact(_) => reasons::STORAGE_FAILED,
+            SourceFailure::Secret(_) => reasons::SECRET_INVALID,
+            SourceFailure::Task(_) => reasons::FETCH_FAILED,
+            SourceFailure::Busy(_) => reasons::FETCH_STALLED,
         }
     }
 }
@@ -315,7 +316,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
             conditions::new_condition(
                 conditions::READY,
                 Status::Unknown,
-                "Suspended",
+                reasons::SUSPENDED,
                 "fetching is suspended",
                 generation,
                 Timestamp::now(),
@@ -356,7 +357,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
                 conditions::new_condition(
                     conditions::READY,
                     Status::True,
-                    "Succeeded",
+                    reasons::SUCCEEDED,
                     format!("stored artifact for revision {}", fetched.revision),
                     generation,
                     now,

@@ -17,6 +17,7 @@ use super::status::{apply_status, with_jitter};
 use crate::api::ImagePolicy;
 use crate::api::conditions::{self, Status};
 use crate::api::image_policy::{DigestMode, ImagePolicyStatus};
+use crate::api::reasons::image_policy as reasons;
 use crate::error::{Error, Result};
 use crate::source::helm_repo::{self, RepoAuth};
 use crate::source::oci_chart::ChartError;
@@ -54,10 +55,10 @@ impl Failure {
     fn reason(&self) -> &'static str {
         match self {
             Failure::Registry(e) => e.reason(),
-            Failure::Policy(_) => "InvalidPolicy",
-            Failure::Secret(_) => "SecretInvalid",
-            Failure::Chart(_) => "ChartRepositoryFailed",
-            Failure::NoMatch { .. } => "NoMatchingTag",
+            Failure::Policy(_) => reasons::INVALID_POLICY,
+            Failure::Secret(_) => reasons::SECRET_INVALID,
+            Failure::Chart(_) => reasons::CHART_REPOSITORY_FAILED,
+            Failure::NoMatch { .. } => reasons::NO_MATCHING_TAG,
         }
     }
 
@@ -205,7 +206,7 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
             conditions::new_condition(
                 conditions::READY,
                 Status::Unknown,
-                "Suspended",
+                reasons::SUSPENDED,
                 "scanning is suspended; the last selection stays",
                 generation,
                 now,
@@ -286,7 +287,7 @@ fn selected(
     let c = conditions::new_condition(
         conditions::READY,
         Status::True,
-        "Succeeded",
+        reasons::SUCCEEDED,
         message,
         generation,
         now,

@@ -15,6 +15,7 @@ use super::context::{Context, FINALIZER};
 use super::status::apply_status;
 use crate::api::Receiver;
 use crate::api::conditions::{self, Status};
+use crate::api::reasons::receiver as reasons;
 use crate::error::{Error, Result};
 use crate::server::{Endpoint, verify};
 
@@ -56,11 +57,11 @@ async fn apply(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action> {
             );
             let path = format!("/hook/{token}");
             let (s, reason, message) = if ctx.receivers_enabled {
-                (Status::True, "Ready", format!("receiving at {path}"))
+                (Status::True, reasons::READY, format!("receiving at {path}"))
             } else {
                 (
                     Status::False,
-                    "ServerDisabled",
+                    reasons::SERVER_DISABLED,
                     "the controller runs without a receiver address (--receiver-addr)".into(),
                 )
             };
@@ -80,7 +81,7 @@ async fn apply(receiver: Arc<Receiver>, ctx: Arc<Context>) -> Result<Action> {
                 conditions::new_condition(
                     conditions::READY,
                     Status::False,
-                    "SecretInvalid",
+                    reasons::SECRET_INVALID,
                     message,
                     generation,
                     now,

@@ -113,14 +113,15 @@ pub enum GitError {
 impl GitError {
     /// The condition reason for this failure.
     pub fn reason(&self) -> &'static str {
+        use crate::api::reasons::git_repository as reasons;
         match self {
-            GitError::Refused(_) => "URLRefused",
-            GitError::Auth { .. } => "AuthenticationFailed",
-            GitError::RefNotFound { .. } | GitError::BadRange(_) => "RefNotFound",
-            GitError::Timeout { .. } => "Timeout",
-            GitError::Fetch { .. } => "FetchFailed",
-            GitError::SshNeedsKnownHosts => "AuthenticationFailed",
-            GitError::HostKey { .. } => "HostKeyRejected",
+            GitError::Refused(_) => reasons::URL_REFUSED,
+            GitError::Auth { .. } => reasons::AUTHENTICATION_FAILED,
+            GitError::RefNotFound { .. } | GitError::BadRange(_) => reasons::REF_NOT_FOUND,
+            GitError::Timeout { .. } => reasons::TIMEOUT,
+            GitError::Fetch { .. } => reasons::FETCH_FAILED,
+            GitError::SshNeedsKnownHosts => reasons::AUTHENTICATION_FAILED,
+            GitError::HostKey { .. } => reasons::HOST_KEY_REJECTED,
         }
     }
 }

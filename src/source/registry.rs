@@ -116,15 +116,16 @@ pub enum RegistryError {
 impl RegistryError {
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
+        use crate::api::reasons::image_policy as reasons;
         match self {
-            RegistryError::BadImage { .. } => "InvalidImage",
-            RegistryError::InsecureRefused { .. } => "URLRefused",
-            RegistryError::Auth { .. } => "AuthenticationFailed",
-            RegistryError::NotFound { .. } => "ImageNotFound",
-            RegistryError::RateLimited { .. } => "RateLimited",
-            RegistryError::Timeout { .. } => "Timeout",
-            RegistryError::Unavailable { .. } => "RegistryUnavailable",
-            RegistryError::TooManyTags { .. } => "TooManyTags",
+            RegistryError::BadImage { .. } => reasons::INVALID_IMAGE,
+            RegistryError::InsecureRefused { .. } => reasons::URL_REFUSED,
+            RegistryError::Auth { .. } => reasons::AUTHENTICATION_FAILED,
+            RegistryError::NotFound { .. } => reasons::IMAGE_NOT_FOUND,
+            RegistryError::RateLimited { .. } => reasons::RATE_LIMITED,
+            RegistryError::Timeout { .. } => reasons::TIMEOUT,
+            RegistryError::Unavailable { .. } => reasons::REGISTRY_UNAVAILABLE,
+            RegistryError::TooManyTags { .. } => reasons::TOO_MANY_TAGS,
         }
     }
 

@@ -66,20 +66,7 @@ impl AsRef<Context> for NotifierContext {
 }
 
 /// The reasons of a Notifier's Ready condition.
-pub mod reasons {
-    pub const SUCCEEDED: &str = "Succeeded";
-    pub const SUSPENDED: &str = "Suspended";
-    /// The Secret is missing or lacks the key the type needs.
-    pub const SECRET_INVALID: &str = "SecretInvalid";
-    /// A forge's repository cannot be derived from the Application's source.
-    pub const REPOSITORY_UNKNOWN: &str = "RepositoryUnknown";
-    /// The address is one Gantry never sends to (metadata, the Service network, plain http).
-    pub const ADDRESS_REFUSED: &str = "AddressRefused";
-    /// The provider answered an error or did not answer.
-    pub const DELIVERY_FAILED: &str = "DeliveryFailed";
-    /// More reports were owed than a Notifier keeps; the oldest were dropped.
-    pub const DROPPING: &str = "Dropping";
-}
+pub use crate::api::reasons::notifier as reasons;
 
 /// Why a Notifier could not deliver.
 #[derive(Debug, thiserror::Error)]
