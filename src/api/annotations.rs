@@ -24,7 +24,8 @@ pub const MAX_PLAN_REQUESTS: usize = 50;
 /// A pull request to plan, read from a [`PLAN_REQUEST_PREFIX`] annotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRequest {
-    pub number: u64,
+    /// The pull request's number (positive).
+    pub number: i64,
     pub head: String,
     pub from_fork: bool,
 }
@@ -43,7 +44,10 @@ pub fn plan_requests(annotations: &std::collections::BTreeMap<String, String>) -
     annotations
         .iter()
         .filter_map(|(k, v)| {
-            let number = k.strip_prefix(PLAN_REQUEST_PREFIX)?.parse().ok()?;
+            let number: i64 = k.strip_prefix(PLAN_REQUEST_PREFIX)?.parse().ok()?;
+            if number <= 0 {
+                return None;
+            }
             let mut words = v.split_whitespace();
             let head = words.next()?;
             if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {

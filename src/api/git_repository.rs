@@ -130,7 +130,7 @@ pub struct GitRepositoryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PlanRecord {
     /// The pull request's number.
-    pub number: u64,
+    pub number: i64,
     /// The head commit planned.
     pub head: String,
     /// `success` (applies cleanly), `failure` (something would be refused), `skipped`

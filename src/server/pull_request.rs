@@ -8,7 +8,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     /// The pull request's number (GitLab: the merge request's `iid`).
-    pub number: u64,
+    pub number: i64,
     /// The head commit (40 hex).
     pub head: String,
     /// The head branch (in the fork, for a fork).
@@ -25,7 +25,7 @@ pub enum Event {
     /// Plan the head (opened, pushed to, reopened).
     Plan(PullRequest),
     /// Forget the pull request (closed or merged).
-    Closed { number: u64, base_ref: String },
+    Closed { number: i64, base_ref: String },
     /// Nothing to do (labels, reviews, edits of the title …), with why.
     Ignore(String),
 }
@@ -48,7 +48,8 @@ pub fn github_like(payload: &Value) -> Result<Event, String> {
     let number = payload
         .pointer("/number")
         .or_else(|| payload.pointer("/pull_request/number"))
-        .and_then(Value::as_u64)
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
         .ok_or_else(|| malformed("`number`"))?;
     let base_ref = str_at(payload, "/pull_request/base/ref")
         .ok_or_else(|| malformed("`pull_request.base.ref`"))?
@@ -91,7 +92,8 @@ pub fn gitlab(payload: &Value) -> Result<Event, String> {
         .ok_or_else(|| malformed("`object_attributes`"))?;
     let number = attrs
         .get("iid")
-        .and_then(Value::as_u64)
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
         .ok_or_else(|| malformed("`object_attributes.iid`"))?;
     let base_ref = str_at(attrs, "/target_branch")
         .ok_or_else(|| malformed("`object_attributes.target_branch`"))?

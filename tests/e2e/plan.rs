@@ -557,7 +557,7 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
             plans[0].head.as_str(),
             plans[0].result.as_str()
         ),
-        (number, head2.as_str(), "failure")
+        (i64::try_from(number).unwrap(), head2.as_str(), "failure")
     );
 
     // 3. A pull request from a fork (as the Receiver records it): not planned, a neutral

@@ -56,7 +56,7 @@ pub fn create_comment(
     kind: NotifierType,
     api: &str,
     repository: &str,
-    number: u64,
+    number: i64,
     body: &str,
     token: &str,
 ) -> Request {
@@ -80,7 +80,7 @@ pub fn edit_comment(
     kind: NotifierType,
     api: &str,
     repository: &str,
-    number: u64,
+    number: i64,
     id: &str,
     body: &str,
     token: &str,
