@@ -79,6 +79,33 @@ fn push_branch(ws: &Workspace, name: &str, change: impl FnOnce(&Workspace)) -> S
     git(ws.path(), &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// The audited writes of `user` since `since` in namespace `ns` or on the cluster-scoped
+/// object `name`.
+fn audited_writes(
+    user: &str,
+    since: k8s_openapi::jiff::Timestamp,
+    ns: &str,
+    name: &str,
+) -> Vec<serde_json::Value> {
+    audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user)
+        .filter(|e| {
+            e["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .is_some_and(|t| t >= since)
+        })
+        .filter(|e| e["objectRef"]["namespace"] == ns || e["objectRef"]["name"] == name)
+        .collect()
+}
+
+fn is_dry_run(e: &serde_json::Value) -> bool {
+    e["requestURI"]
+        .as_str()
+        .is_some_and(|u| u.contains("dryRun=All"))
+}
+
 /// GitRepository `repo` with `spec`, and two Applications on it: `web` (path `web/`, the
 /// tenant: ServiceAccount `deployer`, prune) and `other` (path `other/`).
 async fn source_and_two_apps(
@@ -334,34 +361,12 @@ async fn a_plan_names_what_a_branch_changes_and_what_would_be_refused_and_writes
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &ns.name);
     assert!(deployments.get_opt("api").await.unwrap().is_none());
-    let ours: Vec<serde_json::Value> = audit_events()
-        .into_iter()
-        .filter(|e| e["user"]["username"] == "gantry-replica-c")
-        .filter(|e| {
-            e["requestReceivedTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                .is_some_and(|t| t >= started)
-        })
-        .filter(|e| {
-            e["objectRef"]["namespace"] == ns.name.as_str()
-                || e["objectRef"]["name"] == binding.as_str()
-        })
-        .collect();
+    let ours = audited_writes("gantry-replica-c", started, &ns.name, &binding);
     assert!(
-        ours.iter().any(|e| e["requestURI"]
-            .as_str()
-            .is_some_and(|u| u.contains("dryRun=All"))),
+        ours.iter().any(is_dry_run),
         "the plan's dry-runs are audited: {ours:?}"
     );
-    let writes: Vec<_> = ours
-        .iter()
-        .filter(|e| {
-            !e["requestURI"]
-                .as_str()
-                .is_some_and(|u| u.contains("dryRun=All"))
-        })
-        .collect();
+    let writes: Vec<_> = ours.iter().filter(|e| !is_dry_run(e)).collect();
     assert!(writes.is_empty(), "the plan wrote: {writes:?}");
 }
 
@@ -589,33 +594,14 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
     // Planning wrote nothing to the cluster: the controller's audited writes since the pull
     // request was opened are its GitRepository's (the plan requests, status.plans) and
     // Events; every other one was a dry-run.
-    let writes: Vec<serde_json::Value> = audit_events()
-        .into_iter()
-        .filter(|e| e["user"]["username"] == "gantry-replica-b")
-        .filter(|e| {
-            e["requestReceivedTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                .is_some_and(|t| t >= planning)
-        })
-        .filter(|e| {
-            e["objectRef"]["namespace"] == ns.name.as_str()
-                || e["objectRef"]["name"] == binding.as_str()
-        })
-        .collect();
+    let writes = audited_writes("gantry-replica-b", planning, &ns.name, &binding);
     assert!(
-        writes.iter().any(|e| e["requestURI"]
-            .as_str()
-            .is_some_and(|u| u.contains("dryRun=All"))),
+        writes.iter().any(is_dry_run),
         "the plans' dry-runs are audited: {writes:?}"
     );
     let real: Vec<_> = writes
         .iter()
-        .filter(|e| {
-            !e["requestURI"]
-                .as_str()
-                .is_some_and(|u| u.contains("dryRun=All"))
-        })
+        .filter(|e| !is_dry_run(e))
         .filter(|e| {
             !["gitrepositories", "events"]
                 .contains(&e["objectRef"]["resource"].as_str().unwrap_or_default())
