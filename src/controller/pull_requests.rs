@@ -46,11 +46,16 @@ struct PlanContext {
 
 /// Resolves once `req` is no longer among the requests of `ns/name` (a newer push, the pull
 /// request closed), as the watch cache shows it.
-async fn superseded(ctx: &PlanContext, ns: &str, name: &str, req: &PlanRequest) {
+async fn superseded(
+    sources: &kube::runtime::reflector::Store<GitRepository>,
+    ns: &str,
+    name: &str,
+    req: &PlanRequest,
+) {
     let key = kube::runtime::reflector::ObjectRef::new(name).within(ns);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let current = ctx.sources.get(&key);
+        let current = sources.get(&key);
         if !current.is_some_and(|r| plan_requests(r.annotations()).contains(req)) {
             return;
         }
@@ -212,7 +217,7 @@ async fn plan_one(
     );
     let planned = tokio::select! {
         planned = compute => planned,
-        _ = superseded(ctx, &ns, &name, req) => {
+        _ = superseded(&ctx.sources, &ns, &name, req) => {
             tracing::info!(namespace = %ns, %name, number = req.number, head = %req.head, "plan cancelled: a newer push or the pull request closed");
             return None;
         }
@@ -403,5 +408,62 @@ pub async fn run(ctx: Arc<Context>, notify: Targets, api: Api<GitRepository>) {
 impl AsRef<Context> for PlanContext {
     fn as_ref(&self) -> &Context {
         &self.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn repo(annotations: &[(&str, &str)]) -> GitRepository {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+            "metadata": {"name": "repo", "namespace": "team", "annotations":
+                annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>()},
+            "spec": {"url": "https://git.example/team/app.git"}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_newer_push_cancels_the_running_plan_of_the_older_head() {
+        let (reader, mut writer) = kube::runtime::reflector::store();
+        let old = "a".repeat(40);
+        let new = "b".repeat(40);
+        let key = format!("{}7", crate::api::annotations::PLAN_REQUEST_PREFIX);
+        writer.apply_watcher_event(&Event::Apply(repo(&[(&key, &old)])));
+        let req = PlanRequest {
+            number: 7,
+            head: old.clone(),
+            from_fork: false,
+        };
+        // While the request stands, the plan goes on.
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(1200),
+            superseded(&reader, "team", "repo", &req),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "not cancelled while its head is the request"
+        );
+        // A push: the request names a newer head; the running plan stops.
+        writer.apply_watcher_event(&Event::Apply(repo(&[(&key, &new)])));
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            superseded(&reader, "team", "repo", &req),
+        )
+        .await
+        .expect("cancelled by the newer head");
+        // Closing the pull request (the annotation removed) cancels too.
+        let newer = PlanRequest { head: new, ..req };
+        writer.apply_watcher_event(&Event::Apply(repo(&[])));
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            superseded(&reader, "team", "repo", &newer),
+        )
+        .await
+        .expect("cancelled by the close");
     }
 }
