@@ -553,8 +553,12 @@ async fn a_pull_request_on_gitea_gets_one_plan_comment_edited_on_every_push_and_
         })
         .await;
     assert_eq!(state, "failure", "{description}");
-    let repo = repos.get("repo").await.unwrap();
-    let plans = repo.status.unwrap().plans;
+    // Recorded once posted (the record is written after the comment and the status).
+    let plans = eventually("the plan recorded", Duration::from_secs(30), || async {
+        let plans = repos.get("repo").await.ok()?.status?.plans;
+        plans.iter().any(|p| p.head == head2).then_some(plans)
+    })
+    .await;
     assert_eq!(plans.len(), 1, "{plans:?}");
     assert_eq!(
         (
