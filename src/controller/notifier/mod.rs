@@ -408,7 +408,9 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
             }
         })
         .reflect(writer)
-        .applied_objects();
+        // Deletions too: a gone Application's cursor is dropped (after its deletion was
+        // reported) by the round its deletion starts.
+        .touched_objects();
     let nctx = Arc::new(NotifierContext {
         shared: ctx.clone(),
         targets,
