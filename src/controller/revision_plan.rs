@@ -566,7 +566,6 @@ fn rollout(app: &Application, desired: &[Desired], objects: &[ObjectPlan]) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::application::InventoryEntry;
     use serde_json::json;
 
     fn desired(
@@ -577,15 +576,8 @@ mod tests {
         object: serde_json::Value,
     ) -> Desired {
         Desired {
-            key: InventoryEntry {
-                group: group.into(),
-                version: "v1".into(),
-                kind: kind.into(),
-                namespace: ns.map(str::to_string),
-                name: name.into(),
-            },
             object,
-            namespaced: ns.is_some(),
+            ..crate::apply::stage::tests::obj(group, kind, ns, name)
         }
     }
 
