@@ -436,26 +436,7 @@ pub fn remove(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn commit_files(dir: &Path, files: &[(&str, &str)]) -> (Repository, git2::Oid) {
-        let repo = Repository::init(dir).unwrap();
-        for (path, content) in files {
-            let p = dir.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        }
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree_id = index.write_tree().unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let oid = {
-            let tree = repo.find_tree(tree_id).unwrap();
-            repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
-                .unwrap()
-        };
-        (repo, oid)
-    }
+    use crate::source::test_repo::commit_files;
 
     #[test]
     fn ignore_patterns_leave_files_out_and_change_the_digest() {

@@ -13,5 +13,7 @@ pub mod registry;
 pub mod registry_auth;
 pub mod store;
 pub mod tag_policy;
+#[cfg(test)]
+pub mod test_repo;
 pub mod tree;
 pub mod url_policy;

@@ -379,24 +379,7 @@ pub fn take_tampered(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn repo_with(dir: &Path, files: &[(&str, &str)]) -> (git2::Repository, git2::Oid) {
-        let repo = git2::Repository::init(dir).unwrap();
-        for (p, c) in files {
-            std::fs::create_dir_all(dir.join(p).parent().unwrap()).unwrap();
-            std::fs::write(dir.join(p), c).unwrap();
-        }
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let oid = repo
-            .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
-            .unwrap();
-        drop(tree);
-        (repo, oid)
-    }
+    use crate::source::test_repo::commit_files as repo_with;
 
     /// Commits the work tree of `repo` on top of `parent`.
     fn commit_on(repo: &git2::Repository, parent: git2::Oid) -> git2::Oid {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -20,9 +19,9 @@ use super::canary_owner::{
 };
 use super::drift_check;
 use super::memory::AppContext;
-use super::pipeline::SyncInput;
+use super::pass::Pass;
 use super::reasons;
-use super::record::{publish, set, write_if_changed};
+use super::record::{Outcome, publish, set};
 use crate::api::GitRepository;
 use crate::api::annotations::ROLLOUT_ACTION_ANNOTATION;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
@@ -262,25 +261,16 @@ async fn analyse_if_due(
     Some(verdict)
 }
 
-/// Carries the canary of `revision` one step further.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn drive(
-    ctx: &AppContext,
-    api: &Api<Application>,
-    app: &Application,
-    source: &GitRepository,
-    mut status: ApplicationStatus,
-    revision: &str,
-    input: &SyncInput<'_>,
-    interval: Duration,
-) -> Result<Action> {
+/// Carries the canary of the pass' revision one step further.
+pub(super) async fn drive(pass: &Pass<'_>, mut status: ApplicationStatus) -> Outcome {
+    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let revision = pass.revision.as_str();
     let generation = app.metadata.generation;
-    let target = input.target;
-    let desired = match drift_check::desired_for(ctx, app, revision, input).await {
+    let desired = match drift_check::desired_for(ctx, app, revision, &pass.input).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(namespace = %app.namespace().unwrap_or_default(), name = %app.name_any(), error = %e, "cannot render the canary's revision");
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return Outcome::requeue(Action::requeue(Duration::from_secs(10)));
         }
     };
     let mut rollout = status.rollout.clone().unwrap_or_default();
@@ -289,12 +279,12 @@ pub(super) async fn drive(
         // The rollout settings were removed mid-canary: finish as a plain update.
         rollout.phase = RolloutPhase::Promoting;
         status.rollout = Some(rollout);
-        return promote(ctx, target, api, app, status, revision, &desired, interval).await;
+        return promote(pass, status, &desired).await;
     };
     let (promote_asked, abort_asked) = take_request(app, &mut rollout);
     if rollout.phase == RolloutPhase::Promoting && !abort_asked {
         status.rollout = Some(rollout);
-        return promote(ctx, target, api, app, status, revision, &desired, interval).await;
+        return promote(pass, status, &desired).await;
     }
     let analysis_spec = analysis::effective(spec.analysis.as_ref());
     let analysis_interval = analysis_spec
@@ -317,8 +307,7 @@ pub(super) async fn drive(
             message,
             generation,
         );
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Outcome::write(status, Action::requeue(Duration::from_secs(10)));
     }
     let canary_ready = match run_canaries(target, &stable_objects, weight).await {
         Ok(r) => r,
@@ -368,35 +357,32 @@ pub(super) async fn drive(
                 message,
                 generation,
             );
-            write_if_changed(api, app, &status).await?;
-            Ok(Action::requeue(recheck.max(Duration::from_millis(500))))
+            Outcome::write(
+                status,
+                Action::requeue(recheck.max(Duration::from_millis(500))),
+            )
         }
         CanaryDecision::Promote => {
             status.rollout = Some(rollout);
-            promote(ctx, target, api, app, status, revision, &desired, interval).await
+            promote(pass, status, &desired).await
         }
         CanaryDecision::Abort { reason } => {
             status.rollout = Some(rollout);
             abort(ctx, target, app, source, &mut status, revision, &reason).await;
-            write_if_changed(api, app, &status).await?;
-            Ok(Action::requeue(super::follow::AFTER_ABORT))
+            Outcome::write(status, Action::requeue(super::follow::AFTER_ABORT))
         }
     }
 }
 
 /// Applies the new template to the stable Deployments, waits for them, then deletes the
 /// canaries.
-#[allow(clippy::too_many_arguments)]
 async fn promote(
-    ctx: &AppContext,
-    target: &Target,
-    api: &Api<Application>,
-    app: &Application,
+    pass: &Pass<'_>,
     mut status: ApplicationStatus,
-    revision: &str,
     desired: &Arc<Vec<Desired>>,
-    interval: Duration,
-) -> Result<Action> {
+) -> Outcome {
+    let (ctx, target, app) = (pass.ctx, pass.target, pass.app);
+    let (revision, interval) = (pass.revision.as_str(), pass.interval);
     let generation = app.metadata.generation;
     let mut rollout = status.rollout.clone().unwrap_or_default();
     let stable_objects: Vec<Desired> = stables(desired, &rollout.canaries)
@@ -414,8 +400,7 @@ async fn promote(
                 format!("cannot update the stable Deployments: {e}"),
                 generation,
             );
-            write_if_changed(api, app, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Outcome::write(status, Action::requeue(Duration::from_secs(5)));
         }
     };
     // The apply answers with the live Deployments: their health decides.
@@ -443,8 +428,7 @@ async fn promote(
             ),
             generation,
         );
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Outcome::write(status, Action::requeue(Duration::from_secs(1)));
     }
     delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
     let message = format!(
@@ -494,8 +478,7 @@ async fn promote(
         "all workloads are healthy",
         generation,
     );
-    write_if_changed(api, app, &status).await?;
-    Ok(Action::requeue(interval))
+    Outcome::write(status, Action::requeue(interval))
 }
 
 /// Deletes the canaries, then the abort shared with rolling updates (which rejects the

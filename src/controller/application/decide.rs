@@ -39,6 +39,9 @@ pub struct Observations {
     pub canary_active: bool,
     /// A failed sync of this revision and generation is backing off for this long.
     pub retry_in: Option<std::time::Duration>,
+    /// A chart version in `spec.render.helm.chart`'s range other than the applied one was
+    /// published: the Application is not up to date although Git did not change.
+    pub chart_moved: bool,
 }
 
 /// What the reconciler does next; one variant per branch.
@@ -119,7 +122,11 @@ pub fn next_step(o: &Observations) -> Step {
         return Step::ManualSyncRequired;
     }
     if current && !o.sync_requested {
-        return Step::UpToDate;
+        return if o.chart_moved {
+            Step::Sync
+        } else {
+            Step::UpToDate
+        };
     }
     if o.canary_active
         && !o.generation_changed
@@ -160,7 +167,16 @@ mod tests {
             rejected: false,
             canary_active: false,
             retry_in: None,
+            chart_moved: false,
         }
+    }
+
+    #[test]
+    fn a_new_chart_version_in_range_syncs_an_up_to_date_application() {
+        let mut o = synced();
+        assert_eq!(next_step(&o), Step::UpToDate);
+        o.chart_moved = true;
+        assert_eq!(next_step(&o), Step::Sync);
     }
 
     #[test]

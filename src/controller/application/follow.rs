@@ -7,18 +7,16 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::live_health;
 use super::memory::AppContext;
+use super::pass::Pass;
 use super::reasons;
-use super::record::{set, write_if_changed};
-use crate::api::GitRepository;
+use super::record::{Outcome, set};
 use crate::api::application::{Application, ApplicationStatus};
 use crate::api::conditions::{self, Status, is};
 use crate::api::rollout::{Analysis, RolloutPhase, RolloutStrategy};
-use crate::cluster::Target;
 use crate::controller::status::with_jitter;
 use crate::error::Result;
 use crate::health::Health;
@@ -57,17 +55,6 @@ pub fn health_condition(
     }
 }
 
-/// What the follow-up of one revision works with.
-pub(super) struct Follow<'a> {
-    pub ctx: &'a AppContext,
-    pub target: &'a Target,
-    pub api: &'a Api<Application>,
-    pub app: &'a Application,
-    pub source: &'a GitRepository,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
 /// When an Application is looked at again after a rollout was aborted: from then on the
 /// reconcile reports the health of the workloads that run (the last healthy revision's).
 /// Its own status write does not wake it, so the abort asks for it.
@@ -76,25 +63,18 @@ pub(super) const AFTER_ABORT: Duration = Duration::from_secs(2);
 /// Assesses the inventory's health and writes Healthy (and Ready when health fails or
 /// recovers); RollingUpdate aborts on a failed check or at its deadline.
 pub(super) async fn follow_health(
-    f: &Follow<'_>,
+    pass: &Pass<'_>,
     mut status: ApplicationStatus,
     after_sync: bool,
-) -> Result<Action> {
-    let Follow {
-        ctx,
-        target,
-        api,
-        app,
-        source,
-        interval,
-        timeout,
-    } = *f;
+) -> Result<Outcome> {
+    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let (interval, timeout) = (pass.interval, pass.timeout());
     let generation = app.metadata.generation;
     let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
         .is_some_and(|c| is(c, Status::True));
     if healthy_already && !after_sync {
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(with_jitter(interval, &app.name_any())));
+        let again = Action::requeue(with_jitter(interval, &app.name_any()));
+        return Ok(Outcome::write(status, again));
     }
     let (health, message) = live_health::assess(
         &target.applier,
@@ -122,9 +102,9 @@ pub(super) async fn follow_health(
         && rollout.strategy == RolloutStrategy::RollingUpdate
         && let Some(spec) = &rollout.analysis
         && (!spec.http.is_empty() || !spec.prometheus.is_empty())
-        && let Some(action) = analyse(f, &mut status, &revision, spec).await?
+        && let Some(action) = analyse(pass, &mut status, &revision, spec).await
     {
-        return Ok(action);
+        return Ok(Outcome::write(status, action));
     }
     if first_healthy {
         mark_healthy(ctx, app, &mut status, &revision);
@@ -139,8 +119,7 @@ pub(super) async fn follow_health(
         {
             super::rolling_abort::abort(ctx, target, app, source, &mut status, &revision, &reason)
                 .await;
-            write_if_changed(api, app, &status).await?;
-            return Ok(Action::requeue(AFTER_ABORT));
+            return Ok(Outcome::write(status, Action::requeue(AFTER_ABORT)));
         }
     }
     let timed_out = (waited > timeout).then_some(timeout);
@@ -185,26 +164,18 @@ pub(super) async fn follow_health(
         }
         Status::Unknown => Action::requeue(HEALTH_POLL),
     };
-    write_if_changed(api, app, &status).await?;
-    Ok(action)
+    Ok(Outcome::write(status, action))
 }
 
 /// Runs the RollingUpdate's checks once; an action when they failed (abort, or wait for
 /// the next analysis), `None` when they passed.
 async fn analyse(
-    f: &Follow<'_>,
+    pass: &Pass<'_>,
     status: &mut ApplicationStatus,
     revision: &str,
     spec: &Analysis,
-) -> Result<Option<Action>> {
-    let Follow {
-        ctx,
-        target,
-        api,
-        app,
-        source,
-        ..
-    } = *f;
+) -> Option<Action> {
+    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
     let (verdict, results) =
         crate::rollout::analysis::run(target.applier.client(), "", &[], spec).await;
     let state = status.rollout.get_or_insert_with(Default::default);
@@ -212,7 +183,7 @@ async fn analyse(
     let excess = state.checks.len().saturating_sub(20);
     state.checks.drain(..excess);
     let action = match plan::count_analysis(state, &verdict, spec.failure_limit) {
-        Analysed::Passed => return Ok(None),
+        Analysed::Passed => return None,
         Analysed::Abort { reason } => {
             super::rolling_abort::abort(ctx, target, app, source, status, revision, &reason).await;
             Action::requeue(AFTER_ABORT)
@@ -232,8 +203,7 @@ async fn analyse(
             Action::requeue(spec.interval.parse().unwrap_or(Duration::from_secs(30)))
         }
     };
-    write_if_changed(api, app, status).await?;
-    Ok(Some(action))
+    Some(action)
 }
 
 /// The revision just became healthy: its history record says so, with the templates that

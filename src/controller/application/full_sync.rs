@@ -8,19 +8,18 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::canary;
 use super::drift::ensure_watches;
 use super::drift_check;
-use super::follow::{Follow, follow_health};
+use super::follow::follow_health;
 use super::memory::AppContext;
+use super::pass::Pass;
 use super::pipeline::{self, SyncError, SyncInput};
 use super::reasons;
-use super::record::{publish, record, set, write_if_changed};
-use crate::api::GitRepository;
+use super::record::{Outcome, publish, record, set};
 use crate::api::application::{Application, ApplicationStatus, SyncRecord, SyncResult};
 use crate::api::conditions::{self, Status, is};
 use crate::cluster::Target;
@@ -29,40 +28,13 @@ use crate::error::Result;
 /// Sets of more objects than this have Ready written before their health is assessed.
 const EARLY_READY_ABOVE: usize = 50;
 
-/// What a full sync starts from.
-pub(super) struct FullSync<'a> {
-    pub ctx: &'a Arc<AppContext>,
-    pub api: &'a Api<Application>,
-    pub app: &'a Application,
-    pub source: &'a GitRepository,
-    pub status: ApplicationStatus,
-    pub revision: String,
-    pub input: SyncInput<'a>,
-    /// The `gantry sync` request this sync handles.
-    pub request: Option<String>,
-    /// The revision's render, when the reconcile made it already.
-    pub rendered: Option<pipeline::Rendered>,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
-    let FullSync {
-        ctx,
-        api,
-        app,
-        source,
-        mut status,
-        revision,
-        input,
-        request,
-        rendered,
-        interval,
-        timeout,
-    } = f;
-    let name = app.name_any();
-    let sync_requested = request.is_some();
-    let requested = request;
+pub(super) async fn full_sync(
+    pass: &Pass<'_>,
+    mut status: ApplicationStatus,
+    request: Option<String>,
+    rendered: Option<pipeline::Rendered>,
+) -> Result<Outcome> {
+    let (app, revision) = (pass.app, &pass.revision);
     // A full sync of this revision.
     let previous_canaries = status
         .rollout
@@ -71,7 +43,7 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
         .unwrap_or_default();
     status.last_attempted_revision = Some(revision.clone());
     if let Some(rollout) = status.rollout.as_mut() {
-        rollout.failed_revisions.retain(|f| f != &revision);
+        rollout.failed_revisions.retain(|f| f != revision);
     }
     if app.spec.rollout.is_some() {
         let failed = status
@@ -87,8 +59,8 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
             ..Default::default()
         });
     }
-    if sync_requested {
-        status.last_handled_request = requested;
+    if request.is_some() {
+        status.last_handled_request = request;
     }
     let started = Time(Timestamp::now());
     let canary_strategy = app
@@ -111,73 +83,37 @@ pub(super) async fn full_sync(f: FullSync<'_>) -> Result<Action> {
             )
     };
     // The planned inventory is written before anything is applied, and kept on failure.
-    let recorder = super::guards::StatusRecorder::new(
-        api,
-        &name,
-        status.clone(),
-        &revision,
-        app.metadata.generation,
-    );
-    let target = input.target;
+    pass.checkpoint.begin(status.clone());
     let input = SyncInput {
         hold: Some(&hold),
-        record_planned: Some(&recorder),
-        ..input
+        record_planned: Some(pass.checkpoint),
+        ..pass.input
     };
     let result = pipeline::sync(&input, rendered).await;
     if result.is_err()
-        && let Some(entries) = recorder.recorded()
+        && let Some(entries) = pass.checkpoint.recorded()
     {
         status.inventory = entries;
     }
-    // What the API server holds now, when the sync reported its progress: the outcome is
-    // compared with (and written over) that.
-    let ready_before = app
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, conditions::READY))
-        .map(|c| c.message.clone());
-    let seen;
-    let app = match recorder.progress_written() {
-        Some(written) => {
-            let mut now = app.clone();
-            now.status = Some(written);
-            seen = now;
-            &seen
-        }
-        None => app,
-    };
-    let run = Run {
-        ctx,
-        target,
-        api,
-        app,
-        ready_before,
-        source,
-        revision,
-        interval,
-        timeout,
+    let begun = Begun {
+        ready_before: app
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+            .map(|c| c.message.clone()),
         started,
         previous_canaries,
     };
     match result {
-        Ok(outcome) => succeeded(&run, status, outcome).await,
-        Err(e) => failed(&run, status, e).await,
+        Ok(outcome) => succeeded(pass, &begun, status, outcome).await,
+        Err(e) => Ok(failed(pass, &begun, status, e).await),
     }
 }
 
-/// What a sync's outcome is written with.
-struct Run<'a> {
-    ctx: &'a Arc<AppContext>,
-    target: &'a Target,
-    api: &'a Api<Application>,
-    app: &'a Application,
+/// What the sync knew when it began.
+struct Begun {
     /// Ready's message before the sync (a failure that repeats it is not announced again).
     ready_before: Option<String>,
-    source: &'a GitRepository,
-    revision: String,
-    interval: Duration,
-    timeout: Duration,
     started: Time,
     previous_canaries: Vec<String>,
 }
@@ -185,27 +121,16 @@ struct Run<'a> {
 /// The revision is applied: inventory, history, Ready, Events; canaries start; health
 /// follows.
 async fn succeeded(
-    run: &Run<'_>,
+    pass: &Pass<'_>,
+    begun: &Begun,
     mut status: ApplicationStatus,
     mut outcome: pipeline::SyncOutcome,
-) -> Result<Action> {
-    let Run {
-        ctx,
-        target,
-        api,
-        app,
-        source,
-        ref revision,
-        interval,
-        timeout,
-        ref started,
-        ref previous_canaries,
-        ..
-    } = *run;
+) -> Result<Outcome> {
+    let (ctx, target, app, revision) = (pass.ctx, pass.target, pass.app, &pass.revision);
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     let source_name = &app.spec.source_ref.name;
     let generation = app.metadata.generation;
-    let started = started.clone();
+    let started = begun.started.clone();
     let mut summary = format!(
         "{} created, {} configured, {} unchanged, {} pruned",
         outcome.created, outcome.configured, outcome.unchanged, outcome.pruned
@@ -285,14 +210,16 @@ async fn succeeded(
         app,
         &mut status,
         revision,
-        previous_canaries,
+        &begun.previous_canaries,
         &held,
         !outcome.prune_failed,
     )
     .await
     {
-        write_if_changed(api, app, &status).await?;
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        return Ok(Outcome::write(
+            status,
+            Action::requeue(Duration::from_millis(500)),
+        ));
     }
     announce(ctx, app, &mut status, &outcome, revision, message).await;
     set(
@@ -307,28 +234,16 @@ async fn succeeded(
     // is applied and health follows: its first assessment lists every workload, which can
     // take a while. A small set's health is a LIST or two away, so Ready and Healthy go in
     // one status write (at fleet scale, one write less per Application and sync).
-    let mut written = app.clone();
     if status.inventory.len() > EARLY_READY_ABOVE || app.spec.rollout.is_some() {
-        write_if_changed(api, app, &status).await?;
+        pass.checkpoint.write(&status).await?;
         tracing::debug!(namespace = %ns, name = %name, "status written: applied");
-        written.status = Some(status.clone());
     }
-    let follow = Follow {
-        ctx,
-        target,
-        api,
-        app: &written,
-        source,
-        interval,
-        timeout,
-    };
-    let action = follow_health(&follow, status, true).await?;
+    let mut followed = follow_health(pass, status, true).await?;
     // Objects whose delete failed stay in the inventory and are retried soon.
-    Ok(if outcome.prune_failed {
-        Action::requeue(Duration::from_secs(10))
-    } else {
-        action
-    })
+    if outcome.prune_failed {
+        followed.action = Action::requeue(Duration::from_secs(10));
+    }
+    Ok(followed)
 }
 
 /// A revision just applied matches Git: the drift watches cover its inventory, what they
@@ -410,20 +325,17 @@ async fn announce(
 }
 
 /// The sync stopped: Ready says why, the history records it, and it is retried.
-async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> Result<Action> {
-    let Run {
-        ctx,
-        api,
-        app,
-        ref revision,
-        interval,
-        ref started,
-        ref ready_before,
-        ..
-    } = *run;
+async fn failed(
+    pass: &Pass<'_>,
+    begun: &Begun,
+    mut status: ApplicationStatus,
+    e: SyncError,
+) -> Outcome {
+    let (ctx, app, revision, interval) = (pass.ctx, pass.app, &pass.revision, pass.interval);
+    let ready_before = &begun.ready_before;
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
     let generation = app.metadata.generation;
-    let started = started.clone();
+    let started = begun.started.clone();
     let reason = e.reason();
     let message = format!("revision {revision}: {e}");
     tracing::warn!(namespace = %ns, name = %name, reason, error = %e, "sync failed");
@@ -473,7 +385,6 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     if ready_before.as_deref() != Some(message.as_str()) {
         publish(ctx, app, EventType::Warning, reason, message).await;
     }
-    write_if_changed(api, app, &status).await?;
     let base = if matches!(e, SyncError::Artifact(_)) {
         // the tree is checked out again at once
         Duration::from_secs(2)
@@ -487,7 +398,7 @@ async fn failed(run: &Run<'_>, mut status: ApplicationStatus, e: SyncError) -> R
     let retry = ctx
         .memory
         .sync_backoff(&ns, &name, revision, app.metadata.generation, base);
-    Ok(Action::requeue(retry.min(interval.max(base))))
+    Outcome::write(status, Action::requeue(retry.min(interval.max(base))))
 }
 
 /// A new revision whose rendered set is exactly the one applied at the last revision (a

@@ -58,25 +58,26 @@ pub trait RecordPlanned: Send + Sync {
     }
 }
 
-/// Records the planned inventory in the Application's status (the status of this
-/// reconcile, with that inventory) and remembers it, so a failed sync keeps it; reports
-/// the sync's progress as Ready=Unknown/Progressing on the same status.
-pub struct StatusRecorder<'a> {
+/// The status writes a sync makes before its outcome, and the only ones besides it: the
+/// planned inventory before the set's first write, where the sync is when it waits (hooks,
+/// waves, health), and Ready before a large set's health is assessed. One per reconcile;
+/// the reconciler compares its outcome with what these last wrote ([`Checkpoint::held`]).
+pub struct Checkpoint<'a> {
     api: &'a Api<Application>,
     name: &'a str,
     revision: String,
     generation: Option<i64>,
-    /// The status as last written by this sync (or as the reconcile started).
+    /// The status the next checkpoint writes over (as the sync started, then as last written).
     status: std::sync::Mutex<ApplicationStatus>,
     recorded: std::sync::Mutex<Option<Vec<InventoryEntry>>>,
-    progressed: std::sync::atomic::AtomicBool,
+    /// What a checkpoint wrote last: what the API server holds now.
+    held: std::sync::Mutex<Option<ApplicationStatus>>,
 }
 
-impl<'a> StatusRecorder<'a> {
+impl<'a> Checkpoint<'a> {
     pub fn new(
         api: &'a Api<Application>,
         name: &'a str,
-        status: ApplicationStatus,
         revision: &str,
         generation: Option<i64>,
     ) -> Self {
@@ -85,10 +86,15 @@ impl<'a> StatusRecorder<'a> {
             name,
             revision: revision.to_string(),
             generation,
-            status: std::sync::Mutex::new(status),
+            status: Default::default(),
             recorded: Default::default(),
-            progressed: Default::default(),
+            held: Default::default(),
         }
+    }
+
+    /// The sync starts from `status`: the checkpoints write it with what they add.
+    pub fn begin(&self, status: ApplicationStatus) {
+        *self.status.lock().expect("sync status") = status;
     }
 
     /// The inventory recorded, if any (a sync that failed after it keeps it).
@@ -96,15 +102,25 @@ impl<'a> StatusRecorder<'a> {
         self.recorded.lock().expect("planned inventory").clone()
     }
 
-    /// The status progress wrote last, if it wrote any (what the API server now holds).
-    pub fn progress_written(&self) -> Option<ApplicationStatus> {
-        self.progressed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| self.status.lock().expect("sync status").clone())
+    /// The status a checkpoint wrote last, if one wrote (what the API server now holds).
+    pub fn held(&self) -> Option<ApplicationStatus> {
+        self.held.lock().expect("held status").clone()
+    }
+
+    /// Writes `status` now, before the reconcile goes on (e.g. Ready of an applied set
+    /// whose health takes a while to assess).
+    pub async fn write(&self, status: &ApplicationStatus) -> crate::error::Result<()> {
+        if self.held().as_ref() == Some(status) {
+            return Ok(());
+        }
+        crate::controller::status::apply_status(self.api, self.name, status).await?;
+        *self.status.lock().expect("sync status") = status.clone();
+        *self.held.lock().expect("held status") = Some(status.clone());
+        Ok(())
     }
 }
 
-impl RecordPlanned for StatusRecorder<'_> {
+impl RecordPlanned for Checkpoint<'_> {
     fn record(
         &self,
         entries: Vec<InventoryEntry>,
@@ -118,7 +134,9 @@ impl RecordPlanned for StatusRecorder<'_> {
         Box::pin(async move {
             crate::controller::status::apply_status(self.api, self.name, &status)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            *self.held.lock().expect("held status") = Some(status);
+            Ok(())
         })
     }
 
@@ -138,9 +156,7 @@ impl RecordPlanned for StatusRecorder<'_> {
         Box::pin(async move {
             // Best effort: the sync goes on whether or not its progress could be shown.
             match crate::controller::status::apply_status(self.api, self.name, &status).await {
-                Ok(()) => self
-                    .progressed
-                    .store(true, std::sync::atomic::Ordering::Relaxed),
+                Ok(()) => *self.held.lock().expect("held status") = Some(status),
                 Err(e) => tracing::debug!(error = %e, "progress not written"),
             }
         })

@@ -14,13 +14,15 @@ use super::artifact::Checkout;
 use super::canary;
 use super::decide::{self, ArtifactSeen, Observations, Step};
 use super::drift::check_drift;
-use super::follow::{Follow, follow_health, health_condition};
-use super::full_sync::FullSync;
+use super::follow::{follow_health, health_condition};
+use super::full_sync::{SameSet, full_sync, same_set_as_applied};
+use super::guards::Checkpoint;
 use super::live_health;
 use super::memory::AppContext;
+use super::pass::Pass;
 use super::pipeline::SyncInput;
 use super::reasons;
-use super::record::{set, write_if_changed};
+use super::record::{Outcome, set, write_outcome};
 use super::write_back;
 use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
@@ -63,6 +65,17 @@ async fn gather(
     // Where and as whom the Application acts; a target the controller cannot act as stops
     // it, rather than deploying with the controller's own rights or into the wrong cluster.
     let target = ctx.targets.for_app(app).await;
+    // A chart version published inside `spec.render.helm.chart.version`'s range is a new
+    // revision of the Application although Git did not change (no request for Applications
+    // without a chart range).
+    let chart_moved = match found.is_some() {
+        true => super::chart::chart_moved(&ctx.client, app).await,
+        false => None,
+    };
+    if let Some(version) = &chart_moved {
+        tracing::info!(namespace = %ns, name = %app.name_any(), version, "a new chart version in range");
+    }
+    let chart_moved = chart_moved.is_some();
     let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
     let observations = Observations {
@@ -85,6 +98,7 @@ async fn gather(
             &revision,
             app.metadata.generation,
         ),
+        chart_moved,
     };
     Ok(Gathered {
         observations,
@@ -161,17 +175,9 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     let previous_generation = status.observed_generation;
     status.observed_generation = generation;
 
-    // Gather what the decision needs, then `decide`, then act.
+    // Gather what the decision needs, `decide`, act, and write what the step leaves.
     let gathered = gather(&ctx, &api, &app, previous_generation).await?;
-    let mut step = decide::next_step(&gathered.observations);
-    // A chart version published inside `spec.render.helm.chart.version`'s range is a new
-    // revision of the Application although Git did not change.
-    if step == Step::UpToDate
-        && let Some(version) = super::chart::chart_moved(&ctx.client, &app).await
-    {
-        tracing::info!(namespace = %ns, name = %name, version, "a new chart version in range");
-        step = Step::Sync;
-    }
+    let step = decide::next_step(&gathered.observations);
     let revision = gathered.revision;
     ctx.memory.detached.note_revision(&ns, &name, &revision);
     tracing::debug!(namespace = %ns, name = %name, ?step, revision = %revision, "reconcile");
@@ -184,8 +190,8 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
             return Ok(Action::requeue(Duration::from_secs(2)));
         };
         set(&mut status, conditions::READY, s, why, message, generation);
-        write_if_changed(&api, &app, &status).await?;
-        return Ok(action.unwrap_or(step_action));
+        let outcome = Outcome::write(status, action.unwrap_or(step_action));
+        return write_outcome(&api, &app, None, outcome).await;
     }
     let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
         return Err(Error::Usage(format!(
@@ -198,118 +204,104 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     // Image automation first: a new image goes to Git, and from there to the cluster.
     write_back::run(&ctx, &app, &source, &artifact_root, &mut status).await;
 
-    // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
-    let input = SyncInput {
-        target: &target,
-        local: &ctx.client,
+    let checkpoint = Checkpoint::new(&api, &name, &revision, generation);
+    let pass = Pass {
+        ctx: &ctx,
         app: &app,
-        artifact_root: &artifact_root,
-        artifact_check: Some((&ctx.artifacts, &artifact.digest)),
-        hold: None,
-        record_planned: None,
-        timeout: ctx.app_timeout(&app),
-    };
-    let timeout = input.timeout;
-    // A new revision that renders the same objects (a commit elsewhere in the repository)
-    // is recorded without a dry-run: then it is up to date. Otherwise the sync uses the
-    // render made to compare.
-    let mut rendered = None;
-    let step = if step == Step::Sync && gathered.request.is_none() {
-        use super::full_sync::{SameSet, same_set_as_applied};
-        match same_set_as_applied(&ctx, &app, &mut status, &revision, &input).await {
-            SameSet::Recorded => Step::UpToDate,
-            SameSet::Differs(r) => {
-                rendered = r;
-                step
-            }
-        }
-    } else {
-        step
-    };
-    act(
-        step,
-        FullSync {
-            ctx: &ctx,
-            api: &api,
+        source: &source,
+        target: &target,
+        revision,
+        // Drift checks and canary steps see the whole rendered set; a sync adds its holds.
+        input: SyncInput {
+            target: &target,
+            local: &ctx.client,
             app: &app,
-            source: &source,
-            status,
-            revision,
-            input,
-            request: gathered.request,
-            rendered,
-            interval,
-            timeout,
+            artifact_root: &artifact_root,
+            artifact_check: Some((&ctx.artifacts, &artifact.digest)),
+            hold: None,
+            record_planned: None,
+            timeout: ctx.app_timeout(&app),
         },
-    )
-    .await
+        interval,
+        checkpoint: &checkpoint,
+    };
+    let outcome = act(step, &pass, status, gathered.request).await?;
+    write_outcome(&api, &app, checkpoint.held(), outcome).await
 }
 
 /// Carries out the decided step, once the early stops are behind: report, wait, check
 /// drift and health, drive a canary, or sync.
-async fn act(step: Step, mut f: FullSync<'_>) -> Result<Action> {
-    let (ctx, api, app, interval) = (f.ctx, f.api, f.app, f.interval);
-    let target = f.input.target;
-    let revision = &f.revision;
+async fn act(
+    step: Step,
+    pass: &Pass<'_>,
+    mut status: ApplicationStatus,
+    request: Option<String>,
+) -> Result<Outcome> {
+    let (app, interval) = (pass.app, pass.interval);
+    let revision = &pass.revision;
     match step {
         // A revision whose rollout was aborted is not applied again until Git (or the spec)
         // changes, or someone asks with `gantry sync`; meanwhile report how the workloads
         // that run (the last healthy revision's) are doing.
-        Step::RejectedRevision => {
-            report_rejected(target, api, app, f.status, revision, interval).await
-        }
+        Step::RejectedRevision => Ok(report_rejected(pass, status).await),
         Step::ManualSyncRequired => {
             let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
             let m = format!("revision {revision} is waiting for `gantry sync {ns}/{name}`");
             let why = reasons::MANUAL_SYNC_REQUIRED;
             set(
-                &mut f.status,
+                &mut status,
                 conditions::READY,
                 Status::Unknown,
                 why,
                 m,
-                app.metadata.generation,
+                pass.generation(),
             );
-            write_if_changed(api, app, &f.status).await?;
-            Ok(Action::requeue(interval))
+            Ok(Outcome::write(status, Action::requeue(interval)))
         }
         // A status write (the failure's own) or another event came before the backoff ran
         // out: the sync is not retried yet.
-        Step::BackOff(wait) => {
-            write_if_changed(api, app, &f.status).await?;
-            Ok(Action::requeue(wait))
-        }
-        Step::UpToDate => {
-            check_drift(ctx, app, &mut f.status, revision, &f.input, interval, &[]).await;
-            let follow = Follow {
-                ctx,
-                target,
-                api,
-                app,
-                source: f.source,
-                interval,
-                timeout: f.timeout,
-            };
-            follow_health(&follow, f.status, false).await
-        }
+        Step::BackOff(wait) => Ok(Outcome::write(status, Action::requeue(wait))),
+        Step::UpToDate => up_to_date(pass, status).await,
         // A canary of this revision is running: carry it on. Drift checks go on for
         // everything but the stable Deployments, whose held template is expected to differ
         // from Git.
         Step::CarryOnCanary => {
-            let held = f
-                .status
+            let held = status
                 .rollout
                 .as_ref()
                 .map(|r| r.canaries.clone())
                 .unwrap_or_default();
-            check_drift(ctx, app, &mut f.status, revision, &f.input, interval, &held).await;
-            canary::drive(
-                ctx, api, app, f.source, f.status, revision, &f.input, interval,
-            )
-            .await
+            let input = &pass.input;
+            check_drift(pass.ctx, app, &mut status, revision, input, interval, &held).await;
+            Ok(canary::drive(pass, status).await)
         }
-        _ => super::full_sync::full_sync(f).await,
+        // A new revision that renders the same objects as the applied one (a commit
+        // elsewhere in the repository) is recorded as applied, with no dry-run: then it is
+        // up to date. Otherwise the sync uses the render made to compare.
+        Step::Sync if request.is_none() => {
+            match same_set_as_applied(pass.ctx, app, &mut status, revision, &pass.input).await {
+                SameSet::Recorded => up_to_date(pass, status).await,
+                SameSet::Differs(rendered) => full_sync(pass, status, None, rendered).await,
+            }
+        }
+        _ => full_sync(pass, status, request, None).await,
     }
+}
+
+/// The revision is applied: check drift, follow health.
+async fn up_to_date(pass: &Pass<'_>, mut status: ApplicationStatus) -> Result<Outcome> {
+    let (ctx, app, revision) = (pass.ctx, pass.app, &pass.revision);
+    check_drift(
+        ctx,
+        app,
+        &mut status,
+        revision,
+        &pass.input,
+        pass.interval,
+        &[],
+    )
+    .await;
+    follow_health(pass, status, false).await
 }
 
 /// The first `dependsOn` Application that is not Ready at its current generation.
@@ -324,7 +316,8 @@ async fn first_unready_dependency(
             .and_then(|o| o.status.as_ref())
             .is_some_and(|s| {
                 conditions::find(&s.conditions, conditions::READY).is_some_and(|c| {
-                    c.status == "True" && c.observed_generation == o_gen(other.as_ref())
+                    conditions::is(c, Status::True)
+                        && c.observed_generation == o_gen(other.as_ref())
                 })
             });
         if !ready {
@@ -365,7 +358,7 @@ async fn find_artifact(
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, conditions::READY));
         return Ok(match ready {
-            Some(c) if c.status == "False" => {
+            Some(c) if conditions::is(c, Status::False) => {
                 let m = format!("GitRepository {source_name} has no artifact: {}", c.message);
                 (ArtifactSeen::Failed(m), None)
             }
@@ -391,25 +384,19 @@ async fn find_artifact(
 
 /// A rejected revision: the workloads of the last healthy one run; say how they are, and
 /// that Git's revision is not what runs (Drifted).
-async fn report_rejected(
-    target: &Target,
-    api: &Api<Application>,
-    app: &Application,
-    mut status: ApplicationStatus,
-    revision: &str,
-    interval: Duration,
-) -> Result<Action> {
-    let (drift_status, drift_message) = rejected_drift(&status.history, revision);
+async fn report_rejected(pass: &Pass<'_>, mut status: ApplicationStatus) -> Outcome {
+    let (app, generation) = (pass.app, pass.generation());
+    let (drift_status, drift_message) = rejected_drift(&status.history, &pass.revision);
     set(
         &mut status,
         conditions::DRIFTED,
         drift_status,
         reasons::ROLLOUT_ABORTED,
         drift_message,
-        app.metadata.generation,
+        generation,
     );
     let (health, message) = live_health::assess(
-        &target.applier,
+        &pass.target.applier,
         &status.inventory,
         &Rules::compile(&app.spec.health_checks).unwrap_or_default(),
     )
@@ -423,14 +410,14 @@ async fn report_rejected(
         s,
         reason,
         message,
-        app.metadata.generation,
+        generation,
     );
-    write_if_changed(api, app, &status).await?;
-    Ok(Action::requeue(if healthy {
-        interval
+    let again = if healthy {
+        pass.interval
     } else {
         Duration::from_secs(2)
-    }))
+    };
+    Outcome::write(status, Action::requeue(again))
 }
 
 /// The Drifted condition while Git's `revision` is rejected: its workloads do not run.
@@ -561,19 +548,96 @@ mod outcomes {
     async fn outcome(api: &FakeApi, name: &str) -> (Action, Option<Value>) {
         let data = tempfile::tempdir().unwrap();
         let ctx = context(api, data.path()).await;
-        let cached: Application = serde_json::from_value(app(name, json!({}))).unwrap();
-        let action = apply(Arc::new(cached), ctx).await.expect("a reconcile");
-        let writes = api.writes();
+        outcome_in(api, &ctx, name).await
+    }
+
+    /// [`outcome`] with a context prepared by the test.
+    async fn outcome_in(
+        api: &FakeApi,
+        ctx: &Arc<AppContext>,
+        name: &str,
+    ) -> (Action, Option<Value>) {
+        let (action, writes) = reconcile_once(api, ctx, name).await;
         assert!(writes.len() <= 1, "one status write at most: {writes:?}");
-        let ready = writes.first().map(|w| {
+        (action, writes.first().map(|w| condition(w, "Ready")))
+    }
+
+    /// Reconciles `name` once; the action and the status writes it made.
+    async fn reconcile_once(
+        api: &FakeApi,
+        ctx: &Arc<AppContext>,
+        name: &str,
+    ) -> (Action, Vec<super::super::fixtures::Recorded>) {
+        let before = api.writes().len();
+        let cached: Application = serde_json::from_value(app(name, json!({}))).unwrap();
+        let action = apply(Arc::new(cached), ctx.clone())
+            .await
+            .expect("a reconcile");
+        let writes: Vec<_> = api.writes()[before..]
+            .iter()
+            .filter(|w| w.path.ends_with("/status"))
+            .cloned()
+            .collect();
+        for w in &writes {
             assert_eq!(w.method, "PATCH");
             assert_eq!(w.path, format!("{APPS}/{name}/status"));
-            w.body["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
-                .expect("a Ready condition")
-        });
-        (action, ready)
+        }
+        (action, writes)
+    }
+
+    /// The condition `type_` of a status write.
+    fn condition(write: &super::super::fixtures::Recorded, type_: &str) -> Value {
+        write.body["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_else(|| panic!("a {type_} condition in {}", write.body))
+    }
+
+    const MANIFEST: &str =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {greeting: hello}\n";
+
+    /// The source `repo` with an artifact of one commit (a ConfigMap) in the controller's
+    /// store, and the API server's discovery of ConfigMaps: the artifact's revision.
+    fn with_artifact(api: &FakeApi, ctx: &AppContext) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) =
+            crate::source::test_repo::commit_files(dir.path(), &[("cm.yaml", MANIFEST)]);
+        let (_, digest) = ctx
+            .artifacts
+            .write("team", "repo", &repo, oid, &[])
+            .unwrap();
+        let revision = format!("main@sha1:{oid}");
+        let artifact =
+            json!({"revision": revision, "digest": digest, "fetchedAt": "2026-01-01T00:00:00Z"});
+        api.put(
+            &format!("{SOURCES}/repo"),
+            source(json!({"artifact": artifact})),
+        );
+        api.put(
+            "/api",
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+        );
+        api.put(
+            "/apis",
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        );
+        api.put("/api/v1", json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            {"name": "configmaps", "singularName": "configmap", "namespaced": true, "kind": "ConfigMap",
+             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}));
+        revision
+    }
+
+    /// An Application's status as a reconcile of `revision` left it: applied, Ready and
+    /// Healthy.
+    fn applied(revision: &str) -> Value {
+        let condition = |type_: &str, reason: &str| {
+            json!({"type": type_, "status": "True",
+            "reason": reason, "message": "", "observedGeneration": 1,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        json!({"observedGeneration": 1, "lastAppliedRevision": revision,
+               "lastAttemptedRevision": revision,
+               "conditions": [condition("Ready", reasons::SUCCEEDED), condition("Healthy", reasons::HEALTHY)]})
     }
 
     #[tokio::test]
@@ -671,5 +735,207 @@ mod outcomes {
         let (action, ready) = outcome(&api, "web").await;
         assert_eq!(action, Action::await_change());
         assert_eq!(ready, None, "no write");
+    }
+
+    #[tokio::test]
+    async fn a_manual_application_waits_for_gantry_sync_and_applies_nothing() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        api.put(
+            &format!("{APPS}/web"),
+            app("web", json!({"syncPolicy": "manual"})),
+        );
+        let (action, ready) = outcome_in(&api, &ctx, "web").await;
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        let ready = ready.unwrap();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("Unknown"), Some(reasons::MANUAL_SYNC_REQUIRED))
+        );
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains(&revision) && message.contains("gantry sync team/web"),
+            "{message}"
+        );
+        assert!(
+            api.writes().iter().all(|w| w.path.starts_with(APPS)),
+            "nothing applied"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_sync_writes_the_planned_inventory_then_its_outcome() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        // The API server answers the dry-run and the apply with the object.
+        let cm = "/api/v1/namespaces/team/configmaps/settings";
+        api.put(
+            cm,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "team"}, "data": {"greeting": "hello"}}),
+        );
+        api.put(&format!("{APPS}/web"), app("web", json!({})));
+        let (action, writes) = reconcile_once(&api, &ctx, "web").await;
+        assert_eq!(
+            writes.len(),
+            2,
+            "the planned inventory, then the outcome: {writes:?}"
+        );
+        let planned = &writes[0].body["status"]["inventory"];
+        assert_eq!(planned[0]["name"], "settings", "{planned}");
+        let ready = condition(&writes[1], "Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("True"), Some(reasons::SUCCEEDED)),
+            "{ready}"
+        );
+        assert!(ready["message"].as_str().unwrap().contains(&revision));
+        // Ready and Healthy in one write (a small set's health is assessed at once).
+        assert_eq!(condition(&writes[1], "Healthy")["status"], "True");
+        assert_eq!(
+            writes[1].body["status"]["lastAppliedRevision"],
+            revision.as_str()
+        );
+        let applies: Vec<_> = api.writes().into_iter().filter(|w| w.path == cm).collect();
+        assert!(!applies.is_empty(), "the ConfigMap is applied");
+        assert!(matches!(action, a if a != Action::await_change()));
+    }
+
+    #[tokio::test]
+    async fn a_sync_the_api_server_refuses_is_recorded_failed_and_backs_off() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        // No ConfigMap at its path: the API server answers the dry-run with 404.
+        api.put(&format!("{APPS}/web"), app("web", json!({})));
+        let (action, writes) = reconcile_once(&api, &ctx, "web").await;
+        let last = writes.last().expect("a status write");
+        assert!(writes.len() <= 2, "{writes:?}");
+        let ready = condition(last, "Ready");
+        assert_eq!(ready["status"], "False", "{ready}");
+        assert!(ready["message"].as_str().unwrap().contains(&revision));
+        assert_eq!(last.body["status"]["history"][0]["result"], "Failed");
+        assert!(last.body["status"]["lastAppliedRevision"].is_null());
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+        // The same revision again within its backoff: nothing is tried, nothing written.
+        let cached = last.body["status"].clone();
+        let mut again = app("web", json!({}));
+        again["status"] = cached;
+        api.put(&format!("{APPS}/web"), again);
+        let before = api.writes().len();
+        let cached: Application = serde_json::from_value(app("web", json!({}))).unwrap();
+        let action = apply(Arc::new(cached), ctx.clone()).await.unwrap();
+        assert_eq!(api.writes().len(), before, "{:?}", &api.writes()[before..]);
+        assert!(matches!(action, a if a != Action::await_change()));
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_application_applies_nothing_and_writes_nothing_twice() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        let mut web = app("web", json!({}));
+        web["status"] = applied(&revision);
+        api.put(&format!("{APPS}/web"), web.clone());
+        // The first reconcile of this controller records the cluster it deploys to.
+        let (action, writes) = reconcile_once(&api, &ctx, "web").await;
+        assert!(writes.len() <= 1, "{writes:?}");
+        assert!(
+            api.writes().iter().all(|w| w.path.starts_with(APPS)),
+            "nothing applied"
+        );
+        assert_eq!(condition(&writes[0], "Ready")["reason"], reasons::SUCCEEDED);
+        assert!(matches!(action, a if a != Action::await_change()));
+        web["status"] = writes[0].body["status"].clone();
+        api.put(&format!("{APPS}/web"), web);
+        let before = api.writes().len();
+        let (_, writes) = reconcile_once(&api, &ctx, "web").await;
+        assert!(writes.is_empty(), "{:?}", &api.writes()[before..]);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_revision_is_not_applied_again_and_says_what_runs() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        let good = "main@sha1:1111111111111111111111111111111111111111";
+        let mut web = app("web", json!({}));
+        web["status"] = applied(good);
+        web["status"]["rollout"] = json!({"phase": "Aborted", "failedRevisions": [revision]});
+        web["status"]["history"] = json!([{"revision": good, "startedAt": "2026-01-01T00:00:00Z",
+            "result": "Succeeded", "healthy": true}]);
+        api.put(&format!("{APPS}/web"), web);
+        let (action, writes) = reconcile_once(&api, &ctx, "web").await;
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        let drifted = condition(&writes[0], "Drifted");
+        assert_eq!(drifted["reason"], reasons::ROLLOUT_ABORTED);
+        let message = drifted["message"].as_str().unwrap();
+        assert!(
+            message.contains(&revision) && message.contains(good),
+            "{message}"
+        );
+        assert!(
+            api.writes().iter().all(|w| w.path.starts_with(APPS)),
+            "nothing applied"
+        );
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    }
+
+    #[tokio::test]
+    async fn a_commit_elsewhere_is_recorded_as_applied_without_a_dry_run() {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let first = with_artifact(&api, &ctx);
+        let cm = "/api/v1/namespaces/team/configmaps/settings";
+        api.put(
+            cm,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "team"}, "data": {"greeting": "hello"}}),
+        );
+        api.put(&format!("{APPS}/web"), app("web", json!({})));
+        let (_, writes) = reconcile_once(&api, &ctx, "web").await;
+        let mut web = app("web", json!({}));
+        web["status"] = writes.last().unwrap().body["status"].clone();
+        api.put(&format!("{APPS}/web"), web);
+        // A second commit: the same manifest, and a file the render does not read.
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) = crate::source::test_repo::commit_files(
+            dir.path(),
+            &[("cm.yaml", MANIFEST), ("README.md", "docs")],
+        );
+        let (_, digest) = ctx
+            .artifacts
+            .write("team", "repo", &repo, oid, &[])
+            .unwrap();
+        let second = format!("main@sha1:{oid}");
+        let artifact =
+            json!({"revision": second, "digest": digest, "fetchedAt": "2026-01-01T00:00:00Z"});
+        api.put(
+            &format!("{SOURCES}/repo"),
+            source(json!({"artifact": artifact})),
+        );
+        let before = api.writes().len();
+        let (action, writes) = reconcile_once(&api, &ctx, "web").await;
+        let all = &api.writes()[before..];
+        assert_eq!(
+            writes.len(),
+            1,
+            "one status write and nothing else: {all:?}"
+        );
+        assert_eq!(all.len(), 1, "no dry-run, no apply: {all:?}");
+        let status = &writes[0].body["status"];
+        assert_eq!(status["lastAppliedRevision"], second.as_str());
+        let message = status["history"][0]["message"].as_str().unwrap();
+        assert_eq!(message, format!("the same objects as revision {first}"));
+        assert_eq!(condition(&writes[0], "Ready")["reason"], reasons::SUCCEEDED);
+        assert!(matches!(action, a if a != Action::await_change()));
     }
 }

@@ -1,9 +1,10 @@
-//! Writing an Application's status: conditions, the sync history, Events, and the status
-//! patch itself (only when something changed). The reconciler's helpers build on these;
+//! Writing an Application's status: conditions, the sync history, Events, and the one
+//! status patch of a reconcile, its [`Outcome`] (only when something changed). The reconciler's helpers build on these;
 //! these depend on nothing of theirs.
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 
@@ -69,13 +70,46 @@ pub(super) async fn publish(
     }
 }
 
-pub(super) async fn write_if_changed(
+/// What a step of the reconcile leaves: the status to write and when to look again. The
+/// reconciler writes it, once, at the end ([`write_outcome`]).
+#[must_use]
+#[derive(Debug)]
+pub(super) struct Outcome {
+    /// `None` leaves the status as it is.
+    pub status: Option<ApplicationStatus>,
+    pub action: Action,
+}
+
+impl Outcome {
+    pub fn write(status: ApplicationStatus, action: Action) -> Self {
+        Self {
+            status: Some(status),
+            action,
+        }
+    }
+
+    /// Nothing to write: only look again.
+    pub fn requeue(action: Action) -> Self {
+        Self {
+            status: None,
+            action,
+        }
+    }
+}
+
+/// The reconcile's status write: the outcome's status, when it differs from what the API
+/// server holds (`held`: as the reconcile read it, or as a sync's checkpoint last wrote it).
+pub(super) async fn write_outcome(
     api: &Api<Application>,
     app: &Application,
-    status: &ApplicationStatus,
-) -> Result<()> {
-    if Some(status) != app.status.as_ref() {
-        apply_status(api, &app.name_any(), status).await?;
+    held: Option<ApplicationStatus>,
+    outcome: Outcome,
+) -> Result<Action> {
+    if let Some(status) = &outcome.status {
+        let held = held.or_else(|| app.status.clone());
+        if Some(status) != held.as_ref() {
+            apply_status(api, &app.name_any(), status).await?;
+        }
     }
-    Ok(())
+    Ok(outcome.action)
 }
