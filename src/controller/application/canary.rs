@@ -22,7 +22,6 @@ use super::memory::AppContext;
 use super::pass::Pass;
 use super::reasons;
 use super::record::{Outcome, publish, set};
-use crate::api::GitRepository;
 use crate::api::annotations::ROLLOUT_ACTION_ANNOTATION;
 use crate::api::application::{Application, ApplicationStatus, SyncResult};
 use crate::api::conditions::{self, Status};
@@ -263,7 +262,7 @@ async fn analyse_if_due(
 
 /// Carries the canary of the pass' revision one step further.
 pub(super) async fn drive(pass: &Pass<'_>, mut status: ApplicationStatus) -> Outcome {
-    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let (ctx, target, app) = (pass.ctx, pass.target, pass.app);
     let revision = pass.revision.as_str();
     let generation = app.metadata.generation;
     let desired = match drift_check::desired_for(ctx, app, revision, &pass.input).await {
@@ -368,7 +367,7 @@ pub(super) async fn drive(pass: &Pass<'_>, mut status: ApplicationStatus) -> Out
         }
         CanaryDecision::Abort { reason } => {
             status.rollout = Some(rollout);
-            abort(ctx, target, app, source, &mut status, revision, &reason).await;
+            abort(pass, &mut status, &reason).await;
             Outcome::write(status, Action::requeue(super::follow::AFTER_ABORT))
         }
     }
@@ -483,15 +482,9 @@ async fn promote(
 
 /// Deletes the canaries, then the abort shared with rolling updates (which rejects the
 /// revision and, with `onFailure: revert`, reverts it in Git).
-async fn abort(
-    ctx: &AppContext,
-    target: &Target,
-    app: &Application,
-    source: &GitRepository,
-    status: &mut ApplicationStatus,
-    revision: &str,
-    reason: &str,
-) {
+async fn abort(pass: &Pass<'_>, status: &mut ApplicationStatus, reason: &str) {
+    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let revision = pass.revision.as_str();
     let rollout = status.rollout.get_or_insert_with(Default::default);
     delete_canaries(target, app, &canary_namespaces(app), &rollout.canaries).await;
     let canaries = std::mem::take(&mut rollout.canaries);

@@ -136,6 +136,20 @@ async fn heal(
     }
 }
 
+/// No drift: none reported, and Drifted is False.
+pub(super) fn matches_git(status: &mut ApplicationStatus, generation: Option<i64>) {
+    status.drift = None;
+    let m = "the cluster matches Git";
+    set(
+        status,
+        conditions::DRIFTED,
+        Status::False,
+        reasons::NO_DRIFT,
+        m,
+        generation,
+    );
+}
+
 /// Reports the drifted objects (audit mode); `objects` differ from what status says.
 async fn audit(
     ctx: &AppContext,
@@ -147,16 +161,7 @@ async fn audit(
     if objects.is_empty() {
         let note = "the cluster matches Git again".to_string();
         publish(ctx, app, EventType::Normal, reasons::DRIFT_CLEARED, note).await;
-        status.drift = None;
-        let m = "the cluster matches Git";
-        set(
-            status,
-            conditions::DRIFTED,
-            Status::False,
-            reasons::NO_DRIFT,
-            m,
-            generation,
-        );
+        matches_git(status, generation);
         return;
     }
     let all = describe_all(&objects);

@@ -67,7 +67,7 @@ pub(super) async fn follow_health(
     mut status: ApplicationStatus,
     after_sync: bool,
 ) -> Result<Outcome> {
-    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let (ctx, target, app) = (pass.ctx, pass.target, pass.app);
     let (interval, timeout) = (pass.interval, pass.timeout());
     let generation = app.metadata.generation;
     let healthy_already = conditions::find(&status.conditions, conditions::HEALTHY)
@@ -117,8 +117,7 @@ pub(super) async fn follow_health(
         if let plan::Verdict::Abort { reason } =
             plan::rolling_update(health, &message, waited, deadline)
         {
-            super::rolling_abort::abort(ctx, target, app, source, &mut status, &revision, &reason)
-                .await;
+            super::rolling_abort::abort(pass, &mut status, &revision, &reason).await;
             return Ok(Outcome::write(status, Action::requeue(AFTER_ABORT)));
         }
     }
@@ -175,7 +174,7 @@ async fn analyse(
     revision: &str,
     spec: &Analysis,
 ) -> Option<Action> {
-    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
+    let (target, app) = (pass.target, pass.app);
     let (verdict, results) =
         crate::rollout::analysis::run(target.applier.client(), "", &[], spec).await;
     let state = status.rollout.get_or_insert_with(Default::default);
@@ -185,7 +184,7 @@ async fn analyse(
     let action = match plan::count_analysis(state, &verdict, spec.failure_limit) {
         Analysed::Passed => return None,
         Analysed::Abort { reason } => {
-            super::rolling_abort::abort(ctx, target, app, source, status, revision, &reason).await;
+            super::rolling_abort::abort(pass, status, revision, &reason).await;
             Action::requeue(AFTER_ABORT)
         }
         Analysed::Failed { failures } => {

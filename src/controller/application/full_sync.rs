@@ -268,17 +268,7 @@ async fn matches_git(
             c.reason == reasons::ROLLOUT_ABORTED || c.reason == reasons::REVISION_NOT_APPLIED
         })
     {
-        status.drift = None;
-        let m = "the cluster matches Git";
-        let generation = app.metadata.generation;
-        set(
-            status,
-            conditions::DRIFTED,
-            Status::False,
-            reasons::NO_DRIFT,
-            m,
-            generation,
-        );
+        super::drift::matches_git(status, app.metadata.generation);
     }
 }
 

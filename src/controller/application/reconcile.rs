@@ -627,6 +627,28 @@ mod outcomes {
         revision
     }
 
+    /// A fake API server, a controller context on it and the source with an artifact:
+    /// (server, context, the artifact's revision, the controller's data directory).
+    async fn with_source() -> (FakeApi, Arc<AppContext>, String, tempfile::TempDir) {
+        let api = FakeApi::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let ctx = context(&api, data.path()).await;
+        let revision = with_artifact(&api, &ctx);
+        (api, ctx, revision, data)
+    }
+
+    /// The API server holds the ConfigMap of [`MANIFEST`] (and answers its dry-run and
+    /// apply with it): its path.
+    fn live_config_map(api: &FakeApi) -> &'static str {
+        let cm = "/api/v1/namespaces/team/configmaps/settings";
+        api.put(
+            cm,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "team"}, "data": {"greeting": "hello"}}),
+        );
+        cm
+    }
+
     /// An Application's status as a reconcile of `revision` left it: applied, Ready and
     /// Healthy.
     fn applied(revision: &str) -> Value {
@@ -739,10 +761,7 @@ mod outcomes {
 
     #[tokio::test]
     async fn a_manual_application_waits_for_gantry_sync_and_applies_nothing() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let revision = with_artifact(&api, &ctx);
+        let (api, ctx, revision, _data) = with_source().await;
         api.put(
             &format!("{APPS}/web"),
             app("web", json!({"syncPolicy": "manual"})),
@@ -767,17 +786,9 @@ mod outcomes {
 
     #[tokio::test]
     async fn a_first_sync_writes_the_planned_inventory_then_its_outcome() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let revision = with_artifact(&api, &ctx);
+        let (api, ctx, revision, _data) = with_source().await;
         // The API server answers the dry-run and the apply with the object.
-        let cm = "/api/v1/namespaces/team/configmaps/settings";
-        api.put(
-            cm,
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "settings", "namespace": "team"}, "data": {"greeting": "hello"}}),
-        );
+        let cm = live_config_map(&api);
         api.put(&format!("{APPS}/web"), app("web", json!({})));
         let (action, writes) = reconcile_once(&api, &ctx, "web").await;
         assert_eq!(
@@ -807,10 +818,7 @@ mod outcomes {
 
     #[tokio::test]
     async fn a_sync_the_api_server_refuses_is_recorded_failed_and_backs_off() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let revision = with_artifact(&api, &ctx);
+        let (api, ctx, revision, _data) = with_source().await;
         // No ConfigMap at its path: the API server answers the dry-run with 404.
         api.put(&format!("{APPS}/web"), app("web", json!({})));
         let (action, writes) = reconcile_once(&api, &ctx, "web").await;
@@ -836,10 +844,7 @@ mod outcomes {
 
     #[tokio::test]
     async fn an_up_to_date_application_applies_nothing_and_writes_nothing_twice() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let revision = with_artifact(&api, &ctx);
+        let (api, ctx, revision, _data) = with_source().await;
         let mut web = app("web", json!({}));
         web["status"] = applied(&revision);
         api.put(&format!("{APPS}/web"), web.clone());
@@ -861,10 +866,7 @@ mod outcomes {
 
     #[tokio::test]
     async fn an_aborted_revision_is_not_applied_again_and_says_what_runs() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let revision = with_artifact(&api, &ctx);
+        let (api, ctx, revision, _data) = with_source().await;
         let good = "main@sha1:1111111111111111111111111111111111111111";
         let mut web = app("web", json!({}));
         web["status"] = applied(good);
@@ -890,16 +892,8 @@ mod outcomes {
 
     #[tokio::test]
     async fn a_commit_elsewhere_is_recorded_as_applied_without_a_dry_run() {
-        let api = FakeApi::start().await;
-        let data = tempfile::tempdir().unwrap();
-        let ctx = context(&api, data.path()).await;
-        let first = with_artifact(&api, &ctx);
-        let cm = "/api/v1/namespaces/team/configmaps/settings";
-        api.put(
-            cm,
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "settings", "namespace": "team"}, "data": {"greeting": "hello"}}),
-        );
+        let (api, ctx, first, _data) = with_source().await;
+        let cm = live_config_map(&api);
         api.put(&format!("{APPS}/web"), app("web", json!({})));
         let (_, writes) = reconcile_once(&api, &ctx, "web").await;
         let mut web = app("web", json!({}));

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 
 use super::abort::{Returned, aborted};
 use super::memory::AppContext;
+use super::pass::Pass;
 use super::pipeline;
 use crate::api::GitRepository;
 use crate::api::annotations::ROLLBACK_NOTE;
@@ -109,14 +110,12 @@ pub(super) async fn is_rollback(
 /// Aborts the rollout of `revision`: back to the last healthy revision's workloads, then
 /// the abort shared with canaries.
 pub(super) async fn abort(
-    ctx: &AppContext,
-    target: &Target,
-    app: &Application,
-    source: &GitRepository,
+    pass: &Pass<'_>,
     status: &mut ApplicationStatus,
     revision: &str,
     reason: &str,
 ) {
+    let (ctx, target, app, source) = (pass.ctx, pass.target, pass.app, pass.source);
     let good = plan::last_healthy(&status.history, revision).map(|r| r.revision.clone());
     let outcome = match &good {
         None => Err(ReapplyFailure::NoHealthyRevision),
