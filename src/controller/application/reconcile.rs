@@ -893,7 +893,7 @@ mod outcomes {
     #[tokio::test]
     async fn a_commit_elsewhere_is_recorded_as_applied_without_a_dry_run() {
         let (api, ctx, first, _data) = with_source().await;
-        let cm = live_config_map(&api);
+        live_config_map(&api);
         api.put(&format!("{APPS}/web"), app("web", json!({})));
         let (_, writes) = reconcile_once(&api, &ctx, "web").await;
         let mut web = app("web", json!({}));
