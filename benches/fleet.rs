@@ -14,7 +14,8 @@
 //! GitRepository, N Kustomizations (`wait: false`: Ready once applied, as Gantry's Ready).
 //! Each controller runs as its own client-certificate user, so its writes are counted from
 //! the API server's audit log as well; Flux's memory and CPU are both processes summed.
-//! `GANTRY_FLEET_PEERS=gantry` runs Gantry alone.
+//! `GANTRY_FLEET_PEERS=gantry` runs Gantry alone; `gantry,gantry-base` with
+//! `GANTRY_BASE_BIN` compares this build with another (e.g. before a change) in one run.
 
 #[path = "../tests/e2e/support/mod.rs"]
 #[allow(dead_code)]
@@ -39,7 +40,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use common::{env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_as};
+use common::{
+    env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_with,
+};
 use flux::{flux_requests, flux_sources, kubectl_apply, kustomizations, start_flux};
 use measure::{audited_writes, cpu_seconds, kubeconfig_of, requests_by_scope};
 use support::app::Workspace;
@@ -144,8 +147,15 @@ async fn run_once(
     let mut gantry = None;
     let mut flux = None;
     let pids: Vec<u32> = match peer {
-        Peer::Gantry => {
-            let c = start_controller_as(
+        Peer::Gantry | Peer::GantryBase => {
+            let binary = match peer {
+                Peer::GantryBase => std::env::var_os("GANTRY_BASE_BIN")
+                    .expect("GANTRY_BASE_BIN: the other build's binary")
+                    .into(),
+                _ => common::controller_binary(),
+            };
+            let c = start_controller_with(
+                &binary,
                 &control.name,
                 data.path(),
                 &log,
@@ -177,7 +187,7 @@ async fn run_once(
     let start = Instant::now();
     let url = server.http_url("fleet");
     match peer {
-        Peer::Gantry => {
+        Peer::Gantry | Peer::GantryBase => {
             let repos: Api<GitRepository> = Api::namespaced(client.clone(), &control.name);
             let repo = serde_json::from_value(json!({
                 "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
@@ -272,7 +282,7 @@ async fn run_once(
     let idle_cpu = cpu() - cpu_idle_start;
     let idle_writes = audited_writes(peer.user()) - writes_before;
     let idle_requests = match peer {
-        Peer::Gantry => {
+        Peer::Gantry | Peer::GantryBase => {
             let (total, logged_writes, _) = requests_since(&log, from);
             assert_eq!(
                 logged_writes, idle_writes,
@@ -314,7 +324,7 @@ async fn run_once(
     let (change_one_all_s, _, _) = waiter.all_ready(&one, t, false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let scoped = match peer {
-        Peer::Gantry => Some(requests_by_scope(
+        Peer::Gantry | Peer::GantryBase => Some(requests_by_scope(
             &log,
             from,
             &ns_name(k),
@@ -418,17 +428,23 @@ async fn main() {
     install_crds(&client).await;
     let flux_dir = std::env::var_os("GANTRY_FLUX_DIR").map(std::path::PathBuf::from);
     let wanted = std::env::var("GANTRY_FLEET_PEERS").unwrap_or_else(|_| "gantry,flux".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     let mut peers = vec![];
-    if wanted.contains("gantry") {
+    if wanted.contains(&"gantry") {
         peers.push(Peer::Gantry);
     }
-    if wanted.contains("flux") {
+    // Two builds of Gantry in one run: `GANTRY_FLEET_PEERS=gantry,gantry-base` with
+    // `GANTRY_BASE_BIN` the other build's binary.
+    if wanted.contains(&"gantry-base") {
+        peers.push(Peer::GantryBase);
+    }
+    if wanted.iter().any(|w| w.starts_with("flux")) {
         let dir = flux_dir.as_deref().expect(
             "GANTRY_FLUX_DIR (tests/cluster/build-flux.sh prints it; make bench-fleet sets it)",
         );
         kubectl_apply(&dir.join("crds"));
         peers.push(Peer::FluxTuned);
-        if !wanted.contains("tuned-only") {
+        if !wanted.contains(&"tuned-only") {
             peers.push(Peer::FluxDefault);
         }
     }
@@ -483,7 +499,7 @@ async fn main() {
             "RESULT fleet_{n}_{l}_all_ready_s={r:.1}   ({})",
             per_run(&|f| f.ready_s)
         );
-        if *peer == Peer::Gantry {
+        if peer.is_gantry() {
             println!(
                 "RESULT fleet_{n}_{l}_all_healthy_s={:.1}   ({})",
                 med(&|f| f.healthy_s.unwrap_or(f64::NAN)),
@@ -537,7 +553,7 @@ async fn main() {
             med(&|f| f.change_one_requests),
             per_run(&|f| f.change_one_requests)
         );
-        if *peer == Peer::Gantry {
+        if peer.is_gantry() {
             let others = |f: &Figures| f.change_one_others.map_or(f64::NAN, |o| o.0 as f64);
             let writes = |f: &Figures| f.change_one_others.map_or(f64::NAN, |o| o.1 as f64);
             let per_app = |f: &Figures| others(f) / (n.max(2) - 1) as f64;
@@ -552,6 +568,22 @@ async fn main() {
                 per_run(&writes)
             );
         }
+    }
+    // The other build against this one: above 1, this build is sooner (or smaller).
+    if let (Some(g), Some(b)) = (ready.get(&Peer::Gantry), ready.get(&Peer::GantryBase)) {
+        println!("RESULT fleet_{n}_ready_base_over_new={:.2}", b / g);
+        println!(
+            "RESULT fleet_{n}_memory_new_over_base={:.2}",
+            rss[&Peer::Gantry] / rss[&Peer::GantryBase]
+        );
+        println!(
+            "RESULT fleet_{n}_change_all_base_over_new={:.2}",
+            change_all[&Peer::GantryBase] / change_all[&Peer::Gantry]
+        );
+        println!(
+            "RESULT fleet_{n}_change_one_base_over_new={:.2}",
+            change_one[&Peer::GantryBase] / change_one[&Peer::Gantry]
+        );
     }
     for peer in [Peer::FluxTuned, Peer::FluxDefault] {
         if let (Some(g), Some(p)) = (ready.get(&Peer::Gantry), ready.get(&peer)) {

@@ -36,8 +36,29 @@ pub fn start_controller_as(
     log_filter: &str,
     kubeconfig: &Path,
 ) -> ChildGuard {
+    start_controller_with(
+        &controller_binary(),
+        namespace,
+        data,
+        log,
+        receiver_addr,
+        log_filter,
+        kubeconfig,
+    )
+}
+
+/// [`start_controller_as`] with another build of the controller.
+pub fn start_controller_with(
+    binary: &Path,
+    namespace: &str,
+    data: &Path,
+    log: &Path,
+    receiver_addr: &str,
+    log_filter: &str,
+    kubeconfig: &Path,
+) -> ChildGuard {
     let log_file = std::fs::File::create(log).unwrap();
-    let child = Command::new(controller_binary())
+    let child = Command::new(binary)
         .args(["controller", "--namespace", namespace, "--data-dir"])
         .arg(data)
         .arg(format!("--receiver-addr={receiver_addr}"))

@@ -11,6 +11,9 @@ use super::flux::{flux_ready, flux_sources};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Peer {
     Gantry,
+    /// Another build of Gantry (`GANTRY_BASE_BIN`, e.g. the commit before a change), run
+    /// exactly as `Gantry`, to compare two builds in one run.
+    GantryBase,
     FluxDefault,
     FluxTuned,
 }
@@ -19,6 +22,7 @@ impl Peer {
     pub fn label(self) -> &'static str {
         match self {
             Peer::Gantry => "gantry",
+            Peer::GantryBase => "gantry_base",
             Peer::FluxDefault => "flux_default",
             Peer::FluxTuned => "flux_tuned",
         }
@@ -26,9 +30,13 @@ impl Peer {
     /// The client-certificate user it runs as (its writes are in the audit log).
     pub fn user(self) -> &'static str {
         match self {
-            Peer::Gantry => "a",
+            Peer::Gantry | Peer::GantryBase => "a",
             _ => "b",
         }
+    }
+
+    pub fn is_gantry(self) -> bool {
+        matches!(self, Peer::Gantry | Peer::GantryBase)
     }
 }
 
@@ -96,7 +104,7 @@ impl Waiter<'_> {
         let mut last_print = Instant::now();
         loop {
             let (ready, healthy_now) = match peer {
-                Peer::Gantry => counts(self.apps, revision).await,
+                Peer::Gantry | Peer::GantryBase => counts(self.apps, revision).await,
                 _ => {
                     flux_ready(self.ks, revision, &mut flux_seen).await;
                     (flux_seen.len(), 0)
@@ -117,7 +125,7 @@ impl Waiter<'_> {
                 );
                 last_print = Instant::now();
             }
-            let want_healthy = healthy && peer == Peer::Gantry;
+            let want_healthy = healthy && peer.is_gantry();
             if let Some(at) = ready_at
                 && (!want_healthy || healthy_at.is_some())
             {
@@ -138,7 +146,7 @@ impl Waiter<'_> {
     pub async fn one_ready(&self, name: &str, revision: &str, start: Instant) -> f64 {
         loop {
             let ready = match self.peer {
-                Peer::Gantry => self
+                Peer::Gantry | Peer::GantryBase => self
                     .apps
                     .get(name)
                     .await
@@ -181,7 +189,7 @@ impl Waiter<'_> {
 pub async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str) {
     let now = format!("{:?}", std::time::SystemTime::now());
     match peer {
-        Peer::Gantry => {
+        Peer::Gantry | Peer::GantryBase => {
             let patch =
                 json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": now}}});
             Api::<GitRepository>::namespaced(client.clone(), ns)

@@ -87,7 +87,7 @@ impl Step {
 
 /// The revision is applied, the spec unchanged, and the last sync ended well (or only its
 /// health check failed, which the health follow-up handles).
-fn up_to_date(o: &Observations, revision: &str) -> bool {
+pub fn up_to_date(o: &Observations, revision: &str) -> bool {
     o.last_applied_revision.as_deref() == Some(revision)
         && !o.generation_changed
         && o.ready

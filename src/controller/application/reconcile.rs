@@ -65,20 +65,9 @@ async fn gather(
     // Where and as whom the Application acts; a target the controller cannot act as stops
     // it, rather than deploying with the controller's own rights or into the wrong cluster.
     let target = ctx.targets.for_app(app).await;
-    // A chart version published inside `spec.render.helm.chart.version`'s range is a new
-    // revision of the Application although Git did not change (no request for Applications
-    // without a chart range).
-    let chart_moved = match found.is_some() {
-        true => super::chart::chart_moved(&ctx.client, app).await,
-        false => None,
-    };
-    if let Some(version) = &chart_moved {
-        tracing::info!(namespace = %ns, name = %app.name_any(), version, "a new chart version in range");
-    }
-    let chart_moved = chart_moved.is_some();
     let requested = app.annotations().get(REQUEST_ANNOTATION).cloned();
     let sync_requested = requested.is_some() && requested != status.last_handled_request;
-    let observations = Observations {
+    let mut observations = Observations {
         suspended: app.spec.suspend,
         invalid: Rules::compile(&app.spec.health_checks).err(),
         no_target: target.as_ref().err().map(|e| (e.reason(), e.to_string())),
@@ -98,8 +87,19 @@ async fn gather(
             &revision,
             app.metadata.generation,
         ),
-        chart_moved,
+        chart_moved: false,
     };
+    // A chart version published inside `spec.render.helm.chart.version`'s range is a new
+    // revision of the Application although Git did not change. Asked only when the revision
+    // is otherwise up to date (a sync renders the newest version in range anyway), and
+    // without a request for Applications without a chart range.
+    if found.is_some() && decide::up_to_date(&observations, &revision) {
+        let moved = super::chart::chart_moved(&ctx.client, app).await;
+        if let Some(version) = &moved {
+            tracing::info!(namespace = %ns, name = %app.name_any(), version, "a new chart version in range");
+        }
+        observations.chart_moved = moved.is_some();
+    }
     Ok(Gathered {
         observations,
         found,
