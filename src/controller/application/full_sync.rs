@@ -12,9 +12,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::canary;
-use super::drift::ensure_watches;
 use super::drift_check;
 use super::follow::follow_health;
+use super::follow_drift::ensure_watches;
 use super::memory::AppContext;
 use super::pass::Pass;
 use super::pipeline::{self, SyncError, SyncInput};
@@ -268,7 +268,7 @@ async fn matches_git(
             c.reason == reasons::ROLLOUT_ABORTED || c.reason == reasons::REVISION_NOT_APPLIED
         })
     {
-        super::drift::matches_git(status, app.metadata.generation);
+        super::follow_drift::matches_git(status, app.metadata.generation);
     }
 }
 

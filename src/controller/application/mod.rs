@@ -12,7 +12,7 @@
 //!    reconcile slot when they are long.
 //! 4. **follow** — the health follow-up after a sync (`live_health`), the rolling update's
 //!    abort (`rolling_abort`) and the canary's steps (`canary`, `canary_owner`), both ending
-//!    a failed revision through one `abort` (reject, record, revert in Git); `drift`
+//!    a failed revision through one `abort` (reject, record, revert in Git); `follow_drift`
 //!    and `drift_check` between revisions; `write_back` of image and chart selections.
 //! 5. **record** — conditions (`reasons`), history, Events and the status patch: once per
 //!    reconcile, from the step's `Outcome`. A sync writes before that only through its
@@ -29,11 +29,11 @@ pub mod chart;
 pub mod cleanup;
 pub mod decide;
 pub mod detach;
-pub mod drift;
 pub mod drift_check;
 #[cfg(test)]
 mod fixtures;
 pub mod follow;
+pub mod follow_drift;
 pub mod full_sync;
 pub mod guards;
 mod health_gate;
