@@ -21,10 +21,11 @@ help:
 	@echo "make image         the controller image, without a container engine (target/image/gantry.tar)"
 	@echo "make image-push IMAGE=registry/path/gantry:tag   push it"
 
-# Debian packages the harness uses (present on most machines; installed when missing).
+# Debian packages the harness uses (present on most machines; installed when missing);
+# Chromium and its driver drive the web view's tests.
 deps:
 	@missing=""; \
-	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client /usr/bin/time:time; do \
+	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client /usr/bin/time:time chromium:chromium chromedriver:chromium-driver; do \
 	  command -v "$${p%%:*}" >/dev/null || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

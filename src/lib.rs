@@ -18,4 +18,5 @@ pub mod server;
 pub mod source;
 pub mod text;
 pub mod trigger;
+pub mod ui;
 pub mod writeback;

@@ -157,6 +157,11 @@ pub struct Artifact {
     pub fetched_at: Time,
 }
 
+/// The commit id at the end of an artifact's revision `ref@sha1:<commit>`.
+pub fn revision_commit(revision: &str) -> Option<&str> {
+    revision.rsplit_once("@sha1:").map(|(_, c)| c)
+}
+
 fn default_interval() -> GoDuration {
     GoDuration::new("1m")
 }

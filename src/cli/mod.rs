@@ -50,6 +50,7 @@ pub mod rollback;
 pub mod rollout_action;
 pub mod suspend;
 pub mod sync;
+pub mod ui;
 pub mod version;
 
 use std::process::ExitCode;
@@ -114,6 +115,9 @@ pub enum Command {
     Suspend(suspend::Args),
     /// Resume a suspended Application.
     Resume(suspend::Args),
+    /// Serve the web view (the fleet, each Application, the sources; live) on 127.0.0.1,
+    /// with the kubeconfig user's rights.
+    Ui(ui::Args),
     /// Print the CustomResourceDefinitions of every Gantry kind as YAML.
     Crds(crds::Args),
     /// Print the version of this binary.
@@ -135,6 +139,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::History(args) => history::run(args).await,
         Command::Suspend(args) => suspend::run(args, true).await,
         Command::Resume(args) => suspend::run(args, false).await,
+        Command::Ui(args) => ui::run(args).await,
         Command::Crds(args) => crds::run(args),
         Command::Version => version::run(),
     }

@@ -226,10 +226,7 @@ impl EventRecorders {
     }
 }
 
-/// The commit id at the end of a revision `ref@sha1:<commit>`.
-pub fn revision_commit(revision: &str) -> Option<&str> {
-    revision.rsplit_once("@sha1:").map(|(_, c)| c)
-}
+pub use crate::api::git_repository::revision_commit;
 
 /// Removes a directory tree, ignoring "not found".
 pub fn remove_dir(path: &Path) {

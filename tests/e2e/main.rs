@@ -36,4 +36,5 @@ mod restarts;
 mod rollouts;
 mod sync;
 mod tenancy;
+mod ui;
 mod workloads;
