@@ -162,6 +162,13 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// The text of the page at `url`'s `main`.
+async fn main_text_at(driver: &WebDriver, url: String) -> String {
+    driver.goto(url).await.unwrap();
+    let main = driver.find(By::Css("main")).await.unwrap();
+    main.text().await.unwrap()
+}
+
 /// (name, state) of each row of the fleet table, in page order.
 async fn rows(driver: &WebDriver) -> Vec<(String, String)> {
     let mut out = vec![];
@@ -275,17 +282,7 @@ async fn a_viewer_sees_their_namespace_live_and_nothing_else_in_a_real_browser()
         .unwrap();
 
     // The Application page: conditions and history; the other namespace's is not found.
-    driver
-        .goto(format!("{url}apps/{}/web", mine.name))
-        .await
-        .unwrap();
-    let text = driver
-        .find(By::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = main_text_at(&driver, format!("{url}apps/{}/web", mine.name)).await;
     assert!(
         text.contains("Conditions") && text.contains(HOSTILE),
         "{text}"
@@ -302,17 +299,7 @@ async fn a_viewer_sees_their_namespace_live_and_nothing_else_in_a_real_browser()
         .screenshot(&screenshot_path("application.png"))
         .await
         .unwrap();
-    driver
-        .goto(format!("{url}apps/{}/secret-plans", other.name))
-        .await
-        .unwrap();
-    let text = driver
-        .find(By::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = main_text_at(&driver, format!("{url}apps/{}/secret-plans", other.name)).await;
     assert!(text.contains("No Application"), "{text}");
     driver.quit().await.unwrap();
 
