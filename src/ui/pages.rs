@@ -4,6 +4,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use super::actions::Action;
 use super::view::{self, Filter, Fleet, State};
 use crate::api::Application;
 use crate::api::conditions::Condition;
@@ -144,6 +145,11 @@ pub fn application(app: &Application, source: Option<&GitRepository>) -> Markup 
     html! {
         p class="crumbs" { a href="/" { "Applications" } " / " (ns) }
         h1 { (name) " " (state_badge(state)) }
+        nav class="actions" aria-label="Actions" {
+            @for a in Action::ALL.into_iter().filter(|a| a.applies(app).is_ok()) {
+                a class="action" href={ "/apps/" (ns) "/" (name) "/confirm/" (a.word()) } { (a.word()) }
+            }
+        }
         dl class="facts" {
             dt { "Source" } dd { "GitRepository " (app.spec.source_ref.name) " · path " code { (app.spec.path) }
                 @if let Some(s) = source { " · " code { (s.spec.url) } } }
@@ -233,6 +239,43 @@ pub fn sources(repos: &[std::sync::Arc<GitRepository>]) -> Markup {
             }
         }
     }
+}
+
+/// The confirmation of `action` on `ns/name`: a POST form with the CSRF `token`.
+pub fn confirm(ns: &str, name: &str, action: Action, token: &str) -> Markup {
+    let back = format!("/apps/{ns}/{name}");
+    layout(
+        &format!("{} {ns}/{name}", action.word()),
+        false,
+        html! {
+            h1 { "Confirm" }
+            p { (action.question(ns, name)) }
+            form method="post" action={ (back) "/actions/" (action.word()) } {
+                input type="hidden" name="csrf" value=(token);
+                button type="submit" { "Yes, " (action.word()) }
+                " "
+                a href=(back) { "Cancel" }
+            }
+        },
+    )
+}
+
+/// What became of an action.
+pub fn done(ns: &str, name: &str, outcome: &Result<String, String>) -> Markup {
+    let back = format!("/apps/{ns}/{name}");
+    let (title, message) = match outcome {
+        Ok(m) => ("Done", m.as_str()),
+        Err(m) => ("Not done", m.as_str()),
+    };
+    layout(
+        title,
+        false,
+        html! {
+            h1 { (title) }
+            p class={ @if outcome.is_err() { "problem" } @else { "ok" } } role="status" { (message) }
+            p { a href=(back) { "Back to " (ns) "/" (name) } }
+        },
+    )
 }
 
 /// A page for a problem (not found, forbidden, the API server unreachable).

@@ -21,6 +21,7 @@ use kube::{Api, Client};
 use maud::Markup;
 use tokio::sync::broadcast;
 
+use super::actions::{self, Action, Csrf};
 use super::pages;
 use super::view::{self, Filter};
 use crate::api::{Application, GitRepository};
@@ -124,6 +125,9 @@ fn problem_of(e: &watcher::Error) -> String {
 }
 
 struct Shared {
+    /// The viewer's client: actions are made with it.
+    client: Client,
+    csrf: Csrf,
     apps: Caches<Application>,
     repos: Caches<GitRepository>,
     changed: broadcast::Sender<()>,
@@ -196,16 +200,8 @@ async fn application(
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let apps = s.apps.all().await;
-    let Some(app) = apps.iter().find(|a| {
-        a.metadata.namespace.as_deref() == Some(ns.as_str())
-            && a.metadata.name.as_deref() == Some(name.as_str())
-    }) else {
-        let page = pages::problem(
-            "Not found",
-            &format!("No Application {ns}/{name} that you may see."),
-        );
-        return (StatusCode::NOT_FOUND, Html(page.into_string())).into_response();
+    let Some(app) = find_app(&s, &ns, &name).await else {
+        return not_found(&ns, &name);
     };
     let repos = s.repos.all().await;
     let source = repos.iter().find(|r| {
@@ -216,8 +212,83 @@ async fn application(
         &headers,
         &format!("{ns}/{name}"),
         s.apps.problems(),
-        pages::application(app, source.map(|r| r.as_ref())),
+        pages::application(&app, source.map(|r| r.as_ref())),
     )
+}
+
+/// The Application `ns/name` if the viewer may see it.
+async fn find_app(s: &Shared, ns: &str, name: &str) -> Option<Arc<Application>> {
+    s.apps.all().await.into_iter().find(|a| {
+        a.metadata.namespace.as_deref() == Some(ns) && a.metadata.name.as_deref() == Some(name)
+    })
+}
+
+fn not_found(ns: &str, name: &str) -> Response {
+    let page = pages::problem(
+        "Not found",
+        &format!("No Application {ns}/{name} that you may see."),
+    );
+    (StatusCode::NOT_FOUND, Html(page.into_string())).into_response()
+}
+
+async fn confirm(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name, action)): Path<(String, String, String)>,
+) -> Response {
+    let (Some(app), Some(action)) = (find_app(&s, &ns, &name).await, Action::parse(&action)) else {
+        return not_found(&ns, &name);
+    };
+    if let Err(why) = action.applies(&app) {
+        let page = pages::done(&ns, &name, &Err(format!("cannot {}: {why}", action.word())));
+        return (StatusCode::CONFLICT, Html(page.into_string())).into_response();
+    }
+    let page = pages::confirm(&ns, &name, action, s.csrf.token());
+    (
+        [(header::SET_COOKIE, s.csrf.cookie())],
+        Html(page.into_string()),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// An action, when the form carries this page's CSRF token (in the form and the cookie)
+/// and, when the browser names it, the request comes from this server's own pages.
+async fn act(
+    State(s): State<Arc<Shared>>,
+    Path((ns, name, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    let origin_ok = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => s.hosts.iter().any(|h| origin == format!("http://{h}")),
+        None => true,
+    };
+    let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
+    if !origin_ok || !s.csrf.admits(&form.csrf, cookie) {
+        let page = pages::problem(
+            "Refused",
+            "This request did not come from Gantry's own confirmation page.",
+        );
+        return (StatusCode::FORBIDDEN, Html(page.into_string())).into_response();
+    }
+    let Some(action) = Action::parse(&action) else {
+        return not_found(&ns, &name);
+    };
+    let outcome = actions::run(&s.client, &ns, &name, action).await;
+    let status = match outcome {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::FORBIDDEN,
+    };
+    (
+        status,
+        Html(pages::done(&ns, &name, &outcome).into_string()),
+    )
+        .into_response()
 }
 
 async fn sources(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -277,6 +348,8 @@ pub async fn serve(
         hosts.push(format!("127.0.0.1:{}", addr.port()));
     }
     let shared = Arc::new(Shared {
+        client: client.clone(),
+        csrf: Csrf::new(),
         apps: Caches::start(&client, &scope, changed.clone()),
         repos: Caches::start(&client, &scope, changed.clone()),
         changed,
@@ -285,6 +358,11 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/", get(fleet))
         .route("/apps/{ns}/{name}", get(application))
+        .route("/apps/{ns}/{name}/confirm/{action}", get(confirm))
+        .route(
+            "/apps/{ns}/{name}/actions/{action}",
+            axum::routing::post(act),
+        )
         .route("/sources", get(sources))
         .route("/events", get(events))
         .route("/static/ui.js", get(script))

@@ -5,7 +5,8 @@
 //! page without a reload; the Application page shows its conditions and history; the
 //! other namespace's page is "not found"; the server answers only to its own host name
 //! (DNS rebinding) and sends a Content-Security-Policy without inline script. Screenshots
-//! of the pages are written to `target/ui-screenshots/`.
+//! of the pages are written to `target/ui-screenshots/`. An action (sync) goes through its
+//! confirmation page and is made with the viewer's rights; a forged POST changes nothing.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -56,8 +57,8 @@ fn condition(type_: &str, status: &str, message: &str) -> Value {
            "lastTransitionTime": "2026-12-01T10:00:00Z"})
 }
 
-/// A ServiceAccount of `ns` that may read Applications and GitRepositories there, and
-/// nothing else.
+/// A ServiceAccount of `ns` that may read (and patch) Applications and read GitRepositories
+/// there, and nothing else.
 async fn viewer(client: &kube::Client, ns: &str) {
     let apply = |kind: &str, obj: Value| {
         let (client, kind) = (client.clone(), kind.to_string());
@@ -301,6 +302,48 @@ async fn a_viewer_sees_their_namespace_live_and_nothing_else_in_a_real_browser()
         .unwrap();
     let text = main_text_at(&driver, format!("{url}apps/{}/secret-plans", other.name)).await;
     assert!(text.contains("No Application"), "{text}");
+
+    // An action: the Application page's "sync", its confirmation, the viewer's own rights
+    // (it may patch the Application, not the GitRepository, which the answer says).
+    driver
+        .goto(format!("{url}apps/{}/web", mine.name))
+        .await
+        .unwrap();
+    driver
+        .find(By::LinkText("sync"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = driver.find(By::Css("main p")).await.unwrap();
+    assert!(question.text().await.unwrap().contains("sync it now?"));
+    driver
+        .screenshot(&screenshot_path("confirm.png"))
+        .await
+        .unwrap();
+    driver
+        .find(By::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let answer = driver.find(By::Css("main [role=status]")).await.unwrap();
+    let answer = answer.text().await.unwrap();
+    assert!(
+        answer.contains(&format!("sync of {}/web requested", mine.name))
+            && answer.contains("forbidden"),
+        "{answer}"
+    );
+    let requested = api.get("web").await.unwrap();
+    let stamp = requested
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(gantry::api::annotations::REQUEST_ANNOTATION))
+        .cloned()
+        .expect("the sync request");
     driver.quit().await.unwrap();
 
     // Headers: a policy without inline script; another Host (DNS rebinding) is refused.
@@ -318,6 +361,33 @@ async fn a_viewer_sees_their_namespace_live_and_nothing_else_in_a_real_browser()
         .await
         .unwrap();
     assert_eq!(rebound.status(), 421);
+
+    // A cross-site POST (no cookie, or another Origin, or no token) changes nothing.
+    let action = format!("{url}apps/{}/web/actions/suspend", mine.name);
+    let forged = http
+        .post(&action)
+        .form(&[("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let other_origin = http
+        .post(&action)
+        .header("Origin", "http://attacker.example")
+        .form(&[("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_origin.status(), 403);
+    let after = api.get("web").await.unwrap();
+    assert!(!after.spec.suspend, "not suspended by a forged request");
+    let still = after
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(gantry::api::annotations::REQUEST_ANNOTATION))
+        .cloned();
+    assert_eq!(still, Some(stamp));
 }
 
 #[tokio::test]
