@@ -112,10 +112,12 @@ pub async fn run(
             // As `gantry sync`: the source fetches first, then the Application syncs.
             let repos: Api<GitRepository> = Api::namespaced(client.clone(), ns);
             let source = &app.spec.source_ref.name;
-            let fetch = crate::trigger::request_reconcile(&repos, source).await;
+            let fetch = crate::trigger::request_reconcile(&repos, source)
+                .await
+                .map_err(|e| describe_error(&e));
             crate::trigger::request_reconcile(&apps, name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| describe_error(&e))?;
             Ok(match fetch {
                 Ok(_) => {
                     format!("sync of {ns}/{name} requested, and a fetch of GitRepository {source}")
@@ -141,6 +143,13 @@ pub async fn run(
                 if suspend { "suspended" } else { "resumed" }
             ))
         }
+    }
+}
+
+fn describe_error(e: &crate::error::Error) -> String {
+    match e {
+        crate::error::Error::Kube(e) => describe(e),
+        e => e.to_string(),
     }
 }
 

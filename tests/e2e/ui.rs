@@ -85,7 +85,9 @@ async fn viewer(client: &kube::Client, ns: &str) {
         "Role",
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "gantry-viewer", "namespace": ns},
-        "rules": [{"apiGroups": ["gantry.dev"], "resources": ["applications", "gitrepositories"],
+        "rules": [{"apiGroups": ["gantry.dev"], "resources": ["applications"],
+                   "verbs": ["get", "list", "watch", "patch"]},
+                  {"apiGroups": ["gantry.dev"], "resources": ["gitrepositories"],
                    "verbs": ["get", "list", "watch"]}]}),
     )
     .await;
@@ -329,8 +331,14 @@ async fn a_viewer_sees_their_namespace_live_and_nothing_else_in_a_real_browser()
         .click()
         .await
         .unwrap();
-    let answer = driver.find(By::Css("main [role=status]")).await.unwrap();
-    let answer = answer.text().await.unwrap();
+    let answer = eventually("the action's answer", Duration::from_secs(10), || {
+        let driver = &driver;
+        async move {
+            let main = driver.find(By::Css("main")).await.ok()?.text().await.ok()?;
+            (!main.contains("sync it now?")).then_some(main)
+        }
+    })
+    .await;
     assert!(
         answer.contains(&format!("sync of {}/web requested", mine.name))
             && answer.contains("forbidden"),
