@@ -46,7 +46,10 @@ pub struct Args {
 
 /// The JSON schema of a plan (`-o json`).
 pub fn schema() -> String {
-    let schema = schemars::schema_for!(Plan);
+    let mut schema = serde_json::to_value(schemars::schema_for!(Plan)).expect("a schema");
+    // Keys in one order whether or not serde_json keeps insertion order (a feature another
+    // crate of the build may turn on).
+    schema.sort_all_objects();
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
