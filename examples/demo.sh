@@ -267,4 +267,5 @@ cleanup
 trap - EXIT
 echo
 echo "The cluster is still running: export KUBECONFIG=$KUBECONFIG"
+echo "See it in a browser: $gantry ui -n $ns   (then open http://127.0.0.1:8080/)"
 echo "Stop it with: make cluster-down"
