@@ -94,12 +94,17 @@ pub fn unified(title: &str, live: Option<&Value>, desired: Option<&Value>) -> Op
     if secret {
         mask_secret_pair(before.as_mut(), after.as_mut());
     }
-    let to_yaml = |v: &Option<Value>| {
-        v.as_ref()
-            .map(|v| serde_yaml::to_string(v).unwrap_or_default())
+    // Keys sorted, so the text is the same whether or not serde_json keeps insertion order
+    // (a feature another crate of the build may turn on).
+    let to_yaml = |v: &mut Option<Value>| {
+        v.as_mut()
+            .map(|v| {
+                v.sort_all_objects();
+                serde_yaml::to_string(v).unwrap_or_default()
+            })
             .unwrap_or_default()
     };
-    let (a, b) = (to_yaml(&before), to_yaml(&after));
+    let (a, b) = (to_yaml(&mut before), to_yaml(&mut after));
     if a == b {
         return None;
     }
