@@ -39,14 +39,8 @@ pub fn age(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> 
     let Some(t) = t else { return "-".into() };
     let secs = k8s_openapi::jiff::Timestamp::now()
         .duration_since(t.0)
-        .as_secs()
-        .max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
+        .as_secs();
+    crate::ui::view::age_words(secs.max(0))
 }
 
 /// Prints rows as aligned columns.

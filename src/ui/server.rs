@@ -88,11 +88,16 @@ where
         Self { stores, problems }
     }
 
-    /// Everything cached, once the first list is in (or after a few seconds).
+    /// Everything cached, once the first list is in (or after a few seconds). A namespace
+    /// whose watch is refused is not waited for: its cache would never be ready.
     async fn all(&self) -> Vec<Arc<K>> {
         let mut out = vec![];
-        for (_, store) in &self.stores {
-            let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+        for (ns, store) in &self.stores {
+            let refused = self.problems.lock().expect("ui problems").contains_key(ns);
+            if !refused {
+                let ready = store.wait_until_ready();
+                let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
+            }
             out.extend(store.state());
         }
         out
