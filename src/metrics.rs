@@ -201,6 +201,11 @@ impl Metrics {
     }
 
     /// Counts a rollout that ended.
+    /// Where other parts (the web view) register their metrics, served with these.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn rollout(&self, strategy: Strategy, result: RolloutResult) {
         let strategy = match strategy {
             Strategy::RollingUpdate => "rollingupdate",

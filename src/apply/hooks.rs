@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::applier::Applier;
 
-const HELM_HOOK: &str = "helm.sh/hook";
-const HELM_WEIGHT: &str = "helm.sh/hook-weight";
+pub const HELM_HOOK: &str = "helm.sh/hook";
+pub const HELM_WEIGHT: &str = "helm.sh/hook-weight";
 const HELM_DELETE: &str = "helm.sh/hook-delete-policy";
-const ARGO_HOOK: &str = "argocd.argoproj.io/hook";
+pub const ARGO_HOOK: &str = "argocd.argoproj.io/hook";
 const ARGO_WAVE: &str = "argocd.argoproj.io/sync-wave";
 const ARGO_DELETE: &str = "argocd.argoproj.io/hook-delete-policy";
 

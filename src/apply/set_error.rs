@@ -63,7 +63,7 @@ fn validation_message(failed: &[ObjectError], total: usize, nothing_applied: boo
         )
     }
     .to_string()
-        + &immutable_hint(failed)
+        + immutable_hint(failed).as_str()
 }
 
 /// What to do about a change to an immutable field (the API server only says it is one).

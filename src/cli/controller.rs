@@ -89,6 +89,12 @@ pub struct Args {
     #[arg(long, env = "GANTRY_METRICS_ADDR", default_value = "0.0.0.0:9293")]
     pub metrics_addr: String,
 
+    /// Address of the web view (`off`: none). Each request must carry a bearer token (the
+    /// sign-in form's cookie, or an `Authorization` header from an authenticating proxy);
+    /// pages are read and actions made with that token, never with the controller's rights.
+    #[arg(long, env = "GANTRY_UI_ADDR", default_value = "off")]
+    pub ui_addr: String,
+
     /// The shortest time between two periodic runs of any resource, whatever its
     /// `interval` says (which the CRDs keep at 1s or more). Webhooks and `gantry sync`
     /// are not delayed by it.
@@ -146,6 +152,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let receiver_addr = addr("--receiver-addr", &args.receiver_addr)?;
     let metrics_addr = addr("--metrics-addr", &args.metrics_addr)?;
+    let ui_addr = addr("--ui-addr", &args.ui_addr)?;
     let shard = crate::controller::shard::Shard::new(args.shard)
         .map_err(|e| crate::error::Error::Usage(e.to_string()))?;
     let election = args
@@ -182,6 +189,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             election,
             receiver_addr,
             metrics_addr,
+            ui_addr,
             min_interval: args.min_interval,
             tenancy: crate::cluster::Tenancy {
                 default_service_account: args.default_service_account,
@@ -205,6 +213,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 async fn start(config: kube::Config, opts: Options) -> Result<()> {
     use crate::controller::shutdown_signal;
     // One client for everything the controller does as itself (built by the targets).
+    let ui_config = config.clone();
     let (mut ctx, drift_events) = Context::new(config, &opts)?;
     let client = ctx.client.clone();
     crate::controller::crd_check::ensure_installed(&client).await?;
@@ -225,6 +234,9 @@ async fn start(config: kube::Config, opts: Options) -> Result<()> {
             }
         })
     };
+    if let Some(addr) = opts.ui_addr {
+        serve_ui(addr, ui_config, &client, &opts, &ctx).await?;
+    }
     // Webhook triggers are queued only while this replica leads (a standby answers 503),
     // and the dispatcher ends when the server (the queue's sender) is gone.
     let dispatcher = tokio::spawn(dispatch::run(client, queue_rx));
@@ -244,4 +256,43 @@ async fn start(config: kube::Config, opts: Options) -> Result<()> {
     dispatcher.abort();
     tracing::info!("controller stopped");
     result
+}
+
+/// Serves the web view on `addr` (every replica, leading or not: it reads and acts with
+/// each viewer's token). The controller's own watch of Application metadata only suggests
+/// which namespaces to ask the API server about for a viewer.
+async fn serve_ui(
+    addr: std::net::SocketAddr,
+    config: kube::Config,
+    client: &kube::Client,
+    opts: &Options,
+    ctx: &Arc<Context>,
+) -> Result<()> {
+    use futures::StreamExt;
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::error::Error::io(format!("--ui-addr {addr}"), e))?;
+    let api: kube::Api<PartialObjectMeta<crate::api::Application>> = match &opts.namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let namespaces = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(namespaces);
+    let sessions = Arc::new(crate::ui::sessions::Sessions::new(config, store));
+    let metrics = crate::ui::metrics::UiMetrics::register(ctx.metrics.registry());
+    let access = crate::ui::server::Access::Tokens(sessions);
+    tracing::info!(%addr, "web view listening");
+    tokio::spawn(async move {
+        let stop = crate::controller::shutdown_signal();
+        if let Err(e) = crate::ui::server::serve(access, metrics, listener, stop).await {
+            tracing::error!(error = %e, "web view failed");
+        }
+    });
+    Ok(())
 }

@@ -7,7 +7,7 @@ use kube::api::{Api, ListParams};
 
 use crate::api::Application;
 use crate::error::{Error, Result};
-use crate::ui::server::{Scope, serve};
+use crate::ui::server::{Access, Scope, local_hosts, serve};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,9 +45,16 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .local_addr()
         .map_err(|e| Error::io("listener", e))?;
     crate::outln!("Gantry's web view: http://{addr}/   (Ctrl-C to stop)");
-    tokio::select! {
-        served = serve(client, listener, scope) => served.map_err(|e| Error::io("web view", e))?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let access = Access::Local {
+        viewer: crate::ui::viewer::Viewer::start(None, client, scope),
+        hosts: local_hosts(addr),
+    };
+    let metrics = crate::ui::metrics::UiMetrics::unregistered();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve(access, metrics, listener, stop)
+        .await
+        .map_err(|e| Error::io("web view", e))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,8 @@ pub struct Options {
     pub receiver_addr: Option<std::net::SocketAddr>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; none when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the web view is served (each viewer with their own token); none when `None`.
+    pub ui_addr: Option<std::net::SocketAddr>,
     /// The shortest time between two periodic runs of any resource.
     pub min_interval: std::time::Duration,
     /// ServiceAccounts the Applications act as.

@@ -1,158 +1,68 @@
-//! The web view's HTTP edge: routes, security headers and live updates. Pages are read from
-//! caches that watches fill with the viewer's own client (the user of the kubeconfig), so
-//! the view shows exactly what that user may list and watch, and a page costs the API
-//! server nothing. Every change a watch sees is announced to the open pages as a
-//! server-sent event; their script then fetches the page again (no polling per browser).
+//! The web view's HTTP edge: routes, security headers, who the viewer is, and live updates.
+//! Pages are read from the viewer's caches (`viewer.rs`); every change their watches see
+//! is announced to the viewer's open pages as a server-sent event, and the page's script
+//! fetches the page again (no polling per browser).
+//!
+//! Two ways in: `gantry ui` serves one viewer, the kubeconfig's user, on 127.0.0.1; the
+//! controller (`--ui-addr`) serves whoever brings a bearer token (the sign-in form's cookie,
+//! or the `Authorization` header of an authenticating proxy), each with their own token.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use futures::Stream;
 use maud::Markup;
 use tokio::sync::broadcast;
 
 use super::actions::{self, Action, Csrf};
-use super::pages;
+use super::metrics::UiMetrics;
+use super::objects;
+use super::pages::sources as pages_sources;
+use super::pages::{self, Chrome};
+use super::sessions::{self, Refusal, Sessions};
 use super::view::{self, Filter};
-use crate::api::{Application, GitRepository};
+use super::viewer::{Change, Viewer};
 
-/// Where the view looks: every namespace, or these.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Scope {
-    All,
-    Namespaces(Vec<String>),
-}
+pub use super::viewer::Scope;
 
-/// The caches of one kind, one per namespace of the scope (one for all), and why a watch
-/// fails when it does (e.g. forbidden).
-struct Caches<K: kube::Resource<DynamicType = ()> + 'static> {
-    stores: Vec<(String, Store<K>)>,
-    problems: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
-}
-
-impl<K> Caches<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + kube::Resource<Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    fn start(client: &Client, scope: &Scope, changed: broadcast::Sender<()>) -> Self {
-        let problems: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Default::default();
-        let apis: Vec<(String, Api<K>)> = match scope {
-            Scope::All => vec![(String::new(), Api::all(client.clone()))],
-            Scope::Namespaces(nss) => nss
-                .iter()
-                .map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns)))
-                .collect(),
-        };
-        let mut stores = vec![];
-        for (ns, api) in apis {
-            let (reader, writer) = reflector::store();
-            let (changed, problems) = (changed.clone(), problems.clone());
-            let where_ = ns.clone();
-            let stream = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .reflect(writer);
-            tokio::spawn(async move {
-                futures::pin_mut!(stream);
-                while let Some(event) = stream.next().await {
-                    let mut p = problems.lock().expect("ui problems");
-                    match event {
-                        Ok(_) => {
-                            p.remove(&where_);
-                            let _ = changed.send(());
-                        }
-                        Err(e) => {
-                            p.insert(where_.clone(), problem_of(&e));
-                        }
-                    }
-                }
-            });
-            stores.push((ns, reader));
-        }
-        Self { stores, problems }
-    }
-
-    /// Everything cached, once the first list is in (or after a few seconds). A namespace
-    /// whose watch is refused is not waited for: its cache would never be ready.
-    async fn all(&self) -> Vec<Arc<K>> {
-        let mut out = vec![];
-        for (ns, store) in &self.stores {
-            let refused = self.problems.lock().expect("ui problems").contains_key(ns);
-            if !refused {
-                let ready = store.wait_until_ready();
-                let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
-            }
-            out.extend(store.state());
-        }
-        out
-    }
-
-    fn problems(&self) -> Vec<String> {
-        self.problems
-            .lock()
-            .expect("ui problems")
-            .iter()
-            .map(|(ns, why)| match ns.is_empty() {
-                true => why.clone(),
-                false => format!("namespace {ns}: {why}"),
-            })
-            .collect()
-    }
-}
-
-/// A watch error in one line, without the API server's address.
-fn problem_of(e: &watcher::Error) -> String {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => {
-            format!("{} ({})", s.message, s.reason)
-        }
-        watcher::Error::WatchError(s) => format!("{} ({})", s.message, s.reason),
-        _ => "the API server cannot be reached".into(),
-    }
+/// Who the pages are for.
+pub enum Access {
+    /// `gantry ui`: the kubeconfig's user, on a loopback address; requests naming another
+    /// host are refused (DNS rebinding).
+    Local {
+        viewer: Arc<Viewer>,
+        hosts: Vec<String>,
+    },
+    /// In the controller: each request's bearer token.
+    Tokens(Arc<Sessions>),
 }
 
 struct Shared {
-    /// The viewer's client: actions are made with it.
-    client: Client,
+    access: Access,
     csrf: Csrf,
-    apps: Caches<Application>,
-    repos: Caches<GitRepository>,
-    changed: broadcast::Sender<()>,
-    /// The `Host` values this server answers to (its own address): a page asked for under
-    /// another name (DNS rebinding) is refused.
-    hosts: Vec<String>,
+    metrics: UiMetrics,
 }
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Security headers on every answer; requests for another host are refused.
+/// Security headers on every answer; the local view refuses requests for another host.
 async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !s.hosts.iter().any(|h| h == host) {
-        return (StatusCode::MISDIRECTED_REQUEST, "unknown host").into_response();
+    if let Access::Local { hosts, .. } = &s.access {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !hosts.iter().any(|h| h == host) {
+            return (StatusCode::MISDIRECTED_REQUEST, "unknown host").into_response();
+        }
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -175,8 +85,65 @@ async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
     res
 }
 
+/// Counts requests and their time by route (a bounded set of labels).
+async fn measure(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let page = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    s.metrics
+        .observe(&page, res.status().as_u16(), started.elapsed());
+    res
+}
+
+/// Finds the viewer of the request: the local one, or the bearer token's. Without a token
+/// a page sends the browser to the sign-in form; an invalid token is a 401.
+async fn identify(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let viewer = match &s.access {
+        Access::Local { viewer, .. } => viewer.clone(),
+        Access::Tokens(sessions) => {
+            let Some(token) = sessions::token_of(req.headers()) else {
+                if req.method() == axum::http::Method::GET && req.uri().path() != "/events" {
+                    return Redirect::to("/login").into_response();
+                }
+                return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+            };
+            match sessions.viewer(&token).await {
+                Ok(v) => v,
+                Err(Refusal::Invalid(why)) => {
+                    let page = pages::login(Some(&why), s.csrf.token());
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::SET_COOKIE, s.csrf.cookie())],
+                        Html(page.into_string()),
+                    )
+                        .into_response();
+                }
+                Err(Refusal::Unavailable(why)) => {
+                    let page = pages::problem("Unavailable", &why);
+                    return (StatusCode::SERVICE_UNAVAILABLE, Html(page.into_string()))
+                        .into_response();
+                }
+            }
+        }
+    };
+    req.extensions_mut().insert(viewer);
+    next.run(req).await
+}
+
 /// The page, or only its `main` when the page's script asks for it to swap it in.
-fn page(headers: &HeaderMap, title: &str, problems: Vec<String>, main: Markup) -> Response {
+fn page(
+    s: &Shared,
+    v: &Viewer,
+    headers: &HeaderMap,
+    title: &str,
+    live: &str,
+    problems: Vec<String>,
+    main: Markup,
+) -> Response {
     let main = maud::html! {
         @for p in &problems { p class="problem" role="alert" { (p) } }
         (main)
@@ -184,50 +151,62 @@ fn page(headers: &HeaderMap, title: &str, problems: Vec<String>, main: Markup) -
     if headers.contains_key("x-gantry-fragment") {
         return Html(main.into_string()).into_response();
     }
-    Html(pages::layout(title, true, main).into_string()).into_response()
+    let signed_in = matches!(s.access, Access::Tokens(_));
+    let chrome = Chrome {
+        live: Some(live),
+        user: v.user.as_deref(),
+        sign_out: signed_in.then(|| s.csrf.token()),
+    };
+    (
+        [(header::SET_COOKIE, s.csrf.cookie())],
+        Html(pages::layout(title, &chrome, main).into_string()),
+    )
+        .into_response()
 }
+
+type Viewed = Extension<Arc<Viewer>>;
 
 async fn fleet(
     State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
     Query(filter): Query<Filter>,
     headers: HeaderMap,
 ) -> Response {
-    let apps = s.apps.all().await;
+    let apps = v.apps.all().await;
     let fleet = view::fleet(&apps, &filter, k8s_openapi::jiff::Timestamp::now());
     page(
+        &s,
+        &v,
         &headers,
         "Applications",
-        s.apps.problems(),
+        "/events",
+        v.apps.problems(),
         pages::fleet(&fleet, &filter),
     )
 }
 
 async fn application(
     State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(app) = find_app(&s, &ns, &name).await else {
+    let Some(app) = v.apps.get(&ns, &name).await else {
         return not_found(&ns, &name);
     };
-    let repos = s.repos.all().await;
-    let source = repos.iter().find(|r| {
-        r.metadata.namespace.as_deref() == Some(ns.as_str())
-            && r.metadata.name.as_deref() == Some(app.spec.source_ref.name.as_str())
-    });
+    let source = v.repos.get(&ns, &app.spec.source_ref.name).await;
+    let tree = objects::tree(&v.client, &app).await;
+    // (Names of Kubernetes objects need no escaping in a query.)
+    let live = format!("/events?app={ns}/{name}");
     page(
+        &s,
+        &v,
         &headers,
         &format!("{ns}/{name}"),
-        s.apps.problems(),
-        pages::application(&app, source.map(|r| r.as_ref())),
+        &live,
+        v.apps.problems(),
+        pages::application(&app, source.as_deref(), &tree),
     )
-}
-
-/// The Application `ns/name` if the viewer may see it.
-async fn find_app(s: &Shared, ns: &str, name: &str) -> Option<Arc<Application>> {
-    s.apps.all().await.into_iter().find(|a| {
-        a.metadata.namespace.as_deref() == Some(ns) && a.metadata.name.as_deref() == Some(name)
-    })
 }
 
 fn not_found(ns: &str, name: &str) -> Response {
@@ -240,9 +219,10 @@ fn not_found(ns: &str, name: &str) -> Response {
 
 async fn confirm(
     State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
     Path((ns, name, action)): Path<(String, String, String)>,
 ) -> Response {
-    let (Some(app), Some(action)) = (find_app(&s, &ns, &name).await, Action::parse(&action)) else {
+    let (Some(app), Some(action)) = (v.apps.get(&ns, &name).await, Action::parse(&action)) else {
         return not_found(&ns, &name);
     };
     if let Err(why) = action.applies(&app) {
@@ -263,75 +243,241 @@ struct ActionForm {
     csrf: String,
 }
 
-/// An action, when the form carries this page's CSRF token (in the form and the cookie)
-/// and, when the browser names it, the request comes from this server's own pages.
+/// Whether a form post carries this server's CSRF token (in the form and the cookie) and,
+/// when the browser names it, comes from a page of this server.
+fn same_site_form(s: &Shared, headers: &HeaderMap, token: &str) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin_ok = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => {
+            !host.is_empty()
+                && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+        }
+        None => true,
+    };
+    let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
+    origin_ok && s.csrf.admits(token, cookie)
+}
+
+fn refused_form() -> Response {
+    let page = pages::problem(
+        "Refused",
+        "This request did not come from one of Gantry's own pages.",
+    );
+    (StatusCode::FORBIDDEN, Html(page.into_string())).into_response()
+}
+
+/// An action, made with the viewer's own client.
 async fn act(
     State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
     Path((ns, name, action)): Path<(String, String, String)>,
     headers: HeaderMap,
     axum::Form(form): axum::Form<ActionForm>,
 ) -> Response {
-    let origin_ok = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        Some(origin) => s.hosts.iter().any(|h| origin == format!("http://{h}")),
-        None => true,
-    };
-    let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
-    if !origin_ok || !s.csrf.admits(&form.csrf, cookie) {
-        let page = pages::problem(
-            "Refused",
-            "This request did not come from Gantry's own confirmation page.",
-        );
-        return (StatusCode::FORBIDDEN, Html(page.into_string())).into_response();
+    if !same_site_form(&s, &headers, &form.csrf) {
+        return refused_form();
     }
     let Some(action) = Action::parse(&action) else {
         return not_found(&ns, &name);
     };
-    let outcome = actions::run(&s.client, &ns, &name, action).await;
-    let status = match outcome {
-        Ok(_) => StatusCode::OK,
-        Err(_) => StatusCode::FORBIDDEN,
-    };
-    (
-        status,
-        Html(pages::done(&ns, &name, &outcome).into_string()),
-    )
-        .into_response()
+    // A refusal by the API server is an answer too: the page says what it said (and a
+    // browser does not log the page as a failed load).
+    let outcome = actions::run(&v.client, &ns, &name, action).await;
+    Html(pages::done(&ns, &name, &outcome).into_string()).into_response()
 }
 
-async fn sources(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let mut repos = s.repos.all().await;
-    repos.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
+async fn sources(
+    State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
+    headers: HeaderMap,
+) -> Response {
+    let repos = v.repos.all().await;
     page(
+        &s,
+        &v,
         &headers,
         "Sources",
-        s.repos.problems(),
-        pages::sources(&repos),
+        "/events",
+        v.repos.problems(),
+        pages_sources::sources(&repos),
     )
 }
 
-/// One `changed` event per burst of changes (at most one per half second per page).
-async fn events(
+async fn image_policies(
     State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
+    headers: HeaderMap,
+) -> Response {
+    let policies = v.policies().all().await;
+    page(
+        &s,
+        &v,
+        &headers,
+        "Image policies",
+        "/events",
+        v.policies().problems(),
+        pages_sources::image_policies(&policies),
+    )
+}
+
+async fn receivers(
+    State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
+    headers: HeaderMap,
+) -> Response {
+    let receivers = v.receivers().all().await;
+    page(
+        &s,
+        &v,
+        &headers,
+        "Receivers",
+        "/events",
+        v.receivers().problems(),
+        pages_sources::receivers(&receivers),
+    )
+}
+
+async fn notifiers(
+    State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
+    headers: HeaderMap,
+) -> Response {
+    let notifiers = v.notifiers().all().await;
+    page(
+        &s,
+        &v,
+        &headers,
+        "Notifiers",
+        "/events",
+        v.notifiers().problems(),
+        pages_sources::notifiers(&notifiers),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Follow {
+    /// `namespace/name`: only that Application's changes.
+    app: Option<String>,
+}
+
+impl Follow {
+    fn admits(&self, c: &Change) -> bool {
+        match &self.app {
+            None => true,
+            Some(app) => c.kind == "Application" && c.key.as_ref().is_none_or(|k| k == app),
+        }
+    }
+}
+
+/// One `changed` event per burst of changes (at most one per half second per page). The
+/// stream holds the viewer, so an open page keeps its viewer's watches.
+async fn events(
+    Extension(v): Viewed,
+    Query(follow): Query<Follow>,
 ) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
-    let rx = s.changed.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        if let Err(broadcast::error::RecvError::Closed) = rx.recv().await {
-            return None;
+    let rx = v.changed.subscribe();
+    let stream = futures::stream::unfold((rx, follow, v), |(mut rx, follow, v)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(c) if follow.admits(&c) => break,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         while rx.try_recv().is_ok() {}
         // (An event without data is never dispatched by browsers.)
-        Some((Ok(Event::default().event("changed").data("1")), rx))
+        Some((
+            Ok(Event::default().event("changed").data("1")),
+            (rx, follow, v),
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn login_form(State(s): State<Arc<Shared>>) -> Response {
+    if !matches!(s.access, Access::Tokens(_)) {
+        return Redirect::to("/").into_response();
+    }
+    (
+        [(header::SET_COOKIE, s.csrf.cookie())],
+        Html(pages::login(None, s.csrf.token()).into_string()),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// Signs in with a token the API server accepts; the token is kept in an HttpOnly,
+/// SameSite=Strict cookie.
+async fn login(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let Access::Tokens(sessions) = &s.access else {
+        return Redirect::to("/").into_response();
+    };
+    if !same_site_form(&s, &headers, &form.csrf) {
+        return refused_form();
+    }
+    let token = form.token.trim();
+    let refused = |why: &str| {
+        let page = pages::login(Some(why), s.csrf.token());
+        (StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response()
+    };
+    if !sessions::valid_token(token) {
+        return refused("this is not a bearer token");
+    }
+    match sessions.viewer(token).await {
+        Ok(_) => (
+            [(header::SET_COOKIE, sessions::token_cookie(token))],
+            Redirect::to("/"),
+        )
+            .into_response(),
+        Err(Refusal::Invalid(why)) | Err(Refusal::Unavailable(why)) => refused(&why),
+    }
+}
+
+async fn logout(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<ActionForm>,
+) -> Response {
+    if !same_site_form(&s, &headers, &form.csrf) {
+        return refused_form();
+    }
+    if let (Access::Tokens(sessions), Some(token)) = (&s.access, sessions::token_of(&headers)) {
+        sessions.forget(&token);
+    }
+    (
+        [(header::SET_COOKIE, sessions::cleared_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
 }
 
 async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("assets/ui.js"),
+    )
+}
+
+async fn icon() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        include_str!("assets/favicon.svg"),
     )
 }
 
@@ -342,39 +488,56 @@ async fn style() -> impl IntoResponse {
     )
 }
 
-/// Serves the view on `listener` until the process ends.
+/// Serves the view on `listener` until `shutdown` resolves.
 pub async fn serve(
-    client: Client,
+    access: Access,
+    metrics: UiMetrics,
     listener: tokio::net::TcpListener,
-    scope: Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    let (changed, _) = broadcast::channel(64);
+    let shared = Arc::new(Shared {
+        access,
+        csrf: Csrf::new(),
+        metrics,
+    });
+    let viewed = axum::Router::new()
+        .route("/", get(fleet))
+        .route("/apps/{ns}/{name}", get(application))
+        .route("/apps/{ns}/{name}/confirm/{action}", get(confirm))
+        .route("/apps/{ns}/{name}/actions/{action}", post(act))
+        .route("/sources", get(sources))
+        .route("/imagepolicies", get(image_policies))
+        .route("/receivers", get(receivers))
+        .route("/notifiers", get(notifiers))
+        .route("/events", get(events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            identify,
+        ));
+    let app = axum::Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/static/ui.js", get(script))
+        .route("/static/ui.css", get(style))
+        .route("/static/favicon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
+        .merge(viewed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            measure,
+        ))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The hosts a loopback listener answers to.
+pub fn local_hosts(addr: std::net::SocketAddr) -> Vec<String> {
     let mut hosts = vec![addr.to_string(), format!("localhost:{}", addr.port())];
     if addr.ip().is_unspecified() {
         hosts.push(format!("127.0.0.1:{}", addr.port()));
     }
-    let shared = Arc::new(Shared {
-        client: client.clone(),
-        csrf: Csrf::new(),
-        apps: Caches::start(&client, &scope, changed.clone()),
-        repos: Caches::start(&client, &scope, changed.clone()),
-        changed,
-        hosts,
-    });
-    let app = axum::Router::new()
-        .route("/", get(fleet))
-        .route("/apps/{ns}/{name}", get(application))
-        .route("/apps/{ns}/{name}/confirm/{action}", get(confirm))
-        .route(
-            "/apps/{ns}/{name}/actions/{action}",
-            axum::routing::post(act),
-        )
-        .route("/sources", get(sources))
-        .route("/events", get(events))
-        .route("/static/ui.js", get(script))
-        .route("/static/ui.css", get(style))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
-        .with_state(shared);
-    axum::serve(listener, app).await
+    hosts
 }

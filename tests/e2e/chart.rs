@@ -232,6 +232,42 @@ fn shards_and_the_service_monitor_render() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn the_web_view_is_served_only_when_enabled() {
+    let render = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["template", "r", "--kube-version", "1.35.0"];
+        let dir = chart_dir();
+        args.insert(2, &dir);
+        args.extend_from_slice(extra);
+        helm(&args)
+            .split("\n---")
+            .filter_map(|d| serde_yaml::from_str(d).ok())
+            .filter(|d: &serde_json::Value| d.is_object())
+            .collect()
+    };
+    let args_of = |docs: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        let d = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let off = render(&[]);
+    assert!(
+        !args_of(&off)
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--ui-addr"))
+    );
+    assert!(!off.iter().any(|d| d["metadata"]["name"] == "r-gantry-ui"));
+    let on = render(&["--set", "ui.enabled=true", "--set", "ui.port=8443"]);
+    assert!(args_of(&on).contains(&serde_json::json!("--ui-addr=0.0.0.0:8443")));
+    let service = on
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "r-gantry-ui")
+        .expect("the web view's Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "ui");
+}
+
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     let mut child = Command::new(tool("kubectl"))

@@ -2,6 +2,7 @@
 //! Everything listens on and dials 127.0.0.1 only.
 
 pub mod app;
+pub mod browser;
 pub mod chart_repo;
 pub mod cluster;
 pub mod controller;

@@ -37,6 +37,7 @@ async fn context(api: &FakeApi, data: &std::path::Path) -> Arc<AppContext> {
         election: None,
         receiver_addr: None,
         metrics_addr: None,
+        ui_addr: None,
         min_interval: Duration::from_secs(1),
         tenancy: Default::default(),
         file_sources_root: None,
