@@ -21,7 +21,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = Client::try_from(config.clone())?;
     let scope = if !args.namespaces.is_empty() {
         Scope::Namespaces(args.namespaces.clone())
     } else {
@@ -46,7 +47,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .map_err(|e| Error::io("listener", e))?;
     crate::outln!("Gantry's web view: http://{addr}/   (Ctrl-C to stop)");
     let access = Access::Local {
-        viewer: crate::ui::viewer::Viewer::start(None, client, scope),
+        viewer: crate::ui::viewer::Viewer::start(None, config, client, scope),
         hosts: local_hosts(addr),
     };
     let metrics = crate::ui::metrics::UiMetrics::unregistered();

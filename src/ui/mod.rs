@@ -6,6 +6,7 @@
 //! caches) and `sessions` (a viewer per bearer token); `server` is the HTTP edge.
 
 pub mod actions;
+pub mod diff;
 pub mod metrics;
 pub mod objects;
 pub mod pages;

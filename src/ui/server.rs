@@ -140,7 +140,7 @@ fn page(
     v: &Viewer,
     headers: &HeaderMap,
     title: &str,
-    live: &str,
+    live: Option<&str>,
     problems: Vec<String>,
     main: Markup,
 ) -> Response {
@@ -153,7 +153,7 @@ fn page(
     }
     let signed_in = matches!(s.access, Access::Tokens(_));
     let chrome = Chrome {
-        live: Some(live),
+        live,
         user: v.user.as_deref(),
         sign_out: signed_in.then(|| s.csrf.token()),
     };
@@ -179,7 +179,7 @@ async fn fleet(
         &v,
         &headers,
         "Applications",
-        "/events",
+        Some("/events"),
         v.apps.problems(),
         pages::fleet(&fleet, &filter),
     )
@@ -203,9 +203,37 @@ async fn application(
         &v,
         &headers,
         &format!("{ns}/{name}"),
-        &live,
+        Some(&live),
         v.apps.problems(),
         pages::application(&app, source.as_deref(), &tree),
+    )
+}
+
+/// The difference from Git, computed when asked for (not live: it fetches and renders).
+async fn difference(
+    State(s): State<Arc<Shared>>,
+    Extension(v): Viewed,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(app) = v.apps.get(&ns, &name).await else {
+        return not_found(&ns, &name);
+    };
+    let plan = match v.repos.get(&ns, &app.spec.source_ref.name).await {
+        Some(source) => super::diff::of(&v.config, &v.client, &app, &source).await,
+        None => Err(format!(
+            "GitRepository {ns}/{} is not one you may read",
+            app.spec.source_ref.name
+        )),
+    };
+    page(
+        &s,
+        &v,
+        &headers,
+        &format!("diff {ns}/{name}"),
+        None,
+        vec![],
+        pages::diff(&ns, &name, &plan),
     )
 }
 
@@ -300,7 +328,7 @@ async fn sources(
         &v,
         &headers,
         "Sources",
-        "/events",
+        Some("/events"),
         v.repos.problems(),
         pages_sources::sources(&repos),
     )
@@ -317,7 +345,7 @@ async fn image_policies(
         &v,
         &headers,
         "Image policies",
-        "/events",
+        Some("/events"),
         v.policies().problems(),
         pages_sources::image_policies(&policies),
     )
@@ -334,7 +362,7 @@ async fn receivers(
         &v,
         &headers,
         "Receivers",
-        "/events",
+        Some("/events"),
         v.receivers().problems(),
         pages_sources::receivers(&receivers),
     )
@@ -351,7 +379,7 @@ async fn notifiers(
         &v,
         &headers,
         "Notifiers",
-        "/events",
+        Some("/events"),
         v.notifiers().problems(),
         pages_sources::notifiers(&notifiers),
     )
@@ -503,6 +531,7 @@ pub async fn serve(
     let viewed = axum::Router::new()
         .route("/", get(fleet))
         .route("/apps/{ns}/{name}", get(application))
+        .route("/apps/{ns}/{name}/diff", get(difference))
         .route("/apps/{ns}/{name}/confirm/{action}", get(confirm))
         .route("/apps/{ns}/{name}/actions/{action}", post(act))
         .route("/sources", get(sources))

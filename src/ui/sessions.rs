@@ -76,7 +76,9 @@ impl Sessions {
                 }
             }
         }
-        let client = self.client_for(token)?;
+        let config = self.config_for(token);
+        let client =
+            Client::try_from(config.clone()).map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let checked = check(&client, self.namespaces()).await;
         let mut sessions = self.sessions.lock().expect("ui sessions");
         let (user, scope) = match checked {
@@ -99,7 +101,7 @@ impl Sessions {
                 "{MAX_VIEWERS} viewers are open; try again later"
             )));
         }
-        let viewer = Viewer::start(Some(user), client, scope);
+        let viewer = Viewer::start(Some(user), config, client, scope);
         sessions.insert(
             key,
             Session {
@@ -134,13 +136,13 @@ impl Sessions {
         nss
     }
 
-    fn client_for(&self, token: &str) -> Result<Client, Refusal> {
+    fn config_for(&self, token: &str) -> kube::Config {
         let mut config = self.base.clone();
         config.auth_info = kube::config::AuthInfo {
             token: Some(secrecy::SecretString::from(token.to_string())),
             ..Default::default()
         };
-        Client::try_from(config).map_err(|e| Refusal::Unavailable(e.to_string()))
+        config
     }
 }
 

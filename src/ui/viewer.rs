@@ -172,6 +172,8 @@ pub struct Viewer {
     /// The user, as the API server names them (`None`: the kubeconfig's user).
     pub user: Option<String>,
     pub client: Client,
+    /// The connection `client` was made from (the diff page builds its targets from it).
+    pub config: kube::Config,
     pub scope: Scope,
     pub apps: Caches<Application>,
     pub repos: Caches<GitRepository>,
@@ -183,7 +185,12 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn start(user: Option<String>, client: Client, scope: Scope) -> Arc<Self> {
+    pub fn start(
+        user: Option<String>,
+        config: kube::Config,
+        client: Client,
+        scope: Scope,
+    ) -> Arc<Self> {
         let (changed, _) = broadcast::channel(256);
         let mut tasks = vec![];
         let apps = Caches::start(&client, &scope, &changed, &mut tasks);
@@ -191,6 +198,7 @@ impl Viewer {
         Arc::new(Self {
             user,
             client,
+            config,
             scope,
             apps,
             repos,

@@ -62,7 +62,7 @@ pub fn application(app: &Application, source: Option<&GitRepository>, tree: &Tre
         }
         @if let Some(drift) = status.drift.as_ref().filter(|d| !d.objects.is_empty()) {
             h2 { "Drift" }
-            p { "Fields that differ from Git (values are not shown):" }
+            p { "Fields that differ from Git: " a href={ "/apps/" (ns) "/" (name) "/diff" } { "show the difference" } " (Secret values masked)." }
             ul class="drift" {
                 @for d in &drift.objects {
                     li { (entry_name(&d.object)) ": " code { (d.paths.join(", ")) } }
@@ -85,7 +85,7 @@ pub fn application(app: &Application, source: Option<&GitRepository>, tree: &Tre
                     (commit_link(source, &h.revision)) " "
                     span class={ "result " (format!("{:?}", h.result).to_lowercase()) } { (format!("{:?}", h.result)) }
                     @if let Some(t) = &h.finished_at { " · " time datetime=(t.0.to_string()) { (t.0.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()) } }
-                    " · " (h.created) " created, " (h.configured) " configured, " (h.unchanged) " unchanged, " (h.pruned) " pruned"
+                    @if h.message.is_none() { " · " (h.created) " created, " (h.configured) " configured, " (h.unchanged) " unchanged, " (h.pruned) " pruned" }
                     @if let Some(c) = &h.chart_version { " · chart " (c) }
                     @if let Some(r) = &h.reverted_by { " · reverted by " (commit_link(source, r)) }
                     @if let Some(m) = &h.message { div class="why" { (m) } }

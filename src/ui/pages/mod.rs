@@ -4,12 +4,14 @@
 
 mod application;
 mod canary;
+mod diff;
 mod fleet;
 pub mod sources;
 
 use maud::{DOCTYPE, Markup, html};
 
 pub use application::application;
+pub use diff::diff;
 pub use fleet::fleet;
 
 use super::actions::Action;

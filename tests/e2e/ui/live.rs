@@ -1,7 +1,8 @@
 //! The web view of a running controller's work: an Application synced from Git shows its
 //! objects as a tree with their live health (the Deployment's ReplicaSet and Pods beneath
 //! it) and its history; a hand edit in audit mode turns it Drifted on the open page,
-//! without a reload, within 2 s of the status saying so.
+//! without a reload, within 2 s of the status saying so; its difference from Git is shown
+//! as a unified diff.
 
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,37 @@ async fn a_synced_application_shows_its_tree_and_its_drift_live() {
     assert_eq!(marker.json(), &json!(7), "the page was not reloaded");
     driver
         .screenshot(&screenshot_path("fleet-drifted.png"))
+        .await
+        .unwrap();
+
+    // The difference, as a masked unified diff: the live value out, Git's in.
+    driver.goto(&page).await.unwrap();
+    driver
+        .find(By::LinkText("show the difference"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let removed = eventually("the diff", Duration::from_secs(60), || {
+        let driver = &driver;
+        async move {
+            let del = driver.find(By::Css("pre.diff span.del")).await.ok()?;
+            del.text().await.ok()
+        }
+    })
+    .await;
+    assert!(removed.contains("mode: unsafe"), "{removed}");
+    let added = driver
+        .find(By::Css("pre.diff span.add"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(added.contains("mode: safe"), "{added}");
+    driver
+        .screenshot(&screenshot_path("diff.png"))
         .await
         .unwrap();
     assert_eq!(console_errors(&driver).await, Vec::<String>::new());
