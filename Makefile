@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify bench-plan image image-push
+.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify bench-plan bench-ui image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -111,6 +111,11 @@ bench-isolation: tools
 # without Notifiers (target ≤ 1.2×), forge requests per Application, memory added.
 bench-notify: tools
 	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench notify
+
+# Only the web view benchmark: the fleet page of 1,000 Applications (server time, weight,
+# a status change to the open page, the controller's memory with 10 open pages).
+bench-ui: tools
+	$(CLUSTER)/with-cluster.sh $(CARGO) bench --bench ui
 
 # Only the pull request plan benchmark: 500 Applications on a real Gitea, a pull request
 # changing 50 → time from the webhook to the plan comment vs. the time to sync those 50

@@ -76,8 +76,15 @@ where
             let (reader, writer) = reflector::store();
             let (changed, problems) = (changed.clone(), problems.clone());
             let where_ = ns.clone();
+            // What no page shows is not kept: each viewer holds caches of their own.
             let stream = watcher(api, watcher::Config::default().any_semantic())
                 .default_backoff()
+                .modify(|o| {
+                    o.meta_mut().managed_fields = None;
+                    if let Some(a) = o.meta_mut().annotations.as_mut() {
+                        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                    }
+                })
                 .reflect(writer);
             let task = tokio::spawn(async move {
                 futures::pin_mut!(stream);
