@@ -42,7 +42,7 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
 /// The status of Application `i`: failed, drifted or synced.
 fn status(i: usize, round: usize) -> Value {
     let rev = format!("main@sha1:{:040x}", i * 7919 + round);
-    let conditions = if i % 3 == 0 {
+    let conditions = if i.is_multiple_of(3) {
         json!([condition(
             "Ready",
             "False",
