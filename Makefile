@@ -10,7 +10,7 @@ export GANTRY_CLUSTER_DIR := $(STATE)
 # tests print their own progress; keep cargo's parallelism within the 2-core machines
 TEST_THREADS ?= 4
 
-.PHONY: help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify bench-plan bench-ui image image-push
+.PHONY: screenshots help build deps tools lint fmt crds unit test demo cluster-up cluster-down bench bench-images bench-rollouts bench-targets bench-failover bench-fleet bench-monorepo bench-isolation bench-notify bench-plan bench-ui image image-push
 
 help:
 	@echo "make demo          local control plane + Gantry + example resources"
@@ -74,6 +74,12 @@ cluster-up: tools
 
 cluster-down:
 	$(CLUSTER)/down.sh $(STATE)
+
+# The README's screenshots of the web view, from the last e2e run (tests/e2e/ui).
+screenshots:
+	mkdir -p docs/screenshots
+	for f in fleet-fifty application-tree canary diff login in-cluster-fleet; do \
+	  cp target/ui-screenshots/$$f.png docs/screenshots/; done
 
 # The demo leaves the cluster running so it can be explored; `make cluster-down` stops it.
 # It builds only what it uses (no Prometheus, no sshd).
