@@ -47,7 +47,13 @@ struct Shared {
     access: Access,
     csrf: Csrf,
     metrics: UiMetrics,
+    /// Differences from Git computed at once (each fetches and renders): a viewer asking
+    /// for many cannot take the controller's cores.
+    diffs: tokio::sync::Semaphore,
 }
+
+/// Differences from Git computed at once, for all viewers together.
+const DIFFS_AT_ONCE: usize = 2;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -218,6 +224,18 @@ async fn difference(
 ) -> Response {
     let Some(app) = v.apps.get(&ns, &name).await else {
         return not_found(&ns, &name);
+    };
+    let Ok(_turn) = s.diffs.try_acquire() else {
+        let page = pages::problem(
+            "Busy",
+            "Other differences from Git are being computed; try again in a moment.",
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Html(page.into_string()),
+        )
+            .into_response();
     };
     let plan = match v.repos.get(&ns, &app.spec.source_ref.name).await {
         Some(source) => super::diff::of(&v.config, &v.client, &app, &source).await,
@@ -527,6 +545,7 @@ pub async fn serve(
         access,
         csrf: Csrf::new(),
         metrics,
+        diffs: tokio::sync::Semaphore::new(DIFFS_AT_ONCE),
     });
     let viewed = axum::Router::new()
         .route("/", get(fleet))
