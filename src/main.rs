@@ -8,8 +8,8 @@ use clap::Parser;
 use gantry::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -26,7 +26,13 @@ async fn main() -> ExitCode {
     // kube does. Failing only means a provider was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The web view says on its pages why a watch is refused; its terminal need not repeat
+    // it at every retry.
+    let default_filter = match cli.command {
+        cli::Command::Ui(_) => "info,kube_runtime::watcher=error",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, default_filter);
     match cli::run(cli).await {
         Ok(code) => code,
         Err(err) => {

@@ -22,8 +22,11 @@ use sha2::{Digest, Sha256};
 use super::viewer::{Scope, Viewer};
 use crate::api::Application;
 
-/// How long a token is trusted before it is checked again (and its scope asked again).
+/// How long a token is trusted before it is checked again (one review).
 const RECHECK: Duration = Duration::from_secs(60);
+/// How long a viewer's scope stands before it is asked again (a review per namespace
+/// holding Applications): a namespace opened to them later appears within this.
+const RESCOPE: Duration = Duration::from_secs(300);
 /// A viewer without a request or an open page for this long is dropped (its watches end).
 const IDLE: Duration = Duration::from_secs(600);
 /// Viewers at once: each holds its own caches.
@@ -41,6 +44,7 @@ pub enum Refusal {
 struct Session {
     viewer: Arc<Viewer>,
     checked: Instant,
+    scoped: Instant,
     used: Instant,
 }
 
@@ -67,18 +71,49 @@ impl Sessions {
     pub async fn viewer(&self, token: &str) -> Result<Arc<Viewer>, Refusal> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
-        {
+        let known = {
             let mut sessions = self.sessions.lock().expect("ui sessions");
-            if let Some(s) = sessions.get_mut(&key) {
-                s.used = now;
-                if now.duration_since(s.checked) < RECHECK {
-                    return Ok(s.viewer.clone());
+            match sessions.get_mut(&key) {
+                Some(s) => {
+                    s.used = now;
+                    if now.duration_since(s.checked) < RECHECK {
+                        return Ok(s.viewer.clone());
+                    }
+                    (now.duration_since(s.scoped) < RESCOPE).then(|| s.viewer.clone())
                 }
+                None => None,
             }
+        };
+        // A known viewer whose scope stands: the token is checked again, once.
+        if let Some(viewer) = known {
+            let checked = whoami(&viewer.client).await;
+            let mut sessions = self.sessions.lock().expect("ui sessions");
+            return match checked {
+                Ok(_) => {
+                    if let Some(s) = sessions.get_mut(&key) {
+                        s.checked = now;
+                    }
+                    Ok(viewer)
+                }
+                Err(refusal) => {
+                    sessions.remove(&key);
+                    Err(refusal)
+                }
+            };
         }
         let config = self.config_for(token);
         let client =
             Client::try_from(config.clone()).map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        // The namespaces to ask about are known once the controller's first list is in.
+        let ready = self.candidates.wait_until_ready();
+        if tokio::time::timeout(Duration::from_secs(30), ready)
+            .await
+            .is_err()
+        {
+            return Err(Refusal::Unavailable(
+                "the view is starting: try again in a moment".into(),
+            ));
+        }
         let checked = check(&client, self.namespaces()).await;
         let mut sessions = self.sessions.lock().expect("ui sessions");
         let (user, scope) = match checked {
@@ -92,6 +127,7 @@ impl Sessions {
             && s.viewer.scope == scope
         {
             s.checked = now;
+            s.scoped = now;
             return Ok(s.viewer.clone());
         }
         sessions
@@ -107,6 +143,7 @@ impl Sessions {
             Session {
                 viewer: viewer.clone(),
                 checked: now,
+                scoped: now,
                 used: now,
             },
         );
@@ -146,17 +183,22 @@ impl Sessions {
     }
 }
 
-/// Who the token is, and what it may list.
-async fn check(client: &Client, candidates: Vec<String>) -> Result<(String, Scope), Refusal> {
+/// Who the token is (an invalid one is refused by the API server).
+async fn whoami(client: &Client) -> Result<String, Refusal> {
     let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
         .map_err(refusal)?;
-    let user = review
+    Ok(review
         .status
         .and_then(|s| s.user_info)
         .and_then(|u| u.username)
-        .unwrap_or_else(|| "an unnamed user".into());
+        .unwrap_or_else(|| "an unnamed user".into()))
+}
+
+/// Who the token is, and what it may list.
+async fn check(client: &Client, candidates: Vec<String>) -> Result<(String, Scope), Refusal> {
+    let user = whoami(client).await?;
     if may_list(client, None).await? {
         return Ok((user, Scope::All));
     }
@@ -165,7 +207,7 @@ async fn check(client: &Client, candidates: Vec<String>) -> Result<(String, Scop
             let allowed = may_list(client, Some(&ns)).await;
             (ns, allowed)
         })
-        .buffer_unordered(8)
+        .buffer_unordered(16)
         .collect()
         .await;
     let mut allowed = vec![];

@@ -67,7 +67,7 @@ async fn each_viewer_sees_what_their_own_token_may_read() {
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
 
     // The viewer's token in the header (an authenticating proxy): their namespace only.
-    let body = eventually("the viewer's fleet", Duration::from_secs(30), || {
+    let body = eventually("the viewer's fleet", Duration::from_secs(60), || {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
             let res = http.get(&url).bearer_auth(&token).send().await.ok()?;
