@@ -115,6 +115,12 @@ pub struct ApplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube_config: Option<KubeConfigRef>,
 
+    /// Decrypt SOPS-encrypted manifests while rendering, with the age keys of a Secret in
+    /// the Application's namespace. Without it, an encrypted manifest stops the sync
+    /// (Ready=False, DecryptionFailed) instead of being applied as ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
+
     /// Health rules in CEL for kinds whose health Gantry cannot read by itself (custom
     /// resources without `Ready`/`Available`/`Stalled`/`Reconciling` conditions), or to
     /// replace the built-in check of a kind. A rule that does not compile stops the
@@ -327,6 +333,23 @@ pub struct DriftIgnore {
     /// RFC 6901 pointers of the ignored fields, e.g. `/spec/replicas`.
     #[schemars(length(min = 1))]
     pub json_pointers: Vec<String>,
+}
+
+/// How encrypted manifests are decrypted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decryption {
+    pub provider: DecryptionProvider,
+    /// Secret (same namespace) whose keys ending in `.agekey` hold age identities
+    /// (`AGE-SECRET-KEY-1…`, one or more per key), as Flux reads them.
+    pub secret_ref: crate::api::refs::SecretRef,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DecryptionProvider {
+    /// Mozilla SOPS (YAML and JSON manifests, age keys), by the `sops` binary.
+    Sops,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

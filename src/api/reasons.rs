@@ -6,6 +6,8 @@
 // A sync that stopped, one per stage.
 pub const ARTIFACT_FAILED: &str = "ArtifactFailed";
 pub const RENDER_FAILED: &str = "RenderFailed";
+/// A SOPS-encrypted manifest could not be decrypted (or no keys were given).
+pub const DECRYPTION_FAILED: &str = "DecryptionFailed";
 pub const VALIDATION_FAILED: &str = "ValidationFailed";
 pub const APPLY_FAILED: &str = "ApplyFailed";
 /// A Helm or Argo CD hook failed or did not finish in time (pre hooks: nothing applied).

@@ -64,6 +64,8 @@ pub async fn render_in(
     let spec = local.flags.spec(local.release)?;
     let capabilities = local.flags.capabilities(local.capabilities);
     let req = RenderRequest {
+        // Never prints plaintext: an encrypted manifest is refused here.
+        decryptor: None,
         release_name: local.release,
         namespace: local.namespace,
         spec: Some(&spec),

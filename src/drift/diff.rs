@@ -77,9 +77,79 @@ pub fn mask_secret_pair(before: Option<&mut Value>, after: Option<&mut Value>) {
     }
 }
 
-/// Masks a single object's Secret values (for printing one side only).
+/// Whether the object came out of SOPS decryption (every value of it is masked).
+fn is_decrypted(v: &Value) -> bool {
+    v["metadata"]["annotations"][crate::render::sops::DECRYPTED_ANNOTATION].is_string()
+}
+
+/// Every scalar outside `apiVersion`, `kind` and `metadata`, by JSON pointer.
+fn leaves(v: &Value, at: String, out: &mut std::collections::BTreeMap<String, Value>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                if at.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                leaves(
+                    child,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                leaves(child, format!("{at}/{i}"), out);
+            }
+        }
+        scalar => {
+            out.insert(at, scalar.clone());
+        }
+    }
+}
+
+/// Masks every value of a decrypted pair (any kind), as Secret values are masked: `***`,
+/// or `*** (before)` / `*** (after)` where they differ.
+fn mask_decrypted_pair(before: Option<&mut Value>, after: Option<&mut Value>) {
+    let mut b = std::collections::BTreeMap::new();
+    let mut a = std::collections::BTreeMap::new();
+    if let Some(v) = before.as_deref() {
+        leaves(v, String::new(), &mut b);
+    }
+    if let Some(v) = after.as_deref() {
+        leaves(v, String::new(), &mut a);
+    }
+    // One side alone (an object printed, created or pruned): plain `***`.
+    let alone = before.is_none() || after.is_none();
+    let mark = |side: &std::collections::BTreeMap<String, Value>,
+                other: &std::collections::BTreeMap<String, Value>,
+                v: &mut Value,
+                changed: &str| {
+        for (path, value) in side {
+            let m = if alone || other.get(path) == Some(value) {
+                "***".to_string()
+            } else {
+                format!("*** ({changed})")
+            };
+            if let Some(slot) = v.pointer_mut(path) {
+                *slot = json!(m);
+            }
+        }
+    };
+    if let Some(v) = before {
+        mark(&b, &a, v, "before");
+    }
+    if let Some(v) = after {
+        mark(&a, &b, v, "after");
+    }
+}
+
+/// Masks a single object's Secret values, or every value of a decrypted object (for
+/// printing one side only).
 pub fn mask(mut v: Value) -> Value {
-    if is_secret(&v) {
+    if is_decrypted(&v) {
+        mask_decrypted_pair(Some(&mut v), None);
+    } else if is_secret(&v) {
         mask_secret_pair(Some(&mut v), None);
     }
     v
@@ -90,8 +160,12 @@ pub fn mask(mut v: Value) -> Value {
 pub fn unified(title: &str, live: Option<&Value>, desired: Option<&Value>) -> Option<String> {
     let mut before = live.cloned().map(clean);
     let mut after = desired.cloned().map(clean);
+    let decrypted =
+        before.as_ref().is_some_and(is_decrypted) || after.as_ref().is_some_and(is_decrypted);
     let secret = before.as_ref().is_some_and(is_secret) || after.as_ref().is_some_and(is_secret);
-    if secret {
+    if decrypted {
+        mask_decrypted_pair(before.as_mut(), after.as_mut());
+    } else if secret {
         mask_secret_pair(before.as_mut(), after.as_mut());
     }
     // Keys sorted, so the text is the same whether or not serde_json keeps insertion order
@@ -120,6 +194,29 @@ pub fn unified(title: &str, live: Option<&Value>, desired: Option<&Value>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_value_of_a_decrypted_object_is_masked() {
+        let ann = json!({"gantry.dev/decrypted": "sops"});
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": ann},
+            "data": {"password": "hunter2", "same": "kept"}});
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": ann},
+            "data": {"password": "correct horse", "same": "kept"}, "spec": {"list": ["s3cret"]}});
+        let d = unified("v1/ConfigMap/ns/c", Some(&live), Some(&desired)).unwrap();
+        for secret in ["hunter2", "correct horse", "kept", "s3cret"] {
+            assert!(!d.contains(secret), "{secret} leaked:\n{d}");
+        }
+        assert!(
+            d.contains("password: '*** (before)'") && d.contains("password: '*** (after)'"),
+            "{d}"
+        );
+        assert!(d.contains("name: c"));
+        let one = mask(desired);
+        assert_eq!(one["data"]["same"], "***");
+        assert_eq!(one["spec"]["list"][0], "***");
+    }
 
     #[test]
     fn secret_values_never_appear() {

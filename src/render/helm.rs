@@ -123,6 +123,14 @@ pub async fn render(
     )
     .await?;
     let mut objects = vec![];
+    if super::sops::is_encrypted(&out) {
+        return Err(RenderError::Decryption {
+            source_name: "helm template output".into(),
+            message: "holds a SOPS-encrypted document: Gantry decrypts plain and kustomize \
+                      manifests, not chart templates"
+                .into(),
+        });
+    }
     plain::parse_documents("helm template output", &out, &req.limits, &mut objects)?;
     Ok(objects)
 }

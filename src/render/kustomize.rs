@@ -236,7 +236,15 @@ pub async fn render(
     .await
     .map_err(|e| tool::redact(e, &secrets))?;
     let mut objects = vec![];
-    plain::parse_documents("kustomize output", &out, &req.limits, &mut objects)?;
+    if !super::sops::is_encrypted(&out) {
+        plain::parse_documents("kustomize output", &out, &req.limits, &mut objects)?;
+        return Ok(objects);
+    }
+    // Encrypted documents pass through kustomize as they are: each is decrypted alone.
+    for (i, doc) in super::sops::documents(&out).iter().enumerate() {
+        let source = format!("kustomize output (document {})", i + 1);
+        super::parse_decrypted(&source, doc, super::sops::Format::Yaml, req, &mut objects).await?;
+    }
     Ok(objects)
 }
 

@@ -7,6 +7,7 @@ pub mod helm;
 pub mod kustomize;
 pub mod plain;
 pub mod sandbox;
+pub mod sops;
 pub mod tool;
 
 use std::path::Path;
@@ -48,6 +49,12 @@ pub enum RenderError {
     Timeout { tool: &'static str, seconds: u64 },
     #[error("{0}")]
     Refused(String),
+    /// A SOPS document that cannot be decrypted (named, never its content).
+    #[error("{source_name}: {message}")]
+    Decryption {
+        source_name: String,
+        message: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -100,6 +107,8 @@ pub struct RenderRequest<'a> {
     pub chart: Option<&'a crate::source::oci_chart::FetchedChart>,
     /// Credentials for the chart repositories of dependencies, by URL prefix.
     pub repository_auth: &'a [(String, crate::source::helm_repo::RepoAuth)],
+    /// The keys of `spec.decryption`; an encrypted manifest is refused without them.
+    pub decryptor: Option<&'a sops::Decryptor>,
 }
 
 /// A cluster's version and API versions, for Helm's `--kube-version` and `--api-versions`.
@@ -189,8 +198,41 @@ pub async fn render(
         ));
     }
     match kind {
-        RenderKind::Plain | RenderKind::Auto => plain::render(root, &dir, &req.limits),
+        RenderKind::Plain | RenderKind::Auto => {
+            let mut objects = vec![];
+            for (name, text) in plain::read_files(root, &dir, &req.limits)? {
+                parse_decrypted(&name, &text, sops::Format::of(&name), req, &mut objects).await?;
+            }
+            Ok(objects)
+        }
         RenderKind::Kustomize => kustomize::render(root, &dir, req).await,
         RenderKind::Helm => helm::render(root, &dir, req).await,
     }
+}
+
+/// Parses `text` from `source` into `out`, decrypting it first when it is a SOPS document
+/// (refused when the Application gives no keys). The plaintext lives in memory only.
+pub async fn parse_decrypted(
+    source: &str,
+    text: &str,
+    format: sops::Format,
+    req: &RenderRequest<'_>,
+    out: &mut Vec<Value>,
+) -> Result<(), RenderError> {
+    if !sops::is_encrypted(text) {
+        return plain::parse_documents(source, text, &req.limits, out);
+    }
+    let Some(decryptor) = req.decryptor else {
+        return Err(RenderError::Decryption {
+            source_name: source.to_string(),
+            message: "is encrypted with SOPS and the Application sets no spec.decryption: \
+                      refusing to apply ciphertext"
+                .into(),
+        });
+    };
+    let plaintext = decryptor.decrypt(source, text, format).await?;
+    let start = out.len();
+    plain::parse_documents(source, &plaintext, &req.limits, out)?;
+    sops::mark_decrypted(&mut out[start..]);
+    Ok(())
 }

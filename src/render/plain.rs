@@ -178,8 +178,21 @@ fn no_manifests(root: &Path, dir: &Path) -> Option<RenderError> {
     })
 }
 
-/// Renders every manifest under `dir` (inside `root`).
+/// Renders every manifest under `dir` (inside `root`), none of them encrypted.
 pub fn render(root: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Value>, RenderError> {
+    let mut objects = vec![];
+    for (name, text) in read_files(root, dir, limits)? {
+        parse_documents(&name, &text, limits, &mut objects)?;
+    }
+    Ok(objects)
+}
+
+/// Every manifest file under `dir` (inside `root`): its name from the root and its text.
+pub fn read_files(
+    root: &Path,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<Vec<(String, String)>, RenderError> {
     let root = root.canonicalize().map_err(|e| RenderError::io(root, e))?;
     let mut files = vec![];
     collect(&root, dir, limits, &mut files)?;
@@ -190,7 +203,7 @@ pub fn render(root: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Value>, Re
         return Err(e);
     }
     let mut total = 0u64;
-    let mut objects = vec![];
+    let mut out = vec![];
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| RenderError::io(&file, e))?;
         total += text.len() as u64;
@@ -205,9 +218,9 @@ pub fn render(root: &Path, dir: &Path, limits: &Limits) -> Result<Vec<Value>, Re
             .unwrap_or(&file)
             .display()
             .to_string();
-        parse_documents(&name, &text, limits, &mut objects)?;
+        out.push((name, text));
     }
-    Ok(objects)
+    Ok(out)
 }
 
 #[cfg(test)]

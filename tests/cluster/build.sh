@@ -10,6 +10,8 @@
 #   prometheus (canary analysis tests)
 #       from the wrapper module in prometheus/ (pinned there: Prometheus v3.0.1, module
 #       v0.300.1; newer releases need pseudo-versions the module proxy refuses with 403);
+#   sops and age-keygen (the SOPS decryption tests; sops is also in the image),
+#       pinned here, not in versions.env (whose every change rebuilds Kubernetes);
 #   gitea (the forge of the notification tests)
 #       by build-gitea.sh into a cache of its own, linked here as bin/gitea and its
 #       templates and options as bin/gitea-share.
@@ -23,8 +25,10 @@ out="$cache_root/testcluster-$KUBE_VERSION-$key"
 bin="$out/bin"
 
 log() { echo "build.sh: $*" >&2; }
+SOPS_VERSION=v3.13.3
+AGE_VERSION=v1.3.1
 
-if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" && -x "$bin/gitea" ]]; then
+if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" && -x "$bin/gitea" && -x "$bin/sops" && -x "$bin/age-keygen" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -74,6 +78,8 @@ install_tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 install_tool registry "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 install_tool crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
+install_tool sops "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
+install_tool age-keygen "filippo.io/age/cmd/age-keygen@$AGE_VERSION"
 if $core; then
   echo "$bin"
   exit 0

@@ -93,6 +93,18 @@ impl Image {
             "{} is older than the sources (its CRDs differ): run `make image`",
             image_tarball().display()
         );
+        // The tools the renders run are in the image and run there.
+        for (tool, args) in [
+            ("helm", &["version"][..]),
+            ("kustomize", &["version"]),
+            ("sops", &["--version", "--disable-version-check"]),
+        ] {
+            let out = run(Command::new("/usr/sbin/chroot")
+                .arg(&root)
+                .arg(format!("/usr/local/bin/{tool}"))
+                .args(args));
+            assert!(!out.trim().is_empty(), "{tool} printed nothing");
+        }
         Image {
             _dir: dir,
             root,

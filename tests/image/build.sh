@@ -2,7 +2,7 @@
 # Builds the controller image without a container engine (`make image`):
 #   the release binary, with the shared libraries it links (glibc, OpenSSL, zlib: the same
 #   set as distroless/cc), static helm and kustomize built from Go modules, CA
-#   certificates, a non-root user 65532 and a writable /tmp, as one layer; assembled with
+#   certificates, static sops, a non-root user 65532 and a writable /tmp, as one layer; assembled with
 #   crane on a throwaway loopback registry and saved as a tarball:
 #
 #     target/image/gantry.tar     (crane push target/image/gantry.tar REGISTRY/PATH:TAG)
@@ -16,6 +16,8 @@ source "$repo/tests/cluster/versions.env"
 # kustomize for the image: v5.7.1 is the newest that builds with Go 1.26 (v5.8 needs 1.27).
 # Pinned here, not in versions.env, whose every change rebuilds the test cluster's tools.
 KUSTOMIZE_VERSION=v5.7.1
+# sops decrypts SOPS-encrypted manifests (spec.decryption); the version the tests use.
+SOPS_VERSION=v3.13.3
 bin="$("$repo/tests/cluster/build.sh")"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
 out="$repo/target/image"
@@ -24,9 +26,11 @@ log() { echo "image: $*" >&2; }
 # helm and kustomize, static (CGO off), cached by version.
 cache_root="${GANTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gantry}"
 tools="$cache_root/image-tools-$HELM_VERSION-$KUSTOMIZE_VERSION"
-if [[ ! -x "$tools/kustomize" || ! -x "$tools/helm" ]]; then
-  log "building helm $HELM_VERSION and kustomize $KUSTOMIZE_VERSION from Go modules"
+if [[ ! -x "$tools/kustomize" || ! -x "$tools/helm" || ! -x "$tools/sops" ]]; then
+  log "building helm $HELM_VERSION, kustomize $KUSTOMIZE_VERSION and sops $SOPS_VERSION from Go modules"
   mkdir -p "$tools"
+  CGO_ENABLED=0 GOFLAGS= GOBIN="$tools" go install -trimpath -ldflags "-s -w" \
+    "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
   CGO_ENABLED=0 GOFLAGS= GOBIN="$tools" go install -trimpath -ldflags "-s -w" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   CGO_ENABLED=0 GOFLAGS= GOBIN="$tools" go install -trimpath -ldflags "-s -w" \
@@ -41,7 +45,7 @@ rm -rf "$out/rootfs" && mkdir -p "$out/rootfs"
 root="$out/rootfs"
 mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"
 install -m 0755 "$gantry" "$root/usr/local/bin/gantry"
-install -m 0755 "$tools/helm" "$tools/kustomize" "$root/usr/local/bin/"
+install -m 0755 "$tools/helm" "$tools/kustomize" "$tools/sops" "$root/usr/local/bin/"
 # The shared libraries of the binary, at the paths the loader looks them up.
 ldd "$gantry" | awk '/=> \//{print $3} /^\t\/lib/{print $1}' | sort -u | while read -r lib; do
   mkdir -p "$root$(dirname "$lib")"

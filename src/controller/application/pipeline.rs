@@ -46,6 +46,7 @@ impl SyncError {
     pub fn reason(&self) -> &'static str {
         match self {
             SyncError::Artifact(_) => reasons::ARTIFACT_FAILED,
+            SyncError::Render(render::RenderError::Decryption { .. }) => reasons::DECRYPTION_FAILED,
             SyncError::Render(_) => reasons::RENDER_FAILED,
             SyncError::Normalize(_) => reasons::VALIDATION_FAILED,
             SyncError::Set(SetError::Validation { .. } | SetError::UnknownKind { .. }) => {
@@ -271,7 +272,28 @@ pub async fn desired_and_hooks(input: &SyncInput<'_>) -> Result<Rendered, SyncEr
         }
         None => (None, None),
     };
+    let decryptor = match &app.spec.decryption {
+        Some(d) => {
+            let app_ns = app.metadata.namespace.as_deref().unwrap_or("default");
+            let secret = format!("{app_ns}/{}", d.secret_ref.name);
+            let data = crate::controller::secrets::read(input.local, app_ns, &d.secret_ref.name)
+                .await
+                .map_err(|why| render::RenderError::Decryption {
+                    source_name: "spec.decryption".into(),
+                    message: why,
+                })?;
+            Some(
+                render::sops::Decryptor::from_secret_data(&secret, &data, Duration::from_secs(30))
+                    .map_err(|why| render::RenderError::Decryption {
+                        source_name: "spec.decryption".into(),
+                        message: why,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let req = RenderRequest {
+        decryptor: decryptor.as_ref(),
         release_name: app
             .spec
             .render

@@ -1,0 +1,282 @@
+//! SOPS: manifests encrypted in Git, decrypted while rendering by the `sops` binary (built
+//! from its Go module, like helm), with age identities from a Secret. The ciphertext goes to
+//! sops on its standard input and the plaintext comes back on its standard output: it is
+//! never written to a file. sops runs like the render tools: a clean environment (the
+//! identities in `SOPS_AGE_KEY` only), no network, a timeout, an output cap. Objects that
+//! came out of decryption carry the `gantry.dev/decrypted` annotation, so every diff masks
+//! their values (Secrets' or not).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::RenderError;
+
+/// Marks an object that was decrypted: its values are masked in every diff.
+pub const DECRYPTED_ANNOTATION: &str = "gantry.dev/decrypted";
+
+/// Age identities to decrypt with, and the sops binary.
+#[derive(Clone)]
+pub struct Decryptor {
+    /// `AGE-SECRET-KEY-1…` lines.
+    age_keys: secrecy::SecretString,
+    program: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decryptor { age keys: *** }")
+    }
+}
+
+/// The document formats sops reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    pub fn of(name: &str) -> Format {
+        match name.rsplit('.').next() {
+            Some("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Whether `text` is a SOPS document: a top-level `sops` key holding its `mac`.
+pub fn is_encrypted(text: &str) -> bool {
+    let yaml = text
+        .lines()
+        .any(|l| l == "sops:" || l.starts_with("sops: "));
+    let json = text.contains("\"sops\"") && text.contains("\"mac\"");
+    (yaml || json) && text.contains("mac")
+}
+
+impl Decryptor {
+    /// From the data of a Secret: every key ending in `.agekey` holds identities.
+    pub fn from_secret_data(
+        secret: &str,
+        data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut keys = String::new();
+        for (k, v) in data {
+            if k.ends_with(".agekey") {
+                let text = std::str::from_utf8(&v.0)
+                    .map_err(|_| format!("Secret {secret}: key {k} is not text"))?;
+                keys.push_str(text.trim());
+                keys.push('\n');
+            } else if k.ends_with(".asc") {
+                return Err(format!(
+                    "Secret {secret}: key {k} holds an OpenPGP key; Gantry decrypts with age keys only (keys ending in .agekey)"
+                ));
+            }
+        }
+        if !keys.contains("AGE-SECRET-KEY-") {
+            return Err(format!(
+                "Secret {secret} holds no age identity (a key ending in .agekey with AGE-SECRET-KEY-1…)"
+            ));
+        }
+        Ok(Self {
+            age_keys: keys.into(),
+            program: super::tool::find("GANTRY_SOPS", &["sops"]),
+            timeout,
+        })
+    }
+
+    /// The plaintext of the SOPS document `text` (from `source`, named in errors).
+    pub async fn decrypt(
+        &self,
+        source: &str,
+        text: &str,
+        format: Format,
+    ) -> Result<String, RenderError> {
+        use secrecy::ExposeSecret;
+        let fail = |message: String| RenderError::Decryption {
+            source_name: source.to_string(),
+            message,
+        };
+        let program = self
+            .program
+            .as_ref()
+            .ok_or_else(|| fail("the sops binary is not installed (GANTRY_SOPS or PATH)".into()))?;
+        // An empty working directory of its own (sops writes nothing to decrypt).
+        let scratch = tempfile::tempdir().map_err(|e| fail(format!("a scratch directory: {e}")))?;
+        let scratch = scratch.path();
+        let mut child = Command::new(program)
+            .args([
+                "--decrypt",
+                "--input-type",
+                format.word(),
+                "--output-type",
+                format.word(),
+                "/dev/stdin",
+            ])
+            .current_dir(scratch)
+            .env_clear()
+            .env("HOME", scratch)
+            .env("PATH", "/nonexistent")
+            .env("SOPS_AGE_KEY", self.age_keys.expose_secret())
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run sops: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let input = text.to_string();
+        let work = async move {
+            let write = async move {
+                let _ = stdin.write_all(input.as_bytes()).await;
+                drop(stdin);
+            };
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let mut out_capped = (&mut stdout).take(MAX_OUTPUT + 1);
+            let mut err_capped = (&mut stderr).take(64 * 1024);
+            let read_out = out_capped.read_to_end(&mut out);
+            let read_err = err_capped.read_to_end(&mut err);
+            let (_, o, e) = tokio::join!(write, read_out, read_err);
+            o.and(e).map(|_| (out, err))
+        };
+        let (out, err) = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return Err(fail(format!("sops: {e}"))),
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(fail(format!("sops took longer than {:?}", self.timeout)));
+            }
+        };
+        let status = child.wait().await.map_err(|e| fail(format!("sops: {e}")))?;
+        if out.len() as u64 > MAX_OUTPUT {
+            return Err(fail(format!("the plaintext exceeds {MAX_OUTPUT} bytes")));
+        }
+        if !status.success() {
+            return Err(fail(why(&String::from_utf8_lossy(&err))));
+        }
+        String::from_utf8(out).map_err(|_| fail("the plaintext is not UTF-8".into()))
+    }
+}
+
+/// The most a decrypted document may hold.
+const MAX_OUTPUT: u64 = 8 * 1024 * 1024;
+
+/// sops's complaint in one line (it never holds the plaintext: sops failed before any).
+fn why(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .find(|l| l.contains("rror") || l.contains("fail") || l.contains("no "))
+        .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("sops failed");
+    let mut line: String = line.chars().take(300).collect();
+    if line.contains("0 successful groups") || line.contains("no identity matched") {
+        line.push_str(" (none of the Secret's age keys can decrypt it)");
+    }
+    format!("cannot decrypt: {line}")
+}
+
+/// Marks each object decrypted (its values masked in diffs).
+pub fn mark_decrypted(objects: &mut [Value]) {
+    for o in objects {
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            let annotations = m
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(DECRYPTED_ANNOTATION.into(), Value::String("sops".into()));
+            }
+        }
+    }
+}
+
+/// Splits a multi-document YAML stream (kustomize's output) at its `---` lines.
+pub fn documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line == "---" {
+            docs.push(String::new());
+        } else {
+            let d = docs.last_mut().expect("one document");
+            d.push_str(line);
+            d.push('\n');
+        }
+    }
+    docs.into_iter().filter(|d| !d.trim().is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sops_documents_are_recognised() {
+        let yaml = "apiVersion: v1\nkind: Secret\ndata:\n  a: ENC[AES256_GCM,data:x]\nsops:\n  mac: ENC[x]\n  age: []\n";
+        assert!(is_encrypted(yaml));
+        assert!(!is_encrypted(
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  sops: no\n"
+        ));
+        assert!(is_encrypted(
+            r#"{"kind": "Secret", "sops": {"mac": "ENC[x]"}}"#
+        ));
+        assert_eq!(Format::of("deploy/s.enc.json"), Format::Json);
+        assert_eq!(Format::of("deploy/s.yaml"), Format::Yaml);
+    }
+
+    #[test]
+    fn only_age_keys_are_taken_and_never_printed() {
+        let mut data = std::collections::BTreeMap::new();
+        data.insert(
+            "a.agekey".to_string(),
+            k8s_openapi::ByteString(b"AGE-SECRET-KEY-1ABC\n".to_vec()),
+        );
+        let d = Decryptor::from_secret_data("team/sops", &data, Duration::from_secs(5)).unwrap();
+        assert!(!format!("{d:?}").contains("AGE-SECRET"));
+        data.insert(
+            "b.asc".to_string(),
+            k8s_openapi::ByteString(b"-----BEGIN PGP".to_vec()),
+        );
+        let e =
+            Decryptor::from_secret_data("team/sops", &data, Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("OpenPGP") && e.contains("b.asc"), "{e}");
+        let none =
+            Decryptor::from_secret_data("team/sops", &Default::default(), Duration::from_secs(5))
+                .unwrap_err();
+        assert!(none.contains("no age identity"));
+    }
+
+    #[test]
+    fn streams_split_at_document_lines_and_objects_are_marked() {
+        let docs = documents("a: 1\n---\nb: 2\nsops:\n  mac: x\n---\n");
+        assert_eq!(docs, ["a: 1\n", "b: 2\nsops:\n  mac: x\n"]);
+        let mut objects = vec![serde_json::json!({"metadata": {"name": "x"}})];
+        mark_decrypted(&mut objects);
+        assert_eq!(
+            objects[0]["metadata"]["annotations"][DECRYPTED_ANNOTATION],
+            "sops"
+        );
+        assert!(
+            why("Error getting data key: 0 successful groups required, got 0")
+                .contains("none of the Secret's age keys")
+        );
+    }
+}
