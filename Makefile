@@ -25,7 +25,7 @@ help:
 # Chromium and its driver drive the web view's tests.
 deps:
 	@missing=""; \
-	for p in git:git openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client /usr/bin/time:time chromium:chromium chromedriver:chromium-driver; do \
+	for p in git:git gpg:gnupg openssl:openssl curl:curl python3:python3 ssh-keygen:openssh-client /usr/bin/time:time chromium:chromium chromedriver:chromium-driver; do \
 	  command -v "$${p%%:*}" >/dev/null || missing="$$missing $${p##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

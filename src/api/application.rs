@@ -384,9 +384,21 @@ pub struct WriteBack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     pub author: CommitAuthor,
+    /// Sign the commits with an SSH key (as `git commit -S` with `gpg.format=ssh`), so a
+    /// GitRepository that requires signed commits (`spec.verify`) accepts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKey>,
     /// Commit message; `{{policy}}`, `{{old}}` and `{{new}}` are replaced.
     #[serde(default = "default_message_template")]
     pub message_template: String,
+}
+
+/// The key Gantry signs its commits with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKey {
+    /// Secret (same namespace) whose `identity` holds an unencrypted OpenSSH private key.
+    pub secret_ref: crate::api::refs::SecretRef,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -64,6 +64,38 @@ pub struct GitRepositorySpec {
     /// through the namespace's commit-status Notifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSpec>,
+
+    /// Require signed commits: an unsigned commit, or one signed by a key not in the
+    /// Secret, becomes no artifact (Ready=False, VerificationFailed, naming the commit and
+    /// the signer) and the last good artifact keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<CommitVerification>,
+}
+
+/// Which commits must be signed, and by whom.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitVerification {
+    #[serde(default)]
+    pub mode: VerifyMode,
+    /// Secret (same namespace) whose values are the trusted public keys: OpenPGP keys
+    /// (ASCII-armored) and SSH keys (`ssh-ed25519 AAAA… comment` lines), as
+    /// `git verify-commit` accepts their signatures.
+    pub secret_ref: SecretRef,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum VerifyMode {
+    /// The fetched commit must be signed by a trusted key.
+    #[default]
+    #[serde(rename = "HEAD")]
+    Head,
+    /// Every commit since the last artifact's (up to 1,000; all of the fetched history the
+    /// first time, to the same bound) must be.
+    #[serde(rename = "all-since-last")]
+    AllSinceLast,
 }
 
 /// Which pull requests are planned.

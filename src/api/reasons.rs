@@ -82,6 +82,8 @@ pub mod git_repository {
     /// A link out of the tree, a path that is not safe, a tree over the limits.
     pub const UNSAFE_CONTENT: &str = "UnsafeContent";
     pub const STORAGE_FAILED: &str = "StorageFailed";
+    /// A commit that `spec.verify` requires signed is not signed by a trusted key.
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
 }
 
 /// An ImagePolicy's Ready condition.

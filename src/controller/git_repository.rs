@@ -38,6 +38,9 @@ pub enum SourceFailure {
     /// The fetch did not start (see [`crate::source::fetch_gate`]).
     #[error(transparent)]
     Busy(#[from] crate::source::fetch_gate::Busy),
+    /// `spec.verify`: a commit is not signed by a trusted key.
+    #[error("{0}")]
+    Verification(String),
 }
 
 impl SourceFailure {
@@ -55,6 +58,7 @@ impl SourceFailure {
             SourceFailure::Secret(_) => reasons::SECRET_INVALID,
             SourceFailure::Task(_) => reasons::FETCH_FAILED,
             SourceFailure::Busy(_) => reasons::FETCH_STALLED,
+            SourceFailure::Verification(_) => reasons::VERIFICATION_FAILED,
         }
     }
 }
@@ -113,6 +117,9 @@ struct FetchJob {
     rewrite: bool,
     /// The proxy that cuts the fetch's HTTP(S) connections at its deadline.
     proxy: Option<String>,
+    /// `spec.verify`: the keys the new commits must be signed by, and whether every commit
+    /// since the last artifact's must be.
+    verify: Option<(std::sync::Arc<crate::source::verify::TrustedKeys>, bool)>,
 }
 
 /// Whether a failure may come from a damaged Git cache (a corrupt pack or object
@@ -153,6 +160,19 @@ fn fetch_into(
     }
     let repo = git2::Repository::open_bare(cache).map_err(ArtifactError::Git)?;
     let oid = git2::Oid::from_str(&fetched.commit).map_err(ArtifactError::Git)?;
+    if let Some((keys, all_since_last)) = &job.verify {
+        use crate::source::verify;
+        let last = job
+            .current
+            .as_ref()
+            .and_then(|(c, _)| git2::Oid::from_str(c).ok());
+        let commits = verify::commits_to_check(&repo, oid, last, *all_since_last)
+            .map_err(SourceFailure::Verification)?;
+        for commit in &commits {
+            verify::check_commit(&repo, *commit, keys).map_err(SourceFailure::Verification)?;
+        }
+        tracing::debug!(namespace = %job.ns, name = %job.name, commits = commits.len(), "signatures verified");
+    }
     let written = Instant::now();
     let (dest, digest) = ctx
         .artifacts
@@ -223,6 +243,21 @@ async fn fetch(
     ctx.check_file_url(&repo.spec.url)
         .map_err(|e| SourceFailure::Git(e.into()))?;
     let creds = credentials(&ctx.client, &ns, repo).await?;
+    let verify = match &repo.spec.verify {
+        Some(v) => {
+            let data = crate::controller::secrets::read(&ctx.client, &ns, &v.secret_ref.name)
+                .await
+                .map_err(SourceFailure::Secret)?;
+            let secret = format!("{ns}/{}", v.secret_ref.name);
+            let keys = crate::source::verify::TrustedKeys::from_secret_data(&secret, &data)
+                .map_err(SourceFailure::Secret)?;
+            Some((
+                std::sync::Arc::new(keys),
+                v.mode == crate::api::git_repository::VerifyMode::AllSinceLast,
+            ))
+        }
+        None => None,
+    };
     // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
     let rewrite =
         repo.status.as_ref().and_then(|s| s.observed_generation) != repo.metadata.generation;
@@ -262,6 +297,7 @@ async fn fetch(
                     .map(|c| (c.to_string(), a.digest.clone()))
             }),
         rewrite,
+        verify,
     };
     let ctx2 = ctx.clone();
     let started = Instant::now();

@@ -17,3 +17,4 @@ pub mod tag_policy;
 pub mod test_repo;
 pub mod tree;
 pub mod url_policy;
+pub mod verify;

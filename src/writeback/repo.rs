@@ -45,6 +45,33 @@ pub struct Author<'a> {
     pub email: &'a str,
     /// `{{policy}}`, `{{old}}` and `{{new}}` are replaced.
     pub message_template: &'a str,
+    /// Signs each commit (SSH signature) when given.
+    pub signing_key: Option<&'a ssh_key::PrivateKey>,
+}
+
+/// Creates a commit on no ref, signed with `key` when given: an SSH signature of the commit
+/// object in its `gpgsig` header, as `git commit -S` with `gpg.format=ssh` writes it (and
+/// `git verify-commit` and `spec.verify` check it).
+pub fn create_commit(
+    repo: &Repository,
+    sig: &Signature<'_>,
+    message: &str,
+    tree: &git2::Tree<'_>,
+    parents: &[&git2::Commit<'_>],
+    key: Option<&ssh_key::PrivateKey>,
+) -> Result<Oid, git2::Error> {
+    let Some(key) = key else {
+        return repo.commit(None, sig, sig, message, tree, parents);
+    };
+    let buffer = repo.commit_create_buffer(sig, sig, message, tree, parents)?;
+    let content = buffer
+        .as_str()
+        .map_err(|_| git2::Error::from_str("the commit is not UTF-8"))?;
+    let signature = key
+        .sign("git", ssh_key::HashAlg::Sha512, content.as_bytes())
+        .and_then(|s| s.to_pem(ssh_key::LineEnding::LF))
+        .map_err(|e| git2::Error::from_str(&format!("cannot sign the commit: {e}")))?;
+    repo.commit_signed(content, &signature, None)
 }
 
 /// One image bump that was committed.
@@ -212,7 +239,7 @@ fn build_commits(
         );
         let sig = Signature::now(author.name, author.email)?;
         let tree = repo.find_tree(new_tree)?;
-        let commit = repo.commit(None, &sig, &sig, &message, &tree, &[&tip])?;
+        let commit = create_commit(repo, &sig, &message, &tree, &[&tip], author.signing_key)?;
         tip = repo.find_commit(commit)?;
         report.bumps.push(Bump {
             policy: update.policy.clone(),
@@ -463,6 +490,7 @@ mod tests {
 
     fn author() -> Author<'static> {
         Author {
+            signing_key: None,
             name: "Gantry",
             email: "gantry@example.test",
             message_template: "Update {{policy}} from {{old}} to {{new}}",

@@ -34,6 +34,7 @@ mod render_parity;
 mod render_tools;
 mod restarts;
 mod rollouts;
+mod signed_commits;
 mod sops;
 mod sync;
 mod tenancy;

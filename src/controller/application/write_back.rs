@@ -335,6 +335,10 @@ async fn write_back(
         .parse()
         .unwrap_or(Duration::from_secs(60))
         .max(Duration::from_secs(30));
+    let signing_key = match &write_back.signing_key {
+        Some(k) => Some(signing_key(&ctx.client, &ns, &k.secret_ref.name).await?),
+        None => None,
+    };
     let cache = ctx.writeback_cache(&ns, &app.name_any());
     let url = source.spec.url.clone();
     let path = app.spec.path.clone();
@@ -356,6 +360,7 @@ async fn write_back(
             name: &write_back.author.name,
             email: &write_back.author.email,
             message_template: &write_back.message_template,
+            signing_key: signing_key.as_ref(),
         };
         repo::write_back(&cache, &target, &path, &updates, &author)
     });
@@ -364,6 +369,28 @@ async fn write_back(
         Ok(Err(join)) => Err(format!("write-back task failed: {join}")),
         Err(_) => Err(format!("write-back did not finish within {timeout:?}")),
     }
+}
+
+/// The SSH private key in the `identity` of Secret `name` (in `ns`).
+pub async fn signing_key(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<ssh_key::PrivateKey, String> {
+    let data = crate::controller::secrets::read(client, ns, name).await?;
+    let identity = data
+        .get("identity")
+        .ok_or_else(|| format!("Secret {ns}/{name} has no identity (the signing key)"))?;
+    let text = std::str::from_utf8(&identity.0)
+        .map_err(|_| format!("Secret {ns}/{name}: identity is not text"))?;
+    let key = ssh_key::PrivateKey::from_openssh(text)
+        .map_err(|e| format!("Secret {ns}/{name}: identity is not an OpenSSH private key: {e}"))?;
+    if key.is_encrypted() {
+        return Err(format!(
+            "Secret {ns}/{name}: identity is encrypted with a passphrase"
+        ));
+    }
+    Ok(key)
 }
 
 /// Reports a write-back that ran: held tags, the pushed commit (and fetches it at once), or
