@@ -181,16 +181,19 @@ const MAX_OUTPUT: u64 = 8 * 1024 * 1024;
 
 /// sops's complaint in one line (it never holds the plaintext: sops failed before any).
 fn why(stderr: &str) -> String {
-    let line = stderr
+    let first = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .find(|l| l.contains("rror") || l.contains("fail") || l.contains("no "))
-        .or_else(|| stderr.lines().map(str::trim).find(|l| !l.is_empty()))
+        .find(|l| !l.is_empty())
         .unwrap_or("sops failed");
-    let mut line: String = line.chars().take(300).collect();
-    if line.contains("0 successful groups") || line.contains("no identity matched") {
+    let mut line: String = first.chars().take(300).collect();
+    if stderr.contains("did not match any of the recipients")
+        || stderr.contains("no identity matched")
+        || stderr.contains("no master key was able to decrypt")
+    {
         line.push_str(" (none of the Secret's age keys can decrypt it)");
+    } else if stderr.contains("MAC mismatch") {
+        line.push_str(" (the file was changed after it was encrypted)");
     }
     format!("cannot decrypt: {line}")
 }
@@ -274,9 +277,16 @@ mod tests {
             objects[0]["metadata"]["annotations"][DECRYPTED_ANNOTATION],
             "sops"
         );
-        assert!(
-            why("Error getting data key: 0 successful groups required, got 0")
-                .contains("none of the Secret's age keys")
+        // As sops 3.13 says it.
+        let refused = why(
+            "Failed to get the data key required to decrypt the SOPS file.\n\nGroup 0: FAILED\n  \
+             age1x: FAILED\n    - | failed to create reader for decrypting sops data key with\n      \
+             | age: identity did not match any of the recipients: incorrect\n",
+        );
+        assert_eq!(
+            refused,
+            "cannot decrypt: Failed to get the data key required to decrypt the SOPS file. \
+             (none of the Secret's age keys can decrypt it)"
         );
     }
 }

@@ -151,7 +151,8 @@ async fn encrypted_manifests_apply_decrypted_and_the_plaintext_is_nowhere_else()
         &ns.name,
         "app",
         &server.file_url("app"),
-        json!({"path": "deploy", "decryption": {"provider": "sops", "secretRef": {"name": "sops-keys"}}}),
+        json!({"path": "deploy", "drift": {"mode": "audit"},
+               "decryption": {"provider": "sops", "secretRef": {"name": "sops-keys"}}}),
     )
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
