@@ -385,7 +385,8 @@ pub struct WriteBack {
     pub branch: Option<String>,
     pub author: CommitAuthor,
     /// Sign the commits with an SSH key (as `git commit -S` with `gpg.format=ssh`), so a
-    /// GitRepository that requires signed commits (`spec.verify`) accepts them.
+    /// GitRepository that requires signed commits (`spec.verify`) accepts them: these
+    /// write-back commits, and the reverts of `onFailure: revert` and `gantry rollback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SigningKey>,
     /// Commit message; `{{policy}}`, `{{old}}` and `{{new}}` are replaced.

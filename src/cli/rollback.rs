@@ -84,7 +84,27 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     let dry_run = args.dry_run;
     let work = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
+    // Signed as the Application's write-back commits are, when it names a key (read with
+    // your rights).
+    let signing_key = match app
+        .spec
+        .image_automation
+        .as_ref()
+        .and_then(|a| a.write_back.signing_key.as_ref())
+    {
+        Some(k) => Some(
+            crate::controller::application::write_back::signing_key(
+                &client,
+                &ns,
+                &k.secret_ref.name,
+            )
+            .await
+            .map_err(Error::Usage)?,
+        ),
+        None => None,
+    };
     let result = revert::run(revert::Request {
+        signing_key,
         cache: work.path().join("repo"),
         url: source.spec.url.clone(),
         branch,

@@ -177,12 +177,11 @@ pub fn commits_to_check(
     Ok(out)
 }
 
+/// An SSH key pair for tests (signing and verifying commits).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod test_keys {
     /// A key made for these tests only (`ssh-keygen -t ed25519 -N ""`).
-    const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+    pub const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
 QyNTUxOQAAACAhPP4zni43yv1ip+nWIyzRXKyn+yYsuZqCuOqMC+XQaAAAAJAdxQeRHcUH
 kQAAAAtzc2gtZWQyNTUxOQAAACAhPP4zni43yv1ip+nWIyzRXKyn+yYsuZqCuOqMC+XQaA
@@ -190,7 +189,24 @@ AAAEAgXflCHA/5WdykldKMt/eRUWKMZjE8CmJR2GBVrVrnYCE8/jOeLjfK/WKn6dYjLNFc
 rKf7Jiy5moK46owL5dBoAAAAC2dhbnRyeS10ZXN0AQI=
 -----END OPENSSH PRIVATE KEY-----
 ";
-    const TEST_PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICE8/jOeLjfK/WKn6dYjLNFcrKf7Jiy5moK46owL5dBo gantry-test";
+    pub const TEST_PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICE8/jOeLjfK/WKn6dYjLNFcrKf7Jiy5moK46owL5dBo gantry-test";
+
+    /// The trusted keys holding `TEST_PUB`.
+    pub fn trusted() -> super::TrustedKeys {
+        let mut data = super::BTreeMap::new();
+        data.insert(
+            "k".to_string(),
+            k8s_openapi::ByteString(TEST_PUB.as_bytes().to_vec()),
+        );
+        super::TrustedKeys::from_secret_data("ns/keys", &data).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use test_keys::{TEST_KEY, TEST_PUB};
 
     #[test]
     fn a_commit_signed_by_a_trusted_key_passes_and_others_do_not() {

@@ -206,6 +206,8 @@ pub struct Request {
     pub to: String,
     /// (name, email) of the revert commits.
     pub author: (String, String),
+    /// Signs the revert commits (an SSH signature) when given.
+    pub signing_key: Option<ssh_key::PrivateKey>,
     /// A paragraph added to each commit message.
     pub note: String,
     pub dry_run: bool,
@@ -229,7 +231,7 @@ pub async fn run(req: Request) -> Result<Plan, RevertError> {
             &target,
             &req.path,
             &req.to,
-            (&req.author.0, &req.author.1),
+            (&req.author.0, &req.author.1, req.signing_key.as_ref()),
             &req.note,
             req.dry_run,
         )
@@ -244,7 +246,7 @@ pub fn rollback(
     target: &Target<'_>,
     path: &str,
     to: &str,
-    author: (&str, &str),
+    author: (&str, &str, Option<&ssh_key::PrivateKey>),
     note: &str,
     dry_run: bool,
 ) -> Result<Plan, RevertError> {
@@ -284,7 +286,7 @@ pub fn rollback(
                     c.summary, c.id
                 )
             };
-            let oid = repo.commit(None, &sig, &sig, &message, &tree, &[&tip])?;
+            let oid = super::repo::create_commit(&repo, &sig, &message, &tree, &[&tip], author.2)?;
             tip = repo.find_commit(oid)?;
         }
         match repo::push_commit(&repo, target, tip.id()) {
@@ -404,18 +406,29 @@ mod tests {
             creds: None,
             deadline: Instant::now() + Duration::from_secs(30),
         };
+        // Signed, as with writeBack.signingKey.
+        let key =
+            ssh_key::PrivateKey::from_openssh(crate::source::verify::test_keys::TEST_KEY).unwrap();
         let done = rollback(
             &cache.path().join("c"),
             &target,
             "app",
             &b.to_string(),
-            ("G", "g@g"),
+            ("G", "g@g", Some(&key)),
             "n",
             false,
         )
         .unwrap();
         assert_eq!(done.commits.len(), 1);
         assert_eq!(done.commits[0].id, both.to_string());
+        let pushed = Oid::from_str(done.pushed.as_deref().unwrap()).unwrap();
+        let signer = crate::source::verify::check_commit(
+            &repo,
+            pushed,
+            &crate::source::verify::test_keys::trusted(),
+        )
+        .unwrap();
+        assert!(signer.contains("gantry-test"), "{signer}");
         let head = repo
             .find_reference("refs/heads/main")
             .unwrap()
@@ -458,7 +471,7 @@ mod tests {
             &target,
             "./app",
             &a.to_string(),
-            ("G", "g@g"),
+            ("G", "g@g", None),
             "n",
             true,
         )
@@ -482,7 +495,7 @@ mod tests {
             &target,
             "app",
             &a.to_string(),
-            ("G", "g@g"),
+            ("G", "g@g", None),
             "rolled back",
             false,
         )
@@ -519,7 +532,7 @@ mod tests {
                 &target,
                 "app",
                 &"1".repeat(40),
-                ("G", "g@g"),
+                ("G", "g@g", None),
                 "",
                 true
             ),

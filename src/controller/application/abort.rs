@@ -160,7 +160,22 @@ async fn revert_in_git(
         Some(crate::api::rollout::RolloutStrategy::Canary) => "the canary",
         _ => "the rollout",
     };
+    // Signed as the Application's write-back commits are, when it names a key.
+    let signing_key = match app
+        .spec
+        .image_automation
+        .as_ref()
+        .and_then(|a| a.write_back.signing_key.as_ref())
+    {
+        Some(k) => Some(
+            super::write_back::signing_key(&ctx.client, &ns, &k.secret_ref.name)
+                .await
+                .map_err(RevertFailure::Source)?,
+        ),
+        None => None,
+    };
     let result = revert::run(revert::Request {
+        signing_key,
         cache: ctx.data_dir.join("revert").join(&ns).join(app.name_any()),
         url: source.spec.url.clone(),
         branch,
