@@ -170,6 +170,8 @@ struct Pod {
     _process: ChildGuard,
     log: PathBuf,
     metrics_port: u16,
+    /// The web view, when the chart enables it.
+    ui_port: u16,
 }
 
 impl Pod {
@@ -219,7 +221,7 @@ fn run_pod(image: &Image, release: &Release) -> Pod {
         "the chart runs as 65532"
     );
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
-    let (metrics_port, receiver_port) = (free_port(), free_port());
+    let (metrics_port, receiver_port, ui_port) = (free_port(), free_port(), free_port());
     let args: Vec<String> = container["args"]
         .as_array()
         .unwrap()
@@ -231,6 +233,8 @@ fn run_pod(image: &Image, release: &Release) -> Pod {
                 format!("--metrics-addr=127.0.0.1:{metrics_port}")
             } else if a.starts_with("--receiver-addr=") {
                 format!("--receiver-addr=127.0.0.1:{receiver_port}")
+            } else if a.starts_with("--ui-addr=") {
+                format!("--ui-addr=127.0.0.1:{ui_port}")
             } else {
                 a.to_string()
             }
@@ -311,6 +315,7 @@ exec /usr/sbin/chroot --userspec=65532:65532 "$R" "$@"
         _process: ChildGuard::new("chart pod", child),
         log,
         metrics_port,
+        ui_port,
     }
 }
 
@@ -451,9 +456,43 @@ async fn the_image_runs_the_charts_pod_with_cluster_admin() {
     assert_eq!(image.entrypoint(), ["/usr/local/bin/gantry"]);
     assert_eq!(image.config["config"]["Cmd"], json!(["controller"]));
     assert_eq!(image.config["config"]["User"], "65532:65532");
-    let release = Release::install(&system.name, &[format!("watchNamespace={}", team.name)]);
+    let release = Release::install(
+        &system.name,
+        &[
+            format!("watchNamespace={}", team.name),
+            "ui.enabled=true".into(),
+        ],
+    );
     let pod = run_pod(&image, &release);
     the_story(&client, &team.name, &pod, None).await;
+
+    // The chart's web view, from the image: a sign-in form; a token with no rights sees
+    // nothing, though the controller itself is cluster-admin here.
+    let ui = format!("http://127.0.0.1:{}/", pod.ui_port);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http.get(format!("{ui}login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    assert!(login.text().await.unwrap().contains("name=\"token\""));
+    let invalid = http.get(&ui).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(invalid.status(), 401);
+    let nobody = crate::support::cluster::service_account_token(&team.name, "default");
+    let page = crate::support::eventually(
+        "the view for a token without rights",
+        Duration::from_secs(30),
+        || {
+            let (http, ui, nobody) = (http.clone(), ui.clone(), nobody.clone());
+            async move {
+                let res = http.get(&ui).bearer_auth(&nobody).send().await.ok()?;
+                (res.status() == 200).then_some(())?;
+                res.text().await.ok()
+            }
+        },
+    )
+    .await;
+    assert!(page.contains("0</strong> in all"), "{page}");
 }
 
 #[tokio::test]
