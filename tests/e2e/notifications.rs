@@ -377,8 +377,41 @@ async fn statuses_missed_while_the_forge_was_down_arrive_afterwards_in_order_onc
     assert_eq!(n.reason, "DeliveryFailed", "{n:?}");
     assert!(!n.message.contains(&forge.token), "{n:?}");
 
+    // The forge comes back with the commits it missed (as a forge that is also the source
+    // would have them). The Notifier is held meanwhile, so its next retry cannot reach the
+    // forge in the moment between the restart and the push (a status for a commit the
+    // forge does not have yet is not one it shows); its cursor waits where it stopped.
+    let suspend = |on: bool| {
+        let notifiers = notifiers.clone();
+        async move {
+            notifiers
+                .patch(
+                    "commits",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"suspend": on}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    suspend(true).await;
+    eventually(
+        "the Notifier suspended",
+        Duration::from_secs(30),
+        || async {
+            let n = notifiers.get("commits").await.ok()?;
+            let ready = n
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == "Suspended").then_some(())
+        },
+    )
+    .await;
     forge.restart();
     push_mirror(&forge);
+    suspend(false).await;
     for c in &commits {
         wait_state(&forge, "app", c, &context, "success").await;
     }
