@@ -285,6 +285,18 @@ async fn serve_ui(
         .for_each(|_| async {});
     tokio::spawn(namespaces);
     let sessions = Arc::new(crate::ui::sessions::Sessions::new(config, store));
+    // Idle viewers are dropped once a minute (their watches stop).
+    let sweeping = Arc::downgrade(&sessions);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            match sweeping.upgrade() {
+                Some(s) => s.sweep(),
+                None => return,
+            }
+        }
+    });
     let metrics = crate::ui::metrics::UiMetrics::register(ctx.metrics.registry());
     let access = crate::ui::server::Access::Tokens(sessions);
     tracing::info!(%addr, "web view listening");

@@ -150,6 +150,15 @@ impl Sessions {
         Ok(viewer)
     }
 
+    /// Drops the viewers idle for [`IDLE`] with no page open (their watches stop).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.sessions
+            .lock()
+            .expect("ui sessions")
+            .retain(|_, s| now.duration_since(s.used) < IDLE || Arc::strong_count(&s.viewer) > 1);
+    }
+
     /// Forgets the viewer of `token` (signing out).
     pub fn forget(&self, token: &str) {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
