@@ -189,15 +189,20 @@ impl Csrf {
     /// Whether the form's token and the cookie's are both this one (constant time).
     pub fn admits(&self, form: &str, cookie_header: Option<&str>) -> bool {
         let cookie = cookie_header
-            .into_iter()
-            .flat_map(|h| h.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == CSRF_COOKIE)
-            .map(|(_, v)| v)
+            .and_then(|h| cookie(h, CSRF_COOKIE))
             .unwrap_or_default();
         let mine = self.0.as_bytes();
         bool::from(form.as_bytes().ct_eq(mine)) && bool::from(cookie.as_bytes().ct_eq(mine))
     }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 impl Default for Csrf {

@@ -130,8 +130,7 @@ impl Sessions {
             s.scoped = now;
             return Ok(s.viewer.clone());
         }
-        sessions
-            .retain(|_, s| now.duration_since(s.used) < IDLE || Arc::strong_count(&s.viewer) > 1);
+        drop_idle(&mut sessions, now);
         if sessions.len() >= MAX_VIEWERS && !sessions.contains_key(&key) {
             return Err(Refusal::Unavailable(format!(
                 "{MAX_VIEWERS} viewers are open; try again later"
@@ -152,11 +151,10 @@ impl Sessions {
 
     /// Drops the viewers idle for [`IDLE`] with no page open (their watches stop).
     pub fn sweep(&self) {
-        let now = Instant::now();
-        self.sessions
-            .lock()
-            .expect("ui sessions")
-            .retain(|_, s| now.duration_since(s.used) < IDLE || Arc::strong_count(&s.viewer) > 1);
+        drop_idle(
+            &mut self.sessions.lock().expect("ui sessions"),
+            Instant::now(),
+        );
     }
 
     /// Forgets the viewer of `token` (signing out).
@@ -190,6 +188,11 @@ impl Sessions {
         };
         config
     }
+}
+
+/// Drops the viewers idle for [`IDLE`] that no open page holds.
+fn drop_idle(sessions: &mut HashMap<[u8; 32], Session>, now: Instant) {
+    sessions.retain(|_, s| now.duration_since(s.used) < IDLE || Arc::strong_count(&s.viewer) > 1);
 }
 
 /// Who the token is (an invalid one is refused by the API server).
@@ -274,10 +277,7 @@ pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == TOKEN_COOKIE)
-            .map(|(_, v)| v)
+            .find_map(|h| super::actions::cookie(h, TOKEN_COOKIE))
     };
     header
         .or_else(cookie)

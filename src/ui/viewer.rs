@@ -121,16 +121,11 @@ where
         Self { stores, problems }
     }
 
-    /// Everything cached, once the first list is in (or after a few seconds). A namespace
-    /// whose watch is refused is not waited for: its cache would never be ready.
+    /// Everything cached, once the first lists are in (see `ready`).
     pub async fn all(&self) -> Vec<Arc<K>> {
         let mut out = vec![];
         for (ns, store) in &self.stores {
-            let refused = self.problems.lock().expect("ui problems").contains_key(ns);
-            if !refused {
-                let ready = store.wait_until_ready();
-                let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
-            }
+            self.ready(ns, store).await;
             out.extend(store.state());
         }
         out.sort_by(|a, b| {
@@ -141,9 +136,18 @@ where
 
     /// The object `ns/name`, if cached.
     pub async fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
-        self.all().await.into_iter().find(|o| {
-            o.meta().namespace.as_deref() == Some(ns) && o.meta().name.as_deref() == Some(name)
-        })
+        let (where_, store) = self.stores.iter().find(|(w, _)| w.is_empty() || w == ns)?;
+        self.ready(where_, store).await;
+        store.get(&reflector::ObjectRef::new(name).within(ns))
+    }
+
+    /// Waits for the first list of the cache of `ns` (at most a few seconds). A namespace
+    /// whose watch is refused is not waited for: its cache would never be ready.
+    async fn ready(&self, ns: &str, store: &Store<K>) {
+        let refused = self.problems.lock().expect("ui problems").contains_key(ns);
+        if !refused {
+            let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+        }
     }
 
     pub fn problems(&self) -> Vec<String> {
