@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::viewer::{Scope, Viewer};
 use crate::api::Application;
+use crate::cache::Readiness;
 
 /// How long a token is trusted before it is checked again (one review).
 const RECHECK: Duration = Duration::from_secs(60);
@@ -54,6 +55,7 @@ pub struct Sessions {
     base: kube::Config,
     /// Namespaces holding Applications, as the controller sees them.
     candidates: Store<PartialObjectMeta<Application>>,
+    candidates_ready: Readiness,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
 }
 
@@ -61,6 +63,7 @@ impl Sessions {
     pub fn new(base: kube::Config, candidates: Store<PartialObjectMeta<Application>>) -> Self {
         Self {
             base,
+            candidates_ready: Readiness::of(&candidates),
             candidates,
             sessions: Mutex::default(),
         }
@@ -105,7 +108,7 @@ impl Sessions {
         let client =
             Client::try_from(config.clone()).map_err(|e| Refusal::Unavailable(e.to_string()))?;
         // The namespaces to ask about are known once the controller's first list is in.
-        let ready = self.candidates.wait_until_ready();
+        let ready = self.candidates_ready.wait();
         if tokio::time::timeout(Duration::from_secs(30), ready)
             .await
             .is_err()

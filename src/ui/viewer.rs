@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
 use crate::api::{Application, GitRepository, ImagePolicy, Notifier, Receiver};
+use crate::cache::Readiness;
 
 /// Where a viewer looks: every namespace, or these.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +36,7 @@ pub struct Change {
 /// The caches of one kind, one per namespace of the scope (one for all), and why a watch
 /// fails when it does (e.g. forbidden).
 pub struct Caches<K: kube::Resource<DynamicType = ()> + 'static> {
-    stores: Vec<(String, Store<K>)>,
+    stores: Vec<(String, Store<K>, Readiness)>,
     problems: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
@@ -116,7 +117,8 @@ where
                 }
             });
             tasks.push(task.abort_handle());
-            stores.push((ns, reader));
+            let ready = Readiness::of(&reader);
+            stores.push((ns, reader, ready));
         }
         Self { stores, problems }
     }
@@ -124,8 +126,8 @@ where
     /// Everything cached, once the first lists are in (see `ready`).
     pub async fn all(&self) -> Vec<Arc<K>> {
         let mut out = vec![];
-        for (ns, store) in &self.stores {
-            self.ready(ns, store).await;
+        for (ns, store, ready) in &self.stores {
+            self.ready(ns, ready).await;
             out.extend(store.state());
         }
         out.sort_by(|a, b| {
@@ -136,17 +138,20 @@ where
 
     /// The object `ns/name`, if cached.
     pub async fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
-        let (where_, store) = self.stores.iter().find(|(w, _)| w.is_empty() || w == ns)?;
-        self.ready(where_, store).await;
+        let (where_, store, ready) = self
+            .stores
+            .iter()
+            .find(|(w, _, _)| w.is_empty() || w == ns)?;
+        self.ready(where_, ready).await;
         store.get(&reflector::ObjectRef::new(name).within(ns))
     }
 
     /// Waits for the first list of the cache of `ns` (at most a few seconds). A namespace
     /// whose watch is refused is not waited for: its cache would never be ready.
-    async fn ready(&self, ns: &str, store: &Store<K>) {
+    async fn ready(&self, ns: &str, ready: &Readiness) {
         let refused = self.problems.lock().expect("ui problems").contains_key(ns);
         if !refused {
-            let _ = tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait()).await;
         }
     }
 

@@ -31,6 +31,7 @@ use super::status::apply_status;
 use crate::api::conditions::{self, Status};
 use crate::api::notifier::{NotifierStatus, NotifierType};
 use crate::api::{Application, GitRepository, Notifier};
+use crate::cache::Readiness;
 use crate::error::Result;
 use crate::notify::deliver::Credentials;
 use crate::notify::provider;
@@ -43,6 +44,7 @@ pub struct NotifierContext {
     shared: Arc<Context>,
     targets: Targets,
     apps: Store<Application>,
+    apps_ready: Readiness,
     failures: Mutex<HashMap<Key, u32>>,
     owed: Mutex<HashMap<Key, (NotifierType, usize)>>,
     /// Each Notifier's pace toward its provider (kept across rounds).
@@ -172,9 +174,10 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
         return Ok(Action::await_change());
     };
     // Until the Applications are listed, every cursor would look like a deleted one.
-    if ctx.apps.wait_until_ready().await.is_err() {
+    if ctx.apps_ready.wait().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    tracing::debug!(namespace = %ns, name = %name, "notifier round starts");
     let kind = notifier.spec.kind;
     let generation = notifier.metadata.generation;
     let before = notifier.status.clone().unwrap_or_default();
@@ -365,6 +368,7 @@ async fn reconcile(notifier: Arc<Notifier>, ctx: Arc<NotifierContext>) -> Result
     if status != before {
         apply_status(&api, &name, &status).await?;
     }
+    tracing::debug!(namespace = %ns, name = %name, remaining, failed = failed.is_some(), "notifier round done");
     Ok(action)
 }
 
@@ -414,6 +418,7 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
     let nctx = Arc::new(NotifierContext {
         shared: ctx.clone(),
         targets,
+        apps_ready: Readiness::of(&reader),
         apps: reader,
         failures: Default::default(),
         owed: Default::default(),
