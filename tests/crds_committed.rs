@@ -87,6 +87,51 @@ fn examples_parse_as_the_rust_types() {
     let _: Receiver = serde_yaml::from_str(&read("receiver.yaml")).unwrap();
 }
 
+/// Every Gantry object in every file under examples/ parses as its Rust type (a missing
+/// required field or a value of the wrong shape fails here).
+#[test]
+fn every_example_object_parses_as_its_type() {
+    use gantry::api::{Application, GitRepository, ImagePolicy, Notifier, Receiver};
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut all = vec![];
+    files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
+        &mut all,
+    );
+    let mut checked = 0;
+    for path in all {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
+            let api = value.get("apiVersion").and_then(|v| v.as_str());
+            if !api.is_some_and(|a| a.starts_with("gantry.dev/")) {
+                continue;
+            }
+            let kind = value["kind"].as_str().unwrap_or_default().to_string();
+            let parsed = match kind.as_str() {
+                "Application" => serde_yaml::from_value::<Application>(value).map(|_| ()),
+                "GitRepository" => serde_yaml::from_value::<GitRepository>(value).map(|_| ()),
+                "ImagePolicy" => serde_yaml::from_value::<ImagePolicy>(value).map(|_| ()),
+                "Receiver" => serde_yaml::from_value::<Receiver>(value).map(|_| ()),
+                "Notifier" => serde_yaml::from_value::<Notifier>(value).map(|_| ()),
+                other => panic!("{}: unknown kind {other}", path.display()),
+            };
+            parsed.unwrap_or_else(|e| panic!("{} ({kind}): {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} example objects");
+}
+
 /// kubectl and Helm read YAML 1.1, where unquoted `on`, `off`, `yes`, `no`, `y` and `n` are
 /// booleans. No enum value or string default may be one of them, or users writing the
 /// value unquoted would send a boolean.

@@ -254,6 +254,7 @@ pub struct RepositoryCredentials {
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.repository)").message("set either url (oci://…) or repository (https://…, with name)"))]
 #[x_kube(validation = Rule::new("has(self.repository) == has(self.name)").message("name goes with repository (an OCI url names its chart itself)"))]
+#[x_kube(validation = Rule::new("!has(self.verify) || has(self.url)").message("signatures are checked for oci:// charts; a Helm repository's charts carry none cosign can check"))]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteChart {
     /// `oci://registry/repository/chart`, without a tag.
@@ -278,6 +279,11 @@ pub struct RemoteChart {
     /// (basic auth) and/or `ca.crt` (a CA to trust besides the system's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<super::refs::SecretRef>,
+    /// Signatures the chart must carry (an `oci://` chart only): the manifest of the
+    /// version to be deployed must be signed by one of the keys, or nothing is applied
+    /// (`ChartFailed`, the last applied version stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::refs::SignatureVerification>,
     /// Allow plain HTTP to a registry or repository that is not on loopback.
     #[serde(default)]
     pub insecure: bool,

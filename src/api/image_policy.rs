@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
 use super::duration::GoDuration;
-use super::refs::SecretRef;
+use super::refs::{SecretRef, SignatureVerification};
 
 /// Watches an image repository in a registry (or a Helm chart's versions) and selects the
 /// newest acceptable tag.
@@ -30,6 +30,8 @@ use super::refs::SecretRef;
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.chart)").message("set either image or chart"))]
+#[x_kube(validation = Rule::new("!has(self.verify) || has(self.chart) || (has(self.digest) && self.digest == 'pin')").message("verify needs digest: pin, so that what runs is the digest whose signature was checked (a tag can be pushed again)"))]
+#[x_kube(validation = Rule::new("!has(self.verify) || !has(self.chart) || has(self.chart.url)").message("signatures are checked for images and oci:// charts; a Helm repository's charts carry none cosign can check"))]
 #[x_kube(validation = Rule::new("!has(self.chart) || !has(self.digest) || self.digest != 'pin'").message("digest pinning is for images; a chart's archive is verified against its repository's digest whenever it is fetched"))]
 #[serde(rename_all = "camelCase")]
 pub struct ImagePolicySpec {
@@ -79,6 +81,11 @@ pub struct ImagePolicySpec {
     /// an unquoted `off` as the boolean false.)
     #[serde(default)]
     pub digest: DigestMode,
+    /// Signatures a tag must carry to be selected: the newest tags are checked in order
+    /// (at most 10 per scan) and the newest one whose digest is validly signed is selected;
+    /// the newer ones are listed in `status.skippedTags` with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<SignatureVerification>,
 
     /// Stops scanning while true; the last selection stays.
     #[serde(default)]
@@ -218,6 +225,20 @@ pub struct ImagePolicyStatus {
     /// Tags that were rolled back in Git and are not written again until a newer tag appears.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_tags: Vec<HeldTag>,
+    /// With `spec.verify`: the tags newer than the selected one that were passed over in
+    /// the last scan, and why (no signature, or not by a trusted key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_tags: Vec<SkippedTag>,
+}
+
+/// A tag passed over because its signature did not verify.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedTag {
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

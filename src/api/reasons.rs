@@ -14,6 +14,8 @@ pub const APPLY_FAILED: &str = "ApplyFailed";
 pub const HOOK_FAILED: &str = "HookFailed";
 /// The chart of `spec.render.helm.chart` could not be fetched or unpacked.
 pub const CHART_FAILED: &str = "ChartFailed";
+/// The chart of `spec.render.helm.chart` is not signed as its `verify` requires.
+pub const CHART_VERIFICATION_FAILED: &str = "ChartVerificationFailed";
 /// A sync wave was not healthy in time; the waves after it were not applied.
 pub const WAVE_NOT_HEALTHY: &str = "WaveNotHealthy";
 pub const EMPTY_RENDER: &str = "EmptyRender";
@@ -99,6 +101,8 @@ pub mod image_policy {
     pub const TOO_MANY_TAGS: &str = "TooManyTags";
     pub const CHART_REPOSITORY_FAILED: &str = "ChartRepositoryFailed";
     pub const NO_MATCHING_TAG: &str = "NoMatchingTag";
+    /// With `spec.verify`: none of the newest tags has a valid signature.
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
 }
 
 /// A Receiver's Ready condition.

@@ -16,9 +16,10 @@ use super::context::Context;
 use super::status::{apply_status, with_jitter};
 use crate::api::ImagePolicy;
 use crate::api::conditions::{self, Status};
-use crate::api::image_policy::{DigestMode, ImagePolicyStatus};
+use crate::api::image_policy::{DigestMode, ImagePolicyStatus, SkippedTag};
 use crate::api::reasons::image_policy as reasons;
 use crate::error::{Error, Result};
+use crate::source::cosign::{TrustedKeys, VerifyError};
 use crate::source::helm_repo::{self, RepoAuth};
 use crate::source::oci_chart::ChartError;
 use crate::source::registry::{Credentials, ImageName, RegistryError};
@@ -38,7 +39,25 @@ enum Failure {
     Chart(String),
     #[error("none of the {count} tags of {image} matches the policy")]
     NoMatch { count: usize, image: String },
+    #[error("none of the newest {} tags of {image} has a valid signature: {}", skipped.len(), describe_skipped(skipped))]
+    Unverified {
+        image: String,
+        skipped: Vec<SkippedTag>,
+    },
 }
+
+/// `v3 (no cosign signature); v2 (…)`, for messages.
+fn describe_skipped(skipped: &[SkippedTag]) -> String {
+    skipped
+        .iter()
+        .map(|s| format!("{} ({})", s.tag, s.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The most tags whose signatures one scan checks, newest first: a repository full of
+/// unsigned tags costs a bounded number of requests per scan.
+pub const MAX_VERIFIED_CANDIDATES: usize = 10;
 
 impl From<ChartError> for Failure {
     fn from(e: ChartError) -> Self {
@@ -59,6 +78,7 @@ impl Failure {
             Failure::Secret(_) => reasons::SECRET_INVALID,
             Failure::Chart(_) => reasons::CHART_REPOSITORY_FAILED,
             Failure::NoMatch { .. } => reasons::NO_MATCHING_TAG,
+            Failure::Unverified { .. } => reasons::VERIFICATION_FAILED,
         }
     }
 
@@ -92,6 +112,8 @@ struct Selection {
     tag: String,
     digest: Option<String>,
     count: usize,
+    /// Newer tags passed over for their signatures (with `spec.verify`).
+    skipped: Vec<SkippedTag>,
 }
 
 async fn scan(
@@ -149,9 +171,32 @@ async fn scan(
         .scanner
         .tags(&image, &creds, policy.spec.insecure, timeout, not_before)
         .await?;
+    // Helm stores a version's `+` as `_` in its tag.
+    let versions: Vec<String> = match registry {
+        Registry::Chart => listing.tags.iter().map(|t| t.replace('_', "+")).collect(),
+        Registry::Image => listing.tags.clone(),
+    };
+    if let Some(verify) = &policy.spec.verify {
+        let keys = super::secrets::cosign_keys(&ctx.client, ns, &verify.secret_ref.name)
+            .await
+            .map_err(Failure::Secret)?;
+        let checking = Checking {
+            ctx,
+            image: &image,
+            creds: &creds,
+            keys: &keys,
+            insecure: policy.spec.insecure,
+            timeout,
+        };
+        let mut sel = checking
+            .newest_signed(&compiled, &versions, &subject, registry)
+            .await?;
+        if policy.spec.digest != DigestMode::Pin {
+            sel.digest = None;
+        }
+        return Ok(sel);
+    }
     if registry == Registry::Chart {
-        // Helm stores a version's `+` as `_` in its tag.
-        let versions: Vec<String> = listing.tags.iter().map(|t| t.replace('_', "+")).collect();
         return select(&compiled, &versions, &subject);
     }
     let mut sel = select(&compiled, &listing.tags, &subject)?;
@@ -166,8 +211,81 @@ async fn scan(
     Ok(sel)
 }
 
+/// What checking signatures needs.
+struct Checking<'a> {
+    ctx: &'a Context,
+    image: &'a ImageName,
+    creds: &'a Credentials,
+    keys: &'a TrustedKeys,
+    insecure: bool,
+    timeout: Duration,
+}
+
+impl Checking<'_> {
+    /// The newest of `versions` by the policy whose manifest is validly signed; the newer
+    /// ones are listed as skipped. Registry failures fail the scan (they say nothing about
+    /// a signature), and at most `MAX_VERIFIED_CANDIDATES` tags are checked.
+    async fn newest_signed(
+        &self,
+        policy: &Policy,
+        versions: &[String],
+        subject: &str,
+        registry: Registry,
+    ) -> Result<Selection, Failure> {
+        let candidates = policy.newest_first(versions.iter().map(String::as_str));
+        if candidates.is_empty() {
+            return Err(Failure::NoMatch {
+                count: versions.len(),
+                image: subject.to_string(),
+            });
+        }
+        let mut skipped = vec![];
+        for version in candidates.into_iter().take(MAX_VERIFIED_CANDIDATES) {
+            let tag = match registry {
+                Registry::Chart => version.replace('+', "_"),
+                Registry::Image => version.to_string(),
+            };
+            let scanner = &self.ctx.scanner;
+            let digest = scanner
+                .digest(self.image, &tag, self.creds, self.insecure, self.timeout)
+                .await?;
+            let verified = scanner
+                .verify(
+                    self.image,
+                    &digest,
+                    self.creds,
+                    self.keys,
+                    self.insecure,
+                    self.timeout,
+                )
+                .await;
+            match verified {
+                Ok(key) => {
+                    tracing::debug!(image = %subject, tag = %version, %digest, %key, "signature verified");
+                    return Ok(Selection {
+                        tag: version.to_string(),
+                        digest: Some(digest),
+                        count: versions.len(),
+                        skipped,
+                    });
+                }
+                Err(VerifyError::Unsigned(why)) => skipped.push(SkippedTag {
+                    tag: version.to_string(),
+                    digest: Some(digest),
+                    reason: why.to_string(),
+                }),
+                Err(VerifyError::Registry(e)) => return Err(e.into()),
+            }
+        }
+        Err(Failure::Unverified {
+            image: subject.to_string(),
+            skipped,
+        })
+    }
+}
+
 /// What a policy's registry repository holds.
-#[derive(PartialEq, Eq)]
+#[derive(PartialEq, Eq, Clone, Copy)]
 enum Registry {
     Image,
     Chart,
@@ -186,6 +304,7 @@ fn select(policy: &Policy, tags: &[String], subject: &str) -> Result<Selection, 
         tag,
         digest: None,
         count: tags.len(),
+        skipped: vec![],
     })
 }
 
@@ -251,6 +370,9 @@ async fn reconcile(policy: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action
                 now,
             );
             conditions::set_condition(&mut status.conditions, c);
+            if let Failure::Unverified { skipped, .. } = &failure {
+                status.skipped_tags = skipped.clone();
+            }
             retry_after(&ctx, key, &failure, interval, &name)
         }
     };
@@ -271,6 +393,16 @@ fn selected(
     now: Timestamp,
 ) {
     status.held_tags.retain(|h| h.tag == sel.tag);
+    let skipped = match sel.skipped.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} newer {} skipped for {}: {}",
+            crate::text::agree(n, "tag", "tags"),
+            crate::text::agree(n, "its signature", "their signatures"),
+            describe_skipped(&sel.skipped)
+        ),
+    };
+    status.skipped_tags = sel.skipped;
     status.latest_image = Some(format!("{image}:{}", sel.tag));
     status.latest_digest = sel.digest;
     status.tag_count = Some(sel.count as i64);
@@ -278,11 +410,11 @@ fn selected(
     let held = status.held_tags.iter().any(|h| h.tag == sel.tag);
     let message = if held {
         format!(
-            "selected {} of {} tags (held: it was rolled back in Git)",
+            "selected {} of {} tags (held: it was rolled back in Git){skipped}",
             sel.tag, sel.count
         )
     } else {
-        format!("selected {} of {} tags", sel.tag, sel.count)
+        format!("selected {} of {} tags{skipped}", sel.tag, sel.count)
     };
     let c = conditions::new_condition(
         conditions::READY,

@@ -52,6 +52,16 @@ pub async fn repository_auth(
     Ok(crate::source::helm_repo::RepoAuth { basic, ca_pem })
 }
 
+/// The cosign public keys of Secret `name` in `ns` (its `*.pub` entries).
+pub async fn cosign_keys(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<crate::source::cosign::TrustedKeys, String> {
+    let data = read(client, ns, name).await?;
+    crate::source::cosign::TrustedKeys::from_secret(name, &data)
+}
+
 /// The registry credentials for `registry` in the `kubernetes.io/dockerconfigjson` Secret
 /// `name` in `ns` (anonymous when it has no entry for that registry).
 pub async fn registry_credentials(

@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod chart_version;
+pub mod cosign;
 pub mod deadline_proxy;
 pub mod fetch_gate;
 pub mod git;

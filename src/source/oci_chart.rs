@@ -41,6 +41,13 @@ pub enum ChartError {
     Unpack { reference: String, why: String },
     #[error("{0}")]
     Secret(String),
+    /// `verify` is set and the chart's manifest carries no valid signature.
+    #[error("chart {reference} ({digest}) is refused: {why}; nothing applied")]
+    Unverified {
+        reference: String,
+        digest: String,
+        why: String,
+    },
     /// A Helm chart repository could not be read, or does not have the chart.
     #[error("chart {reference}: {why}")]
     Repository { reference: String, why: String },

@@ -338,6 +338,22 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Checks the cosign signatures of manifest `digest` of `image` (see `cosign::verify`).
+    pub async fn verify(
+        &self,
+        image: &ImageName,
+        digest: &str,
+        creds: &Credentials,
+        keys: &super::cosign::TrustedKeys,
+        insecure: bool,
+        timeout: Duration,
+    ) -> Result<String, super::cosign::VerifyError> {
+        let client = self.client(image, creds, insecure, timeout)?;
+        super::cosign::verify(&client, image, digest, creds, keys, timeout).await
+    }
+}
+
 /// A registry client for `image`'s registry: HTTPS, or plain HTTP for a loopback registry
 /// or with `insecure`.
 pub fn new_client(image: &ImageName, insecure: bool, timeout: Duration) -> Client {

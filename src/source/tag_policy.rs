@@ -202,6 +202,20 @@ impl Policy {
         best.map(|(t, _)| t)
     }
 
+    /// The tags that take part, newest first.
+    pub fn newest_first<'a, I>(&self, tags: I) -> Vec<&'a str>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut taking_part: Vec<(&str, Sortable)> = tags
+            .into_iter()
+            .filter_map(|t| self.sortable(t).map(|s| (t, s)))
+            .collect();
+        taking_part.sort_by(|a, b| self.compare((b.0, &b.1), (a.0, &a.1)));
+        taking_part.dedup_by(|a, b| a.0 == b.0);
+        taking_part.into_iter().map(|(t, _)| t).collect()
+    }
+
     /// Whether `candidate` is strictly newer than `than` under this policy (both must take
     /// part; a tag that does not take part is never newer).
     pub fn is_newer(&self, candidate: &str, than: &str) -> bool {
@@ -282,6 +296,18 @@ mod tests {
             Some("v1.9.0")
         );
         assert_eq!(semver(">=3").select(TAGS.iter().copied()), None);
+    }
+
+    #[test]
+    fn newest_first_orders_what_takes_part_and_agrees_with_select() {
+        let p = semver(">=1.0.0 <2.0.0");
+        let ordered = p.newest_first(TAGS.iter().copied());
+        assert_eq!(ordered.first().copied(), p.select(TAGS.iter().copied()));
+        assert!(!ordered.contains(&"latest") && !ordered.contains(&"2.0.0"));
+        for pair in ordered.windows(2) {
+            assert!(p.is_newer(pair[0], pair[1]), "{pair:?}");
+        }
+        assert_eq!(semver(">=3").newest_first(TAGS.iter().copied()).len(), 0);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 #   prometheus (canary analysis tests)
 #       from the wrapper module in prometheus/ (pinned there: Prometheus v3.0.1, module
 #       v0.300.1; newer releases need pseudo-versions the module proxy refuses with 403);
-#   sops and age-keygen (the SOPS decryption tests; sops is also in the image),
+#   sops and age-keygen (the SOPS decryption tests; sops is also in the image), and
+#       cosign (the signed image and chart tests; v2, whose `sign` writes the
+#       `sha256-<digest>.sig` signatures Gantry checks),
 #       pinned here, not in versions.env (whose every change rebuilds Kubernetes);
 #   gitea (the forge of the notification tests)
 #       by build-gitea.sh into a cache of its own, linked here as bin/gitea and its
@@ -27,8 +29,9 @@ bin="$out/bin"
 log() { echo "build.sh: $*" >&2; }
 SOPS_VERSION=v3.13.3
 AGE_VERSION=v1.3.1
+COSIGN_VERSION=v2.6.5
 
-if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" && -x "$bin/gitea" && -x "$bin/sops" && -x "$bin/age-keygen" ]]; then
+if [[ -f "$out/.complete" && -x "$bin/sshd" && -x "$bin/prometheus" && -x "$bin/gitea" && -x "$bin/sops" && -x "$bin/age-keygen" && -x "$bin/cosign" ]]; then
   echo "$bin"
   exit 0
 fi
@@ -84,6 +87,9 @@ if $core; then
   echo "$bin"
   exit 0
 fi
+
+# cosign: tests only (a few minutes cold).
+install_tool cosign "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
 
 if [[ ! -x "$bin/prometheus" ]]; then
   log "building Prometheus from Go modules (cold: ~15 min on 2 cores)"

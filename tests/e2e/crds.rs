@@ -68,6 +68,37 @@ async fn examples_of_every_kind_are_accepted() {
         );
     }
 
+    // The objects of the multi-document examples, with their own names, in this namespace
+    // (the CRDs' validation rules run on them).
+    for dir in ["sops", "signed-commits", "signed-images"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(dir);
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let file = entry.unwrap().path();
+            let text = std::fs::read_to_string(&file).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let mut obj = <Value as serde::Deserialize>::deserialize(doc).unwrap();
+                let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+                if !api_version.starts_with("gantry.dev/") {
+                    continue;
+                }
+                obj["metadata"]["namespace"] = Value::String(ns.name.clone());
+                let api = match obj["kind"].as_str().unwrap() {
+                    "Application" => dynamic_api::<Application>(&client, &ns.name),
+                    "GitRepository" => dynamic_api::<GitRepository>(&client, &ns.name),
+                    "ImagePolicy" => dynamic_api::<ImagePolicy>(&client, &ns.name),
+                    other => panic!("{}: unexpected kind {other}", file.display()),
+                };
+                let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                obj["metadata"]["name"] = Value::String(format!("{dir}-{name}"));
+                create(&api, obj)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
+            }
+        }
+    }
+
     // Every Notifier of examples/notify/ (each file also holds its Secret).
     let notifiers = dynamic_api::<gantry::api::Notifier>(&client, &ns.name);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/notify");

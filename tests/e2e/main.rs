@@ -20,6 +20,7 @@ mod helm_repos;
 mod hooks;
 mod image_automation;
 mod image_policy;
+mod image_signatures;
 mod in_cluster;
 mod isolation;
 mod leader;

@@ -19,7 +19,7 @@ use crate::support::registry::Registry;
 
 /// Packages a chart `web` of `version` and pushes it with `helm push` (credentials from a
 /// registry config file, as `helm registry login` writes it).
-fn push_chart(registry: &Registry, version: &str) {
+pub fn push_chart(registry: &Registry, version: &str) {
     let dir = tempfile::tempdir().unwrap();
     let chart = dir.path().join("web");
     std::fs::create_dir_all(chart.join("templates")).unwrap();

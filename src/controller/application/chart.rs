@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use crate::api::application::{Application, ChartStatus, RemoteChart};
+use crate::api::refs::SignatureVerification;
 use crate::render;
-use crate::source::{helm_repo, oci_chart};
+use crate::source::{cosign, helm_repo, oci_chart};
 
 /// Where the chart of `spec.render.helm.chart` is, with the credentials of its Secret
 /// (read in the Application's namespace on the Application's own cluster).
@@ -111,10 +112,11 @@ pub(super) async fn fetch(
     let (fetched, source) = match located {
         Located::Registry { chart, creds } => {
             let source = format!("oci://{}/{}", chart.image.registry, chart.image.repository);
-            (
-                oci_chart::fetch(&chart, &creds, spec.insecure, timeout).await?,
-                source,
-            )
+            let fetched = oci_chart::fetch(&chart, &creds, spec.insecure, timeout).await?;
+            if let Some(verify) = &spec.verify {
+                verify_chart(local, app, verify, &chart, &creds, &fetched, spec.insecure).await?;
+            }
+            (fetched, source)
         }
         Located::Repository { resolved, auth } => (
             helm_repo::download(&resolved, &auth, timeout).await?,
@@ -128,6 +130,50 @@ pub(super) async fn fetch(
         digest: fetched.digest.clone(),
     };
     Ok((fetched, status))
+}
+
+/// Checks the cosign signature of the manifest `fetched` was read from (its digest, so
+/// the archive used is the one that was signed).
+async fn verify_chart(
+    local: &kube::Client,
+    app: &Application,
+    verify: &SignatureVerification,
+    chart: &oci_chart::ChartRef,
+    creds: &crate::source::registry::Credentials,
+    fetched: &oci_chart::FetchedChart,
+    insecure: bool,
+) -> Result<(), oci_chart::ChartError> {
+    use oci_chart::ChartError;
+    let ns = app.metadata.namespace.as_deref().unwrap_or("default");
+    let keys = crate::controller::secrets::cosign_keys(local, ns, &verify.secret_ref.name)
+        .await
+        .map_err(ChartError::Secret)?;
+    let timeout = chart_timeout(app);
+    let client = crate::source::registry::new_client(&chart.image, insecure, timeout);
+    match cosign::verify(
+        &client,
+        &chart.image,
+        &fetched.digest,
+        creds,
+        &keys,
+        timeout,
+    )
+    .await
+    {
+        Ok(key) => {
+            tracing::debug!(chart = %fetched.reference, digest = %fetched.digest, %key, "chart signature verified");
+            Ok(())
+        }
+        Err(cosign::VerifyError::Unsigned(why)) => Err(ChartError::Unverified {
+            reference: fetched.reference.clone(),
+            digest: fetched.digest.clone(),
+            why: why.to_string(),
+        }),
+        Err(cosign::VerifyError::Registry(source)) => Err(ChartError::Registry {
+            reference: fetched.reference.clone(),
+            source,
+        }),
+    }
 }
 
 /// A chart version in `spec.render.helm.chart`'s range newer than the one applied (a new

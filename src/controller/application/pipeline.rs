@@ -63,6 +63,9 @@ impl SyncError {
                 reasons::OWNERSHIP_CONFLICT
             }
             SyncError::Hook(_) | SyncError::Set(SetError::Hook(_)) => reasons::HOOK_FAILED,
+            SyncError::Chart(oci_chart::ChartError::Unverified { .. }) => {
+                reasons::CHART_VERIFICATION_FAILED
+            }
             SyncError::Chart(_) => reasons::CHART_FAILED,
             SyncError::PostHooksHeld(_) => reasons::HOOK_FAILED,
         }

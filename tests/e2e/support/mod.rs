@@ -6,6 +6,7 @@ pub mod browser;
 pub mod chart_repo;
 pub mod cluster;
 pub mod controller;
+pub mod cosign;
 pub mod git;
 pub mod gitea;
 pub mod hostile;

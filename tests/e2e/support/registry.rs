@@ -156,6 +156,33 @@ impl Registry {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Signs `reference` (`repo@sha256:…` in this registry) with the real `cosign sign`
+    /// and the private key `key` (no transparency log: the tests are offline).
+    pub fn cosign_sign(&self, key: &super::cosign::CosignKey, reference: &str) {
+        let reference = format!("{}/{reference}", self.host());
+        let out = Command::new(tool("cosign"))
+            .args([
+                "sign",
+                "--yes",
+                "--tlog-upload=false",
+                "--allow-insecure-registry",
+            ])
+            .arg("--key")
+            .arg(key.private_key())
+            .arg(&reference)
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .env("COSIGN_PASSWORD", "")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cosign");
+        assert!(
+            out.status.success(),
+            "cosign sign {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Pushes a small single-layer image as `<repo>:<tag>` and returns its digest.
     pub fn push_image(&self, repo: &str, tag: &str) -> String {
         let work = tempfile::tempdir().unwrap();
