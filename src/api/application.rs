@@ -347,7 +347,8 @@ pub struct DriftIgnore {
 pub struct Decryption {
     pub provider: DecryptionProvider,
     /// Secret (same namespace) whose keys ending in `.agekey` hold age identities
-    /// (`AGE-SECRET-KEY-1…`, one or more per key), as Flux reads them.
+    /// (`AGE-SECRET-KEY-1…`, one or more per key) and whose keys ending in `.asc` hold
+    /// armored OpenPGP secret keys without a passphrase, as Flux reads them.
     pub secret_ref: crate::api::refs::SecretRef,
 }
 

@@ -1,10 +1,11 @@
 //! SOPS: manifests encrypted in Git, decrypted while rendering by the `sops` binary (built
-//! from its Go module, like helm), with age identities from a Secret. The ciphertext goes to
-//! sops on its standard input and the plaintext comes back on its standard output: it is
-//! never written to a file. sops runs like the render tools: a clean environment (the
-//! identities in `SOPS_AGE_KEY` only), no network, a timeout, an output cap. Objects that
-//! came out of decryption carry the `gantry.dev/decrypted` annotation, so every diff masks
-//! their values (Secrets' or not).
+//! from its Go module, like helm), with age identities and OpenPGP keys from a Secret. The
+//! ciphertext goes to sops on its standard input and the plaintext comes back on its
+//! standard output: it is never written to a file. sops runs like the render tools: a clean
+//! environment (the age identities in `SOPS_AGE_KEY`; OpenPGP keys in a keyring of its own
+//! run, since sops reads them from nowhere else), no network, a timeout, an output cap.
+//! Objects that came out of decryption carry the `gantry.dev/decrypted` annotation, so every
+//! diff masks their values (Secrets' or not).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -19,18 +20,20 @@ use super::RenderError;
 /// Marks an object that was decrypted: its values are masked in every diff.
 pub const DECRYPTED_ANNOTATION: &str = "gantry.dev/decrypted";
 
-/// Age identities to decrypt with, and the sops binary.
+/// Age identities and OpenPGP keys to decrypt with, and the sops binary.
 #[derive(Clone)]
 pub struct Decryptor {
     /// `AGE-SECRET-KEY-1…` lines.
     age_keys: secrecy::SecretString,
+    /// OpenPGP secret keys, as a binary keyring (`secring.gpg`), when the Secret has any.
+    pgp_keyring: Option<std::sync::Arc<secrecy::SecretSlice<u8>>>,
     program: Option<PathBuf>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Decryptor { age keys: *** }")
+        f.write_str("Decryptor { keys: *** }")
     }
 }
 
@@ -67,13 +70,16 @@ pub fn is_encrypted(text: &str) -> bool {
 }
 
 impl Decryptor {
-    /// From the data of a Secret: every key ending in `.agekey` holds identities.
+    /// From the data of a Secret, as Flux reads it: every key ending in `.agekey` holds age
+    /// identities, every key ending in `.asc` an armored OpenPGP secret key (without a
+    /// passphrase, as `gpg --armor --export-secret-keys` writes it).
     pub fn from_secret_data(
         secret: &str,
         data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>,
         timeout: Duration,
     ) -> Result<Self, String> {
         let mut keys = String::new();
+        let mut keyring: Vec<u8> = Vec::new();
         for (k, v) in data {
             if k.ends_with(".agekey") {
                 let text = std::str::from_utf8(&v.0)
@@ -81,18 +87,18 @@ impl Decryptor {
                 keys.push_str(text.trim());
                 keys.push('\n');
             } else if k.ends_with(".asc") {
-                return Err(format!(
-                    "Secret {secret}: key {k} holds an OpenPGP key; Gantry decrypts with age keys only (keys ending in .agekey)"
-                ));
+                keyring.extend(openpgp_secret_key(secret, k, &v.0)?);
             }
         }
-        if !keys.contains("AGE-SECRET-KEY-") {
+        if !keys.contains("AGE-SECRET-KEY-") && keyring.is_empty() {
             return Err(format!(
-                "Secret {secret} holds no age identity (a key ending in .agekey with AGE-SECRET-KEY-1…)"
+                "Secret {secret} holds no decryption key (a key ending in .agekey with AGE-SECRET-KEY-1…, or one ending in .asc with an OpenPGP secret key)"
             ));
         }
         Ok(Self {
             age_keys: keys.into(),
+            pgp_keyring: (!keyring.is_empty())
+                .then(|| std::sync::Arc::new(secrecy::SecretSlice::from(keyring))),
             program: super::tool::find("GANTRY_SOPS", &["sops"]),
             timeout,
         })
@@ -117,6 +123,11 @@ impl Decryptor {
         // An empty working directory of its own (sops writes nothing to decrypt).
         let scratch = tempfile::tempdir().map_err(|e| fail(format!("a scratch directory: {e}")))?;
         let scratch = scratch.path();
+        let gnupg_home = scratch.join("gnupg");
+        if let Some(keyring) = &self.pgp_keyring {
+            write_keyring(&gnupg_home, keyring.expose_secret())
+                .map_err(|e| fail(format!("the OpenPGP keyring: {e}")))?;
+        }
         let mut child = Command::new(program)
             .args([
                 "--decrypt",
@@ -131,6 +142,7 @@ impl Decryptor {
             .env("HOME", scratch)
             .env("PATH", "/nonexistent")
             .env("SOPS_AGE_KEY", self.age_keys.expose_secret())
+            .env("GNUPGHOME", &gnupg_home)
             .env("HTTPS_PROXY", "http://127.0.0.1:9")
             .env("HTTP_PROXY", "http://127.0.0.1:9")
             .stdin(Stdio::piped())
@@ -176,6 +188,44 @@ impl Decryptor {
     }
 }
 
+/// The binary form of the armored OpenPGP secret key `armored` (Secret `secret`, key `k`),
+/// for sops's keyring. A key protected by a passphrase is refused: nobody could type it.
+fn openpgp_secret_key(secret: &str, k: &str, armored: &[u8]) -> Result<Vec<u8>, String> {
+    use pgp::composed::{Deserializable, SignedSecretKey};
+    use pgp::ser::Serialize;
+    let (key, _) = SignedSecretKey::from_armor_single(armored).map_err(|_| {
+        format!(
+            "Secret {secret}: key {k} is not an armored OpenPGP secret key (gpg --armor --export-secret-keys)"
+        )
+    })?;
+    let protected = key.primary_key.secret_params().is_encrypted()
+        || key
+            .secret_subkeys
+            .iter()
+            .any(|s| s.key.secret_params().is_encrypted());
+    if protected {
+        return Err(format!(
+            "Secret {secret}: the OpenPGP key in {k} is protected by a passphrase; give it without one"
+        ));
+    }
+    key.to_bytes()
+        .map_err(|e| format!("Secret {secret}: key {k}: {e}"))
+}
+
+/// Writes `keyring` as `secring.gpg` in a new directory `home` that only this process may
+/// read (removed with the scratch directory when the run ends).
+fn write_keyring(home: &std::path::Path, keyring: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(home)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(home.join("secring.gpg"))?;
+    file.write_all(keyring)
+}
+
 /// The most a decrypted document may hold.
 const MAX_OUTPUT: u64 = 8 * 1024 * 1024;
 
@@ -191,7 +241,7 @@ fn why(stderr: &str) -> String {
         || stderr.contains("no identity matched")
         || stderr.contains("no master key was able to decrypt")
     {
-        line.push_str(" (none of the Secret's age keys can decrypt it)");
+        line.push_str(" (none of the Secret's keys can decrypt it)");
     } else if stderr.contains("MAC mismatch") {
         line.push_str(" (the file was changed after it was encrypted)");
     }
@@ -246,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn only_age_keys_are_taken_and_never_printed() {
+    fn age_and_openpgp_keys_are_taken_and_never_printed() {
         let mut data = std::collections::BTreeMap::new();
         data.insert(
             "a.agekey".to_string(),
@@ -260,11 +310,14 @@ mod tests {
         );
         let e =
             Decryptor::from_secret_data("team/sops", &data, Duration::from_secs(5)).unwrap_err();
-        assert!(e.contains("OpenPGP") && e.contains("b.asc"), "{e}");
+        assert!(
+            e.contains("not an armored OpenPGP secret key") && e.contains("b.asc"),
+            "{e}"
+        );
         let none =
             Decryptor::from_secret_data("team/sops", &Default::default(), Duration::from_secs(5))
                 .unwrap_err();
-        assert!(none.contains("no age identity"));
+        assert!(none.contains("no decryption key"), "{none}");
     }
 
     #[test]
@@ -286,7 +339,7 @@ mod tests {
         assert_eq!(
             refused,
             "cannot decrypt: Failed to get the data key required to decrypt the SOPS file. \
-             (none of the Secret's age keys can decrypt it)"
+             (none of the Secret's keys can decrypt it)"
         );
     }
 }

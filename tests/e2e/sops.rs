@@ -44,11 +44,25 @@ fn age_identity() -> (String, String) {
 /// `plaintext` encrypted to `recipient` by sops (read from its standard input: the plain
 /// manifest never touches a file).
 fn encrypt(plaintext: &str, recipient: &str, regex: &str) -> String {
-    let mut child = Command::new(tool("sops"))
+    encrypt_to(plaintext, &["--age", recipient], None, regex)
+}
+
+/// `plaintext` encrypted by sops to the recipients `to` (`--age …` or `--pgp …`), with
+/// GnuPG's home `gnupg` for OpenPGP recipients.
+fn encrypt_to(
+    plaintext: &str,
+    to: &[&str],
+    gnupg: Option<&std::path::Path>,
+    regex: &str,
+) -> String {
+    let mut command = Command::new(tool("sops"));
+    if let Some(home) = gnupg {
+        command.env("GNUPGHOME", home);
+    }
+    let mut child = command
+        .arg("--encrypt")
+        .args(to)
         .args([
-            "--encrypt",
-            "--age",
-            recipient,
             "--encrypted-regex",
             regex,
             "--input-type",
@@ -233,6 +247,121 @@ async fn encrypted_manifests_apply_decrypted_and_the_plaintext_is_nowhere_else()
     }
 }
 
+/// A GnuPG home with a new key that can encrypt (ed25519 and a cv25519 subkey), protected
+/// by `passphrase` when it is not empty: (its fingerprint, the armored secret key).
+fn gpg_encryption_key(home: &std::path::Path, passphrase: &str) -> (String, String) {
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", home)
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", passphrase])
+            .args(args)
+            .output()
+            .expect("gpg is installed (make deps)");
+        assert!(out.status.success(), "gpg {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "Ops <ops@example.com>",
+        "default",
+        "default",
+        "never",
+    ]);
+    let listing = gpg(&["--with-colons", "--list-secret-keys"]);
+    let fingerprint = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .map(|l| l.trim_matches(':').to_string())
+        .unwrap();
+    let secret = gpg(&["--armor", "--export-secret-keys", &fingerprint]);
+    (fingerprint, secret)
+}
+
+#[tokio::test]
+async fn an_openpgp_key_decrypts_and_one_with_a_passphrase_is_refused_by_name() {
+    let started = SystemTime::now();
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "sops-pgp").await;
+    let controller = GantryController::start(&ns.name);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let (fingerprint, secret_key) = gpg_encryption_key(home.path(), "");
+    let suffix = &ns.name[ns.name.len() - 6..];
+    let token = format!("pgp-{suffix}-tr0ub4dor");
+    let secret = encrypt_to(
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\nstringData:\n  token: {token}\n"
+        ),
+        &["--pgp", &fingerprint],
+        Some(home.path()),
+        "^(data|stringData)$",
+    );
+    let server = GitServer::start();
+    let head = server.create_repo("app", &[("deploy/api.enc.yaml", secret.as_str())]);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let keys: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pgp-keys"},
+        "data": {"ops.asc": ByteString(secret_key.into_bytes())}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &keys).await.unwrap();
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy",
+               "decryption": {"provider": "sops", "secretRef": {"name": "pgp-keys"}}}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let applied = secrets.get("api").await.unwrap();
+    assert_eq!(applied.data.unwrap()["token"].0, token.as_bytes());
+    // Neither the plaintext nor the key's keyring stays in a file.
+    for dir in [controller.data_dir().to_path_buf(), std::env::temp_dir()] {
+        let found = files_containing(&dir, &token, started);
+        assert!(found.is_empty(), "the plaintext is in {found:?}");
+    }
+    assert!(!controller.log().contains(&token));
+
+    // A key protected by a passphrase: refused, naming the Secret's key, nothing applied.
+    let locked_home = tempfile::tempdir().unwrap();
+    let (_, locked) = gpg_encryption_key(locked_home.path(), "s3cret-phrase");
+    let keys: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "locked-keys"},
+        "data": {"locked.asc": ByteString(locked.into_bytes())}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &keys).await.unwrap();
+    apps.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"decryption": {"secretRef": {"name": "locked-keys"}}}})),
+    )
+    .await
+    .unwrap();
+    let ready = eventually(
+        "DecryptionFailed for the protected key",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("app").await.ok()?;
+            condition(&app, "Ready").filter(|c| c.reason == "DecryptionFailed")
+        },
+    )
+    .await;
+    assert!(
+        ready.message.contains("locked.asc") && ready.message.contains("passphrase"),
+        "{ready:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
     let client = client().await;
@@ -275,7 +404,7 @@ async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
     .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     for (name, says) in [
-        ("wrong", "none of the Secret's age keys can decrypt it"),
+        ("wrong", "none of the Secret's keys can decrypt it"),
         ("none", "sets no spec.decryption"),
     ] {
         let ready = eventually(
