@@ -44,7 +44,7 @@ use common::{
     env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_with,
 };
 use flux::{flux_requests, flux_sources, kubectl_apply, kustomizations, start_flux};
-use measure::{audited_writes, cpu_seconds, kubeconfig_of, requests_by_scope};
+use measure::{audited_writes, cpu_seconds, kubeconfig_of, requests_by_kind, requests_by_scope};
 use support::app::Workspace;
 use support::cluster::{TestNamespace, client, install_crds};
 use support::git::GitServer;
@@ -94,6 +94,9 @@ struct Figures {
     change_one_requests: f64,
     /// Gantry: requests and writes not for the changed one, nor reads of the source.
     change_one_others: Option<(usize, usize)>,
+    /// Gantry: requests from the first object to all Healthy, per Application (its watches'
+    /// initial lists included, spread over N).
+    initial_requests_per_app: Option<f64>,
 }
 
 async fn create_all<F, Fut>(n: usize, f: F)
@@ -184,6 +187,7 @@ async fn run_once(
     let cpu_before = cpu();
 
     // The clock starts with the first object: one source, N Applications (Kustomizations).
+    let initial_from = log_lines(&log);
     let start = Instant::now();
     let url = server.http_url("fleet");
     match peer {
@@ -270,6 +274,16 @@ async fn run_once(
     let (ready_at, healthy_at, cpu_ready) = waiter.all_ready(head, start, true).await;
     let cpu_ready = cpu_ready - cpu_before;
     let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
+    let initial_requests_per_app = peer.is_gantry().then(|| {
+        let to = log_lines(&log);
+        let kinds = requests_by_kind(&log, initial_from, to);
+        let total: usize = kinds.iter().map(|(_, c)| c).sum();
+        eprintln!("{}: initial sync requests per Application:", peer.label());
+        for (kind, count) in &kinds {
+            eprintln!("  {:>7.2}  {kind}", *count as f64 / n as f64);
+        }
+        total as f64 / n as f64
+    });
 
     // Idle: nothing changes; what does the controller still do?
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -355,6 +369,7 @@ async fn run_once(
         change_one_all_s,
         change_one_requests,
         change_one_others: scoped.map(|s| (s.others, s.others_writes)),
+        initial_requests_per_app,
     };
     eprintln!("{}: {figures:?}", peer.label());
 
@@ -500,6 +515,12 @@ async fn main() {
             per_run(&|f| f.ready_s)
         );
         if peer.is_gantry() {
+            let per_app = |f: &Figures| f.initial_requests_per_app.unwrap_or(f64::NAN);
+            println!(
+                "RESULT fleet_{n}_{l}_initial_requests_per_app={:.1}   ({})",
+                med(&per_app),
+                per_run(&per_app)
+            );
             println!(
                 "RESULT fleet_{n}_{l}_all_healthy_s={:.1}   ({})",
                 med(&|f| f.healthy_s.unwrap_or(f64::NAN)),

@@ -82,3 +82,59 @@ pub fn requests_by_scope(log: &Path, from: usize, one_ns: &str, one_app: &str) -
     }
     s
 }
+
+/// Gantry's requests between log lines `from` and `to`, by method and resource (names and
+/// namespaces left out, `LIST` for a GET of a collection, `DRY-RUN` for a dry-run write,
+/// `WATCH` for a watch): what each request of a sync is, for BENCHMARKS.md.
+pub fn requests_by_kind(log: &Path, from: usize, to: usize) -> Vec<(String, usize)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in text.lines().skip(from).take(to.saturating_sub(from)) {
+        if !line.contains("kube_client::client::builder") || !line.contains("requesting") {
+            continue;
+        }
+        let field = |name: &str| {
+            line.find(name)
+                .map(|at| &line[at + name.len()..])
+                .and_then(|rest| rest.split([' ', '}']).next())
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string()
+        };
+        let method = field("http.method=");
+        let url = field("url.full=");
+        let url = if url.is_empty() {
+            field("http.url=")
+        } else {
+            url
+        };
+        let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // …/namespaces/<ns>/<resource>[/<name>[/<sub>]] or …/<resource>[/<name>]
+        let after = segments
+            .iter()
+            .position(|s| *s == "namespaces")
+            .filter(|i| segments.len() > i + 2)
+            .map(|i| i + 2)
+            .or_else(|| {
+                segments
+                    .iter()
+                    .position(|s| *s == "v1" || s.starts_with("v1") || s.starts_with("v2"))
+                    .map(|i| i + 1)
+            })
+            .unwrap_or(segments.len());
+        let rest = &segments[after.min(segments.len())..];
+        let resource = rest.first().copied().unwrap_or("?");
+        let sub = rest.get(2).map(|s| format!("/{s}")).unwrap_or_default();
+        let verb = match (method.as_str(), rest.len()) {
+            _ if query.contains("watch=true") || query.contains("watch=1") => "WATCH".to_string(),
+            _ if query.contains("dryRun=All") => "DRY-RUN".to_string(),
+            ("GET", 1) => "LIST".to_string(),
+            (m, _) => m.to_string(),
+        };
+        *counts.entry(format!("{verb} {resource}{sub}")).or_default() += 1;
+    }
+    let mut out: Vec<(String, usize)> = counts.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}

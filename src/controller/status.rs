@@ -13,18 +13,28 @@ pub async fn apply_status<K: GantryKind, S: Serialize>(
     name: &str,
     status: &S,
 ) -> Result<()> {
+    apply_status_at(api, name, status).await.map(|_| ())
+}
+
+/// `apply_status`, answering the resourceVersion the object has after the write.
+pub async fn apply_status_at<K: GantryKind, S: Serialize>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+) -> Result<Option<String>> {
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written.meta().resource_version.clone())
 }
 
 /// `interval` plus up to 10% jitter, so many objects do not fetch in lockstep.

@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 
 /// Deleting an Application with prune on removes what it applied.
 pub async fn cleanup(app: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action> {
+    ctx.memory
+        .status_writes
+        .forget(&app.namespace().unwrap_or_default(), &app.name_any());
     crate::controller::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
     );

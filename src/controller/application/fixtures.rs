@@ -73,6 +73,12 @@ impl FakeApi {
         s.objects.insert(path.to_string(), obj);
     }
 
+    /// The object served at `path`, if any.
+    pub fn object(&self, path: &str) -> Option<Value> {
+        let s = self.state.lock().expect("fake api");
+        s.objects.get(path).cloned()
+    }
+
     /// A client configuration for this server.
     pub fn config(&self) -> kube::Config {
         let mut c = kube::Config::new(self.url.parse().unwrap());

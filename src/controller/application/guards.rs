@@ -65,6 +65,7 @@ pub trait RecordPlanned: Send + Sync {
 pub struct Checkpoint<'a> {
     api: &'a Api<Application>,
     name: &'a str,
+    writes: &'a super::memory::StatusWrites,
     revision: String,
     generation: Option<i64>,
     /// The status the next checkpoint writes over (as the sync started, then as last written).
@@ -78,12 +79,14 @@ impl<'a> Checkpoint<'a> {
     pub fn new(
         api: &'a Api<Application>,
         name: &'a str,
+        writes: &'a super::memory::StatusWrites,
         revision: &str,
         generation: Option<i64>,
     ) -> Self {
         Self {
             api,
             name,
+            writes,
             revision: revision.to_string(),
             generation,
             status: Default::default(),
@@ -113,7 +116,7 @@ impl<'a> Checkpoint<'a> {
         if self.held().as_ref() == Some(status) {
             return Ok(());
         }
-        crate::controller::status::apply_status(self.api, self.name, status).await?;
+        super::record::write_status(self.api, self.name, self.writes, status).await?;
         *self.status.lock().expect("sync status") = status.clone();
         *self.held.lock().expect("held status") = Some(status.clone());
         Ok(())
@@ -132,7 +135,7 @@ impl RecordPlanned for Checkpoint<'_> {
         };
         *self.recorded.lock().expect("planned inventory") = Some(entries);
         Box::pin(async move {
-            crate::controller::status::apply_status(self.api, self.name, &status)
+            super::record::write_status(self.api, self.name, self.writes, &status)
                 .await
                 .map_err(|e| e.to_string())?;
             *self.held.lock().expect("held status") = Some(status);
@@ -155,7 +158,7 @@ impl RecordPlanned for Checkpoint<'_> {
         };
         Box::pin(async move {
             // Best effort: the sync goes on whether or not its progress could be shown.
-            match crate::controller::status::apply_status(self.api, self.name, &status).await {
+            match super::record::write_status(self.api, self.name, self.writes, &status).await {
                 Ok(()) => *self.held.lock().expect("held status") = Some(status),
                 Err(e) => tracing::debug!(error = %e, "progress not written"),
             }

@@ -57,9 +57,52 @@ struct SyncFailures {
     retry_at: Instant,
 }
 
+/// The resourceVersion each Application had after this controller's last status write to
+/// it, so a reconcile can tell whether its watch cache already holds that write (and read
+/// the Application from the cache) or may lag behind it (and read it from the API server).
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<AppKey, String>>);
+
+impl StatusWrites {
+    /// After a status write: the version it produced, or `None` when the write's outcome is
+    /// unknown (an error), which sends the next reconcile to the API server.
+    pub fn wrote(&self, namespace: &str, name: &str, version: Option<String>) {
+        self.0
+            .lock()
+            .expect("status writes")
+            .insert(key(namespace, name), version.unwrap_or_default());
+    }
+
+    /// Whether a cached Application at `version` holds this controller's last status write
+    /// to it (or none was made since the controller started: the cache's first list is
+    /// newer than anything this process wrote).
+    pub fn cache_is_current(&self, namespace: &str, name: &str, version: Option<&str>) -> bool {
+        match self
+            .0
+            .lock()
+            .expect("status writes")
+            .get(&key(namespace, name))
+        {
+            None => true,
+            Some(written) => !written.is_empty() && Some(written.as_str()) == version,
+        }
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.0
+            .lock()
+            .expect("status writes")
+            .remove(&key(namespace, name));
+    }
+}
+
 #[derive(Default)]
 pub struct Memory {
     pub desired: DesiredCache,
+    /// The versions this controller's status writes produced.
+    pub status_writes: StatusWrites,
+    /// The GitRepositories of this shard, as watched (set once the controller runs).
+    pub sources: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::GitRepository>>,
     /// When each Application's inventory was last compared in full (so a no-op check
     /// writes nothing).
     pub last_full_check: Mutex<HashMap<AppKey, Instant>>,
@@ -205,6 +248,30 @@ impl Detached {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_is_read_only_when_it_holds_the_last_status_write() {
+        let writes = StatusWrites::default();
+        // Nothing written since the start: the cache's first list is newer than that.
+        assert!(writes.cache_is_current("ns", "a", Some("7")));
+        writes.wrote("ns", "a", Some("12".into()));
+        assert!(
+            !writes.cache_is_current("ns", "a", Some("7")),
+            "lags the write"
+        );
+        assert!(writes.cache_is_current("ns", "a", Some("12")));
+        assert!(
+            !writes.cache_is_current("ns", "a", Some("13")),
+            "changed since"
+        );
+        // A write whose outcome is unknown: read from the API server until the next one.
+        writes.wrote("ns", "a", None);
+        assert!(!writes.cache_is_current("ns", "a", Some("12")));
+        assert!(!writes.cache_is_current("ns", "a", None));
+        writes.forget("ns", "a");
+        assert!(writes.cache_is_current("ns", "a", Some("12")));
+        assert!(writes.cache_is_current("ns", "b", Some("1")));
+    }
 
     #[test]
     fn a_revision_backs_off_until_it_synced_or_another_came() {

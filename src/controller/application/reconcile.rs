@@ -165,9 +165,21 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     let name = cached.name_any();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     // The watch cache can lag behind the status this controller wrote a moment ago; acting on
-    // a stale status would re-sync a revision or drop drift findings. One GET makes it exact.
-    let Some(app) = api.get_opt(&name).await? else {
-        return Ok(Action::await_change());
+    // a stale status would re-sync a revision or drop drift findings. The cache is used when
+    // it holds the last status write (its version is the one that write produced); else one
+    // GET makes it exact.
+    let version = cached.metadata.resource_version.as_deref();
+    let app = if ctx
+        .memory
+        .status_writes
+        .cache_is_current(&ns, &name, version)
+    {
+        Application::clone(&cached)
+    } else {
+        match api.get_opt(&name).await? {
+            Some(app) => app,
+            None => return Ok(Action::await_change()),
+        }
     };
     let generation = app.metadata.generation;
     let interval = ctx.interval(&app.spec.interval, Duration::from_secs(300));
@@ -191,7 +203,7 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
         };
         set(&mut status, conditions::READY, s, why, message, generation);
         let outcome = Outcome::write(status, action.unwrap_or(step_action));
-        return write_outcome(&api, &app, None, outcome).await;
+        return write_outcome(&api, &app, &ctx.memory.status_writes, None, outcome).await;
     }
     let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
         return Err(Error::Usage(format!(
@@ -204,7 +216,13 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     // Image automation first: a new image goes to Git, and from there to the cluster.
     write_back::run(&ctx, &app, &source, &artifact_root, &mut status).await;
 
-    let checkpoint = Checkpoint::new(&api, &name, &revision, generation);
+    let checkpoint = Checkpoint::new(
+        &api,
+        &name,
+        &ctx.memory.status_writes,
+        &revision,
+        generation,
+    );
     let pass = Pass {
         ctx: &ctx,
         app: &app,
@@ -226,7 +244,14 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
         checkpoint: &checkpoint,
     };
     let outcome = act(step, &pass, status, gathered.request).await?;
-    write_outcome(&api, &app, checkpoint.held(), outcome).await
+    write_outcome(
+        &api,
+        &app,
+        &ctx.memory.status_writes,
+        checkpoint.held(),
+        outcome,
+    )
+    .await
 }
 
 /// Carries out the decided step, once the early stops are behind: report, wait, check
@@ -337,7 +362,17 @@ async fn find_artifact(
 ) -> Result<(ArtifactSeen, Option<Found>)> {
     let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), ns);
     let source_name = &app.spec.source_ref.name;
-    let Some(source) = repos.get_opt(source_name).await? else {
+    // From the watch of this shard's sources (a new artifact wakes the Application after
+    // the watch cache has it); one GET when it is not there (not listed yet, or of
+    // another shard, which the message below names).
+    let cached = ctx.memory.sources.get().and_then(|store| {
+        store.get(&kube::runtime::reflector::ObjectRef::new(source_name).within(ns))
+    });
+    let found = match cached {
+        Some(source) => Some(GitRepository::clone(&source)),
+        None => repos.get_opt(source_name).await?,
+    };
+    let Some(source) = found else {
         let m = format!("GitRepository {source_name} not found");
         return Ok((ArtifactSeen::Failed(m), None));
     };

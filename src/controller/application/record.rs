@@ -9,9 +9,10 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::memory::AppContext;
+use super::memory::StatusWrites;
 use crate::api::application::{Application, ApplicationStatus, SyncRecord};
 use crate::api::conditions::{self, Status};
-use crate::controller::status::apply_status;
+use crate::controller::status::apply_status_at;
 use crate::error::Result;
 
 const HISTORY_LIMIT: usize = 10;
@@ -102,14 +103,36 @@ impl Outcome {
 pub(super) async fn write_outcome(
     api: &Api<Application>,
     app: &Application,
+    writes: &StatusWrites,
     held: Option<ApplicationStatus>,
     outcome: Outcome,
 ) -> Result<Action> {
     if let Some(status) = &outcome.status {
         let held = held.or_else(|| app.status.clone());
         if Some(status) != held.as_ref() {
-            apply_status(api, &app.name_any(), status).await?;
+            write_status(api, &app.name_any(), writes, status).await?;
         }
     }
     Ok(outcome.action)
+}
+
+/// Writes an Application's status and remembers the version it produced (see
+/// [`StatusWrites`]); every status write of the Application reconciler goes through here.
+pub(super) async fn write_status(
+    api: &Api<Application>,
+    name: &str,
+    writes: &StatusWrites,
+    status: &ApplicationStatus,
+) -> Result<()> {
+    let ns = api.namespace().unwrap_or_default();
+    match apply_status_at(api, name, status).await {
+        Ok(version) => {
+            writes.wrote(ns, name, version);
+            Ok(())
+        }
+        Err(e) => {
+            writes.wrote(ns, name, None);
+            Err(e)
+        }
+    }
 }

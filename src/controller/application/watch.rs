@@ -92,7 +92,11 @@ pub async fn run(
         );
     // A source concerns its Applications when its artifact changes (a new revision, or the
     // same one written again), not at every status write of its own.
+    let (sources, sources_writer) = kube::runtime::reflector::store();
+    let _ = ctx.memory.sources.set(sources);
     let source_changes = watcher(repos, ctx.shard.watch())
+        .modify(|r: &mut GitRepository| r.managed_fields_mut().clear())
+        .reflect(sources_writer)
         .applied_objects()
         .predicate_filter(
             |r: &GitRepository| {

@@ -72,7 +72,12 @@ async fn reconcile_once(
     name: &str,
 ) -> (Action, Vec<super::super::fixtures::Recorded>) {
     let before = api.writes().len();
-    let cached: Application = serde_json::from_value(app(name, json!({}))).unwrap();
+    // The watch cache holds what the API server serves (a reconcile reads the cache when
+    // it holds the last status write, which nothing made yet here).
+    let served = api
+        .object(&format!("{APPS}/{name}"))
+        .unwrap_or_else(|| app(name, json!({})));
+    let cached: Application = serde_json::from_value(served).unwrap();
     let action = apply(Arc::new(cached), ctx.clone())
         .await
         .expect("a reconcile");
