@@ -19,7 +19,7 @@ use crate::api::conditions::{self, Status};
 use crate::api::image_policy::{DigestMode, ImagePolicyStatus, SkippedTag};
 use crate::api::reasons::image_policy as reasons;
 use crate::error::{Error, Result};
-use crate::source::cosign::{TrustedKeys, VerifyError};
+use crate::source::cosign::{self, TrustedKeys, VerifyError};
 use crate::source::helm_repo::{self, RepoAuth};
 use crate::source::oci_chart::ChartError;
 use crate::source::registry::{Credentials, ImageName, RegistryError};
@@ -249,16 +249,16 @@ impl Checking<'_> {
             let digest = scanner
                 .digest(self.image, &tag, self.creds, self.insecure, self.timeout)
                 .await?;
-            let verified = scanner
-                .verify(
-                    self.image,
-                    &digest,
-                    self.creds,
-                    self.keys,
-                    self.insecure,
-                    self.timeout,
-                )
-                .await;
+            let client = scanner.client(self.image, self.creds, self.insecure, self.timeout)?;
+            let verified = cosign::verify(
+                &client,
+                self.image,
+                &digest,
+                self.creds,
+                self.keys,
+                self.timeout,
+            )
+            .await;
             match verified {
                 Ok(key) => {
                     tracing::debug!(image = %subject, tag = %version, %digest, %key, "signature verified");

@@ -238,14 +238,37 @@ pub async fn render(
     let mut objects = vec![];
     if !super::sops::is_encrypted(&out) {
         plain::parse_documents("kustomize output", &out, &req.limits, &mut objects)?;
-        return Ok(objects);
+    } else {
+        // Encrypted documents pass through kustomize as they are: each is decrypted alone.
+        for (i, doc) in super::sops::documents(&out).iter().enumerate() {
+            let source = format!("kustomize output (document {})", i + 1);
+            super::parse_decrypted(&source, doc, super::sops::Format::Yaml, req, &mut objects)
+                .await?;
+        }
     }
-    // Encrypted documents pass through kustomize as they are: each is decrypted alone.
-    for (i, doc) in super::sops::documents(&out).iter().enumerate() {
-        let source = format!("kustomize output (document {})", i + 1);
-        super::parse_decrypted(&source, doc, super::sops::Format::Yaml, req, &mut objects).await?;
-    }
+    refuse_generated_ciphertext(&objects)?;
     Ok(objects)
+}
+
+/// A generator's object made of an encrypted file (see `sops::ciphertext_in`) stops the set:
+/// ciphertext is never applied.
+fn refuse_generated_ciphertext(objects: &[Value]) -> Result<(), RenderError> {
+    for o in objects {
+        if let Some(key) = super::sops::ciphertext_in(o) {
+            let kind = o.get("kind").and_then(Value::as_str).unwrap_or("object");
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(RenderError::Decryption {
+                source_name: format!("kustomize output ({kind} {name})"),
+                message: format!(
+                    "its entry {key} holds SOPS ciphertext: a generator read an encrypted file, and such files are not decrypted (kustomize reads them from disk, where plaintext is never written); encrypt the {kind} manifest itself instead. Refusing to apply ciphertext"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The values a `secretGenerator` of the visited kustomizations would put into Secrets

@@ -262,6 +262,36 @@ pub fn mark_decrypted(objects: &mut [Value]) {
     }
 }
 
+/// Where a rendered object still carries SOPS ciphertext in its data: the key of a
+/// `data`/`stringData` entry holding `ENC[…]` values or a dotenv file's `sops_mac` (what a
+/// kustomize `secretGenerator` makes of an encrypted `.env` or other file). Such files are
+/// not decrypted (kustomize reads them from disk, where plaintext never goes), so the set
+/// is refused rather than applied with ciphertext.
+pub fn ciphertext_in(object: &Value) -> Option<String> {
+    use base64::Engine;
+    let encrypted = |text: &str| text.contains("ENC[AES256_GCM,");
+    for field in ["data", "stringData", "binaryData"] {
+        let Some(entries) = object.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, value) in entries {
+            let Some(text) = value.as_str() else { continue };
+            let decoded = match field {
+                "stringData" => Some(text.to_string()),
+                _ => base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+            };
+            let shown = decoded.as_deref().unwrap_or(text);
+            if key == "sops_mac" || encrypted(shown) || encrypted(text) {
+                return Some(key.clone());
+            }
+        }
+    }
+    None
+}
+
 /// Splits a multi-document YAML stream (kustomize's output) at its `---` lines.
 pub fn documents(text: &str) -> Vec<String> {
     let mut docs = vec![String::new()];
@@ -318,6 +348,23 @@ mod tests {
             Decryptor::from_secret_data("team/sops", &Default::default(), Duration::from_secs(5))
                 .unwrap_err();
         assert!(none.contains("no decryption key"), "{none}");
+    }
+
+    #[test]
+    fn ciphertext_left_in_generated_objects_is_found() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // A secretGenerator's Secret of an encrypted dotenv file.
+        let dotenv = serde_json::json!({"kind": "Secret", "data": {
+            "DB_PASSWORD": b64("ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]"),
+            "sops_mac": b64("ENC[AES256_GCM,data:m]")}});
+        assert!(ciphertext_in(&dotenv).is_some());
+        // A ConfigMap of an encrypted YAML file given as `files:`.
+        let file = serde_json::json!({"kind": "ConfigMap", "data": {
+            "app.yaml": "password: ENC[AES256_GCM,data:abc,iv:x,tag:y,type:str]\nsops:\n  mac: x\n"}});
+        assert_eq!(ciphertext_in(&file).as_deref(), Some("app.yaml"));
+        let plain = serde_json::json!({"kind": "Secret", "data": {"a": b64("hunter2")}});
+        assert_eq!(ciphertext_in(&plain), None);
     }
 
     #[test]

@@ -253,7 +253,8 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    fn client(
+    /// The shared client for `image`'s registry with these credentials.
+    pub fn client(
         &self,
         image: &ImageName,
         creds: &Credentials,
@@ -335,22 +336,6 @@ impl Scanner {
             timeout,
         })?
         .map_err(|e| classify(image, &format!("{}:{tag}", image.repository), e))
-    }
-}
-
-impl Scanner {
-    /// Checks the cosign signatures of manifest `digest` of `image` (see `cosign::verify`).
-    pub async fn verify(
-        &self,
-        image: &ImageName,
-        digest: &str,
-        creds: &Credentials,
-        keys: &super::cosign::TrustedKeys,
-        insecure: bool,
-        timeout: Duration,
-    ) -> Result<String, super::cosign::VerifyError> {
-        let client = self.client(image, creds, insecure, timeout)?;
-        super::cosign::verify(&client, image, digest, creds, keys, timeout).await
     }
 }
 

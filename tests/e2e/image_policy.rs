@@ -69,7 +69,7 @@ pub async fn wait_latest(api: &Api<ImagePolicy>, name: &str, image: &str) -> Ima
     .await
 }
 
-async fn wait_reason(api: &Api<ImagePolicy>, name: &str, reason: &str) -> ImagePolicy {
+pub async fn wait_reason(api: &Api<ImagePolicy>, name: &str, reason: &str) -> ImagePolicy {
     eventually(
         &format!("ImagePolicy {name} to report {reason}"),
         Duration::from_secs(30),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::image_policy::{docker_secret, wait_latest};
+use crate::image_policy::{docker_secret, wait_latest, wait_reason};
 use crate::oci_charts::push_chart;
 use crate::support::app::{condition, create_source_and_app};
 use crate::support::cluster::{TestNamespace, client, install_crds};
@@ -149,28 +149,18 @@ async fn only_tags_signed_by_a_trusted_key_are_selected() {
     )
     .await
     .unwrap();
-    let failed = eventually(
-        "the unsigned policy to fail",
-        Duration::from_secs(30),
-        || async {
-            let p = api.get("other").await.ok()?;
-            let c = p
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")?
-                .clone();
-            (c.reason == "VerificationFailed").then_some((p, c))
-        },
-    )
-    .await;
+    let failed = wait_reason(&api, "other", "VerificationFailed").await;
+    let status = failed.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert!(
-        failed.1.message.contains("2.0.0 (no cosign signature)"),
-        "{:?}",
-        failed.1
+        ready.message.contains("2.0.0 (no cosign signature)"),
+        "{ready:?}"
     );
-    assert!(failed.0.status.unwrap().latest_image.is_none());
+    assert!(status.latest_image.is_none());
 }
 
 #[tokio::test]

@@ -39,31 +39,11 @@ fn ssh_key(dir: &Path, name: &str) -> (String, String) {
 
 /// A GnuPG home with a new signing key: (its fingerprint, the armored public key).
 fn gpg_key(home: &Path) -> (String, String) {
-    let gpg = |args: &[&str]| {
-        run(Command::new("gpg")
-            .env("GNUPGHOME", home)
-            .args(["--batch", "--quiet"])
-            .args(args))
-    };
-    gpg(&[
-        "--passphrase",
-        "",
-        "--quick-gen-key",
-        "Team Release <release@example.com>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
-    let listing = gpg(&["--with-colons", "--list-secret-keys"]);
-    let fingerprint = listing
-        .lines()
-        .find_map(|l| l.strip_prefix("fpr:"))
-        .map(|l| l.trim_matches(':').to_string())
-        .unwrap();
-    (
-        fingerprint.clone(),
-        gpg(&["--armor", "--export", &fingerprint]),
-    )
+    use crate::support::gpg;
+    let uid = "Team Release <release@example.com>";
+    let fingerprint = gpg::new_key(home, uid, "ed25519", "sign", "");
+    let public = gpg::gpg(home, "", &["--armor", "--export", &fingerprint]);
+    (fingerprint, public)
 }
 
 /// Commits everything in `ws` and pushes: signed (`-S`) with the git options `sign` (an

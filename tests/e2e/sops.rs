@@ -247,34 +247,44 @@ async fn encrypted_manifests_apply_decrypted_and_the_plaintext_is_nowhere_else()
     }
 }
 
+/// A dotenv file encrypted to `recipient` by sops.
+fn sops_dotenv(plaintext: &str, recipient: &str) -> String {
+    let mut child = Command::new(tool("sops"))
+        .args(["--encrypt", "--age", recipient])
+        .args([
+            "--input-type",
+            "dotenv",
+            "--output-type",
+            "dotenv",
+            "/dev/stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plaintext.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sops: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A GnuPG home with a new key that can encrypt (ed25519 and a cv25519 subkey), protected
 /// by `passphrase` when it is not empty: (its fingerprint, the armored secret key).
 fn gpg_encryption_key(home: &std::path::Path, passphrase: &str) -> (String, String) {
-    let gpg = |args: &[&str]| {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", home)
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
-            .args(["--passphrase", passphrase])
-            .args(args)
-            .output()
-            .expect("gpg is installed (make deps)");
-        assert!(out.status.success(), "gpg {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "Ops <ops@example.com>",
-        "default",
-        "default",
-        "never",
-    ]);
-    let listing = gpg(&["--with-colons", "--list-secret-keys"]);
-    let fingerprint = listing
-        .lines()
-        .find_map(|l| l.strip_prefix("fpr:"))
-        .map(|l| l.trim_matches(':').to_string())
-        .unwrap();
-    let secret = gpg(&["--armor", "--export-secret-keys", &fingerprint]);
+    use crate::support::gpg;
+    let uid = "Ops <ops@example.com>";
+    let fingerprint = gpg::new_key(home, uid, "default", "default", passphrase);
+    let secret = gpg::gpg(
+        home,
+        passphrase,
+        &["--armor", "--export-secret-keys", &fingerprint],
+    );
     (fingerprint, secret)
 }
 
@@ -385,6 +395,23 @@ async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
     ];
     server.create_repo("wrong", &files);
     server.create_repo("none", &files);
+    // An encrypted dotenv file read by kustomize's secretGenerator: its Secret would hold
+    // ciphertext, so the set is refused (such files are not decrypted).
+    let dotenv = sops_dotenv("DB_PASSWORD=generated-never-applied\n", &recipient);
+    server.create_repo(
+        "dotenv",
+        &[
+            ("deploy/app.enc.env", dotenv.as_str()),
+            (
+                "deploy/kustomization.yaml",
+                "resources: [plain.yaml]\nsecretGenerator:\n- name: generated\n  envs: [app.enc.env]\n",
+            ),
+            (
+                "deploy/plain.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain-dotenv\ndata:\n  a: b\n",
+            ),
+        ],
+    );
     key_secret(&client, &ns.name, "other-keys", &other_identity).await;
     create_source_and_app(
         &client,
@@ -402,10 +429,23 @@ async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
         json!({"path": "deploy"}),
     )
     .await;
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "dotenv",
+        &server.file_url("dotenv"),
+        json!({"path": "deploy"}),
+    )
+    .await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    for (name, says) in [
-        ("wrong", "none of the Secret's keys can decrypt it"),
-        ("none", "sets no spec.decryption"),
+    for (name, file, says) in [
+        (
+            "wrong",
+            "deploy/db.enc.yaml",
+            "none of the Secret's keys can decrypt it",
+        ),
+        ("none", "deploy/db.enc.yaml", "sets no spec.decryption"),
+        ("dotenv", "Secret generated-", "holds SOPS ciphertext"),
     ] {
         let ready = eventually(
             &format!("{name}: DecryptionFailed"),
@@ -418,7 +458,7 @@ async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
         .await;
         assert_eq!(ready.status, "False");
         assert!(
-            ready.message.contains("deploy/db.enc.yaml") && ready.message.contains(says),
+            ready.message.contains(file) && ready.message.contains(says),
             "{name}: {}",
             ready.message
         );
@@ -426,6 +466,7 @@ async fn a_wrong_key_or_no_keys_stop_the_sync_and_apply_nothing() {
     // Nothing of either set was applied: neither the plain ConfigMap nor any ciphertext.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     assert!(cms.get_opt("plain").await.unwrap().is_none());
+    assert!(cms.get_opt("plain-dotenv").await.unwrap().is_none());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     assert!(secrets.get_opt("db").await.unwrap().is_none());
 }

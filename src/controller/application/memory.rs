@@ -96,9 +96,30 @@ impl StatusWrites {
     }
 }
 
+/// The Applications (by uid) this controller added its finalizer to, so a reconcile whose
+/// cache does not show it yet does not add it again.
+#[derive(Default)]
+pub struct Finalized(Mutex<std::collections::HashSet<String>>);
+
+impl Finalized {
+    pub fn insert(&self, uid: &str) {
+        self.0.lock().expect("finalized").insert(uid.to_string());
+    }
+
+    pub fn contains(&self, uid: &str) -> bool {
+        self.0.lock().expect("finalized").contains(uid)
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.0.lock().expect("finalized").remove(uid);
+    }
+}
+
 #[derive(Default)]
 pub struct Memory {
     pub desired: DesiredCache,
+    /// Applications this controller gave its finalizer.
+    pub finalizers: Finalized,
     /// The versions this controller's status writes produced.
     pub status_writes: StatusWrites,
     /// The GitRepositories of this shard, as watched (set once the controller runs).

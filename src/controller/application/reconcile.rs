@@ -363,19 +363,32 @@ async fn find_artifact(
     let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), ns);
     let source_name = &app.spec.source_ref.name;
     // From the watch of this shard's sources (a new artifact wakes the Application after
-    // the watch cache has it); one GET when it is not there (not listed yet, or of
-    // another shard, which the message below names).
+    // the watch cache has it). The API server is asked when the cache does not have it
+    // (not listed yet, or of another shard, which the message below names) or when what
+    // the cache says leads to no artifact (it may lag, e.g. after an API server restart).
     let cached = ctx.memory.sources.get().and_then(|store| {
         store.get(&kube::runtime::reflector::ObjectRef::new(source_name).within(ns))
     });
-    let found = match cached {
-        Some(source) => Some(GitRepository::clone(&source)),
-        None => repos.get_opt(source_name).await?,
-    };
-    let Some(source) = found else {
+    if let Some(source) = cached {
+        let seen = artifact_of(ctx, ns, GitRepository::clone(&source)).await;
+        if matches!(seen.0, ArtifactSeen::Ready { .. }) {
+            return Ok(seen);
+        }
+    }
+    let Some(source) = repos.get_opt(source_name).await? else {
         let m = format!("GitRepository {source_name} not found");
         return Ok((ArtifactSeen::Failed(m), None));
     };
+    Ok(artifact_of(ctx, ns, source).await)
+}
+
+/// What `source` offers the Application: its artifact's tree, leased, or why not.
+async fn artifact_of(
+    ctx: &Arc<AppContext>,
+    ns: &str,
+    source: GitRepository,
+) -> (ArtifactSeen, Option<Found>) {
+    let source_name = source.name_any();
     // Artifacts live with the controller that fetched them: a source of another shard is
     // never checked out here.
     if !ctx.shard.owns(source.labels()) {
@@ -385,14 +398,14 @@ async fn find_artifact(
             ctx.shard,
             crate::controller::shard::SHARD_LABEL,
         );
-        return Ok((ArtifactSeen::Failed(m), None));
+        return (ArtifactSeen::Failed(m), None);
     }
     let Some(artifact) = source.status.as_ref().and_then(|s| s.artifact.clone()) else {
         let ready = source
             .status
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, conditions::READY));
-        return Ok(match ready {
+        return match ready {
             Some(c) if conditions::is(c, Status::False) => {
                 let m = format!("GitRepository {source_name} has no artifact: {}", c.message);
                 (ArtifactSeen::Failed(m), None)
@@ -401,20 +414,18 @@ async fn find_artifact(
                 let m = format!("waiting for the first artifact of GitRepository {source_name}");
                 (ArtifactSeen::Waiting(m), None)
             }
-        });
+        };
     };
-    Ok(
-        match super::artifact::checkout(ctx, ns, &source, &artifact).await {
-            Checkout::Ready(lease) => (
-                ArtifactSeen::Ready {
-                    revision: artifact.revision.clone(),
-                },
-                Some((source, artifact, lease)),
-            ),
-            Checkout::NotYet => (ArtifactSeen::NotYet, None),
-            Checkout::Failed(m) => (ArtifactSeen::Failed(m), None),
-        },
-    )
+    match super::artifact::checkout(ctx, ns, &source, &artifact).await {
+        Checkout::Ready(lease) => (
+            ArtifactSeen::Ready {
+                revision: artifact.revision.clone(),
+            },
+            Some((source, artifact, lease)),
+        ),
+        Checkout::NotYet => (ArtifactSeen::NotYet, None),
+        Checkout::Failed(m) => (ArtifactSeen::Failed(m), None),
+    }
 }
 
 /// A rejected revision: the workloads of the last healthy one run; say how they are, and
@@ -482,6 +493,25 @@ fn o_gen(app: Option<&Application>) -> Option<i64> {
 pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action> {
     let ns = app.namespace().unwrap_or_default();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = app.uid().unwrap_or_default();
+    let has_finalizer = app.finalizers().iter().any(|f| f == FINALIZER);
+    if !has_finalizer && app.metadata.deletion_timestamp.is_none() {
+        // This controller added it already and the watch cache has not caught up: adding
+        // it again would fail its test (the 422 a fleet's first syncs logged).
+        if ctx.memory.finalizers.contains(&uid) {
+            return super::detach::bounded(app, ctx.clone(), apply).await;
+        }
+        // Added here, and the sync goes on at once with the object the API server answered,
+        // rather than a second reconcile when the watch brings the change back.
+        let added = add_finalizer(&api, &app).await?;
+        ctx.memory.finalizers.insert(&uid);
+        ctx.memory.status_writes.wrote(
+            &ns,
+            &added.name_any(),
+            added.metadata.resource_version.clone(),
+        );
+        return super::detach::bounded(Arc::new(added), ctx.clone(), apply).await;
+    }
     finalizer(&api, FINALIZER, app, |event| async {
         match event {
             Event::Apply(a) => super::detach::bounded(a, ctx.clone(), apply).await,
@@ -489,12 +519,41 @@ pub(super) async fn reconcile(app: Arc<Application>, ctx: Arc<AppContext>) -> Re
                 ctx.memory
                     .detached
                     .end(&a.namespace().unwrap_or_default(), &a.name_any());
+                ctx.memory.finalizers.remove(&a.uid().unwrap_or_default());
                 super::cleanup::cleanup(a, ctx.clone()).await
             }
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Adds this controller's finalizer to `app`, as kube's finalizer helper does: a JSON patch
+/// that first tests the finalizers are as the cache shows them (Kubernetes does not
+/// deduplicate finalizers, so a concurrent change fails the patch and is retried).
+async fn add_finalizer(api: &Api<Application>, app: &Application) -> Result<Application> {
+    let patch = if app.finalizers().is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": app.finalizers()},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}
+        ])
+    };
+    let patch = serde_json::from_value(patch).map_err(|source| Error::Serialize {
+        what: "finalizer patch",
+        source,
+    })?;
+    Ok(api
+        .patch(
+            &app.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(patch),
+        )
+        .await?)
 }
 
 #[cfg(test)]

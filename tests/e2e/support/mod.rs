@@ -9,6 +9,7 @@ pub mod controller;
 pub mod cosign;
 pub mod git;
 pub mod gitea;
+pub mod gpg;
 pub mod hostile;
 pub mod http_stub;
 pub mod private_cluster;
