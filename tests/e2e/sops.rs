@@ -55,36 +55,11 @@ fn encrypt_to(
     gnupg: Option<&std::path::Path>,
     regex: &str,
 ) -> String {
-    let mut command = Command::new(tool("sops"));
-    if let Some(home) = gnupg {
-        command.env("GNUPGHOME", home);
-    }
-    let mut child = command
-        .arg("--encrypt")
-        .args(to)
-        .args([
-            "--encrypted-regex",
-            regex,
-            "--input-type",
-            "yaml",
-            "--output-type",
-            "yaml",
-            "/dev/stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(plaintext.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sops: {out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let mut args = vec!["--encrypt"];
+    args.extend(to);
+    args.extend(["--encrypted-regex", regex]);
+    args.extend(["--input-type", "yaml", "--output-type", "yaml"]);
+    let text = sops(&args, gnupg, plaintext);
     assert!(!text.contains(plaintext.lines().last().unwrap().trim()));
     text
 }
@@ -249,15 +224,24 @@ async fn encrypted_manifests_apply_decrypted_and_the_plaintext_is_nowhere_else()
 
 /// A dotenv file encrypted to `recipient` by sops.
 fn sops_dotenv(plaintext: &str, recipient: &str) -> String {
-    let mut child = Command::new(tool("sops"))
-        .args(["--encrypt", "--age", recipient])
-        .args([
-            "--input-type",
-            "dotenv",
-            "--output-type",
-            "dotenv",
-            "/dev/stdin",
-        ])
+    let dotenv = ["--input-type", "dotenv", "--output-type", "dotenv"];
+    sops(
+        &[&["--encrypt", "--age", recipient][..], &dotenv].concat(),
+        None,
+        plaintext,
+    )
+}
+
+/// Runs sops with `args` on `input` given on its standard input (with GnuPG's home
+/// `gnupg`, if any); fails the test when it fails; returns its output.
+fn sops(args: &[&str], gnupg: Option<&std::path::Path>, input: &str) -> String {
+    let mut command = Command::new(tool("sops"));
+    if let Some(home) = gnupg {
+        command.env("GNUPGHOME", home);
+    }
+    let mut child = command
+        .args(args)
+        .arg("/dev/stdin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -267,7 +251,7 @@ fn sops_dotenv(plaintext: &str, recipient: &str) -> String {
         .stdin
         .take()
         .unwrap()
-        .write_all(plaintext.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "sops: {out:?}");
