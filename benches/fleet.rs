@@ -16,6 +16,14 @@
 //! the API server's audit log as well; Flux's memory and CPU are both processes summed.
 //! `GANTRY_FLEET_PEERS=gantry` runs Gantry alone; `gantry,gantry-base` with
 //! `GANTRY_BASE_BIN` compares this build with another (e.g. before a change) in one run.
+//!
+//! Two repository layouts (`GANTRY_FLEET_LAYOUT`: `one`, `per-app` or `both`, the default):
+//! one repository and one GitRepository for the whole fleet, or one of each per
+//! Application (sources at a 10-minute interval; the per-app figures are named
+//! `fleet_N_per_app_…`, and a commit to every repository is not measured). Both tools'
+//! scratch — Flux's `TMPDIR` and artifact storage, Gantry's data directory — is on the same
+//! filesystem, `GANTRY_FLEET_SCRATCH` (`/dev/shm`, tmpfs, by default, as in Flux's own
+//! benchmark).
 
 #[path = "../tests/e2e/support/mod.rs"]
 #[allow(dead_code)]
@@ -74,6 +82,54 @@ fn write_fleet(dir: &Path, n: usize) {
     }
 }
 
+/// How the fleet's manifests are kept in Git.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One repository and one GitRepository for every Application.
+    One,
+    /// A repository and a GitRepository per Application.
+    PerApp,
+}
+
+impl Layout {
+    /// The name of the repository (and of the GitRepository) of Application `i`.
+    fn source(self, i: usize) -> String {
+        match self {
+            Layout::One => "fleet".into(),
+            Layout::PerApp => format!("fleet-a{i:05}"),
+        }
+    }
+
+    /// How its RESULT lines begin.
+    fn prefix(self, n: usize) -> String {
+        match self {
+            Layout::One => format!("fleet_{n}"),
+            Layout::PerApp => format!("fleet_{n}_per_app"),
+        }
+    }
+
+    fn interval(self) -> &'static str {
+        match self {
+            Layout::One => "1m",
+            Layout::PerApp => "10m",
+        }
+    }
+}
+
+/// Where both tools keep their scratch: `GANTRY_FLEET_SCRATCH`, else tmpfs when there is one.
+fn scratch() -> std::path::PathBuf {
+    std::env::var_os("GANTRY_FLEET_SCRATCH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let shm = std::path::PathBuf::from("/dev/shm");
+            if shm.is_dir() {
+                shm
+            } else {
+                std::env::temp_dir()
+            }
+        })
+}
+
 /// One run's figures.
 #[derive(Debug, Default, Clone)]
 struct Figures {
@@ -110,18 +166,38 @@ where
         .await;
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a run needs of the Git server and the bench's settings.
+struct Fleet<'a> {
+    n: usize,
+    idle: Duration,
+    layout: Layout,
+    server: &'a GitServer,
+    /// The clone commits are made in: of the one repository, or of the repository of the
+    /// Application a commit changes (per-app).
+    workspace: &'a Workspace,
+    flux_dir: Option<&'a Path>,
+    /// Logs.
+    work: &'a Path,
+    /// Both tools' scratch.
+    scratch: &'a Path,
+}
+
 async fn run_once(
     client: &kube::Client,
     peer: Peer,
-    n: usize,
-    idle: Duration,
-    server: &GitServer,
-    workspace: &Workspace,
+    fleet: &Fleet<'_>,
     head: &mut String,
-    flux_dir: Option<&Path>,
-    work: &Path,
 ) -> Figures {
+    let Fleet {
+        n,
+        idle,
+        layout,
+        server,
+        workspace,
+        flux_dir,
+        work,
+        scratch,
+    } = *fleet;
     // The target namespaces, made before the clock starts.
     let control = TestNamespace::new(
         client,
@@ -145,8 +221,8 @@ async fn run_once(
     })
     .await;
 
-    let data = tempfile::tempdir().unwrap();
-    let log = work.join(format!("{}.log", peer.label()));
+    let data = tempfile::tempdir_in(scratch).unwrap();
+    let log = work.join(format!("{}-{layout:?}.log", peer.label()));
     let mut gantry = None;
     let mut flux = None;
     let pids: Vec<u32> = match peer {
@@ -175,6 +251,7 @@ async fn run_once(
                 flux_dir.unwrap(),
                 peer == Peer::FluxTuned,
                 work,
+                scratch,
                 &kubeconfig_of(peer.user()),
             );
             let pids = vec![f.source.child.id(), f.kustomize.child.id()];
@@ -189,17 +266,28 @@ async fn run_once(
     // The clock starts with the first object: one source, N Applications (Kustomizations).
     let initial_from = log_lines(&log);
     let start = Instant::now();
-    let url = server.http_url("fleet");
+    let sources = match layout {
+        Layout::One => 1,
+        Layout::PerApp => n,
+    };
     match peer {
         Peer::Gantry | Peer::GantryBase => {
             let repos: Api<GitRepository> = Api::namespaced(client.clone(), &control.name);
-            let repo = serde_json::from_value(json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
-                "metadata": {"name": "fleet"},
-                "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"}}
-            }))
-            .unwrap();
-            repos.create(&PostParams::default(), &repo).await.unwrap();
+            create_all(sources, |i| {
+                let repos = repos.clone();
+                let name = layout.source(i);
+                let url = server.http_url(&name);
+                async move {
+                    let repo = serde_json::from_value(json!({
+                        "apiVersion": "gantry.dev/v1alpha1", "kind": "GitRepository",
+                        "metadata": {"name": name},
+                        "spec": {"url": url, "interval": layout.interval(), "ref": {"branch": "main"}}
+                    }))
+                    .unwrap();
+                    repos.create(&PostParams::default(), &repo).await.unwrap();
+                }
+            })
+            .await;
             let apps: Api<Application> = Api::namespaced(client.clone(), &control.name);
             create_all(n, |i| {
                 let apps = apps.clone();
@@ -209,7 +297,7 @@ async fn run_once(
                         "apiVersion": "gantry.dev/v1alpha1", "kind": "Application",
                         "metadata": {"name": format!("a{i:05}")},
                         "spec": {
-                            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+                            "sourceRef": {"kind": "GitRepository", "name": layout.source(i)},
                             "path": format!("apps/a{i:05}"),
                             "targetNamespace": target,
                             "interval": "10m",
@@ -223,14 +311,22 @@ async fn run_once(
             .await;
         }
         _ => {
-            let sources = flux_sources(client, &control.name);
-            let repo = serde_json::from_value(json!({
-                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-                "metadata": {"name": "fleet"},
-                "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"}}
-            }))
-            .unwrap();
-            sources.create(&PostParams::default(), &repo).await.unwrap();
+            let flux_repos = flux_sources(client, &control.name);
+            create_all(sources, |i| {
+                let flux_repos = flux_repos.clone();
+                let name = layout.source(i);
+                let url = server.http_url(&name);
+                async move {
+                    let repo = serde_json::from_value(json!({
+                        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                        "metadata": {"name": name},
+                        "spec": {"url": url, "interval": layout.interval(), "ref": {"branch": "main"}}
+                    }))
+                    .unwrap();
+                    flux_repos.create(&PostParams::default(), &repo).await.unwrap();
+                }
+            })
+            .await;
             let ks = kustomizations(client, &control.name);
             create_all(n, |i| {
                 let ks = ks.clone();
@@ -240,7 +336,7 @@ async fn run_once(
                         "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
                         "metadata": {"name": format!("a{i:05}")},
                         "spec": {
-                            "sourceRef": {"kind": "GitRepository", "name": "fleet"},
+                            "sourceRef": {"kind": "GitRepository", "name": layout.source(i)},
                             "path": format!("./apps/a{i:05}"),
                             "targetNamespace": target,
                             "interval": "10m",
@@ -271,7 +367,9 @@ async fn run_once(
         n,
         cpu: &cpu,
     };
-    let (ready_at, healthy_at, cpu_ready) = waiter.all_ready(head, start, true).await;
+    // Per-app, each repository has a commit of its own: any revision counts at first.
+    let initial = (layout == Layout::One).then_some(head.as_str());
+    let (ready_at, healthy_at, cpu_ready) = waiter.all_ready(initial, start, true).await;
     let cpu_ready = cpu_ready - cpu_before;
     let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
     let initial_requests_per_app = peer.is_gantry().then(|| {
@@ -315,17 +413,22 @@ async fn run_once(
         peer.label(),
         std::process::id() ^ start.elapsed().as_nanos() as u32
     );
-    for i in 0..n {
-        workspace.write(&app_file(i), &fleet_objects(i, Some(&format!("all-{tag}"))));
-    }
-    let every = workspace.commit_and_push("change every application");
-    let t = Instant::now();
-    request_fetch(client, peer, &control.name).await;
-    let (change_all_s, _, _) = waiter.all_ready(&every, t, false).await;
-    eprintln!(
-        "{}: a commit changing all {n}: {change_all_s:.1}s",
-        peer.label()
-    );
+    let change_all_s = if layout == Layout::One {
+        for i in 0..n {
+            workspace.write(&app_file(i), &fleet_objects(i, Some(&format!("all-{tag}"))));
+        }
+        let every = workspace.commit_and_push("change every application");
+        let t = Instant::now();
+        request_fetch(client, peer, &control.name, "fleet").await;
+        let (change_all_s, _, _) = waiter.all_ready(Some(&every), t, false).await;
+        eprintln!(
+            "{}: a commit changing all {n}: {change_all_s:.1}s",
+            peer.label()
+        );
+        change_all_s
+    } else {
+        f64::NAN
+    };
 
     let k = n / 2;
     workspace.write(&app_file(k), &fleet_objects(k, Some(&format!("one-{tag}"))));
@@ -333,9 +436,13 @@ async fn run_once(
     let from = log_lines(&log);
     let flux_before = flux_requests(&flux_ports).await;
     let t = Instant::now();
-    request_fetch(client, peer, &control.name).await;
+    request_fetch(client, peer, &control.name, &layout.source(k)).await;
     let change_one_s = waiter.one_ready(&format!("a{k:05}"), &one, t).await;
-    let (change_one_all_s, _, _) = waiter.all_ready(&one, t, false).await;
+    let change_one_all_s = if layout == Layout::One {
+        waiter.all_ready(Some(&one), t, false).await.0
+    } else {
+        f64::NAN
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let scoped = match peer {
         Peer::Gantry | Peer::GantryBase => Some(requests_by_scope(
@@ -354,7 +461,9 @@ async fn run_once(
         "{}: a commit changing 1 of {n}: {change_one_s:.1}s (all at the revision after {change_one_all_s:.1}s), {change_one_requests} requests; {scoped:?}",
         peer.label()
     );
-    *head = one;
+    if layout == Layout::One {
+        *head = one;
+    }
 
     let figures = Figures {
         ready_s: ready_at,
@@ -391,12 +500,21 @@ async fn run_once(
         }
     })
     .await;
-    let _ = Api::<GitRepository>::namespaced(client.clone(), &control.name)
-        .patch("fleet", &PatchParams::default(), &no_finalizers)
-        .await;
-    let _ = flux_sources(client, &control.name)
-        .patch("fleet", &PatchParams::default(), &no_finalizers)
-        .await;
+    create_all(sources, |i| {
+        let no_finalizers = no_finalizers.clone();
+        let name = layout.source(i);
+        let repos = Api::<GitRepository>::namespaced(client.clone(), &control.name);
+        let flux_repos = flux_sources(client, &control.name);
+        async move {
+            let _ = repos
+                .patch(&name, &PatchParams::default(), &no_finalizers)
+                .await;
+            let _ = flux_repos
+                .patch(&name, &PatchParams::default(), &no_finalizers)
+                .await;
+        }
+    })
+    .await;
     create_all(n, |i| {
         let namespaces = namespaces.clone();
         let name = ns_name(i);
@@ -469,35 +587,82 @@ async fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| work.path().to_path_buf());
     std::fs::create_dir_all(&logs).unwrap();
-    write_fleet(&work.path().join("repo"), n);
+    let scratch = scratch();
+    eprintln!("both tools' scratch: {}", scratch.display());
+    let layouts = match std::env::var("GANTRY_FLEET_LAYOUT").as_deref() {
+        Ok("one") => vec![Layout::One],
+        Ok("per-app") => vec![Layout::PerApp],
+        _ => vec![Layout::One, Layout::PerApp],
+    };
     let server = GitServer::start();
-    let mut head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
-    let workspace = Workspace::clone_from(&server, "fleet");
-
-    let mut all: Vec<(Peer, Vec<Figures>)> = peers.iter().map(|p| (*p, vec![])).collect();
-    for run in 0..runs() {
-        for (peer, figures) in all.iter_mut() {
-            eprintln!("run {run}: {}", peer.label());
-            let f = run_once(
-                &client,
-                *peer,
-                n,
-                idle,
-                &server,
-                &workspace,
-                &mut head,
-                flux_dir.as_deref(),
-                &logs,
-            )
-            .await;
-            figures.push(f);
+    for layout in layouts {
+        let (mut head, workspace) = match layout {
+            Layout::One => {
+                write_fleet(&work.path().join("repo"), n);
+                let head = server.create_repo_from_dir("fleet", &work.path().join("repo"));
+                (head, Workspace::clone_from(&server, "fleet"))
+            }
+            Layout::PerApp => {
+                create_per_app_repos(&server, n);
+                let changed = layout.source(n / 2);
+                (String::new(), Workspace::clone_from(&server, &changed))
+            }
+        };
+        let fleet = Fleet {
+            n,
+            idle,
+            layout,
+            server: &server,
+            workspace: &workspace,
+            flux_dir: flux_dir.as_deref(),
+            work: &logs,
+            scratch: &scratch,
+        };
+        let mut all: Vec<(Peer, Vec<Figures>)> = peers.iter().map(|p| (*p, vec![])).collect();
+        for run in 0..runs() {
+            for (peer, figures) in all.iter_mut() {
+                eprintln!("run {run}: {} ({layout:?})", peer.label());
+                figures.push(run_once(&client, *peer, &fleet, &mut head).await);
+            }
         }
+        print_results(&layout.prefix(n), n, &all);
     }
+}
+
+/// A repository per Application, each with that Application's directory only.
+fn create_per_app_repos(server: &GitServer, n: usize) {
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let dir = tempfile::tempdir().unwrap();
+                    let file = dir.path().join(app_file(i));
+                    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                    std::fs::write(file, fleet_objects(i, None)).unwrap();
+                    server.create_repo_from_dir(&Layout::PerApp.source(i), dir.path());
+                }
+            });
+        }
+    });
+    eprintln!(
+        "{n} repositories created in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The RESULT lines of one layout.
+fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)]) {
     let mut ready = std::collections::HashMap::new();
     let mut rss = std::collections::HashMap::new();
     let mut change_all = std::collections::HashMap::new();
     let mut change_one = std::collections::HashMap::new();
-    for (peer, figures) in &all {
+    for (peer, figures) in all {
         let l = peer.label();
         let med = |f: &dyn Fn(&Figures) -> f64| median(figures.iter().map(f).collect());
         let per_run = |f: &dyn Fn(&Figures) -> f64| {
@@ -511,66 +676,66 @@ async fn main() {
         ready.insert(*peer, r);
         rss.insert(*peer, med(&|f| f.peak_rss_mib));
         println!(
-            "RESULT fleet_{n}_{l}_all_ready_s={r:.1}   ({})",
+            "RESULT {prefix}_{l}_all_ready_s={r:.1}   ({})",
             per_run(&|f| f.ready_s)
         );
         if peer.is_gantry() {
             let per_app = |f: &Figures| f.initial_requests_per_app.unwrap_or(f64::NAN);
             println!(
-                "RESULT fleet_{n}_{l}_initial_requests_per_app={:.1}   ({})",
+                "RESULT {prefix}_{l}_initial_requests_per_app={:.1}   ({})",
                 med(&per_app),
                 per_run(&per_app)
             );
             println!(
-                "RESULT fleet_{n}_{l}_all_healthy_s={:.1}   ({})",
+                "RESULT {prefix}_{l}_all_healthy_s={:.1}   ({})",
                 med(&|f| f.healthy_s.unwrap_or(f64::NAN)),
                 per_run(&|f| f.healthy_s.unwrap_or(f64::NAN))
             );
         }
         println!(
-            "RESULT fleet_{n}_{l}_peak_rss_mib={:.1}   ({})",
+            "RESULT {prefix}_{l}_peak_rss_mib={:.1}   ({})",
             med(&|f| f.peak_rss_mib),
             per_run(&|f| f.peak_rss_mib)
         );
         println!(
-            "RESULT fleet_{n}_{l}_cpu_s_to_ready={:.1}   ({})",
+            "RESULT {prefix}_{l}_cpu_s_to_ready={:.1}   ({})",
             med(&|f| f.cpu_s_to_ready),
             per_run(&|f| f.cpu_s_to_ready)
         );
         println!(
-            "RESULT fleet_{n}_{l}_idle_cpu_percent={:.2}   ({})",
+            "RESULT {prefix}_{l}_idle_cpu_percent={:.2}   ({})",
             med(&|f| f.idle_cpu_percent),
             per_run(&|f| f.idle_cpu_percent)
         );
         println!(
-            "RESULT fleet_{n}_{l}_idle_writes={:.0}   ({})",
+            "RESULT {prefix}_{l}_idle_writes={:.0}   ({})",
             med(&|f| f.idle_writes as f64),
             per_run(&|f| f.idle_writes as f64)
         );
         println!(
-            "RESULT fleet_{n}_{l}_idle_requests_per_min={:.1}   ({})",
+            "RESULT {prefix}_{l}_idle_requests_per_min={:.1}   ({})",
             med(&|f| f.idle_requests_per_min),
             per_run(&|f| f.idle_requests_per_min)
         );
         let c = med(&|f| f.change_all_s);
         change_all.insert(*peer, c);
         println!(
-            "RESULT fleet_{n}_{l}_change_all_ready_s={c:.1}   ({})",
+            "RESULT {prefix}_{l}_change_all_ready_s={c:.1}   ({})",
             per_run(&|f| f.change_all_s)
         );
         let c = med(&|f| f.change_one_s);
         change_one.insert(*peer, c);
         println!(
-            "RESULT fleet_{n}_{l}_change_one_ready_s={c:.1}   ({})",
+            "RESULT {prefix}_{l}_change_one_ready_s={c:.1}   ({})",
             per_run(&|f| f.change_one_s)
         );
         println!(
-            "RESULT fleet_{n}_{l}_change_one_all_at_revision_s={:.1}   ({})",
+            "RESULT {prefix}_{l}_change_one_all_at_revision_s={:.1}   ({})",
             med(&|f| f.change_one_all_s),
             per_run(&|f| f.change_one_all_s)
         );
         println!(
-            "RESULT fleet_{n}_{l}_change_one_requests={:.0}   ({})",
+            "RESULT {prefix}_{l}_change_one_requests={:.0}   ({})",
             med(&|f| f.change_one_requests),
             per_run(&|f| f.change_one_requests)
         );
@@ -579,12 +744,12 @@ async fn main() {
             let writes = |f: &Figures| f.change_one_others.map_or(f64::NAN, |o| o.1 as f64);
             let per_app = |f: &Figures| others(f) / (n.max(2) - 1) as f64;
             println!(
-                "RESULT fleet_{n}_{l}_change_one_requests_per_other_app={:.2}   ({})",
+                "RESULT {prefix}_{l}_change_one_requests_per_other_app={:.2}   ({})",
                 med(&per_app),
                 per_run(&per_app)
             );
             println!(
-                "RESULT fleet_{n}_{l}_change_one_writes_to_others={:.0}   ({})",
+                "RESULT {prefix}_{l}_change_one_writes_to_others={:.0}   ({})",
                 med(&writes),
                 per_run(&writes)
             );
@@ -592,39 +757,39 @@ async fn main() {
     }
     // The other build against this one: above 1, this build is sooner (or smaller).
     if let (Some(g), Some(b)) = (ready.get(&Peer::Gantry), ready.get(&Peer::GantryBase)) {
-        println!("RESULT fleet_{n}_ready_base_over_new={:.2}", b / g);
+        println!("RESULT {prefix}_ready_base_over_new={:.2}", b / g);
         println!(
-            "RESULT fleet_{n}_memory_new_over_base={:.2}",
+            "RESULT {prefix}_memory_new_over_base={:.2}",
             rss[&Peer::Gantry] / rss[&Peer::GantryBase]
         );
         println!(
-            "RESULT fleet_{n}_change_all_base_over_new={:.2}",
+            "RESULT {prefix}_change_all_base_over_new={:.2}",
             change_all[&Peer::GantryBase] / change_all[&Peer::Gantry]
         );
         println!(
-            "RESULT fleet_{n}_change_one_base_over_new={:.2}",
+            "RESULT {prefix}_change_one_base_over_new={:.2}",
             change_one[&Peer::GantryBase] / change_one[&Peer::Gantry]
         );
     }
     for peer in [Peer::FluxTuned, Peer::FluxDefault] {
         if let (Some(g), Some(p)) = (ready.get(&Peer::Gantry), ready.get(&peer)) {
             println!(
-                "RESULT fleet_{n}_ready_speedup_vs_{}={:.2}",
+                "RESULT {prefix}_ready_speedup_vs_{}={:.2}",
                 peer.label(),
                 p / g
             );
             println!(
-                "RESULT fleet_{n}_memory_vs_{}={:.2}",
+                "RESULT {prefix}_memory_vs_{}={:.2}",
                 peer.label(),
                 rss[&Peer::Gantry] / rss[&peer]
             );
             println!(
-                "RESULT fleet_{n}_change_all_speedup_vs_{}={:.2}",
+                "RESULT {prefix}_change_all_speedup_vs_{}={:.2}",
                 peer.label(),
                 change_all[&peer] / change_all[&Peer::Gantry]
             );
             println!(
-                "RESULT fleet_{n}_change_one_speedup_vs_{}={:.2}",
+                "RESULT {prefix}_change_one_speedup_vs_{}={:.2}",
                 peer.label(),
                 change_one[&peer] / change_one[&Peer::Gantry]
             );

@@ -14,7 +14,7 @@ use crate::support::process::{ChildGuard, free_port, tool};
 /// longer than the interval, the first ones are reconciled again before the last are done.)
 pub async fn flux_ready(
     api: &Api<kube::api::DynamicObject>,
-    revision: &str,
+    revision: Option<&str>,
     seen: &mut HashSet<String>,
 ) {
     let Ok(list) = api.list(&ListParams::default()).await else {
@@ -29,7 +29,7 @@ pub async fn flux_ready(
         if ready
             && status["lastAppliedRevision"]
                 .as_str()
-                .is_some_and(|r| r.ends_with(revision))
+                .is_some_and(|r| revision.is_none_or(|rev| r.ends_with(rev)))
         {
             seen.insert(k.metadata.name.clone().unwrap_or_default());
         }
@@ -77,8 +77,9 @@ pub async fn flux_requests(ports: &[u16]) -> f64 {
     total
 }
 
-pub fn start_flux(dir: &Path, tuned: bool, logs: &Path, kubeconfig: &Path) -> Flux {
-    let storage = tempfile::tempdir().unwrap();
+/// Flux's controllers; their `TMPDIR` and artifact storage in `scratch`.
+pub fn start_flux(dir: &Path, tuned: bool, logs: &Path, scratch: &Path, kubeconfig: &Path) -> Flux {
+    let storage = tempfile::tempdir_in(scratch).unwrap();
     std::fs::create_dir_all(storage.path().join("artifacts")).unwrap();
     let port = free_port();
 

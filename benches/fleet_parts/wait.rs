@@ -40,8 +40,8 @@ impl Peer {
     }
 }
 
-/// (Ready at `revision`, Healthy) counts of the Applications in `ns`.
-pub async fn counts(apps: &Api<Application>, revision: &str) -> (usize, usize) {
+/// (Ready at `revision` (any, when `None`), Healthy) counts of the Applications in `ns`.
+pub async fn counts(apps: &Api<Application>, revision: Option<&str>) -> (usize, usize) {
     let Ok(list) = apps.list(&ListParams::default()).await else {
         return (0, 0);
     };
@@ -59,7 +59,7 @@ pub async fn counts(apps: &Api<Application>, revision: &str) -> (usize, usize) {
             && status
                 .last_applied_revision
                 .as_deref()
-                .is_some_and(|r| r.ends_with(revision))
+                .is_some_and(|r| revision.is_none_or(|rev| r.ends_with(rev)))
         {
             ready += 1;
         }
@@ -87,12 +87,12 @@ pub fn limit_s() -> f64 {
 }
 
 impl Waiter<'_> {
-    /// Seconds from `start` until all are Ready at `revision` (infinite when the limit is
+    /// Seconds from `start` until all are Ready at `revision` (at any, when `None`; infinite when the limit is
     /// reached first), until all are Healthy (Gantry, when `healthy` is asked), and the
     /// CPU-seconds counter when all were Ready.
     pub async fn all_ready(
         &self,
-        revision: &str,
+        revision: Option<&str>,
         start: Instant,
         healthy: bool,
     ) -> (f64, Option<f64>, f64) {
@@ -186,14 +186,14 @@ impl Waiter<'_> {
 /// Asks the peer's source to fetch now: the annotation Flux's `flux reconcile source git`
 /// sets, and for Gantry any metadata change (a GitRepository is reconciled on every change
 /// of its object, as a webhook Receiver would trigger it).
-pub async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str) {
+pub async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str, source: &str) {
     let now = format!("{:?}", std::time::SystemTime::now());
     match peer {
         Peer::Gantry | Peer::GantryBase => {
             let patch =
                 json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": now}}});
             Api::<GitRepository>::namespaced(client.clone(), ns)
-                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
+                .patch(source, &PatchParams::default(), &Patch::Merge(patch))
                 .await
                 .unwrap();
         }
@@ -201,7 +201,7 @@ pub async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str) {
             let patch =
                 json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
             flux_sources(client, ns)
-                .patch("fleet", &PatchParams::default(), &Patch::Merge(patch))
+                .patch(source, &PatchParams::default(), &Patch::Merge(patch))
                 .await
                 .unwrap();
         }

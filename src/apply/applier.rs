@@ -3,7 +3,7 @@
 //! objects, and deletes. The staged apply of a whole set is in [`super::set`], the guarded
 //! prune in [`super::prune`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -14,6 +14,7 @@ use super::discovery::{Discovery, Resolved};
 use super::normalize::{Desired, describe};
 use super::plan::{Change, classify};
 use crate::api::application::InventoryEntry;
+use crate::health::book::HealthBook;
 
 /// The field manager of every write Gantry makes.
 pub const FIELD_MANAGER: &str = "gantry";
@@ -105,10 +106,6 @@ pub struct Diffed {
     pub after: Value,
 }
 
-/// Live objects of the given items, read with one LIST per (resource, namespace) instead
-/// of one GET per object. Keyed by (namespace, name, plural, group).
-pub type LiveMap = HashMap<(Option<String>, String, String, String), Value>;
-
 /// One cluster as one identity: the client every request goes through, the cluster's
 /// cached discovery (shared by every identity on it, and asked with the controller's own
 /// client: which kinds exist is no secret of a tenant's), the field manager and how many
@@ -121,6 +118,8 @@ pub struct Applier {
     concurrency: usize,
     /// Where applies note the versions they produced (the drift watches read them).
     own_writes: Option<std::sync::Arc<super::own_writes::OwnWrites>>,
+    /// The health the watches of this cluster saw; applies note their versions there too.
+    health: Option<std::sync::Arc<HealthBook>>,
 }
 
 impl Applier {
@@ -138,6 +137,7 @@ impl Applier {
             field_manager: FIELD_MANAGER.to_string(),
             concurrency: concurrency.max(1),
             own_writes: None,
+            health: None,
         }
     }
 
@@ -146,6 +146,17 @@ impl Applier {
     pub fn with_own_writes(mut self, own: std::sync::Arc<super::own_writes::OwnWrites>) -> Self {
         self.own_writes = Some(own);
         self
+    }
+
+    /// Reads health from `book` (the watches of this cluster) and notes applies there.
+    pub fn with_health_book(mut self, book: std::sync::Arc<HealthBook>) -> Self {
+        self.health = Some(book);
+        self
+    }
+
+    /// The health the watches of this cluster saw, if they are kept.
+    pub fn health_book(&self) -> Option<&HealthBook> {
+        self.health.as_deref()
     }
 
     /// The client every request of this Applier goes through.
@@ -275,79 +286,47 @@ impl Applier {
         Ok(Some(Diffed { live, after }))
     }
 
-    /// The live objects of `items`, one LIST per (resource, namespace). A scope this
-    /// identity may not list is left out (its objects are read one by one, if at all, by
-    /// the dry-run, whose own answer then names each object and the API server's cause).
-    async fn list_live(&self, items: &[(&Desired, &Resolved)]) -> (LiveMap, BTreeSet<Scope>) {
-        let mut scopes: BTreeSet<Scope> = BTreeSet::new();
-        let mut resources: HashMap<(String, String), &Resolved> = HashMap::new();
-        for (d, r) in items {
-            scopes.insert(scope_of(d, r));
-            resources.insert((r.resource.group.clone(), r.resource.plural.clone()), r);
-        }
-        let mut out = LiveMap::new();
-        let mut unlisted = BTreeSet::new();
-        for scope in scopes {
-            let (ns, group, plural) = scope.clone();
-            let r = resources[&(group.clone(), plural.clone())];
-            let list = match self
-                .api(r, ns.as_deref())
-                .list(&ListParams::default())
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::debug!(resource = %plural, error = %api_message(&e), "cannot list; reading objects one by one");
-                    unlisted.insert(scope);
-                    continue;
-                }
-            };
-            for o in list.items {
-                let name = o.metadata.name.clone().unwrap_or_default();
-                let key_ns = if r.namespaced {
-                    o.metadata.namespace.clone()
-                } else {
-                    None
-                };
-                out.insert(
-                    (key_ns, name, plural.clone(), group.clone()),
-                    serde_json::to_value(o).unwrap_or(Value::Null),
-                );
-            }
-        }
-        (out, unlisted)
-    }
-
-    /// Dry-runs every object (bounded concurrency); per-object results in input order. The
-    /// live state comes from one LIST per resource and namespace.
+    /// Dry-runs every object (bounded concurrency); per-object results in input order.
+    ///
+    /// The dry-run's answer says whether the object exists: a dry-run create carries no
+    /// `resourceVersion`. Only an object that exists is read (one GET), for what the apply
+    /// would change and which Application it is labelled for; a new one costs no read. (A
+    /// LIST per kind and namespace instead costs the API server every object of that
+    /// namespace, thousands on a shared one, for each sync.)
     pub async fn dry_run(
         &self,
         items: &[(&Desired, &Resolved)],
         force: bool,
     ) -> Vec<Result<Checked, ObjectError>> {
-        let (live, unlisted) = self.list_live(items).await;
         let jobs: Vec<_> = items
             .iter()
-            .map(|&(d, r)| {
-                let listed = live.get(&live_key(d, r)).cloned();
-                let read_alone = unlisted.contains(&scope_of(d, r));
-                async move {
-                    let dry = self
-                        .dry_apply(r, d, force)
-                        .await
-                        .map_err(|e| ObjectError::new(&d.key, &e))?;
-                    let live_value = match listed {
-                        Some(v) => Some(v),
-                        None if read_alone => self.live(r, &d.key).await.ok().flatten(),
-                        None => None,
-                    };
-                    Ok(Checked {
-                        change: classify(live_value.as_ref(), &dry),
-                        foreign_owner: live_value
+            .map(|&(d, r)| async move {
+                let dry = self
+                    .dry_apply(r, d, force)
+                    .await
+                    .map_err(|e| ObjectError::new(&d.key, &e))?;
+                if !exists(&dry) {
+                    return Ok(Checked {
+                        change: Change::Created,
+                        foreign_owner: None,
+                    });
+                }
+                Ok(match self.live(r, &d.key).await {
+                    Ok(live) => Checked {
+                        change: classify(live.as_ref(), &dry),
+                        foreign_owner: live
                             .as_ref()
                             .and_then(|l| super::foreign_owner(&d.object, l)),
-                    })
-                }
+                    },
+                    Err(e) => {
+                        // Patch rights without read rights: it exists, so it changes.
+                        tracing::debug!(object = %describe(&d.key), error = %api_message(&e), "cannot read the live object");
+                        Checked {
+                            change: Change::Configured,
+                            foreign_owner: None,
+                        }
+                    }
+                })
             })
             .collect();
         concurrent::run(jobs, self.concurrency).await
@@ -378,6 +357,20 @@ impl Applier {
                     ) {
                         own.record(uid, rv);
                     }
+                    if let (Some(book), Some(rv)) =
+                        (&self.health, &applied.metadata.resource_version)
+                        && crate::health::has_check(&d.key.group, &d.key.kind)
+                    {
+                        book.applied(
+                            (
+                                d.key.group.clone(),
+                                d.key.kind.clone(),
+                                d.key.namespace.clone(),
+                                d.key.name.clone(),
+                            ),
+                            rv,
+                        );
+                    }
                     Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
                 }
             })
@@ -386,32 +379,12 @@ impl Applier {
     }
 }
 
-/// (namespace, group, plural) of one LIST.
-type Scope = (Option<String>, String, String);
-
-fn scope_of(d: &Desired, r: &Resolved) -> Scope {
-    (
-        scope_namespace(d, r),
-        r.resource.group.clone(),
-        r.resource.plural.clone(),
-    )
-}
-
-fn scope_namespace(d: &Desired, r: &Resolved) -> Option<String> {
-    if r.namespaced {
-        d.key.namespace.clone()
-    } else {
-        None
-    }
-}
-
-fn live_key(d: &Desired, r: &Resolved) -> (Option<String>, String, String, String) {
-    (
-        scope_namespace(d, r),
-        d.key.name.clone(),
-        r.resource.plural.clone(),
-        r.resource.group.clone(),
-    )
+/// Whether a dry-run's answer is of an object that exists: the API server stores nothing
+/// on a dry-run, so a dry-run create has no `resourceVersion`.
+fn exists(dry_run: &Value) -> bool {
+    dry_run["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty())
 }
 
 #[cfg(test)]
@@ -438,5 +411,16 @@ mod message_tests {
             message,
             "Job.batch \"migrate\" is invalid: spec.template: field is immutable"
         );
+    }
+
+    #[test]
+    fn a_dry_run_create_is_told_by_its_missing_resource_version() {
+        let created =
+            serde_json::json!({"metadata": {"name": "a", "uid": "u", "creationTimestamp": "t"}});
+        let empty = serde_json::json!({"metadata": {"name": "a", "resourceVersion": ""}});
+        let existing = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "269"}});
+        assert!(!exists(&created));
+        assert!(!exists(&empty));
+        assert!(exists(&existing));
     }
 }

@@ -87,7 +87,8 @@ impl Cluster {
                 self.discovery.clone(),
                 self.limits.concurrency,
             )
-            .with_own_writes(self.drift.own_writes()),
+            .with_own_writes(self.drift.own_writes())
+            .with_health_book(self.drift.health_book()),
             drift: self.drift.clone(),
             cluster: self.host.clone(),
             identity: user.clone(),

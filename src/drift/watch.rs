@@ -1,5 +1,8 @@
-//! Metadata-only watches of managed objects, one per kind (not per object), that mark the
-//! changed objects of an Application as dirty and trigger its reconcile within a second.
+//! Watches of managed objects, one per kind (not per object), that mark the changed objects
+//! of an Application as dirty and trigger its reconcile within a second. Kinds whose health
+//! is re-read after a sync are watched whole and their verdicts kept in the [`HealthBook`]
+//! (a change of health triggers the reconcile too); every other kind is watched as
+//! metadata only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -15,6 +18,8 @@ use kube::runtime::watcher::{self, Event};
 use crate::api::application::{Application, InventoryEntry};
 use crate::apply::APPLICATION_LABEL;
 use crate::apply::own_writes::OwnWrites;
+use crate::health::book::{HealthBook, ObjectKey};
+use crate::health::{self, Verdict};
 
 type AppKey = (String, String);
 
@@ -30,6 +35,8 @@ pub struct DriftWatches {
     tx: mpsc::Sender<ObjectRef<Application>>,
     /// Versions this controller's applies produced: their events are not drift.
     own: std::sync::Arc<OwnWrites>,
+    /// The health of the objects of the kinds that have health checks.
+    health: std::sync::Arc<HealthBook>,
 }
 
 impl DriftWatches {
@@ -55,7 +62,13 @@ impl DriftWatches {
             dirty: Default::default(),
             tx,
             own: Default::default(),
+            health: Default::default(),
         }
+    }
+
+    /// The health the watches saw (the Appliers of this cluster note their applies there).
+    pub fn health_book(&self) -> std::sync::Arc<HealthBook> {
+        self.health.clone()
     }
 
     /// Where the Appliers of this cluster note their writes.
@@ -76,14 +89,32 @@ impl DriftWatches {
                 continue;
             }
             let Some(ar) = resource_of(e) else { continue };
-            let handle = tokio::spawn(watch_kind(
-                self.client.clone(),
-                ar,
-                self.namespace.clone(),
-                self.dirty.clone(),
-                self.tx.clone(),
-                self.own.clone(),
-            ));
+            let sink = Sink {
+                group: ar.group.clone(),
+                kind: ar.kind.clone(),
+                version: ar.version.clone(),
+                scope: self.namespace.clone(),
+                dirty: self.dirty.clone(),
+                tx: self.tx.clone(),
+                own: self.own.clone(),
+                health: self.health.clone(),
+                seen: HashMap::new(),
+            };
+            let handle = if health::has_check(&ar.group, &ar.kind) {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+                tokio::spawn(watch_kind(api, sink, |o: DynamicObject, group, kind| {
+                    let value = serde_json::to_value(&o).unwrap_or_default();
+                    (o.metadata, Some(health::assess(group, kind, &value)))
+                }))
+            } else {
+                let api: Api<PartialObjectMeta<DynamicObject>> =
+                    Api::all_with(self.client.clone(), &ar);
+                tokio::spawn(watch_kind(
+                    api,
+                    sink,
+                    |o: PartialObjectMeta<DynamicObject>, _, _| (o.metadata, None),
+                ))
+            };
             running.insert(key, handle);
         }
     }
@@ -106,45 +137,60 @@ impl Drop for DriftWatches {
     }
 }
 
-/// Watches one kind (`ar`: its group and kind name the inventory entries it marks).
-async fn watch_kind(
-    client: Client,
-    ar: ApiResource,
+/// Where the events of one kind's watch go.
+struct Sink {
+    group: String,
+    kind: String,
+    version: String,
+    /// Only Applications in this namespace are triggered.
     scope: Option<String>,
     dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
-    mut tx: mpsc::Sender<ObjectRef<Application>>,
+    tx: mpsc::Sender<ObjectRef<Application>>,
     own: std::sync::Arc<OwnWrites>,
-) {
-    let (group, kind) = (ar.group.clone(), ar.kind.clone());
-    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &ar);
+    health: std::sync::Arc<HealthBook>,
+    /// Last seen (generation, resourceVersion) per uid: status-only updates of objects
+    /// with a generation do not count as changes.
+    seen: HashMap<String, (Option<i64>, Option<String>)>,
+}
+
+/// One object of a watch: its metadata, and its verdict when its kind has health checks.
+type Observed = (kube::core::ObjectMeta, Option<Verdict>);
+
+/// Watches one kind; `observe` makes each object's metadata and verdict.
+async fn watch_kind<K>(
+    api: Api<K>,
+    mut sink: Sink,
+    observe: impl Fn(K, &str, &str) -> Observed + Send + 'static,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config =
         // Every object an Application applied carries its label (a chart may keep its
         // own `managed-by`).
         watcher::Config::default().labels(APPLICATION_LABEL);
-    // Last seen (generation, resourceVersion) per uid: status-only updates of objects with a
-    // generation do not count as changes.
-    let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
     let mut stream = watcher::watcher(api, config).boxed();
     // Objects listed by a (re)list are compared with what was seen before it, so a change
     // made while the watch was starting or disconnected is not missed.
-    let mut listed: Vec<PartialObjectMeta<DynamicObject>> = vec![];
+    let mut listed: Vec<Observed> = vec![];
     let mut failures: u32 = 0;
+    let (group, kind) = (sink.group.clone(), sink.kind.clone());
     while let Some(event) = stream.next().await {
-        let batch: Vec<(kube::core::ObjectMeta, bool)> = match event {
+        let batch: Vec<(Observed, bool)> = match event {
             Ok(Event::Init) => {
                 listed.clear();
                 continue;
             }
             Ok(Event::InitApply(o)) => {
-                listed.push(o);
+                listed.push(observe(o, &group, &kind));
                 continue;
             }
-            Ok(Event::InitDone) => std::mem::take(&mut listed)
-                .into_iter()
-                .map(|o| (o.metadata, false))
-                .collect(),
-            Ok(Event::Apply(o)) => vec![(o.metadata, false)],
-            Ok(Event::Delete(o)) => vec![(o.metadata, true)],
+            Ok(Event::InitDone) => {
+                let listed = std::mem::take(&mut listed);
+                sink.relisted(&listed);
+                listed.into_iter().map(|o| (o, false)).collect()
+            }
+            Ok(Event::Apply(o)) => vec![(observe(o, &group, &kind), false)],
+            Ok(Event::Delete(o)) => vec![(observe(o, &group, &kind), true)],
             Err(e) => {
                 // Retried every second: a lost connection, or an API server that refuses for a
                 // moment while it starts (403 before its authorizer is ready). A watch refused
@@ -160,26 +206,113 @@ async fn watch_kind(
                 } else {
                     std::time::Duration::from_secs(1)
                 };
+                // What was missed meanwhile is not known: health is read again until the
+                // watch has listed.
+                sink.health.unsynced(&group, &kind);
                 tracing::debug!(kind = %kind, error = %e, ?wait, "drift watch error (retrying)");
                 tokio::time::sleep(wait).await;
                 continue;
             }
         };
         failures = 0;
-        for (meta, deleted) in batch {
-            note_change(
-                &mut seen,
-                meta,
-                deleted,
-                &group,
-                &kind,
-                &ar.version,
-                scope.as_deref(),
-                &dirty,
-                &mut tx,
-                &own,
-            );
+        for ((meta, verdict), deleted) in batch {
+            let health_changed = match verdict {
+                Some(verdict) if !deleted => {
+                    sink.health
+                        .observe(sink.key(&meta), meta.resource_version.as_deref(), verdict)
+                }
+                Some(_) => {
+                    sink.health.forget(&sink.key(&meta));
+                    false
+                }
+                None => false,
+            };
+            sink.note_change(meta, deleted, health_changed);
         }
+    }
+}
+
+impl Sink {
+    fn key(&self, meta: &kube::core::ObjectMeta) -> ObjectKey {
+        (
+            self.group.clone(),
+            self.kind.clone(),
+            meta.namespace.clone(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// A (re)list of a kind with health checks replaces what the book held of it.
+    fn relisted(&self, listed: &[Observed]) {
+        if !health::has_check(&self.group, &self.kind) {
+            return;
+        }
+        let verdicts = listed
+            .iter()
+            .filter_map(|(meta, verdict)| {
+                verdict
+                    .clone()
+                    .map(|v| (self.key(meta), meta.resource_version.clone(), v))
+            })
+            .collect();
+        // Every object of the list is noted as a change below anyway.
+        self.health.relisted(&self.group, &self.kind, verdicts);
+    }
+
+    /// Marks the object dirty for its Application when it changed and the change is not
+    /// this controller's own apply; triggers the Application when its health changed.
+    fn note_change(&mut self, meta: kube::core::ObjectMeta, deleted: bool, health_changed: bool) {
+        let uid = meta.uid.clone().unwrap_or_default();
+        // This controller's own apply (its result is known): not a change to look into.
+        let own_write = !deleted
+            && meta
+                .resource_version
+                .as_deref()
+                .is_some_and(|rv| self.own.is_own(&uid, rv));
+        let now = (meta.generation, meta.resource_version.clone());
+        let changed = deleted
+            || match self.seen.get(&uid) {
+                None => true,
+                Some((g, rv)) => match (g, meta.generation) {
+                    (Some(old), Some(new)) => old != &new,
+                    _ => rv != &meta.resource_version,
+                },
+            };
+        if deleted {
+            self.seen.remove(&uid);
+        } else {
+            self.seen.insert(uid, now);
+        }
+        let drifted = changed && !own_write;
+        if !drifted && !health_changed {
+            return;
+        }
+        let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
+            return;
+        };
+        let Some((app_ns, app_name)) = owner.split_once('.') else {
+            return;
+        };
+        if self.scope.as_deref().is_some_and(|s| s != app_ns) {
+            return;
+        }
+        if drifted {
+            let entry = InventoryEntry {
+                group: self.group.clone(),
+                version: self.version.clone(),
+                kind: self.kind.clone(),
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone().unwrap_or_default(),
+            };
+            self.dirty
+                .lock()
+                .expect("drift dirty set")
+                .entry((app_ns.to_string(), app_name.to_string()))
+                .or_default()
+                .insert(entry);
+        }
+        tracing::debug!(application = %owner, kind = %self.kind, name = ?meta.name, deleted, drifted, health_changed, "managed object changed");
+        let _ = self.tx.try_send(ObjectRef::new(app_name).within(app_ns));
     }
 }
 
@@ -193,67 +326,4 @@ fn refused(e: &watcher::Error) -> bool {
         _ => return false,
     };
     code == 401 || code == 403
-}
-
-#[allow(clippy::too_many_arguments)]
-fn note_change(
-    seen: &mut HashMap<String, (Option<i64>, Option<String>)>,
-    meta: kube::core::ObjectMeta,
-    deleted: bool,
-    group: &str,
-    kind: &str,
-    version: &str,
-    scope: Option<&str>,
-    dirty: &Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>,
-    tx: &mut mpsc::Sender<ObjectRef<Application>>,
-    own: &OwnWrites,
-) {
-    let uid = meta.uid.clone().unwrap_or_default();
-    // This controller's own apply (its result is known): not a change to look into.
-    let own_write = !deleted
-        && meta
-            .resource_version
-            .as_deref()
-            .is_some_and(|rv| own.is_own(&uid, rv));
-    let now = (meta.generation, meta.resource_version.clone());
-    let changed = deleted
-        || match seen.get(&uid) {
-            None => true,
-            Some((g, rv)) => match (g, meta.generation) {
-                (Some(old), Some(new)) => old != &new,
-                _ => rv != &meta.resource_version,
-            },
-        };
-    if deleted {
-        seen.remove(&uid);
-    } else {
-        seen.insert(uid, now);
-    }
-    if !changed || own_write {
-        return;
-    }
-    let Some(owner) = meta.labels.as_ref().and_then(|l| l.get(APPLICATION_LABEL)) else {
-        return;
-    };
-    let Some((app_ns, app_name)) = owner.split_once('.') else {
-        return;
-    };
-    if scope.is_some_and(|s| s != app_ns) {
-        return;
-    }
-    let entry = InventoryEntry {
-        group: group.to_string(),
-        version: version.to_string(),
-        kind: kind.to_string(),
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
-    };
-    dirty
-        .lock()
-        .expect("drift dirty set")
-        .entry((app_ns.to_string(), app_name.to_string()))
-        .or_default()
-        .insert(entry);
-    tracing::debug!(application = %owner, kind, name = ?meta.name, deleted, "managed object changed");
-    let _ = tx.try_send(ObjectRef::new(app_name).within(app_ns));
 }

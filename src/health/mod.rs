@@ -1,6 +1,7 @@
 //! Health: one pure function per kind, from the live object to a verdict; the
 //! Application's CEL rules (`rules.rs`) come first.
 
+pub mod book;
 pub mod rules;
 
 use serde_json::Value;

@@ -1,14 +1,17 @@
-//! The health of an Application's inventory, read from the cluster through its Applier:
-//! one LIST per kind and namespace, each object judged by `health::assess`.
+//! The health of an Application's inventory: from the verdicts the watches of its cluster
+//! keep ([`HealthBook`]), and otherwise read through its Applier with one LIST per kind and
+//! namespace (kinds the Application's own rules judge, a watch that has not listed yet),
+//! each object judged by `health::assess`.
 
 use crate::api::application::InventoryEntry;
 use crate::apply::applier::Applier;
 use crate::apply::normalize::describe;
+use crate::health::book::{Answer, HealthBook};
 use crate::health::rules::Rules;
 use crate::health::{self, Health};
 
-/// Aggregated health of the inventory: objects whose kinds have health checks are read with
-/// one LIST per kind and namespace.
+/// Aggregated health of the inventory: objects whose kinds have health checks are taken
+/// from the watches' book, or read with one LIST per kind and namespace.
 pub async fn assess(
     applier: &Applier,
     inventory: &[InventoryEntry],
@@ -40,6 +43,20 @@ pub async fn assess(
             .push(e);
     }
     for ((group, version, kind, ns), entries) in groups {
+        let from_book = (!rules.covers(&group, &kind))
+            .then(|| applier.health_book().and_then(|b| booked(b, &entries)))
+            .flatten();
+        if let Some(verdicts) = from_book {
+            for (entry, verdict) in entries.into_iter().zip(verdicts) {
+                if rank(verdict.health) > rank(worst.0) {
+                    worst = (
+                        verdict.health,
+                        format!("{}: {}", describe(entry), verdict.message),
+                    );
+                }
+            }
+            continue;
+        }
         let Ok(Some(r)) = applier.resolve(&group, &version, &kind).await else {
             continue;
         };
@@ -87,6 +104,24 @@ pub async fn assess(
         }
     }
     worst
+}
+
+/// The verdicts of `entries` from the book; `None` when it cannot say for one of them.
+fn booked(book: &HealthBook, entries: &[&InventoryEntry]) -> Option<Vec<health::Verdict>> {
+    entries
+        .iter()
+        .map(|e| {
+            match book.answer(&(
+                e.group.clone(),
+                e.kind.clone(),
+                e.namespace.clone(),
+                e.name.clone(),
+            )) {
+                Answer::Known(v) => Some(v),
+                Answer::Ask => None,
+            }
+        })
+        .collect()
 }
 
 /// One object's verdict: missing, or judged by the rules and the built-in checks.
