@@ -153,6 +153,8 @@ struct Figures {
     /// Gantry: requests from the first object to all Healthy, per Application (its watches'
     /// initial lists included, spread over N).
     initial_requests_per_app: Option<f64>,
+    /// Upload-pack requests the Git server served until all were Ready, per source.
+    git_requests_per_source: f64,
 }
 
 async fn create_all<F, Fut>(n: usize, f: F)
@@ -265,6 +267,7 @@ async fn run_once(
 
     // The clock starts with the first object: one source, N Applications (Kustomizations).
     let initial_from = log_lines(&log);
+    let fetches_before = server.fetch_requests();
     let start = Instant::now();
     let sources = match layout {
         Layout::One => 1,
@@ -371,6 +374,8 @@ async fn run_once(
     let initial = (layout == Layout::One).then_some(head.as_str());
     let (ready_at, healthy_at, cpu_ready) = waiter.all_ready(initial, start, true).await;
     let cpu_ready = cpu_ready - cpu_before;
+    let git_requests_per_source =
+        (server.fetch_requests() - fetches_before) as f64 / sources as f64;
     let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
     let initial_requests_per_app = peer.is_gantry().then(|| {
         let to = log_lines(&log);
@@ -479,6 +484,7 @@ async fn run_once(
         change_one_requests,
         change_one_others: scoped.map(|s| (s.others, s.others_writes)),
         initial_requests_per_app,
+        git_requests_per_source,
     };
     eprintln!("{}: {figures:?}", peer.label());
 
@@ -692,6 +698,11 @@ fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)]) {
                 per_run(&|f| f.healthy_s.unwrap_or(f64::NAN))
             );
         }
+        println!(
+            "RESULT {prefix}_{l}_git_requests_per_source={:.1}   ({})",
+            med(&|f| f.git_requests_per_source),
+            per_run(&|f| f.git_requests_per_source)
+        );
         println!(
             "RESULT {prefix}_{l}_peak_rss_mib={:.1}   ({})",
             med(&|f| f.peak_rss_mib),

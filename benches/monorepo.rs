@@ -240,7 +240,7 @@ async fn run_once(client: &kube::Client, server: &GitServer, round: usize) -> Ru
     (run.fetch_s, run.fetch_rss_mib) = timed_git(&clone, &["fetch", "--quiet", "origin"]);
     (run.merge_s, _) = timed_git(&clone, &["merge", "--quiet", "--ff-only", "FETCH_HEAD"]);
     let patch =
-        json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": format!("{round}")}}});
+        json!({"metadata": {"annotations": {"gantry.dev/requested-at": format!("{round}")}}});
     repos
         .patch("mono", &PatchParams::default(), &Patch::Merge(patch))
         .await

@@ -184,14 +184,13 @@ impl Waiter<'_> {
 }
 
 /// Asks the peer's source to fetch now: the annotation Flux's `flux reconcile source git`
-/// sets, and for Gantry any metadata change (a GitRepository is reconciled on every change
-/// of its object, as a webhook Receiver would trigger it).
+/// sets, and for Gantry its `gantry.dev/requested-at` (what `gantry sync` and a webhook
+/// Receiver set).
 pub async fn request_fetch(client: &kube::Client, peer: Peer, ns: &str, source: &str) {
     let now = format!("{:?}", std::time::SystemTime::now());
     match peer {
         Peer::Gantry | Peer::GantryBase => {
-            let patch =
-                json!({"metadata": {"annotations": {"bench.gantry.dev/requested-at": now}}});
+            let patch = json!({"metadata": {"annotations": {"gantry.dev/requested-at": now}}});
             Api::<GitRepository>::namespaced(client.clone(), ns)
                 .patch(source, &PatchParams::default(), &Patch::Merge(patch))
                 .await

@@ -63,6 +63,9 @@ pub struct Context {
     pub fetch_gate: crate::source::fetch_gate::FetchGate,
     /// Consecutive transient registry failures per ImagePolicy, for the backoff.
     pub registry_failures: std::sync::Mutex<std::collections::HashMap<AppKey, u32>>,
+    /// When each GitRepository was last fetched (a fetch is due at its interval, a new
+    /// generation or a request, not at every write to it).
+    pub last_fetches: super::last_fetch::LastFetches,
 }
 
 /// Requests per second of all pull request plans toward one API server.
@@ -118,6 +121,7 @@ impl Context {
             max_plans: opts.max_plans,
             scanner: Default::default(),
             registry_failures: Default::default(),
+            last_fetches: Default::default(),
             endpoints: Default::default(),
             metrics: Default::default(),
             receivers_enabled: false,

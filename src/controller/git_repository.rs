@@ -362,6 +362,19 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    let request = repo
+        .annotations()
+        .get(crate::api::annotations::REQUEST_ANNOTATION)
+        .cloned();
+    // Woken by a write that asks for nothing (its own status, a finalizer, a plan): the
+    // artifact stands until the interval's end.
+    if status.artifact.is_some()
+        && let Some(left) =
+            ctx.last_fetches
+                .not_due(&ns, &name, generation, request.as_deref(), interval)
+    {
+        return Ok(Action::requeue(left));
+    }
     let outcome = fetch(&ctx, &repo, timeout).await;
     if let Err(SourceFailure::Busy(busy @ (Busy::NamespaceFull { .. } | Busy::Saturated(_)))) =
         &outcome
@@ -370,6 +383,8 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         tracing::debug!(namespace = %ns, name = %name, reason = %busy, "fetch deferred");
         return Ok(Action::requeue(with_jitter(Duration::from_secs(3), &name)));
     }
+    ctx.last_fetches
+        .record(&ns, &name, generation, request.as_deref());
     let now = Timestamp::now();
     match outcome {
         Ok((fetched, digest)) => {
@@ -415,10 +430,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
             );
         }
     }
-    status.last_handled_request = repo
-        .annotations()
-        .get(crate::api::annotations::REQUEST_ANNOTATION)
-        .cloned();
+    status.last_handled_request = request;
     if Some(&status) != before.as_ref() {
         apply_status(&api, &name, &status).await?;
     }
@@ -429,6 +441,7 @@ async fn cleanup(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> 
     let ns = repo.namespace().unwrap_or_default();
     let name = repo.name_any();
     remove_dir(&ctx.git_cache(&ns, &name));
+    ctx.last_fetches.forget(&ns, &name);
     ctx.artifacts.remove_source(&ns, &name);
     Ok(Action::await_change())
 }

@@ -6,6 +6,7 @@ pub mod crd_check;
 pub mod git_repository;
 pub mod image_policy;
 pub mod kinds;
+pub mod last_fetch;
 pub mod leader;
 pub mod notifier;
 pub mod pull_requests;

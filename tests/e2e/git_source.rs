@@ -377,3 +377,55 @@ async fn ssh_with_known_hosts_fetches_and_refuses_unknown_or_changed_host_keys()
     let key_line = ssh.client_key.lines().nth(1).unwrap().to_string();
     assert!(!controller.log().contains(&key_line));
 }
+
+/// A source is fetched when it is created, asked for (`gantry.dev/requested-at`) or at its
+/// interval; not again at its own status write, its finalizer, or another write to its
+/// metadata (each fetch costs the Git server a ref advertisement and a pack negotiation).
+#[tokio::test]
+async fn a_source_is_fetched_once_and_again_only_when_asked_or_at_its_interval() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-once").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    server.create_repo("once", &[("a.yaml", "kind: ConfigMap\n")]);
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    let mut repo = repo_object("once", &server.http_url("once"), None, "main");
+    repo.spec.interval = gantry::api::duration::GoDuration::new("1h");
+    api.create(&PostParams::default(), &repo).await.unwrap();
+    wait_ready(&api, "once", "True", "the first artifact").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // One fetch: a ref advertisement and the pack negotiation (libgit2 makes two
+    // requests of it when shallow); no second fetch for the status write or the finalizer.
+    let first = server.fetch_requests();
+    assert!(
+        (2..=3).contains(&first),
+        "one fetch for a new source, {first} upload-pack requests"
+    );
+
+    let label = json!({"metadata": {"labels": {"team": "a"}}});
+    api.patch("once", &PatchParams::default(), &Patch::Merge(label))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        server.fetch_requests(),
+        first,
+        "a label is no reason to fetch"
+    );
+
+    let stamp = gantry::trigger::request_reconcile(&api, "once")
+        .await
+        .unwrap();
+    eventually("the request handled", Duration::from_secs(30), || async {
+        let r = api.get("once").await.ok()?;
+        (r.status?.last_handled_request? == stamp).then_some(())
+    })
+    .await;
+    let asked = server.fetch_requests() - first;
+    assert!(
+        (2..=3).contains(&asked),
+        "asked: one more fetch, {asked} requests"
+    );
+    drop(controller);
+}

@@ -96,6 +96,42 @@ impl StatusWrites {
     }
 }
 
+/// When each Application first found its source without an artifact in the watch cache.
+/// For a short while the cache is trusted (the source's first artifact wakes the
+/// Application through the watch, so nothing is read or written meanwhile); past it, the
+/// API server is asked (a watch can lag, e.g. after an API server restart).
+#[derive(Default)]
+pub struct SourceWaits(Mutex<HashMap<AppKey, Instant>>);
+
+/// How long a cached source without an artifact is taken at its word.
+pub const SOURCE_CACHE_TRUSTED: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Entries kept at most (Applications deleted while waiting leave theirs).
+const MAX_SOURCE_WAITS: usize = 100_000;
+
+impl SourceWaits {
+    /// Whether the Application began waiting less than [`SOURCE_CACHE_TRUSTED`] ago (its
+    /// first wait begins now).
+    pub fn fresh(&self, namespace: &str, name: &str) -> bool {
+        let mut waits = self.0.lock().expect("source waits");
+        if waits.len() >= MAX_SOURCE_WAITS {
+            waits.clear();
+        }
+        let since = *waits
+            .entry(key(namespace, name))
+            .or_insert_with(Instant::now);
+        since.elapsed() < SOURCE_CACHE_TRUSTED
+    }
+
+    /// The Application has its artifact: a later wait begins anew.
+    pub fn done(&self, namespace: &str, name: &str) {
+        self.0
+            .lock()
+            .expect("source waits")
+            .remove(&key(namespace, name));
+    }
+}
+
 /// The Applications (by uid) this controller added its finalizer to, so a reconcile whose
 /// cache does not show it yet does not add it again.
 #[derive(Default)]
@@ -122,6 +158,8 @@ pub struct Memory {
     pub finalizers: Finalized,
     /// The versions this controller's status writes produced.
     pub status_writes: StatusWrites,
+    /// Applications waiting for their source's first artifact.
+    pub source_waits: SourceWaits,
     /// The GitRepositories of this shard, as watched (set once the controller runs).
     pub sources: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::GitRepository>>,
     /// When each Application's inventory was last compared in full (so a no-op check
@@ -263,6 +301,26 @@ impl Detached {
         if running.get(key).is_some_and(|r| r.id == id) {
             running.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod source_wait_tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_fresh_until_the_trusted_time_and_begins_anew_after_an_artifact() {
+        let waits = SourceWaits::default();
+        assert!(waits.fresh("ns", "a"));
+        assert!(waits.fresh("ns", "a"));
+        waits
+            .0
+            .lock()
+            .unwrap()
+            .insert(key("ns", "a"), Instant::now() - SOURCE_CACHE_TRUSTED);
+        assert!(!waits.fresh("ns", "a"), "past the trusted time");
+        waits.done("ns", "a");
+        assert!(waits.fresh("ns", "a"));
     }
 }
 

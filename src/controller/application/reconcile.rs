@@ -369,17 +369,32 @@ async fn find_artifact(
     let cached = ctx.memory.sources.get().and_then(|store| {
         store.get(&kube::runtime::reflector::ObjectRef::new(source_name).within(ns))
     });
+    let app_name = app.name_any();
     if let Some(source) = cached {
         let seen = artifact_of(ctx, ns, GitRepository::clone(&source)).await;
-        if matches!(seen.0, ArtifactSeen::Ready { .. }) {
-            return Ok(seen);
+        match seen.0 {
+            ArtifactSeen::Ready { .. } => {
+                ctx.memory.source_waits.done(ns, &app_name);
+                return Ok(seen);
+            }
+            // The first fetch is under way: its artifact wakes the Application. Until the
+            // cache has been trusted long enough, nothing is read, and nothing is written
+            // (a source and its Applications created together would each write "waiting").
+            ArtifactSeen::Waiting(_) if ctx.memory.source_waits.fresh(ns, &app_name) => {
+                return Ok((ArtifactSeen::NotYet, None));
+            }
+            _ => {}
         }
     }
     let Some(source) = repos.get_opt(source_name).await? else {
         let m = format!("GitRepository {source_name} not found");
         return Ok((ArtifactSeen::Failed(m), None));
     };
-    Ok(artifact_of(ctx, ns, source).await)
+    let seen = artifact_of(ctx, ns, source).await;
+    if matches!(seen.0, ArtifactSeen::Ready { .. }) {
+        ctx.memory.source_waits.done(ns, &app_name);
+    }
+    Ok(seen)
 }
 
 /// What `source` offers the Application: its artifact's tree, leased, or why not.

@@ -69,6 +69,8 @@ pub struct GitServer {
     port: u16,
     stop: Arc<AtomicBool>,
     push_hook: PushHook,
+    /// Fetch requests served (ref advertisements and pack negotiations of upload-pack).
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl GitServer {
@@ -90,6 +92,8 @@ impl GitServer {
         let (root_path, stop_flag) = (root.path().to_path_buf(), stop.clone());
         let push_hook: PushHook = Default::default();
         let hook = push_hook.clone();
+        let fetches: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let counter = fetches.clone();
         let expected = credentials.map(|c| {
             format!(
                 "Basic {}",
@@ -103,8 +107,9 @@ impl GitServer {
                 }
                 let Ok(stream) = stream else { continue };
                 let (root, expected, hook) = (root_path.clone(), expected.clone(), hook.clone());
+                let counter = counter.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &root, expected.as_deref(), &hook);
+                    let _ = serve(stream, &root, expected.as_deref(), &hook, &counter);
                 });
             }
         });
@@ -113,6 +118,7 @@ impl GitServer {
             port,
             stop,
             push_hook,
+            fetches,
         }
     }
 
@@ -120,6 +126,12 @@ impl GitServer {
     /// make a commit land between someone's fetch and their push.
     pub fn before_next_push(&self, f: impl FnOnce() + Send + 'static) {
         *self.push_hook.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Upload-pack requests served so far (each a `git http-backend` run): what fetching
+    /// costs this server.
+    pub fn fetch_requests(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
     }
 
     pub fn bare_path(&self, name: &str) -> PathBuf {
@@ -187,6 +199,7 @@ fn serve(
     root: &Path,
     expected_auth: Option<&str>,
     push_hook: &PushHook,
+    fetches: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -239,6 +252,9 @@ fn serve(
         }
     }
 
+    if query.contains("service=git-upload-pack") || path.ends_with("/git-upload-pack") {
+        fetches.fetch_add(1, Ordering::SeqCst);
+    }
     let mut cmd = Command::new("git");
     cmd.arg("http-backend")
         .env_clear()
