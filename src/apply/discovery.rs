@@ -20,6 +20,9 @@ pub struct Resolved {
 #[derive(Default)]
 pub struct Discovery {
     cache: Mutex<HashMap<(String, String, String), Resolved>>,
+    /// Held while a kind the cache lacks is looked up: the syncs that need it at the same
+    /// moment (a fleet's first syncs) wait for the one answer instead of each asking.
+    lookup: tokio::sync::Mutex<()>,
     /// The cluster's version and API versions, with the time they were read.
     capabilities: Mutex<Option<(std::time::Instant, std::sync::Arc<Capabilities>)>>,
 }
@@ -37,6 +40,10 @@ impl Discovery {
         kind: &str,
     ) -> Result<Option<Resolved>, kube::Error> {
         let key = (group.to_string(), version.to_string(), kind.to_string());
+        if let Some(r) = self.cache.lock().expect("discovery cache").get(&key) {
+            return Ok(Some(r.clone()));
+        }
+        let _one_at_a_time = self.lookup.lock().await;
         if let Some(r) = self.cache.lock().expect("discovery cache").get(&key) {
             return Ok(Some(r.clone()));
         }

@@ -37,8 +37,9 @@ pub struct Args {
     pub max_fetches: usize,
 
     /// Git fetches of one namespace running at once: a tenant whose servers never answer
-    /// holds at most this many fetch threads, and every other namespace keeps fetching.
-    #[arg(long, env = "GANTRY_MAX_FETCHES_PER_NAMESPACE", default_value_t = 4)]
+    /// holds at most this many fetch threads, and every other namespace keeps fetching
+    /// (16: a quarter of `--max-fetches`; a namespace of many sources fetches 16 at a time).
+    #[arg(long, env = "GANTRY_MAX_FETCHES_PER_NAMESPACE", default_value_t = 16)]
     pub max_fetches_per_namespace: usize,
 
     /// Requests per second toward each API server, on average (0: no limit).

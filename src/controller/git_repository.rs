@@ -381,7 +381,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     {
         // Not a failure of this source: its turn comes soon, and nothing in status changes.
         tracing::debug!(namespace = %ns, name = %name, reason = %busy, "fetch deferred");
-        return Ok(Action::requeue(with_jitter(Duration::from_secs(3), &name)));
+        return Ok(Action::requeue(with_jitter(Duration::from_secs(1), &name)));
     }
     ctx.last_fetches
         .record(&ns, &name, generation, request.as_deref());

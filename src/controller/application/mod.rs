@@ -46,5 +46,6 @@ pub use crate::api::reasons;
 pub mod reconcile;
 pub mod record;
 pub mod rolling_abort;
+mod source_order;
 pub mod watch;
 pub mod write_back;

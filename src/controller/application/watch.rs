@@ -13,6 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::memory::AppContext;
 use super::reconcile::reconcile;
+use super::source_order;
 use crate::api::application::Application;
 use crate::api::conditions;
 use crate::api::{GitRepository, ImagePolicy};
@@ -108,6 +109,12 @@ pub async fn run(
             },
             Default::default(),
         );
+    // A new artifact of a source shared by many Applications wakes the ones it changed
+    // first and the others a moment later (see `source_order`).
+    let (later_tx, later_rx) = futures::channel::mpsc::unbounded();
+    let last_revisions: std::sync::Mutex<std::collections::HashMap<(String, String), String>> =
+        Default::default();
+    let order_ctx = ctx.clone();
     controller
         .watches_stream(selections, move |policy: ImagePolicy| {
             let ns = policy.namespace();
@@ -128,14 +135,38 @@ pub async fn run(
         .watches_stream(source_changes, move |repo: GitRepository| {
             let ns = repo.namespace();
             let name = repo.name_any();
-            store
+            let apps: Vec<_> = store
                 .state()
                 .into_iter()
                 .filter(|a| a.namespace() == ns && a.spec.source_ref.name == name)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
+                .collect();
+            let revision = repo
+                .status
+                .as_ref()
+                .and_then(|s| s.artifact.as_ref())
+                .map(|a| a.revision.clone());
+            let ns = ns.unwrap_or_default();
+            let changed = first_concerned(&order_ctx, &last_revisions, &ns, &name, revision, apps.len());
+            let Some(changed) = changed else {
+                return apps.iter().map(|a| ObjectRef::from_obj(a.as_ref())).collect();
+            };
+            let (first, later): (Vec<_>, Vec<_>) = apps
+                .iter()
+                .map(|a| (source_order::concerns(&a.spec.path, &changed), ObjectRef::from_obj(a.as_ref())))
+                .partition(|(concerned, _)| *concerned);
+            tracing::debug!(namespace = %ns, source = %name, first = first.len(), later = later.len(), "a new artifact: the Applications it changed first");
+            if !later.is_empty() {
+                let tx = later_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LATER).await;
+                    for (_, r) in later {
+                        let _ = tx.unbounded_send(r);
+                    }
+                });
+            }
+            first.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
         })
-        .reconcile_on(drift_events)
+        .reconcile_on(futures::stream::select(drift_events, later_rx))
         .graceful_shutdown_on(crate::controller::shutdown_signal())
         .run(
             |obj, ctx| crate::controller::measured(obj, ctx, reconcile),
@@ -144,4 +175,31 @@ pub async fn run(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// Sources with more Applications than this have the ones a new commit changed woken first.
+const ORDER_ABOVE: usize = 20;
+
+/// How much later the Applications a new commit did not change are woken.
+const LATER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The files a source's new revision changed, when its Applications are many enough to be
+/// woken in order and the previous revision is known (and still in the source's clone).
+fn first_concerned(
+    ctx: &AppContext,
+    last: &std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    ns: &str,
+    name: &str,
+    revision: Option<String>,
+    apps: usize,
+) -> Option<Vec<String>> {
+    let revision = revision?;
+    let previous = last
+        .lock()
+        .expect("last revisions")
+        .insert((ns.to_string(), name.to_string()), revision.clone())?;
+    if previous == revision || apps <= ORDER_ABOVE {
+        return None;
+    }
+    source_order::changed_paths(&ctx.git_cache(ns, name), &previous, &revision)
 }
