@@ -96,10 +96,11 @@ impl StatusWrites {
     }
 }
 
-/// When each Application first found its source without an artifact in the watch cache.
-/// For a short while the cache is trusted (the source's first artifact wakes the
-/// Application through the watch, so nothing is read or written meanwhile); past it, the
-/// API server is asked (a watch can lag, e.g. after an API server restart).
+/// When each Application last asked the API server about a source the watch cache shows
+/// without an artifact. In between, the cache is trusted (the source's first artifact wakes
+/// the Application through the watch, so nothing is read or written meanwhile); once every
+/// [`SOURCE_CACHE_TRUSTED`], the API server is asked (a watch can lag, e.g. after an API
+/// server restart).
 #[derive(Default)]
 pub struct SourceWaits(Mutex<HashMap<AppKey, Instant>>);
 
@@ -110,17 +111,21 @@ pub const SOURCE_CACHE_TRUSTED: std::time::Duration = std::time::Duration::from_
 const MAX_SOURCE_WAITS: usize = 100_000;
 
 impl SourceWaits {
-    /// Whether the Application began waiting less than [`SOURCE_CACHE_TRUSTED`] ago (its
-    /// first wait begins now).
+    /// Whether the cache is trusted now: it is, except once every [`SOURCE_CACHE_TRUSTED`]
+    /// of a wait (the first wait begins now), when the API server is asked instead.
     pub fn fresh(&self, namespace: &str, name: &str) -> bool {
         let mut waits = self.0.lock().expect("source waits");
         if waits.len() >= MAX_SOURCE_WAITS {
             waits.clear();
         }
-        let since = *waits
+        let since = waits
             .entry(key(namespace, name))
             .or_insert_with(Instant::now);
-        since.elapsed() < SOURCE_CACHE_TRUSTED
+        if since.elapsed() < SOURCE_CACHE_TRUSTED {
+            return true;
+        }
+        *since = Instant::now();
+        false
     }
 
     /// The Application has its artifact: a later wait begins anew.
@@ -318,7 +323,8 @@ mod source_wait_tests {
             .lock()
             .unwrap()
             .insert(key("ns", "a"), Instant::now() - SOURCE_CACHE_TRUSTED);
-        assert!(!waits.fresh("ns", "a"), "past the trusted time");
+        assert!(!waits.fresh("ns", "a"), "past the trusted time: asked once");
+        assert!(waits.fresh("ns", "a"), "and trusted again for as long");
         waits.done("ns", "a");
         assert!(waits.fresh("ns", "a"));
     }

@@ -377,9 +377,9 @@ async fn find_artifact(
                 ctx.memory.source_waits.done(ns, &app_name);
                 return Ok(seen);
             }
-            // The first fetch is under way: its artifact wakes the Application. Until the
-            // cache has been trusted long enough, nothing is read, and nothing is written
-            // (a source and its Applications created together would each write "waiting").
+            // The first fetch is under way: its artifact wakes the Application. The cache
+            // is trusted (nothing read, nothing written: a source and its Applications
+            // created together would each write "waiting"), but for one read every 10 s.
             ArtifactSeen::Waiting(_) if ctx.memory.source_waits.fresh(ns, &app_name) => {
                 return Ok((ArtifactSeen::NotYet, None));
             }
