@@ -379,20 +379,7 @@ pub fn take_tampered(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    use crate::source::test_repo::commit_files as repo_with;
-
-    /// Commits the work tree of `repo` on top of `parent`.
-    fn commit_on(repo: &git2::Repository, parent: git2::Oid) -> git2::Oid {
-        let mut index = repo.index().unwrap();
-        index
-            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-            .unwrap();
-        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let parent = repo.find_commit(parent).unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "next", &tree, &[&parent])
-            .unwrap()
-    }
+    use crate::source::test_repo::{commit_files as repo_with, commit_on};
 
     #[test]
     fn a_leased_tree_survives_collection_and_the_rest_goes() {

@@ -23,3 +23,16 @@ pub fn commit_files(dir: &Path, files: &[(&str, &str)]) -> (git2::Repository, gi
     };
     (repo, oid)
 }
+
+/// Commits the work tree of `repo` on top of `parent`.
+pub fn commit_on(repo: &git2::Repository, parent: git2::Oid) -> git2::Oid {
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    let parent = repo.find_commit(parent).unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "next", &tree, &[&parent])
+        .unwrap()
+}

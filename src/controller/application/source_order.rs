@@ -69,49 +69,22 @@ mod tests {
     }
 
     #[test]
-    fn the_changed_files_of_two_commits_are_found_in_the_bare_clone() {
+    fn the_changed_files_of_two_commits_are_found_in_the_clone() {
+        use crate::source::test_repo::{commit_files, commit_on};
         let dir = tempfile::tempdir().unwrap();
-        let repo = git2::Repository::init_bare(dir.path()).unwrap();
-        let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let commit = |files: &[(&str, &str)], parent: Option<git2::Oid>| {
-            let mut index = git2::Index::new().unwrap();
-            for (path, content) in files {
-                let blob = repo.blob(content.as_bytes()).unwrap();
-                let entry = git2::IndexEntry {
-                    ctime: git2::IndexTime::new(0, 0),
-                    mtime: git2::IndexTime::new(0, 0),
-                    dev: 0,
-                    ino: 0,
-                    mode: 0o100644,
-                    uid: 0,
-                    gid: 0,
-                    file_size: content.len() as u32,
-                    id: blob,
-                    flags: 0,
-                    flags_extended: 0,
-                    path: path.as_bytes().to_vec(),
-                };
-                index.add(&entry).unwrap();
-            }
-            let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
-            let parents: Vec<git2::Commit> = parent
-                .iter()
-                .map(|p| repo.find_commit(*p).unwrap())
-                .collect();
-            let parents: Vec<&git2::Commit> = parents.iter().collect();
-            repo.commit(None, &sig, &sig, "c", &tree, &parents).unwrap()
-        };
-        let first = commit(&[("apps/a/x.yaml", "1"), ("apps/b/x.yaml", "1")], None);
-        let second = commit(
-            &[("apps/a/x.yaml", "1"), ("apps/b/x.yaml", "2")],
-            Some(first),
+        let (repo, first) = commit_files(
+            dir.path(),
+            &[("apps/a/x.yaml", "1"), ("apps/b/x.yaml", "1")],
         );
+        std::fs::write(dir.path().join("apps/b/x.yaml"), "2").unwrap();
+        let second = commit_on(&repo, first);
         let rev = |oid: git2::Oid| format!("main@sha1:{oid}");
+        let git_dir = dir.path().join(".git");
         assert_eq!(
-            changed_paths(dir.path(), &rev(first), &rev(second)),
+            changed_paths(&git_dir, &rev(first), &rev(second)),
             Some(vec!["apps/b/x.yaml".to_string()])
         );
         let missing = "main@sha1:0123456789012345678901234567890123456789";
-        assert_eq!(changed_paths(dir.path(), missing, &rev(second)), None);
+        assert_eq!(changed_paths(&git_dir, missing, &rev(second)), None);
     }
 }
