@@ -39,6 +39,8 @@ pub struct Args {
     /// Git fetches of one namespace running at once: a tenant whose servers never answer
     /// holds at most this many fetch threads, and every other namespace keeps fetching
     /// (16: a quarter of `--max-fetches`; a namespace of many sources fetches 16 at a time).
+    /// Never more than half of `--concurrent`: a fetch waiting on a silent server holds its
+    /// GitRepository reconcile slot until its timeout.
     #[arg(long, env = "GANTRY_MAX_FETCHES_PER_NAMESPACE", default_value_t = 16)]
     pub max_fetches_per_namespace: usize,
 
@@ -184,7 +186,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             max_timeout: args.max_timeout,
             fetches: crate::source::fetch_gate::FetchGate::new(
                 args.max_fetches,
-                args.max_fetches_per_namespace,
+                crate::source::fetch_gate::FetchGate::per_namespace_bound(
+                    args.max_fetches_per_namespace,
+                    args.concurrent,
+                ),
             ),
             shard,
             election,

@@ -83,6 +83,17 @@ impl FetchGate {
         }
     }
 
+    /// The fetches one namespace may run at once: `flag`, but never more than half the
+    /// GitRepository reconciles that run at once (`reconcile_concurrency`, 0: unbounded),
+    /// since a fetch that waits on a silent server holds its reconcile slot until its
+    /// timeout; one namespace's dead servers then never hold every slot.
+    pub fn per_namespace_bound(flag: usize, reconcile_concurrency: u16) -> usize {
+        match reconcile_concurrency {
+            0 => flag,
+            c => flag.min((c as usize / 2).max(1)),
+        }
+    }
+
     /// Admits a fetch of `namespace/name`: at once refused when that source or its
     /// namespace is busy (the caller looks again later, without holding a reconcile slot);
     /// otherwise waits at most `wait` for a controller-wide slot.
@@ -127,6 +138,19 @@ impl FetchGate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_namespace_never_takes_more_than_half_the_reconcile_slots() {
+        assert_eq!(FetchGate::per_namespace_bound(16, 64), 16);
+        assert_eq!(FetchGate::per_namespace_bound(16, 8), 4);
+        assert_eq!(FetchGate::per_namespace_bound(16, 2), 1);
+        assert_eq!(FetchGate::per_namespace_bound(16, 1), 1);
+        assert_eq!(
+            FetchGate::per_namespace_bound(16, 0),
+            16,
+            "no reconcile bound"
+        );
+    }
+
     use super::*;
 
     #[tokio::test]
