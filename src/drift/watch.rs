@@ -185,9 +185,15 @@ async fn watch_kind<K>(
                 continue;
             }
             Ok(Event::InitDone) => {
+                // The book takes the verdicts of the whole list at once; each object is then
+                // looked at for drift only.
                 let listed = std::mem::take(&mut listed);
                 sink.relisted(&listed);
-                listed.into_iter().map(|o| (o, false)).collect()
+                failures = 0;
+                for (meta, _) in listed {
+                    sink.note_change(meta, false, false);
+                }
+                continue;
             }
             Ok(Event::Apply(o)) => vec![(observe(o, &group, &kind), false)],
             Ok(Event::Delete(o)) => vec![(observe(o, &group, &kind), true)],
@@ -255,7 +261,7 @@ impl Sink {
                     .map(|v| (self.key(meta), meta.resource_version.clone(), v))
             })
             .collect();
-        // Every object of the list is noted as a change below anyway.
+        // Every object of the list is looked at for drift by the caller anyway.
         self.health.relisted(&self.group, &self.kind, verdicts);
     }
 

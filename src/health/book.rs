@@ -67,9 +67,10 @@ impl HealthBook {
         verdict: Verdict,
     ) -> bool {
         let Some(rv) = resource_version.and_then(|rv| rv.parse::<u64>().ok()) else {
-            // Not comparable: this object's health is read from the API server.
+            // Not comparable: this object's health is read from the API server, and its
+            // events wake nothing (the follow-up's own polling reads it).
             self.seen.lock().expect("health book").remove(&key);
-            return true;
+            return false;
         };
         {
             let mut applied = self.applied.lock().expect("health book");

@@ -9,7 +9,7 @@ use kube::api::Api;
 
 use crate::support::cluster::{TestNamespace, client, kubeconfig_path};
 use crate::support::eventually;
-use crate::support::process::{helm, tool};
+use crate::support::process::{helm, output_with_stdin, tool};
 
 fn chart_dir() -> String {
     format!("{}/charts/gantry", env!("CARGO_MANIFEST_DIR"))
@@ -269,23 +269,13 @@ fn the_web_view_is_served_only_when_enabled() {
 }
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig_path())
+            .args(args),
+        stdin.unwrap_or_default().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",

@@ -6,8 +6,7 @@
 //! `spec.decryption`, stops the sync with DecryptionFailed naming the file, and nothing of
 //! the set is applied (no ciphertext either).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use gantry::api::Application;
@@ -21,7 +20,7 @@ use crate::support::cluster::{TestNamespace, client, install_crds};
 use crate::support::controller::GantryController;
 use crate::support::eventually;
 use crate::support::git::GitServer;
-use crate::support::process::tool;
+use crate::support::process::{output_with_stdin, tool};
 
 /// A new age identity: (the `AGE-SECRET-KEY-1…` line, its recipient).
 fn age_identity() -> (String, String) {
@@ -239,21 +238,7 @@ fn sops(args: &[&str], gnupg: Option<&std::path::Path>, input: &str) -> String {
     if let Some(home) = gnupg {
         command.env("GNUPGHOME", home);
     }
-    let mut child = command
-        .args(args)
-        .arg("/dev/stdin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(command.args(args).arg("/dev/stdin"), input.as_bytes());
     assert!(out.status.success(), "sops: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }

@@ -46,53 +46,17 @@ pub async fn assess(
         let from_book = (!rules.covers(&group, &kind))
             .then(|| applier.health_book().and_then(|b| booked(b, &entries)))
             .flatten();
-        if let Some(verdicts) = from_book {
-            for (entry, verdict) in entries.into_iter().zip(verdicts) {
-                if rank(verdict.health) > rank(worst.0) {
-                    worst = (
-                        verdict.health,
-                        format!("{}: {}", describe(entry), verdict.message),
-                    );
-                }
-            }
-            continue;
-        }
-        let Ok(Some(r)) = applier.resolve(&group, &version, &kind).await else {
-            continue;
-        };
-        let Ok(by_name) = applier.list_by_name(&r, ns.as_deref()).await else {
-            worst = (Health::Unknown, format!("cannot list {kind}"));
-            continue;
-        };
-        // Rules in CEL are the tenant's code: bounded in cost, and run off the async
-        // workers so that even a costly one never stalls another reconcile or a probe.
-        let verdicts: Vec<health::Verdict> = if rules.covers(&group, &kind) {
-            let rules = rules.clone();
-            let wanted: Vec<(String, String, String)> = entries
-                .iter()
-                .map(|e| (e.group.clone(), e.kind.clone(), e.name.clone()))
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                wanted
-                    .iter()
-                    .map(|(g, k, name)| judge(&rules, g, k, by_name.get(name)))
-                    .collect()
-            })
-            .await
-            .unwrap_or_else(|e| {
-                vec![
-                    health::Verdict {
-                        health: Health::Unknown,
-                        message: format!("health rules failed: {e}"),
-                    };
-                    entries.len()
-                ]
-            })
+        let verdicts: Vec<health::Verdict> = if let Some(verdicts) = from_book {
+            verdicts
         } else {
-            entries
-                .iter()
-                .map(|e| judge(rules, &e.group, &e.kind, by_name.get(&e.name)))
-                .collect()
+            let Ok(Some(r)) = applier.resolve(&group, &version, &kind).await else {
+                continue;
+            };
+            let Ok(by_name) = applier.list_by_name(&r, ns.as_deref()).await else {
+                worst = (Health::Unknown, format!("cannot list {kind}"));
+                continue;
+            };
+            read(rules, &group, &kind, &entries, by_name).await
         };
         for (entry, verdict) in entries.into_iter().zip(verdicts) {
             if rank(verdict.health) > rank(worst.0) {
@@ -104,6 +68,46 @@ pub async fn assess(
         }
     }
     worst
+}
+
+/// The verdicts of `entries` from the live objects of their kind, by name.
+async fn read(
+    rules: &Rules,
+    group: &str,
+    kind: &str,
+    entries: &[&InventoryEntry],
+    by_name: std::collections::HashMap<String, serde_json::Value>,
+) -> Vec<health::Verdict> {
+    // Rules in CEL are the tenant's code: bounded in cost, and run off the async
+    // workers so that even a costly one never stalls another reconcile or a probe.
+    if rules.covers(group, kind) {
+        let rules = rules.clone();
+        let wanted: Vec<(String, String, String)> = entries
+            .iter()
+            .map(|e| (e.group.clone(), e.kind.clone(), e.name.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|(g, k, name)| judge(&rules, g, k, by_name.get(name)))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            vec![
+                health::Verdict {
+                    health: Health::Unknown,
+                    message: format!("health rules failed: {e}"),
+                };
+                entries.len()
+            ]
+        })
+    } else {
+        entries
+            .iter()
+            .map(|e| judge(rules, &e.group, &e.kind, by_name.get(&e.name)))
+            .collect()
+    }
 }
 
 /// The verdicts of `entries` from the book; `None` when it cannot say for one of them.

@@ -10,7 +10,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 
-use super::artifact::Checkout;
+use super::artifact::{Found, find_artifact};
 use super::canary;
 use super::decide::{self, ArtifactSeen, Observations, Step};
 use super::follow::{follow_health, health_condition};
@@ -24,10 +24,8 @@ use super::pipeline::SyncInput;
 use super::reasons;
 use super::record::{Outcome, set, write_outcome};
 use super::write_back;
-use crate::api::GitRepository;
 use crate::api::application::{Application, ApplicationStatus, SyncPolicy};
 use crate::api::conditions::{self, Status};
-use crate::api::git_repository::Artifact;
 use crate::cluster::{Target, TargetError};
 use crate::controller::context::FINALIZER;
 use crate::error::{Error, Result};
@@ -350,97 +348,6 @@ async fn first_unready_dependency(
         }
     }
     Ok(None)
-}
-
-type Found = (GitRepository, Artifact, crate::source::store::Lease);
-
-/// The source, its artifact and the leased tree, or why there is none.
-async fn find_artifact(
-    ctx: &Arc<AppContext>,
-    ns: &str,
-    app: &Application,
-) -> Result<(ArtifactSeen, Option<Found>)> {
-    let repos: Api<GitRepository> = Api::namespaced(ctx.client.clone(), ns);
-    let source_name = &app.spec.source_ref.name;
-    // From the watch of this shard's sources (a new artifact wakes the Application after
-    // the watch cache has it). The API server is asked when the cache does not have it
-    // (not listed yet, or of another shard, which the message below names) or when what
-    // the cache says leads to no artifact (it may lag, e.g. after an API server restart).
-    let cached = ctx.memory.sources.get().and_then(|store| {
-        store.get(&kube::runtime::reflector::ObjectRef::new(source_name).within(ns))
-    });
-    let app_name = app.name_any();
-    if let Some(source) = cached {
-        let seen = artifact_of(ctx, ns, GitRepository::clone(&source)).await;
-        match seen.0 {
-            ArtifactSeen::Ready { .. } => {
-                ctx.memory.source_waits.done(ns, &app_name);
-                return Ok(seen);
-            }
-            // The first fetch is under way: its artifact wakes the Application. The cache
-            // is trusted (nothing read, nothing written: a source and its Applications
-            // created together would each write "waiting"), but for one read every 10 s.
-            ArtifactSeen::Waiting(_) if ctx.memory.source_waits.fresh(ns, &app_name) => {
-                return Ok((ArtifactSeen::NotYet, None));
-            }
-            _ => {}
-        }
-    }
-    let Some(source) = repos.get_opt(source_name).await? else {
-        let m = format!("GitRepository {source_name} not found");
-        return Ok((ArtifactSeen::Failed(m), None));
-    };
-    let seen = artifact_of(ctx, ns, source).await;
-    if matches!(seen.0, ArtifactSeen::Ready { .. }) {
-        ctx.memory.source_waits.done(ns, &app_name);
-    }
-    Ok(seen)
-}
-
-/// What `source` offers the Application: its artifact's tree, leased, or why not.
-async fn artifact_of(
-    ctx: &Arc<AppContext>,
-    ns: &str,
-    source: GitRepository,
-) -> (ArtifactSeen, Option<Found>) {
-    let source_name = source.name_any();
-    // Artifacts live with the controller that fetched them: a source of another shard is
-    // never checked out here.
-    if !ctx.shard.owns(source.labels()) {
-        let m = format!(
-            "GitRepository {source_name} belongs to {}, this Application to {}: give both the same {} label",
-            crate::controller::shard::Shard::describe(source.labels()),
-            ctx.shard,
-            crate::controller::shard::SHARD_LABEL,
-        );
-        return (ArtifactSeen::Failed(m), None);
-    }
-    let Some(artifact) = source.status.as_ref().and_then(|s| s.artifact.clone()) else {
-        let ready = source
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, conditions::READY));
-        return match ready {
-            Some(c) if conditions::is(c, Status::False) => {
-                let m = format!("GitRepository {source_name} has no artifact: {}", c.message);
-                (ArtifactSeen::Failed(m), None)
-            }
-            _ => {
-                let m = format!("waiting for the first artifact of GitRepository {source_name}");
-                (ArtifactSeen::Waiting(m), None)
-            }
-        };
-    };
-    match super::artifact::checkout(ctx, ns, &source, &artifact).await {
-        Checkout::Ready(lease) => (
-            ArtifactSeen::Ready {
-                revision: artifact.revision.clone(),
-            },
-            Some((source, artifact, lease)),
-        ),
-        Checkout::NotYet => (ArtifactSeen::NotYet, None),
-        Checkout::Failed(m) => (ArtifactSeen::Failed(m), None),
-    }
 }
 
 /// A rejected revision: the workloads of the last healthy one run; say how they are, and
