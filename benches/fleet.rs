@@ -5,6 +5,8 @@
 //! all are Ready at the revision and until all are Healthy, the controller's peak RSS and
 //! CPU-seconds to Ready, and over an idle window after that (`GANTRY_FLEET_IDLE_S`, 120 s)
 //! its CPU, its API requests and its writes (from its own request log; writes must be 0).
+//! The Applications' and Kustomizations' interval is `GANTRY_FLEET_APP_INTERVAL` (10m); a
+//! shorter one brings their periodic full check into the idle window.
 //!
 //! Peers in the same run, on the same control plane, from the same smart-HTTP Git server:
 //! Flux's source-controller and kustomize-controller (built from their Go modules by
@@ -172,6 +174,8 @@ where
 struct Fleet<'a> {
     n: usize,
     idle: Duration,
+    /// The Applications' (and Kustomizations') interval: their periodic full check.
+    app_interval: &'a str,
     layout: Layout,
     server: &'a GitServer,
     /// The clone commits are made in: of the one repository, or of the repository of the
@@ -193,6 +197,7 @@ async fn run_once(
     let Fleet {
         n,
         idle,
+        app_interval,
         layout,
         server,
         workspace,
@@ -303,7 +308,7 @@ async fn run_once(
                             "sourceRef": {"kind": "GitRepository", "name": layout.source(i)},
                             "path": format!("apps/a{i:05}"),
                             "targetNamespace": target,
-                            "interval": "10m",
+                            "interval": app_interval,
                             "timeout": "5m"
                         }
                     }))
@@ -342,7 +347,7 @@ async fn run_once(
                             "sourceRef": {"kind": "GitRepository", "name": layout.source(i)},
                             "path": format!("./apps/a{i:05}"),
                             "targetNamespace": target,
-                            "interval": "10m",
+                            "interval": app_interval,
                             "timeout": "5m",
                             "prune": true,
                             "wait": false
@@ -405,6 +410,10 @@ async fn run_once(
                 logged_writes, idle_writes,
                 "log and audit disagree on writes"
             );
+            eprintln!("{}: idle requests per Application:", peer.label());
+            for (kind, count) in requests_by_kind(&log, from, log_lines(&log)) {
+                eprintln!("  {:>7.2}  {kind}", count as f64 / n as f64);
+            }
             total as f64
         }
         _ => flux_requests(&flux_ports).await - flux_before,
@@ -563,6 +572,9 @@ async fn run_once(
 async fn main() {
     let n = env_or("GANTRY_FLEET_N", 1000);
     let idle = Duration::from_secs(env_or("GANTRY_FLEET_IDLE_S", 120) as u64);
+    // The Applications' interval (`GANTRY_FLEET_APP_INTERVAL`, 10m): a shorter one brings
+    // their periodic full check into the idle window.
+    let app_interval = std::env::var("GANTRY_FLEET_APP_INTERVAL").unwrap_or_else(|_| "10m".into());
     let client = client().await;
     install_crds(&client).await;
     let flux_dir = std::env::var_os("GANTRY_FLUX_DIR").map(std::path::PathBuf::from);
@@ -617,6 +629,7 @@ async fn main() {
         let fleet = Fleet {
             n,
             idle,
+            app_interval: &app_interval,
             layout,
             server: &server,
             workspace: &workspace,
