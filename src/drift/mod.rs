@@ -2,4 +2,5 @@
 
 pub mod compare;
 pub mod diff;
+pub mod view;
 pub mod watch;

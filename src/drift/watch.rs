@@ -2,10 +2,11 @@
 //! of an Application as dirty and trigger its reconcile within a second. Kinds whose health
 //! is re-read after a sync are watched whole and their verdicts kept in the [`HealthBook`]
 //! (a change of health triggers the reconcile too); every other kind is watched as
-//! metadata only.
+//! metadata only. What each watch holds ([`KindView`]) also answers the periodic full check,
+//! which reads only the objects the watch cannot vouch for.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -21,7 +22,11 @@ use crate::apply::own_writes::OwnWrites;
 use crate::health::book::{HealthBook, ObjectKey};
 use crate::health::{self, Verdict};
 
+use super::view::{KindView, Name};
+
 type AppKey = (String, String);
+/// (group, version, kind).
+type KindKey = (String, String, String);
 
 /// The wait before a drift watch refused for a while is tried again.
 const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -30,7 +35,7 @@ pub struct DriftWatches {
     client: Client,
     /// Only Applications in this namespace are triggered (namespace-scoped controllers).
     namespace: Option<String>,
-    running: Mutex<HashMap<(String, String, String), tokio::task::JoinHandle<()>>>,
+    running: Mutex<HashMap<KindKey, (tokio::task::JoinHandle<()>, Arc<Mutex<KindView>>)>>,
     dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
     tx: mpsc::Sender<ObjectRef<Application>>,
     /// Versions this controller's applies produced: their events are not drift.
@@ -89,6 +94,7 @@ impl DriftWatches {
                 continue;
             }
             let Some(ar) = resource_of(e) else { continue };
+            let view = Arc::new(Mutex::new(KindView::default()));
             let sink = Sink {
                 group: ar.group.clone(),
                 kind: ar.kind.clone(),
@@ -98,7 +104,7 @@ impl DriftWatches {
                 tx: self.tx.clone(),
                 own: self.own.clone(),
                 health: self.health.clone(),
-                seen: HashMap::new(),
+                view: view.clone(),
             };
             let handle = if health::has_check(&ar.group, &ar.kind) {
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
@@ -115,8 +121,46 @@ impl DriftWatches {
                     |o: PartialObjectMeta<DynamicObject>, _, _| (o.metadata, None),
                 ))
             };
-            running.insert(key, handle);
+            running.insert(key, (handle, view));
         }
+    }
+
+    /// Whether the kind's watch vouches that the object has not changed unseen since it
+    /// saw it: listed and current, the object held, with these labels and annotations (the
+    /// ones Git declares). Otherwise the object must be read to be checked.
+    pub fn vouches_for(
+        &self,
+        e: &InventoryEntry,
+        labels: Option<&BTreeMap<String, String>>,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        let key = (e.group.clone(), e.version.clone(), e.kind.clone());
+        let Some(view) = self
+            .running
+            .lock()
+            .expect("drift watches")
+            .get(&key)
+            .map(|(_, v)| v.clone())
+        else {
+            return false;
+        };
+        let name = (e.namespace.clone(), e.name.clone());
+        view.lock()
+            .expect("drift view")
+            .vouches_for(&name, labels, annotations)
+    }
+
+    /// Marks objects of an Application dirty again (a check of them did not complete).
+    pub fn mark_dirty(&self, namespace: &str, name: &str, entries: BTreeSet<InventoryEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.dirty
+            .lock()
+            .expect("drift dirty set")
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default()
+            .extend(entries);
     }
 
     /// The objects of an Application changed since the last call.
@@ -131,7 +175,7 @@ impl DriftWatches {
 
 impl Drop for DriftWatches {
     fn drop(&mut self) {
-        for (_, h) in self.running.lock().expect("drift watches").drain() {
+        for (_, (h, _)) in self.running.lock().expect("drift watches").drain() {
             h.abort();
         }
     }
@@ -148,9 +192,9 @@ struct Sink {
     tx: mpsc::Sender<ObjectRef<Application>>,
     own: std::sync::Arc<OwnWrites>,
     health: std::sync::Arc<HealthBook>,
-    /// Last seen (generation, resourceVersion) per uid: status-only updates of objects
-    /// with a generation do not count as changes.
-    seen: HashMap<String, (Option<i64>, Option<String>)>,
+    /// What the watch saw of each object (status-only updates of objects with a generation
+    /// do not count as changes).
+    view: Arc<Mutex<KindView>>,
 }
 
 /// One object of a watch: its metadata, and its verdict when its kind has health checks.
@@ -190,8 +234,23 @@ async fn watch_kind<K>(
                 let listed = std::mem::take(&mut listed);
                 sink.relisted(&listed);
                 failures = 0;
+                let names: HashSet<Name> = listed
+                    .iter()
+                    .map(|(m, _)| (m.namespace.clone(), m.name.clone().unwrap_or_default()))
+                    .collect();
                 for (meta, _) in listed {
                     sink.note_change(meta, false, false);
+                }
+                // Deleted while the watch was away: a change too.
+                let gone = sink.view.lock().expect("drift view").relisted(&names);
+                for ((namespace, name), owner) in gone {
+                    let meta = kube::core::ObjectMeta {
+                        namespace,
+                        name: Some(name),
+                        labels: owner.map(|o| BTreeMap::from([(APPLICATION_LABEL.to_string(), o)])),
+                        ..Default::default()
+                    };
+                    sink.note_change(meta, true, false);
                 }
                 continue;
             }
@@ -215,6 +274,7 @@ async fn watch_kind<K>(
                 // What was missed meanwhile is not known: health is read again until the
                 // watch has listed.
                 sink.health.unsynced(&group, &kind);
+                sink.view.lock().expect("drift view").unsynced();
                 tracing::debug!(kind = %kind, error = %e, ?wait, "drift watch error (retrying)");
                 tokio::time::sleep(wait).await;
                 continue;
@@ -275,20 +335,15 @@ impl Sink {
                 .resource_version
                 .as_deref()
                 .is_some_and(|rv| self.own.is_own(&uid, rv));
-        let now = (meta.generation, meta.resource_version.clone());
-        let changed = deleted
-            || match self.seen.get(&uid) {
-                None => true,
-                Some((g, rv)) => match (g, meta.generation) {
-                    (Some(old), Some(new)) => old != &new,
-                    _ => rv != &meta.resource_version,
-                },
-            };
-        if deleted {
-            self.seen.remove(&uid);
-        } else {
-            self.seen.insert(uid, now);
-        }
+        let changed = {
+            let mut view = self.view.lock().expect("drift view");
+            if deleted {
+                view.deleted(&meta);
+                true
+            } else {
+                view.saw(&meta)
+            }
+        };
         let drifted = changed && !own_write;
         if !drifted && !health_changed {
             return;

@@ -342,3 +342,68 @@ async fn a_new_revision_in_audit_mode_overwrites_hand_edits_and_names_them() {
         "False"
     );
 }
+
+/// A hand edit that brings no new generation (a declared label of a Deployment) is not
+/// marked by the watch as it happens; the periodic full check finds it, because the watch
+/// cannot vouch for an object whose declared labels it does not hold. Objects the watch
+/// vouches for are not read at all.
+#[tokio::test]
+async fn a_declared_label_changed_by_hand_is_healed_at_the_interval() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "drift-label").await;
+    let _controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let labelled = DEPLOYMENT.replace("  name: web\n", "  name: web\n  labels: {tier: front}\n");
+    let head = server.create_repo(
+        "app",
+        &[
+            ("deploy/web.yaml", labelled.as_str()),
+            ("deploy/cm.yaml", CONFIGMAP),
+        ],
+    );
+    create_source_and_app(
+        &client,
+        &ns.name,
+        "app",
+        &server.file_url("app"),
+        json!({"path": "deploy", "interval": "3s"}),
+    )
+    .await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
+    wait_synced_healthy(&apps, "app", &head).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let before = deploys.get("web").await.unwrap();
+    let params = PatchParams {
+        field_manager: Some("kubectl-label".into()),
+        ..Default::default()
+    };
+    let patched = deploys
+        .patch(
+            "web",
+            &params,
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "hacked", "extra": "kept"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.metadata.generation, before.metadata.generation,
+        "a label edit brings no new generation"
+    );
+    eventually(
+        "the declared label to be healed at the interval",
+        Duration::from_secs(20),
+        || async {
+            let d = deploys.get("web").await.ok()?;
+            let labels = d.metadata.labels?;
+            (labels.get("tier").map(String::as_str) == Some("front")).then_some(labels)
+        },
+    )
+    .await;
+    let labels = deploys.get("web").await.unwrap().metadata.labels.unwrap();
+    assert_eq!(
+        labels.get("extra").map(String::as_str),
+        Some("kept"),
+        "a label Git does not declare is not drift"
+    );
+}

@@ -1,6 +1,7 @@
 //! Drift handling of the Application reconciler: watches for the inventory, the check of
 //! what changed (or everything, at the interval), and heal or audit of what it found.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -17,6 +18,7 @@ use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
 use crate::api::conditions::{self, Status};
+use crate::apply::normalize::Desired;
 use crate::cluster::Target;
 
 pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
@@ -236,18 +238,55 @@ pub(super) async fn check_drift(
     if candidates.is_empty() {
         return;
     }
-    match drift_check::desired_for(ctx, app, revision, input).await {
-        Ok(desired) => match drift_check::check(target, app, &desired, &candidates).await {
-            Ok(findings) => {
-                tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
-                report_drift(ctx, target, app, status, findings, &candidates).await
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
-            }
-        },
+    let desired = match drift_check::desired_for(ctx, app, revision, input).await {
+        Ok(desired) => desired,
         Err(e) => {
-            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check")
+            target.drift.mark_dirty(&ns, &name, dirty);
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
+            return;
+        }
+    };
+    // The full check reads only what the watches cannot vouch for; what they saw change
+    // is read whatever they hold.
+    let candidates: Vec<InventoryEntry> = candidates
+        .into_iter()
+        .filter(|e| dirty.iter().any(|d| same_object(d, e)) || !vouched(target, e, &desired))
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    match drift_check::check(target, app, &desired, &candidates).await {
+        Ok(findings) => {
+            tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
+            report_drift(ctx, target, app, status, findings, &candidates).await
+        }
+        Err(e) => {
+            // Looked at again at the next reconcile, not only at the next interval.
+            target.drift.mark_dirty(&ns, &name, dirty);
+            tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
         }
     }
+}
+
+/// Whether the kind's watch vouches that the object has not changed unseen, with the labels
+/// and annotations Git declares for it.
+fn vouched(target: &Target, e: &InventoryEntry, desired: &[Desired]) -> bool {
+    let Some(d) = desired.iter().find(|d| same_object(&d.key, e)) else {
+        return false;
+    };
+    let section = |name: &str| -> Option<BTreeMap<String, String>> {
+        d.object["metadata"][name].as_object().map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+    };
+    target.drift.vouches_for(
+        e,
+        section("labels").as_ref(),
+        section("annotations").as_ref(),
+    )
 }
