@@ -27,6 +27,8 @@ use super::view::{KindView, Name};
 type AppKey = (String, String);
 /// (group, version, kind).
 type KindKey = (String, String, String);
+/// A kind's watch task and what it holds.
+type Running = (tokio::task::JoinHandle<()>, Arc<Mutex<KindView>>);
 
 /// The wait before a drift watch refused for a while is tried again.
 const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -35,7 +37,7 @@ pub struct DriftWatches {
     client: Client,
     /// Only Applications in this namespace are triggered (namespace-scoped controllers).
     namespace: Option<String>,
-    running: Mutex<HashMap<KindKey, (tokio::task::JoinHandle<()>, Arc<Mutex<KindView>>)>>,
+    running: Mutex<HashMap<KindKey, Running>>,
     dirty: std::sync::Arc<Mutex<HashMap<AppKey, BTreeSet<InventoryEntry>>>>,
     tx: mpsc::Sender<ObjectRef<Application>>,
     /// Versions this controller's applies produced: their events are not drift.
