@@ -20,8 +20,16 @@ fn init_tracing(format: LogFormat, default: &str) {
     }
 }
 
+/// With the `heap-profile` feature, every allocation is recorded (see `main`).
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Written to dhat-heap.json when main returns (the controller returns on SIGTERM).
+    #[cfg(feature = "heap-profile")]
+    let _profiler = dhat::Profiler::new_heap();
     // reqwest (under oci-client) is built without a bundled crypto provider; use ring, as
     // kube does. Failing only means a provider was installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
