@@ -6,7 +6,9 @@
 //! CPU-seconds to Ready, and over an idle window after that (`GANTRY_FLEET_IDLE_S`, 120 s)
 //! its CPU, its API requests and its writes (from its own request log; writes must be 0).
 //! The Applications' and Kustomizations' interval is `GANTRY_FLEET_APP_INTERVAL` (10m); a
-//! shorter one brings their periodic full check into the idle window.
+//! shorter one brings their periodic full check into the idle window. With
+//! `GANTRY_FLEET_FLOOR=1` the API server's floor for the same objects (plain creates, at
+//! Gantry's concurrency) is measured first and Gantry's time to Ready set against it.
 //!
 //! Peers in the same run, on the same control plane, from the same smart-HTTP Git server:
 //! Flux's source-controller and kustomize-controller (built from their Go modules by
@@ -34,6 +36,8 @@ mod support;
 #[allow(dead_code)]
 mod common;
 
+#[path = "fleet_parts/floor.rs"]
+mod floor;
 #[path = "fleet_parts/flux.rs"]
 mod flux;
 #[path = "fleet_parts/measure.rs"]
@@ -427,7 +431,8 @@ async fn run_once(
         peer.label(),
         std::process::id() ^ start.elapsed().as_nanos() as u32
     );
-    let change_all_s = if layout == Layout::One {
+    // (`GANTRY_FLEET_CHANGE_ALL=0` leaves it out, e.g. at 10,000.)
+    let change_all_s = if layout == Layout::One && env_or("GANTRY_FLEET_CHANGE_ALL", 1) == 1 {
         for i in 0..n {
             workspace.write(&app_file(i), &fleet_objects(i, Some(&format!("all-{tag}"))));
         }
@@ -612,6 +617,13 @@ async fn main() {
         Ok("per-app") => vec![Layout::PerApp],
         _ => vec![Layout::One, Layout::PerApp],
     };
+    // The API server's floor for the same objects, once (it does not depend on the layout).
+    let floor = if env_or("GANTRY_FLEET_FLOOR", 0) == 1 {
+        let wait = Duration::from_secs(env_or("GANTRY_FLEET_CLEANUP_WAIT_S", 600) as u64);
+        Some(floor::floor_s(&client, n, |i| fleet_objects(i, None), wait).await)
+    } else {
+        None
+    };
     let server = GitServer::start();
     for layout in layouts {
         let (mut head, workspace) = match layout {
@@ -644,7 +656,7 @@ async fn main() {
                 figures.push(run_once(&client, *peer, &fleet, &mut head).await);
             }
         }
-        print_results(&layout.prefix(n), n, &all);
+        print_results(&layout.prefix(n), n, &all, floor);
     }
 }
 
@@ -676,7 +688,7 @@ fn create_per_app_repos(server: &GitServer, n: usize) {
 }
 
 /// The RESULT lines of one layout.
-fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)]) {
+fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)], floor: Option<f64>) {
     let mut ready = std::collections::HashMap::new();
     let mut rss = std::collections::HashMap::new();
     let mut change_all = std::collections::HashMap::new();
@@ -777,6 +789,12 @@ fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)]) {
                 med(&writes),
                 per_run(&writes)
             );
+        }
+    }
+    if let Some(floor) = floor {
+        println!("RESULT fleet_{n}_floor_s={floor:.1}");
+        if let Some(g) = ready.get(&Peer::Gantry) {
+            println!("RESULT {prefix}_gantry_ready_vs_floor={:.2}", g / floor);
         }
     }
     // The other build against this one: above 1, this build is sooner (or smaller).
