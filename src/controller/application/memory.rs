@@ -59,33 +59,75 @@ struct SyncFailures {
 
 /// The resourceVersion each Application had after this controller's last status write to
 /// it, so a reconcile can tell whether its watch cache already holds that write (and read
-/// the Application from the cache) or may lag behind it (and read it from the API server).
+/// the Application from the cache), lags it by a moment (and look again shortly, reading
+/// nothing: status writes do not wake the reconciler, so nothing else would), or must read
+/// it from the API server.
 #[derive(Default)]
-pub struct StatusWrites(Mutex<HashMap<AppKey, String>>);
+pub struct StatusWrites(Mutex<HashMap<AppKey, Written>>);
+
+struct Written {
+    /// Empty when the write's outcome is unknown.
+    version: String,
+    at: Instant,
+    /// A reconcile already looked again shortly for this write.
+    waited: bool,
+}
+
+/// What a reconcile does with its cached Application.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// It holds this controller's last status write: use it.
+    Current,
+    /// It lags a write made a moment ago: look again in [`WATCH_LAG_RETRY`].
+    Lagging,
+    /// Read the Application from the API server.
+    Read,
+}
+
+/// How long after a status write a cache without it is waited for (once) rather than read.
+const WATCH_LAG_WAIT: Duration = Duration::from_secs(5);
+/// When a reconcile whose cache lags looks again.
+pub const WATCH_LAG_RETRY: Duration = Duration::from_millis(500);
 
 impl StatusWrites {
     /// After a status write: the version it produced, or `None` when the write's outcome is
     /// unknown (an error), which sends the next reconcile to the API server.
     pub fn wrote(&self, namespace: &str, name: &str, version: Option<String>) {
-        self.0
-            .lock()
-            .expect("status writes")
-            .insert(key(namespace, name), version.unwrap_or_default());
+        self.0.lock().expect("status writes").insert(
+            key(namespace, name),
+            Written {
+                version: version.unwrap_or_default(),
+                at: Instant::now(),
+                waited: false,
+            },
+        );
     }
 
     /// Whether a cached Application at `version` holds this controller's last status write
-    /// to it (or none was made since the controller started: the cache's first list is
-    /// newer than anything this process wrote).
-    pub fn cache_is_current(&self, namespace: &str, name: &str, version: Option<&str>) -> bool {
-        match self
-            .0
-            .lock()
-            .expect("status writes")
-            .get(&key(namespace, name))
-        {
-            None => true,
-            Some(written) => !written.is_empty() && Some(written.as_str()) == version,
+    /// to it: the same version, or a later one when versions are numbers (etcd's are); or
+    /// no write was made since the controller started (the cache's first list is newer than
+    /// anything this process wrote). A cache that lags a write of the last seconds is waited
+    /// for once; after that, or for a write whose outcome is unknown, it is read.
+    pub fn cached(&self, namespace: &str, name: &str, version: Option<&str>) -> Cached {
+        let mut writes = self.0.lock().expect("status writes");
+        let Some(w) = writes.get_mut(&key(namespace, name)) else {
+            return Cached::Current;
+        };
+        if w.version.is_empty() {
+            return Cached::Read;
         }
+        let later = match (w.version.parse::<u64>(), version.map(str::parse::<u64>)) {
+            (Ok(written), Some(Ok(seen))) => seen >= written,
+            _ => Some(w.version.as_str()) == version,
+        };
+        if later {
+            return Cached::Current;
+        }
+        if !w.waited && w.at.elapsed() < WATCH_LAG_WAIT {
+            w.waited = true;
+            return Cached::Lagging;
+        }
+        Cached::Read
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
@@ -335,27 +377,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cache_is_read_only_when_it_holds_the_last_status_write() {
+    fn the_cache_is_used_when_it_holds_the_last_status_write_and_waited_for_once() {
         let writes = StatusWrites::default();
         // Nothing written since the start: the cache's first list is newer than that.
-        assert!(writes.cache_is_current("ns", "a", Some("7")));
+        assert_eq!(writes.cached("ns", "a", Some("7")), Cached::Current);
         writes.wrote("ns", "a", Some("12".into()));
-        assert!(
-            !writes.cache_is_current("ns", "a", Some("7")),
-            "lags the write"
+        assert_eq!(writes.cached("ns", "a", Some("12")), Cached::Current);
+        assert_eq!(
+            writes.cached("ns", "a", Some("13")),
+            Cached::Current,
+            "changed since, so it holds the write"
         );
-        assert!(writes.cache_is_current("ns", "a", Some("12")));
-        assert!(
-            !writes.cache_is_current("ns", "a", Some("13")),
-            "changed since"
+        assert_eq!(
+            writes.cached("ns", "a", Some("7")),
+            Cached::Lagging,
+            "lags the write: waited for"
         );
+        assert_eq!(
+            writes.cached("ns", "a", Some("7")),
+            Cached::Read,
+            "once; then read"
+        );
+        writes.wrote("ns", "a", Some("14".into()));
+        assert_eq!(writes.cached("ns", "a", Some("12")), Cached::Lagging);
+        // Versions that are not numbers: only the same one is known to hold the write.
+        writes.wrote("ns", "a", Some("x2".into()));
+        assert_eq!(writes.cached("ns", "a", Some("x2")), Cached::Current);
+        assert_eq!(writes.cached("ns", "a", Some("x3")), Cached::Lagging);
         // A write whose outcome is unknown: read from the API server until the next one.
         writes.wrote("ns", "a", None);
-        assert!(!writes.cache_is_current("ns", "a", Some("12")));
-        assert!(!writes.cache_is_current("ns", "a", None));
+        assert_eq!(writes.cached("ns", "a", Some("12")), Cached::Read);
+        assert_eq!(writes.cached("ns", "a", None), Cached::Read);
         writes.forget("ns", "a");
-        assert!(writes.cache_is_current("ns", "a", Some("12")));
-        assert!(writes.cache_is_current("ns", "b", Some("1")));
+        assert_eq!(writes.cached("ns", "a", Some("12")), Cached::Current);
+        assert_eq!(writes.cached("ns", "b", Some("1")), Cached::Current);
     }
 
     #[test]

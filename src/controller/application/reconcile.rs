@@ -18,7 +18,7 @@ use super::follow_drift::check_drift;
 use super::full_sync::{SameSet, full_sync, same_set_as_applied};
 use super::guards::Checkpoint;
 use super::live_health;
-use super::memory::AppContext;
+use super::memory::{AppContext, Cached, WATCH_LAG_RETRY};
 use super::pass::Pass;
 use super::pipeline::SyncInput;
 use super::reasons;
@@ -164,20 +164,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
     // The watch cache can lag behind the status this controller wrote a moment ago; acting on
     // a stale status would re-sync a revision or drop drift findings. The cache is used when
-    // it holds the last status write (its version is the one that write produced); else one
-    // GET makes it exact.
+    // it holds the last status write; one that lags a write of a moment ago is looked at
+    // again shortly (reading nothing); else one GET makes it exact.
     let version = cached.metadata.resource_version.as_deref();
-    let app = if ctx
-        .memory
-        .status_writes
-        .cache_is_current(&ns, &name, version)
-    {
-        Application::clone(&cached)
-    } else {
-        match api.get_opt(&name).await? {
+    let app = match ctx.memory.status_writes.cached(&ns, &name, version) {
+        Cached::Current => Application::clone(&cached),
+        Cached::Lagging => return Ok(Action::requeue(WATCH_LAG_RETRY)),
+        Cached::Read => match api.get_opt(&name).await? {
             Some(app) => app,
             None => return Ok(Action::await_change()),
-        }
+        },
     };
     let generation = app.metadata.generation;
     let interval = ctx.interval(&app.spec.interval, Duration::from_secs(300));
