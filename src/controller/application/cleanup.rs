@@ -17,6 +17,9 @@ pub async fn cleanup(app: Arc<Application>, ctx: Arc<AppContext>) -> Result<Acti
     ctx.memory
         .status_writes
         .forget(&app.namespace().unwrap_or_default(), &app.name_any());
+    ctx.memory
+        .pending
+        .forget(&app.namespace().unwrap_or_default(), &app.name_any());
     crate::controller::context::remove_dir(
         &ctx.writeback_cache(&app.namespace().unwrap_or_default(), &app.name_any()),
     );

@@ -26,7 +26,7 @@ use crate::cluster::Target;
 use crate::error::Result;
 
 /// Sets of more objects than this have Ready written before their health is assessed.
-const EARLY_READY_ABOVE: usize = 50;
+pub(super) const EARLY_READY_ABOVE: usize = 50;
 
 pub(super) async fn full_sync(
     pass: &Pass<'_>,

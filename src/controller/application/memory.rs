@@ -205,6 +205,8 @@ pub struct Memory {
     pub finalizers: Finalized,
     /// The versions this controller's status writes produced.
     pub status_writes: StatusWrites,
+    /// Sync statuses held back until the health of what they applied is known.
+    pub pending: super::pending::PendingStatus,
     /// Applications waiting for their source's first artifact.
     pub source_waits: SourceWaits,
     /// The GitRepositories of this shard, as watched (set once the controller runs).

@@ -15,7 +15,8 @@
 //!    a failed revision through one `abort` (reject, record, revert in Git); `follow_drift`
 //!    and `drift_check` between revisions; `write_back` of image and chart selections.
 //! 5. **record** — conditions (`reasons`), history, Events and the status patch: once per
-//!    reconcile, from the step's `Outcome`. A sync writes before that only through its
+//!    reconcile, from the step's `Outcome` (a small set's sync status is held back until
+//!    its health is known, `pending`, so Ready and Healthy go in one write). A sync writes before that only through its
 //!    `guards::Checkpoint` (the planned inventory before its first write, its progress while
 //!    it waits, Ready before a large set's health is assessed).
 //!
@@ -40,6 +41,7 @@ mod health_gate;
 pub mod live_health;
 pub mod memory;
 mod pass;
+pub mod pending;
 pub mod pipeline;
 /// The condition reasons are part of the API (Notifiers read them too).
 pub use crate::api::reasons;

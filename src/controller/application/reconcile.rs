@@ -175,6 +175,19 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
             None => return Ok(Action::await_change()),
         },
     };
+    // A sync's status held back until its health is known: the reconcile goes on from it,
+    // and compares what it writes with what the API server holds.
+    let on_server = app.status.clone().unwrap_or_default();
+    let uid = app.uid().unwrap_or_default();
+    let mut app = app;
+    let held_since = ctx
+        .memory
+        .pending
+        .take(&ns, &name, &uid, app.metadata.generation)
+        .map(|held| {
+            app.status = Some(held.status);
+            held.since
+        });
     let generation = app.metadata.generation;
     let interval = ctx.interval(&app.spec.interval, Duration::from_secs(300));
     let mut status = app.status.clone().unwrap_or_default();
@@ -197,7 +210,14 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
         };
         set(&mut status, conditions::READY, s, why, message, generation);
         let outcome = Outcome::write(status, action.unwrap_or(step_action));
-        return write_outcome(&api, &app, &ctx.memory.status_writes, None, outcome).await;
+        return write_outcome(
+            &api,
+            &app,
+            &ctx.memory.status_writes,
+            Some(on_server),
+            outcome,
+        )
+        .await;
     }
     let (Some((source, artifact, lease)), Ok(target)) = (gathered.found, gathered.target) else {
         return Err(Error::Usage(format!(
@@ -238,11 +258,16 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
         checkpoint: &checkpoint,
     };
     let outcome = act(step, &pass, status, gathered.request).await?;
+    let on_server = checkpoint.held().unwrap_or(on_server);
+    let outcome = ctx
+        .memory
+        .pending
+        .hold_or_write(&app, &on_server, held_since, outcome);
     write_outcome(
         &api,
         &app,
         &ctx.memory.status_writes,
-        checkpoint.held(),
+        Some(on_server),
         outcome,
     )
     .await
