@@ -250,7 +250,12 @@ async fn run_once(
                 data.path(),
                 &log,
                 "off",
-                "info,kube_client::client::builder=debug",
+                // Requests are counted from the client's debug lines; `GANTRY_FLEET_LOG` adds
+                // other targets.
+                &std::env::var("GANTRY_FLEET_LOG").map_or_else(
+                    |_| "info,kube_client::client::builder=debug".to_string(),
+                    |more| format!("info,kube_client::client::builder=debug,{more}"),
+                ),
                 &kubeconfig_of(peer.user()),
             );
             let pid = c.child.id();

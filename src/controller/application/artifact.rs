@@ -124,7 +124,9 @@ pub(super) async fn find_artifact(
             ArtifactSeen::Waiting(_) if ctx.memory.source_waits.fresh(ns, &app_name) => {
                 return Ok((ArtifactSeen::NotYet, None));
             }
-            _ => {}
+            ref other => {
+                tracing::debug!(namespace = %ns, name = %app_name, seen = ?other, "the cached source leads to no artifact: asking the API server");
+            }
         }
     }
     let Some(source) = repos.get_opt(source_name).await? else {
