@@ -96,18 +96,28 @@ where
 }
 
 /// Whether the Application's source now has another revision than `revision` (the one its
-/// running task syncs).
+/// running task syncs): from the watch cache of the sources (a new revision wakes the
+/// Application through that watch, so the cache has it), read only when the cache does not
+/// hold the source.
 async fn source_moved(ctx: &AppContext, app: &Application, revision: Option<String>) -> bool {
     let Some(revision) = revision else {
         return false;
     };
-    let api: kube::Api<GitRepository> =
-        kube::Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    match api.get_opt(&app.spec.source_ref.name).await {
-        Ok(Some(repo)) => repo
-            .status
-            .and_then(|s| s.artifact)
-            .is_some_and(|a| a.revision != revision),
-        _ => false,
-    }
+    let ns = app.namespace().unwrap_or_default();
+    let name = &app.spec.source_ref.name;
+    let cached = ctx
+        .memory
+        .sources
+        .get()
+        .and_then(|store| store.get(&ObjectRef::new(name).within(&ns)));
+    let repo = match cached {
+        Some(repo) => Some(GitRepository::clone(&repo)),
+        None => {
+            let api: kube::Api<GitRepository> = kube::Api::namespaced(ctx.client.clone(), &ns);
+            api.get_opt(name).await.ok().flatten()
+        }
+    };
+    repo.and_then(|r| r.status)
+        .and_then(|s| s.artifact)
+        .is_some_and(|a| a.revision != revision)
 }
