@@ -187,11 +187,22 @@ impl Context {
 pub struct EventRecorders {
     client: Client,
     reporter: Reporter,
-    by_key: std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Recorder)>>,
+    by_key: std::sync::Mutex<Recorders>,
+}
+
+/// Per (object uid, reason): the note's hash, its recorder and when it was last used.
+#[derive(Default)]
+struct Recorders {
+    map: std::collections::HashMap<(String, String), (u64, Recorder, std::time::Instant)>,
+    swept: Option<std::time::Instant>,
 }
 
 /// Entries kept before the map is cleared (objects come and go).
 const MAX_RECORDERS: usize = 50_000;
+/// A recorder not used for this long is dropped: an Event repeated after it starts a new
+/// series anyway (as client-go's and kube's recorders do after 6 minutes), and a fleet's
+/// Events would otherwise be held for good, one per object and reason.
+const RECORDER_IDLE: std::time::Duration = std::time::Duration::from_secs(6 * 60);
 
 impl EventRecorders {
     pub fn new(client: Client, reporter: Reporter) -> Self {
@@ -208,9 +219,16 @@ impl EventRecorders {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         note.hash(&mut h);
         let note_hash = h.finish();
-        let mut map = self.by_key.lock().expect("event recorders");
+        let now = std::time::Instant::now();
+        let mut recorders = self.by_key.lock().expect("event recorders");
+        let Recorders { map, swept } = &mut *recorders;
         if map.len() > MAX_RECORDERS {
             map.clear();
+        }
+        // Once a minute at most, the recorders idle for long are dropped.
+        if swept.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60)) {
+            map.retain(|_, (_, _, used)| now.duration_since(*used) < RECORDER_IDLE);
+            *swept = Some(now);
         }
         let entry = map
             .entry((uid.to_string(), reason.to_string()))
@@ -218,14 +236,14 @@ impl EventRecorders {
                 (
                     note_hash,
                     Recorder::new(self.client.clone(), self.reporter.clone()),
+                    now,
                 )
             });
         if entry.0 != note_hash {
-            *entry = (
-                note_hash,
-                Recorder::new(self.client.clone(), self.reporter.clone()),
-            );
+            entry.0 = note_hash;
+            entry.1 = Recorder::new(self.client.clone(), self.reporter.clone());
         }
+        entry.2 = now;
         entry.1.clone()
     }
 }
