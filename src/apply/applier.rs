@@ -120,6 +120,8 @@ pub struct Applier {
     own_writes: Option<std::sync::Arc<super::own_writes::OwnWrites>>,
     /// The health the watches of this cluster saw; applies note their versions there too.
     health: Option<std::sync::Arc<HealthBook>>,
+    /// Permits for object writes in flight toward this API server (shared by its Appliers).
+    writes: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl Applier {
@@ -138,6 +140,7 @@ impl Applier {
             concurrency: concurrency.max(1),
             own_writes: None,
             health: None,
+            writes: None,
         }
     }
 
@@ -146,6 +149,24 @@ impl Applier {
     pub fn with_own_writes(mut self, own: std::sync::Arc<super::own_writes::OwnWrites>) -> Self {
         self.own_writes = Some(own);
         self
+    }
+
+    /// Bounds the object writes in flight with `permits`, shared by every Applier of the API
+    /// server (`None`: no bound).
+    pub fn with_write_bound(
+        mut self,
+        permits: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    ) -> Self {
+        self.writes = permits;
+        self
+    }
+
+    /// A permit for one object write, when writes are bounded (held until dropped).
+    async fn write_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.writes {
+            Some(permits) => permits.acquire().await.ok(),
+            None => None,
+        }
     }
 
     /// Reads health from `book` (the watches of this cluster) and notes applies there.
@@ -260,6 +281,7 @@ impl Applier {
         d: &Desired,
         force: bool,
     ) -> Result<Value, kube::Error> {
+        let _permit = self.write_permit().await;
         let dry = self
             .api(resolved, d.key.namespace.as_deref())
             .patch(
@@ -346,10 +368,12 @@ impl Applier {
                 let api = self.api(r, d.key.namespace.as_deref());
                 let params = &params;
                 async move {
+                    let permit = self.write_permit().await;
                     let applied = api
                         .patch(&d.key.name, params, &Patch::Apply(&d.object))
                         .await
                         .map_err(|e| ObjectError::new(&d.key, &e))?;
+                    drop(permit);
                     if let (Some(own), Some(uid), Some(rv)) = (
                         &self.own_writes,
                         &applied.metadata.uid,
@@ -422,5 +446,90 @@ mod message_tests {
         assert!(!exists(&created));
         assert!(!exists(&empty));
         assert!(exists(&existing));
+    }
+}
+
+#[cfg(test)]
+mod write_bound_tests {
+    use super::*;
+    use kube::core::ApiResource;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An API server that answers every request after 50 ms and counts how many it holds
+    /// at once.
+    async fn slow_server() -> (String, Arc<AtomicUsize>) {
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (now, most) = (n.clone(), m.clone());
+            async move {
+                let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(held, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let name = uri
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                // A dry-run create has no resourceVersion (so nothing is read after it).
+                let version = (!uri.query().unwrap_or_default().contains("dryRun")).then_some("7");
+                axum::Json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "team", "uid": name,
+                    "resourceVersion": version}}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, most)
+    }
+
+    #[tokio::test]
+    async fn writes_in_flight_never_exceed_the_api_servers_bound() {
+        let (url, most) = slow_server().await;
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let permits = Arc::new(tokio::sync::Semaphore::new(3));
+        // Two Appliers (two identities on one API server) share the bound.
+        let appliers: Vec<Applier> = (0..2)
+            .map(|_| {
+                Applier::on_cluster(client.clone(), client.clone(), Default::default(), 16)
+                    .with_write_bound(Some(permits.clone()))
+            })
+            .collect();
+        let resolved = Resolved {
+            resource: ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+            namespaced: true,
+        };
+        let desired: Vec<Desired> = (0..12)
+            .map(|i| Desired {
+                key: InventoryEntry {
+                    group: String::new(),
+                    version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    namespace: Some("team".into()),
+                    name: format!("cm-{i}"),
+                },
+                object: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": format!("cm-{i}"), "namespace": "team"}}),
+                namespaced: true,
+            })
+            .collect();
+        let items: Vec<(&Desired, &Resolved)> = desired.iter().map(|d| (d, &resolved)).collect();
+        let (a, b) = futures::join!(
+            appliers[0].apply(&items, true),
+            appliers[1].dry_run(&items, true)
+        );
+        assert!(a.iter().all(Result::is_ok), "{a:?}");
+        assert!(b.iter().all(Result::is_ok), "{b:?}");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "at most 3 at once, and 3 used"
+        );
     }
 }

@@ -9,6 +9,9 @@ use crate::controller::{self, Options};
 use crate::error::Result;
 use crate::server::dispatch;
 
+/// Object writes in flight toward one API server per reconcile slot (`--concurrent`).
+const WRITES_PER_SLOT: usize = 4;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Watch only this namespace (default: all namespaces).
@@ -23,7 +26,10 @@ pub struct Args {
     #[arg(long, env = "GANTRY_APPLY_CONCURRENCY", default_value_t = 32)]
     pub apply_concurrency: usize,
 
-    /// Resources of each kind reconciled at once.
+    /// Resources of each kind reconciled at once. Also bounds the object writes (dry-runs and
+    /// applies) in flight toward each API server to 4 per slot (256 by default), for syncs
+    /// waiting in their slots or outside them (a sync that outlives its slot lets another
+    /// begin, and an API server slowed by load would otherwise be sent ever more at once).
     #[arg(long, env = "GANTRY_CONCURRENT", default_value_t = 64)]
     pub concurrent: u16,
 
@@ -181,6 +187,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                 concurrency: args.apply_concurrency,
                 qps: args.kube_api_qps,
                 burst: args.kube_api_burst,
+                writes_in_flight: usize::from(args.concurrent) * WRITES_PER_SLOT,
             },
             reconcile_concurrency: args.concurrent,
             max_timeout: args.max_timeout,

@@ -25,6 +25,8 @@ pub struct Cluster {
     limits: ClientLimits,
     /// The request budget toward this API server, spent by every identity on it.
     budget: Budget,
+    /// Object writes in flight toward this API server, by every identity on it.
+    writes: Option<Arc<tokio::sync::Semaphore>>,
     /// Targets by impersonated user (`None`: the controller's own identity).
     identities: Mutex<HashMap<Option<String>, Arc<Target>>>,
 }
@@ -49,6 +51,8 @@ impl Cluster {
             client,
             discovery: Default::default(),
             host,
+            writes: (limits.writes_in_flight > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(limits.writes_in_flight))),
             limits,
             budget,
             identities: Default::default(),
@@ -88,7 +92,8 @@ impl Cluster {
                 self.limits.concurrency,
             )
             .with_own_writes(self.drift.own_writes())
-            .with_health_book(self.drift.health_book()),
+            .with_health_book(self.drift.health_book())
+            .with_write_bound(self.writes.clone()),
             drift: self.drift.clone(),
             cluster: self.host.clone(),
             identity: user.clone(),

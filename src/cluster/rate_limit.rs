@@ -22,6 +22,9 @@ pub struct ClientLimits {
     pub qps: u32,
     /// Requests allowed at once above the average.
     pub burst: u32,
+    /// Object writes (dry-runs and applies) in flight toward the API server at once, by all
+    /// syncs together, in their reconcile slots or outside them; 0 for no bound.
+    pub writes_in_flight: usize,
 }
 
 impl Default for ClientLimits {
@@ -30,6 +33,7 @@ impl Default for ClientLimits {
             concurrency: 32,
             qps: 0,
             burst: 0,
+            writes_in_flight: 0,
         }
     }
 }

@@ -101,6 +101,7 @@ impl Context {
                 concurrency: 8,
                 qps: PLAN_QPS,
                 burst: PLAN_QPS * 2,
+                writes_in_flight: 0,
             },
             opts.namespace.clone(),
             opts.tenancy.clone(),
