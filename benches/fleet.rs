@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use gantry::api::{Application, GitRepository};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use common::{
@@ -549,32 +549,10 @@ async fn run_once(
     })
     .await;
     drop(control);
-    // The namespace controller's deletions would run into the next measurement.
-    let gone = Instant::now();
     // (`GANTRY_FLEET_CLEANUP_WAIT_S`, 600 s: at 10,000 namespaces, recreating the local
     // cluster is quicker than waiting.)
     let cleanup_wait = env_or("GANTRY_FLEET_CLEANUP_WAIT_S", 600) as u64;
-    while gone.elapsed() < Duration::from_secs(cleanup_wait) {
-        let left = namespaces
-            .list(&ListParams::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|ns| {
-                        ns.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|n| n.starts_with("fl-"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    floor::wait_namespaces_gone(client, "fl-", Duration::from_secs(cleanup_wait)).await;
     figures
 }
 

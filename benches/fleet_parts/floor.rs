@@ -98,8 +98,16 @@ pub async fn floor_s(
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
+    wait_namespaces_gone(client, &prefix, cleanup_wait).await;
+    floor
+}
+
+/// Waits until no namespace named `prefix…` is left (the namespace controller's deletions
+/// would run into the next measurement), at most `wait`.
+pub async fn wait_namespaces_gone(client: &kube::Client, prefix: &str, wait: Duration) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     let gone = Instant::now();
-    while gone.elapsed() < cleanup_wait {
+    while gone.elapsed() < wait {
         let left = namespaces
             .list(&ListParams::default())
             .await
@@ -110,7 +118,7 @@ pub async fn floor_s(
                         ns.metadata
                             .name
                             .as_deref()
-                            .is_some_and(|n| n.starts_with(&prefix))
+                            .is_some_and(|n| n.starts_with(prefix))
                     })
                     .count()
             })
@@ -120,5 +128,4 @@ pub async fn floor_s(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    floor
 }

@@ -71,26 +71,37 @@ async fn setup(
     GitServer,
     Api<Application>,
 ) {
+    let files = [
+        ("deploy/web.yaml", DEPLOYMENT),
+        ("deploy/cm.yaml", CONFIGMAP),
+    ];
+    setup_with(prefix, &files, json!({"drift": {"mode": drift_mode}})).await
+}
+
+/// A namespace, a controller, a repository of `files` and an Application of its `deploy`
+/// path with `spec` on top, synced and healthy.
+async fn setup_with(
+    prefix: &str,
+    files: &[(&str, &str)],
+    spec: serde_json::Value,
+) -> (
+    kube::Client,
+    TestNamespace,
+    GantryController,
+    GitServer,
+    Api<Application>,
+) {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, prefix).await;
     let controller = GantryController::start(&ns.name);
     let server = GitServer::start();
-    let head = server.create_repo(
-        "app",
-        &[
-            ("deploy/web.yaml", DEPLOYMENT),
-            ("deploy/cm.yaml", CONFIGMAP),
-        ],
-    );
-    create_source_and_app(
-        &client,
-        &ns.name,
-        "app",
-        &server.file_url("app"),
-        json!({"path": "deploy", "drift": {"mode": drift_mode}}),
-    )
-    .await;
+    let head = server.create_repo("app", files);
+    let mut app_spec = json!({"path": "deploy"});
+    for (k, v) in spec.as_object().unwrap() {
+        app_spec[k] = v.clone();
+    }
+    create_source_and_app(&client, &ns.name, "app", &server.file_url("app"), app_spec).await;
     let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
     wait_synced_healthy(&apps, "app", &head).await;
     (client, ns, controller, server, apps)
@@ -349,29 +360,13 @@ async fn a_new_revision_in_audit_mode_overwrites_hand_edits_and_names_them() {
 /// vouches for are not read at all.
 #[tokio::test]
 async fn a_declared_label_changed_by_hand_is_healed_at_the_interval() {
-    let client = client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "drift-label").await;
-    let _controller = GantryController::start(&ns.name);
-    let server = GitServer::start();
     let labelled = DEPLOYMENT.replace("  name: web\n", "  name: web\n  labels: {tier: front}\n");
-    let head = server.create_repo(
-        "app",
-        &[
-            ("deploy/web.yaml", labelled.as_str()),
-            ("deploy/cm.yaml", CONFIGMAP),
-        ],
-    );
-    create_source_and_app(
-        &client,
-        &ns.name,
-        "app",
-        &server.file_url("app"),
-        json!({"path": "deploy", "interval": "3s"}),
-    )
-    .await;
-    let apps: Api<Application> = Api::namespaced(client.clone(), &ns.name);
-    wait_synced_healthy(&apps, "app", &head).await;
+    let files = [
+        ("deploy/web.yaml", labelled.as_str()),
+        ("deploy/cm.yaml", CONFIGMAP),
+    ];
+    let (client, ns, _c, _s, _apps) =
+        setup_with("drift-label", &files, json!({"interval": "3s"})).await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let before = deploys.get("web").await.unwrap();
     let params = PatchParams {
