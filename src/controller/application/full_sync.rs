@@ -25,8 +25,7 @@ use crate::api::conditions::{self, Status, is};
 use crate::cluster::Target;
 use crate::error::Result;
 
-/// Sets of more objects than this have Ready written before their health is assessed.
-pub(super) const EARLY_READY_ABOVE: usize = 50;
+pub(super) use super::pending::EARLY_READY_ABOVE;
 
 pub(super) async fn full_sync(
     pass: &Pass<'_>,

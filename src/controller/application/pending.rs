@@ -11,13 +11,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 
-use super::full_sync::EARLY_READY_ABOVE;
-use super::reasons;
-use super::record::Outcome;
 use crate::api::application::{Application, ApplicationStatus};
 use crate::api::conditions::{self, Status};
+use crate::api::reasons;
+
+/// Sets of more objects than this have Ready written before their health is assessed (the
+/// first assessment of a large set can take a while): they are never held.
+pub const EARLY_READY_ABOVE: usize = 50;
 
 /// The longest a sync's status is held back for health.
 pub const HOLD_AT_MOST: Duration = Duration::from_secs(3);
@@ -71,34 +72,30 @@ impl PendingStatus {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    /// Holds the outcome's status back when [`should_hold`] says so and the set is small
-    /// (a large one, or one with a rollout, writes Ready as soon as it is applied): nothing is
-    /// written and the Application is looked at again shortly. Otherwise the outcome as it is.
-    pub(super) fn hold_or_write(
+    /// Holds `status` back when [`should_hold`] says so and the set is small (a large one,
+    /// or one with a rollout, writes Ready as soon as it is applied); then nothing is
+    /// written and the Application is looked at again in [`HOLD_POLL`].
+    pub fn hold(
         &self,
         app: &Application,
         on_server: &ApplicationStatus,
         held_since: Option<Instant>,
-        outcome: Outcome,
-    ) -> Outcome {
-        let Some(status) = &outcome.status else {
-            return outcome;
-        };
+        status: &ApplicationStatus,
+    ) -> bool {
         let small_set = app.spec.rollout.is_none() && status.inventory.len() <= EARLY_READY_ABOVE;
         if !small_set || !should_hold(status, Some(on_server), held_since) {
-            return outcome;
+            return false;
         }
-        let status = outcome.status.expect("checked above");
         self.0.lock().expect("pending statuses").insert(
             (app.namespace().unwrap_or_default(), app.name_any()),
             Held {
                 uid: app.uid().unwrap_or_default(),
                 generation: app.metadata.generation,
-                status,
+                status: status.clone(),
                 since: held_since.unwrap_or_else(Instant::now),
             },
         );
-        Outcome::requeue(Action::requeue(HOLD_POLL))
+        true
     }
 }
 
@@ -127,8 +124,8 @@ pub fn should_hold(
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::set;
     use super::*;
+    use crate::controller::application::record::set;
 
     fn synced(revision: &str, health: (Status, &str)) -> ApplicationStatus {
         let mut s = ApplicationStatus {

@@ -20,6 +20,7 @@ use super::guards::Checkpoint;
 use super::live_health;
 use super::memory::{AppContext, Cached, WATCH_LAG_RETRY};
 use super::pass::Pass;
+use super::pending::HOLD_POLL;
 use super::pipeline::SyncInput;
 use super::reasons;
 use super::record::{Outcome, set, write_outcome};
@@ -259,10 +260,17 @@ async fn apply(cached: Arc<Application>, ctx: Arc<AppContext>) -> Result<Action>
     };
     let outcome = act(step, &pass, status, gathered.request).await?;
     let on_server = checkpoint.held().unwrap_or(on_server);
-    let outcome = ctx
-        .memory
-        .pending
-        .hold_or_write(&app, &on_server, held_since, outcome);
+    let outcome = match &outcome.status {
+        Some(status)
+            if ctx
+                .memory
+                .pending
+                .hold(&app, &on_server, held_since, status) =>
+        {
+            Outcome::requeue(Action::requeue(HOLD_POLL))
+        }
+        _ => outcome,
+    };
     write_outcome(
         &api,
         &app,
