@@ -61,16 +61,17 @@ async fn mode(client: &kube::Client, ns: &str) -> String {
         .clone()
 }
 
-async fn setup(
-    prefix: &str,
-    drift_mode: &str,
-) -> (
+/// What a drift test starts from: the client, its namespace, the controller, the Git server
+/// and the Applications' API.
+type Setup = (
     kube::Client,
     TestNamespace,
     GantryController,
     GitServer,
     Api<Application>,
-) {
+);
+
+async fn setup(prefix: &str, drift_mode: &str) -> Setup {
     let files = [
         ("deploy/web.yaml", DEPLOYMENT),
         ("deploy/cm.yaml", CONFIGMAP),
@@ -80,17 +81,7 @@ async fn setup(
 
 /// A namespace, a controller, a repository of `files` and an Application of its `deploy`
 /// path with `spec` on top, synced and healthy.
-async fn setup_with(
-    prefix: &str,
-    files: &[(&str, &str)],
-    spec: serde_json::Value,
-) -> (
-    kube::Client,
-    TestNamespace,
-    GantryController,
-    GitServer,
-    Api<Application>,
-) {
+async fn setup_with(prefix: &str, files: &[(&str, &str)], spec: serde_json::Value) -> Setup {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, prefix).await;

@@ -107,9 +107,7 @@ pub(super) async fn find_artifact(
     // the watch cache has it). The API server is asked when the cache does not have it
     // (not listed yet, or of another shard, which the message below names) or when what
     // the cache says leads to no artifact (it may lag, e.g. after an API server restart).
-    let cached = ctx.memory.sources.get().and_then(|store| {
-        store.get(&kube::runtime::reflector::ObjectRef::new(source_name).within(ns))
-    });
+    let cached = ctx.memory.cached_source(ns, source_name);
     let app_name = app.name_any();
     if let Some(source) = cached {
         let seen = artifact_of(ctx, ns, GitRepository::clone(&source)).await;

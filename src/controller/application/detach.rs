@@ -105,12 +105,7 @@ async fn source_moved(ctx: &AppContext, app: &Application, revision: Option<Stri
     };
     let ns = app.namespace().unwrap_or_default();
     let name = &app.spec.source_ref.name;
-    let cached = ctx
-        .memory
-        .sources
-        .get()
-        .and_then(|store| store.get(&ObjectRef::new(name).within(&ns)));
-    let repo = match cached {
+    let repo = match ctx.memory.cached_source(&ns, name) {
         Some(repo) => Some(GitRepository::clone(&repo)),
         None => {
             let api: kube::Api<GitRepository> = kube::Api::namespaced(ctx.client.clone(), &ns);

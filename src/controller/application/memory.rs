@@ -227,6 +227,18 @@ fn key(namespace: &str, name: &str) -> AppKey {
 }
 
 impl Memory {
+    /// A GitRepository as the watch of this shard's sources holds it (`None` before the
+    /// watch runs or when it does not hold it).
+    pub fn cached_source(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<crate::api::GitRepository>> {
+        self.sources.get().and_then(|store| {
+            store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+        })
+    }
+
     /// The wait before the next attempt at `revision` after a failed sync: `base`, doubled
     /// with every consecutive failure of the same revision, at most 5 minutes. A new
     /// revision starts again at `base`.
