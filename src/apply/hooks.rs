@@ -390,7 +390,7 @@ async fn await_hook(
         if start.elapsed() > timeout {
             return Err(format!("not finished after {}s", timeout.as_secs()));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        super::waiting::pause(Duration::from_millis(500)).await;
     }
 }
 
@@ -414,7 +414,7 @@ async fn delete_and_wait(
                 timeout.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        super::waiting::pause(Duration::from_millis(200)).await;
     }
     Ok(())
 }

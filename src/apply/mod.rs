@@ -17,6 +17,7 @@ pub mod recreate;
 pub mod set;
 pub mod set_error;
 pub mod stage;
+pub mod waiting;
 
 /// Label with the value `gantry` on every object Gantry applies.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -57,7 +57,7 @@ impl Applier {
                 match api.get_opt(&key.name).await {
                     Ok(None) => break,
                     Ok(Some(_)) if std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                        super::waiting::pause(std::time::Duration::from_millis(200)).await
                     }
                     Ok(Some(_)) => {
                         errors.push(ObjectError::other(

@@ -456,7 +456,7 @@ impl Applier {
                 if ok {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                super::waiting::pause(Duration::from_millis(200)).await;
             }
         }
         for d in crds {
@@ -483,7 +483,7 @@ impl Applier {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            super::waiting::pause(Duration::from_millis(250)).await;
         }
     }
 }

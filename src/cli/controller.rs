@@ -28,8 +28,9 @@ pub struct Args {
 
     /// Resources of each kind reconciled at once. Also bounds the object writes (dry-runs and
     /// applies) in flight toward each API server to 4 per slot (256 by default), for syncs
-    /// waiting in their slots or outside them (a sync that outlives its slot lets another
-    /// begin, and an API server slowed by load would otherwise be sent ever more at once).
+    /// in their slots or outside them. A sync keeps its slot while it sends requests, and
+    /// lets go once it waits on the cluster (hooks, waves, health) after 3 s, or after 20 s
+    /// whatever it does.
     #[arg(long, env = "GANTRY_CONCURRENT", default_value_t = 64)]
     pub concurrent: u16,
 

@@ -54,7 +54,7 @@ impl HealthGate<'_> {
                 }
                 Health::Progressing => {}
             }
-            tokio::time::sleep(pause).await;
+            crate::apply::waiting::pause(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
