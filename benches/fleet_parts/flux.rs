@@ -1,40 +1,12 @@
 //! The Flux peer of the fleet bench: its two controllers run out of cluster, its resources
 //! through the dynamic API, its own request counters.
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use crate::support::cluster::kubeconfig_path;
 use crate::support::process::{ChildGuard, free_port, tool};
-
-/// Marks the Kustomizations Ready at `revision` in `seen`. (Ready, not "Ready now": Flux sets
-/// Ready=Unknown at the start of every reconcile, and when a pass over the fleet takes
-/// longer than the interval, the first ones are reconciled again before the last are done.)
-pub async fn flux_ready(
-    api: &Api<kube::api::DynamicObject>,
-    revision: Option<&str>,
-    seen: &mut HashSet<String>,
-) {
-    let Ok(list) = api.list(&ListParams::default()).await else {
-        return;
-    };
-    for k in &list.items {
-        let status = &k.data["status"];
-        let ready = status["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-        if ready
-            && status["lastAppliedRevision"]
-                .as_str()
-                .is_some_and(|r| revision.is_none_or(|rev| r.ends_with(rev)))
-        {
-            seen.insert(k.metadata.name.clone().unwrap_or_default());
-        }
-    }
-}
 
 pub fn kubectl_apply(path: &Path) {
     let out = std::process::Command::new(tool("kubectl"))

@@ -8,6 +8,8 @@
 # STATE_DIR/pids (the processes it started; down.sh stops exactly those) and logs/.
 # With GANTRY_TEST_APISERVER_ONLY=1 only etcd and kube-apiserver start (a private control
 # plane for a test that restarts its API server: restart-apiserver.sh STATE_DIR).
+# With GANTRY_CLUSTER_PROFILING=1 kube-apiserver serves /debug/pprof (to see what bounds a
+# benchmark: kubectl get --raw '/debug/pprof/profile?seconds=30' > cpu.pprof).
 # Idempotent: when the cluster in STATE_DIR is already up, it says so and exits 0.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -16,6 +18,8 @@ state="${1:-${GANTRY_CLUSTER_DIR:-$repo/target/testcluster}}"
 mkdir -p "$state"
 state="$(cd "$state" && pwd)"
 NODES="${GANTRY_TEST_NODES:-4}"
+profiling=false
+[[ "${GANTRY_CLUSTER_PROFILING:-0}" == 1 ]] && profiling=true
 
 log() { echo "cluster: $*" >&2; }
 
@@ -163,7 +167,7 @@ start kube-apiserver \
   --service-account-issuer https://kubernetes.default.svc \
   --authorization-mode Node,RBAC \
   --service-cluster-ip-range 10.96.0.0/16 \
-  --allow-privileged=true --profiling=false \
+  --allow-privileged=true --profiling="$profiling" \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/audit/audit.log" \
   --audit-log-format json \
   --max-requests-inflight 1000 --max-mutating-requests-inflight 500
