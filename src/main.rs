@@ -25,6 +25,11 @@ fn init_tracing(format: LogFormat, default: &str) {
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// jemalloc otherwise (see Cargo.toml for why).
+#[cfg(not(feature = "heap-profile"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Written to dhat-heap.json when main returns (the controller returns on SIGTERM).
