@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 
 use crate::cluster::Targets;
 
@@ -37,9 +37,9 @@ pub struct Context {
     pub plan_targets: Targets,
     /// Pull request plans computed at once (`--max-plans`; 0: none).
     pub max_plans: usize,
-    /// Kubernetes Events: one recorder per (object, reason) and note, so a repeated note
-    /// counts up its series while a new note is a new Event (kube's recorder keys series by
-    /// reason alone and would keep showing the first note).
+    /// Kubernetes Events: one recorder per (object, reason) and note for warnings, so a
+    /// repeated warning counts up its series while a new note is a new Event (kube's
+    /// recorder keys series by reason alone and would keep showing the first note).
     pub recorders: EventRecorders,
     /// Registry clients and shared tag scans.
     pub scanner: crate::source::registry::Scanner,
@@ -214,9 +214,16 @@ impl EventRecorders {
         }
     }
 
-    /// The recorder for this object, reason and note: the same one while the note repeats.
-    pub fn for_note(&self, uid: &str, reason: &str, note: &str) -> Recorder {
+    /// The recorder for this object, reason and note: for a warning, the same one while the
+    /// note repeats (its series counts up); for a normal Event, a new one each time, kept
+    /// nowhere. A normal note rarely repeats (a sync's names its revision), and a recorder
+    /// holds its last Event in a table of about 5.6 KiB: kept for every Application's
+    /// `Synced`, that was the largest thing a fleet held per Application.
+    pub fn for_note(&self, uid: &str, reason: &str, note: &str, type_: EventType) -> Recorder {
         use std::hash::{Hash, Hasher};
+        if type_ == EventType::Normal {
+            return Recorder::new(self.client.clone(), self.reporter.clone());
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         note.hash(&mut h);
         let note_hash = h.finish();

@@ -58,6 +58,7 @@ pub(super) async fn publish(
         app.metadata.uid.as_deref().unwrap_or_default(),
         reason,
         &note,
+        type_,
     );
     let ev = KubeEvent {
         type_,
