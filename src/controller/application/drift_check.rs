@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::memory::AppContext;
+use super::memory::{AppContext, PackedSet};
 use super::pipeline::{self, SyncError, SyncInput};
 use crate::api::application::{Application, DriftedObject, InventoryEntry};
 use crate::apply::applier::ObjectError;
@@ -77,6 +77,7 @@ pub fn cached_with_hooks(
         .get(&key)
         .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
         .map(|(_, _, set, hooks)| (set.clone(), *hooks))
+        .and_then(|(set, hooks)| Some((Arc::new(set.unpack()?), hooks)))
 }
 
 pub fn remember(
@@ -87,9 +88,10 @@ pub fn remember(
     hooks: u64,
 ) {
     let key = cache_key(app);
+    let packed = Arc::new(PackedSet::pack(&set));
     ctx.memory.desired.lock().expect("desired cache").insert(
         key,
-        (revision.to_string(), app.metadata.generation, set, hooks),
+        (revision.to_string(), app.metadata.generation, packed, hooks),
     );
 }
 
