@@ -40,15 +40,8 @@ pub async fn desired_for(
         return Ok(set);
     }
     let (desired, hooks, _) = pipeline::desired_and_hooks(input).await?;
-    let set = Arc::new(desired);
-    remember(
-        ctx,
-        app,
-        revision,
-        set.clone(),
-        pipeline::hooks_digest(&hooks),
-    );
-    Ok(set)
+    remember(ctx, app, revision, &desired, pipeline::hooks_digest(&hooks));
+    Ok(Arc::new(desired))
 }
 
 fn cache_key(app: &Application) -> (String, String) {
@@ -80,15 +73,9 @@ pub fn cached_with_hooks(
         .and_then(|(set, hooks)| Some((Arc::new(set.unpack()?), hooks)))
 }
 
-pub fn remember(
-    ctx: &AppContext,
-    app: &Application,
-    revision: &str,
-    set: Arc<Vec<Desired>>,
-    hooks: u64,
-) {
+pub fn remember(ctx: &AppContext, app: &Application, revision: &str, set: &[Desired], hooks: u64) {
     let key = cache_key(app);
-    let packed = Arc::new(PackedSet::pack(&set));
+    let packed = Arc::new(PackedSet::pack(set));
     ctx.memory.desired.lock().expect("desired cache").insert(
         key,
         (revision.to_string(), app.metadata.generation, packed, hooks),

@@ -2,7 +2,6 @@
 //! as canaries, run the `pipeline`, then write the outcome: inventory,
 //! history, conditions, Events, and the health follow-up.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,7 +24,7 @@ use crate::api::conditions::{self, Status, is};
 use crate::cluster::Target;
 use crate::error::Result;
 
-pub(super) use super::pending::EARLY_READY_ABOVE;
+use super::pending::EARLY_READY_ABOVE;
 
 pub(super) async fn full_sync(
     pass: &Pass<'_>,
@@ -123,7 +122,7 @@ async fn succeeded(
     pass: &Pass<'_>,
     begun: &Begun,
     mut status: ApplicationStatus,
-    mut outcome: pipeline::SyncOutcome,
+    outcome: pipeline::SyncOutcome,
 ) -> Result<Outcome> {
     let (ctx, target, app, revision) = (pass.ctx, pass.target, pass.app, &pass.revision);
     let (ns, name) = (app.namespace().unwrap_or_default(), app.name_any());
@@ -153,13 +152,7 @@ async fn succeeded(
     // Recorded now (they count only once the revision is healthy), so a controller
     // restarted before the health check still knows the templates of this revision.
     let hashes = crate::rollout::template::template_hashes(&outcome.desired);
-    drift_check::remember(
-        ctx,
-        app,
-        revision,
-        Arc::new(std::mem::take(&mut outcome.desired)),
-        outcome.hooks_digest,
-    );
+    drift_check::remember(ctx, app, revision, &outcome.desired, outcome.hooks_digest);
     matches_git(ctx, target, app, &mut status).await;
     if let Some(chart) = &outcome.chart {
         let before = status.chart.as_ref().map(|c| c.version.as_str());
@@ -455,7 +448,7 @@ pub(super) async fn same_set_as_applied(
             reverted_by: None,
         },
     );
-    drift_check::remember(ctx, app, revision, Arc::new(desired), hooks_now);
+    drift_check::remember(ctx, app, revision, &desired, hooks_now);
     status.last_attempted_revision = Some(revision.to_string());
     status.last_applied_revision = Some(revision.to_string());
     status.running_revision = Some(revision.to_string());
