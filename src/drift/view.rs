@@ -38,7 +38,10 @@ fn pair(section: u8, key: &str, value: &str) -> u64 {
     h.finish()
 }
 
-fn metadata_hashes(
+/// One hash per label and per annotation (key and value), sorted: what a view keeps of an
+/// object's metadata, and what a caller gives [`KindView::vouches_for`] of the metadata Git
+/// declares (computed once, when the rendered set is kept).
+pub fn metadata_hashes(
     labels: Option<&BTreeMap<String, String>>,
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Vec<u64> {
@@ -122,21 +125,16 @@ impl KindView {
 
     /// Whether the watch vouches that the object has not changed unseen: it has listed since
     /// its last error, holds the object, and the object carries every label and annotation
-    /// given (the ones Git declares). A change of anything else (a new generation or
+    /// given (the hashes of the ones Git declares, from [`metadata_hashes`]). A change of anything else (a new generation or
     /// version, a deletion) was told when it came.
-    pub fn vouches_for(
-        &self,
-        name: &Name,
-        labels: Option<&BTreeMap<String, String>>,
-        annotations: Option<&BTreeMap<String, String>>,
-    ) -> bool {
+    pub fn vouches_for(&self, name: &Name, declared: &[u64]) -> bool {
         if !self.synced {
             return false;
         }
         let Some(seen) = self.objects.get(name) else {
             return false;
         };
-        metadata_hashes(labels, annotations)
+        declared
             .iter()
             .all(|h| seen.metadata.binary_search(h).is_ok())
     }
@@ -187,23 +185,26 @@ mod tests {
         let mut view = KindView::default();
         view.saw(&meta("api", Some(1), "10", "a"));
         assert!(
-            !view.vouches_for(&name("api"), Some(&labels("a")), None),
+            !view.vouches_for(&name("api"), &metadata_hashes(Some(&labels("a")), None)),
             "not listed yet"
         );
         view.relisted(&HashSet::from([name("api")]));
-        assert!(view.vouches_for(&name("api"), Some(&labels("a")), None));
-        assert!(view.vouches_for(&name("api"), None, None));
+        assert!(view.vouches_for(&name("api"), &metadata_hashes(Some(&labels("a")), None)));
+        assert!(view.vouches_for(&name("api"), &metadata_hashes(None, None)));
         // A label changed by hand (no new generation): not vouched for.
         view.saw(&meta("api", Some(1), "11", "b"));
-        assert!(!view.vouches_for(&name("api"), Some(&labels("a")), None));
+        assert!(!view.vouches_for(&name("api"), &metadata_hashes(Some(&labels("a")), None)));
         let declared = BTreeMap::from([("note".to_string(), "x".to_string())]);
         assert!(
-            !view.vouches_for(&name("api"), None, Some(&declared)),
+            !view.vouches_for(&name("api"), &metadata_hashes(None, Some(&declared))),
             "a declared annotation that is missing"
         );
-        assert!(!view.vouches_for(&name("gone"), None, None), "not held");
+        assert!(
+            !view.vouches_for(&name("gone"), &metadata_hashes(None, None)),
+            "not held"
+        );
         view.unsynced();
-        assert!(!view.vouches_for(&name("api"), Some(&labels("b")), None));
+        assert!(!view.vouches_for(&name("api"), &metadata_hashes(Some(&labels("b")), None)));
     }
 
     #[test]
@@ -213,7 +214,7 @@ mod tests {
         view.saw(&meta("db", Some(1), "10", "a"));
         let gone = view.relisted(&HashSet::from([name("api")]));
         assert_eq!(gone, vec![(name("db"), Some("team.web".to_string()))]);
-        assert!(!view.vouches_for(&name("db"), None, None));
+        assert!(!view.vouches_for(&name("db"), &metadata_hashes(None, None)));
         assert!(view.relisted(&HashSet::from([name("api")])).is_empty());
     }
 }

@@ -128,14 +128,10 @@ impl DriftWatches {
     }
 
     /// Whether the kind's watch vouches that the object has not changed unseen since it
-    /// saw it: listed and current, the object held, with these labels and annotations (the
-    /// ones Git declares). Otherwise the object must be read to be checked.
-    pub fn vouches_for(
-        &self,
-        e: &InventoryEntry,
-        labels: Option<&BTreeMap<String, String>>,
-        annotations: Option<&BTreeMap<String, String>>,
-    ) -> bool {
+    /// saw it: listed and current, the object held, with the labels and annotations Git
+    /// declares (`declared`, their hashes: [`super::view::metadata_hashes`]). Otherwise the
+    /// object must be read to be checked.
+    pub fn vouches_for(&self, e: &InventoryEntry, declared: &[u64]) -> bool {
         let key = (e.group.clone(), e.version.clone(), e.kind.clone());
         let Some(view) = self
             .running
@@ -149,7 +145,7 @@ impl DriftWatches {
         let name = (e.namespace.clone(), e.name.clone());
         view.lock()
             .expect("drift view")
-            .vouches_for(&name, labels, annotations)
+            .vouches_for(&name, declared)
     }
 
     /// Marks objects of an Application dirty again (a check of them did not complete).

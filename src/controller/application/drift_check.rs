@@ -39,9 +39,33 @@ pub async fn desired_for(
     if let Some(set) = cached(ctx, app, revision) {
         return Ok(set);
     }
+    Ok(Arc::new(render(ctx, app, revision, input).await?.1))
+}
+
+/// The packed set at the applied revision: from the cache, or rendered again (no writes),
+/// with the set as rendered in that case.
+pub async fn packed_for(
+    ctx: &AppContext,
+    app: &Application,
+    revision: &str,
+    input: &SyncInput<'_>,
+) -> Result<(Arc<PackedSet>, Option<Vec<Desired>>), SyncError> {
+    if let Some((packed, _)) = remembered(ctx, app, revision) {
+        return Ok((packed, None));
+    }
+    let (packed, desired) = render(ctx, app, revision, input).await?;
+    Ok((packed, Some(desired)))
+}
+
+async fn render(
+    ctx: &AppContext,
+    app: &Application,
+    revision: &str,
+    input: &SyncInput<'_>,
+) -> Result<(Arc<PackedSet>, Vec<Desired>), SyncError> {
     let (desired, hooks, _) = pipeline::desired_and_hooks(input).await?;
-    remember(ctx, app, revision, &desired, pipeline::hooks_digest(&hooks));
-    Ok(Arc::new(desired))
+    let packed = remember(ctx, app, revision, &desired, pipeline::hooks_digest(&hooks));
+    Ok((packed, desired))
 }
 
 fn cache_key(app: &Application) -> (String, String) {
@@ -62,6 +86,15 @@ pub fn cached_with_hooks(
     app: &Application,
     revision: &str,
 ) -> Option<(Arc<Vec<Desired>>, u64)> {
+    remembered(ctx, app, revision).and_then(|(set, hooks)| Some((Arc::new(set.unpack()?), hooks)))
+}
+
+/// The packed set remembered for `revision` and the digest of its hooks, not parsed.
+fn remembered(
+    ctx: &AppContext,
+    app: &Application,
+    revision: &str,
+) -> Option<(Arc<PackedSet>, u64)> {
     let key = cache_key(app);
     ctx.memory
         .desired
@@ -70,16 +103,28 @@ pub fn cached_with_hooks(
         .get(&key)
         .filter(|(rev, generation, ..)| rev == revision && *generation == app.metadata.generation)
         .map(|(_, _, set, hooks)| (set.clone(), *hooks))
-        .and_then(|(set, hooks)| Some((Arc::new(set.unpack()?), hooks)))
 }
 
-pub fn remember(ctx: &AppContext, app: &Application, revision: &str, set: &[Desired], hooks: u64) {
+/// Keeps the set rendered at `revision`, packed; returns what it keeps.
+pub fn remember(
+    ctx: &AppContext,
+    app: &Application,
+    revision: &str,
+    set: &[Desired],
+    hooks: u64,
+) -> Arc<PackedSet> {
     let key = cache_key(app);
     let packed = Arc::new(PackedSet::pack(set));
     ctx.memory.desired.lock().expect("desired cache").insert(
         key,
-        (revision.to_string(), app.metadata.generation, packed, hooks),
+        (
+            revision.to_string(),
+            app.metadata.generation,
+            packed.clone(),
+            hooks,
+        ),
     );
+    packed
 }
 
 /// Compares the candidates with the cluster through the Application's target. Reads only,

@@ -1,7 +1,6 @@
 //! Drift handling of the Application reconciler: watches for the inventory, the check of
 //! what changed (or everything, at the interval), and heal or audit of what it found.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -18,7 +17,6 @@ use crate::api::application::{
     Application, ApplicationStatus, DriftMode, DriftStatus, DriftedObject, InventoryEntry,
 };
 use crate::api::conditions::{self, Status};
-use crate::apply::normalize::Desired;
 use crate::cluster::Target;
 
 pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
@@ -238,8 +236,8 @@ pub(super) async fn check_drift(
     if candidates.is_empty() {
         return;
     }
-    let desired = match drift_check::desired_for(ctx, app, revision, input).await {
-        Ok(desired) => desired,
+    let (packed, rendered) = match drift_check::packed_for(ctx, app, revision, input).await {
+        Ok(found) => found,
         Err(e) => {
             target.drift.mark_dirty(&ns, &name, dirty);
             tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
@@ -247,14 +245,30 @@ pub(super) async fn check_drift(
         }
     };
     // The full check reads only what the watches cannot vouch for; what they saw change
-    // is read whatever they hold.
+    // is read whatever they hold. The set is parsed only when something must be read.
     let candidates: Vec<InventoryEntry> = candidates
         .into_iter()
-        .filter(|e| dirty.iter().any(|d| same_object(d, e)) || !vouched(target, e, &desired))
+        .filter(|e| {
+            dirty.iter().any(|d| same_object(d, e))
+                || !packed
+                    .declared(e)
+                    .is_some_and(|declared| target.drift.vouches_for(e, declared))
+        })
         .collect();
     if candidates.is_empty() {
         return;
     }
+    let desired = match rendered.or_else(|| packed.unpack()) {
+        Some(desired) => desired,
+        None => match drift_check::desired_for(ctx, app, revision, input).await {
+            Ok(desired) => desired.to_vec(),
+            Err(e) => {
+                target.drift.mark_dirty(&ns, &name, dirty);
+                tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
+                return;
+            }
+        },
+    };
     match drift_check::check(target, app, &desired, &candidates).await {
         Ok(findings) => {
             tracing::debug!(namespace = %ns, name = %name, full, candidates = candidates.len(), drifted = findings.len(), "drift check");
@@ -266,27 +280,4 @@ pub(super) async fn check_drift(
             tracing::warn!(namespace = %ns, name = %name, error = %e, "drift check failed")
         }
     }
-}
-
-/// Whether the kind's watch vouches that the object has not changed unseen, with the labels
-/// and annotations Git declares for it.
-fn vouched(target: &Target, e: &InventoryEntry, desired: &[Desired]) -> bool {
-    let Some(d) = desired.iter().find(|d| same_object(&d.key, e)) else {
-        return false;
-    };
-    let section = |name: &str| -> Option<BTreeMap<String, String>> {
-        d.object["metadata"][name].as_object().map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-                    (k.clone(), v)
-                })
-                .collect()
-        })
-    };
-    target.drift.vouches_for(
-        e,
-        section("labels").as_ref(),
-        section("annotations").as_ref(),
-    )
 }
