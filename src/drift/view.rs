@@ -125,8 +125,8 @@ impl KindView {
 
     /// Whether the watch vouches that the object has not changed unseen: it has listed since
     /// its last error, holds the object, and the object carries every label and annotation
-    /// given (the hashes of the ones Git declares, from [`metadata_hashes`]). A change of anything else (a new generation or
-    /// version, a deletion) was told when it came.
+    /// given (the hashes of the ones Git declares, from [`metadata_hashes`]). A change of
+    /// anything else (a new generation or version, a deletion) was told when it came.
     pub fn vouches_for(&self, name: &Name, declared: &[u64]) -> bool {
         if !self.synced {
             return false;

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::memory::{AppContext, PackedSet};
+use super::memory::AppContext;
+use super::packed_set::PackedSet;
 use super::pipeline::{self, SyncError, SyncInput};
 use crate::api::application::{Application, DriftedObject, InventoryEntry};
 use crate::apply::applier::ObjectError;
@@ -55,6 +56,22 @@ pub async fn packed_for(
     }
     let (packed, desired) = render(ctx, app, revision, input).await?;
     Ok((packed, Some(desired)))
+}
+
+/// The set a drift check compares with: the one just rendered, else the packed one parsed,
+/// else (should it not parse) rendered again.
+pub async fn unpacked(
+    ctx: &AppContext,
+    app: &Application,
+    revision: &str,
+    input: &SyncInput<'_>,
+    packed: &PackedSet,
+    rendered: Option<Vec<Desired>>,
+) -> Result<Vec<Desired>, SyncError> {
+    match rendered.or_else(|| packed.unpack()) {
+        Some(set) => Ok(set),
+        None => Ok(render(ctx, app, revision, input).await?.1),
+    }
 }
 
 async fn render(

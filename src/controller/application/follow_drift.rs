@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 
 use super::drift_check;
 use super::memory::AppContext;
-use super::pipeline::SyncInput;
+use super::pipeline::{SyncError, SyncInput};
 use super::reasons;
 use super::record::{publish, set};
 use crate::api::application::{
@@ -236,13 +236,13 @@ pub(super) async fn check_drift(
     if candidates.is_empty() {
         return;
     }
+    let cannot_render = |dirty, e: SyncError| {
+        target.drift.mark_dirty(&ns, &name, dirty);
+        tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
+    };
     let (packed, rendered) = match drift_check::packed_for(ctx, app, revision, input).await {
         Ok(found) => found,
-        Err(e) => {
-            target.drift.mark_dirty(&ns, &name, dirty);
-            tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
-            return;
-        }
+        Err(e) => return cannot_render(dirty, e),
     };
     // The full check reads only what the watches cannot vouch for; what they saw change
     // is read whatever they hold. The set is parsed only when something must be read.
@@ -258,16 +258,9 @@ pub(super) async fn check_drift(
     if candidates.is_empty() {
         return;
     }
-    let desired = match rendered.or_else(|| packed.unpack()) {
-        Some(desired) => desired,
-        None => match drift_check::desired_for(ctx, app, revision, input).await {
-            Ok(desired) => desired.to_vec(),
-            Err(e) => {
-                target.drift.mark_dirty(&ns, &name, dirty);
-                tracing::warn!(namespace = %ns, name = %name, error = %e, "cannot render for the drift check");
-                return;
-            }
-        },
+    let desired = match drift_check::unpacked(ctx, app, revision, input, &packed, rendered).await {
+        Ok(desired) => desired,
+        Err(e) => return cannot_render(dirty, e),
     };
     match drift_check::check(target, app, &desired, &candidates).await {
         Ok(findings) => {

@@ -40,6 +40,7 @@ pub mod guards;
 mod health_gate;
 pub mod live_health;
 pub mod memory;
+mod packed_set;
 mod pass;
 pub mod pending;
 pub mod pipeline;
