@@ -171,6 +171,24 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The backoff a controller puts over all its triggers merged: none. Each watch a
+/// controller merges backs off its own errors (`default_backoff`), so a failing watch never
+/// holds back the triggers of the others: drift found while the Application watch recovers
+/// from an API server restart heals at once, not when that watch's backoff (up to 30 s) ends.
+pub(crate) struct EachWatchBacksOff;
+
+impl Iterator for EachWatchBacksOff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(std::time::Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for EachWatchBacksOff {
+    fn reset(&mut self) {}
+}
+
 /// Runs one reconcile of `obj`, counted and timed by kind (the timer observes on drop, so
 /// every exit is measured); failures are counted by their bounded category.
 pub async fn measured<K, C, F, Fut>(

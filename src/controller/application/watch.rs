@@ -31,9 +31,10 @@ pub async fn run(
     // reconcile that wrote it already acts on it, and at fleet scale each self-triggered
     // reconcile is two more reads per Application. managedFields are not kept in the cache.
     let (reader, writer) = kube::runtime::reflector::store();
-    // No backoff of its own: as with `Controller::new`, the controller's trigger backoff
-    // handles watch errors (two layers delayed drift triggers after an API server restart).
+    // Each watch backs off its own errors and the controller none over them all (see
+    // `EachWatchBacksOff`): drift triggers are never held back by this watch's recovery.
     let app_changes = watcher(apps, ctx.watch())
+        .default_backoff()
         .modify(|a: &mut Application| a.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
@@ -53,8 +54,9 @@ pub async fn run(
             },
             Default::default(),
         );
-    let controller =
-        Controller::for_stream(app_changes, reader).with_config(ctx.controller_config());
+    let controller = Controller::for_stream(app_changes, reader)
+        .with_config(ctx.controller_config())
+        .trigger_backoff(crate::controller::EachWatchBacksOff);
     let store = controller.store();
     let states = store.clone();
     ctx.metrics.set_application_states(Box::new(move || {
@@ -96,6 +98,7 @@ pub async fn run(
     let (sources, sources_writer) = kube::runtime::reflector::store();
     let _ = ctx.memory.sources.set(sources);
     let source_changes = watcher(repos, ctx.shard.watch())
+        .default_backoff()
         .modify(|r: &mut GitRepository| r.managed_fields_mut().clear())
         .reflect(sources_writer)
         .applied_objects()

@@ -430,6 +430,7 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
     // write would retry a refused or down provider every second instead of backing off.
     let (notifier_reader, notifier_writer) = reflector::store();
     let notifier_changes = watcher(api, ctx.watch())
+        .default_backoff()
         .modify(|n: &mut Notifier| n.managed_fields_mut().clear())
         .reflect(notifier_writer)
         .applied_objects()
@@ -447,7 +448,8 @@ pub async fn run(ctx: Arc<Context>, targets: Targets, api: Api<Notifier>, apps: 
     // No debounce: it would postpone a round for as long as a fleet keeps changing. Changes
     // that arrive while a round runs are one pending round.
     let controller = Controller::for_stream(notifier_changes, notifier_reader)
-        .with_config(ctx.controller_config());
+        .with_config(ctx.controller_config())
+        .trigger_backoff(super::EachWatchBacksOff);
     let notifiers = controller.store();
     controller
         .watches_stream(app_events, move |app: Application| {
