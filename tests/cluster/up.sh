@@ -46,11 +46,17 @@ rm -rf "$state/pki" "$state/etcd" "$state/logs" "$state/kwok" "$state/audit"
 mkdir -p "$state/pki" "$state/logs" "$state/kwok" "$state/audit"
 : > "$state/pids"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Six free ports, all held open until all are chosen so that no two are the same (one at
+# a time, the kernel may hand out a port again as soon as it is closed).
+free_ports() {
+  python3 -c '
+import socket, sys
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
 }
-ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port)
-KCM_PORT=$(free_port); SCHED_PORT=$(free_port); KWOK_PORT=$(free_port)
+read -r ETCD_PORT PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT < <(free_ports 6)
 
 # --- certificates -----------------------------------------------------------------
 pki="$state/pki"
