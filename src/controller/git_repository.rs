@@ -10,15 +10,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 
-use super::context::{Context, FINALIZER, remove_dir};
+use super::context::{Context, remove_dir};
 use super::status::{apply_status, with_jitter};
 use crate::api::GitRepository;
 use crate::api::conditions::{self, Status};
 use crate::api::git_repository::Artifact;
 use crate::api::reasons::git_repository as reasons;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::source::artifact::ArtifactError;
 use crate::source::fetch_gate::Busy;
 use crate::source::git::{self, Credentials, GitError, Reference};
@@ -209,7 +209,8 @@ fn fetch_and_store(
     if !existed || !may_be_corrupt_cache(&failure) || Instant::now() >= job.deadline {
         return Err(failure);
     }
-    let fresh = cache.with_extension("reclone");
+    // Beside the cache, under a name no source can have (the sweep leaves it alone).
+    let fresh = cache.with_file_name(format!("{}_reclone", job.name));
     remove_dir(&fresh);
     match fetch_into(ctx, job, &fresh) {
         Ok(done) => {
@@ -366,7 +367,7 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
         .annotations()
         .get(crate::api::annotations::REQUEST_ANNOTATION)
         .cloned();
-    // Woken by a write that asks for nothing (its own status, a finalizer, a plan): the
+    // Woken by a write that asks for nothing (its own status, a label, a plan): the
     // artifact stands until the interval's end.
     if status.artifact.is_some()
         && let Some(left) =
@@ -437,31 +438,41 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::requeue(with_jitter(interval, &name)))
 }
 
-async fn cleanup(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = repo.namespace().unwrap_or_default();
-    let name = repo.name_any();
-    remove_dir(&ctx.git_cache(&ns, &name));
-    ctx.last_fetches.forget(&ns, &name);
-    ctx.artifacts.remove_source(&ns, &name);
-    Ok(Action::await_change())
-}
-
 async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = repo.namespace().unwrap_or_default();
-    let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, repo, |event| async {
-        match event {
-            Event::Apply(r) => apply(r, ctx.clone()).await,
-            Event::Cleanup(r) => cleanup(r, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    let api: Api<GitRepository> =
+        Api::namespaced(ctx.client.clone(), &repo.namespace().unwrap_or_default());
+    if super::source_sweep::drop_old_finalizer(&api, &repo).await? {
+        // The change wakes the next reconcile (or, in deletion, the source is gone).
+        return Ok(Action::await_change());
+    }
+    if repo.metadata.deletion_timestamp.is_some() {
+        // Held by someone else's finalizer: nothing to fetch for a source on its way out.
+        return Ok(Action::await_change());
+    }
+    apply(repo, ctx).await
 }
 
-pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>) {
-    Controller::new(api, ctx.watch())
+pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>, scope: Option<String>) {
+    let (reader, writer) = reflector::store();
+    let (store, follow_ctx) = (reader.clone(), ctx.clone());
+    // The store is updated before a deletion or a finished list is followed, so a sweep
+    // sees every live source.
+    let changes = watcher(api, ctx.watch())
+        .default_backoff()
+        .reflect(writer)
+        .then(move |event| {
+            let (ctx, store, scope) = (follow_ctx.clone(), store.clone(), scope.clone());
+            async move {
+                if let Ok(e) = &event {
+                    super::source_sweep::follow(&ctx, &store, scope.as_deref(), e).await;
+                }
+                event
+            }
+        })
+        .applied_objects();
+    Controller::for_stream(changes, reader)
         .with_config(ctx.controller_config())
+        .trigger_backoff(super::EachWatchBacksOff)
         .graceful_shutdown_on(super::shutdown_signal())
         .run(
             |obj, ctx| super::measured(obj, ctx, reconcile),

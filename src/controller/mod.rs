@@ -14,6 +14,7 @@ pub mod receiver;
 pub mod revision_plan;
 pub mod secrets;
 pub mod shard;
+pub mod source_sweep;
 pub mod status;
 
 use std::sync::Arc;
@@ -127,7 +128,11 @@ async fn reconcile_all(
 ) {
     let client = ctx.client.clone();
     tokio::join!(
-        git_repository::run(ctx.clone(), api_for::<GitRepository>(&client, opts)),
+        git_repository::run(
+            ctx.clone(),
+            api_for::<GitRepository>(&client, opts),
+            opts.namespace.clone()
+        ),
         image_policy::run(ctx.clone(), api_for::<ImagePolicy>(&client, opts)),
         application::watch::run(
             Arc::new(application::memory::AppContext::new(ctx.clone())),

@@ -379,8 +379,8 @@ async fn ssh_with_known_hosts_fetches_and_refuses_unknown_or_changed_host_keys()
 }
 
 /// A source is fetched when it is created, asked for (`gantry.dev/requested-at`) or at its
-/// interval; not again at its own status write, its finalizer, or another write to its
-/// metadata (each fetch costs the Git server a ref advertisement and a pack negotiation).
+/// interval; not again at its own status write or another write to its metadata (each fetch
+/// costs the Git server a ref advertisement and a pack negotiation).
 #[tokio::test]
 async fn a_source_is_fetched_once_and_again_only_when_asked_or_at_its_interval() {
     let client = client().await;
@@ -396,7 +396,7 @@ async fn a_source_is_fetched_once_and_again_only_when_asked_or_at_its_interval()
     wait_ready(&api, "once", "True", "the first artifact").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // One fetch: a ref advertisement and the pack negotiation (libgit2 makes two
-    // requests of it when shallow); no second fetch for the status write or the finalizer.
+    // requests of it when shallow); no second fetch for the status write.
     let first = server.fetch_requests();
     assert!(
         (2..=3).contains(&first),
@@ -428,4 +428,113 @@ async fn a_source_is_fetched_once_and_again_only_when_asked_or_at_its_interval()
         "asked: one more fetch, {asked} requests"
     );
     drop(controller);
+}
+
+/// A GitRepository holds no finalizer: its Git cache and artifacts go when it is deleted,
+/// a source deleted while no controller ran loses them at the next start, and the
+/// finalizer earlier versions put on sources is taken off (also from one in deletion).
+#[tokio::test]
+async fn a_deleted_source_leaves_nothing_behind_and_needs_no_finalizer() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "src-gone").await;
+    let controller = GantryController::start(&ns.name);
+    let server = GitServer::start();
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["kept", "gone", "old", "held"] {
+        server.create_repo(name, &[("a.yaml", "kind: ConfigMap\n")]);
+        let mut repo = repo_object(name, &server.http_url(name), None, "main");
+        if name == "old" {
+            repo.metadata.finalizers = Some(vec!["gantry.dev/finalizer".into()]);
+        }
+        api.create(&PostParams::default(), &repo).await.unwrap();
+    }
+    for name in ["kept", "gone", "old", "held"] {
+        wait_ready(&api, name, "True", "the first artifact").await;
+    }
+    let state = |data: &std::path::Path, name: &str| {
+        ["git", "artifacts"]
+            .iter()
+            .filter(|root| data.join(root).join(&ns.name).join(name).exists())
+            .count()
+    };
+    for name in ["kept", "gone"] {
+        assert_eq!(api.get(name).await.unwrap().metadata.finalizers, None);
+        assert_eq!(
+            state(controller.data_dir(), name),
+            2,
+            "{name}: cache and artifacts"
+        );
+    }
+    eventually(
+        "the old finalizer taken off",
+        Duration::from_secs(30),
+        || async {
+            let r = api.get("old").await.ok()?;
+            r.metadata
+                .finalizers
+                .unwrap_or_default()
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+
+    api.delete("gone", &Default::default()).await.unwrap();
+    eventually(
+        "the deleted source's state removed",
+        Duration::from_secs(30),
+        || async { (state(controller.data_dir(), "gone") == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        state(controller.data_dir(), "kept"),
+        2,
+        "another source keeps its state"
+    );
+
+    // Deleted while no controller runs: nothing holds it, and the next start sweeps. A
+    // source of an earlier version deleted meanwhile waits for the controller to let go.
+    let data = controller.stop_keeping_data();
+    api.delete("kept", &Default::default()).await.unwrap();
+    eventually(
+        "deleted without a controller",
+        Duration::from_secs(30),
+        || async { api.get_opt("kept").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    let finalizer = json!({"metadata": {"finalizers": ["gantry.dev/finalizer"]}});
+    api.patch("held", &PatchParams::default(), &Patch::Merge(finalizer))
+        .await
+        .unwrap();
+    api.delete("held", &Default::default()).await.unwrap();
+    assert!(
+        api.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(state(data.path(), "kept"), 2);
+    let controller = GantryController::start_in(&ns.name, data);
+    eventually("swept at start", Duration::from_secs(30), || async {
+        (state(controller.data_dir(), "kept") == 0).then_some(())
+    })
+    .await;
+    eventually(
+        "the old finalizer let go in deletion",
+        Duration::from_secs(30),
+        || async { api.get_opt("held").await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    eventually("its state removed", Duration::from_secs(30), || async {
+        (state(controller.data_dir(), "held") == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        state(controller.data_dir(), "old"),
+        2,
+        "a live source is not swept"
+    );
 }

@@ -45,8 +45,32 @@ impl GantryController {
         Self::start_scoped(&["--shard", shard], &kubeconfig_path(), extra)
     }
 
+    /// A controller for `namespace` on the data directory an earlier one left
+    /// ([`Self::stop_keeping_data`]).
+    pub fn start_in(namespace: &str, data_dir: tempfile::TempDir) -> Self {
+        Self::start_scoped_in(
+            &["--namespace", namespace],
+            &kubeconfig_path(),
+            &[],
+            data_dir,
+        )
+    }
+
+    /// Stops the controller and hands over its data directory.
+    pub fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+
     fn start_scoped(scope: &[&str], kubeconfig: &std::path::Path, extra: &[&str]) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_scoped_in(scope, kubeconfig, extra, tempfile::tempdir().unwrap())
+    }
+
+    fn start_scoped_in(
+        scope: &[&str],
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        data_dir: tempfile::TempDir,
+    ) -> Self {
         let log_path = data_dir.path().join("controller.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let receiver_port = free_port();
@@ -99,12 +123,12 @@ impl GantryController {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Every file under the data directory (artifacts and Git caches), for leak checks.
     /// The controller's `--data-dir`.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
     }
 
+    /// Every file under the data directory (artifacts and Git caches), for leak checks.
     pub fn data_files(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
