@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 use super::context::{Context, remove_dir};
@@ -230,6 +231,9 @@ fn fetch_and_store(
     }
 }
 
+/// When a source refused for its namespace's bound asks again without being called.
+const DEFERRED_RETRY: Duration = Duration::from_secs(10);
+
 /// Stack of a fetch thread.
 const FETCH_STACK_BYTES: usize = 64 << 20;
 
@@ -243,6 +247,10 @@ async fn fetch(
     let (ns, name) = (repo.namespace().unwrap_or_default(), repo.name_any());
     ctx.check_file_url(&repo.spec.url)
         .map_err(|e| SourceFailure::Git(e.into()))?;
+    // Refused at once when this source's last fetch has not returned or its namespace has
+    // as many running as it may (before any Secret is read: a source in line costs no
+    // request); the slot is freed when the fetch's thread returns.
+    let slot = ctx.fetch_gate.admit(&ns, &name, timeout).await?;
     let creds = credentials(&ctx.client, &ns, repo).await?;
     let verify = match &repo.spec.verify {
         Some(v) => {
@@ -262,9 +270,6 @@ async fn fetch(
     // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
     let rewrite =
         repo.status.as_ref().and_then(|s| s.observed_generation) != repo.metadata.generation;
-    // Refused at once when this source's last fetch has not returned or its namespace has
-    // as many running as it may; the slot is freed when the fetch's thread returns.
-    let slot = ctx.fetch_gate.admit(&ns, &name, timeout).await?;
     // HTTP(S) goes through a loopback proxy that closes the connections at the deadline
     // (libgit2 alone would wait on a silent server until the connection dies).
     let proxy = match git::http_endpoint(&repo.spec.url) {
@@ -380,9 +385,15 @@ async fn apply(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action> {
     if let Err(SourceFailure::Busy(busy @ (Busy::NamespaceFull { .. } | Busy::Saturated(_)))) =
         &outcome
     {
-        // Not a failure of this source: its turn comes soon, and nothing in status changes.
+        // Not a failure of this source: nothing in status changes. Refused for its
+        // namespace, it is in line and called when a slot frees (`FetchGate::turns`); the
+        // requeue only guards against a call spent on a source deleted meanwhile.
         tracing::debug!(namespace = %ns, name = %name, reason = %busy, "fetch deferred");
-        return Ok(Action::requeue(with_jitter(Duration::from_secs(1), &name)));
+        let again = match busy {
+            Busy::NamespaceFull { .. } => DEFERRED_RETRY,
+            _ => Duration::from_secs(1),
+        };
+        return Ok(Action::requeue(with_jitter(again, &name)));
     }
     ctx.last_fetches
         .record(&ns, &name, generation, request.as_deref());
@@ -470,7 +481,13 @@ pub async fn run(ctx: Arc<Context>, api: Api<GitRepository>, scope: Option<Strin
             }
         })
         .applied_objects();
+    // A source refused for its namespace's bound is called when a slot of it frees.
+    let turns = ctx
+        .fetch_gate
+        .turns()
+        .map(|(ns, name)| ObjectRef::new(&name).within(&ns));
     Controller::for_stream(changes, reader)
+        .reconcile_on(turns)
         .with_config(ctx.controller_config())
         .trigger_backoff(super::EachWatchBacksOff)
         .graceful_shutdown_on(super::shutdown_signal())

@@ -53,6 +53,7 @@ pub(crate) fn forget(ctx: &Context, ns: &str, name: &str) {
     remove_dir(&ctx.git_cache(ns, name));
     ctx.last_fetches.forget(ns, name);
     ctx.artifacts.remove_source(ns, name);
+    ctx.fetch_gate.forget(ns, name);
 }
 
 /// Forgets every source with state on disk (in `scope`'s namespace, or in all) that is not

@@ -5,8 +5,13 @@
 //! namespace, and a bounded number in all. A slot is released when the fetch's thread
 //! returns, not when its caller stops waiting, so threads stuck on a dead server keep
 //! counting against their own namespace.
+//!
+//! A source refused because its namespace is full joins that namespace's line, and each
+//! slot the namespace frees calls the next in line ([`FetchGate::turns`]): a namespace of a
+//! thousand sources fetches as fast as its slots free, without every waiting source
+//! asking again and again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,10 +31,53 @@ pub enum Busy {
     Saturated(Duration),
 }
 
+/// A source, as (namespace, name).
+pub type SourceKey = (String, String);
+
 #[derive(Default)]
 struct Counts {
-    in_flight: HashSet<(String, String)>,
+    in_flight: HashSet<SourceKey>,
     per_namespace: HashMap<String, usize>,
+    /// Per namespace, the names refused for want of a slot, first refused first.
+    waiting: HashMap<String, VecDeque<String>>,
+    /// Called by a freed slot and not yet admitted: refused again, they keep their place
+    /// at the head of the line.
+    called: HashSet<SourceKey>,
+    /// Where a freed slot calls the next in line.
+    turns: Option<futures::channel::mpsc::UnboundedSender<SourceKey>>,
+}
+
+impl Counts {
+    /// Puts a refused source in its namespace's line (once), at the head when it had been
+    /// called.
+    fn wait(&mut self, key: &SourceKey) {
+        let line = self.waiting.entry(key.0.clone()).or_default();
+        if line.contains(&key.1) {
+            return;
+        }
+        if self.called.remove(key) {
+            line.push_front(key.1.clone());
+        } else {
+            line.push_back(key.1.clone());
+        }
+    }
+
+    /// A slot of `namespace` is free: calls the next in its line.
+    fn call_next(&mut self, namespace: &str) {
+        let Some(line) = self.waiting.get_mut(namespace) else {
+            return;
+        };
+        let next = line.pop_front();
+        if line.is_empty() {
+            self.waiting.remove(namespace);
+        }
+        if let (Some(name), Some(turns)) = (next, &self.turns) {
+            let key = (namespace.to_string(), name);
+            if turns.unbounded_send(key.clone()).is_ok() {
+                self.called.insert(key);
+            }
+        }
+    }
 }
 
 /// The bounds of [`FetchGate`].
@@ -62,6 +110,7 @@ impl Drop for Counted {
                 c.per_namespace.remove(&self.key.0);
             }
         }
+        c.call_next(&self.key.0);
     }
 }
 
@@ -94,9 +143,19 @@ impl FetchGate {
         }
     }
 
+    /// Where the sources called by freed slots are sent, from now on (a second call
+    /// replaces the first receiver). Without it, a refused source only learns of its turn
+    /// when it asks again.
+    pub fn turns(&self) -> futures::channel::mpsc::UnboundedReceiver<SourceKey> {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        self.counts.lock().expect("fetch gate").turns = Some(tx);
+        rx
+    }
+
     /// Admits a fetch of `namespace/name`: at once refused when that source or its
-    /// namespace is busy (the caller looks again later, without holding a reconcile slot);
-    /// otherwise waits at most `wait` for a controller-wide slot.
+    /// namespace is busy (the caller looks again later, without holding a reconcile slot;
+    /// refused for its namespace, it is also called by [`FetchGate::turns`] when its turn
+    /// comes); otherwise waits at most `wait` for a controller-wide slot.
     pub async fn admit(&self, namespace: &str, name: &str, wait: Duration) -> Result<Slot, Busy> {
         let key = (namespace.to_string(), name.to_string());
         {
@@ -104,15 +163,23 @@ impl FetchGate {
             if c.in_flight.contains(&key) {
                 return Err(Busy::SourceInFlight);
             }
-            let n = c.per_namespace.entry(key.0.clone()).or_insert(0);
-            if *n >= self.per_namespace {
+            let n = c.per_namespace.get(&key.0).copied().unwrap_or(0);
+            if n >= self.per_namespace {
+                c.wait(&key);
                 return Err(Busy::NamespaceFull {
                     namespace: key.0.clone(),
                     limit: self.per_namespace,
                 });
             }
-            *n += 1;
+            *c.per_namespace.entry(key.0.clone()).or_insert(0) += 1;
             c.in_flight.insert(key.clone());
+            c.called.remove(&key);
+            if let Some(line) = c.waiting.get_mut(&key.0) {
+                line.retain(|waiting| *waiting != key.1);
+                if line.is_empty() {
+                    c.waiting.remove(&key.0);
+                }
+            }
         }
         // Counted before waiting, so that a wait that ends (or is cancelled) uncounts it.
         let counted = Counted {
@@ -127,6 +194,27 @@ impl FetchGate {
             _counted: counted,
             _permit: permit,
         })
+    }
+
+    /// Takes a deleted source out of its namespace's line: a turn is never spent on it.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut c = self.counts.lock().expect("fetch gate");
+        c.called.remove(&(namespace.to_string(), name.to_string()));
+        if let Some(line) = c.waiting.get_mut(namespace) {
+            line.retain(|waiting| waiting != name);
+            if line.is_empty() {
+                c.waiting.remove(namespace);
+            }
+        }
+    }
+
+    /// Sources of `namespace` waiting for a slot, first in line first (for tests).
+    pub fn line_of(&self, namespace: &str) -> Vec<String> {
+        let c = self.counts.lock().expect("fetch gate");
+        c.waiting
+            .get(namespace)
+            .map(|line| line.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Fetches of `namespace` running now (for tests and metrics).
@@ -183,5 +271,52 @@ mod tests {
         drop((b, other, again));
         assert_eq!(gate.running_in("t1"), 0);
         assert_eq!(gate.running_in("t2"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_calls_the_first_source_refused_for_its_namespace() {
+        use futures::StreamExt;
+        let gate = FetchGate::new(8, 2);
+        let mut turns = gate.turns();
+        let wait = Duration::from_millis(50);
+        let a = gate.admit("t1", "a", wait).await.unwrap();
+        let b = gate.admit("t1", "b", wait).await.unwrap();
+        for name in ["c", "d", "c", "e"] {
+            assert!(gate.admit("t1", name, wait).await.is_err());
+        }
+        assert_eq!(gate.line_of("t1"), ["c", "d", "e"], "each once, in order");
+        // Another namespace's slot does not call t1's line.
+        drop(gate.admit("t2", "x", wait).await.unwrap());
+        assert!(turns.try_recv().is_err(), "nothing called yet");
+
+        drop(a);
+        assert_eq!(turns.next().await, Some(("t1".into(), "c".into())));
+        assert_eq!(gate.line_of("t1"), ["d", "e"]);
+        // Before c comes, someone else takes the slot: c is refused and keeps the head.
+        let f = gate.admit("t1", "f", wait).await.unwrap();
+        assert!(gate.admit("t1", "c", wait).await.is_err());
+        assert_eq!(gate.line_of("t1"), ["c", "d", "e"]);
+
+        drop(f);
+        assert_eq!(turns.next().await, Some(("t1".into(), "c".into())));
+        let c = gate.admit("t1", "c", wait).await.unwrap();
+        // A source deleted while in line is never called.
+        gate.forget("t1", "d");
+        drop(b);
+        assert_eq!(turns.next().await, Some(("t1".into(), "e".into())));
+        assert!(gate.line_of("t1").is_empty());
+        drop(c);
+        assert!(turns.try_recv().is_err(), "an empty line calls no one");
+        // A source in line that asks again on its own and finds a slot leaves the line.
+        let g = gate.admit("t1", "g", wait).await.unwrap();
+        let h = gate.admit("t1", "h", wait).await.unwrap();
+        for name in ["i", "j"] {
+            assert!(gate.admit("t1", name, wait).await.is_err());
+        }
+        drop(g);
+        assert_eq!(turns.next().await, Some(("t1".into(), "i".into())));
+        let j = gate.admit("t1", "j", wait).await.unwrap();
+        assert!(gate.line_of("t1").is_empty());
+        drop((h, j));
     }
 }
