@@ -491,6 +491,16 @@ pub struct InventoryEntry {
     pub name: String,
 }
 
+impl InventoryEntry {
+    /// The same object in the cluster, whatever the API version it is named by.
+    pub fn same_object(&self, other: &InventoryEntry) -> bool {
+        self.group == other.group
+            && self.kind == other.kind
+            && self.namespace == other.namespace
+            && self.name == other.name
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftStatus {

@@ -19,10 +19,6 @@ use crate::api::application::{
 use crate::api::conditions::{self, Status};
 use crate::cluster::Target;
 
-pub(super) fn same_object(a: &InventoryEntry, b: &InventoryEntry) -> bool {
-    a.group == b.group && a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
-}
-
 pub(super) async fn ensure_watches(target: &Target, inventory: &[InventoryEntry]) {
     let mut resources = std::collections::HashMap::new();
     for e in inventory {
@@ -75,7 +71,7 @@ pub(super) async fn report_drift(
             // the new one.
             let mut objects: Vec<DriftedObject> = previous
                 .iter()
-                .filter(|o| !checked.iter().any(|c| same_object(c, &o.object)))
+                .filter(|o| !checked.iter().any(|c| c.same_object(&o.object)))
                 .cloned()
                 .collect();
             objects.extend(findings.iter().map(|f| f.report()));
@@ -223,7 +219,7 @@ pub(super) async fn check_drift(
         .inventory
         .iter()
         .filter(|e| !is_held(e))
-        .filter(|e| full || dirty.iter().any(|d| same_object(d, e)))
+        .filter(|e| full || dirty.iter().any(|d| d.same_object(e)))
         .cloned()
         .collect();
     if full {
@@ -249,7 +245,7 @@ pub(super) async fn check_drift(
     let candidates: Vec<InventoryEntry> = candidates
         .into_iter()
         .filter(|e| {
-            dirty.iter().any(|d| same_object(d, e))
+            dirty.iter().any(|d| d.same_object(e))
                 || !packed
                     .declared(e)
                     .is_some_and(|declared| target.drift.vouches_for(e, declared))

@@ -4,7 +4,6 @@
 use crate::api::application::InventoryEntry;
 use crate::apply::normalize::Desired;
 
-use super::follow_drift::same_object;
 
 /// A rendered set as kept between reconciles: each object as its JSON text, about a third of
 /// its parsed size (a parsed set was the largest thing kept per Application, ~10 KiB for
@@ -71,7 +70,7 @@ impl PackedSet {
     pub fn declared(&self, e: &InventoryEntry) -> Option<&[u64]> {
         self.0
             .iter()
-            .find(|p| same_object(&p.key, e))
+            .find(|p| p.key.same_object(e))
             .map(|p| &*p.declared)
     }
 }
