@@ -58,7 +58,10 @@ use common::{
     env_or, log_lines, median, peak_rss_mib, requests_since, runs, start_controller_with,
 };
 use flux::{flux_requests, flux_sources, kubectl_apply, kustomizations, start_flux};
-use measure::{audited_writes, cpu_seconds, kubeconfig_of, requests_by_kind, requests_by_scope};
+use measure::{
+    audited_writes, cpu_seconds, ended_children_cpu_seconds, kubeconfig_of, requests_by_kind,
+    requests_by_scope,
+};
 use support::app::Workspace;
 use support::cluster::{TestNamespace, client, install_crds};
 use support::git::GitServer;
@@ -161,6 +164,9 @@ struct Figures {
     initial_requests_per_app: Option<f64>,
     /// Upload-pack requests the Git server served until all were Ready, per source.
     git_requests_per_source: f64,
+    /// CPU of the Git server's processes (`git http-backend` and `upload-pack`) until all
+    /// were Ready, per source.
+    git_server_cpu_ms_per_source: f64,
 }
 
 async fn create_all<F, Fut>(n: usize, f: F)
@@ -282,6 +288,7 @@ async fn run_once(
     // The clock starts with the first object: one source, N Applications (Kustomizations).
     let initial_from = log_lines(&log);
     let fetches_before = server.fetch_requests();
+    let git_cpu_before = ended_children_cpu_seconds();
     let start = Instant::now();
     let sources = match layout {
         Layout::One => 1,
@@ -390,6 +397,8 @@ async fn run_once(
     let cpu_ready = cpu_ready - cpu_before;
     let git_requests_per_source =
         (server.fetch_requests() - fetches_before) as f64 / sources as f64;
+    let git_server_cpu_ms_per_source =
+        (ended_children_cpu_seconds() - git_cpu_before) * 1000.0 / sources as f64;
     let peak: f64 = pids.iter().map(|p| peak_rss_mib(*p)).sum();
     let initial_requests_per_app = peer.is_gantry().then(|| {
         let to = log_lines(&log);
@@ -504,6 +513,7 @@ async fn run_once(
         change_one_others: scoped.map(|s| (s.others, s.others_writes)),
         initial_requests_per_app,
         git_requests_per_source,
+        git_server_cpu_ms_per_source,
     };
     eprintln!("{}: {figures:?}", peer.label());
 
@@ -710,6 +720,11 @@ fn print_results(prefix: &str, n: usize, all: &[(Peer, Vec<Figures>)], floor: Op
             "RESULT {prefix}_{l}_git_requests_per_source={:.1}   ({})",
             med(&|f| f.git_requests_per_source),
             per_run(&|f| f.git_requests_per_source)
+        );
+        println!(
+            "RESULT {prefix}_{l}_git_server_cpu_ms_per_source={:.1}   ({})",
+            med(&|f| f.git_server_cpu_ms_per_source),
+            per_run(&|f| f.git_server_cpu_ms_per_source)
         );
         println!(
             "RESULT {prefix}_{l}_peak_rss_mib={:.1}   ({})",

@@ -7,6 +7,18 @@ use crate::support::cluster::kubeconfig_path;
 
 /// CPU-seconds (user + system) of a process so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(&pid.to_string(), 11, 12)
+}
+
+/// CPU-seconds of this process's children that have ended: the Git server's
+/// `git http-backend` runs (and what they ran) while the controllers, still running, are not
+/// counted.
+pub fn ended_children_cpu_seconds() -> f64 {
+    stat_seconds("self", 13, 14)
+}
+
+/// Two tick fields of `/proc/<pid>/stat`, counted after the state field, summed as seconds.
+fn stat_seconds(pid: &str, a: usize, b: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -17,8 +29,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state field.
-    (ticks(11) + ticks(12)) / 100.0
+    // utime and stime are fields 14 and 15 of stat (11 and 12 counted from the state
+    // field at 0), cutime and cstime 16 and 17.
+    (ticks(a) + ticks(b)) / 100.0
 }
 
 pub fn kubeconfig_of(user: &str) -> std::path::PathBuf {

@@ -4,7 +4,6 @@
 use crate::api::application::InventoryEntry;
 use crate::apply::normalize::Desired;
 
-
 /// A rendered set as kept between reconciles: each object as its JSON text, about a third of
 /// its parsed size (a parsed set was the largest thing kept per Application, ~10 KiB for
 /// four objects), parsed again when read; and the hashes of the labels and annotations each
