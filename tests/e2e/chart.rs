@@ -74,6 +74,8 @@ async fn chart_installs_and_its_deployment_becomes_available() {
             "--min-interval=10s",
             "--concurrent=64",
             "--apply-concurrency=32",
+            "--max-fetches=64",
+            "--max-fetches-per-namespace=16",
             "--kube-api-qps=500",
             "--kube-api-burst=1000",
             "--leader-elect",
