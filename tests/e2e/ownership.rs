@@ -193,14 +193,15 @@ async fn abort_deletes_the_canary_in_the_stable_namespace_and_reverts_only_the_p
         &deployment("example.test/web:bad-2", Some(&elsewhere.name)),
     );
     ws.write("other/other.yaml", "team: b\nversion: 2\n");
-    let bad = ws.commit_and_push("bad image and other v2");
     let remote: Api<Deployment> = Api::namespaced(client.clone(), &elsewhere.name);
-    eventually(
-        "the canary beside its stable Deployment",
-        Duration::from_secs(60),
-        || async { remote.get_opt("web-canary").await.ok().flatten() },
-    )
-    .await;
+    // The canary may be aborted (and deleted) within a second of its creation: watched,
+    // not polled.
+    let canary = crate::support::first_seen(remote.clone(), "web-canary");
+    let bad = ws.commit_and_push("bad image and other v2");
+    tokio::time::timeout(Duration::from_secs(60), canary)
+        .await
+        .expect("timed out after 60s waiting for the canary beside its stable Deployment")
+        .unwrap();
     let bare = server.bare_path("app");
     let revert = eventually("a revert commit", Duration::from_secs(90), || async {
         let subject = git(&bare, &["log", "-1", "--format=%s", "main"]);

@@ -40,6 +40,31 @@ where
     }
 }
 
+/// Starts watching for object `name` through `api` and returns a task that ends with the
+/// object the first time the watch sees it. Unlike polling, it also catches an object that
+/// exists for a moment only (a canary aborted within a second). Start it before the change
+/// that creates the object.
+pub fn first_seen<K>(api: kube::Api<K>, name: &str) -> tokio::task::JoinHandle<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, config).default_backoff().applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            match stream.next().await {
+                Some(Ok(object)) => return object,
+                Some(Err(_)) => continue,
+                None => panic!("the watch ended before the object was seen"),
+            }
+        }
+    })
+}
+
 /// A short random lowercase suffix for names that must not collide between tests.
 pub fn random_suffix() -> String {
     use rand::Rng;
