@@ -62,6 +62,17 @@ impl Counts {
         }
     }
 
+    /// Takes a source out of its namespace's line, called or not.
+    fn leave_line(&mut self, key: &SourceKey) {
+        self.called.remove(key);
+        if let Some(line) = self.waiting.get_mut(&key.0) {
+            line.retain(|waiting| *waiting != key.1);
+            if line.is_empty() {
+                self.waiting.remove(&key.0);
+            }
+        }
+    }
+
     /// A slot of `namespace` is free: calls the next in its line.
     fn call_next(&mut self, namespace: &str) {
         let Some(line) = self.waiting.get_mut(namespace) else {
@@ -173,13 +184,7 @@ impl FetchGate {
             }
             *c.per_namespace.entry(key.0.clone()).or_insert(0) += 1;
             c.in_flight.insert(key.clone());
-            c.called.remove(&key);
-            if let Some(line) = c.waiting.get_mut(&key.0) {
-                line.retain(|waiting| *waiting != key.1);
-                if line.is_empty() {
-                    c.waiting.remove(&key.0);
-                }
-            }
+            c.leave_line(&key);
         }
         // Counted before waiting, so that a wait that ends (or is cancelled) uncounts it.
         let counted = Counted {
@@ -198,14 +203,8 @@ impl FetchGate {
 
     /// Takes a deleted source out of its namespace's line: a turn is never spent on it.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let mut c = self.counts.lock().expect("fetch gate");
-        c.called.remove(&(namespace.to_string(), name.to_string()));
-        if let Some(line) = c.waiting.get_mut(namespace) {
-            line.retain(|waiting| waiting != name);
-            if line.is_empty() {
-                c.waiting.remove(namespace);
-            }
-        }
+        let key = (namespace.to_string(), name.to_string());
+        self.counts.lock().expect("fetch gate").leave_line(&key);
     }
 
     /// Sources of `namespace` waiting for a slot, first in line first (for tests).

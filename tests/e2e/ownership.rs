@@ -196,7 +196,7 @@ async fn abort_deletes_the_canary_in_the_stable_namespace_and_reverts_only_the_p
     let remote: Api<Deployment> = Api::namespaced(client.clone(), &elsewhere.name);
     // The canary may be aborted (and deleted) within a second of its creation: watched,
     // not polled.
-    let canary = crate::support::first_seen(remote.clone(), "web-canary");
+    let canary = crate::support::first_seen(remote.clone(), "web-canary").await;
     let bad = ws.commit_and_push("bad image and other v2");
     tokio::time::timeout(Duration::from_secs(60), canary)
         .await

@@ -40,25 +40,40 @@ where
     }
 }
 
-/// Starts watching for object `name` through `api` and returns a task that ends with the
-/// object the first time the watch sees it. Unlike polling, it also catches an object that
-/// exists for a moment only (a canary aborted within a second). Start it before the change
-/// that creates the object.
-pub fn first_seen<K>(api: kube::Api<K>, name: &str) -> tokio::task::JoinHandle<K>
+/// Watches for object `name` through `api`: returns once the watch has listed what exists
+/// (so nothing created after it returns is missed), with a task that ends with the object
+/// the first time the watch sees it. Unlike polling, it also catches an object that exists
+/// for a moment only (a canary aborted within a second). Call it before the change that
+/// creates the object.
+pub async fn first_seen<K>(api: kube::Api<K>, name: &str) -> tokio::task::JoinHandle<K>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     K::DynamicType: Default,
 {
     use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = watcher(api, config).default_backoff().applied_objects();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut seen = None;
+    loop {
+        match stream.next().await {
+            Some(Ok(Event::InitApply(object) | Event::Apply(object))) => {
+                seen.get_or_insert(object);
+            }
+            Some(Ok(Event::InitDone)) => break,
+            Some(_) => continue,
+            None => panic!("the watch ended before its first list"),
+        }
+    }
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
+        if let Some(object) = seen {
+            return object;
+        }
         loop {
             match stream.next().await {
-                Some(Ok(object)) => return object,
-                Some(Err(_)) => continue,
+                Some(Ok(Event::InitApply(object) | Event::Apply(object))) => return object,
+                Some(_) => continue,
                 None => panic!("the watch ended before the object was seen"),
             }
         }
