@@ -343,6 +343,16 @@ fn fetch_with_depth(
         Ok(r) => r,
         Err(_) => Repository::init_bare(cache).map_err(|e| classify(url, deadline, e))?,
     };
+    // HTTP(S) fetches of a ref, shallow, take one round trip less without libgit2.
+    if shallow_ok
+        && matches!(parsed.scheme.as_str(), "http" | "https")
+        && let Ok(handle) = tokio::runtime::Handle::try_current()
+        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        && let Some(fetched) =
+            super::git_http::fetch(&handle, &repo, url, reference, creds, deadline)?
+    {
+        return Ok(fetched);
+    }
     let headers: Vec<String> = match creds {
         Some(Credentials::Bearer { token }) => vec![format!("Authorization: Bearer {token}")],
         _ => vec![],

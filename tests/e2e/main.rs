@@ -13,6 +13,7 @@ mod controller;
 mod crds;
 mod drift;
 mod faults;
+mod git_http;
 mod git_server;
 mod git_source;
 mod health_rules;
