@@ -116,7 +116,8 @@ struct FetchJob {
     current: Option<(String, String)>,
     /// Write the artifact again even when the commit is unchanged (the spec changed).
     rewrite: bool,
-    /// The proxy that cuts the fetch's HTTP(S) connections at its deadline.
+    /// The proxy that cuts libgit2's HTTP(S) connections at the deadline (an exact
+    /// commit's fetch; other HTTP fetches keep their deadline themselves).
     proxy: Option<String>,
     /// `spec.verify`: the keys the new commits must be signed by, and whether every commit
     /// since the last artifact's must be.
@@ -270,9 +271,13 @@ async fn fetch(
     // A spec change (e.g. new ignore patterns) rewrites the artifact of the same commit.
     let rewrite =
         repo.status.as_ref().and_then(|s| s.observed_generation) != repo.metadata.generation;
-    // HTTP(S) goes through a loopback proxy that closes the connections at the deadline
-    // (libgit2 alone would wait on a silent server until the connection dies).
-    let proxy = match git::http_endpoint(&repo.spec.url) {
+    let reference = Reference::from_spec(repo.spec.git_ref.as_ref());
+    // HTTP(S) fetches of a ref keep their deadline themselves (`source::git_http`). An
+    // exact commit is fetched by libgit2 with its history, through a loopback proxy that
+    // closes the connections at the deadline (libgit2 alone would wait on a silent server
+    // until the connection dies).
+    let by_libgit2 = matches!(reference, Reference::Commit { .. });
+    let proxy = match git::http_endpoint(&repo.spec.url).filter(|_| by_libgit2) {
         Some((host, port)) => Some(
             crate::source::deadline_proxy::DeadlineProxy::start(
                 &host,
@@ -290,7 +295,7 @@ async fn fetch(
         ns,
         name,
         url: repo.spec.url.clone(),
-        reference: Reference::from_spec(repo.spec.git_ref.as_ref()),
+        reference,
         creds,
         deadline: Instant::now() + timeout,
         ignore: repo.spec.ignore.clone(),
@@ -308,6 +313,7 @@ async fn fetch(
     let ctx2 = ctx.clone();
     let started = Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
     // A thread of its own with a large stack: libgit2 walks trees recursively while it
     // packs and indexes, and a tenant's tree may nest deep (the artifact walk bounds it,
     // but the fetch comes first). The stack is reserved, not committed.
@@ -315,6 +321,8 @@ async fn fetch(
         .name("git-fetch".into())
         .stack_size(FETCH_STACK_BYTES)
         .spawn(move || {
+            // HTTP fetches wait on the controller's runtime (`source::git_http`).
+            let _runtime = runtime.enter();
             let result = fetch_and_store(&ctx2, &job);
             drop(slot);
             let _ = tx.send(result);

@@ -1,6 +1,8 @@
-//! A loopback proxy that gives one Git fetch over HTTP(S) a hard deadline. libgit2 blocks in
-//! `recv` while a server says nothing, and has no server timeout that safe code can set; so
-//! a fetch's connections go through this proxy, which closes every one of them at the
+//! A loopback proxy that gives one libgit2 fetch over HTTP(S) a hard deadline (a source
+//! pinned to an exact commit; the shallow fetches of refs speak HTTP themselves in
+//! `super::git_http`). libgit2 blocks in `recv` while a server says nothing, and has no
+//! server timeout that safe code can set; so such a fetch's connections go through this
+//! proxy, which closes every one of them at the
 //! fetch's deadline — libgit2's read then fails and its thread returns. The proxy dials only
 //! the host and port of the fetch's URL (a redirect elsewhere, to cloud metadata say, is
 //! refused), tunnels `https` untouched (`CONNECT`: TLS and its certificate checks stay

@@ -230,7 +230,10 @@ pub fn fetch(
 ) -> Result<Option<Fetched>, GitError> {
     let redacted = url_policy::redact(url);
     let Some(client) = client() else {
-        return Ok(None);
+        return Err(GitError::Fetch {
+            url: redacted,
+            message: "no HTTP client could be built (see the controller's log)".into(),
+        });
     };
     match fetch_with(handle, client, repo, url, reference, creds, deadline) {
         Ok(f) => Ok(f),
