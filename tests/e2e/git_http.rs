@@ -112,7 +112,7 @@ async fn a_fetch_costs_two_requests_an_unchanged_one_one_and_a_new_commit_arrive
     );
 
     // The third commit brings back the first commit's blob, which this shallow clone never
-    // had: the server must know the boundary, or it leaves the blob out as "had".
+    // had (the clone offers its tip as a have): the pack must still carry it.
     let third = push(
         &server,
         "app",
@@ -165,6 +165,29 @@ async fn tags_semver_ranges_and_pull_request_refs_are_fetched_by_their_names() {
     .await
     .unwrap();
     assert_eq!(newest.revision, format!("v1.2.0@sha1:{second}"));
+    // A newer tag on a commit that brings back a blob only the first commit held (the
+    // clone offers its tags' commits as haves): it arrives whole.
+    let third = push(
+        &server,
+        "app",
+        &[("a.yaml", "v: 1\n"), ("c.yaml", "c: 1\n")],
+    );
+    git(&bare, &["tag", "v1.3.0", &third]);
+    let moved = fetch(
+        &dir.path().join("semver"),
+        &url,
+        Reference::Semver(">=0.1.0".into()),
+        None,
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.revision, format!("v1.3.0@sha1:{third}"));
+    let semver_cache = dir.path().join("semver");
+    assert_eq!(
+        blob_at(&semver_cache, &third, "a.yaml").as_deref(),
+        Some("v: 1\n")
+    );
     let pull = fetch(
         &dir.path().join("pull"),
         &url,

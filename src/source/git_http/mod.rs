@@ -31,6 +31,8 @@ const MAX_ADVERTISEMENT: usize = 64 << 20;
 /// Servers tell Git clients by a `git/` user agent.
 const USER_AGENT: &str = concat!("git/2.0 (gantry ", env!("CARGO_PKG_VERSION"), ")");
 const AGENT: &str = concat!("gantry/", env!("CARGO_PKG_VERSION"));
+/// Commits offered as haves.
+const MAX_HAVES: usize = 32;
 /// Redirects followed, each to the same scheme, host and port.
 const MAX_REDIRECTS: usize = 3;
 
@@ -194,6 +196,23 @@ fn wanted(
     }))
 }
 
+/// The commits the repository's refs point at, newest first (at most [`MAX_HAVES`]): the
+/// server leaves out what they hold, also when the source moves to another tag or branch.
+fn haves(repo: &Repository) -> Vec<Oid> {
+    let mut tips: Vec<(i64, Oid)> = repo
+        .references()
+        .map(|refs| {
+            refs.flatten()
+                .filter_map(|r| r.peel_to_commit().ok())
+                .map(|c| (c.time().seconds(), c.id()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tips.sort_unstable_by(|a, b| b.cmp(a));
+    tips.dedup_by_key(|t| t.1);
+    tips.into_iter().take(MAX_HAVES).map(|(_, id)| id).collect()
+}
+
 /// The repository's shallow boundary (`shallow`, one commit id a line).
 fn read_shallow(repo: &Repository) -> Vec<Oid> {
     std::fs::read_to_string(repo.path().join("shallow"))
@@ -299,12 +318,7 @@ fn fetch_with(
         .ok_or_else(|| Failure::NotFound(name.clone()))?;
 
     if !repo.odb()?.exists(want) {
-        let haves: Vec<Oid> = repo
-            .refname_to_id(&local)
-            .ok()
-            .filter(|h| repo.odb().is_ok_and(|o| o.exists(*h)))
-            .into_iter()
-            .collect();
+        let haves = haves(repo);
         let boundary = read_shallow(repo);
         let ask = Ask {
             want,
