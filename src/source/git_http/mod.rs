@@ -247,6 +247,9 @@ pub fn fetch(
     creds: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Option<Fetched>, GitError> {
+    if matches!(reference, Reference::Commit { .. }) {
+        return Ok(None);
+    }
     let redacted = url_policy::redact(url);
     let Some(client) = client() else {
         return Err(GitError::Fetch {
