@@ -141,7 +141,7 @@ fn fetch_into(
     cache: &std::path::Path,
 ) -> Result<(git::Fetched, Option<String>), SourceFailure> {
     let started = Instant::now();
-    let fetched = git::fetch_via(
+    let fetched = crate::source::git_fetch::fetch(
         cache,
         &job.url,
         &job.reference,

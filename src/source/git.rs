@@ -339,20 +339,7 @@ fn fetch_with_depth(
             .take()
             .map(|(host, why)| GitError::HostKey { host, why })
     };
-    let repo = match Repository::open_bare(cache) {
-        Ok(r) => r,
-        Err(_) => Repository::init_bare(cache).map_err(|e| classify(url, deadline, e))?,
-    };
-    // HTTP(S) fetches of a ref, shallow, take one round trip less without libgit2.
-    if shallow_ok
-        && matches!(parsed.scheme.as_str(), "http" | "https")
-        && let Ok(handle) = tokio::runtime::Handle::try_current()
-        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        && let Some(fetched) =
-            super::git_http::fetch(&handle, &repo, url, reference, creds, deadline)?
-    {
-        return Ok(fetched);
-    }
+    let repo = open_or_init(cache, url, deadline)?;
     let headers: Vec<String> = match creds {
         Some(Credentials::Bearer { token }) => vec![format!("Authorization: Bearer {token}")],
         _ => vec![],
@@ -468,6 +455,18 @@ fn fetch_with_depth(
         commit: commit.to_string(),
         revision: format!("{name}@sha1:{commit}"),
     })
+}
+
+/// The bare repository at `cache`, created when missing.
+pub(crate) fn open_or_init(
+    cache: &Path,
+    url: &str,
+    deadline: Instant,
+) -> Result<Repository, GitError> {
+    match Repository::open_bare(cache) {
+        Ok(r) => Ok(r),
+        Err(_) => Repository::init_bare(cache).map_err(|e| classify(url, deadline, e)),
+    }
 }
 
 /// Host and port of an `http://` or `https://` URL (80 and 443 when not given); `None` for

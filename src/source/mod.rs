@@ -7,6 +7,7 @@ pub mod cosign;
 pub mod deadline_proxy;
 pub mod fetch_gate;
 pub mod git;
+pub mod git_fetch;
 pub mod git_http;
 pub mod helm_repo;
 pub mod known_hosts;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use gantry::source::git::{self, Credentials, Fetched, GitError, Reference};
+use gantry::source::git::{Credentials, Fetched, GitError, Reference};
+use gantry::source::git_fetch;
 
 use crate::support::git::{GitServer, git};
 
@@ -26,7 +27,7 @@ async fn fetch(
 ) -> Result<Fetched, GitError> {
     let (cache, url) = (cache.to_path_buf(), url.to_string());
     tokio::task::spawn_blocking(move || {
-        git::fetch_via(
+        git_fetch::fetch(
             &cache,
             &url,
             &reference,
