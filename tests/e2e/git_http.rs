@@ -40,6 +40,13 @@ async fn fetch(
     .unwrap()
 }
 
+/// A fetch that must succeed, within 20 s, without credentials.
+async fn fetch_ok(cache: &Path, url: &str, reference: Reference) -> Fetched {
+    fetch(cache, url, reference, None, Duration::from_secs(20))
+        .await
+        .unwrap()
+}
+
 fn main_ref() -> Reference {
     Reference::Branch("main".into())
 }
@@ -79,9 +86,7 @@ async fn a_fetch_costs_two_requests_an_unchanged_one_one_and_a_new_commit_arrive
     let url = server.http_url("app");
 
     let before = server.fetch_requests();
-    let got = fetch(&cache, &url, main_ref(), None, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let got = fetch_ok(&cache, &url, main_ref()).await;
     assert_eq!(got.commit, second);
     assert_eq!(got.revision, format!("main@sha1:{second}"));
     assert_eq!(
@@ -102,9 +107,7 @@ async fn a_fetch_costs_two_requests_an_unchanged_one_one_and_a_new_commit_arrive
     );
 
     let before = server.fetch_requests();
-    let again = fetch(&cache, &url, main_ref(), None, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let again = fetch_ok(&cache, &url, main_ref()).await;
     assert_eq!(again, got);
     assert_eq!(
         server.fetch_requests() - before,
@@ -120,9 +123,7 @@ async fn a_fetch_costs_two_requests_an_unchanged_one_one_and_a_new_commit_arrive
         &[("a.yaml", "v: 1\n"), ("b.yaml", "b: 1\n")],
     );
     let before = server.fetch_requests();
-    let next = fetch(&cache, &url, main_ref(), None, Duration::from_secs(20))
-        .await
-        .unwrap();
+    let next = fetch_ok(&cache, &url, main_ref()).await;
     assert_eq!(next.commit, third);
     assert_eq!(server.fetch_requests() - before, 2);
     assert_eq!(blob_at(&cache, &third, "a.yaml").as_deref(), Some("v: 1\n"));
@@ -142,29 +143,23 @@ async fn tags_semver_ranges_and_pull_request_refs_are_fetched_by_their_names() {
     let url = server.http_url("app");
     let dir = tempfile::tempdir().unwrap();
 
-    let tag = fetch(
+    let tag = fetch_ok(
         &dir.path().join("tag"),
         &url,
         Reference::Tag("v1.2.0".into()),
-        None,
-        Duration::from_secs(20),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         tag.revision,
         format!("v1.2.0@sha1:{second}"),
         "an annotated tag peels to its commit"
     );
-    let newest = fetch(
+    let newest = fetch_ok(
         &dir.path().join("semver"),
         &url,
         Reference::Semver(">=0.1.0".into()),
-        None,
-        Duration::from_secs(20),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(newest.revision, format!("v1.2.0@sha1:{second}"));
     // A newer tag on a commit that brings back a blob only the first commit held (the
     // clone offers its tags' commits as haves): it arrives whole.
@@ -174,30 +169,24 @@ async fn tags_semver_ranges_and_pull_request_refs_are_fetched_by_their_names() {
         &[("a.yaml", "v: 1\n"), ("c.yaml", "c: 1\n")],
     );
     git(&bare, &["tag", "v1.3.0", &third]);
-    let moved = fetch(
+    let moved = fetch_ok(
         &dir.path().join("semver"),
         &url,
         Reference::Semver(">=0.1.0".into()),
-        None,
-        Duration::from_secs(20),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(moved.revision, format!("v1.3.0@sha1:{third}"));
     let semver_cache = dir.path().join("semver");
     assert_eq!(
         blob_at(&semver_cache, &third, "a.yaml").as_deref(),
         Some("v: 1\n")
     );
-    let pull = fetch(
+    let pull = fetch_ok(
         &dir.path().join("pull"),
         &url,
         Reference::Full("refs/pull/7/head".into()),
-        None,
-        Duration::from_secs(20),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(pull.revision, format!("refs/pull/7/head@sha1:{first}"));
     for (reference, missing) in [
         (Reference::Branch("nope".into()), "nope"),
@@ -343,16 +332,16 @@ async fn good_cache(dir: &Path) -> (PathBuf, String, GitServer) {
     let server = GitServer::start();
     let head = server.create_repo("app", &[("a.yaml", "v: 1\n")]);
     let cache = dir.join("cache");
-    fetch(
-        &cache,
-        &server.http_url("app"),
-        main_ref(),
-        None,
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
+    fetch_ok(&cache, &server.http_url("app"), main_ref()).await;
     (cache, head, server)
+}
+
+/// The error of a fetch of `main` from `liar` into `cache`.
+async fn refused_by(liar: &Canned, cache: &Path, timeout: Duration) -> GitError {
+    let url = format!("http://127.0.0.1:{}/app.git", liar.port);
+    fetch(cache, &url, main_ref(), None, timeout)
+        .await
+        .unwrap_err()
 }
 
 fn tip_of(cache: &Path) -> String {
@@ -375,15 +364,7 @@ async fn a_redirect_to_another_port_is_refused_and_never_dialled() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (cache, head, _server) = good_cache(dir.path()).await;
-    let err = fetch(
-        &cache,
-        &format!("http://127.0.0.1:{}/app.git", liar.port),
-        main_ref(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_by(&liar, &cache, Duration::from_secs(10)).await;
     assert!(matches!(err, GitError::Fetch { .. }), "{err:?}");
     assert!(err.to_string().contains("redirect"), "{err}");
     assert_eq!(elsewhere.served.load(Ordering::SeqCst), 0);
@@ -404,15 +385,7 @@ async fn a_pack_that_never_ends_is_cut_at_the_deadline_and_the_cache_keeps_its_c
         Duration::from_secs(60),
     );
     let started = Instant::now();
-    let err = fetch(
-        &cache,
-        &format!("http://127.0.0.1:{}/app.git", liar.port),
-        main_ref(),
-        None,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap_err();
+    let err = refused_by(&liar, &cache, Duration::from_secs(2)).await;
     assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -447,15 +420,7 @@ async fn a_server_error_or_a_broken_pack_fails_with_its_cause_and_loses_nothing(
             ],
             Duration::ZERO,
         );
-        let err = fetch(
-            &cache,
-            &format!("http://127.0.0.1:{}/app.git", liar.port),
-            main_ref(),
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap_err();
+        let err = refused_by(&liar, &cache, Duration::from_secs(10)).await;
         assert!(matches!(err, GitError::Fetch { .. }), "{err:?}");
         assert!(err.to_string().contains(cause), "{err}");
         assert_eq!(tip_of(&cache), head);

@@ -63,6 +63,18 @@ fn oid(hex: &str) -> Result<git2::Oid, ProtocolError> {
         .map_err(|_| ProtocolError::Malformed(format!("{:?} is not an object id", short(hex))))
 }
 
+/// The first whole packet line of `buf` and the bytes it takes; `None` until it is whole.
+fn next_line(buf: &[u8]) -> Result<Option<(PacketLineRef<'_>, usize)>, ProtocolError> {
+    match decode::streaming(buf) {
+        Ok(decode::Stream::Complete {
+            line,
+            bytes_consumed,
+        }) => Ok(Some((line, bytes_consumed))),
+        Ok(decode::Stream::Incomplete { .. }) => Ok(None),
+        Err(e) => Err(ProtocolError::Malformed(format!("bad packet line: {e}"))),
+    }
+}
+
 /// At most 80 characters of what a server sent, for a message.
 fn short(s: &str) -> String {
     s.chars().take(80).collect()
@@ -91,15 +103,7 @@ impl<F: Fn(&str) -> bool> AdvertisementReader<F> {
     pub fn feed(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
         self.buf.extend_from_slice(data);
         let mut at = 0;
-        loop {
-            let (line, used) = match decode::streaming(&self.buf[at..]) {
-                Ok(decode::Stream::Complete {
-                    line,
-                    bytes_consumed,
-                }) => (line, bytes_consumed),
-                Ok(decode::Stream::Incomplete { .. }) => break,
-                Err(e) => return Err(ProtocolError::Malformed(format!("bad packet line: {e}"))),
-            };
+        while let Some((line, used)) = next_line(&self.buf[at..])? {
             at += used;
             if let PacketLineRef::Data(data) = line {
                 let line = text(data)?.to_string();
@@ -284,13 +288,8 @@ impl Answer {
         self.buf.extend_from_slice(data);
         let mut at = 0;
         while self.phase != Phase::RawPack {
-            let (line, used) = match decode::streaming(&self.buf[at..]) {
-                Ok(decode::Stream::Complete {
-                    line,
-                    bytes_consumed,
-                }) => (line, bytes_consumed),
-                Ok(decode::Stream::Incomplete { .. }) => break,
-                Err(e) => return Err(ProtocolError::Malformed(format!("bad packet line: {e}"))),
+            let Some((line, used)) = next_line(&self.buf[at..])? else {
+                break;
             };
             at += used;
             match (self.phase, line) {
