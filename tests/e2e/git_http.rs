@@ -435,3 +435,26 @@ async fn a_server_error_or_a_broken_pack_fails_with_its_cause_and_loses_nothing(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_whose_objects_cannot_be_read_fails_so_that_a_fresh_clone_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, _head, server) = good_cache(dir.path()).await;
+    for pack in std::fs::read_dir(cache.join("objects/pack"))
+        .unwrap()
+        .flatten()
+    {
+        let len = std::fs::metadata(pack.path()).unwrap().len() as usize;
+        std::fs::write(pack.path(), vec![0x5a; len.max(64)]).unwrap();
+    }
+    let next = push(&server, "app", &[("b.yaml", "b: 1\n")]);
+    let url = server.http_url("app");
+    let err = fetch(&cache, &url, main_ref(), None, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::Fetch { .. }), "{err:?}");
+    assert!(err.to_string().contains("cache cannot read"), "{err}");
+    // What the controller does next: a fresh clone beside it.
+    let fresh = fetch_ok(&dir.path().join("fresh"), &url, main_ref()).await;
+    assert_eq!(fresh.commit, next);
+}

@@ -198,19 +198,28 @@ fn wanted(
 
 /// The commits the repository's refs point at, newest first (at most [`MAX_HAVES`]): the
 /// server leaves out what they hold, also when the source moves to another tag or branch.
-fn haves(repo: &Repository) -> Vec<Oid> {
-    let mut tips: Vec<(i64, Oid)> = repo
-        .references()
-        .map(|refs| {
-            refs.flatten()
-                .filter_map(|r| r.peel_to_commit().ok())
-                .map(|c| (c.time().seconds(), c.id()))
-                .collect()
-        })
-        .unwrap_or_default();
+/// A ref whose object cannot be read means a damaged cache: the caller clones afresh.
+fn haves(repo: &Repository) -> Result<Vec<Oid>, Failure> {
+    let mut tips = Vec::new();
+    for r in repo.references()?.flatten() {
+        let Some(target) = r.target() else {
+            continue;
+        };
+        let object = repo.find_object(target, None).map_err(|e| {
+            Failure::Fetch(format!(
+                "the cache cannot read {} of {}: {}",
+                target,
+                r.name().unwrap_or("a ref"),
+                e.message()
+            ))
+        })?;
+        if let Ok(commit) = object.peel_to_commit() {
+            tips.push((commit.time().seconds(), commit.id()));
+        }
+    }
     tips.sort_unstable_by(|a, b| b.cmp(a));
     tips.dedup_by_key(|t| t.1);
-    tips.into_iter().take(MAX_HAVES).map(|(_, id)| id).collect()
+    Ok(tips.into_iter().take(MAX_HAVES).map(|(_, id)| id).collect())
 }
 
 /// The repository's shallow boundary (`shallow`, one commit id a line).
@@ -321,7 +330,7 @@ fn fetch_with(
         .ok_or_else(|| Failure::NotFound(name.clone()))?;
 
     if !repo.odb()?.exists(want) {
-        let haves = haves(repo);
+        let haves = haves(repo)?;
         let boundary = read_shallow(repo);
         let ask = Ask {
             want,
@@ -361,12 +370,12 @@ fn fetch_with(
         write_shallow(repo, &update.apply(&boundary))
             .map_err(|e| Failure::Fetch(format!("cannot write the shallow list: {e}")))?;
     }
-    repo.reference(&local, want, true, "gantry: fetch")?;
     let commit = repo
         .find_object(want, None)?
         .peel_to_commit()
         .map_err(|_| Failure::NotFound(name.clone()))?
         .id();
+    repo.reference(&local, want, true, "gantry: fetch")?;
     Ok(Some(Fetched {
         commit: commit.to_string(),
         revision: format!("{name}@sha1:{commit}"),
