@@ -97,7 +97,7 @@ fn client() -> Option<&'static http_client::Client> {
                 .user_agent(USER_AGENT)
                 .redirect(policy)
                 .build()
-                .inspect_err(|e| tracing::warn!(error = %e, "no HTTP client for Git fetches; libgit2 fetches"))
+                .inspect_err(|e| tracing::warn!(error = %e, "no HTTP client for Git fetches; HTTP(S) sources fail"))
                 .ok()
         })
         .as_ref()
@@ -329,7 +329,8 @@ fn fetch_with(
         .get(&remote)
         .ok_or_else(|| Failure::NotFound(name.clone()))?;
 
-    if !repo.odb()?.exists(want) {
+    let odb = repo.odb()?;
+    if !odb.exists(want) {
         let haves = haves(repo)?;
         let boundary = read_shallow(repo);
         let ask = Ask {
@@ -352,7 +353,6 @@ fn fetch_with(
         let send = authorize(req, creds).send();
         let mut resp = on_time(handle, until, send)?.map_err(transport)?;
         check_status(&resp)?;
-        let odb = repo.odb()?;
         let mut writer = odb.packwriter()?;
         let mut answer = Answer::new(framing);
         while let Some(chunk) = on_time(handle, until, resp.chunk())?.map_err(transport)? {
